@@ -1,0 +1,177 @@
+// Package config reads the service configuration from environment variables,
+// with defaults that run the embedded profile on one machine.
+package config
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults shared with the deployment files (manifests/, components/,
+// dapr.yaml); tests cross-check them.
+const (
+	DefaultPort            = 8080
+	DefaultAppID           = "autoglm"
+	DefaultStateStore      = "statestore"
+	DefaultBroadcastPubsub = "broadcast"
+	DefaultBroadcastTopic  = "changes"
+	DefaultTasksPubsub     = "tasks"
+	DefaultLockStore       = "lock"
+)
+
+// Config is every setting of the service. Secrets are masked by String.
+type Config struct {
+	Port    int    // AUTOGLM_PORT: HTTP port for clients and the sidecar
+	AppID   string // AUTOGLM_APP_ID: Dapr app id (for logs and self-invocation)
+	NodeID  string // AUTOGLM_NODE_ID: replica id stamped on HLC timestamps; default hostname+pid
+	Version string // set at build time; not from the environment
+
+	DaprGRPCPort int    // DAPR_GRPC_PORT (set by the sidecar injector)
+	DaprHTTPPort int    // DAPR_HTTP_PORT
+	DaprAPIToken string // DAPR_API_TOKEN: sent to daprd (secret)
+	AppAPIToken  string // APP_API_TOKEN: required from daprd on callbacks (secret)
+
+	StateStore      string // AUTOGLM_STATE_STORE
+	BroadcastPubsub string // AUTOGLM_BROADCAST_PUBSUB
+	BroadcastTopic  string // AUTOGLM_BROADCAST_TOPIC
+	TasksPubsub     string // AUTOGLM_TASKS_PUBSUB
+	LockStore       string // AUTOGLM_LOCK_STORE
+
+	LogWindow      int           // AUTOGLM_LOG_WINDOW: op-log entries kept per document
+	MaxBodyBytes   int64         // AUTOGLM_MAX_BODY: REST body and WebSocket message limit
+	MaxDocBytes    int           // AUTOGLM_MAX_DOC: stored document size limit
+	MaxOpsPerMsg   int           // AUTOGLM_MAX_OPS: field operations in one op
+	WriteRetries   int           // AUTOGLM_WRITE_RETRIES: ETag-conflict retries per batch
+	Heartbeat      time.Duration // AUTOGLM_HEARTBEAT: WebSocket ping interval
+	SessionQueue   int           // AUTOGLM_SESSION_QUEUE: per-session outbound queue length
+	ShutdownGrace  time.Duration // AUTOGLM_SHUTDOWN_GRACE: drain time on stop
+	MaxClockSkew   time.Duration // AUTOGLM_MAX_CLOCK_SKEW: future HLC stamps refused past this
+	LogFormat      string        // AUTOGLM_LOG_FORMAT: text or json
+	LogLevel       string        // AUTOGLM_LOG_LEVEL
+	AllowedOrigins []string      // AUTOGLM_ALLOWED_ORIGINS: comma list; empty = same host only, "*" = any
+}
+
+// Default returns the configuration with every default applied.
+func Default() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Port:            DefaultPort,
+		AppID:           DefaultAppID,
+		NodeID:          fmt.Sprintf("%s-%d", host, os.Getpid()),
+		DaprGRPCPort:    50001,
+		DaprHTTPPort:    3500,
+		StateStore:      DefaultStateStore,
+		BroadcastPubsub: DefaultBroadcastPubsub,
+		BroadcastTopic:  DefaultBroadcastTopic,
+		TasksPubsub:     DefaultTasksPubsub,
+		LockStore:       DefaultLockStore,
+		LogWindow:       1000,
+		MaxBodyBytes:    1 << 20,
+		MaxDocBytes:     1 << 20,
+		MaxOpsPerMsg:    256,
+		WriteRetries:    8,
+		Heartbeat:       15 * time.Second,
+		SessionQueue:    1024,
+		ShutdownGrace:   10 * time.Second,
+		MaxClockSkew:    time.Minute,
+		LogFormat:       "text",
+		LogLevel:        "info",
+	}
+}
+
+// FromEnv returns the defaults overridden by the environment as read by
+// lookup (os.LookupEnv in production).
+func FromEnv(lookup func(string) (string, bool)) (Config, error) {
+	c := Default()
+	var errs []string
+	str := func(name string, dst *string) {
+		if v, ok := lookup(name); ok && v != "" {
+			*dst = v
+		}
+	}
+	num := func(name string, dst *int, minimum int) {
+		if v, ok := lookup(name); ok && v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < minimum {
+				errs = append(errs, fmt.Sprintf("%s=%q: want an integer >= %d", name, v, minimum))
+				return
+			}
+			*dst = n
+		}
+	}
+	dur := func(name string, dst *time.Duration) {
+		if v, ok := lookup(name); ok && v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				errs = append(errs, fmt.Sprintf("%s=%q: want a positive duration such as 15s", name, v))
+				return
+			}
+			*dst = d
+		}
+	}
+	num("AUTOGLM_PORT", &c.Port, 1)
+	str("AUTOGLM_APP_ID", &c.AppID)
+	str("AUTOGLM_NODE_ID", &c.NodeID)
+	num("DAPR_GRPC_PORT", &c.DaprGRPCPort, 1)
+	num("DAPR_HTTP_PORT", &c.DaprHTTPPort, 1)
+	str("DAPR_API_TOKEN", &c.DaprAPIToken)
+	str("APP_API_TOKEN", &c.AppAPIToken)
+	str("AUTOGLM_STATE_STORE", &c.StateStore)
+	str("AUTOGLM_BROADCAST_PUBSUB", &c.BroadcastPubsub)
+	str("AUTOGLM_BROADCAST_TOPIC", &c.BroadcastTopic)
+	str("AUTOGLM_TASKS_PUBSUB", &c.TasksPubsub)
+	str("AUTOGLM_LOCK_STORE", &c.LockStore)
+	num("AUTOGLM_LOG_WINDOW", &c.LogWindow, 1)
+	var maxBody int
+	num("AUTOGLM_MAX_BODY", &maxBody, 1024)
+	if maxBody > 0 {
+		c.MaxBodyBytes = int64(maxBody)
+	}
+	num("AUTOGLM_MAX_DOC", &c.MaxDocBytes, 1024)
+	num("AUTOGLM_MAX_OPS", &c.MaxOpsPerMsg, 1)
+	num("AUTOGLM_WRITE_RETRIES", &c.WriteRetries, 0)
+	dur("AUTOGLM_HEARTBEAT", &c.Heartbeat)
+	num("AUTOGLM_SESSION_QUEUE", &c.SessionQueue, 16)
+	dur("AUTOGLM_SHUTDOWN_GRACE", &c.ShutdownGrace)
+	dur("AUTOGLM_MAX_CLOCK_SKEW", &c.MaxClockSkew)
+	str("AUTOGLM_LOG_FORMAT", &c.LogFormat)
+	str("AUTOGLM_LOG_LEVEL", &c.LogLevel)
+	if v, ok := lookup("AUTOGLM_ALLOWED_ORIGINS"); ok && v != "" {
+		for _, o := range strings.Split(v, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				c.AllowedOrigins = append(c.AllowedOrigins, o)
+			}
+		}
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Sprintf("AUTOGLM_LOG_FORMAT=%q: want text or json", c.LogFormat))
+	}
+	if len(errs) > 0 {
+		return c, fmt.Errorf("config: %s", strings.Join(errs, "; "))
+	}
+	return c, nil
+}
+
+// Fields returns the configuration as log fields with secrets masked.
+func (c Config) Fields() map[string]any {
+	mask := func(s string) string {
+		if s == "" {
+			return ""
+		}
+		return "***"
+	}
+	return map[string]any{
+		"port": c.Port, "app_id": c.AppID, "node_id": c.NodeID, "version": c.Version,
+		"dapr_grpc_port": c.DaprGRPCPort, "dapr_http_port": c.DaprHTTPPort,
+		"dapr_api_token": mask(c.DaprAPIToken), "app_api_token": mask(c.AppAPIToken),
+		"state_store": c.StateStore, "broadcast_pubsub": c.BroadcastPubsub,
+		"broadcast_topic": c.BroadcastTopic, "tasks_pubsub": c.TasksPubsub, "lock_store": c.LockStore,
+		"log_window": c.LogWindow, "max_body": c.MaxBodyBytes, "max_doc": c.MaxDocBytes,
+		"max_ops": c.MaxOpsPerMsg, "write_retries": c.WriteRetries, "heartbeat": c.Heartbeat.String(),
+		"session_queue": c.SessionQueue, "shutdown_grace": c.ShutdownGrace.String(),
+		"max_clock_skew": c.MaxClockSkew.String(), "allowed_origins": c.AllowedOrigins,
+	}
+}

@@ -1,0 +1,170 @@
+// Package core is the domain root of the sync service: documents, operations,
+// change summaries, version stamps, the error codes clients see, and the
+// narrow ports (Store, Bus) that adapters implement. It does no I/O.
+//
+// The package is named core rather than sync so it does not shadow the
+// standard library's sync package in the code that uses both.
+package core
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/open-autoglm/autoglm/app/clock"
+	"github.com/open-autoglm/autoglm/app/merge"
+)
+
+// Key addresses a document: collection/id.
+type Key struct {
+	Collection string
+	ID         string
+}
+
+func (k Key) String() string { return k.Collection + "/" + k.ID }
+
+var (
+	collectionRe = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
+	idRe         = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$`)
+)
+
+// ParseKey reads "collection/id" and validates both names.
+func ParseKey(s string) (Key, error) {
+	c, id, ok := strings.Cut(s, "/")
+	if !ok {
+		return Key{}, Errorf(CodeInvalidName, "document %q is not collection/id", s)
+	}
+	return NewKey(c, id)
+}
+
+// NewKey validates a collection name and a document id. Collections are
+// lower-case identifiers; ids are letters, digits and _ . @ - (no ':' or '/',
+// which the state-store key layout and URLs reserve).
+func NewKey(collection, id string) (Key, error) {
+	if !collectionRe.MatchString(collection) {
+		return Key{}, Errorf(CodeInvalidName, "collection name %q: want [a-z][a-z0-9_-]{0,63}", collection)
+	}
+	if !idRe.MatchString(id) || strings.Contains(id, "..") {
+		return Key{}, Errorf(CodeInvalidName, "document id %q: want [A-Za-z0-9][A-Za-z0-9_.@-]{0,127}", id)
+	}
+	return Key{Collection: collection, ID: id}, nil
+}
+
+// ValidCollection reports whether name is a valid collection name.
+func ValidCollection(name string) bool { return collectionRe.MatchString(name) }
+
+// Op is one client operation on one document. (ClientID, OpID) identifies it:
+// OpID is a per-client sequence, so a retried op is applied once.
+type Op struct {
+	ClientID string          `json:"client"`
+	OpID     uint64          `json:"op"`
+	Base     int64           `json:"base"` // version the client had when it made the op
+	HLC      clock.Timestamp `json:"hlc"`  // client's stamp; the zero value lets the server stamp it
+	Ops      []merge.FieldOp `json:"ops"`
+	Delete   bool            `json:"delete,omitempty"` // tombstone the document
+	// IfVersion, when set, requires the document to be at exactly this
+	// version (REST If-Match); 0 means no precondition. -1 requires that the
+	// document does not exist yet (If-None-Match: *).
+	IfVersion int64 `json:"-"`
+}
+
+// Change is the summary of one accepted op: the delta, never the document.
+// It is what the op log stores, what the broadcast carries and what sessions
+// deliver.
+type Change struct {
+	Doc     string          `json:"doc"` // collection/id
+	Version int64           `json:"v"`
+	Prev    int64           `json:"pv"`
+	Ops     []merge.FieldOp `json:"ops,omitempty"`
+	Author  string          `json:"by,omitempty"`
+	OpID    uint64          `json:"op,omitempty"`
+	HLC     clock.Timestamp `json:"hlc"`
+	Deleted bool            `json:"del,omitempty"`
+	// Created marks the first version after a create (or re-create after a
+	// tombstone): clients reset their copy before applying Ops.
+	Created bool `json:"new,omitempty"`
+	// Pull marks a summary whose ops were left out of a broadcast because
+	// they were too large; receivers fetch the change from the op log.
+	Pull bool `json:"pull,omitempty"`
+}
+
+// ClientMark records the last op of one client on one document, for
+// idempotent retries.
+type ClientMark struct {
+	OpID    uint64 `json:"op"`
+	Version int64  `json:"v"`
+}
+
+// Document is a stored document with its version stamp.
+type Document struct {
+	Key     Key                   `json:"-"`
+	Version int64                 `json:"v"`
+	Deleted bool                  `json:"del,omitempty"`
+	State   *merge.Doc            `json:"state"`
+	Clients map[string]ClientMark `json:"clients,omitempty"`
+	Updated clock.Timestamp       `json:"hlc"`
+	// LogStart is the lowest version still in the op log; a client behind it
+	// needs a snapshot.
+	LogStart int64 `json:"log_start,omitempty"`
+}
+
+// Data returns the document's plain JSON data.
+func (d *Document) Data() map[string]any {
+	if d.State == nil {
+		return map[string]any{}
+	}
+	return d.State.Data
+}
+
+// Exists reports whether the document has been written and not deleted.
+func (d *Document) Exists() bool { return d != nil && d.Version > 0 && !d.Deleted }
+
+// Stored is a document as read from a Store, with the store's ETag that
+// guards the next write.
+type Stored struct {
+	Doc  *Document
+	ETag string // empty when the document does not exist yet
+}
+
+// Commit is one atomic write: the document at its new version plus the op
+// log entries for every version it advanced by.
+type Commit struct {
+	Key      Key
+	ETag     string // the ETag read; empty for a create
+	Doc      *Document
+	Changes  []Change // dense: Doc.Version-len+1 .. Doc.Version
+	TrimFrom int64    // delete log entries TrimFrom..TrimTo (both inclusive) in the same transaction
+	TrimTo   int64
+	Created  bool // first write of this key: add it to the collection index
+}
+
+// Page is one page of a collection listing.
+type Page struct {
+	IDs  []string `json:"ids"`
+	Next string   `json:"next,omitempty"` // cursor for the following page
+}
+
+// Store is the persistence port. Implementations must make Commit atomic and
+// fail it with an error wrapping ErrVersionConflict when the ETag no longer
+// matches.
+type Store interface {
+	Load(ctx context.Context, k Key) (Stored, error)
+	Commit(ctx context.Context, c Commit) error
+	// Changes returns the logged changes from..to (inclusive) in order. A
+	// missing entry (trimmed) ends the result early.
+	Changes(ctx context.Context, k Key, from, to int64) ([]Change, error)
+	List(ctx context.Context, collection, cursor string, limit int) (Page, error)
+}
+
+// Bus is the broadcast port: it publishes change summaries to every replica.
+// Delivery is a hint; the op log is the truth.
+type Bus interface {
+	Publish(ctx context.Context, changes []Change) error
+}
+
+// ChangeKey is a convenience that parses Change.Doc.
+func (c Change) Key() (Key, error) { return ParseKey(c.Doc) }
+
+// String renders a change for logs.
+func (c Change) String() string { return fmt.Sprintf("%s@%d", c.Doc, c.Version) }

@@ -1,0 +1,3 @@
+module github.com/open-autoglm/autoglm
+
+go 1.24
