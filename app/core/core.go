@@ -63,6 +63,10 @@ type Op struct {
 	HLC      clock.Timestamp `json:"hlc"`  // client's stamp; the zero value lets the server stamp it
 	Ops      []merge.FieldOp `json:"ops"`
 	Delete   bool            `json:"delete,omitempty"` // tombstone the document
+	// Replace makes the op a whole-document write (REST PUT): top-level
+	// fields the op does not set are removed, decided against the document
+	// as it is when the op is applied.
+	Replace bool `json:"-"`
 	// IfVersion, when set, requires the document to be at exactly this
 	// version (REST If-Match); 0 means no precondition. -1 requires that the
 	// document does not exist yet (If-None-Match: *).
@@ -136,7 +140,10 @@ type Commit struct {
 	Changes  []Change // dense: Doc.Version-len+1 .. Doc.Version
 	TrimFrom int64    // delete log entries TrimFrom..TrimTo (both inclusive) in the same transaction
 	TrimTo   int64
-	Created  bool // first write of this key: add it to the collection index
+	// IndexAdd / IndexRemove keep the collection listing in step: a create
+	// (or re-create after a tombstone) adds the id, a delete removes it.
+	IndexAdd    bool
+	IndexRemove bool
 }
 
 // Page is one page of a collection listing.

@@ -1,0 +1,67 @@
+// Command autoglm runs the Open-AutoGLM sync service beside a Dapr sidecar.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/service"
+)
+
+// version is set at build time: -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "autoglm:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) error {
+	cfg, err := config.FromEnv(os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	cfg.Version = version
+	log := newLogger(cfg)
+	log.WithFields(cfg.Fields()).Info("starting")
+
+	svc, err := service.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	if err := svc.Start(nil); err != nil {
+		return err
+	}
+	select {
+	case err := <-svc.Done():
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	return svc.Shutdown(sctx)
+}
+
+func newLogger(cfg config.Config) *logrus.Logger {
+	log := logrus.New()
+	log.SetOutput(os.Stderr)
+	if cfg.LogFormat == "json" {
+		log.SetFormatter(&logrus.JSONFormatter{})
+	} else {
+		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	}
+	if lvl, err := logrus.ParseLevel(cfg.LogLevel); err == nil {
+		log.SetLevel(lvl)
+	}
+	return log
+}

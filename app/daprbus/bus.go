@@ -1,0 +1,177 @@
+// Package daprbus implements core.Bus over Dapr pub/sub, and the HTTP
+// endpoints through which daprd delivers the broadcast back to this replica.
+//
+// The broadcast component must give every replica its own consumer group
+// (consumerID "{uuid}" or "{podName}"), because Dapr otherwise delivers each
+// message to one replica of the app id only. See components/.
+package daprbus
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+
+	dapr "github.com/dapr/go-sdk/client"
+
+	"github.com/open-autoglm/autoglm/app/core"
+)
+
+// MaxInlineOps is the largest encoded ops list a broadcast carries; larger
+// changes travel as pull hints and receivers read them from the op log.
+const MaxInlineOps = 32 << 10
+
+// Publisher is the part of the Dapr client the bus uses.
+type Publisher interface {
+	PublishEvent(ctx context.Context, pubsubName, topicName string, data interface{}, opts ...dapr.PublishEventOption) error
+}
+
+// Message is the broadcast payload: change summaries from one commit.
+type Message struct {
+	Node    string        `json:"node"`
+	Changes []core.Change `json:"changes"`
+}
+
+// Bus publishes change summaries to the broadcast topic.
+type Bus struct {
+	pub    Publisher
+	pubsub string
+	topic  string
+	node   string
+}
+
+var _ core.Bus = (*Bus)(nil)
+
+// New returns a Bus publishing to topic on the pubsub component.
+func New(pub Publisher, pubsub, topic, node string) *Bus {
+	return &Bus{pub: pub, pubsub: pubsub, topic: topic, node: node}
+}
+
+// Publish sends one message with the changes of one commit.
+func (b *Bus) Publish(ctx context.Context, changes []core.Change) error {
+	msg := Message{Node: b.node, Changes: make([]core.Change, len(changes))}
+	for i, c := range changes {
+		if opsSize(c) > MaxInlineOps {
+			c.Ops, c.Pull = nil, true
+		}
+		msg.Changes[i] = c
+	}
+	body, err := json.Marshal(msg)
+	if err != nil {
+		return err
+	}
+	if err := b.pub.PublishEvent(ctx, b.pubsub, b.topic, body, dapr.PublishEventWithContentType("application/json")); err != nil {
+		return fmt.Errorf("publish %s/%s: %w: %v", b.pubsub, b.topic, core.ErrUnavailable, err)
+	}
+	return nil
+}
+
+func opsSize(c core.Change) int {
+	n := 0
+	for _, o := range c.Ops {
+		n += len(o.Path) + len(o.Value) + 24
+	}
+	return n
+}
+
+// Subscription is one entry of the app's answer to GET /dapr/subscribe.
+type Subscription struct {
+	PubsubName string            `json:"pubsubname"`
+	Topic      string            `json:"topic"`
+	Route      string            `json:"route"`
+	Metadata   map[string]string `json:"metadata,omitempty"`
+}
+
+// Handler serves daprd's subscription callbacks.
+type Handler struct {
+	Subs     []Subscription
+	Token    string              // APP_API_TOKEN; when set, callbacks must carry it
+	Deliver  func([]core.Change) // called with every received broadcast
+	MaxBytes int64
+	OnError  func(error)
+}
+
+// ServeSubscribe answers GET /dapr/subscribe.
+func (h *Handler) ServeSubscribe(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(r) {
+		http.Error(w, "missing or wrong dapr-api-token", http.StatusUnauthorized)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(h.Subs)
+}
+
+// cloudEvent is the envelope daprd delivers (structured CloudEvents JSON).
+type cloudEvent struct {
+	ID          string          `json:"id"`
+	Type        string          `json:"type"`
+	Topic       string          `json:"topic"`
+	Data        json.RawMessage `json:"data"`
+	DataBase64  string          `json:"data_base64"`
+	TraceParent string          `json:"traceparent"`
+}
+
+// ServeEvent handles one broadcast delivery. A malformed message is dropped
+// (answering DROP, so daprd does not redeliver it forever); sessions repair
+// anything missed from the op log.
+func (h *Handler) ServeEvent(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(r) {
+		http.Error(w, "missing or wrong dapr-api-token", http.StatusUnauthorized)
+		return
+	}
+	limit := h.MaxBytes
+	if limit <= 0 {
+		limit = 8 << 20
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil || int64(len(body)) > limit {
+		h.status(w, "DROP", fmt.Errorf("broadcast body unreadable or over %d bytes", limit))
+		return
+	}
+	var ce cloudEvent
+	if err := json.Unmarshal(body, &ce); err != nil {
+		h.status(w, "DROP", fmt.Errorf("broadcast envelope: %w", err))
+		return
+	}
+	data := ce.Data
+	// Some components hand JSON data over as a JSON string.
+	var s string
+	if len(data) > 0 && data[0] == '"' && json.Unmarshal(data, &s) == nil {
+		data = json.RawMessage(s)
+	}
+	var msg Message
+	if err := json.Unmarshal(data, &msg); err != nil {
+		h.status(w, "DROP", fmt.Errorf("broadcast payload: %w", err))
+		return
+	}
+	valid := msg.Changes[:0]
+	for _, c := range msg.Changes {
+		if _, err := core.ParseKey(c.Doc); err != nil || c.Version < 1 || c.Prev != c.Version-1 {
+			h.status(w, "DROP", fmt.Errorf("broadcast change %q@%d is malformed", c.Doc, c.Version))
+			return
+		}
+		valid = append(valid, c)
+	}
+	if h.Deliver != nil && len(valid) > 0 {
+		h.Deliver(valid)
+	}
+	h.status(w, "SUCCESS", nil)
+}
+
+func (h *Handler) status(w http.ResponseWriter, s string, err error) {
+	if err != nil && h.OnError != nil {
+		h.OnError(err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = fmt.Fprintf(w, `{"status":%q}`, s)
+}
+
+func (h *Handler) authorized(r *http.Request) bool {
+	if h.Token == "" {
+		return true
+	}
+	got := r.Header.Get("dapr-api-token")
+	return subtle.ConstantTimeCompare([]byte(got), []byte(h.Token)) == 1
+}

@@ -1,0 +1,315 @@
+// Package daprstore implements core.Store over the Dapr state API.
+//
+// Key layout (':' separates parts; ids may not contain it):
+//
+//	<coll>:<id>             the document, guarded by its ETag
+//	<coll>:<id>:log:<v>     the change that produced version v (dense, the last K kept)
+//	<coll>:_index:<shard>   sorted ids of the collection's live documents, in 64 shards
+//
+// A document, its new log entries, the trimmed entries and (on create or
+// delete) its index shard are written in ONE state transaction, so a reader
+// never sees a version without its log entry. Reading versions a..b is one
+// bulk get of known keys, which every state store supports; no range query
+// is needed.
+package daprstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"strings"
+
+	dapr "github.com/dapr/go-sdk/client"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/open-autoglm/autoglm/app/core"
+)
+
+// IndexShards is the number of index keys per collection. Creates of
+// different documents contend on an index key only within one shard.
+const IndexShards = 64
+
+// Client is the part of the Dapr client the store uses.
+type Client interface {
+	GetState(ctx context.Context, storeName, key string, meta map[string]string) (*dapr.StateItem, error)
+	GetBulkState(ctx context.Context, storeName string, keys []string, meta map[string]string, parallelism int32) ([]*dapr.BulkStateItem, error)
+	ExecuteStateTransaction(ctx context.Context, storeName string, meta map[string]string, ops []*dapr.StateOperation) error
+}
+
+// Store is a core.Store on a Dapr state store component.
+type Store struct {
+	client Client
+	name   string
+}
+
+var _ core.Store = (*Store)(nil)
+
+// New returns a Store using the state store component name.
+func New(client Client, name string) *Store { return &Store{client: client, name: name} }
+
+func docKey(k core.Key) string { return k.Collection + ":" + k.ID }
+
+func logKey(k core.Key, v int64) string {
+	return k.Collection + ":" + k.ID + ":log:" + strconv.FormatInt(v, 10)
+}
+
+func indexKey(coll string, shard int) string {
+	return coll + ":_index:" + strconv.Itoa(shard)
+}
+
+func shardOf(id string) int {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return int(h.Sum32() % IndexShards)
+}
+
+// Load reads a document and its ETag. A missing document is a zero Stored.
+func (s *Store) Load(ctx context.Context, k core.Key) (core.Stored, error) {
+	item, err := s.client.GetState(ctx, s.name, docKey(k), nil)
+	if err != nil {
+		return core.Stored{}, classify("load "+k.String(), err)
+	}
+	if item == nil || len(item.Value) == 0 {
+		return core.Stored{}, nil
+	}
+	var d core.Document
+	if err := json.Unmarshal(item.Value, &d); err != nil {
+		return core.Stored{}, fmt.Errorf("load %s: decode: %w", k, err)
+	}
+	d.Key = k
+	return core.Stored{Doc: &d, ETag: item.Etag}, nil
+}
+
+// Commit writes the document, its log entries and trims in one transaction.
+func (s *Store) Commit(ctx context.Context, c core.Commit) error {
+	body, err := json.Marshal(c.Doc)
+	if err != nil {
+		return fmt.Errorf("commit %s: encode: %w", c.Key, err)
+	}
+	ops := make([]*dapr.StateOperation, 0, 2+len(c.Changes)+int(c.TrimTo-c.TrimFrom+1))
+	docItem := &dapr.SetStateItem{Key: docKey(c.Key), Value: body, Options: strong()}
+	if c.ETag != "" {
+		docItem.Etag = &dapr.ETag{Value: c.ETag}
+	} else {
+		// First write: first-write-wins makes the store refuse it if another
+		// writer created the key meanwhile.
+		docItem.Options.Concurrency = dapr.StateConcurrencyFirstWrite
+	}
+	ops = append(ops, &dapr.StateOperation{Type: dapr.StateOperationTypeUpsert, Item: docItem})
+	for _, ch := range c.Changes {
+		b, err := json.Marshal(ch)
+		if err != nil {
+			return fmt.Errorf("commit %s: encode change: %w", c.Key, err)
+		}
+		ops = append(ops, &dapr.StateOperation{Type: dapr.StateOperationTypeUpsert,
+			Item: &dapr.SetStateItem{Key: logKey(c.Key, ch.Version), Value: b}})
+	}
+	if c.TrimTo >= c.TrimFrom && c.TrimFrom > 0 {
+		for v := c.TrimFrom; v <= c.TrimTo; v++ {
+			ops = append(ops, &dapr.StateOperation{Type: dapr.StateOperationTypeDelete,
+				Item: &dapr.SetStateItem{Key: logKey(c.Key, v)}})
+		}
+	}
+	if c.IndexAdd || c.IndexRemove {
+		op, err := s.indexOp(ctx, c.Key, c.IndexAdd)
+		if err != nil {
+			return err
+		}
+		if op != nil {
+			ops = append(ops, op)
+		}
+	}
+	if err := s.client.ExecuteStateTransaction(ctx, s.name, nil, ops); err != nil {
+		return classify("commit "+c.Key.String(), err)
+	}
+	return nil
+}
+
+type index struct {
+	IDs []string `json:"ids"`
+}
+
+// indexOp reads the document's index shard and returns the guarded write that
+// adds or removes its id, or nil when the shard already says so.
+func (s *Store) indexOp(ctx context.Context, k core.Key, add bool) (*dapr.StateOperation, error) {
+	key := indexKey(k.Collection, shardOf(k.ID))
+	item, err := s.client.GetState(ctx, s.name, key, nil)
+	if err != nil {
+		return nil, classify("index "+k.Collection, err)
+	}
+	var idx index
+	if item != nil && len(item.Value) > 0 {
+		if err := json.Unmarshal(item.Value, &idx); err != nil {
+			return nil, fmt.Errorf("index %s: decode: %w", key, err)
+		}
+	}
+	i, found := slices.BinarySearch(idx.IDs, k.ID)
+	switch {
+	case add && !found:
+		idx.IDs = slices.Insert(idx.IDs, i, k.ID)
+	case !add && found:
+		idx.IDs = slices.Delete(idx.IDs, i, i+1)
+	default:
+		return nil, nil
+	}
+	b, _ := json.Marshal(idx)
+	it := &dapr.SetStateItem{Key: key, Value: b, Options: strong()}
+	if item != nil && item.Etag != "" {
+		it.Etag = &dapr.ETag{Value: item.Etag}
+	} else {
+		it.Options.Concurrency = dapr.StateConcurrencyFirstWrite
+	}
+	return &dapr.StateOperation{Type: dapr.StateOperationTypeUpsert, Item: it}, nil
+}
+
+// Changes reads log entries from..to with one bulk get, in version order,
+// stopping at the first missing entry.
+func (s *Store) Changes(ctx context.Context, k core.Key, from, to int64) ([]core.Change, error) {
+	if from < 1 {
+		from = 1
+	}
+	if to < from {
+		return nil, nil
+	}
+	keys := make([]string, 0, to-from+1)
+	for v := from; v <= to; v++ {
+		keys = append(keys, logKey(k, v))
+	}
+	items, err := s.client.GetBulkState(ctx, s.name, keys, nil, 8)
+	if err != nil {
+		return nil, classify("changes "+k.String(), err)
+	}
+	byKey := make(map[string][]byte, len(items))
+	for _, it := range items {
+		if it.Error != "" {
+			return nil, fmt.Errorf("changes %s: %s: %w", k, it.Error, core.ErrUnavailable)
+		}
+		byKey[it.Key] = it.Value
+	}
+	out := make([]core.Change, 0, len(keys))
+	for _, key := range keys {
+		b := byKey[key]
+		if len(b) == 0 {
+			break
+		}
+		var ch core.Change
+		if err := json.Unmarshal(b, &ch); err != nil {
+			return nil, fmt.Errorf("changes %s: decode %s: %w", k, key, err)
+		}
+		out = append(out, ch)
+	}
+	return out, nil
+}
+
+// List pages through a collection's ids. The cursor is "<shard>.<last id>".
+func (s *Store) List(ctx context.Context, coll, cursor string, limit int) (core.Page, error) {
+	shard, after := 0, ""
+	if cursor != "" {
+		a, b, ok := strings.Cut(cursor, ".")
+		n, err := strconv.Atoi(a)
+		if !ok || err != nil || n < 0 || n >= IndexShards {
+			return core.Page{}, core.Errorf(core.CodeBadRequest, "malformed cursor %q", cursor)
+		}
+		shard, after = n, b
+	}
+	var page core.Page
+	for ; shard < IndexShards; shard, after = shard+1, "" {
+		item, err := s.client.GetState(ctx, s.name, indexKey(coll, shard), nil)
+		if err != nil {
+			return core.Page{}, classify("list "+coll, err)
+		}
+		if item == nil || len(item.Value) == 0 {
+			continue
+		}
+		var idx index
+		if err := json.Unmarshal(item.Value, &idx); err != nil {
+			return core.Page{}, fmt.Errorf("list %s: decode: %w", coll, err)
+		}
+		i := 0
+		if after != "" {
+			i, _ = slices.BinarySearch(idx.IDs, after)
+			if i < len(idx.IDs) && idx.IDs[i] == after {
+				i++
+			}
+		}
+		for ; i < len(idx.IDs); i++ {
+			if len(page.IDs) == limit {
+				page.Next = strconv.Itoa(shard) + "." + page.IDs[len(page.IDs)-1]
+				return page, nil
+			}
+			page.IDs = append(page.IDs, idx.IDs[i])
+		}
+	}
+	return page, nil
+}
+
+// Documents bulk-reads documents (for listings).
+func (s *Store) Documents(ctx context.Context, coll string, ids []string) ([]*core.Document, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = coll + ":" + id
+	}
+	items, err := s.client.GetBulkState(ctx, s.name, keys, nil, 8)
+	if err != nil {
+		return nil, classify("list "+coll, err)
+	}
+	byKey := make(map[string][]byte, len(items))
+	for _, it := range items {
+		byKey[it.Key] = it.Value
+	}
+	out := make([]*core.Document, 0, len(ids))
+	for i, key := range keys {
+		if len(byKey[key]) == 0 {
+			continue
+		}
+		var d core.Document
+		if err := json.Unmarshal(byKey[key], &d); err != nil {
+			return nil, fmt.Errorf("list %s: decode %s: %w", coll, key, err)
+		}
+		d.Key = core.Key{Collection: coll, ID: ids[i]}
+		out = append(out, &d)
+	}
+	return out, nil
+}
+
+func strong() *dapr.StateOptions {
+	return &dapr.StateOptions{Consistency: dapr.StateConsistencyStrong}
+}
+
+// classify wraps a Dapr error with the domain sentinel it means.
+//
+// An ETag mismatch comes back as gRPC Aborted from a single save but as
+// Internal ("possible etag mismatch") from a transaction, and a first-write
+// of an existing key as a duplicate/exists error from some stores; all of
+// them mean another writer won.
+func classify(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: %w: %v", op, core.ErrUnavailable, err)
+	}
+	st, _ := status.FromError(err)
+	msg := strings.ToLower(st.Message())
+	switch {
+	case st.Code() == codes.Aborted,
+		strings.Contains(msg, "etag mismatch"),
+		strings.Contains(msg, "etag"),
+		strings.Contains(msg, "duplicate key"),
+		strings.Contains(msg, "already exists"),
+		strings.Contains(msg, "unique constraint"):
+		return fmt.Errorf("%s: %w: %s", op, core.ErrVersionConflict, st.Message())
+	case st.Code() == codes.Unavailable, st.Code() == codes.DeadlineExceeded,
+		strings.Contains(msg, "connection refused"), strings.Contains(msg, "circuit breaker"):
+		return fmt.Errorf("%s: %w: %s", op, core.ErrUnavailable, st.Message())
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}

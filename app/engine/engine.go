@@ -1,0 +1,474 @@
+// Package engine is the coordination layer: it validates and merges client
+// operations, assigns version stamps, persists documents with their op log
+// through the Store port, and hands committed changes to local sessions and
+// to the broadcast Bus.
+//
+// Writes to one document are serialised inside a replica by a per-document
+// writer; ops that queue up behind an in-flight write are coalesced into the
+// next transaction. ETag conflicts therefore only happen between replicas,
+// and are resolved by reloading and re-applying the batch.
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/open-autoglm/autoglm/app/clock"
+	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/merge"
+)
+
+// Result is the outcome of one submitted op.
+type Result struct {
+	Key     core.Key
+	OpID    uint64
+	Version int64           // version the op produced (or produced earlier, for a duplicate)
+	Change  *core.Change    // the committed change; nil for duplicates and rejections
+	Dup     bool            // a retry of an op that was already applied
+	Err     error           // rejection; nothing was written for this op
+	Ops     []merge.FieldOp // effective ops (what changed)
+}
+
+// Options configure an Engine.
+type Options struct {
+	Store     core.Store
+	Bus       core.Bus // may be nil (no broadcast)
+	Clock     *clock.Clock
+	Policy    func(collection string) merge.Policy // nil: lww everywhere
+	Local     func([]core.Change)                  // local fast path (the hub); may be nil
+	LogWindow int                                  // op-log entries kept per document
+	Retries   int                                  // ETag-conflict retries per batch
+	MaxBatch  int                                  // ops coalesced into one transaction
+	MaxOps    int                                  // field ops per op
+	MaxDoc    int                                  // encoded document size limit
+	Log       logrus.FieldLogger
+	Metrics   Metrics
+}
+
+// Metrics receives counters; nil fields are ignored.
+type Metrics struct {
+	Accepted  func(n int)
+	Rejected  func(code core.Code)
+	Conflicts func() // ETag conflicts (another replica won)
+	Batch     func(size int)
+}
+
+// Engine accepts ops for documents. It is safe for concurrent use.
+type Engine struct {
+	opt Options
+
+	mu      sync.Mutex
+	writers map[core.Key]*writer
+	closed  bool
+	active  sync.WaitGroup
+}
+
+// New returns an Engine.
+func New(opt Options) *Engine {
+	if opt.LogWindow <= 0 {
+		opt.LogWindow = 1000
+	}
+	if opt.MaxBatch <= 0 {
+		opt.MaxBatch = 256
+	}
+	if opt.MaxOps <= 0 {
+		opt.MaxOps = 256
+	}
+	if opt.MaxDoc <= 0 {
+		opt.MaxDoc = 1 << 20
+	}
+	if opt.Policy == nil {
+		opt.Policy = func(string) merge.Policy { return merge.LWW }
+	}
+	if opt.Log == nil {
+		l := logrus.New()
+		l.SetLevel(logrus.WarnLevel)
+		opt.Log = l
+	}
+	return &Engine{opt: opt, writers: map[core.Key]*writer{}}
+}
+
+type request struct {
+	op   core.Op
+	done func(Result)
+}
+
+type writer struct {
+	key     core.Key
+	pending []request
+}
+
+// Submit queues op for k and calls done exactly once with the outcome, from
+// another goroutine, after the op is durably stored or rejected. done must
+// not block.
+func (e *Engine) Submit(k core.Key, op core.Op, done func(Result)) {
+	if err := e.check(op); err != nil {
+		done(Result{Key: k, OpID: op.OpID, Err: err})
+		return
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		done(Result{Key: k, OpID: op.OpID, Err: core.ErrShuttingDown})
+		return
+	}
+	w, ok := e.writers[k]
+	if !ok {
+		w = &writer{key: k}
+		e.writers[k] = w
+		e.active.Add(1)
+		go e.run(w)
+	}
+	w.pending = append(w.pending, request{op: op, done: done})
+	e.mu.Unlock()
+}
+
+// Do submits op and waits for its outcome.
+func (e *Engine) Do(ctx context.Context, k core.Key, op core.Op) (Result, error) {
+	ch := make(chan Result, 1)
+	e.Submit(k, op, func(r Result) { ch <- r })
+	select {
+	case r := <-ch:
+		return r, r.Err
+	case <-ctx.Done():
+		// The op may still be applied; a retry with the same op id is safe.
+		return Result{}, fmt.Errorf("%w: %v", core.ErrUnavailable, ctx.Err())
+	}
+}
+
+// Close stops accepting ops and waits until every queued op is stored or
+// rejected, or ctx ends.
+func (e *Engine) Close(ctx context.Context) error {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	done := make(chan struct{})
+	go func() { e.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (e *Engine) check(op core.Op) error {
+	if len(op.Ops) > e.opt.MaxOps {
+		return core.Errorf(core.CodeTooLarge, "%d field ops in one op (limit %d)", len(op.Ops), e.opt.MaxOps)
+	}
+	if len(op.Ops) == 0 && !op.Delete && !op.Replace {
+		return core.Errorf(core.CodeInvalidOp, "op has no field operations")
+	}
+	for _, f := range op.Ops {
+		if err := f.Validate(); err != nil {
+			return err
+		}
+	}
+	if op.Base < 0 {
+		return core.Errorf(core.CodeInvalidOp, "base version %d is negative", op.Base)
+	}
+	return nil
+}
+
+// run drains w's queue batch by batch and exits when it is empty.
+func (e *Engine) run(w *writer) {
+	defer e.active.Done()
+	for {
+		e.mu.Lock()
+		n := min(len(w.pending), e.opt.MaxBatch)
+		if n == 0 {
+			delete(e.writers, w.key)
+			e.mu.Unlock()
+			return
+		}
+		batch := w.pending[:n:n]
+		w.pending = w.pending[n:]
+		e.mu.Unlock()
+		e.process(w.key, batch)
+	}
+}
+
+// outcome is one request's result within a batch attempt.
+type outcome struct {
+	res    Result
+	lookup bool // a duplicate older than the client's last op: find its version in the log
+}
+
+func (e *Engine) process(k core.Key, batch []request) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if e.opt.Metrics.Batch != nil {
+		e.opt.Metrics.Batch(len(batch))
+	}
+	var (
+		outs    []outcome
+		commit  core.Commit
+		changes []core.Change
+		err     error
+	)
+	for attempt := 0; ; attempt++ {
+		var stored core.Stored
+		stored, err = e.opt.Store.Load(ctx, k)
+		if err != nil {
+			break
+		}
+		outs, commit = e.apply(k, stored, batch)
+		changes = commit.Changes
+		if len(changes) == 0 {
+			break
+		}
+		err = e.opt.Store.Commit(ctx, commit)
+		if err == nil || !errors.Is(err, core.ErrVersionConflict) || attempt >= e.opt.Retries {
+			break
+		}
+		if e.opt.Metrics.Conflicts != nil {
+			e.opt.Metrics.Conflicts()
+		}
+		// Another replica won the race: back off briefly with jitter, reload
+		// and re-apply the whole batch.
+		time.Sleep(time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 6))))
+	}
+	if err != nil {
+		e.opt.Log.WithError(err).WithField("doc", k.String()).Warn("write failed")
+		for _, r := range batch {
+			e.finish(r, Result{Key: k, OpID: r.op.OpID, Err: err})
+		}
+		return
+	}
+	// Durable: acknowledge first, so an author sees its ack before any echo,
+	// then deliver locally and broadcast to the other replicas.
+	for i, r := range batch {
+		o := outs[i]
+		if o.lookup {
+			o.res.Version = e.findOpVersion(ctx, k, r.op, o.res.Version)
+		}
+		e.finish(r, o.res)
+	}
+	if len(changes) == 0 {
+		return
+	}
+	if e.opt.Metrics.Accepted != nil {
+		e.opt.Metrics.Accepted(len(changes))
+	}
+	if e.opt.Local != nil {
+		e.opt.Local(changes)
+	}
+	if e.opt.Bus != nil {
+		if err := e.opt.Bus.Publish(ctx, changes); err != nil {
+			// Committed but not broadcast: other replicas repair the gap from
+			// the op log when the next change (or the anti-entropy check) comes.
+			e.opt.Log.WithError(err).WithField("doc", k.String()).Warn("broadcast failed")
+		}
+	}
+}
+
+func (e *Engine) finish(r request, res Result) {
+	if res.Err != nil && e.opt.Metrics.Rejected != nil {
+		e.opt.Metrics.Rejected(core.CodeOf(res.Err))
+	}
+	r.done(res)
+}
+
+// apply runs the batch against a copy of the stored document and returns
+// each request's outcome and the commit that makes the accepted ones durable.
+func (e *Engine) apply(k core.Key, stored core.Stored, batch []request) ([]outcome, core.Commit) {
+	doc := cloneDoc(k, stored.Doc)
+	existed := stored.Doc != nil && stored.Doc.Exists()
+	policy := e.opt.Policy(k.Collection)
+	outs := make([]outcome, len(batch))
+	var changes []core.Change
+	for i, r := range batch {
+		outs[i] = e.applyOne(policy, doc, r.op, &changes)
+		outs[i].res.Key = k
+		outs[i].res.OpID = r.op.OpID
+	}
+	c := core.Commit{Key: k, ETag: stored.ETag, Doc: doc, Changes: changes}
+	if len(changes) == 0 {
+		return outs, c
+	}
+	c.IndexAdd = !existed && doc.Exists()
+	c.IndexRemove = existed && !doc.Exists()
+	// Keep the last LogWindow versions in the op log; trim what falls out of
+	// the window in the same transaction.
+	start := max(doc.Version-int64(e.opt.LogWindow)+1, 1)
+	if doc.LogStart == 0 {
+		doc.LogStart = 1
+	}
+	if start > doc.LogStart {
+		c.TrimFrom, c.TrimTo = doc.LogStart, start-1
+		doc.LogStart = start
+	}
+	return outs, c
+}
+
+func (e *Engine) applyOne(policy merge.Policy, doc *core.Document, op core.Op, changes *[]core.Change) outcome {
+	if op.ClientID != "" && op.OpID != 0 {
+		if m, ok := doc.Clients[op.ClientID]; ok && op.OpID <= m.OpID {
+			res := Result{Version: m.Version, Dup: true}
+			return outcome{res: res, lookup: op.OpID < m.OpID}
+		}
+	}
+	switch {
+	case op.IfVersion == -1 && doc.Exists():
+		return reject(core.CodePreconditionFailed, map[string]any{"current": doc.Version}, "document already exists at version %d", doc.Version)
+	case op.IfVersion > 0 && op.IfVersion != doc.Version:
+		return reject(core.CodePreconditionFailed, map[string]any{"current": doc.Version}, "document is at version %d, not %d", doc.Version, op.IfVersion)
+	case op.Base > doc.Version:
+		return reject(core.CodeConflict, map[string]any{"base": op.Base, "current": doc.Version}, "base version %d is ahead of the document (version %d); resync", op.Base, doc.Version)
+	}
+	ts, err := e.stamp(op.HLC)
+	if err != nil {
+		return outcome{res: Result{Err: err}}
+	}
+	ch := core.Change{
+		Doc: doc.Key.String(), Version: doc.Version + 1, Prev: doc.Version,
+		Author: op.ClientID, OpID: op.OpID, HLC: ts,
+	}
+	switch {
+	case op.Delete:
+		if !doc.Exists() {
+			return reject(core.CodeNotFound, nil, "document %s does not exist", doc.Key)
+		}
+		doc.State = merge.NewDoc()
+		doc.Deleted = true
+		ch.Deleted = true
+	default:
+		state := doc.State
+		created := !doc.Exists()
+		if created {
+			state = merge.NewDoc()
+		} else {
+			state = state.Clone()
+		}
+		ops := op.Ops
+		if op.Replace && !created {
+			ops = replaceOps(state.Data, ops)
+		}
+		eff, err := merge.Apply(policy, state, merge.Input{
+			Client: op.ClientID, HLC: ts, Base: op.Base, Current: doc.Version, Ops: ops,
+		})
+		if err != nil {
+			return outcome{res: Result{Err: err}}
+		}
+		if size := encodedSize(state); size > e.opt.MaxDoc {
+			return reject(core.CodeTooLarge, nil, "document would be %d bytes (limit %d)", size, e.opt.MaxDoc)
+		}
+		doc.State = state
+		doc.Deleted = false
+		ch.Ops = eff
+		ch.Created = created
+	}
+	doc.Version = ch.Version
+	doc.Updated = ts
+	if op.ClientID != "" && op.OpID != 0 {
+		if doc.Clients == nil {
+			doc.Clients = map[string]core.ClientMark{}
+		}
+		doc.Clients[op.ClientID] = core.ClientMark{OpID: op.OpID, Version: ch.Version}
+	}
+	*changes = append(*changes, ch)
+	last := &(*changes)[len(*changes)-1]
+	return outcome{res: Result{Version: ch.Version, Change: last, Ops: ch.Ops}}
+}
+
+// replaceOps adds an unset for every top-level field of data that ops do not
+// set, turning a set of fields into a whole-document replacement.
+func replaceOps(data map[string]any, ops []merge.FieldOp) []merge.FieldOp {
+	set := make(map[string]bool, len(ops))
+	for _, o := range ops {
+		set[o.Path] = true
+	}
+	out := slices.Clone(ops)
+	keys := slices.Sorted(maps.Keys(data))
+	for _, k := range keys {
+		if !set[k] && merge.ValidatePath(k) == nil {
+			out = append(out, merge.FieldOp{Op: merge.KindUnset, Path: k})
+		}
+	}
+	return out
+}
+
+// Load reads a document as stored.
+func (e *Engine) Load(ctx context.Context, k core.Key) (core.Stored, error) {
+	return e.opt.Store.Load(ctx, k)
+}
+
+// Changes reads logged changes from..to.
+func (e *Engine) Changes(ctx context.Context, k core.Key, from, to int64) ([]core.Change, error) {
+	return e.opt.Store.Changes(ctx, k, from, to)
+}
+
+func reject(code core.Code, details any, format string, args ...any) outcome {
+	e := core.Errorf(code, format, args...)
+	e.Details = details
+	return outcome{res: Result{Err: e}}
+}
+
+// stamp merges a client's HLC into the replica clock (refusing stamps too far
+// in the future) or stamps an unstamped op with the replica clock. The
+// client's own stamp is what the merge policies compare, so offline edits keep
+// their original time.
+func (e *Engine) stamp(ts clock.Timestamp) (clock.Timestamp, error) {
+	if ts.IsZero() {
+		return e.opt.Clock.Now(), nil
+	}
+	if _, err := e.opt.Clock.Update(ts); err != nil {
+		return clock.Timestamp{}, err
+	}
+	return ts, nil
+}
+
+// findOpVersion finds the version an older retried op produced, scanning the
+// op log backwards from the client's last write. Beyond the log window it
+// answers the client's last version, which is an upper bound.
+func (e *Engine) findOpVersion(ctx context.Context, k core.Key, op core.Op, last int64) int64 {
+	const chunk = 64
+	for hi := last; hi >= 1; hi -= chunk {
+		lo := max(hi-chunk+1, 1)
+		cs, err := e.opt.Store.Changes(ctx, k, lo, hi)
+		if err != nil || len(cs) == 0 {
+			break
+		}
+		for i := len(cs) - 1; i >= 0; i-- {
+			if cs[i].Author == op.ClientID && cs[i].OpID == op.OpID {
+				return cs[i].Version
+			}
+		}
+	}
+	return last
+}
+
+func cloneDoc(k core.Key, d *core.Document) *core.Document {
+	if d == nil {
+		return &core.Document{Key: k, State: merge.NewDoc()}
+	}
+	c := *d
+	c.Key = k
+	if c.State == nil {
+		c.State = merge.NewDoc()
+	}
+	if d.Clients != nil {
+		c.Clients = make(map[string]core.ClientMark, len(d.Clients)+1)
+		for id, m := range d.Clients {
+			c.Clients[id] = m
+		}
+	}
+	return &c
+}
+
+func encodedSize(s *merge.Doc) int {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return 0
+	}
+	return len(b)
+}

@@ -1,0 +1,324 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/open-autoglm/autoglm/app/clock"
+	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/merge"
+)
+
+// docResponse is a document on the wire.
+type docResponse struct {
+	Doc     string         `json:"doc"`
+	Version int64          `json:"version"`
+	Data    map[string]any `json:"data,omitempty"`
+	Deleted bool           `json:"deleted,omitempty"`
+	Created bool           `json:"created,omitempty"`
+	Dup     bool           `json:"duplicate,omitempty"`
+}
+
+func (s *Server) serveDoc(w http.ResponseWriter, r *http.Request) {
+	k, err := core.NewKey(r.PathValue("coll"), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		s.getDoc(w, r, k)
+	case http.MethodPut:
+		s.putDoc(w, r, k)
+	case http.MethodPatch:
+		s.patchDoc(w, r, k)
+	case http.MethodDelete:
+		s.deleteDoc(w, r, k)
+	default:
+		w.Header().Set("Allow", "GET, HEAD, PUT, PATCH, DELETE")
+		s.fail(w, r, core.Errorf(core.CodeMethodNotAllowed, "%s is not served on documents", r.Method))
+	}
+}
+
+func (s *Server) getDoc(w http.ResponseWriter, r *http.Request, k core.Key) {
+	stored, err := s.Engine.Load(r.Context(), k)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !stored.Doc.Exists() {
+		s.fail(w, r, core.Errorf(core.CodeNotFound, "document %s not found", k))
+		return
+	}
+	etag := etagOf(stored.Doc.Version)
+	w.Header().Set("ETag", etag)
+	if inm := r.Header.Get("If-None-Match"); inm != "" && inm == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	writeJSON(w, http.StatusOK, docResponse{Doc: k.String(), Version: stored.Doc.Version, Data: stored.Doc.Data()})
+}
+
+func (s *Server) putDoc(w http.ResponseWriter, r *http.Request, k core.Key) {
+	var body map[string]json.RawMessage
+	if !s.decodeBody(w, r, &body) {
+		return
+	}
+	if body == nil {
+		s.fail(w, r, core.Errorf(core.CodeBadRequest, "body must be a JSON object"))
+		return
+	}
+	keys := make([]string, 0, len(body))
+	for f := range body {
+		keys = append(keys, f)
+	}
+	slices.Sort(keys)
+	ops := make([]merge.FieldOp, 0, len(body))
+	for _, f := range keys {
+		ops = append(ops, merge.FieldOp{Op: merge.KindSet, Path: f, Value: body[f]})
+	}
+	op, ok := s.restOp(w, r)
+	if !ok {
+		return
+	}
+	op.Ops, op.Replace = ops, true
+	s.write(w, r, k, op)
+}
+
+type patchBody struct {
+	Base int64           `json:"base"`
+	HLC  string          `json:"hlc"`
+	Ops  []merge.FieldOp `json:"ops"`
+}
+
+func (s *Server) patchDoc(w http.ResponseWriter, r *http.Request, k core.Key) {
+	var body patchBody
+	if !s.decodeBody(w, r, &body) {
+		return
+	}
+	op, ok := s.restOp(w, r)
+	if !ok {
+		return
+	}
+	ts, err := clock.Parse(body.HLC)
+	if err != nil {
+		s.fail(w, r, core.Errorf(core.CodeBadRequest, "hlc: %v", err))
+		return
+	}
+	op.Base, op.HLC, op.Ops = body.Base, ts, body.Ops
+	s.write(w, r, k, op)
+}
+
+func (s *Server) deleteDoc(w http.ResponseWriter, r *http.Request, k core.Key) {
+	op, ok := s.restOp(w, r)
+	if !ok {
+		return
+	}
+	op.Delete = true
+	s.write(w, r, k, op)
+}
+
+// restOp reads the headers every REST write understands: If-Match /
+// If-None-Match preconditions and X-Client-ID / X-Op-ID for idempotent
+// retries.
+func (s *Server) restOp(w http.ResponseWriter, r *http.Request) (core.Op, bool) {
+	var op core.Op
+	if im := r.Header.Get("If-Match"); im != "" {
+		v, err := strconv.ParseInt(strings.Trim(strings.TrimPrefix(im, "W/"), `"`), 10, 64)
+		if err != nil || v < 1 {
+			s.fail(w, r, core.Errorf(core.CodeBadRequest, "If-Match %q: want a version ETag such as \"3\"", im))
+			return op, false
+		}
+		op.IfVersion = v
+	}
+	if r.Header.Get("If-None-Match") == "*" {
+		op.IfVersion = -1
+	}
+	op.ClientID = r.Header.Get("X-Client-ID")
+	if len(op.ClientID) > 128 {
+		s.fail(w, r, core.Errorf(core.CodeBadRequest, "X-Client-ID longer than 128 bytes"))
+		return op, false
+	}
+	if v := r.Header.Get("X-Op-ID"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 || op.ClientID == "" {
+			s.fail(w, r, core.Errorf(core.CodeBadRequest, "X-Op-ID must be a positive integer and comes with X-Client-ID"))
+			return op, false
+		}
+		op.OpID = n
+	}
+	return op, true
+}
+
+func (s *Server) write(w http.ResponseWriter, r *http.Request, k core.Key, op core.Op) {
+	res, err := s.Engine.Do(r.Context(), k, op)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	resp := docResponse{Doc: k.String(), Version: res.Version, Dup: res.Dup}
+	if res.Change != nil {
+		resp.Deleted, resp.Created = res.Change.Deleted, res.Change.Created
+		if res.Change.Created {
+			status = http.StatusCreated
+		}
+	}
+	w.Header().Set("ETag", etagOf(res.Version))
+	writeJSON(w, status, resp)
+}
+
+type changesResponse struct {
+	Doc      string         `json:"doc"`
+	Version  int64          `json:"version"`
+	Changes  []core.Change  `json:"changes"`
+	Snapshot map[string]any `json:"snapshot,omitempty"`
+	Deleted  bool           `json:"deleted,omitempty"`
+}
+
+// serveChanges answers GET .../changes?since=v: the deltas after v, or a
+// snapshot when the log no longer reaches back to v.
+func (s *Server) serveChanges(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		s.fail(w, r, core.Errorf(core.CodeMethodNotAllowed, "only GET is served on changes"))
+		return
+	}
+	k, err := core.NewKey(r.PathValue("coll"), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	since, err := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
+	if err != nil || since < 0 {
+		s.fail(w, r, core.Errorf(core.CodeBadRequest, "since must be a version >= 0"))
+		return
+	}
+	stored, err := s.Engine.Load(r.Context(), k)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if stored.Doc == nil {
+		s.fail(w, r, core.Errorf(core.CodeNotFound, "document %s not found", k))
+		return
+	}
+	cur := stored.Doc.Version
+	resp := changesResponse{Doc: k.String(), Version: cur, Changes: []core.Change{}}
+	const maxChanges = 1000
+	switch {
+	case since >= cur:
+		if since > cur {
+			resp.Snapshot, resp.Deleted = stored.Doc.Data(), stored.Doc.Deleted
+		}
+	case since+1 >= stored.Doc.LogStart && since > 0:
+		to := min(cur, since+maxChanges)
+		cs, err := s.Engine.Changes(r.Context(), k, since+1, to)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if int64(len(cs)) == to-since {
+			resp.Changes = cs
+			resp.Version = to
+			break
+		}
+		fallthrough
+	default:
+		resp.Snapshot, resp.Deleted = stored.Doc.Data(), stored.Doc.Deleted
+	}
+	w.Header().Set("ETag", etagOf(resp.Version))
+	writeJSON(w, http.StatusOK, resp)
+}
+
+type listItem struct {
+	ID      string         `json:"id"`
+	Version int64          `json:"version"`
+	Data    map[string]any `json:"data"`
+}
+
+type listResponse struct {
+	Collection string     `json:"collection"`
+	Items      []listItem `json:"items"`
+	Next       string     `json:"next,omitempty"`
+}
+
+// serveList pages through a collection: ?limit=1..500&cursor=<next>.
+func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		s.fail(w, r, core.Errorf(core.CodeMethodNotAllowed, "only GET is served on collections"))
+		return
+	}
+	coll := r.PathValue("coll")
+	if !core.ValidCollection(coll) {
+		s.fail(w, r, core.Errorf(core.CodeInvalidName, "collection name %q: want [a-z][a-z0-9_-]{0,63}", coll))
+		return
+	}
+	limit := 50
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 500 {
+			s.fail(w, r, core.Errorf(core.CodeBadRequest, "limit must be 1..500"))
+			return
+		}
+		limit = n
+	}
+	page, err := s.Lister.List(r.Context(), coll, r.URL.Query().Get("cursor"), limit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	docs, err := s.Lister.Documents(r.Context(), coll, page.IDs)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	resp := listResponse{Collection: coll, Items: make([]listItem, 0, len(docs)), Next: page.Next}
+	for _, d := range docs {
+		if d.Exists() {
+			resp.Items = append(resp.Items, listItem{ID: d.Key.ID, Version: d.Version, Data: d.Data()})
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// decodeBody reads a JSON body within the size limit into v. It answers the
+// request itself and returns false on any problem.
+func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			s.fail(w, r, core.Errorf(core.CodeUnsupportedMedia, "Content-Type %q: want application/json", ct))
+			return false
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.MaxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			s.fail(w, r, core.Errorf(core.CodeTooLarge, "body over %d bytes", s.MaxBody))
+			return false
+		}
+		s.fail(w, r, core.Errorf(core.CodeBadRequest, "reading body: %v", err))
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		s.fail(w, r, core.Errorf(core.CodeBadRequest, "malformed JSON body: %v", err))
+		return false
+	}
+	if dec.More() {
+		s.fail(w, r, core.Errorf(core.CodeBadRequest, "trailing data after the JSON body"))
+		return false
+	}
+	return true
+}
+
+func etagOf(v int64) string { return `"` + strconv.FormatInt(v, 10) + `"` }

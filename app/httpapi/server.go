@@ -1,0 +1,149 @@
+// Package httpapi serves the service over HTTP: the REST document API, the
+// WebSocket sync endpoint, health and version endpoints, and the callbacks
+// daprd makes (subscriptions). Errors are mapped to statuses in one place
+// (errors.go).
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/daprbus"
+	"github.com/open-autoglm/autoglm/app/engine"
+	"github.com/open-autoglm/autoglm/app/hub"
+)
+
+// Lister pages through collections.
+type Lister interface {
+	List(ctx context.Context, collection, cursor string, limit int) (core.Page, error)
+	Documents(ctx context.Context, collection string, ids []string) ([]*core.Document, error)
+}
+
+// Server holds what the handlers need. Fill the exported fields, then call
+// Handler.
+type Server struct {
+	Engine  *engine.Engine
+	Lister  Lister
+	Hub     *hub.Hub
+	Dapr    *daprbus.Handler
+	Log     logrus.FieldLogger
+	Version string
+	Node    string
+	Ready   func() bool
+
+	MaxBody        int64
+	Heartbeat      time.Duration
+	SessionQueue   int
+	MaxSubs        int
+	AllowedOrigins []string
+	// WriteTimeout bounds one WebSocket write; a client that does not read
+	// for this long is dropped as a slow consumer.
+	WriteTimeout time.Duration
+
+	sessionsMu sync.Mutex
+	sessions   map[*liveSession]struct{}
+	sessionsWG sync.WaitGroup
+	draining   atomic.Bool
+	nextID     atomic.Uint64
+}
+
+// Handler returns the HTTP handler with every route.
+func (s *Server) Handler() http.Handler {
+	if s.MaxBody <= 0 {
+		s.MaxBody = 1 << 20
+	}
+	if s.WriteTimeout <= 0 {
+		s.WriteTimeout = 10 * time.Second
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("/readyz", s.serveReady)
+	mux.HandleFunc("/version", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"version": s.Version, "node": s.Node})
+	})
+	mux.HandleFunc("/v1/docs/{coll}/{id}", s.serveDoc)
+	mux.HandleFunc("/v1/docs/{coll}/{id}/changes", s.serveChanges)
+	mux.HandleFunc("/v1/docs/{coll}", s.serveList)
+	mux.HandleFunc("/v1/sync", s.serveWS)
+	if s.Dapr != nil {
+		mux.HandleFunc("GET /dapr/subscribe", s.Dapr.ServeSubscribe)
+		for _, sub := range s.Dapr.Subs {
+			mux.HandleFunc("POST "+sub.Route, s.Dapr.ServeEvent)
+		}
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, core.Errorf(core.CodeNotFound, "no route %s", r.URL.Path))
+	})
+	return s.common(mux)
+}
+
+// common adds the version header every response carries (so a canary split
+// is visible) and recovers from handler panics.
+func (s *Server) common(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Autoglm-Version", s.Version)
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.Log.WithField("panic", v).WithField("path", r.URL.Path).Error("handler panic")
+				writeError(w, s.Log, r, core.Errorf(core.CodeInternal, "internal error"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case s.draining.Load():
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+	case s.Ready != nil && !s.Ready():
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "sidecar not ready"})
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	}
+}
+
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	writeError(w, s.Log, r, err)
+}
+
+// Drain stops taking new sessions, closes the open ones with the
+// "shutting down" code (clients reconnect to another replica and resume) and
+// waits for them to end or ctx to expire.
+func (s *Server) Drain(ctx context.Context) {
+	s.draining.Store(true)
+	s.sessionsMu.Lock()
+	for ls := range s.sessions {
+		ls.cancel()
+	}
+	s.sessionsMu.Unlock()
+	done := make(chan struct{})
+	go func() { s.sessionsWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// Sessions returns the number of open sync sessions.
+func (s *Server) Sessions() int {
+	s.sessionsMu.Lock()
+	defer s.sessionsMu.Unlock()
+	return len(s.sessions)
+}
+
+func (s *Server) newSessionID() string {
+	return s.Node + "-" + strconv.FormatUint(s.nextID.Add(1), 36)
+}

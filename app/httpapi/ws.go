@@ -1,0 +1,123 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+
+	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/protocol"
+	"github.com/open-autoglm/autoglm/app/session"
+)
+
+// SubprotocolJSON is the WebSocket subprotocol of the JSON encoding.
+const SubprotocolJSON = "autoglm.json.v1"
+
+type liveSession struct {
+	cancel context.CancelFunc
+}
+
+// wsSender writes JSON text frames with a deadline per write.
+type wsSender struct {
+	conn    *websocket.Conn
+	timeout time.Duration
+}
+
+func (ws wsSender) Send(ctx context.Context, m protocol.Message) error {
+	b, err := protocol.Encode(m)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, ws.timeout)
+	defer cancel()
+	return ws.conn.Write(ctx, websocket.MessageText, b)
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		s.fail(w, r, core.ErrShuttingDown)
+		return
+	}
+	opts := &websocket.AcceptOptions{Subprotocols: []string{SubprotocolJSON}}
+	switch {
+	case len(s.AllowedOrigins) == 1 && s.AllowedOrigins[0] == "*":
+		opts.InsecureSkipVerify = true
+	case len(s.AllowedOrigins) > 0:
+		opts.OriginPatterns = originHosts(s.AllowedOrigins)
+	}
+	conn, err := websocket.Accept(w, r, opts)
+	if err != nil {
+		return // Accept has answered the request
+	}
+	conn.SetReadLimit(s.MaxBody)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	ls := &liveSession{cancel: cancel}
+	s.sessionsMu.Lock()
+	if s.sessions == nil {
+		s.sessions = map[*liveSession]struct{}{}
+	}
+	s.sessions[ls] = struct{}{}
+	s.sessionsWG.Add(1)
+	s.sessionsMu.Unlock()
+	defer func() {
+		s.sessionsMu.Lock()
+		delete(s.sessions, ls)
+		s.sessionsMu.Unlock()
+		s.sessionsWG.Done()
+	}()
+
+	sess := session.New(session.Options{
+		ID: s.newSessionID(), Node: s.Node, Heartbeat: s.Heartbeat, Queue: s.SessionQueue,
+		MaxSubs: s.MaxSubs, NewClientID: uuid.NewString,
+	}, s.Engine, s.Hub, wsSender{conn: conn, timeout: s.WriteTimeout})
+
+	readCtx, stopRead := context.WithCancel(context.Background())
+	defer stopRead()
+	go func() {
+		defer cancel()
+		for {
+			typ, b, err := conn.Read(readCtx)
+			if err != nil {
+				if errors.Is(err, websocket.ErrMessageTooBig) || websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
+					sess.Fail(protocol.CloseTooLarge, "message too large")
+				}
+				return
+			}
+			if typ != websocket.MessageText {
+				sess.Fail(protocol.CloseUnsupported, "binary frames need the binary subprotocol")
+				return
+			}
+			m, err := protocol.Decode(b)
+			if err != nil {
+				sess.Fail(protocol.CloseProtocolError, "malformed message")
+				return
+			}
+			if !sess.Receive(ctx, m) {
+				return
+			}
+		}
+	}()
+	c := sess.Run(ctx)
+	stopRead()
+	_ = conn.Close(websocket.StatusCode(c.Code), c.Reason)
+}
+
+// originHosts turns configured origins ("https://app.example.com") into the
+// host patterns the WebSocket library matches.
+func originHosts(origins []string) []string {
+	out := make([]string, 0, len(origins))
+	for _, o := range origins {
+		if u, err := url.Parse(o); err == nil && u.Host != "" {
+			out = append(out, u.Host)
+		} else {
+			out = append(out, o)
+		}
+	}
+	return out
+}

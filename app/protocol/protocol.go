@@ -1,0 +1,128 @@
+// Package protocol defines the sync protocol's wire messages (JSON text
+// frames; see docs/protocol.md) and its connection close codes. It does no
+// I/O.
+package protocol
+
+import (
+	"encoding/json"
+
+	"github.com/open-autoglm/autoglm/app/clock"
+	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/merge"
+)
+
+// Version is the protocol version a welcome announces.
+const Version = 1
+
+// Message types ("t").
+const (
+	// client → server
+	THello = "hello"
+	TSub   = "sub"
+	TUnsub = "unsub"
+	TOp    = "op"
+	// server → client
+	TWelcome = "welcome"
+	TSnap    = "snap"
+	TDelta   = "delta"
+	TSynced  = "synced"
+	TAck     = "ack"
+	TReject  = "reject"
+	TError   = "error"
+	// both ways
+	TPing = "ping"
+	TPong = "pong"
+)
+
+// Message is every protocol message; T selects which fields mean something.
+// One flat struct keeps decoding a single pass and the frames small.
+type Message struct {
+	T string `json:"t"`
+
+	// hello / welcome
+	Client  string `json:"client,omitempty"`
+	Token   string `json:"token,omitempty"`
+	Session string `json:"session,omitempty"`
+	Node    string `json:"node,omitempty"`
+	HB      int64  `json:"hb,omitempty"` // heartbeat interval, ms
+	Proto   int    `json:"proto,omitempty"`
+
+	// document traffic
+	Doc   string          `json:"doc,omitempty"`
+	Since int64           `json:"since,omitempty"`
+	V     int64           `json:"v,omitempty"`
+	PV    int64           `json:"pv,omitempty"`
+	Op    uint64          `json:"op,omitempty"`
+	Base  int64           `json:"base,omitempty"`
+	HLC   clock.Timestamp `json:"hlc,omitzero"`
+	Ops   []merge.FieldOp `json:"ops,omitempty"`
+	By    string          `json:"by,omitempty"`
+	Del   bool            `json:"del,omitempty"`
+	New   bool            `json:"new,omitempty"`
+	Dup   bool            `json:"dup,omitempty"`
+	Data  map[string]any  `json:"data,omitempty"`
+
+	// errors
+	Code    core.Code `json:"code,omitempty"`
+	Msg     string    `json:"msg,omitempty"`
+	Details any       `json:"details,omitempty"`
+
+	// heartbeats
+	TS int64 `json:"ts,omitempty"`
+}
+
+// Delta renders a change as a delta message.
+func Delta(c core.Change) Message {
+	return Message{T: TDelta, Doc: c.Doc, V: c.Version, PV: c.Prev, Ops: c.Ops, By: c.Author,
+		Op: c.OpID, HLC: c.HLC, Del: c.Deleted, New: c.Created}
+}
+
+// Change reads a delta message back into a change (clients use it).
+func (m Message) Change() core.Change {
+	return core.Change{Doc: m.Doc, Version: m.V, Prev: m.PV, Ops: m.Ops, Author: m.By,
+		OpID: m.Op, HLC: m.HLC, Deleted: m.Del, Created: m.New}
+}
+
+// ErrorMessage renders err for a client: its code, a safe message and any
+// structured details.
+func ErrorMessage(t string, err error) Message {
+	return Message{T: t, Code: core.CodeOf(err), Msg: core.PublicMessage(err), Details: core.DetailsOf(err)}
+}
+
+// Decode parses one JSON message.
+func Decode(b []byte) (Message, error) {
+	var m Message
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Message{}, core.Errorf(core.CodeBadRequest, "malformed message: %v", err)
+	}
+	if m.T == "" {
+		return Message{}, core.Errorf(core.CodeBadRequest, "message has no type \"t\"")
+	}
+	return m, nil
+}
+
+// Encode renders a message as JSON.
+func Encode(m Message) ([]byte, error) { return json.Marshal(m) }
+
+// WebSocket close codes. 4000–4499: the client may reconnect (with backoff)
+// and resume; 4500–4999: it must not reconnect without changing something
+// (credentials, code). Documented in docs/protocol.md.
+const (
+	CloseShuttingDown     = 4000 // replica draining; reconnect, possibly elsewhere
+	CloseHeartbeatTimeout = 4001 // no traffic within the heartbeat window
+	CloseSlowConsumer     = 4002 // did not read its messages fast enough
+	CloseTokenExpired     = 4003 // refresh the token, then reconnect
+	CloseRateLimited      = 4004 // too many messages; reconnect after a pause
+	CloseUnavailable      = 4005 // store or sidecar unavailable
+
+	CloseProtocolError = 4500 // malformed or unexpected message
+	CloseUnauthorized  = 4501 // missing or invalid credentials
+	CloseForbidden     = 4502 // not allowed
+	CloseTooLarge      = 4503 // message over the size limit
+	CloseUnsupported   = 4504 // protocol version or encoding not supported
+)
+
+// Reconnectable reports whether a close code allows reconnecting.
+func Reconnectable(code int) bool {
+	return code >= 4000 && code < 4500 || code == 1001 || code == 1006 || code == 1011 || code == 1012
+}

@@ -1,0 +1,152 @@
+// Package service wires the adapters and the domain into one running
+// replica: Dapr client, store, bus, engine, hub, HTTP API and the sidecar
+// probe. The command and the integration tests both start it through here.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	dapr "github.com/dapr/go-sdk/client"
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/open-autoglm/autoglm/app/clock"
+	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/daprbus"
+	"github.com/open-autoglm/autoglm/app/daprstore"
+	"github.com/open-autoglm/autoglm/app/engine"
+	"github.com/open-autoglm/autoglm/app/httpapi"
+	"github.com/open-autoglm/autoglm/app/hub"
+	"github.com/open-autoglm/autoglm/app/sidecar"
+)
+
+// BroadcastRoute is where daprd delivers the change broadcast.
+const BroadcastRoute = "/dapr/events/changes"
+
+// Service is one replica.
+type Service struct {
+	cfg    config.Config
+	log    logrus.FieldLogger
+	client dapr.Client
+	engine *engine.Engine
+	api    *httpapi.Server
+	probe  *sidecar.Probe
+	srv    *http.Server
+	ln     net.Listener
+
+	stopProbe context.CancelFunc
+	serveErr  chan error
+}
+
+// New builds a replica from cfg. It does not listen yet.
+func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
+	// The connection is lazy: the app must already listen when daprd starts
+	// (daprd waits for the app port), and calls fail as unavailable until
+	// the sidecar answers.
+	conn, err := grpc.NewClient(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.DaprGRPCPort)),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		return nil, fmt.Errorf("dapr client: %w", err)
+	}
+	client := dapr.NewClientWithConnection(conn)
+	if cfg.DaprAPIToken != "" {
+		client.WithAuthToken(cfg.DaprAPIToken)
+	}
+
+	h := hub.New(nil)
+	store := daprstore.New(client, cfg.StateStore)
+	eng := engine.New(engine.Options{
+		Store:     store,
+		Bus:       daprbus.New(client, cfg.BroadcastPubsub, cfg.BroadcastTopic, cfg.NodeID),
+		Clock:     clock.New(cfg.NodeID, time.Now, cfg.MaxClockSkew),
+		Local:     h.Publish,
+		LogWindow: cfg.LogWindow,
+		Retries:   cfg.WriteRetries,
+		MaxOps:    cfg.MaxOpsPerMsg,
+		MaxDoc:    cfg.MaxDocBytes,
+		Log:       log,
+	})
+	probe := &sidecar.Probe{
+		URL:   fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz/outbound", cfg.DaprHTTPPort),
+		Token: cfg.DaprAPIToken,
+		OnChange: func(ready bool) {
+			log.WithField("ready", ready).Info("sidecar readiness changed")
+		},
+	}
+	api := &httpapi.Server{
+		Engine: eng, Lister: store, Hub: h, Log: log, Version: cfg.Version, Node: cfg.NodeID,
+		Ready: probe.Ready,
+		Dapr: &daprbus.Handler{
+			Subs: []daprbus.Subscription{{
+				PubsubName: cfg.BroadcastPubsub, Topic: cfg.BroadcastTopic, Route: BroadcastRoute,
+			}},
+			Token:    cfg.AppAPIToken,
+			Deliver:  h.Publish,
+			MaxBytes: 16 << 20,
+			OnError:  func(err error) { log.WithError(err).Warn("broadcast dropped") },
+		},
+		MaxBody: cfg.MaxBodyBytes, Heartbeat: cfg.Heartbeat, SessionQueue: cfg.SessionQueue,
+		AllowedOrigins: cfg.AllowedOrigins,
+	}
+	return &Service{cfg: cfg, log: log, client: client, engine: eng, api: api, probe: probe,
+		serveErr: make(chan error, 1)}, nil
+}
+
+// Start listens on the configured port (or ln, when given) and serves in the
+// background.
+func (s *Service) Start(ln net.Listener) error {
+	if ln == nil {
+		var err error
+		ln, err = net.Listen("tcp", ":"+strconv.Itoa(s.cfg.Port))
+		if err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+	}
+	s.ln = ln
+	s.srv = &http.Server{
+		Handler:           s.api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	var ctx context.Context
+	ctx, s.stopProbe = context.WithCancel(context.Background())
+	go s.probe.Run(ctx)
+	go func() { s.serveErr <- s.srv.Serve(ln) }()
+	s.log.WithField("addr", ln.Addr().String()).Info("listening")
+	return nil
+}
+
+// Addr is the address the service listens on.
+func (s *Service) Addr() net.Addr { return s.ln.Addr() }
+
+// Done is closed-with-error when serving fails.
+func (s *Service) Done() <-chan error { return s.serveErr }
+
+// Ready reports whether the sidecar is reachable.
+func (s *Service) Ready() bool { return s.probe.Ready() }
+
+// Shutdown stops accepting connections, finishes every queued write, then
+// closes sync sessions with the "shutting down" code so clients resume on
+// another replica.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.log.Info("shutting down")
+	err := s.srv.Shutdown(ctx)
+	if cerr := s.engine.Close(ctx); cerr != nil {
+		s.log.WithError(cerr).Warn("writes still pending at shutdown")
+		err = errors.Join(err, cerr)
+	}
+	s.api.Drain(ctx)
+	s.stopProbe()
+	s.client.Close()
+	s.log.Info("stopped")
+	return err
+}

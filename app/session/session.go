@@ -1,0 +1,533 @@
+// Package session is the per-connection sync state machine, independent of
+// the transport: hello, subscribe with catch-up from a version, live deltas
+// in version order without gaps or duplicates, op submission and acks, and
+// heartbeats.
+//
+// Every subscribed document has a "last delivered" version. Whatever arrives
+// (a local fast-path change, a broadcast from another replica, the result of
+// the client's own op) is delivered only as version last+1; anything older is
+// a duplicate and dropped, anything newer means a gap, which is pulled from
+// the op log first. Broadcasts are hints; the log is the truth.
+package session
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/engine"
+	"github.com/open-autoglm/autoglm/app/hub"
+	"github.com/open-autoglm/autoglm/app/merge"
+	"github.com/open-autoglm/autoglm/app/protocol"
+)
+
+// Sender writes one message to the client. It may block up to its own write
+// deadline and returns an error when the connection is gone or too slow.
+type Sender interface {
+	Send(ctx context.Context, m protocol.Message) error
+}
+
+// Backend is what a session needs from the rest of the service.
+type Backend interface {
+	Submit(k core.Key, op core.Op, done func(engine.Result))
+	Load(ctx context.Context, k core.Key) (core.Stored, error)
+	Changes(ctx context.Context, k core.Key, from, to int64) ([]core.Change, error)
+}
+
+// Hub is where a session registers for live changes.
+type Hub interface {
+	Subscribe(doc string, s hub.Subscriber)
+	Unsubscribe(doc string, s hub.Subscriber)
+}
+
+// Options configure a session.
+type Options struct {
+	ID        string
+	Node      string
+	Heartbeat time.Duration // ping interval; the peer is dead after 2.5 intervals of silence
+	Queue     int           // live changes buffered before the session falls back to a resync
+	InFlight  int           // ops submitted and not yet answered
+	MaxSubs   int           // documents watched at once
+	Now       func() time.Time
+	// NewClientID names a client that did not name itself in hello.
+	NewClientID func() string
+	// Metrics hooks; nil ones are ignored.
+	GapRepaired func()
+	Resynced    func()
+}
+
+// Close is why a session ended: a WebSocket close code and a reason.
+type Close struct {
+	Code   int
+	Reason string
+}
+
+type docState struct {
+	key  core.Key
+	last int64
+}
+
+type pendingOp struct {
+	doc string
+	op  uint64
+}
+
+// Session is one client connection's sync state. Receive is called by the
+// transport's reader; everything else runs on the goroutine that calls Run.
+type Session struct {
+	opt     Options
+	backend Backend
+	hub     Hub
+	send    Sender
+
+	inbox    chan protocol.Message
+	events   chan core.Change
+	results  chan engine.Result
+	inflight chan struct{}
+	lost     chan struct{}
+	failed   chan Close
+	lastRecv atomic.Int64
+
+	// Owned by the Run goroutine.
+	client  string
+	hello   bool
+	docs    map[string]*docState
+	pending map[pendingOp]protocol.Message
+}
+
+// New returns a session; call Run to serve it.
+func New(opt Options, backend Backend, hub Hub, send Sender) *Session {
+	if opt.Heartbeat <= 0 {
+		opt.Heartbeat = 15 * time.Second
+	}
+	if opt.Queue <= 0 {
+		opt.Queue = 1024
+	}
+	if opt.InFlight <= 0 {
+		opt.InFlight = 256
+	}
+	if opt.MaxSubs <= 0 {
+		opt.MaxSubs = 1000
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	s := &Session{
+		opt: opt, backend: backend, hub: hub, send: send,
+		inbox:    make(chan protocol.Message),
+		events:   make(chan core.Change, opt.Queue),
+		results:  make(chan engine.Result, opt.InFlight),
+		inflight: make(chan struct{}, opt.InFlight),
+		lost:     make(chan struct{}, 1),
+		failed:   make(chan Close, 1),
+		docs:     map[string]*docState{},
+		pending:  map[pendingOp]protocol.Message{},
+	}
+	s.lastRecv.Store(opt.Now().UnixNano())
+	return s
+}
+
+// Client returns the client id (after hello).
+func (s *Session) Client() string { return s.client }
+
+// Offer takes a live change from the hub without blocking. When the queue is
+// full the change is dropped and the session resyncs its documents from the
+// store, so a burst never costs the client a message.
+func (s *Session) Offer(c core.Change) bool {
+	select {
+	case s.events <- c:
+		return true
+	default:
+		select {
+		case s.lost <- struct{}{}:
+		default:
+		}
+		return false
+	}
+}
+
+// Receive hands one decoded client message to the session, blocking while the
+// session is busy (backpressure on the connection) or too many ops are in
+// flight. It returns false once the session has ended.
+func (s *Session) Receive(ctx context.Context, m protocol.Message) bool {
+	s.lastRecv.Store(s.opt.Now().UnixNano())
+	if m.T == protocol.TOp {
+		select {
+		case s.inflight <- struct{}{}:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	select {
+	case s.inbox <- m:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Fail ends the session with a close code (from the transport's reader, e.g.
+// for an undecodable frame).
+func (s *Session) Fail(code int, reason string) {
+	select {
+	case s.failed <- Close{Code: code, Reason: reason}:
+	default:
+	}
+}
+
+// Run serves the session until ctx ends, the peer goes silent, the transport
+// fails or a protocol error occurs, and returns why it ended. ctx ending
+// means the replica is shutting down.
+func (s *Session) Run(ctx context.Context) Close {
+	defer func() {
+		for doc := range s.docs {
+			s.hub.Unsubscribe(doc, s)
+		}
+	}()
+	tick := time.NewTicker(s.opt.Heartbeat)
+	defer tick.Stop()
+	for {
+		var err error
+		select {
+		case <-ctx.Done():
+			select {
+			case c := <-s.failed:
+				return c
+			default:
+			}
+			return Close{Code: protocol.CloseShuttingDown, Reason: "server shutting down"}
+		case c := <-s.failed:
+			return c
+		case m := <-s.inbox:
+			err = s.handle(ctx, m)
+		case r := <-s.results:
+			<-s.inflight
+			err = s.result(ctx, r)
+		case c := <-s.events:
+			err = s.change(ctx, c)
+		case <-s.lost:
+			err = s.resync(ctx)
+		case <-tick.C:
+			silent := s.opt.Now().Sub(time.Unix(0, s.lastRecv.Load()))
+			if silent > s.opt.Heartbeat*5/2 {
+				return Close{Code: protocol.CloseHeartbeatTimeout, Reason: "no heartbeat"}
+			}
+			err = s.send.Send(ctx, protocol.Message{T: protocol.TPing, TS: s.opt.Now().UnixMilli()})
+		}
+		if err != nil {
+			var c closeErr
+			if errors.As(err, &c) {
+				return Close(c)
+			}
+			return Close{Code: protocol.CloseSlowConsumer, Reason: "write failed"}
+		}
+	}
+}
+
+// closeErr ends the session with a code.
+type closeErr Close
+
+func (c closeErr) Error() string { return c.Reason }
+
+func protocolError(reason string) error {
+	return closeErr{Code: protocol.CloseProtocolError, Reason: reason}
+}
+
+func (s *Session) handle(ctx context.Context, m protocol.Message) error {
+	if !s.hello && m.T != protocol.THello {
+		if m.T == protocol.TOp {
+			<-s.inflight
+		}
+		return protocolError("first message must be hello")
+	}
+	switch m.T {
+	case protocol.THello:
+		if s.hello {
+			return protocolError("hello sent twice")
+		}
+		if m.Proto != 0 && m.Proto != protocol.Version {
+			return closeErr{Code: protocol.CloseUnsupported, Reason: "unsupported protocol version"}
+		}
+		s.hello = true
+		s.client = m.Client
+		if s.client == "" && s.opt.NewClientID != nil {
+			s.client = s.opt.NewClientID()
+		}
+		if len(s.client) > 128 {
+			return protocolError("client id longer than 128 bytes")
+		}
+		return s.send.Send(ctx, protocol.Message{T: protocol.TWelcome, Session: s.opt.ID, Client: s.client,
+			Node: s.opt.Node, HB: s.opt.Heartbeat.Milliseconds(), Proto: protocol.Version})
+	case protocol.TSub:
+		return s.subscribe(ctx, m)
+	case protocol.TUnsub:
+		if st, ok := s.docs[m.Doc]; ok {
+			s.hub.Unsubscribe(m.Doc, s)
+			delete(s.docs, st.key.String())
+		}
+		return nil
+	case protocol.TOp:
+		return s.op(ctx, m)
+	case protocol.TPing:
+		return s.send.Send(ctx, protocol.Message{T: protocol.TPong, TS: m.TS})
+	case protocol.TPong:
+		return nil
+	}
+	return s.send.Send(ctx, protocol.Message{T: protocol.TError, Code: core.CodeBadRequest,
+		Msg: "unknown message type " + truncate(m.T, 32)})
+}
+
+func (s *Session) subscribe(ctx context.Context, m protocol.Message) error {
+	k, err := core.ParseKey(m.Doc)
+	if err != nil {
+		return s.send.Send(ctx, withDoc(protocol.ErrorMessage(protocol.TError, err), m.Doc))
+	}
+	if m.Since < 0 {
+		return s.send.Send(ctx, withDoc(protocol.ErrorMessage(protocol.TError,
+			core.Errorf(core.CodeBadRequest, "since must be >= 0")), m.Doc))
+	}
+	if _, ok := s.docs[m.Doc]; !ok && len(s.docs) >= s.opt.MaxSubs {
+		return s.send.Send(ctx, withDoc(protocol.ErrorMessage(protocol.TError,
+			core.Errorf(core.CodeTooLarge, "more than %d subscriptions on one connection", s.opt.MaxSubs)), m.Doc))
+	}
+	st := &docState{key: k, last: m.Since}
+	s.docs[m.Doc] = st
+	// Register before reading, so nothing committed from now on is missed;
+	// anything that also shows up in the catch-up is dropped as a duplicate.
+	s.hub.Subscribe(m.Doc, s)
+	if err := s.catchUp(ctx, st, m.Since); err != nil {
+		return err
+	}
+	return s.send.Send(ctx, protocol.Message{T: protocol.TSynced, Doc: m.Doc, V: st.last})
+}
+
+// catchUp brings st from version since to the stored version: deltas from
+// the op log when it still holds them all, otherwise a snapshot.
+func (s *Session) catchUp(ctx context.Context, st *docState, since int64) error {
+	stored, err := s.backend.Load(ctx, st.key)
+	if err != nil {
+		return s.sendErr(ctx, st.key.String(), err)
+	}
+	cur := int64(0)
+	if stored.Doc != nil {
+		cur = stored.Doc.Version
+	}
+	switch {
+	case cur == since:
+		st.last = cur
+		return nil
+	case since > 0 && since < cur && stored.Doc.LogStart <= since+1:
+		changes, err := s.backend.Changes(ctx, st.key, since+1, cur)
+		if err != nil {
+			return s.sendErr(ctx, st.key.String(), err)
+		}
+		if int64(len(changes)) == cur-since {
+			st.last = since
+			for _, c := range changes {
+				if err := s.deliver(ctx, st, c); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	// Too far behind (or ahead of what this store holds): start over from a
+	// snapshot.
+	st.last = cur
+	msg := protocol.Message{T: protocol.TSnap, Doc: st.key.String(), V: cur}
+	if stored.Doc != nil {
+		msg.Data, msg.Del = stored.Doc.Data(), stored.Doc.Deleted
+	}
+	return s.send.Send(ctx, msg)
+}
+
+func (s *Session) op(ctx context.Context, m protocol.Message) error {
+	k, err := core.ParseKey(m.Doc)
+	if err == nil && m.Op == 0 {
+		err = core.Errorf(core.CodeBadRequest, "op needs an op id (\"op\" > 0)")
+	}
+	if err == nil {
+		if _, dup := s.pending[pendingOp{m.Doc, m.Op}]; dup {
+			err = core.Errorf(core.CodeBadRequest, "op %d is already in flight", m.Op)
+		}
+	}
+	if err != nil {
+		<-s.inflight
+		r := protocol.ErrorMessage(protocol.TReject, err)
+		r.Doc, r.Op = m.Doc, m.Op
+		return s.send.Send(ctx, r)
+	}
+	s.pending[pendingOp{m.Doc, m.Op}] = m
+	s.backend.Submit(k, core.Op{ClientID: s.client, OpID: m.Op, Base: m.Base, HLC: m.HLC, Ops: m.Ops, Delete: m.Del},
+		func(r engine.Result) { s.results <- r }) // capacity is reserved by inflight
+	return nil
+}
+
+// result answers the client's own op once its outcome is known.
+func (s *Session) result(ctx context.Context, r engine.Result) error {
+	doc := r.Key.String()
+	sent, ok := s.pending[pendingOp{doc, r.OpID}]
+	if !ok {
+		return nil // already acknowledged when its change was delivered
+	}
+	delete(s.pending, pendingOp{doc, r.OpID})
+	switch {
+	case r.Err != nil:
+		msg := protocol.ErrorMessage(protocol.TReject, r.Err)
+		msg.Doc, msg.Op = doc, r.OpID
+		return s.send.Send(ctx, msg)
+	case r.Dup || r.Change == nil:
+		return s.send.Send(ctx, protocol.Message{T: protocol.TAck, Doc: doc, Op: r.OpID, V: r.Version, Dup: true})
+	}
+	st, watched := s.docs[doc]
+	if !watched {
+		return s.send.Send(ctx, ack(*r.Change, sent))
+	}
+	if r.Version <= st.last {
+		// Already covered by a snapshot the client received.
+		return s.send.Send(ctx, ack(*r.Change, sent))
+	}
+	s.pending[pendingOp{doc, r.OpID}] = sent // deliver turns it into the ack, in order
+	return s.ordered(ctx, st, *r.Change)
+}
+
+// change handles a live change from the hub.
+func (s *Session) change(ctx context.Context, c core.Change) error {
+	st, ok := s.docs[c.Doc]
+	if !ok || c.Version <= st.last {
+		return nil
+	}
+	return s.ordered(ctx, st, c)
+}
+
+// ordered delivers c after pulling any versions between st.last and c from
+// the op log.
+func (s *Session) ordered(ctx context.Context, st *docState, c core.Change) error {
+	if c.Version == st.last+1 && !c.Pull {
+		return s.deliver(ctx, st, c)
+	}
+	upTo := c.Version - 1
+	if c.Pull {
+		upTo = c.Version
+	}
+	gap, err := s.backend.Changes(ctx, st.key, st.last+1, upTo)
+	if err != nil {
+		return s.sendErr(ctx, c.Doc, err)
+	}
+	if int64(len(gap)) != upTo-st.last {
+		// The log no longer holds the gap: resend the document.
+		if s.opt.Resynced != nil {
+			s.opt.Resynced()
+		}
+		return s.catchUp(ctx, st, 0)
+	}
+	if s.opt.GapRepaired != nil && len(gap) > 0 {
+		s.opt.GapRepaired()
+	}
+	for _, g := range gap {
+		if err := s.deliver(ctx, st, g); err != nil {
+			return err
+		}
+	}
+	if c.Pull {
+		return nil
+	}
+	return s.deliver(ctx, st, c)
+}
+
+// deliver sends version st.last+1: as an ack if it is this session's own op
+// still waiting for one, as a delta otherwise.
+func (s *Session) deliver(ctx context.Context, st *docState, c core.Change) error {
+	st.last = c.Version
+	if c.Author == s.client && c.OpID != 0 {
+		key := pendingOp{c.Doc, c.OpID}
+		if sent, ok := s.pending[key]; ok {
+			delete(s.pending, key)
+			return s.send.Send(ctx, ack(c, sent))
+		}
+	}
+	return s.send.Send(ctx, protocol.Delta(c))
+}
+
+// ack acknowledges the client's op with its version; the effective ops ride
+// along only when the merge changed what the client sent.
+func ack(c core.Change, sent protocol.Message) protocol.Message {
+	m := protocol.Message{T: protocol.TAck, Doc: c.Doc, Op: c.OpID, V: c.Version, PV: c.Prev, HLC: c.HLC, New: c.Created, Del: c.Deleted}
+	if !reflect.DeepEqual(c.Ops, sent.Ops) {
+		m.Ops = c.Ops
+		if m.Ops == nil {
+			m.Ops = []merge.FieldOp{}
+		}
+	}
+	return m
+}
+
+// resync re-checks every watched document against the store after the
+// session dropped live changes.
+func (s *Session) resync(ctx context.Context) error {
+	if s.opt.Resynced != nil {
+		s.opt.Resynced()
+	}
+	// Drain what is queued; anything relevant is re-read from the log.
+	for drained := false; !drained; {
+		select {
+		case <-s.events:
+		default:
+			drained = true
+		}
+	}
+	for _, st := range s.docs {
+		if err := s.Check(ctx, st.key.String()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Check compares one watched document with the store and delivers whatever
+// the session missed (anti-entropy).
+func (s *Session) Check(ctx context.Context, doc string) error {
+	st, ok := s.docs[doc]
+	if !ok {
+		return nil
+	}
+	stored, err := s.backend.Load(ctx, st.key)
+	if err != nil {
+		return s.sendErr(ctx, doc, err)
+	}
+	if stored.Doc == nil || stored.Doc.Version <= st.last {
+		return nil
+	}
+	changes, err := s.backend.Changes(ctx, st.key, st.last+1, stored.Doc.Version)
+	if err != nil {
+		return s.sendErr(ctx, doc, err)
+	}
+	if int64(len(changes)) != stored.Doc.Version-st.last {
+		return s.catchUp(ctx, st, 0)
+	}
+	for _, c := range changes {
+		if err := s.deliver(ctx, st, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Session) sendErr(ctx context.Context, doc string, err error) error {
+	return s.send.Send(ctx, withDoc(protocol.ErrorMessage(protocol.TError, err), doc))
+}
+
+func withDoc(m protocol.Message, doc string) protocol.Message {
+	m.Doc = truncate(doc, 200)
+	return m
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
