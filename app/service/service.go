@@ -75,8 +75,9 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		Log:       log,
 	})
 	probe := &sidecar.Probe{
-		URL:   fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz/outbound", cfg.DaprHTTPPort),
-		Token: cfg.DaprAPIToken,
+		URL:      fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz/outbound", cfg.DaprHTTPPort),
+		Token:    cfg.DaprAPIToken,
+		Interval: cfg.ProbeInterval,
 		OnChange: func(ready bool) {
 			log.WithField("ready", ready).Info("sidecar readiness changed")
 		},

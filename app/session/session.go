@@ -349,10 +349,10 @@ func (s *Session) op(ctx context.Context, m protocol.Message) error {
 	if err == nil && m.Op == 0 {
 		err = core.Errorf(core.CodeBadRequest, "op needs an op id (\"op\" > 0)")
 	}
-	if err == nil {
-		if _, dup := s.pending[pendingOp{m.Doc, m.Op}]; dup {
-			err = core.Errorf(core.CodeBadRequest, "op %d is already in flight", m.Op)
-		}
+	if _, dup := s.pending[pendingOp{m.Doc, m.Op}]; err == nil && dup {
+		// A resend of an op still in flight: the first copy will be answered.
+		<-s.inflight
+		return nil
 	}
 	if err != nil {
 		<-s.inflight

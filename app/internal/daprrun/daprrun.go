@@ -125,7 +125,19 @@ type Options struct {
 type Sidecar struct {
 	Options
 	cmd  *exec.Cmd
-	done chan error
+	exit *exit
+}
+
+// exit records a process's end: done is closed once it has exited.
+type exit struct {
+	done chan struct{}
+	err  error
+}
+
+func watch(cmd *exec.Cmd) *exit {
+	e := &exit{done: make(chan struct{})}
+	go func() { e.err = cmd.Wait(); close(e.done) }()
+	return e
 }
 
 // Start launches daprd. Call WaitHealthy before using it.
@@ -181,9 +193,7 @@ func Start(opt Options) (*Sidecar, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start daprd: %w", err)
 	}
-	s := &Sidecar{Options: opt, cmd: cmd, done: make(chan error, 1)}
-	go func() { s.done <- cmd.Wait() }()
-	return s, nil
+	return &Sidecar{Options: opt, cmd: cmd, exit: watch(cmd)}, nil
 }
 
 // HTTPURL is daprd's HTTP API base.
@@ -208,9 +218,8 @@ func (s *Sidecar) WaitHealthy(ctx context.Context) error {
 			}
 		}
 		select {
-		case err := <-s.done:
-			s.done <- err
-			return fmt.Errorf("daprd exited before it was healthy: %v", err)
+		case <-s.exit.done:
+			return fmt.Errorf("daprd exited before it was healthy: %v", s.exit.err)
 		case <-ctx.Done():
 			return fmt.Errorf("daprd not healthy: %w", ctx.Err())
 		case <-time.After(100 * time.Millisecond):
@@ -221,34 +230,32 @@ func (s *Sidecar) WaitHealthy(ctx context.Context) error {
 // Stop asks daprd to shut down and kills it if it has not exited after
 // grace.
 func (s *Sidecar) Stop(grace time.Duration) error {
-	return stop(s.cmd, s.done, grace)
+	return stop(s.cmd, s.exit, grace)
 }
 
 // Kill ends daprd at once (SIGKILL), as a crash would.
-func (s *Sidecar) Kill() {
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	err := <-s.done
-	s.done <- err
-}
+func (s *Sidecar) Kill() { kill(s.cmd, s.exit) }
 
-func stop(cmd *exec.Cmd, done chan error, grace time.Duration) error {
+func stop(cmd *exec.Cmd, e *exit, grace time.Duration) error {
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-done:
-		done <- err
+	case <-e.done:
 		return nil
 	case <-time.After(grace):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		err := <-done
-		done <- err
+		kill(cmd, e)
 		return errors.New("did not stop in time; killed")
 	}
+}
+
+func kill(cmd *exec.Cmd, e *exit) {
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	<-e.done
 }
 
 // Process is an app process started next to a sidecar.
 type Process struct {
 	cmd  *exec.Cmd
-	done chan error
+	exit *exit
 }
 
 // StartProcess runs a binary with extra environment variables.
@@ -262,23 +269,17 @@ func StartProcess(bin string, env []string, out io.Writer) (*Process, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &Process{cmd: cmd, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
-	return p, nil
+	return &Process{cmd: cmd, exit: watch(cmd)}, nil
 }
 
 // Pid is the process id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
-// Done receives the exit status once the process has ended.
-func (p *Process) Done() <-chan error { return p.done }
+// Done is closed once the process has ended.
+func (p *Process) Done() <-chan struct{} { return p.exit.done }
 
 // Stop sends SIGTERM and kills after grace.
-func (p *Process) Stop(grace time.Duration) error { return stop(p.cmd, p.done, grace) }
+func (p *Process) Stop(grace time.Duration) error { return stop(p.cmd, p.exit, grace) }
 
 // Kill ends the process at once.
-func (p *Process) Kill() {
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	err := <-p.done
-	p.done <- err
-}
+func (p *Process) Kill() { kill(p.cmd, p.exit) }

@@ -1,0 +1,532 @@
+// Package client is the Go client of the sync protocol: it connects over
+// WebSocket, subscribes to documents from the version it has, keeps a local
+// copy of each by applying deltas in order, sends ops and waits for their
+// acks, and after a dropped connection reconnects with backoff, resumes every
+// document from its version and resends unacknowledged ops (same op ids, so
+// the server applies each once).
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/merge"
+	"github.com/open-autoglm/autoglm/app/protocol"
+)
+
+// Options configure a client.
+type Options struct {
+	ClientID string // stable id for idempotent retries; empty: the server assigns one
+	Token    string
+	// Reconnect after a dropped connection (not after Close or a close code
+	// that forbids it).
+	Reconnect  bool
+	MinBackoff time.Duration // default 100ms
+	MaxBackoff time.Duration // default 5s
+	// OnMessage, if set, sees every message received (for tools and tests);
+	// it runs on the reader goroutine and must be quick.
+	OnMessage  func(m protocol.Message, size int)
+	HTTPClient *http.Client
+	Header     http.Header
+}
+
+// Ack is the answer to an op.
+type Ack struct {
+	Doc     string
+	Op      uint64
+	Version int64
+	Dup     bool
+	Err     *core.Error // set when the server rejected the op
+}
+
+// Client is a connection to a sync endpoint. Methods are safe for
+// concurrent use.
+type Client struct {
+	url string
+	opt Options
+
+	mu       sync.Mutex
+	conn     *websocket.Conn
+	clientID string
+	nextOp   uint64
+	docs     map[string]*Doc
+	pending  map[opKey]*pendingOp
+	closed   bool
+	connDone chan struct{}
+	err      error
+}
+
+type opKey struct {
+	doc string
+	op  uint64
+}
+
+type pendingOp struct {
+	msg  protocol.Message
+	done chan Ack
+}
+
+// Doc is the client's copy of one document.
+type Doc struct {
+	Name string
+
+	mu      sync.Mutex
+	version int64
+	data    map[string]any
+	deleted bool
+	synced  chan struct{}
+	notify  chan struct{}
+}
+
+// Version returns the version of the local copy.
+func (d *Doc) Version() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.version
+}
+
+// Data returns a deep copy of the local data.
+func (d *Doc) Data() map[string]any {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := merge.NewDoc()
+	c.Data = d.data
+	return c.Clone().Data
+}
+
+// Deleted reports whether the document is a tombstone.
+func (d *Doc) Deleted() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.deleted
+}
+
+// Changed is signalled (without blocking) after every applied change.
+func (d *Doc) Changed() <-chan struct{} { return d.notify }
+
+// WaitVersion blocks until the local copy reaches at least v.
+func (d *Doc) WaitVersion(ctx context.Context, v int64) error {
+	for {
+		if d.Version() >= v {
+			return nil
+		}
+		select {
+		case <-d.notify:
+		case <-ctx.Done():
+			return fmt.Errorf("%s at version %d, waiting for %d: %w", d.Name, d.Version(), v, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// apply advances the copy by one message; out-of-order input is a protocol
+// violation the server never produces, so it is refused rather than guessed.
+func (d *Doc) apply(m protocol.Message, ops []merge.FieldOp) error {
+	d.mu.Lock()
+	defer func() {
+		d.mu.Unlock()
+		select {
+		case d.notify <- struct{}{}:
+		default:
+		}
+	}()
+	if m.T == protocol.TSnap {
+		d.version, d.data, d.deleted = m.V, m.Data, m.Del
+		if d.data == nil {
+			d.data = map[string]any{}
+		}
+		return nil
+	}
+	if m.V != d.version+1 {
+		return fmt.Errorf("%s: got version %d after %d", d.Name, m.V, d.version)
+	}
+	if m.New || m.Del || d.data == nil {
+		d.data = map[string]any{}
+	}
+	if err := merge.ApplyPlain(d.data, ops); err != nil {
+		return err
+	}
+	d.version, d.deleted = m.V, m.Del
+	return nil
+}
+
+// Dial connects and says hello. url is ws://host/v1/sync.
+func Dial(ctx context.Context, url string, opt Options) (*Client, error) {
+	if opt.MinBackoff <= 0 {
+		opt.MinBackoff = 100 * time.Millisecond
+	}
+	if opt.MaxBackoff <= 0 {
+		opt.MaxBackoff = 5 * time.Second
+	}
+	c := &Client{url: url, opt: opt, clientID: opt.ClientID, docs: map[string]*Doc{}, pending: map[opKey]*pendingOp{}}
+	if err := c.connect(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// ID returns the client id (assigned by the server if none was given).
+func (c *Client) ID() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.clientID
+}
+
+func (c *Client) connect(ctx context.Context) error {
+	conn, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{
+		Subprotocols: []string{"autoglm.json.v1"}, HTTPClient: c.opt.HTTPClient, HTTPHeader: c.opt.Header,
+	})
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", c.url, err)
+	}
+	conn.SetReadLimit(64 << 20)
+	c.mu.Lock()
+	hello := protocol.Message{T: protocol.THello, Client: c.clientID, Token: c.opt.Token, Proto: protocol.Version}
+	c.mu.Unlock()
+	if err := write(ctx, conn, hello); err != nil {
+		conn.CloseNow()
+		return err
+	}
+	welcome, err := read(ctx, conn)
+	if err != nil {
+		conn.CloseNow()
+		return err
+	}
+	if welcome.T != protocol.TWelcome {
+		conn.CloseNow()
+		return fmt.Errorf("expected welcome, got %q (%s %s)", welcome.T, welcome.Code, welcome.Msg)
+	}
+	c.mu.Lock()
+	c.conn, c.clientID = conn, welcome.Client
+	c.connDone = make(chan struct{})
+	done := c.connDone
+	// Resume: resubscribe from the versions held, then resend unanswered ops
+	// in op-id order.
+	var resend []protocol.Message
+	for name, d := range c.docs {
+		resend = append(resend, protocol.Message{T: protocol.TSub, Doc: name, Since: d.Version()})
+	}
+	ops := make([]protocol.Message, 0, len(c.pending))
+	for _, p := range c.pending {
+		ops = append(ops, p.msg)
+	}
+	c.mu.Unlock()
+	sortByOp(ops)
+	for _, m := range append(resend, ops...) {
+		if err := write(ctx, conn, m); err != nil {
+			conn.CloseNow()
+			return err
+		}
+	}
+	go c.readLoop(conn, done)
+	return nil
+}
+
+func sortByOp(ms []protocol.Message) {
+	for i := 1; i < len(ms); i++ {
+		for j := i; j > 0 && ms[j].Op < ms[j-1].Op; j-- {
+			ms[j], ms[j-1] = ms[j-1], ms[j]
+		}
+	}
+}
+
+func (c *Client) readLoop(conn *websocket.Conn, done chan struct{}) {
+	ctx := context.Background()
+	var err error
+	for {
+		var typ websocket.MessageType
+		var b []byte
+		typ, b, err = conn.Read(ctx)
+		if err != nil {
+			break
+		}
+		if typ != websocket.MessageText {
+			continue
+		}
+		m, derr := protocol.Decode(b)
+		if derr != nil {
+			err = derr
+			break
+		}
+		if c.opt.OnMessage != nil {
+			c.opt.OnMessage(m, len(b))
+		}
+		if herr := c.handle(ctx, conn, m); herr != nil {
+			err = herr
+			break
+		}
+	}
+	conn.CloseNow()
+	close(done)
+	c.mu.Lock()
+	closed := c.closed
+	if c.conn == conn {
+		c.conn = nil
+	}
+	c.mu.Unlock()
+	code := int(websocket.CloseStatus(err))
+	if closed || !c.opt.Reconnect || (code >= 4000 && !protocol.Reconnectable(code)) {
+		c.fail(err)
+		return
+	}
+	go c.reconnect()
+}
+
+func (c *Client) reconnect() {
+	backoff := c.opt.MinBackoff
+	for attempt := 0; ; attempt++ {
+		// Full jitter keeps a fleet of clients from reconnecting in step.
+		time.Sleep(time.Duration(rand.Int64N(int64(backoff))) + backoff/2)
+		c.mu.Lock()
+		closed := c.closed
+		c.mu.Unlock()
+		if closed {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := c.connect(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		backoff = min(backoff*2, c.opt.MaxBackoff)
+	}
+}
+
+func (c *Client) fail(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil {
+		c.err = err
+		if c.err == nil {
+			c.err = errors.New("connection closed")
+		}
+	}
+	for k, p := range c.pending {
+		p.done <- Ack{Doc: k.doc, Op: k.op, Err: &core.Error{Code: core.CodeUnavailable, Message: "connection closed"}}
+		delete(c.pending, k)
+	}
+}
+
+func (c *Client) handle(ctx context.Context, conn *websocket.Conn, m protocol.Message) error {
+	switch m.T {
+	case protocol.TPing:
+		return write(ctx, conn, protocol.Message{T: protocol.TPong, TS: m.TS})
+	case protocol.TSnap, protocol.TDelta:
+		d := c.doc(m.Doc)
+		if d == nil {
+			return nil
+		}
+		if m.T == protocol.TDelta && m.V <= d.Version() {
+			return nil
+		}
+		// A delta of this client's own op (sent before a reconnect) answers
+		// the op too.
+		if m.T == protocol.TDelta && m.By != "" && m.By == c.ID() {
+			c.answer(Ack{Doc: m.Doc, Op: m.Op, Version: m.V})
+		}
+		return d.apply(m, m.Ops)
+	case protocol.TSynced:
+		if d := c.doc(m.Doc); d != nil {
+			select {
+			case <-d.synced:
+			default:
+				close(d.synced)
+			}
+		}
+	case protocol.TAck:
+		c.mu.Lock()
+		p := c.pending[opKey{m.Doc, m.Op}]
+		c.mu.Unlock()
+		if d := c.doc(m.Doc); d != nil && !m.Dup && m.V == d.Version()+1 {
+			ops := m.Ops
+			if ops == nil && p != nil {
+				ops = p.msg.Ops
+			}
+			if err := d.apply(m, ops); err != nil {
+				return err
+			}
+		}
+		c.answer(Ack{Doc: m.Doc, Op: m.Op, Version: m.V, Dup: m.Dup})
+	case protocol.TReject:
+		c.answer(Ack{Doc: m.Doc, Op: m.Op, Err: &core.Error{Code: m.Code, Message: m.Msg, Details: m.Details}})
+	case protocol.TError:
+		if d := c.doc(m.Doc); d != nil && m.Doc != "" {
+			select {
+			case <-d.synced:
+			default:
+				close(d.synced)
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Client) answer(a Ack) {
+	c.mu.Lock()
+	p, ok := c.pending[opKey{a.Doc, a.Op}]
+	delete(c.pending, opKey{a.Doc, a.Op})
+	c.mu.Unlock()
+	if ok {
+		p.done <- a
+	}
+}
+
+func (c *Client) doc(name string) *Doc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.docs[name]
+}
+
+// Subscribe watches doc from version since (0: from a snapshot) and waits
+// until the local copy has caught up.
+func (c *Client) Subscribe(ctx context.Context, doc string, since int64) (*Doc, error) {
+	if _, err := core.ParseKey(doc); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	d, ok := c.docs[doc]
+	if !ok {
+		d = &Doc{Name: doc, version: since, synced: make(chan struct{}), notify: make(chan struct{}, 1)}
+		c.docs[doc] = d
+	}
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		return d, errors.New("not connected")
+	}
+	if err := write(ctx, conn, protocol.Message{T: protocol.TSub, Doc: doc, Since: since}); err != nil {
+		return d, err
+	}
+	select {
+	case <-d.synced:
+		return d, nil
+	case <-ctx.Done():
+		return d, ctx.Err()
+	}
+}
+
+// Send submits field ops for doc based on version base, and returns a channel
+// that receives the answer. Ops sent while disconnected are queued and sent
+// on reconnect.
+func (c *Client) Send(doc string, base int64, ops ...merge.FieldOp) <-chan Ack {
+	done := make(chan Ack, 1)
+	c.mu.Lock()
+	c.nextOp++
+	m := protocol.Message{T: protocol.TOp, Doc: doc, Op: c.nextOp, Base: base, Ops: ops}
+	c.pending[opKey{doc, m.Op}] = &pendingOp{msg: m, done: done}
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = write(ctx, conn, m) // on failure the reconnect resends it
+	}
+	return done
+}
+
+// Do sends ops and waits for the answer.
+func (c *Client) Do(ctx context.Context, doc string, base int64, ops ...merge.FieldOp) (Ack, error) {
+	select {
+	case a := <-c.Send(doc, base, ops...):
+		if a.Err != nil {
+			return a, a.Err
+		}
+		return a, nil
+	case <-ctx.Done():
+		return Ack{}, ctx.Err()
+	}
+}
+
+// Close ends the connection for good.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	conn, done := c.conn, c.connDone
+	c.mu.Unlock()
+	if conn != nil {
+		_ = conn.Close(websocket.StatusNormalClosure, "bye")
+		<-done
+	}
+	return nil
+}
+
+// Drop breaks the connection without a close handshake, as a network failure
+// would; with Reconnect the client resumes.
+func (c *Client) Drop() {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		conn.CloseNow()
+	}
+}
+
+// Connected reports whether a connection is up.
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conn != nil
+}
+
+// FieldOp is one field operation of an op.
+type FieldOp = merge.FieldOp
+
+// Set, Unset and Inc build field ops.
+func Set(path string, v any) merge.FieldOp {
+	return merge.FieldOp{Op: merge.KindSet, Path: path, Value: mustJSON(v)}
+}
+
+// Unset removes a field.
+func Unset(path string) merge.FieldOp { return merge.FieldOp{Op: merge.KindUnset, Path: path} }
+
+// Inc adds n to a counter.
+func Inc(path string, n float64) merge.FieldOp {
+	return merge.FieldOp{Op: merge.KindInc, Path: path, Value: mustJSON(n)}
+}
+
+// WSURL turns an http(s) base URL into the sync endpoint's ws(s) URL.
+func WSURL(base string) string {
+	base = strings.TrimSuffix(base, "/")
+	switch {
+	case strings.HasPrefix(base, "https://"):
+		base = "wss://" + strings.TrimPrefix(base, "https://")
+	case strings.HasPrefix(base, "http://"):
+		base = "ws://" + strings.TrimPrefix(base, "http://")
+	}
+	return base + "/v1/sync"
+}
+
+func write(ctx context.Context, conn *websocket.Conn, m protocol.Message) error {
+	b, err := protocol.Encode(m)
+	if err != nil {
+		return err
+	}
+	return conn.Write(ctx, websocket.MessageText, b)
+}
+
+func read(ctx context.Context, conn *websocket.Conn) (protocol.Message, error) {
+	_, b, err := conn.Read(ctx)
+	if err != nil {
+		return protocol.Message{}, err
+	}
+	return protocol.Decode(b)
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

@@ -1,0 +1,129 @@
+// Command autoglm-dev runs the service on this machine without the Dapr
+// CLI: for each replica it renders a component profile, starts bin/autoglm
+// and a bin/daprd beside it, waits until both are ready, prints where they
+// listen, and stops everything cleanly on Ctrl-C. `make run` and
+// `make run-cluster` call it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/internal/daprrun"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "autoglm-dev:", err)
+		os.Exit(1)
+	}
+}
+
+type replica struct {
+	app   *daprrun.Process
+	daprd *daprrun.Sidecar
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("autoglm-dev", flag.ContinueOnError)
+	profile := fs.String("profile", "local", "component profile under components/: local or redis")
+	replicas := fs.Int("replicas", 1, "number of replicas (app + daprd each)")
+	dataDir := fs.String("data", "data", "data directory (SQLite file, rendered components)")
+	port := fs.Int("port", config.DefaultPort, "app port of the first replica; the next ones count up")
+	daprPort := fs.Int("dapr-http-port", 3500, "daprd HTTP port of the first replica; the next ones count up")
+	appBin := fs.String("app", "bin/autoglm", "service binary")
+	redis := fs.String("redis", "127.0.0.1:6379", "Redis address for the redis profile")
+	logLevel := fs.String("dapr-log-level", "warn", "daprd log level")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *profile == "local" && *replicas != 1 {
+		return errors.New("the local profile (SQLite + in-memory pub/sub) runs one replica; use -profile redis for a cluster")
+	}
+	root, err := daprrun.RepoRoot()
+	if err != nil {
+		return err
+	}
+	data, err := filepath.Abs(*dataDir)
+	if err != nil {
+		return err
+	}
+
+	var running []replica
+	defer func() {
+		for i := len(running) - 1; i >= 0; i-- {
+			_ = running[i].app.Stop(15 * time.Second)
+			_ = running[i].daprd.Stop(10 * time.Second)
+		}
+		fmt.Println("stopped")
+	}()
+	for i := range *replicas {
+		rdir := filepath.Join(data, "run", strconv.Itoa(i))
+		res := filepath.Join(rdir, "resources")
+		if err := os.RemoveAll(res); err != nil {
+			return err
+		}
+		vars := map[string]string{"DATA_DIR": data, "REDIS_HOST": *redis}
+		if err := daprrun.Render(filepath.Join(root, "components", *profile), res, vars); err != nil {
+			return fmt.Errorf("render components: %w", err)
+		}
+		appPort := *port + i
+		httpPort := *daprPort + i
+		grpcPort := 50001 + i
+		logf, err := os.Create(filepath.Join(rdir, "daprd.log"))
+		if err != nil {
+			return err
+		}
+		defer logf.Close()
+		app, err := daprrun.StartProcess(*appBin, []string{
+			"AUTOGLM_PORT=" + strconv.Itoa(appPort),
+			"DAPR_HTTP_PORT=" + strconv.Itoa(httpPort),
+			"DAPR_GRPC_PORT=" + strconv.Itoa(grpcPort),
+			"AUTOGLM_NODE_ID=" + fmt.Sprintf("replica-%d", i),
+		}, os.Stderr)
+		if err != nil {
+			return fmt.Errorf("start %s: %w", *appBin, err)
+		}
+		sc, err := daprrun.Start(daprrun.Options{
+			AppID: config.DefaultAppID, AppPort: appPort, HTTPPort: httpPort, GRPCPort: grpcPort,
+			ResourcesDir: res, LogLevel: *logLevel, Output: logf,
+		})
+		if err != nil {
+			_ = app.Stop(5 * time.Second)
+			return err
+		}
+		running = append(running, replica{app: app, daprd: sc})
+		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		err = sc.WaitHealthy(wctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("replica %d: %w (see %s)", i, err, logf.Name())
+		}
+		fmt.Printf("replica %d ready: app http://127.0.0.1:%d  (WebSocket ws://127.0.0.1:%d/v1/sync, daprd http://127.0.0.1:%d, log %s)\n",
+			i, appPort, appPort, httpPort, logf.Name())
+	}
+	fmt.Printf("profile %s, data in %s. Press Ctrl-C to stop.\n", *profile, data)
+
+	// Stop everything when any process dies on its own.
+	died := make(chan string, 2*len(running))
+	for i, r := range running {
+		go func() { <-r.app.Done(); died <- fmt.Sprintf("replica %d app", i) }()
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case who := <-died:
+		return fmt.Errorf("%s exited", who)
+	}
+}

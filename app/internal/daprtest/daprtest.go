@@ -1,0 +1,253 @@
+// Package daprtest starts real replicas for integration tests: the service
+// in-process on a free port beside a real daprd with a rendered component
+// profile (local: SQLite + in-memory pub/sub; redis: the machine's Redis).
+// On failure it dumps daprd's log. A missing daprd or Redis fails the test;
+// only `go test -short` outside CI skips it.
+package daprtest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/sirupsen/logrus"
+
+	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/internal/daprrun"
+	"github.com/open-autoglm/autoglm/app/service"
+)
+
+// Profiles are the component profiles the core suite runs against.
+var Profiles = []string{"local", "redis"}
+
+// RedisAddr is the Redis the redis profile uses.
+func RedisAddr() string {
+	if a := os.Getenv("REDIS_ADDR"); a != "" {
+		return a
+	}
+	return "127.0.0.1:6379"
+}
+
+// Integration fails or skips a test that needs real infrastructure: it
+// skips only under -short outside CI.
+func Integration(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		if os.Getenv("CI") != "" {
+			t.Fatal("integration tests must run in CI: drop -short")
+		}
+		t.Skip("integration test (needs daprd); skipped by -short")
+	}
+}
+
+// Options for a replica.
+type Options struct {
+	Profile string // local (default) or redis
+	// Topic isolates the broadcast of one test from others on a shared
+	// broker; replicas of one cluster must share it.
+	Topic   string
+	DataDir string // local profile: SQLite folder (shared across restarts)
+	Config  func(*config.Config)
+}
+
+// Replica is the service plus its daprd.
+type Replica struct {
+	t       testing.TB
+	opt     Options
+	AppPort int
+	Sidecar *daprrun.Sidecar
+	Svc     *service.Service
+	Cfg     config.Config
+	resDir  string
+	log     *syncBuffer
+}
+
+// URL is the app's base URL.
+func (r *Replica) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", r.AppPort) }
+
+// WSURL is the sync endpoint.
+func (r *Replica) WSURL() string { return fmt.Sprintf("ws://127.0.0.1:%d/v1/sync", r.AppPort) }
+
+// DaprURL is daprd's HTTP API.
+func (r *Replica) DaprURL() string { return r.Sidecar.HTTPURL() }
+
+// Start starts a replica and waits until it is ready; it is stopped when
+// the test ends.
+func Start(t testing.TB, opt Options) *Replica {
+	t.Helper()
+	Integration(t)
+	if opt.Profile == "" {
+		opt.Profile = "local"
+	}
+	if opt.Topic == "" {
+		opt.Topic = "changes-" + uuid.NewString()[:8]
+	}
+	if opt.DataDir == "" {
+		opt.DataDir = t.TempDir()
+	}
+	if opt.Profile == "redis" {
+		RequireRedis(t)
+	}
+	root, err := daprrun.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := t.TempDir()
+	vars := map[string]string{"DATA_DIR": opt.DataDir, "REDIS_HOST": RedisAddr()}
+	if err := daprrun.Render(filepath.Join(root, "components", opt.Profile), res, vars); err != nil {
+		t.Fatalf("render components: %v", err)
+	}
+	port, err := daprrun.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Replica{t: t, opt: opt, AppPort: port, resDir: res, log: &syncBuffer{}}
+	r.start()
+	t.Cleanup(func() {
+		if t.Failed() {
+			r.DumpLog()
+		}
+		r.Stop()
+	})
+	return r
+}
+
+// RequireRedis fails the test when Redis does not answer.
+func RequireRedis(t testing.TB) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", RedisAddr(), 2*time.Second)
+	if err != nil {
+		t.Fatalf("redis at %s is required: %v", RedisAddr(), err)
+	}
+	c.Close()
+}
+
+func (r *Replica) start() {
+	t := r.t
+	t.Helper()
+	daprd, err := daprrun.Daprd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := listenRetry(r.AppPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpPort, _ := daprrun.FreePort()
+	grpcPort, _ := daprrun.FreePort()
+	cfg := config.Default()
+	cfg.Port, cfg.DaprHTTPPort, cfg.DaprGRPCPort = r.AppPort, httpPort, grpcPort
+	cfg.BroadcastTopic = r.opt.Topic
+	cfg.NodeID = fmt.Sprintf("test-%d", r.AppPort)
+	cfg.Version = "test"
+	cfg.Heartbeat = 2 * time.Second
+	cfg.ProbeInterval = 100 * time.Millisecond
+	if r.opt.Config != nil {
+		r.opt.Config(&cfg)
+	}
+	r.Cfg = cfg
+	log := logrus.New()
+	log.SetOutput(r.log)
+	log.SetLevel(logrus.InfoLevel)
+	svc, err := service.New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Start(ln); err != nil {
+		t.Fatal(err)
+	}
+	r.Svc = svc
+	sc, err := daprrun.Start(daprrun.Options{
+		Daprd: daprd, AppID: config.DefaultAppID, AppPort: r.AppPort, HTTPPort: httpPort, GRPCPort: grpcPort,
+		ResourcesDir: r.resDir, Output: r.log, LogLevel: "info",
+		APIToken: cfg.DaprAPIToken, AppAPIToken: cfg.AppAPIToken,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Sidecar = sc
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := sc.WaitHealthy(ctx); err != nil {
+		r.DumpLog()
+		t.Fatal(err)
+	}
+	for !svc.Ready() {
+		select {
+		case <-ctx.Done():
+			r.DumpLog()
+			t.Fatal("app did not become ready")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Stop stops app and daprd (graceful).
+func (r *Replica) Stop() {
+	if r.Svc != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = r.Svc.Shutdown(ctx)
+		cancel()
+		r.Svc = nil
+	}
+	if r.Sidecar != nil {
+		_ = r.Sidecar.Stop(10 * time.Second)
+		r.Sidecar = nil
+	}
+}
+
+// Restart stops both processes and starts them again on the same app port
+// and data.
+func (r *Replica) Restart() {
+	r.t.Helper()
+	r.Stop()
+	r.start()
+}
+
+// DumpLog writes the app's and daprd's output to the test log.
+func (r *Replica) DumpLog() {
+	r.t.Logf("---- replica :%d log (app + daprd) ----\n%s", r.AppPort, r.log.String())
+}
+
+func listenRetry(port int) (net.Listener, error) {
+	var err error
+	for i := 0; i < 50; i++ {
+		var ln net.Listener
+		ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			return ln, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil, err
+}
+
+// syncBuffer collects log output from several goroutines and processes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf.Len() > 4<<20 {
+		b.buf.Reset()
+		b.buf.WriteString("[log truncated]\n")
+	}
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.TrimSpace(b.buf.String())
+}

@@ -1,0 +1,477 @@
+package service_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+
+	"github.com/open-autoglm/autoglm/app/client"
+	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/protocol"
+)
+
+type resp struct {
+	Status int
+	Header http.Header
+	Body   map[string]any
+	Raw    string
+}
+
+func do(t testing.TB, method, url, body string, hdr ...string) resp {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	r := resp{Status: res.StatusCode, Header: res.Header, Raw: string(raw)}
+	_ = json.Unmarshal(raw, &r.Body)
+	return r
+}
+
+func errCode(r resp) string {
+	if e, ok := r.Body["error"].(map[string]any); ok {
+		s, _ := e["code"].(string)
+		return s
+	}
+	return ""
+}
+
+func wantStatus(t testing.TB, r resp, status int, code string) {
+	t.Helper()
+	if r.Status != status || errCode(r) != code {
+		t.Fatalf("got %d %q, want %d %q; body %s", r.Status, errCode(r), status, code, r.Raw)
+	}
+}
+
+func eachProfile(t *testing.T, f func(t *testing.T, profile string)) {
+	for _, p := range daprtest.Profiles {
+		t.Run(p, func(t *testing.T) {
+			t.Parallel()
+			f(t, p)
+		})
+	}
+}
+
+// TestREST exercises the document API against a real daprd on every
+// profile, including the failure paths, and checks that failed requests
+// leave stored data exactly as it was.
+func TestREST(t *testing.T) {
+	eachProfile(t, func(t *testing.T, profile string) {
+		r := daprtest.Start(t, daprtest.Options{Profile: profile})
+		coll := "p" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
+		doc := r.URL() + "/v1/docs/" + coll + "/u1"
+
+		t.Run("CreateGetPatch", func(t *testing.T) {
+			wantStatus(t, do(t, "GET", doc, ""), 404, "not_found")
+			c := do(t, "PUT", doc, `{"name":"Ann","age":3,"tags":["a"]}`)
+			wantStatus(t, c, 201, "")
+			if c.Body["version"] != 1.0 || c.Header.Get("ETag") != `"1"` {
+				t.Fatalf("create: %s %v", c.Raw, c.Header)
+			}
+			p := do(t, "PATCH", doc, `{"base":1,"ops":[{"op":"inc","path":"age","value":2},{"op":"set","path":"address.city","value":"Oslo"}]}`)
+			wantStatus(t, p, 200, "")
+			g := do(t, "GET", doc, "")
+			want := map[string]any{"doc": coll + "/u1", "version": 2.0, "data": map[string]any{
+				"name": "Ann", "age": 5.0, "tags": []any{"a"}, "address": map[string]any{"city": "Oslo"}}}
+			if d := cmp.Diff(want, g.Body); d != "" {
+				t.Fatalf("document (-want +got):\n%s", d)
+			}
+			if g.Header.Get("ETag") != `"2"` || g.Header.Get("X-Autoglm-Version") != "test" {
+				t.Fatalf("headers: %v", g.Header)
+			}
+			if nm := do(t, "GET", doc, "", "If-None-Match", `"2"`); nm.Status != 304 {
+				t.Fatalf("If-None-Match: %d", nm.Status)
+			}
+		})
+
+		t.Run("Preconditions", func(t *testing.T) {
+			wantStatus(t, do(t, "PUT", doc, `{"name":"Bob"}`, "If-Match", `"1"`), 412, "precondition_failed")
+			wantStatus(t, do(t, "PUT", doc, `{"name":"Bob"}`, "If-None-Match", "*"), 412, "precondition_failed")
+			wantStatus(t, do(t, "PATCH", doc, `{"base":99,"ops":[{"op":"set","path":"x","value":1}]}`), 409, "conflict")
+			ok := do(t, "PUT", doc, `{"name":"Bob"}`, "If-Match", `"2"`)
+			wantStatus(t, ok, 200, "")
+			g := do(t, "GET", doc, "")
+			if d := cmp.Diff(map[string]any{"name": "Bob"}, g.Body["data"]); d != "" || g.Body["version"] != 3.0 {
+				t.Fatalf("PUT replaces the document (-want +got):\n%s\n%s", d, g.Raw)
+			}
+		})
+
+		t.Run("Idempotent", func(t *testing.T) {
+			hdr := []string{"X-Client-ID", "rest-1", "X-Op-ID", "7"}
+			a := do(t, "PATCH", doc, `{"ops":[{"op":"inc","path":"n","value":1}]}`, hdr...)
+			b := do(t, "PATCH", doc, `{"ops":[{"op":"inc","path":"n","value":1}]}`, hdr...)
+			wantStatus(t, a, 200, "")
+			if b.Body["version"] != a.Body["version"] || b.Body["duplicate"] != true {
+				t.Fatalf("retry: first %s, second %s", a.Raw, b.Raw)
+			}
+			if g := do(t, "GET", doc, ""); g.Body["data"].(map[string]any)["n"] != 1.0 {
+				t.Fatalf("op applied twice: %s", g.Raw)
+			}
+		})
+
+		t.Run("BadInput", func(t *testing.T) {
+			before := do(t, "GET", doc, "").Raw
+			big := `{"x":"` + strings.Repeat("a", 2<<20) + `"}`
+			cases := []struct {
+				name, method, url, body string
+				hdr                     []string
+				status                  int
+				code                    string
+			}{
+				{"MalformedJSON", "PUT", doc, `{"name":`, nil, 400, "bad_request"},
+				{"NotAnObject", "PUT", doc, `[1,2]`, nil, 400, "bad_request"},
+				{"TrailingData", "PUT", doc, `{"a":1} {"b":2}`, nil, 400, "bad_request"},
+				{"UnknownPatchField", "PATCH", doc, `{"opz":[]}`, nil, 400, "bad_request"},
+				{"BadCollection", "GET", r.URL() + "/v1/docs/Bad$Coll/u1", "", nil, 400, "invalid_name"},
+				{"BadID", "PUT", r.URL() + "/v1/docs/" + coll + "/a:b", `{"a":1}`, nil, 400, "invalid_name"},
+				{"Oversized", "PUT", doc, big, nil, 413, "too_large"},
+				{"UnknownOp", "PATCH", doc, `{"ops":[{"op":"explode","path":"a"}]}`, nil, 422, "invalid_op"},
+				{"ReservedPath", "PATCH", doc, `{"ops":[{"op":"set","path":"_x","value":1}]}`, nil, 422, "invalid_op"},
+				{"IncString", "PATCH", doc, `{"ops":[{"op":"inc","path":"name","value":1}]}`, nil, 422, "invalid_op"},
+				{"NoOps", "PATCH", doc, `{"ops":[]}`, nil, 422, "invalid_op"},
+				{"NegativeBase", "PATCH", doc, `{"base":-1,"ops":[{"op":"set","path":"a","value":1}]}`, nil, 422, "invalid_op"},
+				{"BadHLC", "PATCH", doc, `{"hlc":"yesterday","ops":[{"op":"set","path":"a","value":1}]}`, nil, 400, "bad_request"},
+				{"FutureHLC", "PATCH", doc, fmt.Sprintf(`{"hlc":"%d.0.c9","ops":[{"op":"set","path":"a","value":1}]}`, time.Now().Add(time.Hour).UnixMilli()), nil, 422, "clock_skew"},
+				{"BadIfMatch", "PUT", doc, `{"a":1}`, []string{"If-Match", "abc"}, 400, "bad_request"},
+				{"OpIDWithoutClient", "PATCH", doc, `{"ops":[{"op":"set","path":"a","value":1}]}`, []string{"X-Op-ID", "3"}, 400, "bad_request"},
+				{"WrongMediaType", "PUT", doc, `{"a":1}`, []string{"Content-Type", "text/plain"}, 415, "unsupported_media"},
+				{"BadSince", "GET", doc + "/changes?since=x", "", nil, 400, "bad_request"},
+				{"BadLimit", "GET", r.URL() + "/v1/docs/" + coll + "?limit=0", "", nil, 400, "bad_request"},
+				{"BadCursor", "GET", r.URL() + "/v1/docs/" + coll + "?cursor=zz", "", nil, 400, "bad_request"},
+				{"Method", "POST", doc, `{}`, nil, 405, "method_not_allowed"},
+				{"NoRoute", "GET", r.URL() + "/v2/nothing", "", nil, 404, "not_found"},
+			}
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					wantStatus(t, do(t, c.method, c.url, c.body, c.hdr...), c.status, c.code)
+				})
+			}
+			if after := do(t, "GET", doc, "").Raw; after != before {
+				t.Fatalf("stored document changed by bad input:\nbefore %s\nafter  %s", before, after)
+			}
+		})
+
+		t.Run("ChangesAndDelete", func(t *testing.T) {
+			cur := do(t, "GET", doc, "").Body["version"].(float64)
+			ch := do(t, "GET", fmt.Sprintf("%s/changes?since=%d", doc, int(cur)-2), "")
+			cs := ch.Body["changes"].([]any)
+			if len(cs) != 2 || cs[1].(map[string]any)["v"] != cur {
+				t.Fatalf("changes: %s", ch.Raw)
+			}
+			if snap := do(t, "GET", doc+"/changes?since=0", ""); snap.Body["snapshot"] == nil {
+				t.Fatalf("since=0 wants a snapshot: %s", snap.Raw)
+			}
+			del := do(t, "DELETE", doc, "")
+			wantStatus(t, del, 200, "")
+			if del.Body["deleted"] != true || del.Body["version"] != cur+1 {
+				t.Fatalf("delete: %s", del.Raw)
+			}
+			wantStatus(t, do(t, "GET", doc, ""), 404, "not_found")
+			wantStatus(t, do(t, "DELETE", doc, ""), 404, "not_found")
+			re := do(t, "PUT", doc, `{"again":true}`)
+			if re.Status != 201 || re.Body["version"] != cur+2 {
+				t.Fatalf("re-create continues the version line: %s", re.Raw)
+			}
+		})
+
+		t.Run("ListPages", func(t *testing.T) {
+			lc := coll + "l"
+			for i := range 7 {
+				wantStatus(t, do(t, "PUT", fmt.Sprintf("%s/v1/docs/%s/d%d", r.URL(), lc, i), fmt.Sprintf(`{"i":%d}`, i)), 201, "")
+			}
+			do(t, "DELETE", r.URL()+"/v1/docs/"+lc+"/d3", "")
+			seen := map[string]bool{}
+			cursor := ""
+			for pages := 0; pages < 10; pages++ {
+				l := do(t, "GET", r.URL()+"/v1/docs/"+lc+"?limit=2&cursor="+cursor, "")
+				wantStatus(t, l, 200, "")
+				for _, it := range l.Body["items"].([]any) {
+					seen[it.(map[string]any)["id"].(string)] = true
+				}
+				next, _ := l.Body["next"].(string)
+				if next == "" {
+					break
+				}
+				cursor = next
+			}
+			want := map[string]bool{"d0": true, "d1": true, "d2": true, "d4": true, "d5": true, "d6": true}
+			if d := cmp.Diff(want, seen); d != "" {
+				t.Fatalf("listing (-want +got):\n%s", d)
+			}
+		})
+
+		t.Run("ThroughSidecar", func(t *testing.T) {
+			// Dapr service invocation: another service calls through its
+			// sidecar; here the replica's own sidecar invokes its app id.
+			inv := r.DaprURL() + "/v1.0/invoke/autoglm/method/v1/docs/" + coll + "/inv"
+			wantStatus(t, do(t, "PUT", inv, `{"via":"dapr"}`), 201, "")
+			p := do(t, "PATCH", inv, `{"ops":[{"op":"set","path":"step","value":2}]}`)
+			wantStatus(t, p, 200, "")
+			g := do(t, "GET", inv, "")
+			if g.Body["version"] != 2.0 || g.Body["data"].(map[string]any)["step"] != 2.0 {
+				t.Fatalf("through sidecar: %s", g.Raw)
+			}
+			wantStatus(t, do(t, "PATCH", inv, `{"ops":[{"op":"nope","path":"a"}]}`), 422, "invalid_op")
+		})
+
+		t.Run("Health", func(t *testing.T) {
+			wantStatus(t, do(t, "GET", r.URL()+"/healthz", ""), 200, "")
+			wantStatus(t, do(t, "GET", r.URL()+"/readyz", ""), 200, "")
+			if v := do(t, "GET", r.URL()+"/version", ""); v.Body["version"] != "test" {
+				t.Fatalf("version: %s", v.Raw)
+			}
+		})
+	})
+}
+
+// recorder notes the versions a client receives per document.
+type recorder struct {
+	mu       sync.Mutex
+	versions map[string][]int64
+	snaps    int
+}
+
+func (rc *recorder) hook(m protocol.Message, _ int) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	switch m.T {
+	case protocol.TDelta, protocol.TAck:
+		if m.T == protocol.TAck && (m.Dup || m.V == 0) {
+			return
+		}
+		if rc.versions == nil {
+			rc.versions = map[string][]int64{}
+		}
+		rc.versions[m.Doc] = append(rc.versions[m.Doc], m.V)
+	case protocol.TSnap:
+		rc.snaps++
+	}
+}
+
+func (rc *recorder) got(doc string) []int64 {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]int64(nil), rc.versions[doc]...)
+}
+
+func dial(t testing.TB, url string, opt client.Options) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, url, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func subscribe(t testing.TB, c *client.Client, doc string, since int64) *client.Doc {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := c.Subscribe(ctx, doc, since)
+	if err != nil {
+		t.Fatalf("subscribe %s: %v", doc, err)
+	}
+	return d
+}
+
+func dense(from, to int64) []int64 {
+	var out []int64
+	for v := from; v <= to; v++ {
+		out = append(out, v)
+	}
+	return out
+}
+
+// TestTwoClientsThousandOps: A sends 1,000 ops on one document; B receives
+// every version exactly once, in order; both copies end identical.
+func TestTwoClientsThousandOps(t *testing.T) {
+	eachProfile(t, func(t *testing.T, profile string) {
+		r := daprtest.Start(t, daprtest.Options{Profile: profile})
+		doc := "forms/f-" + uuid.NewString()[:8]
+		var recA, recB recorder
+		a := dial(t, r.WSURL(), client.Options{ClientID: "A-" + profile, OnMessage: recA.hook})
+		b := dial(t, r.WSURL(), client.Options{ClientID: "B-" + profile, OnMessage: recB.hook})
+		da := subscribe(t, a, doc, 0)
+		db := subscribe(t, b, doc, 0)
+
+		const n = 1000
+		start := time.Now()
+		acks := make([]<-chan client.Ack, 0, n)
+		for i := range n {
+			acks = append(acks, a.Send(doc, 0, client.Set(fmt.Sprintf("f%d", i%20), i), client.Inc("count", 1)))
+		}
+		for i, ch := range acks {
+			select {
+			case ack := <-ch:
+				if ack.Err != nil {
+					t.Fatalf("op %d rejected: %v", i+1, ack.Err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("op %d: no ack", i+1)
+			}
+		}
+		elapsed := time.Since(start)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := db.WaitVersion(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff(dense(1, n), recB.got(doc)); d != "" {
+			t.Fatalf("B's versions (-want +got):\n%s", d)
+		}
+		if d := cmp.Diff(dense(1, n), recA.got(doc)); d != "" {
+			t.Fatalf("A's acks (-want +got):\n%s", d)
+		}
+		if d := cmp.Diff(da.Data(), db.Data()); d != "" {
+			t.Fatalf("A and B differ (-A +B):\n%s", d)
+		}
+		if db.Data()["count"] != float64(n) {
+			t.Fatalf("count = %v, want %d", db.Data()["count"], n)
+		}
+		stored := do(t, "GET", r.URL()+"/v1/docs/"+doc, "")
+		if d := cmp.Diff(stored.Body["data"], any(db.Data())); d != "" {
+			t.Fatalf("client copy differs from the store (-store +B):\n%s", d)
+		}
+		t.Logf("%s: %d ops acked in %v (%.0f ops/s)", profile, n, elapsed.Round(time.Millisecond), n/elapsed.Seconds())
+	})
+}
+
+// TestRestartResume: documents and versions survive a restart of app and
+// daprd; a client resumes from its version and receives only what it
+// missed.
+func TestRestartResume(t *testing.T) {
+	eachProfile(t, func(t *testing.T, profile string) {
+		r := daprtest.Start(t, daprtest.Options{Profile: profile})
+		doc := "profiles/r-" + uuid.NewString()[:8]
+		url := r.URL() + "/v1/docs/" + doc
+		for i := range 5 {
+			do(t, "PATCH", url, fmt.Sprintf(`{"ops":[{"op":"set","path":"step","value":%d}]}`, i))
+		}
+		b := dial(t, r.WSURL(), client.Options{ClientID: "B"})
+		db := subscribe(t, b, doc, 0)
+		if db.Version() != 5 {
+			t.Fatalf("B at %d, want 5", db.Version())
+		}
+		before := do(t, "GET", url, "").Raw
+		b.Close()
+
+		r.Restart()
+
+		if after := do(t, "GET", url, "").Raw; after != before {
+			t.Fatalf("document changed across restart:\nbefore %s\nafter  %s", before, after)
+		}
+		for i := 5; i < 8; i++ {
+			wantStatus(t, do(t, "PATCH", url, fmt.Sprintf(`{"ops":[{"op":"set","path":"step","value":%d}]}`, i)), 200, "")
+		}
+		var rec recorder
+		b2 := dial(t, r.WSURL(), client.Options{ClientID: "B", OnMessage: rec.hook})
+		db2 := subscribe(t, b2, doc, db.Version())
+		if d := cmp.Diff([]int64{6, 7, 8}, rec.got(doc)); d != "" || rec.snaps != 0 {
+			t.Fatalf("resume sent (-want +got):\n%s\nsnapshots: %d", d, rec.snaps)
+		}
+		if db2.Version() != 8 {
+			t.Fatalf("resumed copy at %d", db2.Version())
+		}
+	})
+}
+
+// TestReconnectResendsPendingOps: ops sent while the connection is down are
+// delivered after reconnect, each applied once.
+func TestReconnectResendsPendingOps(t *testing.T) {
+	r := daprtest.Start(t, daprtest.Options{})
+	doc := "forms/rc-" + uuid.NewString()[:8]
+	a := dial(t, r.WSURL(), client.Options{ClientID: "RC", Reconnect: true, MinBackoff: 20 * time.Millisecond})
+	da := subscribe(t, a, doc, 0)
+	first := a.Send(doc, 0, client.Inc("n", 1))
+	<-first
+	a.Drop()
+	var chs []<-chan client.Ack
+	for range 10 {
+		chs = append(chs, a.Send(doc, 0, client.Inc("n", 1)))
+	}
+	for i, ch := range chs {
+		select {
+		case ack := <-ch:
+			if ack.Err != nil {
+				t.Fatalf("op %d: %v", i, ack.Err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("op %d not answered after reconnect", i)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := da.WaitVersion(ctx, 11); err != nil {
+		t.Fatal(err)
+	}
+	g := do(t, "GET", r.URL()+"/v1/docs/"+doc, "")
+	if g.Body["version"] != 11.0 || g.Body["data"].(map[string]any)["n"] != 11.0 {
+		t.Fatalf("after reconnect: %s", g.Raw)
+	}
+}
+
+// TestWebSocketProtocolErrors: bad frames get their documented codes and the
+// replica stays healthy.
+func TestWebSocketProtocolErrors(t *testing.T) {
+	r := daprtest.Start(t, daprtest.Options{})
+	doc := "forms/pe-" + uuid.NewString()[:8]
+	c := dial(t, r.WSURL(), client.Options{ClientID: "PE"})
+	subscribe(t, c, doc, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cases := []struct {
+		ops  []any
+		code string
+	}{
+		{nil, "invalid_op"},
+		{[]any{map[string]any{"op": "set", "path": "", "value": 1}}, "invalid_op"},
+		{[]any{map[string]any{"op": "boom", "path": "a"}}, "invalid_op"},
+	}
+	for _, tc := range cases {
+		b, _ := json.Marshal(tc.ops)
+		_, err := c.Do(ctx, doc, 0, toFieldOps(t, b)...)
+		if err == nil || !strings.Contains(err.Error(), tc.code) {
+			t.Fatalf("ops %s: got %v, want %s", b, err, tc.code)
+		}
+	}
+	if _, err := c.Do(ctx, doc, 0, client.Set("ok", true)); err != nil {
+		t.Fatalf("connection unusable after rejections: %v", err)
+	}
+}
+
+func toFieldOps(t testing.TB, b []byte) []client.FieldOp {
+	t.Helper()
+	var ops []client.FieldOp
+	if err := json.Unmarshal(b, &ops); err != nil {
+		t.Fatal(err)
+	}
+	return ops
+}
