@@ -67,6 +67,8 @@ type Op struct {
 	// fields the op does not set are removed, decided against the document
 	// as it is when the op is applied.
 	Replace bool `json:"-"`
+	// Roles are the author's roles, for workflow and field rules.
+	Roles []string `json:"-"`
 	// IfVersion, when set, requires the document to be at exactly this
 	// version (REST If-Match); 0 means no precondition. -1 requires that the
 	// document does not exist yet (If-None-Match: *).
@@ -168,6 +170,7 @@ type Store interface {
 // Delivery is a hint; the op log is the truth.
 type Bus interface {
 	Publish(ctx context.Context, changes []Change) error
+	PublishPresence(ctx context.Context, p []Presence) error
 }
 
 // ChangeKey is a convenience that parses Change.Doc.
@@ -175,3 +178,17 @@ func (c Change) Key() (Key, error) { return ParseKey(c.Doc) }
 
 // String renders a change for logs.
 func (c Change) String() string { return fmt.Sprintf("%s@%d", c.Doc, c.Version) }
+
+// Presence is ephemeral state of one client on one document (who is there,
+// which field has focus, a cursor). It is broadcast, never persisted, and
+// expires unless refreshed.
+type Presence struct {
+	Doc     string         `json:"doc"`
+	Client  string         `json:"client"`
+	Session string         `json:"session"`
+	Node    string         `json:"node,omitempty"`
+	Data    map[string]any `json:"data,omitempty"`
+	Gone    bool           `json:"gone,omitempty"`
+	// Expires is when the entry lapses unless refreshed (Unix ms).
+	Expires int64 `json:"exp,omitempty"`
+}

@@ -28,10 +28,12 @@ type Publisher interface {
 	PublishEvent(ctx context.Context, pubsubName, topicName string, data interface{}, opts ...dapr.PublishEventOption) error
 }
 
-// Message is the broadcast payload: change summaries from one commit.
+// Message is the broadcast payload: change summaries from one commit, or
+// presence updates.
 type Message struct {
-	Node    string        `json:"node"`
-	Changes []core.Change `json:"changes"`
+	Node     string          `json:"node"`
+	Changes  []core.Change   `json:"changes,omitempty"`
+	Presence []core.Presence `json:"presence,omitempty"`
 }
 
 // Bus publishes change summaries to the broadcast topic.
@@ -58,6 +60,15 @@ func (b *Bus) Publish(ctx context.Context, changes []core.Change) error {
 		}
 		msg.Changes[i] = c
 	}
+	return b.publish(ctx, msg)
+}
+
+// PublishPresence broadcasts ephemeral presence; nothing stores it.
+func (b *Bus) PublishPresence(ctx context.Context, ps []core.Presence) error {
+	return b.publish(ctx, Message{Node: b.node, Presence: ps})
+}
+
+func (b *Bus) publish(ctx context.Context, msg Message) error {
 	body, err := json.Marshal(msg)
 	if err != nil {
 		return err
@@ -86,11 +97,13 @@ type Subscription struct {
 
 // Handler serves daprd's subscription callbacks.
 type Handler struct {
-	Subs     []Subscription
-	Token    string              // APP_API_TOKEN; when set, callbacks must carry it
-	Deliver  func([]core.Change) // called with every received broadcast
-	MaxBytes int64
-	OnError  func(error)
+	Subs    []Subscription
+	Token   string              // APP_API_TOKEN; when set, callbacks must carry it
+	Deliver func([]core.Change) // called with every received broadcast
+	// DeliverPresence is called with presence broadcast by other replicas.
+	DeliverPresence func([]core.Presence)
+	MaxBytes        int64
+	OnError         func(error)
 }
 
 // ServeSubscribe answers GET /dapr/subscribe.
@@ -156,6 +169,15 @@ func (h *Handler) ServeEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.Deliver != nil && len(valid) > 0 {
 		h.Deliver(valid)
+	}
+	if h.DeliverPresence != nil && len(msg.Presence) > 0 {
+		ps := msg.Presence[:0]
+		for _, p := range msg.Presence {
+			if _, err := core.ParseKey(p.Doc); err == nil && p.Client != "" {
+				ps = append(ps, p)
+			}
+		}
+		h.DeliverPresence(ps)
 	}
 	h.status(w, "SUCCESS", nil)
 }

@@ -46,6 +46,8 @@ type Server struct {
 	// WriteTimeout bounds one WebSocket write; a client that does not read
 	// for this long is dropped as a slow consumer.
 	WriteTimeout time.Duration
+	// HelloRoles lets clients claim roles in hello (no authentication).
+	HelloRoles bool
 
 	sessionsMu sync.Mutex
 	sessions   map[*liveSession]struct{}

@@ -74,7 +74,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 
 	sess := session.New(session.Options{
 		ID: s.newSessionID(), Node: s.Node, Heartbeat: s.Heartbeat, Queue: s.SessionQueue,
-		MaxSubs: s.MaxSubs, NewClientID: uuid.NewString,
+		MaxSubs: s.MaxSubs, NewClientID: uuid.NewString, HelloRoles: s.HelloRoles,
 	}, s.Engine, s.Hub, wsSender{conn: conn, timeout: s.WriteTimeout})
 
 	readCtx, stopRead := context.WithCancel(context.Background())

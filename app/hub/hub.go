@@ -1,35 +1,62 @@
-// Package hub fans committed changes out to the sessions of this replica that
-// watch each document. Delivery never blocks the caller: a subscriber whose
-// queue is full is told it lost messages and repairs from the op log.
+// Package hub fans committed changes and presence out to the sessions of
+// this replica that watch each document. Delivery never blocks the caller: a
+// subscriber whose queue is full is told it lost messages and repairs from
+// the op log. The hub also keeps the presence table of the documents watched
+// here, merged from local sessions and other replicas, with expiry.
 package hub
 
 import (
 	"sync"
+	"time"
 
 	"github.com/open-autoglm/autoglm/app/core"
 )
 
-// Subscriber receives changes. Offer must not block; it returns false when
-// the subscriber could not take the change (its queue is full).
+// Subscriber receives changes and presence. Offers must not block; they
+// return false when the subscriber could not take the item.
 type Subscriber interface {
 	Offer(c core.Change) bool
+	OfferPresence(p core.Presence) bool
 }
 
-// Hub maps documents to subscribers.
+// Options configure a Hub.
+type Options struct {
+	Node string
+	// PresenceTTL is how long a presence entry lives without a refresh.
+	PresenceTTL time.Duration
+	// PublishPresence sends local presence to the other replicas; nil keeps
+	// presence local.
+	PublishPresence func([]core.Presence)
+	// OnDrop is called for each change a subscriber could not take.
+	OnDrop func()
+	Now    func() time.Time
+}
+
+type presenceKey struct {
+	client, session string
+}
+
+// Hub maps documents to subscribers and presence.
 type Hub struct {
-	mu   sync.RWMutex
-	subs map[string]map[Subscriber]struct{}
-	// Dropped counts changes a full subscriber could not take.
-	dropped func()
+	opt Options
+
+	mu       sync.RWMutex
+	subs     map[string]map[Subscriber]struct{}
+	presence map[string]map[presenceKey]core.Presence
 }
 
-// New returns an empty Hub. onDrop, if set, is called for each change a
-// subscriber could not take.
-func New(onDrop func()) *Hub {
-	return &Hub{subs: map[string]map[Subscriber]struct{}{}, dropped: onDrop}
+// New returns an empty Hub.
+func New(opt Options) *Hub {
+	if opt.PresenceTTL <= 0 {
+		opt.PresenceTTL = 45 * time.Second
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	return &Hub{opt: opt, subs: map[string]map[Subscriber]struct{}{}, presence: map[string]map[presenceKey]core.Presence{}}
 }
 
-// Subscribe registers s for changes of doc ("collection/id").
+// Subscribe registers s for doc ("collection/id").
 func (h *Hub) Subscribe(doc string, s Subscriber) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -49,6 +76,7 @@ func (h *Hub) Unsubscribe(doc string, s Subscriber) {
 		delete(m, s)
 		if len(m) == 0 {
 			delete(h.subs, doc)
+			delete(h.presence, doc)
 		}
 	}
 }
@@ -59,8 +87,92 @@ func (h *Hub) Publish(changes []core.Change) {
 	defer h.mu.RUnlock()
 	for _, c := range changes {
 		for s := range h.subs[c.Doc] {
-			if !s.Offer(c) && h.dropped != nil {
-				h.dropped()
+			if !s.Offer(c) && h.opt.OnDrop != nil {
+				h.opt.OnDrop()
+			}
+		}
+	}
+}
+
+// SetPresence records presence set by a local session (from) and relays it
+// to the document's other local watchers and to the other replicas. A Gone
+// entry removes it.
+func (h *Hub) SetPresence(from Subscriber, p core.Presence) {
+	p.Node = h.opt.Node
+	p.Expires = h.opt.Now().Add(h.opt.PresenceTTL).UnixMilli()
+	if h.apply(from, p) && h.opt.PublishPresence != nil {
+		h.opt.PublishPresence([]core.Presence{p})
+	}
+}
+
+// RemotePresence applies presence broadcast by other replicas.
+func (h *Hub) RemotePresence(ps []core.Presence) {
+	for _, p := range ps {
+		if p.Node == h.opt.Node {
+			continue
+		}
+		h.apply(nil, p)
+	}
+}
+
+// apply stores p and fans it out; it reports whether anything changed for
+// the other watchers (a refresh with the same data is stored silently but
+// still forwarded to other replicas so their expiry moves on).
+func (h *Hub) apply(from Subscriber, p core.Presence) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	subs, watched := h.subs[p.Doc]
+	if !watched && from == nil {
+		return false // nobody here watches this document
+	}
+	k := presenceKey{p.Client, p.Session}
+	table := h.presence[p.Doc]
+	if p.Gone {
+		if _, ok := table[k]; !ok {
+			return from != nil
+		}
+		delete(table, k)
+	} else {
+		if table == nil {
+			table = map[presenceKey]core.Presence{}
+			h.presence[p.Doc] = table
+		}
+		table[k] = p
+	}
+	for s := range subs {
+		if s != from {
+			s.OfferPresence(p)
+		}
+	}
+	return true
+}
+
+// PresenceOf returns the live presence entries of doc.
+func (h *Hub) PresenceOf(doc string) []core.Presence {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]core.Presence, 0, len(h.presence[doc]))
+	for _, p := range h.presence[doc] {
+		out = append(out, p)
+	}
+	return out
+}
+
+// Sweep removes presence entries that were not refreshed in time (their
+// client or replica died) and tells the watchers they are gone.
+func (h *Hub) Sweep() {
+	now := h.opt.Now().UnixMilli()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for doc, table := range h.presence {
+		for k, p := range table {
+			if p.Expires > now {
+				continue
+			}
+			delete(table, k)
+			gone := core.Presence{Doc: doc, Client: p.Client, Session: p.Session, Node: p.Node, Gone: true}
+			for s := range h.subs[doc] {
+				s.OfferPresence(gone)
 			}
 		}
 	}

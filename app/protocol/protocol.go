@@ -30,8 +30,9 @@ const (
 	TReject  = "reject"
 	TError   = "error"
 	// both ways
-	TPing = "ping"
-	TPong = "pong"
+	TPresence = "presence"
+	TPing     = "ping"
+	TPong     = "pong"
 )
 
 // Message is every protocol message; T selects which fields mean something.
@@ -40,12 +41,13 @@ type Message struct {
 	T string `json:"t"`
 
 	// hello / welcome
-	Client  string `json:"client,omitempty"`
-	Token   string `json:"token,omitempty"`
-	Session string `json:"session,omitempty"`
-	Node    string `json:"node,omitempty"`
-	HB      int64  `json:"hb,omitempty"` // heartbeat interval, ms
-	Proto   int    `json:"proto,omitempty"`
+	Client  string   `json:"client,omitempty"`
+	Token   string   `json:"token,omitempty"`
+	Roles   []string `json:"roles,omitempty"`
+	Session string   `json:"session,omitempty"`
+	Node    string   `json:"node,omitempty"`
+	HB      int64    `json:"hb,omitempty"` // heartbeat interval, ms
+	Proto   int      `json:"proto,omitempty"`
 
 	// document traffic
 	Doc   string          `json:"doc,omitempty"`

@@ -19,6 +19,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/daprbus"
 	"github.com/open-autoglm/autoglm/app/daprstore"
 	"github.com/open-autoglm/autoglm/app/engine"
@@ -38,6 +39,7 @@ type Service struct {
 	engine *engine.Engine
 	api    *httpapi.Server
 	probe  *sidecar.Probe
+	hub    *hub.Hub
 	srv    *http.Server
 	ln     net.Listener
 
@@ -61,11 +63,23 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		client.WithAuthToken(cfg.DaprAPIToken)
 	}
 
-	h := hub.New(nil)
+	bus := daprbus.New(client, cfg.BroadcastPubsub, cfg.BroadcastTopic, cfg.NodeID)
+	h := hub.New(hub.Options{
+		Node: cfg.NodeID,
+		// Presence lives three heartbeats without a refresh.
+		PresenceTTL: 3 * cfg.Heartbeat,
+		PublishPresence: func(ps []core.Presence) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := bus.PublishPresence(ctx, ps); err != nil {
+				log.WithError(err).Debug("presence broadcast failed")
+			}
+		},
+	})
 	store := daprstore.New(client, cfg.StateStore)
 	eng := engine.New(engine.Options{
 		Store:     store,
-		Bus:       daprbus.New(client, cfg.BroadcastPubsub, cfg.BroadcastTopic, cfg.NodeID),
+		Bus:       bus,
 		Clock:     clock.New(cfg.NodeID, time.Now, cfg.MaxClockSkew),
 		Local:     h.Publish,
 		LogWindow: cfg.LogWindow,
@@ -89,15 +103,17 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 			Subs: []daprbus.Subscription{{
 				PubsubName: cfg.BroadcastPubsub, Topic: cfg.BroadcastTopic, Route: BroadcastRoute,
 			}},
-			Token:    cfg.AppAPIToken,
-			Deliver:  h.Publish,
-			MaxBytes: 16 << 20,
-			OnError:  func(err error) { log.WithError(err).Warn("broadcast dropped") },
+			Token:           cfg.AppAPIToken,
+			Deliver:         h.Publish,
+			DeliverPresence: h.RemotePresence,
+			MaxBytes:        16 << 20,
+			OnError:         func(err error) { log.WithError(err).Warn("broadcast dropped") },
 		},
 		MaxBody: cfg.MaxBodyBytes, Heartbeat: cfg.Heartbeat, SessionQueue: cfg.SessionQueue,
 		AllowedOrigins: cfg.AllowedOrigins,
+		HelloRoles:     true,
 	}
-	return &Service{cfg: cfg, log: log, client: client, engine: eng, api: api, probe: probe,
+	return &Service{cfg: cfg, log: log, client: client, engine: eng, api: api, probe: probe, hub: h,
 		serveErr: make(chan error, 1)}, nil
 }
 
@@ -121,9 +137,25 @@ func (s *Service) Start(ln net.Listener) error {
 	var ctx context.Context
 	ctx, s.stopProbe = context.WithCancel(context.Background())
 	go s.probe.Run(ctx)
+	go s.sweepPresence(ctx)
 	go func() { s.serveErr <- s.srv.Serve(ln) }()
 	s.log.WithField("addr", ln.Addr().String()).Info("listening")
 	return nil
+}
+
+// sweepPresence expires presence whose client or replica stopped
+// refreshing it.
+func (s *Service) sweepPresence(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.hub.Sweep()
+		}
+	}
 }
 
 // Addr is the address the service listens on.

@@ -12,6 +12,7 @@ package session
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"reflect"
 	"sync/atomic"
@@ -37,11 +38,16 @@ type Backend interface {
 	Changes(ctx context.Context, k core.Key, from, to int64) ([]core.Change, error)
 }
 
-// Hub is where a session registers for live changes.
+// Hub is where a session registers for live changes and presence.
 type Hub interface {
 	Subscribe(doc string, s hub.Subscriber)
 	Unsubscribe(doc string, s hub.Subscriber)
+	SetPresence(from hub.Subscriber, p core.Presence)
+	PresenceOf(doc string) []core.Presence
 }
+
+// MaxPresenceBytes bounds one client's presence data on one document.
+const MaxPresenceBytes = 1024
 
 // Options configure a session.
 type Options struct {
@@ -52,6 +58,11 @@ type Options struct {
 	InFlight  int           // ops submitted and not yet answered
 	MaxSubs   int           // documents watched at once
 	Now       func() time.Time
+	// HelloRoles honours roles a client claims in hello. Only for
+	// deployments without authentication (the embedded default), where the
+	// demo and local tools act in a role; with auth the roles come from the
+	// verified token.
+	HelloRoles bool
 	// NewClientID names a client that did not name itself in hello.
 	NewClientID func() string
 	// Metrics hooks; nil ones are ignored.
@@ -85,6 +96,7 @@ type Session struct {
 
 	inbox    chan protocol.Message
 	events   chan core.Change
+	presence chan core.Presence
 	results  chan engine.Result
 	inflight chan struct{}
 	lost     chan struct{}
@@ -93,9 +105,13 @@ type Session struct {
 
 	// Owned by the Run goroutine.
 	client  string
+	roles   []string
 	hello   bool
 	docs    map[string]*docState
 	pending map[pendingOp]protocol.Message
+	// present holds the presence data this session set, per document; it is
+	// refreshed every heartbeat and cleared when the session ends.
+	present map[string]map[string]any
 }
 
 // New returns a session; call Run to serve it.
@@ -119,12 +135,14 @@ func New(opt Options, backend Backend, hub Hub, send Sender) *Session {
 		opt: opt, backend: backend, hub: hub, send: send,
 		inbox:    make(chan protocol.Message),
 		events:   make(chan core.Change, opt.Queue),
+		presence: make(chan core.Presence, 64),
 		results:  make(chan engine.Result, opt.InFlight),
 		inflight: make(chan struct{}, opt.InFlight),
 		lost:     make(chan struct{}, 1),
 		failed:   make(chan Close, 1),
 		docs:     map[string]*docState{},
 		pending:  map[pendingOp]protocol.Message{},
+		present:  map[string]map[string]any{},
 	}
 	s.lastRecv.Store(opt.Now().UnixNano())
 	return s
@@ -145,6 +163,17 @@ func (s *Session) Offer(c core.Change) bool {
 		case s.lost <- struct{}{}:
 		default:
 		}
+		return false
+	}
+}
+
+// OfferPresence takes a presence update from the hub without blocking;
+// presence is ephemeral, so a full queue drops it.
+func (s *Session) OfferPresence(p core.Presence) bool {
+	select {
+	case s.presence <- p:
+		return true
+	default:
 		return false
 	}
 }
@@ -183,6 +212,9 @@ func (s *Session) Fail(code int, reason string) {
 // means the replica is shutting down.
 func (s *Session) Run(ctx context.Context) Close {
 	defer func() {
+		for doc := range s.present {
+			s.hub.SetPresence(s, core.Presence{Doc: doc, Client: s.client, Session: s.opt.ID, Gone: true})
+		}
 		for doc := range s.docs {
 			s.hub.Unsubscribe(doc, s)
 		}
@@ -210,12 +242,17 @@ func (s *Session) Run(ctx context.Context) Close {
 			err = s.change(ctx, c)
 		case <-s.lost:
 			err = s.resync(ctx)
+		case p := <-s.presence:
+			err = s.sendPresence(ctx, p)
 		case <-tick.C:
 			silent := s.opt.Now().Sub(time.Unix(0, s.lastRecv.Load()))
 			if silent > s.opt.Heartbeat*5/2 {
 				return Close{Code: protocol.CloseHeartbeatTimeout, Reason: "no heartbeat"}
 			}
 			err = s.send.Send(ctx, protocol.Message{T: protocol.TPing, TS: s.opt.Now().UnixMilli()})
+			for doc, data := range s.present {
+				s.hub.SetPresence(s, core.Presence{Doc: doc, Client: s.client, Session: s.opt.ID, Data: data})
+			}
 		}
 		if err != nil {
 			var c closeErr
@@ -253,6 +290,9 @@ func (s *Session) handle(ctx context.Context, m protocol.Message) error {
 		}
 		s.hello = true
 		s.client = m.Client
+		if s.opt.HelloRoles {
+			s.roles = m.Roles
+		}
 		if s.client == "" && s.opt.NewClientID != nil {
 			s.client = s.opt.NewClientID()
 		}
@@ -264,11 +304,17 @@ func (s *Session) handle(ctx context.Context, m protocol.Message) error {
 	case protocol.TSub:
 		return s.subscribe(ctx, m)
 	case protocol.TUnsub:
-		if st, ok := s.docs[m.Doc]; ok {
+		if _, ok := s.docs[m.Doc]; ok {
+			if _, ok := s.present[m.Doc]; ok {
+				delete(s.present, m.Doc)
+				s.hub.SetPresence(s, core.Presence{Doc: m.Doc, Client: s.client, Session: s.opt.ID, Gone: true})
+			}
 			s.hub.Unsubscribe(m.Doc, s)
-			delete(s.docs, st.key.String())
+			delete(s.docs, m.Doc)
 		}
 		return nil
+	case protocol.TPresence:
+		return s.setPresence(ctx, m)
 	case protocol.TOp:
 		return s.op(ctx, m)
 	case protocol.TPing:
@@ -301,7 +347,44 @@ func (s *Session) subscribe(ctx context.Context, m protocol.Message) error {
 	if err := s.catchUp(ctx, st, m.Since); err != nil {
 		return err
 	}
-	return s.send.Send(ctx, protocol.Message{T: protocol.TSynced, Doc: m.Doc, V: st.last})
+	if err := s.send.Send(ctx, protocol.Message{T: protocol.TSynced, Doc: m.Doc, V: st.last}); err != nil {
+		return err
+	}
+	for _, p := range s.hub.PresenceOf(m.Doc) {
+		if p.Session != s.opt.ID {
+			if err := s.sendPresence(ctx, p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// setPresence records the client's presence on a watched document.
+func (s *Session) setPresence(ctx context.Context, m protocol.Message) error {
+	if _, ok := s.docs[m.Doc]; !ok {
+		return s.sendErr(ctx, m.Doc, core.Errorf(core.CodeBadRequest, "presence needs a subscription to %s", truncate(m.Doc, 200)))
+	}
+	if m.Data == nil || m.Del {
+		if _, ok := s.present[m.Doc]; ok {
+			delete(s.present, m.Doc)
+			s.hub.SetPresence(s, core.Presence{Doc: m.Doc, Client: s.client, Session: s.opt.ID, Gone: true})
+		}
+		return nil
+	}
+	if b, _ := json.Marshal(m.Data); len(b) > MaxPresenceBytes {
+		return s.sendErr(ctx, m.Doc, core.Errorf(core.CodeTooLarge, "presence data over %d bytes", MaxPresenceBytes))
+	}
+	s.present[m.Doc] = m.Data
+	s.hub.SetPresence(s, core.Presence{Doc: m.Doc, Client: s.client, Session: s.opt.ID, Data: m.Data})
+	return nil
+}
+
+func (s *Session) sendPresence(ctx context.Context, p core.Presence) error {
+	if _, ok := s.docs[p.Doc]; !ok || p.Session == s.opt.ID {
+		return nil
+	}
+	return s.send.Send(ctx, protocol.Message{T: protocol.TPresence, Doc: p.Doc, Client: p.Client, Data: p.Data, Del: p.Gone})
 }
 
 // catchUp brings st from version since to the stored version: deltas from
@@ -361,7 +444,7 @@ func (s *Session) op(ctx context.Context, m protocol.Message) error {
 		return s.send.Send(ctx, r)
 	}
 	s.pending[pendingOp{m.Doc, m.Op}] = m
-	s.backend.Submit(k, core.Op{ClientID: s.client, OpID: m.Op, Base: m.Base, HLC: m.HLC, Ops: m.Ops, Delete: m.Del},
+	s.backend.Submit(k, core.Op{ClientID: s.client, OpID: m.Op, Base: m.Base, HLC: m.HLC, Ops: m.Ops, Delete: m.Del, Roles: s.roles},
 		func(r engine.Result) { s.results <- r }) // capacity is reserved by inflight
 	return nil
 }
