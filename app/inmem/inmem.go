@@ -1,0 +1,204 @@
+// Package inmem provides in-memory implementations of the core ports, with
+// the same ETag semantics as a Dapr state store, for fast unit tests of the
+// engine and sessions. Production always goes through Dapr.
+package inmem
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+
+	"github.com/open-autoglm/autoglm/app/core"
+)
+
+// Store is a core.Store in memory. Documents are stored encoded, so callers
+// never share memory with it, and every write changes the ETag.
+type Store struct {
+	mu    sync.Mutex
+	docs  map[core.Key]stored
+	log   map[core.Key]map[int64][]byte
+	index map[string][]string
+	etag  int64
+
+	// BeforeCommit, if set, runs inside Commit before the ETag check (tests
+	// use it to slip in a competing write).
+	BeforeCommit func(c core.Commit)
+	// Fail, if set, makes every call fail with it.
+	Fail error
+}
+
+type stored struct {
+	body []byte
+	etag string
+}
+
+var _ core.Store = (*Store)(nil)
+
+// NewStore returns an empty store.
+func NewStore() *Store {
+	return &Store{docs: map[core.Key]stored{}, log: map[core.Key]map[int64][]byte{}, index: map[string][]string{}}
+}
+
+// Load implements core.Store.
+func (s *Store) Load(_ context.Context, k core.Key) (core.Stored, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.Fail != nil {
+		return core.Stored{}, s.Fail
+	}
+	st, ok := s.docs[k]
+	if !ok {
+		return core.Stored{}, nil
+	}
+	var d core.Document
+	if err := json.Unmarshal(st.body, &d); err != nil {
+		return core.Stored{}, err
+	}
+	d.Key = k
+	return core.Stored{Doc: &d, ETag: st.etag}, nil
+}
+
+// Commit implements core.Store.
+func (s *Store) Commit(_ context.Context, c core.Commit) error {
+	if s.BeforeCommit != nil {
+		s.BeforeCommit(c)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.Fail != nil {
+		return s.Fail
+	}
+	cur, exists := s.docs[c.Key]
+	if (c.ETag == "" && exists) || (c.ETag != "" && cur.etag != c.ETag) {
+		return fmt.Errorf("commit %s: %w", c.Key, core.ErrVersionConflict)
+	}
+	body, err := json.Marshal(c.Doc)
+	if err != nil {
+		return err
+	}
+	s.etag++
+	s.docs[c.Key] = stored{body: body, etag: strconv.FormatInt(s.etag, 10)}
+	lg := s.log[c.Key]
+	if lg == nil {
+		lg = map[int64][]byte{}
+		s.log[c.Key] = lg
+	}
+	for _, ch := range c.Changes {
+		b, _ := json.Marshal(ch)
+		lg[ch.Version] = b
+	}
+	for v := c.TrimFrom; c.TrimFrom > 0 && v <= c.TrimTo; v++ {
+		delete(lg, v)
+	}
+	ids := s.index[c.Key.Collection]
+	i, found := slices.BinarySearch(ids, c.Key.ID)
+	switch {
+	case c.IndexAdd && !found:
+		s.index[c.Key.Collection] = slices.Insert(ids, i, c.Key.ID)
+	case c.IndexRemove && found:
+		s.index[c.Key.Collection] = slices.Delete(ids, i, i+1)
+	}
+	return nil
+}
+
+// Changes implements core.Store.
+func (s *Store) Changes(_ context.Context, k core.Key, from, to int64) ([]core.Change, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.Fail != nil {
+		return nil, s.Fail
+	}
+	var out []core.Change
+	for v := max(from, 1); v <= to; v++ {
+		b, ok := s.log[k][v]
+		if !ok {
+			break
+		}
+		var ch core.Change
+		if err := json.Unmarshal(b, &ch); err != nil {
+			return nil, err
+		}
+		out = append(out, ch)
+	}
+	return out, nil
+}
+
+// LogLen returns how many log entries the store holds for k.
+func (s *Store) LogLen(k core.Key) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.log[k])
+}
+
+// List implements core.Store (one page of everything; cursors are offsets).
+func (s *Store) List(_ context.Context, coll, cursor string, limit int) (core.Page, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := s.index[coll]
+	start := 0
+	if cursor != "" {
+		n, err := strconv.Atoi(cursor)
+		if err != nil || n < 0 {
+			return core.Page{}, core.Errorf(core.CodeBadRequest, "malformed cursor %q", cursor)
+		}
+		start = min(n, len(ids))
+	}
+	end := min(start+limit, len(ids))
+	p := core.Page{IDs: slices.Clone(ids[start:end])}
+	if end < len(ids) {
+		p.Next = strconv.Itoa(end)
+	}
+	return p, nil
+}
+
+// Bus records published changes and presence and forwards them to Deliver.
+type Bus struct {
+	mu       sync.Mutex
+	Changes  []core.Change
+	Presence []core.Presence
+	// Deliver, if set, receives every publish (as a broadcast would).
+	Deliver func([]core.Change)
+	// Drop, if set and true for a change, loses it (as a broker might).
+	Drop func(core.Change) bool
+}
+
+var _ core.Bus = (*Bus)(nil)
+
+// Publish implements core.Bus.
+func (b *Bus) Publish(_ context.Context, changes []core.Change) error {
+	b.mu.Lock()
+	b.Changes = append(b.Changes, changes...)
+	deliver, drop := b.Deliver, b.Drop
+	b.mu.Unlock()
+	if deliver == nil {
+		return nil
+	}
+	var out []core.Change
+	for _, c := range changes {
+		if drop == nil || !drop(c) {
+			out = append(out, c)
+		}
+	}
+	if len(out) > 0 {
+		deliver(out)
+	}
+	return nil
+}
+
+// Published returns a copy of the changes published so far.
+func (b *Bus) Published() []core.Change {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.Changes)
+}
+
+// PublishPresence implements core.Bus.
+func (b *Bus) PublishPresence(_ context.Context, ps []core.Presence) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.Presence = append(b.Presence, ps...)
+	return nil
+}

@@ -1,0 +1,358 @@
+package session_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/open-autoglm/autoglm/app/clock"
+	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/engine"
+	"github.com/open-autoglm/autoglm/app/hub"
+	"github.com/open-autoglm/autoglm/app/inmem"
+	"github.com/open-autoglm/autoglm/app/merge"
+	"github.com/open-autoglm/autoglm/app/protocol"
+	"github.com/open-autoglm/autoglm/app/session"
+)
+
+const doc = "forms/f1"
+
+var key = core.Key{Collection: "forms", ID: "f1"}
+
+// sender records what a session sends; gate, when set, holds every send
+// until it is closed (a client that does not read).
+type sender struct {
+	out  chan protocol.Message
+	gate atomic.Pointer[chan struct{}]
+}
+
+func (s *sender) Send(ctx context.Context, m protocol.Message) error {
+	if g := s.gate.Load(); g != nil {
+		select {
+		case <-*g:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	select {
+	case s.out <- m:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type rig struct {
+	store *inmem.Store
+	hub   *hub.Hub
+	eng   *engine.Engine
+	sess  *session.Session
+	send  *sender
+	ctx   context.Context
+	done  chan session.Close
+}
+
+// newRig starts a session. When local is false, committed changes reach the
+// hub only when the test publishes them (a lossy broadcast).
+func newRig(t *testing.T, local bool, opt session.Options) *rig {
+	t.Helper()
+	r := &rig{store: inmem.NewStore(), hub: hub.New(hub.Options{Node: "n1"}), send: &sender{out: make(chan protocol.Message, 10000)}}
+	eo := engine.Options{Store: r.store, Clock: clock.New("n1", nil, time.Minute), LogWindow: 50}
+	if local {
+		eo.Local = r.hub.Publish
+	}
+	r.eng = engine.New(eo)
+	if opt.ID == "" {
+		opt.ID = "s1"
+	}
+	r.sess = session.New(opt, r.eng, r.hub, r.send)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	r.ctx = ctx
+	r.done = make(chan session.Close, 1)
+	go func() { r.done <- r.sess.Run(ctx) }()
+	return r
+}
+
+func (r *rig) recv(t *testing.T, m protocol.Message) {
+	t.Helper()
+	if !r.sess.Receive(r.ctx, m) {
+		t.Fatal("session ended")
+	}
+}
+
+// next returns the next message that is not a heartbeat.
+func (r *rig) next(t *testing.T) protocol.Message {
+	t.Helper()
+	for {
+		select {
+		case m := <-r.send.out:
+			if m.T == protocol.TPing {
+				continue
+			}
+			return m
+		case <-time.After(3 * time.Second):
+			t.Fatal("no message from the session")
+		}
+	}
+}
+
+func (r *rig) expect(t *testing.T, types ...string) []protocol.Message {
+	t.Helper()
+	var got []protocol.Message
+	for range types {
+		got = append(got, r.next(t))
+	}
+	var names []string
+	for _, m := range got {
+		names = append(names, fmt.Sprintf("%s@%d", m.T, m.V))
+	}
+	var want []string
+	for i, tt := range types {
+		want = append(want, fmt.Sprintf("%s@%d", tt, got[i].V))
+	}
+	if d := cmp.Diff(want, names); d != "" {
+		t.Fatalf("messages (-want +got):\n%s", d)
+	}
+	return got
+}
+
+func (r *rig) write(t *testing.T, n int) []core.Change {
+	t.Helper()
+	var out []core.Change
+	for range n {
+		res, err := r.eng.Do(context.Background(), key, core.Op{Ops: []merge.FieldOp{{Op: merge.KindInc, Path: "n", Value: json.RawMessage("1")}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, *res.Change)
+	}
+	return out
+}
+
+func versions(ms []protocol.Message) []int64 {
+	var v []int64
+	for _, m := range ms {
+		v = append(v, m.V)
+	}
+	return v
+}
+
+func hello(t *testing.T, r *rig, client string) {
+	t.Helper()
+	r.recv(t, protocol.Message{T: protocol.THello, Client: client, Proto: 1})
+	if m := r.next(t); m.T != protocol.TWelcome || m.Client != client {
+		t.Fatalf("welcome: %+v", m)
+	}
+}
+
+func TestGapIsPulledFromLog(t *testing.T) {
+	r := newRig(t, false, session.Options{})
+	hello(t, r, "c")
+	r.recv(t, protocol.Message{T: protocol.TSub, Doc: doc})
+	r.expect(t, protocol.TSynced)
+	cs := r.write(t, 5)
+	// Only version 5 arrives; 1..4 were "lost" by the broadcast.
+	r.hub.Publish(cs[4:])
+	got := r.expect(t, "delta", "delta", "delta", "delta", "delta")
+	if d := cmp.Diff([]int64{1, 2, 3, 4, 5}, versions(got)); d != "" {
+		t.Fatal(d)
+	}
+	// Duplicates and stale versions are dropped.
+	r.hub.Publish(cs)
+	r.write(t, 1)
+	r.hub.Publish(cs[4:])
+	r.hub.Publish([]core.Change{r.lastChange(t)})
+	if m := r.next(t); m.V != 6 {
+		t.Fatalf("after duplicates got %+v, want version 6", m)
+	}
+}
+
+func (r *rig) lastChange(t *testing.T) core.Change {
+	t.Helper()
+	s, _ := r.store.Load(context.Background(), key)
+	cs, _ := r.store.Changes(context.Background(), key, s.Doc.Version, s.Doc.Version)
+	return cs[0]
+}
+
+func TestAuthorGetsAckNotEcho(t *testing.T) {
+	r := newRig(t, true, session.Options{})
+	hello(t, r, "me")
+	r.recv(t, protocol.Message{T: protocol.TSub, Doc: doc})
+	r.expect(t, protocol.TSynced)
+	for i := 1; i <= 20; i++ {
+		r.recv(t, protocol.Message{T: protocol.TOp, Doc: doc, Op: uint64(i), Ops: []merge.FieldOp{{Op: merge.KindSet, Path: "a", Value: json.RawMessage(fmt.Sprint(i))}}})
+	}
+	got := r.expect(t, repeat("ack", 20)...)
+	if d := cmp.Diff(dense(20), versions(got)); d != "" {
+		t.Fatal(d)
+	}
+	for i, m := range got {
+		if m.Op != uint64(i+1) || m.Ops != nil {
+			t.Fatalf("ack %d: %+v", i, m)
+		}
+	}
+	select {
+	case m := <-r.send.out:
+		if m.T != protocol.TPing {
+			t.Fatalf("echo after acks: %+v", m)
+		}
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+func TestOthersChangesAreDeltas(t *testing.T) {
+	r := newRig(t, true, session.Options{})
+	hello(t, r, "me")
+	r.write(t, 2)
+	r.recv(t, protocol.Message{T: protocol.TSub, Doc: doc, Since: 1})
+	r.expect(t, "delta", protocol.TSynced)
+	r.write(t, 1)
+	if m := r.next(t); m.T != protocol.TDelta || m.V != 3 || m.PV != 2 {
+		t.Fatalf("%+v", m)
+	}
+}
+
+func TestCatchUpBeyondLogIsSnapshot(t *testing.T) {
+	r := newRig(t, false, session.Options{})
+	hello(t, r, "c")
+	r.write(t, 60) // log window is 50
+	r.recv(t, protocol.Message{T: protocol.TSub, Doc: doc, Since: 3})
+	got := r.expect(t, protocol.TSnap, protocol.TSynced)
+	if got[0].V != 60 || got[0].Data["n"] != 60.0 {
+		t.Fatalf("snapshot %+v", got[0])
+	}
+	r.recv(t, protocol.Message{T: protocol.TSub, Doc: doc, Since: 55})
+	got = r.expect(t, "delta", "delta", "delta", "delta", "delta", protocol.TSynced)
+	if d := cmp.Diff([]int64{56, 57, 58, 59, 60, 60}, versions(got)); d != "" {
+		t.Fatal(d)
+	}
+}
+
+// A burst larger than the session queue is not lost: the session drops the
+// overflow and resyncs from the store.
+func TestOverflowResyncs(t *testing.T) {
+	r := newRig(t, true, session.Options{Queue: 16})
+	hello(t, r, "c")
+	r.recv(t, protocol.Message{T: protocol.TSub, Doc: doc})
+	r.expect(t, protocol.TSynced)
+	gate := make(chan struct{})
+	r.send.gate.Store(&gate) // the client stops reading
+	r.write(t, 1)                     // the session blocks sending this one
+	time.Sleep(20 * time.Millisecond)
+	r.write(t, 39) // overflows the queue of 16 (and stays inside the log window)
+	close(gate)
+	got := r.expect(t, repeat("delta", 40)...)
+	if d := cmp.Diff(dense(40), versions(got)); d != "" {
+		t.Fatal(d)
+	}
+}
+
+func TestSilentPeerTimesOut(t *testing.T) {
+	r := newRig(t, false, session.Options{Heartbeat: 40 * time.Millisecond})
+	select {
+	case c := <-r.done:
+		if c.Code != protocol.CloseHeartbeatTimeout {
+			t.Fatalf("closed with %+v", c)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("silent peer not detected")
+	}
+}
+
+func TestHelloFirst(t *testing.T) {
+	r := newRig(t, false, session.Options{})
+	r.recv(t, protocol.Message{T: protocol.TSub, Doc: doc})
+	select {
+	case c := <-r.done:
+		if c.Code != protocol.CloseProtocolError {
+			t.Fatalf("closed with %+v", c)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("sub before hello accepted")
+	}
+}
+
+func TestBadRequestsKeepSessionOpen(t *testing.T) {
+	r := newRig(t, false, session.Options{MaxSubs: 1})
+	hello(t, r, "c")
+	r.recv(t, protocol.Message{T: protocol.TSub, Doc: "no-slash"})
+	if m := r.next(t); m.T != protocol.TError || m.Code != core.CodeInvalidName {
+		t.Fatalf("%+v", m)
+	}
+	r.recv(t, protocol.Message{T: protocol.TOp, Doc: doc})
+	if m := r.next(t); m.T != protocol.TReject || m.Code != core.CodeBadRequest {
+		t.Fatalf("op without id: %+v", m)
+	}
+	r.recv(t, protocol.Message{T: "teleport"})
+	if m := r.next(t); m.T != protocol.TError || m.Code != core.CodeBadRequest {
+		t.Fatalf("unknown type: %+v", m)
+	}
+	r.recv(t, protocol.Message{T: protocol.TSub, Doc: doc})
+	r.expect(t, protocol.TSynced)
+	r.recv(t, protocol.Message{T: protocol.TSub, Doc: "forms/other"})
+	if m := r.next(t); m.Code != core.CodeTooLarge {
+		t.Fatalf("subscription limit: %+v", m)
+	}
+	r.recv(t, protocol.Message{T: protocol.TPing, TS: 42})
+	if m := r.next(t); m.T != protocol.TPong || m.TS != 42 {
+		t.Fatalf("%+v", m)
+	}
+}
+
+func TestPresence(t *testing.T) {
+	store := inmem.NewStore()
+	h := hub.New(hub.Options{Node: "n1"})
+	eng := engine.New(engine.Options{Store: store, Clock: clock.New("n1", nil, 0)})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := func(id string) (*session.Session, *sender, chan session.Close) {
+		s := &sender{out: make(chan protocol.Message, 100)}
+		sess := session.New(session.Options{ID: id}, eng, h, s)
+		done := make(chan session.Close, 1)
+		sctx, stop := context.WithCancel(ctx)
+		go func() { done <- sess.Run(sctx) }()
+		t.Cleanup(stop)
+		sess.Receive(ctx, protocol.Message{T: protocol.THello, Client: id})
+		sess.Receive(ctx, protocol.Message{T: protocol.TSub, Doc: doc})
+		return sess, s, done
+	}
+	a, sa, _ := start("a")
+	<-sa.out // welcome
+	<-sa.out // synced
+	a.Receive(ctx, protocol.Message{T: protocol.TPresence, Doc: doc, Data: map[string]any{"field": "title"}})
+	b, sb, _ := start("b")
+	_ = b
+	<-sb.out
+	<-sb.out
+	m := <-sb.out
+	if m.T != protocol.TPresence || m.Client != "a" || m.Data["field"] != "title" {
+		t.Fatalf("b sees %+v", m)
+	}
+	a.Receive(ctx, protocol.Message{T: protocol.TUnsub, Doc: doc})
+	m = <-sb.out
+	if m.T != protocol.TPresence || m.Client != "a" || !m.Del {
+		t.Fatalf("after a left, b sees %+v", m)
+	}
+}
+
+func repeat(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
+}
+
+func dense(n int) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = int64(i + 1)
+	}
+	return out
+}
