@@ -243,7 +243,7 @@ func TestOverflowResyncs(t *testing.T) {
 	r.expect(t, protocol.TSynced)
 	gate := make(chan struct{})
 	r.send.gate.Store(&gate) // the client stops reading
-	r.write(t, 1)                     // the session blocks sending this one
+	r.write(t, 1)            // the session blocks sending this one
 	time.Sleep(20 * time.Millisecond)
 	r.write(t, 39) // overflows the queue of 16 (and stays inside the log window)
 	close(gate)
