@@ -13,6 +13,7 @@ package clock
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +26,11 @@ var ErrSkew = errors.New("clock: timestamp too far in the future")
 
 // ErrFormat reports a timestamp that does not parse.
 var ErrFormat = errors.New("clock: malformed timestamp")
+
+// MaxWall is the largest wall time Parse accepts: 2^53-1 ms, the largest
+// integer a JavaScript client can hold exactly (about the year 287,000).
+// Bounding it also keeps the receive rule's arithmetic from overflowing.
+const MaxWall = 1<<53 - 1
 
 // Timestamp is one HLC reading. The zero value sorts before every real one.
 type Timestamp struct {
@@ -74,7 +80,7 @@ func Parse(s string) (Timestamp, error) {
 		return Timestamp{}, fmt.Errorf("%w: %q", ErrFormat, s)
 	}
 	wall, err := strconv.ParseInt(parts[0], 10, 64)
-	if err != nil || wall < 0 {
+	if err != nil || wall < 0 || wall > MaxWall {
 		return Timestamp{}, fmt.Errorf("%w: %q", ErrFormat, s)
 	}
 	logical, err := strconv.ParseUint(parts[1], 10, 32)
@@ -128,9 +134,19 @@ func (c *Clock) Now() Timestamp {
 	if pt > c.last.Wall {
 		c.last = Timestamp{Wall: pt, Node: c.node}
 	} else {
-		c.last = Timestamp{Wall: c.last.Wall, Logical: c.last.Logical + 1, Node: c.node}
+		c.last = tick(c.last.Wall, c.last.Logical, c.node)
 	}
 	return c.last
+}
+
+// tick returns the reading after (wall, logical). A counter that would wrap
+// moves to the next millisecond instead, so readings never go backwards even
+// when a peer sends a counter at its maximum.
+func tick(wall int64, logical uint32, node string) Timestamp {
+	if logical == math.MaxUint32 {
+		return Timestamp{Wall: wall + 1, Node: node}
+	}
+	return Timestamp{Wall: wall, Logical: logical + 1, Node: node}
 }
 
 // Update applies the HLC receive rule for a remote timestamp and returns the
@@ -145,15 +161,15 @@ func (c *Clock) Update(remote Timestamp) (Timestamp, error) {
 		return Timestamp{}, fmt.Errorf("%w: %d ms ahead (limit %s)", ErrSkew, remote.Wall-pt, c.maxSkew)
 	}
 	wall := max(pt, c.last.Wall, remote.Wall)
-	var logical uint32
 	switch {
 	case wall == c.last.Wall && wall == remote.Wall:
-		logical = max(c.last.Logical, remote.Logical) + 1
+		c.last = tick(wall, max(c.last.Logical, remote.Logical), c.node)
 	case wall == c.last.Wall:
-		logical = c.last.Logical + 1
+		c.last = tick(wall, c.last.Logical, c.node)
 	case wall == remote.Wall:
-		logical = remote.Logical + 1
+		c.last = tick(wall, remote.Logical, c.node)
+	default:
+		c.last = Timestamp{Wall: wall, Node: c.node}
 	}
-	c.last = Timestamp{Wall: wall, Logical: logical, Node: c.node}
 	return c.last, nil
 }

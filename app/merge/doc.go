@@ -2,28 +2,137 @@ package merge
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
-	"slices"
 
 	"github.com/open-autoglm/autoglm/app/clock"
 )
 
-// Policy names a collection's conflict policy.
+// Policy names a collection's conflict policy (docs/conflicts.md).
 type Policy string
 
 // Conflict policies.
 const (
-	LWW Policy = "lww" // per-field last-writer-wins by (HLC, client id)
+	// LWW: per-field last-writer-wins by (HLC, client id). Writes of
+	// different fields never conflict; a write of an object and a write
+	// inside it are ordered by their stamps, so every delivery order of the
+	// same sets and unsets gives the same document.
+	LWW Policy = "lww"
+	// CRDT: a field-level CRDT map. Registers are LWW as above; inc merges
+	// by sum (every concurrent increment counts); add/remove treat an array
+	// as an add-wins set; a set or unset of a field wins over increments and
+	// set edits that did not see it. Every delivery order converges.
+	CRDT Policy = "crdt"
+	// Strict: optimistic locking. An op must be based on the current
+	// version or it is refused with a *ConflictError.
+	Strict Policy = "strict"
+	// Manual: concurrent writes of the same field with different values are
+	// kept side by side under ConflictsKey until a client resolves them.
+	Manual Policy = "manual"
 )
+
+// Policies lists every policy, in documentation order.
+func Policies() []Policy { return []Policy{LWW, CRDT, Strict, Manual} }
+
+// ParsePolicy validates a policy name. The empty name is LWW, the default.
+func ParsePolicy(s string) (Policy, error) {
+	switch p := Policy(s); p {
+	case "":
+		return LWW, nil
+	case LWW, CRDT, Strict, Manual:
+		return p, nil
+	}
+	return "", fmt.Errorf("%w: unknown policy %q (want lww, crdt, strict or manual)", ErrInvalidOp, s)
+}
+
+// Stamp records the last whole-value write (set, unset or resolve) of one
+// path: the author's HLC, the author, and the document version the write
+// produced. The policies compare stamps by (HLC, author) to pick a winner and
+// compare versions with an op's base version to tell whether its author had
+// seen the write (concurrent edits).
+type Stamp struct {
+	HLC clock.Timestamp
+	By  string
+	V   int64
+}
+
+// wins reports whether s beats o in last-writer-wins order: the later HLC,
+// then the greater author id.
+func (s Stamp) wins(o Stamp) bool {
+	c := s.HLC.Compare(o.HLC)
+	return c > 0 || c == 0 && s.By > o.By
+}
+
+// MarshalJSON writes the compact form ["hlc", version] (author omitted when
+// it is the HLC's node, the usual case) or ["hlc", version, "author"]:
+// stamps are stored with every document, so their size counts.
+func (s Stamp) MarshalJSON() ([]byte, error) {
+	if s.By == s.HLC.Node {
+		return json.Marshal([]any{s.HLC.String(), s.V})
+	}
+	return json.Marshal([]any{s.HLC.String(), s.V, s.By})
+}
+
+// UnmarshalJSON reads the array form, or a bare HLC string (a stamp written
+// before stamps carried versions).
+func (s *Stamp) UnmarshalJSON(b []byte) error {
+	var str string
+	if json.Unmarshal(b, &str) == nil {
+		ts, err := clock.Parse(str)
+		if err != nil {
+			return err
+		}
+		*s = Stamp{HLC: ts, By: ts.Node}
+		return nil
+	}
+	var arr []json.RawMessage
+	if err := json.Unmarshal(b, &arr); err != nil || len(arr) < 2 || len(arr) > 3 {
+		return fmt.Errorf("merge: stamp %s: want [hlc, version] or [hlc, version, author]", b)
+	}
+	var out Stamp
+	if err := json.Unmarshal(arr[0], &str); err != nil {
+		return fmt.Errorf("merge: stamp %s: %w", b, err)
+	}
+	ts, err := clock.Parse(str)
+	if err != nil {
+		return err
+	}
+	out.HLC, out.By = ts, ts.Node
+	if err := json.Unmarshal(arr[1], &out.V); err != nil {
+		return fmt.Errorf("merge: stamp %s: %w", b, err)
+	}
+	if len(arr) == 3 {
+		if err := json.Unmarshal(arr[2], &out.By); err != nil {
+			return fmt.Errorf("merge: stamp %s: %w", b, err)
+		}
+	}
+	*s = out
+	return nil
+}
 
 // Doc is the mergeable state of one document: its plain JSON data plus the
 // per-field metadata the policies need. It serialises to JSON as stored.
+//
+// Data holds only JSON types (map[string]any, []any, string, float64, bool,
+// nil), exactly what a client holds after decoding the same document, so the
+// effective ops Apply returns reproduce Data on a client's copy.
 type Doc struct {
 	Data map[string]any `json:"data"`
-	// Stamps holds the HLC of the last set or unset of each path; an unset
-	// leaves its stamp behind as a tombstone so an older set cannot revive it.
-	Stamps map[string]clock.Timestamp `json:"stamps,omitempty"`
+	// Stamps holds the last whole-value write of each path. An unset leaves
+	// its stamp behind as a tombstone so that an older set cannot revive
+	// the field. A stamp below a path is dropped when a newer write of the
+	// path replaces it, so every live stamp is newer than its ancestors'.
+	Stamps map[string]Stamp `json:"stamps,omitempty"`
+	// Elems holds, for add-wins sets (crdt), which authors added each
+	// element and at which version: path → element (canonical JSON) →
+	// author → version. A remove only cancels the adds its author had seen;
+	// an element is kept while an unseen add remains.
+	Elems map[string]map[string]map[string]int64 `json:"elems,omitempty"`
+	// Seen is the version vector of the client ops merged: client id → the
+	// highest Input.Seq applied. A repeat is dropped, so redelivery is
+	// harmless even for increments.
+	Seen clock.VersionVector `json:"seen,omitempty"`
 }
 
 // NewDoc returns an empty document state.
@@ -31,183 +140,88 @@ func NewDoc() *Doc { return &Doc{Data: map[string]any{}} }
 
 // Clone returns a deep copy.
 func (d *Doc) Clone() *Doc {
-	return &Doc{Data: cloneMap(d.Data), Stamps: maps.Clone(d.Stamps)}
+	c := &Doc{Data: cloneMap(d.Data), Stamps: maps.Clone(d.Stamps), Seen: d.Seen.Clone()}
+	if d.Elems != nil {
+		c.Elems = make(map[string]map[string]map[string]int64, len(d.Elems))
+		for p, es := range d.Elems {
+			ce := make(map[string]map[string]int64, len(es))
+			for k, by := range es {
+				ce[k] = maps.Clone(by)
+			}
+			c.Elems[p] = ce
+		}
+	}
+	return c
 }
 
 // Input is one client operation as the policies see it.
 type Input struct {
-	Client  string          // author
-	HLC     clock.Timestamp // author's stamp, already merged into the server clock
-	Base    int64           // document version the author based the op on
-	Current int64           // document version now
-	Ops     []FieldOp
+	Client string // author
+	// HLC is the author's own stamp (after the server has checked it for
+	// skew), not the server's receive time: offline edits keep the time they
+	// were made. Every op of one client must carry a later HLC than the
+	// client's previous op; ops in one Input share it and apply in order.
+	HLC     clock.Timestamp
+	Base    int64 // document version the author based the op on
+	Current int64 // document version now; the op produces Current+1
+	// Seq is the author's op id (a per-client sequence). When non-zero, an
+	// Input whose Seq is not above the last one merged from Client is a
+	// repeat: Apply drops it and returns no effective ops.
+	Seq uint64
+	Ops []FieldOp
 }
 
 // Apply merges in into d under policy p and returns the effective field
 // operations: what actually changed, in a form ApplyPlain reproduces on a
 // plain copy of the data. On error d is unchanged.
+//
+// Apply does not copy the document: it changes d in place and undoes its
+// changes if an op fails, so its cost is proportional to the op, not to
+// the document.
 func Apply(p Policy, d *Doc, in Input) ([]FieldOp, error) {
-	switch p {
-	case LWW, "":
-	default:
-		return nil, fmt.Errorf("%w: unknown policy %q", ErrInvalidOp, p)
+	pol, err := ParsePolicy(string(p))
+	if err != nil {
+		return nil, err
 	}
-	next := d.Clone()
-	if next.Stamps == nil {
-		next.Stamps = map[string]clock.Timestamp{}
-	}
-	eff := make([]FieldOp, 0, len(in.Ops))
-	for _, op := range in.Ops {
+	for i, op := range in.Ops {
 		if err := op.Validate(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("op %d: %w", i, err)
 		}
-		if op.Op == KindSet || op.Op == KindUnset {
-			if newer(next.Stamps, op.Path, in.HLC) {
-				continue // a later write of this field (or a parent) wins
+	}
+	if in.Seq != 0 && in.Seq <= d.Seen.Get(in.Client) {
+		return nil, nil
+	}
+	if d.Data == nil {
+		d.Data = map[string]any{}
+	}
+	if pol == Strict && in.Base != in.Current {
+		return nil, &ConflictError{Base: in.Base, Current: in.Current, Theirs: theirs(d.Data, in.Ops), Yours: in.Ops}
+	}
+	a := applier{d: d, in: in, pol: pol, self: Stamp{HLC: in.HLC, By: in.Client, V: in.Current + 1}}
+	a.eff = make([]FieldOp, 0, len(in.Ops))
+	for i, op := range in.Ops {
+		if err := a.apply(op); err != nil {
+			a.rollback()
+			var ce *ConflictError
+			if errors.As(err, &ce) {
+				return nil, err
 			}
-			for k := range next.Stamps {
-				if isUnder(k, op.Path) {
-					delete(next.Stamps, k)
-				}
-			}
-			next.Stamps[op.Path] = in.HLC
-		}
-		if err := applyPlain(next.Data, op); err != nil {
-			return nil, err
-		}
-		eff = append(eff, op)
-	}
-	*d = *next
-	return eff, nil
-}
-
-// newer reports whether path or one of its ancestors was written at a stamp
-// after ts.
-func newer(stamps map[string]clock.Timestamp, path string, ts clock.Timestamp) bool {
-	for p := path; ; {
-		if s, ok := stamps[p]; ok && s.After(ts) {
-			return true
-		}
-		i := lastDot(p)
-		if i < 0 {
-			return false
-		}
-		p = p[:i]
-	}
-}
-
-func lastDot(s string) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '.' {
-			return i
+			return nil, fmt.Errorf("op %d: %w", i, err)
 		}
 	}
-	return -1
+	if in.Seq != 0 {
+		d.Seen.Observe(in.Client, in.Seq)
+	}
+	return a.eff, nil
 }
 
-// isUnder reports whether k is path itself or lies below it.
-func isUnder(k, path string) bool {
-	return k == path || (len(k) > len(path) && k[:len(path)] == path && k[len(path)] == '.')
-}
-
-// ApplyPlain applies effective operations to plain JSON data, as a client
-// holding a local copy does with each delta. On error data may be partly
-// changed; callers that need atomicity apply to a copy.
-func ApplyPlain(data map[string]any, ops []FieldOp) error {
+// theirs returns the current value of every path ops touch.
+func theirs(data map[string]any, ops []FieldOp) map[string]any {
+	out := make(map[string]any, len(ops))
 	for _, op := range ops {
-		if err := op.Validate(); err != nil {
-			return err
+		if v, ok := getPath(data, splitPath(op.Path)); ok {
+			out[op.Path] = cloneValue(v)
 		}
-		if err := applyPlain(data, op); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func applyPlain(data map[string]any, op FieldOp) error {
-	segs := op.Segments()
-	parent := data
-	for _, s := range segs[:len(segs)-1] {
-		child, ok := parent[s].(map[string]any)
-		if !ok {
-			if op.Op == KindUnset {
-				return nil // nothing there to remove
-			}
-			child = map[string]any{}
-			parent[s] = child
-		}
-		parent = child
-	}
-	leaf := segs[len(segs)-1]
-	switch op.Op {
-	case KindSet:
-		var v any
-		if err := json.Unmarshal(op.Value, &v); err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalidOp, err)
-		}
-		parent[leaf] = v
-	case KindUnset:
-		delete(parent, leaf)
-	case KindInc:
-		var n float64
-		_ = json.Unmarshal(op.Value, &n)
-		switch cur := parent[leaf].(type) {
-		case nil:
-			parent[leaf] = n
-		case float64:
-			parent[leaf] = cur + n
-		default:
-			return fmt.Errorf("%w: inc %q: field is not a number", ErrInvalidOp, op.Path)
-		}
-	case KindAdd, KindRemove:
-		var v any
-		if err := json.Unmarshal(op.Value, &v); err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalidOp, err)
-		}
-		var set []any
-		switch cur := parent[leaf].(type) {
-		case nil:
-		case []any:
-			set = cur
-		default:
-			return fmt.Errorf("%w: %s %q: field is not a set", ErrInvalidOp, op.Op, op.Path)
-		}
-		i := slices.IndexFunc(set, func(e any) bool { return jsonEqual(e, v) })
-		switch {
-		case op.Op == KindAdd && i < 0:
-			parent[leaf] = append(slices.Clone(set), v)
-		case op.Op == KindRemove && i >= 0:
-			parent[leaf] = slices.Delete(slices.Clone(set), i, i+1)
-		}
-	}
-	return nil
-}
-
-func jsonEqual(a, b any) bool {
-	x, _ := json.Marshal(a)
-	y, _ := json.Marshal(b)
-	return string(x) == string(y)
-}
-
-func cloneMap(m map[string]any) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = cloneValue(v)
 	}
 	return out
-}
-
-func cloneValue(v any) any {
-	switch t := v.(type) {
-	case map[string]any:
-		return cloneMap(t)
-	case []any:
-		out := make([]any, len(t))
-		for i, e := range t {
-			out[i] = cloneValue(e)
-		}
-		return out
-	}
-	return v
 }
