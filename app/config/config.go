@@ -53,6 +53,7 @@ type Config struct {
 	LogFormat      string        // AUTOGLM_LOG_FORMAT: text or json
 	LogLevel       string        // AUTOGLM_LOG_LEVEL
 	AllowedOrigins []string      // AUTOGLM_ALLOWED_ORIGINS: comma list; empty = same host only, "*" = any
+	Pprof          string        // AUTOGLM_PPROF: address of the Go profiler (127.0.0.1:6060); empty = off
 }
 
 // Default returns the configuration with every default applied.
@@ -142,6 +143,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	dur("AUTOGLM_MAX_CLOCK_SKEW", &c.MaxClockSkew)
 	str("AUTOGLM_LOG_FORMAT", &c.LogFormat)
 	str("AUTOGLM_LOG_LEVEL", &c.LogLevel)
+	str("AUTOGLM_PPROF", &c.Pprof)
 	if v, ok := lookup("AUTOGLM_ALLOWED_ORIGINS"); ok && v != "" {
 		for _, o := range strings.Split(v, ",") {
 			if o = strings.TrimSpace(o); o != "" {
@@ -176,5 +178,6 @@ func (c Config) Fields() map[string]any {
 		"max_ops": c.MaxOpsPerMsg, "write_retries": c.WriteRetries, "heartbeat": c.Heartbeat.String(),
 		"session_queue": c.SessionQueue, "shutdown_grace": c.ShutdownGrace.String(), "probe_interval": c.ProbeInterval.String(),
 		"max_clock_skew": c.MaxClockSkew.String(), "allowed_origins": c.AllowedOrigins,
+		"pprof": c.Pprof,
 	}
 }

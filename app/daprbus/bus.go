@@ -15,8 +15,10 @@ import (
 	"net/http"
 
 	dapr "github.com/dapr/go-sdk/client"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/metrics/tracectx"
 )
 
 // MaxInlineOps is the largest encoded ops list a broadcast carries; larger
@@ -73,7 +75,14 @@ func (b *Bus) publish(ctx context.Context, msg Message) error {
 	if err != nil {
 		return err
 	}
-	if err := b.pub.PublishEvent(ctx, b.pubsub, b.topic, body, dapr.PublishEventWithContentType("application/json")); err != nil {
+	opts := []dapr.PublishEventOption{dapr.PublishEventWithContentType("application/json")}
+	if tp := tracectx.From(ctx); tp != "" {
+		// The CloudEvent carries the writer's trace to every replica, and
+		// daprd's own publish span joins it through the gRPC header.
+		opts = append(opts, dapr.PublishEventWithMetadata(map[string]string{"cloudevent.traceparent": tp}))
+		ctx = metadata.AppendToOutgoingContext(ctx, tracectx.Header, tp)
+	}
+	if err := b.pub.PublishEvent(ctx, b.pubsub, b.topic, body, opts...); err != nil {
 		return fmt.Errorf("publish %s/%s: %w: %v", b.pubsub, b.topic, core.ErrUnavailable, err)
 	}
 	return nil

@@ -25,6 +25,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/merge"
+	"github.com/open-autoglm/autoglm/app/metrics/tracectx"
 )
 
 // Result is the outcome of one submitted op.
@@ -60,6 +61,8 @@ type Metrics struct {
 	Rejected  func(code core.Code)
 	Conflicts func() // ETag conflicts (another replica won)
 	Batch     func(size int)
+	// PublishFailed counts committed changes whose broadcast failed.
+	PublishFailed func()
 }
 
 // Engine accepts ops for documents. It is safe for concurrent use.
@@ -98,8 +101,9 @@ func New(opt Options) *Engine {
 }
 
 type request struct {
-	op   core.Op
-	done func(Result)
+	op    core.Op
+	done  func(Result)
+	trace string // W3C traceparent of the caller, carried onto the broadcast
 }
 
 type writer struct {
@@ -111,6 +115,10 @@ type writer struct {
 // another goroutine, after the op is durably stored or rejected. done must
 // not block.
 func (e *Engine) Submit(k core.Key, op core.Op, done func(Result)) {
+	e.submit(k, op, "", done)
+}
+
+func (e *Engine) submit(k core.Key, op core.Op, trace string, done func(Result)) {
 	if err := e.check(op); err != nil {
 		done(Result{Key: k, OpID: op.OpID, Err: err})
 		return
@@ -128,14 +136,26 @@ func (e *Engine) Submit(k core.Key, op core.Op, done func(Result)) {
 		e.active.Add(1)
 		go e.run(w)
 	}
-	w.pending = append(w.pending, request{op: op, done: done})
+	w.pending = append(w.pending, request{op: op, done: done, trace: trace})
 	e.mu.Unlock()
 }
 
-// Do submits op and waits for its outcome.
+// Pending returns the number of ops queued behind in-flight transactions.
+func (e *Engine) Pending() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, w := range e.writers {
+		n += len(w.pending)
+	}
+	return n
+}
+
+// Do submits op and waits for its outcome. A traceparent in ctx (see
+// tracectx) travels with the op's broadcast.
 func (e *Engine) Do(ctx context.Context, k core.Key, op core.Op) (Result, error) {
 	ch := make(chan Result, 1)
-	e.Submit(k, op, func(r Result) { ch <- r })
+	e.submit(k, op, tracectx.From(ctx), func(r Result) { ch <- r })
 	select {
 	case r := <-ch:
 		return r, r.Err
@@ -263,7 +283,16 @@ func (e *Engine) process(k core.Key, batch []request) {
 		e.opt.Local(changes)
 	}
 	if e.opt.Bus != nil {
+		for _, r := range batch {
+			if r.trace != "" {
+				ctx = tracectx.With(ctx, r.trace)
+				break
+			}
+		}
 		if err := e.opt.Bus.Publish(ctx, changes); err != nil {
+			if e.opt.Metrics.PublishFailed != nil {
+				e.opt.Metrics.PublishFailed()
+			}
 			// Committed but not broadcast: other replicas repair the gap from
 			// the op log when the next change (or the anti-entropy check) comes.
 			e.opt.Log.WithError(err).WithField("doc", k.String()).Warn("broadcast failed")
@@ -295,15 +324,19 @@ func (e *Engine) apply(k core.Key, stored core.Stored, batch []request) ([]outco
 	if len(changes) == 0 {
 		return outs, c
 	}
+	if stored.Doc != nil {
+		c.Archive = stored.Doc.Tail
+	}
+	doc.Tail = changes
 	c.IndexAdd = !existed && doc.Exists()
 	c.IndexRemove = existed && !doc.Exists()
-	// Keep the last LogWindow versions in the op log; trim what falls out of
-	// the window in the same transaction.
-	start := max(doc.Version-int64(e.opt.LogWindow)+1, 1)
+	// Keep the last LogWindow versions. Trimming is computed from the version
+	// read, not the one written, so it only ever deletes entries that are
+	// outside the window whether or not this commit wins.
 	if doc.LogStart == 0 {
 		doc.LogStart = 1
 	}
-	if start > doc.LogStart {
+	if start := stored.Version() - int64(e.opt.LogWindow) + 1; start > doc.LogStart {
 		c.TrimFrom, c.TrimTo = doc.LogStart, start-1
 		doc.LogStart = start
 	}
@@ -376,8 +409,7 @@ func (e *Engine) applyOne(policy merge.Policy, doc *core.Document, op core.Op, c
 		doc.Clients[op.ClientID] = core.ClientMark{OpID: op.OpID, Version: ch.Version}
 	}
 	*changes = append(*changes, ch)
-	last := &(*changes)[len(*changes)-1]
-	return outcome{res: Result{Version: ch.Version, Change: last, Ops: ch.Ops}}
+	return outcome{res: Result{Version: ch.Version, Change: &ch, Ops: ch.Ops}}
 }
 
 // replaceOps adds an unset for every top-level field of data that ops do not
@@ -456,6 +488,7 @@ func cloneDoc(k core.Key, d *core.Document) *core.Document {
 	if c.State == nil {
 		c.State = merge.NewDoc()
 	}
+	c.Tail = nil
 	if d.Clients != nil {
 		c.Clients = make(map[string]core.ClientMark, len(d.Clients)+1)
 		for id, m := range d.Clients {

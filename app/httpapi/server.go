@@ -18,6 +18,8 @@ import (
 	"github.com/open-autoglm/autoglm/app/daprbus"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/hub"
+	"github.com/open-autoglm/autoglm/app/metrics/tracectx"
+	"github.com/open-autoglm/autoglm/app/session"
 )
 
 // Lister pages through collections.
@@ -48,6 +50,8 @@ type Server struct {
 	WriteTimeout time.Duration
 	// HelloRoles lets clients claim roles in hello (no authentication).
 	HelloRoles bool
+	// Metrics hooks; nil ones are ignored.
+	Metrics Metrics
 
 	sessionsMu sync.Mutex
 	sessions   map[*liveSession]struct{}
@@ -76,6 +80,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/v1/docs/{coll}/{id}/changes", s.serveChanges)
 	mux.HandleFunc("/v1/docs/{coll}", s.serveList)
 	mux.HandleFunc("/v1/sync", s.serveWS)
+	if s.Metrics.Handler != nil {
+		mux.Handle("GET /metrics", s.Metrics.Handler)
+	}
 	if s.Dapr != nil {
 		mux.HandleFunc("GET /dapr/subscribe", s.Dapr.ServeSubscribe)
 		for _, sub := range s.Dapr.Subs {
@@ -85,7 +92,24 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, core.Errorf(core.CodeNotFound, "no route %s", r.URL.Path))
 	})
-	return s.common(mux)
+	return s.common(tracectx.Middleware(mux))
+}
+
+// Metrics are the observability hooks of the HTTP layer.
+type Metrics struct {
+	// Connection counts a client connection of a transport ("ws", "sse",
+	// "longpoll") opening (+1) and closing (-1).
+	Connection func(transport string, delta int)
+	// Session adds metric hooks to each new session's options.
+	Session func(*session.Options)
+	// Handler serves GET /metrics.
+	Handler http.Handler
+}
+
+func (m Metrics) conn(transport string, delta int) {
+	if m.Connection != nil {
+		m.Connection(transport, delta)
+	}
 }
 
 // common adds the version header every response carries (so a canary split

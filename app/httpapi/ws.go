@@ -72,10 +72,16 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.sessionsWG.Done()
 	}()
 
-	sess := session.New(session.Options{
+	s.Metrics.conn("ws", 1)
+	defer s.Metrics.conn("ws", -1)
+	sopt := session.Options{
 		ID: s.newSessionID(), Node: s.Node, Heartbeat: s.Heartbeat, Queue: s.SessionQueue,
 		MaxSubs: s.MaxSubs, NewClientID: uuid.NewString, HelloRoles: s.HelloRoles,
-	}, s.Engine, s.Hub, wsSender{conn: conn, timeout: s.WriteTimeout})
+	}
+	if s.Metrics.Session != nil {
+		s.Metrics.Session(&sopt)
+	}
+	sess := session.New(sopt, s.Engine, s.Hub, wsSender{conn: conn, timeout: s.WriteTimeout})
 
 	readCtx, stopRead := context.WithCancel(context.Background())
 	defer stopRead()

@@ -52,6 +52,7 @@ type Message struct {
 	// document traffic
 	Doc   string          `json:"doc,omitempty"`
 	Since int64           `json:"since,omitempty"`
+	Full  bool            `json:"full,omitempty"` // sub: whole document on every change (baseline/compat mode)
 	V     int64           `json:"v,omitempty"`
 	PV    int64           `json:"pv,omitempty"`
 	Op    uint64          `json:"op,omitempty"`

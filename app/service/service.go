@@ -25,6 +25,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/httpapi"
 	"github.com/open-autoglm/autoglm/app/hub"
+	"github.com/open-autoglm/autoglm/app/metrics"
 	"github.com/open-autoglm/autoglm/app/sidecar"
 )
 
@@ -43,7 +44,10 @@ type Service struct {
 	srv    *http.Server
 	ln     net.Listener
 
+	metrics *metrics.Metrics
+
 	stopProbe context.CancelFunc
+	stopPprof func()
 	serveErr  chan error
 }
 
@@ -64,7 +68,9 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 	}
 
 	bus := daprbus.New(client, cfg.BroadcastPubsub, cfg.BroadcastTopic, cfg.NodeID)
+	m := metrics.New(nil)
 	h := hub.New(hub.Options{
+		OnDrop: m.Dropped,
 		Node: cfg.NodeID,
 		// Presence lives three heartbeats without a refresh.
 		PresenceTTL: 3 * cfg.Heartbeat,
@@ -72,6 +78,7 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			if err := bus.PublishPresence(ctx, ps); err != nil {
+				m.PublishFailed("presence")
 				log.WithError(err).Debug("presence broadcast failed")
 			}
 		},
@@ -87,7 +94,10 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		MaxOps:    cfg.MaxOpsPerMsg,
 		MaxDoc:    cfg.MaxDocBytes,
 		Log:       log,
+		Metrics:   m.Engine(),
 	})
+	m.WatchSubscriptions(h.Watched)
+	m.WatchQueue("engine_writes", eng.Pending)
 	probe := &sidecar.Probe{
 		URL:      fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz/outbound", cfg.DaprHTTPPort),
 		Token:    cfg.DaprAPIToken,
@@ -112,9 +122,10 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		MaxBody: cfg.MaxBodyBytes, Heartbeat: cfg.Heartbeat, SessionQueue: cfg.SessionQueue,
 		AllowedOrigins: cfg.AllowedOrigins,
 		HelloRoles:     true,
+		Metrics:        httpapi.Metrics{Connection: m.Connection, Session: m.Session, Handler: m.Handler()},
 	}
 	return &Service{cfg: cfg, log: log, client: client, engine: eng, api: api, probe: probe, hub: h,
-		serveErr: make(chan error, 1)}, nil
+		metrics: m, serveErr: make(chan error, 1)}, nil
 }
 
 // Start listens on the configured port (or ln, when given) and serves in the
@@ -128,6 +139,14 @@ func (s *Service) Start(ln net.Listener) error {
 		}
 	}
 	s.ln = ln
+	if s.cfg.Pprof != "" {
+		addr, stop, err := metrics.Pprof(s.cfg.Pprof)
+		if err != nil {
+			return fmt.Errorf("pprof: %w", err)
+		}
+		s.stopPprof = stop
+		s.log.WithField("addr", addr.String()).Warn("profiler listening (AUTOGLM_PPROF)")
+	}
 	s.srv = &http.Server{
 		Handler:           s.api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -179,6 +198,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	}
 	s.api.Drain(ctx)
 	s.stopProbe()
+	if s.stopPprof != nil {
+		s.stopPprof()
+	}
 	s.client.Close()
 	s.log.Info("stopped")
 	return err

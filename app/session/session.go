@@ -68,6 +68,11 @@ type Options struct {
 	// Metrics hooks; nil ones are ignored.
 	GapRepaired func()
 	Resynced    func()
+	// Delivered sees each live change as it is written to the client.
+	Delivered func(c core.Change)
+	// QueueDepth sees how many live changes are still queued each time the
+	// session takes one.
+	QueueDepth func(n int)
 }
 
 // Close is why a session ended: a WebSocket close code and a reason.
@@ -79,6 +84,9 @@ type Close struct {
 type docState struct {
 	key  core.Key
 	last int64
+	// full: the client asked for the whole document on every change (the
+	// full-push baseline/compat mode) instead of deltas.
+	full bool
 }
 
 type pendingOp struct {
@@ -239,6 +247,9 @@ func (s *Session) Run(ctx context.Context) Close {
 			<-s.inflight
 			err = s.result(ctx, r)
 		case c := <-s.events:
+			if s.opt.QueueDepth != nil {
+				s.opt.QueueDepth(len(s.events))
+			}
 			err = s.change(ctx, c)
 		case <-s.lost:
 			err = s.resync(ctx)
@@ -339,7 +350,7 @@ func (s *Session) subscribe(ctx context.Context, m protocol.Message) error {
 		return s.send.Send(ctx, withDoc(protocol.ErrorMessage(protocol.TError,
 			core.Errorf(core.CodeTooLarge, "more than %d subscriptions on one connection", s.opt.MaxSubs)), m.Doc))
 	}
-	st := &docState{key: k, last: m.Since}
+	st := &docState{key: k, last: m.Since, full: m.Full}
 	s.docs[m.Doc] = st
 	// Register before reading, so nothing committed from now on is missed;
 	// anything that also shows up in the catch-up is dropped as a duplicate.
@@ -402,7 +413,7 @@ func (s *Session) catchUp(ctx context.Context, st *docState, since int64) error 
 	case cur == since:
 		st.last = cur
 		return nil
-	case since > 0 && since < cur && stored.Doc.LogStart <= since+1:
+	case !st.full && since > 0 && since < cur && stored.Doc.LogStart <= since+1:
 		changes, err := s.backend.Changes(ctx, st.key, since+1, cur)
 		if err != nil {
 			return s.sendErr(ctx, st.key.String(), err)
@@ -466,7 +477,8 @@ func (s *Session) result(ctx context.Context, r engine.Result) error {
 		return s.send.Send(ctx, protocol.Message{T: protocol.TAck, Doc: doc, Op: r.OpID, V: r.Version, Dup: true})
 	}
 	st, watched := s.docs[doc]
-	if !watched {
+	if !watched || st.full {
+		// Full subscriptions get the document itself when the change arrives.
 		return s.send.Send(ctx, ack(*r.Change, sent))
 	}
 	if r.Version <= st.last {
@@ -483,14 +495,37 @@ func (s *Session) change(ctx context.Context, c core.Change) error {
 	if !ok || c.Version <= st.last {
 		return nil
 	}
+	if st.full {
+		return s.pushFull(ctx, st, c)
+	}
 	return s.ordered(ctx, st, c)
+}
+
+// pushFull sends the whole current document instead of a delta (full
+// subscriptions). The snapshot may already include later versions; their
+// changes are then dropped as covered.
+func (s *Session) pushFull(ctx context.Context, st *docState, c core.Change) error {
+	stored, err := s.backend.Load(ctx, st.key)
+	if err != nil {
+		return s.sendErr(ctx, c.Doc, err)
+	}
+	if stored.Doc == nil || stored.Doc.Version <= st.last {
+		return nil
+	}
+	st.last = stored.Doc.Version
+	err = s.send.Send(ctx, protocol.Message{T: protocol.TSnap, Doc: c.Doc, V: st.last,
+		Data: stored.Doc.Data(), Del: stored.Doc.Deleted})
+	if err == nil && s.opt.Delivered != nil {
+		s.opt.Delivered(c)
+	}
+	return err
 }
 
 // ordered delivers c after pulling any versions between st.last and c from
 // the op log.
 func (s *Session) ordered(ctx context.Context, st *docState, c core.Change) error {
 	if c.Version == st.last+1 && !c.Pull {
-		return s.deliver(ctx, st, c)
+		return s.deliverLive(ctx, st, c)
 	}
 	upTo := c.Version - 1
 	if c.Pull {
@@ -518,7 +553,16 @@ func (s *Session) ordered(ctx context.Context, st *docState, c core.Change) erro
 	if c.Pull {
 		return nil
 	}
-	return s.deliver(ctx, st, c)
+	return s.deliverLive(ctx, st, c)
+}
+
+// deliverLive delivers a live change and reports it to the metrics hook.
+func (s *Session) deliverLive(ctx context.Context, st *docState, c core.Change) error {
+	err := s.deliver(ctx, st, c)
+	if err == nil && s.opt.Delivered != nil {
+		s.opt.Delivered(c)
+	}
+	return err
 }
 
 // deliver sends version st.last+1: as an ack if it is this session's own op
@@ -583,6 +627,9 @@ func (s *Session) Check(ctx context.Context, doc string) error {
 	}
 	if stored.Doc == nil || stored.Doc.Version <= st.last {
 		return nil
+	}
+	if st.full {
+		return s.catchUp(ctx, st, 0)
 	}
 	changes, err := s.backend.Changes(ctx, st.key, st.last+1, stored.Doc.Version)
 	if err != nil {

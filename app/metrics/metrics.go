@@ -1,0 +1,213 @@
+// Package metrics is the service's Prometheus instrumentation: one registry
+// with the sync metrics (connections, subscriptions, ops accepted and
+// rejected, ETag conflicts, write batch sizes, propagation latency, gap
+// repairs, resyncs, queue depths, broadcast publish failures, task retries)
+// plus the Go runtime and process collectors, served at /metrics.
+//
+// The domain packages know nothing of Prometheus: they expose plain func
+// hooks (engine.Metrics, session.Options, hub.Options, httpapi.Metrics) and
+// this package fills them in.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/engine"
+	"github.com/open-autoglm/autoglm/app/session"
+)
+
+// Namespace prefixes every metric of the service.
+const Namespace = "autoglm"
+
+// Metrics holds the service's collectors. Its methods are safe for
+// concurrent use; a nil *Metrics ignores every call.
+type Metrics struct {
+	reg *prometheus.Registry
+	now func() time.Time
+
+	connections     *prometheus.GaugeVec
+	opsAccepted     prometheus.Counter
+	opsRejected     *prometheus.CounterVec
+	conflicts       prometheus.Counter
+	batchSize       prometheus.Histogram
+	propagation     prometheus.Histogram
+	gapsRepaired    prometheus.Counter
+	resyncs         prometheus.Counter
+	dropped         prometheus.Counter
+	sessionQueue    prometheus.Histogram
+	publishFailures *prometheus.CounterVec
+	taskRetries     *prometheus.CounterVec
+}
+
+// New returns Metrics on a fresh registry. now is the clock propagation
+// latency is measured with (time.Now when nil).
+func New(now func() time.Time) *Metrics {
+	if now == nil {
+		now = time.Now
+	}
+	reg := prometheus.NewRegistry()
+	m := &Metrics{reg: reg, now: now}
+	f := promauto(reg)
+	m.connections = f.gaugeVec(prometheus.GaugeOpts{Name: "connections",
+		Help: "Open client connections by transport (ws, sse, longpoll)."}, "transport")
+	m.opsAccepted = f.counter(prometheus.CounterOpts{Name: "ops_accepted_total",
+		Help: "Ops durably stored (each got a version)."})
+	m.opsRejected = f.counterVec(prometheus.CounterOpts{Name: "ops_rejected_total",
+		Help: "Ops rejected, by error code."}, "code")
+	m.conflicts = f.counter(prometheus.CounterOpts{Name: "etag_conflicts_total",
+		Help: "Write batches that lost an ETag race to another replica and were retried."})
+	m.batchSize = f.histogram(prometheus.HistogramOpts{Name: "write_batch_size",
+		Help:    "Ops coalesced into one state transaction.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
+	m.propagation = f.histogram(prometheus.HistogramOpts{Name: "propagation_seconds",
+		Help: "Time from a change's HLC stamp (taken when the replica applied it, or the client's own stamp) " +
+			"to its delivery to a local session's connection.",
+		Buckets: []float64{.0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .1, .25, .5, 1, 2.5, 5}})
+	m.gapsRepaired = f.counter(prometheus.CounterOpts{Name: "gaps_repaired_total",
+		Help: "Version gaps a session pulled from the op log before delivering (lost or reordered broadcasts)."})
+	m.resyncs = f.counter(prometheus.CounterOpts{Name: "resyncs_total",
+		Help: "Session resyncs from the store (queue overflow, or a gap older than the op log)."})
+	m.dropped = f.counter(prometheus.CounterOpts{Name: "hub_dropped_total",
+		Help: "Live changes a session's full queue could not take (the session resyncs)."})
+	m.sessionQueue = f.histogram(prometheus.HistogramOpts{Name: "session_queue_depth",
+		Help:    "Live changes still queued for a session when it takes the next one.",
+		Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}})
+	m.publishFailures = f.counterVec(prometheus.CounterOpts{Name: "broadcast_publish_failures_total",
+		Help: "Broadcasts that could not be published to the other replicas (they repair from the op log), by kind."}, "kind")
+	m.taskRetries = f.counterVec(prometheus.CounterOpts{Name: "task_retries_total",
+		Help: "Background task attempts that failed and were scheduled again, by task kind."}, "task")
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Registry returns the registry, for extra collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Engine returns the engine's hooks.
+func (m *Metrics) Engine() engine.Metrics {
+	if m == nil {
+		return engine.Metrics{}
+	}
+	return engine.Metrics{
+		Accepted:      func(n int) { m.opsAccepted.Add(float64(n)) },
+		Rejected:      func(code core.Code) { m.opsRejected.WithLabelValues(string(code)).Inc() },
+		Conflicts:     m.conflicts.Inc,
+		Batch:         func(n int) { m.batchSize.Observe(float64(n)) },
+		PublishFailed: func() { m.PublishFailed("changes") },
+	}
+}
+
+// Session fills in a session's metric hooks.
+func (m *Metrics) Session(o *session.Options) {
+	if m == nil {
+		return
+	}
+	o.GapRepaired = m.gapsRepaired.Inc
+	o.Resynced = m.resyncs.Inc
+	o.Delivered = m.Delivered
+	o.QueueDepth = func(n int) { m.sessionQueue.Observe(float64(n)) }
+}
+
+// Connection counts a connection of transport opening (+1) or closing (-1).
+func (m *Metrics) Connection(transport string, delta int) {
+	if m == nil {
+		return
+	}
+	m.connections.WithLabelValues(transport).Add(float64(delta))
+}
+
+// Delivered records the propagation latency of a change just delivered to
+// a session: now minus the wall time of its HLC stamp.
+func (m *Metrics) Delivered(c core.Change) {
+	if m == nil || c.HLC.Wall == 0 {
+		return
+	}
+	d := m.now().UnixMilli() - c.HLC.Wall
+	m.propagation.Observe(float64(max(d, 0)) / 1000)
+}
+
+// Dropped counts a change a session's queue could not take.
+func (m *Metrics) Dropped() {
+	if m != nil {
+		m.dropped.Inc()
+	}
+}
+
+// PublishFailed counts a broadcast (kind "changes" or "presence") that was
+// not published.
+func (m *Metrics) PublishFailed(kind string) {
+	if m != nil {
+		m.publishFailures.WithLabelValues(kind).Inc()
+	}
+}
+
+// TaskRetry counts a background task attempt that failed and will run
+// again.
+func (m *Metrics) TaskRetry(task string) {
+	if m != nil {
+		m.taskRetries.WithLabelValues(task).Inc()
+	}
+}
+
+// WatchSubscriptions exports the number of watched documents and of
+// subscriptions, read at scrape time from f.
+func (m *Metrics) WatchSubscriptions(f func() (docs, subs int)) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "subscriptions",
+		Help: "Document subscriptions of the sessions on this replica."},
+		func() float64 { _, s := f(); return float64(s) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "watched_documents",
+		Help: "Documents with at least one subscriber on this replica."},
+		func() float64 { d, _ := f(); return float64(d) }))
+}
+
+// WatchQueue exports the depth of a named queue, read at scrape time from f.
+func (m *Metrics) WatchQueue(queue string, f func() int) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "queue_depth",
+		Help: "Items waiting in a queue (engine_writes: ops queued behind in-flight transactions).",
+		ConstLabels: prometheus.Labels{"queue": queue}},
+		func() float64 { return float64(f()) }))
+}
+
+// factory creates collectors in the namespace and registers them.
+type factory struct{ reg prometheus.Registerer }
+
+func promauto(reg prometheus.Registerer) factory { return factory{reg} }
+
+func (f factory) counter(o prometheus.CounterOpts) prometheus.Counter {
+	o.Namespace = Namespace
+	c := prometheus.NewCounter(o)
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f factory) counterVec(o prometheus.CounterOpts, labels ...string) *prometheus.CounterVec {
+	o.Namespace = Namespace
+	c := prometheus.NewCounterVec(o, labels)
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f factory) gaugeVec(o prometheus.GaugeOpts, labels ...string) *prometheus.GaugeVec {
+	o.Namespace = Namespace
+	g := prometheus.NewGaugeVec(o, labels)
+	f.reg.MustRegister(g)
+	return g
+}
+
+func (f factory) histogram(o prometheus.HistogramOpts) prometheus.Histogram {
+	o.Namespace = Namespace
+	h := prometheus.NewHistogram(o)
+	f.reg.MustRegister(h)
+	return h
+}
