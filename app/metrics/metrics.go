@@ -174,7 +174,7 @@ func (m *Metrics) WatchSubscriptions(f func() (docs, subs int)) {
 // WatchQueue exports the depth of a named queue, read at scrape time from f.
 func (m *Metrics) WatchQueue(queue string, f func() int) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "queue_depth",
-		Help: "Items waiting in a queue (engine_writes: ops queued behind in-flight transactions).",
+		Help:        "Items waiting in a queue (engine_writes: ops queued behind in-flight transactions).",
 		ConstLabels: prometheus.Labels{"queue": queue}},
 		func() float64 { return float64(f()) }))
 }

@@ -71,7 +71,7 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 	m := metrics.New(nil)
 	h := hub.New(hub.Options{
 		OnDrop: m.Dropped,
-		Node: cfg.NodeID,
+		Node:   cfg.NodeID,
 		// Presence lives three heartbeats without a refresh.
 		PresenceTTL: 3 * cfg.Heartbeat,
 		PublishPresence: func(ps []core.Presence) {
