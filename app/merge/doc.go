@@ -179,23 +179,32 @@ type Input struct {
 // changes if an op fails, so its cost is proportional to the op, not to
 // the document.
 func Apply(p Policy, d *Doc, in Input) ([]FieldOp, error) {
+	eff, _, err := ApplyUndo(p, d, in)
+	return eff, err
+}
+
+// ApplyUndo is Apply that also returns a function restoring d to its state
+// before the call, for a caller that checks the result afterwards (say,
+// against a size limit) and may still refuse it. undo must be called before
+// any other change to d, if at all; it is nil when err is not.
+func ApplyUndo(p Policy, d *Doc, in Input) (eff []FieldOp, undo func(), err error) {
 	pol, err := ParsePolicy(string(p))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for i, op := range in.Ops {
 		if err := op.Validate(); err != nil {
-			return nil, fmt.Errorf("op %d: %w", i, err)
+			return nil, nil, fmt.Errorf("op %d: %w", i, err)
 		}
 	}
 	if in.Seq != 0 && in.Seq <= d.Seen.Get(in.Client) {
-		return nil, nil
+		return nil, func() {}, nil
 	}
 	if d.Data == nil {
 		d.Data = map[string]any{}
 	}
 	if pol == Strict && in.Base != in.Current {
-		return nil, &ConflictError{Base: in.Base, Current: in.Current, Theirs: theirs(d.Data, in.Ops), Yours: in.Ops}
+		return nil, nil, &ConflictError{Base: in.Base, Current: in.Current, Theirs: theirs(d.Data, in.Ops), Yours: in.Ops}
 	}
 	a := applier{d: d, in: in, pol: pol, self: Stamp{HLC: in.HLC, By: in.Client, V: in.Current + 1}}
 	a.eff = make([]FieldOp, 0, len(in.Ops))
@@ -204,15 +213,23 @@ func Apply(p Policy, d *Doc, in Input) ([]FieldOp, error) {
 			a.rollback()
 			var ce *ConflictError
 			if errors.As(err, &ce) {
-				return nil, err
+				return nil, nil, err
 			}
-			return nil, fmt.Errorf("op %d: %w", i, err)
+			return nil, nil, fmt.Errorf("op %d: %w", i, err)
 		}
 	}
 	if in.Seq != 0 {
+		prev := d.Seen.Get(in.Client)
 		d.Seen.Observe(in.Client, in.Seq)
+		a.undo = append(a.undo, func() {
+			if prev == 0 {
+				delete(d.Seen, in.Client)
+			} else {
+				d.Seen[in.Client] = prev
+			}
+		})
 	}
-	return a.eff, nil
+	return a.eff, a.rollback, nil
 }
 
 // theirs returns the current value of every path ops touch.

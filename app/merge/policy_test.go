@@ -462,3 +462,20 @@ func TestDocJSON(t *testing.T) {
 		t.Fatal("Clone shares metadata")
 	}
 }
+
+func TestApplyUndo(t *testing.T) {
+	for _, p := range Policies() {
+		s := newState()
+		s.mustApply(t, p, Input{Client: "a", HLC: ts(1, "a"), Seq: 1, Ops: MustOps(t, `[{"op":"set","path":"x","value":{"y":1}},{"op":"add","path":"t","value":1}]`)})
+		before := jsonString(s.doc)
+		eff, undo, err := ApplyUndo(p, s.doc, Input{Client: "b", HLC: ts(2, "b"), Base: 1, Current: 1, Seq: 4, Ops: MustOps(t, `[
+			{"op":"set","path":"x.z","value":2},{"op":"unset","path":"x.y"},{"op":"add","path":"t","value":2},{"op":"inc","path":"n","value":1}]`)})
+		if err != nil || len(eff) == 0 {
+			t.Fatalf("%s: ApplyUndo = %s, %v", p, jsonString(eff), err)
+		}
+		undo()
+		if after := jsonString(s.doc); after != before {
+			t.Fatalf("%s: undo left\n%s\nwant\n%s", p, after, before)
+		}
+	}
+}

@@ -1,0 +1,519 @@
+package collections
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/open-autoglm/autoglm/app/merge"
+)
+
+// LoadError is a mistake in a config file, with its position.
+type LoadError struct {
+	File   string
+	Line   int // 1-based; 0 when unknown
+	Column int
+	Msg    string
+}
+
+func (e *LoadError) Error() string {
+	if e.Line == 0 {
+		return fmt.Sprintf("%s: %s", e.File, e.Msg)
+	}
+	if e.Column == 0 {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, e.Msg)
+}
+
+// Unwrap makes errors.Is(err, ErrInvalidConfig) hold.
+func (e *LoadError) Unwrap() error { return ErrInvalidConfig }
+
+// Load reads and validates a collections file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("collections: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse validates a collections file's contents; name is used in errors.
+func Parse(name string, data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, yamlError(name, err)
+	}
+	c := Default()
+	c.File = name
+	if len(root.Content) == 0 {
+		return c, nil // an empty file: all defaults
+	}
+	l := &loader{file: name}
+	if err := l.config(c, root.Content[0]); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// yamlError turns a yaml.v3 syntax error ("yaml: line 3: ...") into a
+// LoadError with the line.
+func yamlError(file string, err error) error {
+	msg := err.Error()
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	e := &LoadError{File: file, Msg: msg}
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if n, tail, ok := strings.Cut(rest, ":"); ok {
+			if line, err := strconv.Atoi(n); err == nil {
+				e.Line, e.Msg = line, strings.TrimSpace(tail)
+			}
+		}
+	}
+	return e
+}
+
+type loader struct{ file string }
+
+func (l *loader) errf(n *yaml.Node, format string, args ...any) error {
+	return &LoadError{File: l.file, Line: n.Line, Column: n.Column, Msg: fmt.Sprintf(format, args...)}
+}
+
+func resolve(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+// mapping walks a mapping node, refusing duplicate keys and keys outside
+// known (nil known: any key).
+func (l *loader) mapping(n *yaml.Node, what string, known []string, fn func(key string, k, v *yaml.Node) error) error {
+	n = resolve(n)
+	if n.Kind != yaml.MappingNode {
+		if n.Tag == "!!null" {
+			return nil // an empty section
+		}
+		return l.errf(n, "%s must be a mapping", what)
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			return l.errf(k, "%s: keys must be strings", what)
+		}
+		if k.Tag == "!!merge" {
+			return l.errf(k, "%s: merge keys (<<) are not supported", what)
+		}
+		if seen[k.Value] {
+			return l.errf(k, "%s: duplicate key %q", what, k.Value)
+		}
+		seen[k.Value] = true
+		if known != nil && !slices.Contains(known, k.Value) {
+			return l.errf(k, "%s: unknown key %q (want one of %s)", what, k.Value, strings.Join(known, ", "))
+		}
+		if err := fn(k.Value, k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *loader) str(n *yaml.Node, what string) (string, error) {
+	n = resolve(n)
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
+		return "", l.errf(n, "%s must be a string", what)
+	}
+	return n.Value, nil
+}
+
+func (l *loader) boolean(n *yaml.Node, what string) (bool, error) {
+	n = resolve(n)
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+		return false, l.errf(n, "%s must be true or false", what)
+	}
+	var b bool
+	if err := n.Decode(&b); err != nil {
+		return false, l.errf(n, "%s: %v", what, err)
+	}
+	return b, nil
+}
+
+func (l *loader) count(n *yaml.Node, what string, min int) (int, error) {
+	n = resolve(n)
+	var v int
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || n.Decode(&v) != nil {
+		return 0, l.errf(n, "%s must be an integer", what)
+	}
+	if v < min {
+		return 0, l.errf(n, "%s must be at least %d, not %d", what, min, v)
+	}
+	return v, nil
+}
+
+func (l *loader) number(n *yaml.Node, what string) (float64, error) {
+	n = resolve(n)
+	var v float64
+	if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!float") || n.Decode(&v) != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, l.errf(n, "%s must be a number", what)
+	}
+	return v, nil
+}
+
+// strings reads a list of strings; a single string is a list of one when
+// single is set.
+func (l *loader) strs(n *yaml.Node, what string, single bool) ([]string, error) {
+	n = resolve(n)
+	if single && n.Kind == yaml.ScalarNode {
+		s, err := l.str(n, what)
+		return []string{s}, err
+	}
+	if n.Kind != yaml.SequenceNode {
+		return nil, l.errf(n, "%s must be a list of strings", what)
+	}
+	var out []string
+	for _, e := range n.Content {
+		s, err := l.str(e, what+" entries")
+		if err != nil {
+			return nil, err
+		}
+		if s == "" {
+			return nil, l.errf(e, "%s: empty string", what)
+		}
+		if slices.Contains(out, s) {
+			return nil, l.errf(e, "%s: %q listed twice", what, s)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func (l *loader) path(n *yaml.Node, what string) (string, error) {
+	p, err := l.str(n, what)
+	if err != nil {
+		return "", err
+	}
+	if err := merge.ValidatePath(p); err != nil {
+		return "", l.errf(n, "%s %q: want a dot path of keys not starting with '_'", what, p)
+	}
+	return p, nil
+}
+
+var (
+	topKeys        = []string{"allow_unknown", "defaults", "collections"}
+	defaultKeys    = []string{"policy", "limits"}
+	collectionKeys = []string{"policy", "limits", "owner_field", "read_roles", "write_roles", "fields", "state_machines"}
+	limitKeys      = []string{"max_doc_bytes", "max_ops"}
+	fieldKeys      = []string{"type", "required", "max_length", "min", "max", "enum", "writable_by"}
+	machineKeys    = []string{"initial", "states", "transitions"}
+	transitionKeys = []string{"from", "to", "roles"}
+	// collectionName is the service's collection-name syntax.
+	collectionName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
+)
+
+func (l *loader) config(c *Config, n *yaml.Node) error {
+	var cols *yaml.Node
+	err := l.mapping(n, "the file", topKeys, func(key string, _, v *yaml.Node) (err error) {
+		switch key {
+		case "allow_unknown":
+			c.AllowUnknown, err = l.boolean(v, "allow_unknown")
+		case "defaults":
+			err = l.mapping(v, "defaults", defaultKeys, func(key string, _, v *yaml.Node) error {
+				return l.common(&c.Defaults, key, v, "defaults")
+			})
+		case "collections":
+			cols = v // after defaults, wherever they appear
+		}
+		return err
+	})
+	if err != nil || cols == nil {
+		return err
+	}
+	return l.mapping(cols, "collections", nil, func(name string, k, v *yaml.Node) error {
+		if !collectionName.MatchString(name) {
+			return l.errf(k, "collection name %q: want [a-z][a-z0-9_-]{0,63}", name)
+		}
+		col := &Collection{Name: name, Policy: c.Defaults.Policy, Limits: c.Defaults.Limits, Declared: true,
+			Fields: map[string]*Field{}, StateMachines: map[string]*StateMachine{}}
+		if err := l.collection(col, v); err != nil {
+			return err
+		}
+		c.collections[name] = col
+		return nil
+	})
+}
+
+// common reads the keys a collection shares with the defaults.
+func (l *loader) common(col *Collection, key string, v *yaml.Node, where string) error {
+	switch key {
+	case "policy":
+		s, err := l.str(v, where+": policy")
+		if err != nil {
+			return err
+		}
+		p, err := merge.ParsePolicy(s)
+		if err != nil || s == "" {
+			return l.errf(v, "%s: unknown policy %q (want lww, crdt, strict or manual)", where, s)
+		}
+		col.Policy = p
+	case "limits":
+		return l.mapping(v, where+": limits", limitKeys, func(key string, _, v *yaml.Node) (err error) {
+			switch key {
+			case "max_doc_bytes":
+				col.Limits.MaxDocBytes, err = l.count(v, where+": max_doc_bytes", 1)
+			case "max_ops":
+				col.Limits.MaxOps, err = l.count(v, where+": max_ops", 1)
+			}
+			return err
+		})
+	}
+	return nil
+}
+
+func (l *loader) collection(col *Collection, n *yaml.Node) error {
+	where := "collection " + col.Name
+	var machines *yaml.Node
+	err := l.mapping(n, where, collectionKeys, func(key string, _, v *yaml.Node) (err error) {
+		switch key {
+		case "policy", "limits":
+			err = l.common(col, key, v, where)
+		case "owner_field":
+			col.OwnerField, err = l.path(v, where+": owner_field")
+		case "read_roles":
+			col.ReadRoles, err = l.strs(v, where+": read_roles", false)
+		case "write_roles":
+			col.WriteRoles, err = l.strs(v, where+": write_roles", false)
+		case "fields":
+			err = l.mapping(v, where+": fields", nil, func(p string, k, v *yaml.Node) error {
+				if merge.ValidatePath(p) != nil {
+					return l.errf(k, "%s: field %q: want a dot path of keys not starting with '_'", where, p)
+				}
+				f, err := l.field(p, v, where)
+				col.Fields[p] = f
+				return err
+			})
+		case "state_machines":
+			machines = v // after fields, to cross-check their types
+		}
+		return err
+	})
+	if err != nil || machines == nil {
+		return err
+	}
+	return l.mapping(machines, where+": state_machines", nil, func(p string, k, v *yaml.Node) error {
+		if merge.ValidatePath(p) != nil {
+			return l.errf(k, "%s: state machine field %q: want a dot path of keys not starting with '_'", where, p)
+		}
+		if f, ok := col.Fields[p]; ok && f.Type != TypeString && f.Type != TypeAny {
+			return l.errf(k, "%s: state machine field %q is declared as %s; states are strings", where, p, f.Type)
+		}
+		m, err := l.machine(p, v, where)
+		col.StateMachines[p] = m
+		return err
+	})
+}
+
+func (l *loader) field(p string, n *yaml.Node, where string) (*Field, error) {
+	f := &Field{Path: p, MaxLength: -1}
+	what := fmt.Sprintf("%s: field %s", where, p)
+	var maxLen, enum, minN, maxN *yaml.Node
+	err := l.mapping(n, what, fieldKeys, func(key string, _, v *yaml.Node) (err error) {
+		switch key {
+		case "type":
+			var s string
+			if s, err = l.str(v, what+": type"); err == nil {
+				if !slices.Contains(types, Type(s)) {
+					return l.errf(v, "%s: unknown type %q (want string, number, integer, bool, object, array or set)", what, s)
+				}
+				f.Type = Type(s)
+			}
+		case "required":
+			f.Required, err = l.boolean(v, what+": required")
+		case "max_length":
+			maxLen = v
+			f.MaxLength, err = l.count(v, what+": max_length", 0)
+		case "min":
+			minN = v
+			var x float64
+			x, err = l.number(v, what+": min")
+			f.Min = &x
+		case "max":
+			maxN = v
+			var x float64
+			x, err = l.number(v, what+": max")
+			f.Max = &x
+		case "enum":
+			enum = v
+			f.Enum, err = l.enum(v, what)
+		case "writable_by":
+			f.WritableBy, err = l.strs(v, what+": writable_by", false)
+		}
+		return err
+	})
+	if err != nil {
+		return f, err
+	}
+	switch {
+	case maxLen != nil && f.Type != TypeString && f.Type != TypeArray && f.Type != TypeSet:
+		return f, l.errf(maxLen, "%s: max_length needs type string, array or set", what)
+	case minN != nil && f.Type != TypeNumber && f.Type != TypeInteger:
+		return f, l.errf(minN, "%s: min needs type number or integer", what)
+	case maxN != nil && f.Type != TypeNumber && f.Type != TypeInteger:
+		return f, l.errf(maxN, "%s: max needs type number or integer", what)
+	case f.Min != nil && f.Max != nil && *f.Min > *f.Max:
+		return f, l.errf(maxN, "%s: max %v is below min %v", what, *f.Max, *f.Min)
+	}
+	if enum != nil && f.Type != TypeAny {
+		for i, e := range f.Enum {
+			if !hasType(e, f.Type) {
+				return f, l.errf(resolve(enum).Content[i], "%s: enum value %s is not of type %s", what, jsonText(e), f.Type)
+			}
+		}
+	}
+	return f, nil
+}
+
+// enum reads a list of JSON scalars.
+func (l *loader) enum(n *yaml.Node, what string) ([]any, error) {
+	n = resolve(n)
+	if n.Kind != yaml.SequenceNode || len(n.Content) == 0 {
+		return nil, l.errf(n, "%s: enum must be a non-empty list", what)
+	}
+	var out []any
+	for _, e := range n.Content {
+		e = resolve(e)
+		if e.Kind != yaml.ScalarNode {
+			return nil, l.errf(e, "%s: enum values must be strings, numbers, booleans or null", what)
+		}
+		var v any
+		switch e.Tag {
+		case "!!str":
+			v = e.Value
+		case "!!int", "!!float":
+			x, err := l.number(e, what+": enum value")
+			if err != nil {
+				return nil, err
+			}
+			v = x
+		case "!!bool":
+			b, err := l.boolean(e, what+": enum value")
+			if err != nil {
+				return nil, err
+			}
+			v = b
+		case "!!null":
+			v = nil
+		default:
+			return nil, l.errf(e, "%s: enum value %q has unsupported type %s", what, e.Value, e.Tag)
+		}
+		if slices.ContainsFunc(out, func(o any) bool { return jsonEqual(o, v) }) {
+			return nil, l.errf(e, "%s: enum value %s listed twice", what, jsonText(v))
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func (l *loader) machine(p string, n *yaml.Node, where string) (*StateMachine, error) {
+	m := &StateMachine{Field: p}
+	what := fmt.Sprintf("%s: state machine %s", where, p)
+	var initial, states, transitions *yaml.Node
+	err := l.mapping(n, what, machineKeys, func(key string, _, v *yaml.Node) (err error) {
+		switch key {
+		case "initial":
+			initial = v
+			m.Initial, err = l.str(v, what+": initial")
+		case "states":
+			states = v
+			m.States, err = l.strs(v, what+": states", false)
+		case "transitions":
+			transitions = v
+		}
+		return err
+	})
+	switch {
+	case err != nil:
+		return m, err
+	case states == nil || len(m.States) == 0:
+		return m, l.errf(n, "%s: needs a non-empty list of states", what)
+	case initial == nil:
+		return m, l.errf(n, "%s: needs an initial state", what)
+	case !slices.Contains(m.States, m.Initial):
+		return m, l.errf(initial, "%s: initial state %q is not declared in states", what, m.Initial)
+	}
+	if transitions == nil {
+		return m, nil // a field fixed at its initial state
+	}
+	tn := resolve(transitions)
+	if tn.Kind != yaml.SequenceNode {
+		return m, l.errf(tn, "%s: transitions must be a list", what)
+	}
+	for _, t := range tn.Content {
+		var from, to, roles []string
+		var fromN, toN *yaml.Node
+		err := l.mapping(t, what+": transition", transitionKeys, func(key string, _, v *yaml.Node) (err error) {
+			switch key {
+			case "from":
+				fromN = v
+				from, err = l.strs(v, what+": from", true)
+			case "to":
+				toN = v
+				to, err = l.strs(v, what+": to", true)
+			case "roles":
+				roles, err = l.strs(v, what+": roles", false)
+			}
+			return err
+		})
+		switch {
+		case err != nil:
+			return m, err
+		case resolve(t).Kind != yaml.MappingNode:
+			return m, l.errf(t, "%s: a transition must be a mapping with from, to and roles", what)
+		case fromN == nil || toN == nil:
+			return m, l.errf(t, "%s: a transition needs from and to", what)
+		}
+		for _, s := range from {
+			if !slices.Contains(m.States, s) {
+				return m, l.errf(fromN, "%s: transition from undeclared state %q", what, s)
+			}
+		}
+		for _, s := range to {
+			if !slices.Contains(m.States, s) {
+				return m, l.errf(toN, "%s: transition to undeclared state %q", what, s)
+			}
+		}
+		for _, f := range from {
+			for _, s := range to {
+				if f == s {
+					return m, l.errf(toN, "%s: transition from %q to itself", what, f)
+				}
+				if slices.ContainsFunc(m.Transitions, func(x Transition) bool { return x.From == f && x.To == s }) {
+					return m, l.errf(t, "%s: transition %q → %q declared twice", what, f, s)
+				}
+				m.Transitions = append(m.Transitions, Transition{From: f, To: s, Roles: roles})
+			}
+		}
+	}
+	return m, nil
+}
+
+func jsonText(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+func jsonEqual(a, b any) bool { return jsonText(a) == jsonText(b) }
