@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DAPR_VERSION := 1.14.0
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help run run-cluster build daprd test test-unit test-deploy lint fmt tidy clean
+.PHONY: help run run-cluster build daprd test test-unit test-deploy lint fmt tidy clean bench bench-smoke
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,7 +40,18 @@ test: daprd ## run the whole test suite (unit, integration against daprd + Redis
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l app tools)" || { echo "gofmt needed:"; gofmt -l app tools; exit 1; }
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) --no-print-directory bench-smoke
 	@if [ -d tools/deploycheck ]; then cd tools/deploycheck && $(GO) test -count=1 ./...; fi
+
+BENCH_FLAGS ?=
+
+bench: build daprd ## benchmark delta sync vs full push and polling, throughput, idle memory (local + redis; results in bench/out)
+	$(GO) build -trimpath -o bin/autoglm-bench ./app/cmd/autoglm-bench
+	./bin/autoglm-bench -profile local,redis -out bench/out $(BENCH_FLAGS)
+
+bench-smoke: build daprd ## a few seconds of the benchmark on the local profile; fails on any missed or duplicated delivery
+	$(GO) build -trimpath -o bin/autoglm-bench ./app/cmd/autoglm-bench
+	./bin/autoglm-bench -smoke -profile local -out bench/out/smoke
 
 test-unit: ## fast tests only (no daprd)
 	$(GO) test -race -count=1 -short ./...

@@ -1,0 +1,122 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/coder/websocket"
+
+	"github.com/open-autoglm/autoglm/app/protocol"
+)
+
+// WebSocket subprotocols of the two encodings.
+const (
+	SubprotocolJSON   = "autoglm.json.v1"
+	SubprotocolBinary = "autoglm.bin.v1"
+)
+
+// wire is the part of a server message the bench looks at; decoding only
+// these fields keeps the load generator's own CPU use low.
+type wire struct {
+	T    string `json:"t"`
+	Doc  string `json:"doc"`
+	V    int64  `json:"v"`
+	Op   uint64 `json:"op"`
+	Dup  bool   `json:"dup"`
+	Code string `json:"code"`
+	Msg  string `json:"msg"`
+	TS   int64  `json:"ts"`
+}
+
+// wsConn is one sync connection in either encoding.
+type wsConn struct {
+	c   *websocket.Conn
+	bin bool
+}
+
+func wsURL(base string) string {
+	base = strings.TrimSuffix(base, "/")
+	return "ws" + strings.TrimPrefix(base, "http") + "/v1/sync"
+}
+
+// dialWS connects, says hello and waits for welcome.
+func dialWS(ctx context.Context, base string, hc *http.Client, bin bool, client string) (*wsConn, error) {
+	proto := SubprotocolJSON
+	if bin {
+		proto = SubprotocolBinary
+	}
+	c, _, err := websocket.Dial(ctx, wsURL(base), &websocket.DialOptions{
+		HTTPClient: hc, Subprotocols: []string{proto}, CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if c.Subprotocol() != proto {
+		c.CloseNow()
+		return nil, fmt.Errorf("server did not accept subprotocol %s", proto)
+	}
+	c.SetReadLimit(64 << 20)
+	w := &wsConn{c: c, bin: bin}
+	if err := w.send(ctx, protocol.Message{T: protocol.THello, Client: client, Proto: protocol.Version}); err != nil {
+		c.CloseNow()
+		return nil, err
+	}
+	ms, err := w.read(ctx)
+	if err != nil {
+		c.CloseNow()
+		return nil, err
+	}
+	if len(ms) == 0 || ms[0].T != protocol.TWelcome {
+		c.CloseNow()
+		return nil, fmt.Errorf("expected welcome, got %+v", ms)
+	}
+	return w, nil
+}
+
+func (w *wsConn) send(ctx context.Context, m protocol.Message) error {
+	if w.bin {
+		b, err := protocol.EncodeFrames(m)
+		if err != nil {
+			return err
+		}
+		return w.c.Write(ctx, websocket.MessageBinary, b)
+	}
+	b, err := protocol.Encode(m)
+	if err != nil {
+		return err
+	}
+	return w.c.Write(ctx, websocket.MessageText, b)
+}
+
+func (w *wsConn) read(ctx context.Context) ([]wire, error) {
+	typ, b, err := w.c.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if typ == websocket.MessageBinary {
+		ms, err := protocol.DecodeFrames(b, 64<<20)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]wire, len(ms))
+		for i, m := range ms {
+			out[i] = wire{T: m.T, Doc: m.Doc, V: m.V, Op: m.Op, Dup: m.Dup, Code: string(m.Code), Msg: m.Msg, TS: m.TS}
+		}
+		return out, nil
+	}
+	var m wire
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	return []wire{m}, nil
+}
+
+// pong answers a server ping so the session does not time out.
+func (w *wsConn) pong(ctx context.Context, ts int64) {
+	_ = w.send(ctx, protocol.Message{T: protocol.TPong, TS: ts})
+}
+
+func (w *wsConn) close() { _ = w.c.Close(websocket.StatusNormalClosure, "bench done") }

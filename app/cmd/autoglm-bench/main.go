@@ -1,0 +1,386 @@
+// Command autoglm-bench is the load generator behind `make bench`: it starts
+// the service (app + daprd, on the local or redis profile) or targets a
+// running one, and measures delta sync against the full-push and polling
+// baselines on the same documents, write throughput and idle-connection
+// memory. It writes result.json, result.md and a latency CDF plot per
+// profile, and exits non-zero when the service cannot be started or any
+// delivery was missed or duplicated.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/open-autoglm/autoglm/app/bench"
+	"github.com/open-autoglm/autoglm/app/internal/daprrun"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "autoglm-bench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	profiles     []string
+	url          string
+	out          string
+	redis        string
+	appBin       string
+	subs         int
+	docs         int
+	docBytes     int
+	fields       int
+	writers      int
+	rate         float64
+	duration     time.Duration
+	modes        []string
+	binary       string
+	pollInterval time.Duration
+	tpDocs       int
+	tpConns      int
+	tpWindow     int
+	tpDuration   time.Duration
+	idle         int
+	pprof        bool
+	enforce      bool
+	verbose      bool
+	command      string
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("autoglm-bench", flag.ContinueOnError)
+	var o options
+	profiles := fs.String("profile", "local", "component profiles to start, comma-separated: local, redis")
+	fs.StringVar(&o.url, "url", "", "benchmark a running service at this base URL instead of starting one (no CPU/RSS figures)")
+	fs.StringVar(&o.out, "out", "bench/out", "output directory")
+	fs.StringVar(&o.redis, "redis", "127.0.0.1:6379", "Redis address for the redis profile")
+	fs.StringVar(&o.appBin, "app", "", "service binary (default bin/autoglm)")
+	fs.IntVar(&o.subs, "subs", 1000, "subscribers")
+	fs.IntVar(&o.docs, "docs", 100, "documents")
+	fs.IntVar(&o.docBytes, "doc-bytes", 10240, "bytes of data per document")
+	fs.IntVar(&o.fields, "fields", 100, "fields per document")
+	fs.IntVar(&o.writers, "writers", 10, "writer connections")
+	fs.Float64Var(&o.rate, "rate", 500, "single-field writes per second (all writers)")
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "writing time per mode")
+	modes := fs.String("modes", "delta,full,poll", "delivery modes to measure: delta, full, poll")
+	fs.StringVar(&o.binary, "binary", "auto", "also measure delta sync over the binary subprotocol: auto (if the server offers it), on, off")
+	fs.DurationVar(&o.pollInterval, "poll-interval", time.Second, "polling baseline: GET interval per client")
+	fs.IntVar(&o.tpDocs, "tp-docs", 100, "throughput run: distinct documents (0: skip throughput)")
+	fs.IntVar(&o.tpConns, "tp-conns", 8, "throughput run: connections")
+	fs.IntVar(&o.tpWindow, "tp-window", 128, "throughput run: ops in flight per connection")
+	fs.DurationVar(&o.tpDuration, "tp-duration", 10*time.Second, "throughput run: duration of each run")
+	fs.IntVar(&o.idle, "idle", 10000, "idle WebSocket connections to open (0: skip)")
+	fs.BoolVar(&o.pprof, "pprof", false, "run the app with AUTOGLM_PPROF and save CPU profiles of the delta and throughput runs and a heap profile with the idle connections")
+	fs.BoolVar(&o.enforce, "enforce", false, "exit non-zero when a performance target is missed")
+	fs.BoolVar(&o.verbose, "v", false, "show the service's log")
+	smoke := fs.Bool("smoke", false, "a few seconds with small numbers: checks the bench and exactly-once delivery, not performance")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *smoke {
+		o.subs, o.docs, o.writers, o.rate, o.duration = 20, 4, 2, 40, 2*time.Second
+		o.tpDocs, o.tpConns, o.tpWindow, o.tpDuration, o.idle = 4, 2, 8, time.Second, 50
+		o.docBytes, o.fields = 2048, 20
+		o.pollInterval = 200 * time.Millisecond
+	}
+	o.profiles = split(*profiles)
+	o.modes = split(*modes)
+	o.command = "autoglm-bench " + strings.Join(args, " ")
+	if o.rate <= 0 || o.subs <= 0 || o.docs <= 0 || o.writers <= 0 || o.fields <= 0 {
+		return errors.New("rate, subs, docs, writers and fields must be positive")
+	}
+	if lim, err := bench.RaiseFileLimit(); err == nil {
+		if need := uint64(o.idle + o.subs + 256); lim < need {
+			fmt.Fprintf(os.Stderr, "warning: open-files limit %d is below the %d connections asked for\n", lim, need)
+		}
+	}
+	if o.url != "" {
+		o.profiles = []string{"external"}
+	}
+	var failures []string
+	for _, p := range o.profiles {
+		res, err := runProfile(ctx, o, p)
+		if err != nil {
+			return fmt.Errorf("profile %s: %w", p, err)
+		}
+		for _, f := range res.Failed() {
+			failures = append(failures, p+" "+f)
+		}
+		if o.enforce {
+			for _, c := range res.Targets {
+				if !c.Met {
+					failures = append(failures, fmt.Sprintf("%s target %q: want %s, got %s", p, c.Name, c.Want, c.Got))
+				}
+			}
+		}
+	}
+	if len(failures) > 0 {
+		return fmt.Errorf("FAILED:\n  %s", strings.Join(failures, "\n  "))
+	}
+	return nil
+}
+
+func runProfile(ctx context.Context, o options, profile string) (*bench.Result, error) {
+	outDir := filepath.Join(o.out, profile)
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return nil, err
+	}
+	res := &bench.Result{Started: time.Now().UTC().Format(time.RFC3339), Profile: profile, Machine: machine(), Command: o.command}
+	t := bench.Target{URL: o.url, Collection: "b" + strconv.FormatInt(time.Now().UnixNano()%1e12, 36),
+		Docs: o.docs, DocBytes: o.docBytes, Fields: o.fields}
+	var pprofAddr string
+	if o.url == "" {
+		data, err := os.MkdirTemp("", "autoglm-bench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(data)
+		var logw io.Writer = io.Discard
+		if o.verbose {
+			logw = os.Stderr
+		}
+		so := bench.ServiceOptions{Profile: profile, AppBin: o.appBin, DataDir: data, Redis: o.redis,
+			Topic: "bench-" + t.Collection, Log: logw}
+		if o.pprof {
+			port, err := daprrun.FreePort()
+			if err != nil {
+				return nil, err
+			}
+			pprofAddr = "127.0.0.1:" + strconv.Itoa(port)
+			so.Pprof = pprofAddr
+		}
+		fmt.Printf("[%s] starting app + daprd\n", profile)
+		svc, err := bench.StartService(ctx, so)
+		if err != nil {
+			return nil, fmt.Errorf("start the service: %w", err)
+		}
+		defer svc.Stop()
+		t.URL = svc.URL
+		t.Procs = svc.Procs
+	}
+	res.Target = t.URL
+	fmt.Printf("[%s] seeding %d documents of %d bytes at %s\n", profile, t.Docs, t.DocBytes, t.URL)
+	if err := t.Seed(ctx); err != nil {
+		return nil, fmt.Errorf("seed: %w", err)
+	}
+
+	binary := o.binary == "on"
+	if o.binary == "auto" {
+		binary = offersBinary(ctx, t.URL)
+		if !binary {
+			res.Notes = append(res.Notes, "The server did not offer the binary subprotocol autoglm.bin.v1: JSON only.")
+		}
+	}
+	type phase struct {
+		mode string
+		bin  bool
+	}
+	var phases []phase
+	for _, m := range o.modes {
+		phases = append(phases, phase{m, false})
+		if m == bench.ModeDelta && binary {
+			phases = append(phases, phase{m, true})
+		}
+	}
+	for _, ph := range phases {
+		fmt.Printf("[%s] %s%s: %d subscribers, %d writers, %.0f writes/s for %s\n", profile, ph.mode,
+			map[bool]string{true: " (binary)"}[ph.bin], o.subs, o.writers, o.rate, o.duration)
+		var prof func()
+		if pprofAddr != "" && ph.mode == bench.ModeDelta && !ph.bin {
+			prof = cpuProfile(pprofAddr, o.duration, filepath.Join(outDir, "cpu-delta.pprof"))
+		}
+		l, err := bench.RunLatency(ctx, t, bench.LatencyConfig{Mode: ph.mode, Binary: ph.bin, Subscribers: o.subs,
+			Writers: o.writers, Rate: o.rate, Duration: o.duration, PollInterval: o.pollInterval})
+		if prof != nil {
+			prof()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", ph.mode, err)
+		}
+		fmt.Printf("    propagation p50 %.2f p99 %.2f ms, %.0f B/update/sub, %d missed, %d dup\n",
+			l.Propagation.P50, l.Propagation.P99, l.SubDown, l.Missed, l.Dup)
+		res.Latency = append(res.Latency, l)
+	}
+	if o.tpDocs > 0 {
+		for _, c := range []bench.ThroughputConfig{
+			{Name: "distinct", Docs: min(o.tpDocs, t.Docs), Conns: o.tpConns, Window: o.tpWindow, Duration: o.tpDuration},
+			{Name: "hot", Docs: 1, Conns: o.tpConns, Window: o.tpWindow, Duration: o.tpDuration},
+		} {
+			fmt.Printf("[%s] throughput %s: %d documents, %d connections × %d in flight, %s\n", profile, c.Name, c.Docs, c.Conns, c.Window, c.Duration)
+			var prof func()
+			if pprofAddr != "" {
+				prof = cpuProfile(pprofAddr, c.Duration, filepath.Join(outDir, "cpu-"+c.Name+".pprof"))
+			}
+			r, err := bench.RunThroughput(ctx, t, c)
+			if prof != nil {
+				prof()
+			}
+			if err != nil {
+				return nil, err
+			}
+			fmt.Printf("    %.0f accepted/s, %d rejected\n", r.PerSec, r.Rejected)
+			res.Throughput = append(res.Throughput, r)
+		}
+	}
+	if o.idle > 0 {
+		fmt.Printf("[%s] idle: opening %d WebSocket sessions\n", profile, o.idle)
+		r, err := bench.RunIdle(ctx, t, o.idle, false, 3*time.Second)
+		if r != nil {
+			res.Idle = r
+			if pprofAddr != "" && err == nil {
+				fetch("http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(outDir, "heap-idle.pprof"))
+			}
+			fmt.Printf("    %d open, app RSS %.0f MiB (%.1f KiB per connection)\n", r.Opened, r.AppRSS, r.PerConnKiB)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "idle connections: %v\n", err)
+		}
+	}
+	res.Evaluate()
+	if err := write(outDir, res); err != nil {
+		return nil, err
+	}
+	fmt.Println(res.Markdown())
+	fmt.Printf("[%s] results in %s\n", profile, outDir)
+	return res, nil
+}
+
+func write(dir string, res *bench.Result) error {
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "result.json"), b, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "result.md"), []byte(res.Markdown()), 0o644); err != nil {
+		return err
+	}
+	var series []bench.Series
+	for _, l := range res.Latency {
+		name := l.Mode + " (" + l.Encoding + ")"
+		series = append(series, bench.Series{Name: fmt.Sprintf("%s p50 %.1f ms", name, l.Propagation.P50), Points: l.CDF})
+	}
+	f, err := os.Create(filepath.Join(dir, "cdf.png"))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	title := fmt.Sprintf("Open-AutoGLM propagation CDF, profile %s: %d subscribers, %d docs, %.0f writes/s",
+		res.Profile, firstSubs(res), firstDocs(res), firstRate(res))
+	return bench.PlotCDF(f, title, series)
+}
+
+func firstSubs(r *bench.Result) int {
+	if len(r.Latency) > 0 {
+		return r.Latency[0].Subscribers
+	}
+	return 0
+}
+
+func firstDocs(r *bench.Result) int {
+	if len(r.Latency) > 0 {
+		return r.Latency[0].Docs
+	}
+	return 0
+}
+
+func firstRate(r *bench.Result) float64 {
+	if len(r.Latency) > 0 {
+		return r.Latency[0].Rate
+	}
+	return 0
+}
+
+// offersBinary reports whether the server accepts the binary subprotocol.
+func offersBinary(ctx context.Context, url string) bool {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/v1/sync", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	req.Header.Set("Sec-WebSocket-Protocol", bench.SubprotocolBinary)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	defer res.Body.Close()
+	return res.StatusCode == http.StatusSwitchingProtocols && res.Header.Get("Sec-WebSocket-Protocol") == bench.SubprotocolBinary
+}
+
+// cpuProfile starts a CPU profile of the app for d and returns a function
+// that waits for it to be saved.
+func cpuProfile(addr string, d time.Duration, path string) func() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fetch(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, max(int(d.Seconds()), 1)), path)
+	}()
+	return func() { <-done }
+}
+
+func fetch(url, path string) {
+	c := &http.Client{Timeout: 5 * time.Minute}
+	res, err := c.Get(url)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pprof: %v\n", err)
+		return
+	}
+	defer res.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = io.Copy(f, res.Body)
+}
+
+func machine() string {
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if line, _, ok := strings.Cut(string(b), "\n"); ok {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				mem = fmt.Sprintf(", %.0f GiB", float64(kb)/(1<<20))
+			}
+		}
+	}
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				model = ", " + strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%d cores%s%s, %s/%s, %s, loopback", runtime.NumCPU(), model, mem, runtime.GOOS, runtime.GOARCH, runtime.Version())
+}
+
+func split(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
