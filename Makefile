@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DAPR_VERSION := 1.14.0
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help run run-cluster build daprd test test-unit test-deploy lint fmt tidy clean bench bench-smoke
+.PHONY: help run run-cluster components build daprd test test-unit test-deploy lint fmt tidy clean bench bench-smoke
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -18,6 +18,11 @@ run: build daprd ## start the service on the embedded default (SQLite + in-memor
 
 run-cluster: build daprd ## start 3 replicas on the Redis profile (needs Redis on 127.0.0.1:6379)
 	./bin/autoglm-dev -profile redis -replicas 3 -data data/cluster
+
+components: ## render components/local into data/components/local (for dapr.yaml / the Dapr CLI)
+	@mkdir -p data/components/local
+	@for f in components/local/*.yaml; do sed "s#{{DATA_DIR}}#$(CURDIR)/data#g" $$f > data/components/local/$$(basename $$f); done
+	@echo "rendered data/components/local"
 
 build: ## build bin/autoglm and the dev runner
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/autoglm ./app/cmd/autoglm

@@ -113,6 +113,10 @@ type Document struct {
 	// LogStart is the lowest version still in the op log; a client behind it
 	// needs a snapshot.
 	LogStart int64 `json:"log_start,omitempty"`
+	// Tail holds the changes of the latest commit. They are written with the
+	// document itself, in the same guarded write, and copied to the op-log
+	// keys by the next commit; readers take them from here until then.
+	Tail []Change `json:"tail,omitempty"`
 }
 
 // Data returns the document's plain JSON data.
@@ -133,14 +137,29 @@ type Stored struct {
 	ETag string // empty when the document does not exist yet
 }
 
-// Commit is one atomic write: the document at its new version plus the op
-// log entries for every version it advanced by.
+// Version is the stored document's version (0 when it does not exist).
+func (s Stored) Version() int64 {
+	if s.Doc == nil {
+		return 0
+	}
+	return s.Doc.Version
+}
+
+// Commit is one guarded write of a document at its new version.
+//
+// The changes of this commit travel inside the document (Doc.Tail), so the
+// document and its op-log entries are written atomically by the single
+// ETag-guarded write on any state store. Archive holds the previous commit's
+// tail — changes that are already committed — for the op-log keys; writing
+// them is correct whether or not this commit wins its race, which matters on
+// stores whose transactions do not roll back (Redis).
 type Commit struct {
 	Key      Key
 	ETag     string // the ETag read; empty for a create
 	Doc      *Document
-	Changes  []Change // dense: Doc.Version-len+1 .. Doc.Version
-	TrimFrom int64    // delete log entries TrimFrom..TrimTo (both inclusive) in the same transaction
+	Changes  []Change // this commit's changes (== Doc.Tail): Doc.Version-len+1 .. Doc.Version
+	Archive  []Change // the previous commit's tail, for the op-log keys
+	TrimFrom int64    // delete op-log entries TrimFrom..TrimTo (inclusive); always below the window
 	TrimTo   int64
 	// IndexAdd / IndexRemove keep the collection listing in step: a create
 	// (or re-create after a tombstone) adds the id, a delete removes it.

@@ -2,15 +2,15 @@
 //
 // Key layout (':' separates parts; ids may not contain it):
 //
-//	<coll>:<id>             the document, guarded by its ETag
+//	<coll>:<id>             the document with its latest commit's changes (tail), guarded by its ETag
 //	<coll>:<id>:log:<v>     the change that produced version v (dense, the last K kept)
 //	<coll>:_index:<shard>   sorted ids of the collection's live documents, in 64 shards
 //
-// A document, its new log entries, the trimmed entries and (on create or
-// delete) its index shard are written in ONE state transaction, so a reader
-// never sees a version without its log entry. Reading versions a..b is one
-// bulk get of known keys, which every state store supports; no range query
-// is needed.
+// A commit's changes are written inside the document, by the one guarded
+// write, so a reader never sees a version without its change; the next
+// commit copies them to the log keys. Reading versions a..b is one bulk get
+// of known keys (plus the document for the newest), which every state store
+// supports; no range query is needed.
 package daprstore
 
 import (
@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	dapr "github.com/dapr/go-sdk/client"
 	"google.golang.org/grpc/codes"
@@ -39,12 +40,19 @@ type Client interface {
 	GetState(ctx context.Context, storeName, key string, meta map[string]string) (*dapr.StateItem, error)
 	GetBulkState(ctx context.Context, storeName string, keys []string, meta map[string]string, parallelism int32) ([]*dapr.BulkStateItem, error)
 	ExecuteStateTransaction(ctx context.Context, storeName string, meta map[string]string, ops []*dapr.StateOperation) error
+	SaveBulkState(ctx context.Context, storeName string, items ...*dapr.SetStateItem) error
+	SaveState(ctx context.Context, storeName, key string, data []byte, meta map[string]string, so ...dapr.StateOption) error
+	SaveStateWithETag(ctx context.Context, storeName, key string, data []byte, etag string, meta map[string]string, so ...dapr.StateOption) error
+	GetMetadata(ctx context.Context) (*dapr.GetMetadataResponse, error)
 }
 
 // Store is a core.Store on a Dapr state store component.
 type Store struct {
 	client Client
 	name   string
+
+	mu   sync.Mutex
+	kind string // component type, e.g. state.sqlite
 }
 
 var _ core.Store = (*Store)(nil)
@@ -85,49 +93,120 @@ func (s *Store) Load(ctx context.Context, k core.Key) (core.Stored, error) {
 	return core.Stored{Doc: &d, ETag: item.Etag}, nil
 }
 
-// Commit writes the document, its log entries and trims in one transaction.
+// Commit writes the document with its new changes (in Doc.Tail) guarded by
+// its ETag, archives the previous commit's tail to the op-log keys, trims the
+// log and keeps the collection index.
+//
+// On stores with real transactions (SQLite, PostgreSQL, ...) all of it is
+// one ExecuteStateTransaction. Dapr's Redis store runs a transaction as
+// MULTI/EXEC without rollback — a stale ETag fails its own command while the
+// others still apply, and a create inside a transaction is not guarded — so
+// there the document is written alone with SaveState (ETag and first-write
+// concurrency, both enforced for single writes), and the archive, trims and
+// index, which are correct whether or not the document write wins, are
+// written around it.
 func (s *Store) Commit(ctx context.Context, c core.Commit) error {
+	atomic, err := s.atomic(ctx)
+	if err != nil {
+		return err
+	}
 	body, err := json.Marshal(c.Doc)
 	if err != nil {
 		return fmt.Errorf("commit %s: encode: %w", c.Key, err)
 	}
-	ops := make([]*dapr.StateOperation, 0, 2+len(c.Changes)+int(c.TrimTo-c.TrimFrom+1))
 	docItem := &dapr.SetStateItem{Key: docKey(c.Key), Value: body, Options: strong()}
+	// First-write concurrency: a create fails when the key exists, and on
+	// Redis it also marks the record so later creates are refused.
+	docItem.Options.Concurrency = dapr.StateConcurrencyFirstWrite
 	if c.ETag != "" {
 		docItem.Etag = &dapr.ETag{Value: c.ETag}
-	} else {
-		// First write: first-write-wins makes the store refuse it if another
-		// writer created the key meanwhile.
-		docItem.Options.Concurrency = dapr.StateConcurrencyFirstWrite
 	}
-	ops = append(ops, &dapr.StateOperation{Type: dapr.StateOperationTypeUpsert, Item: docItem})
-	for _, ch := range c.Changes {
+	side := make([]*dapr.StateOperation, 0, len(c.Archive)+int(max(c.TrimTo-c.TrimFrom+1, 0)))
+	for _, ch := range c.Archive {
+		if ch.Version < c.Doc.LogStart {
+			continue // already outside the window
+		}
 		b, err := json.Marshal(ch)
 		if err != nil {
 			return fmt.Errorf("commit %s: encode change: %w", c.Key, err)
 		}
-		ops = append(ops, &dapr.StateOperation{Type: dapr.StateOperationTypeUpsert,
+		side = append(side, &dapr.StateOperation{Type: dapr.StateOperationTypeUpsert,
 			Item: &dapr.SetStateItem{Key: logKey(c.Key, ch.Version), Value: b}})
 	}
-	if c.TrimTo >= c.TrimFrom && c.TrimFrom > 0 {
+	if c.TrimFrom > 0 {
 		for v := c.TrimFrom; v <= c.TrimTo; v++ {
-			ops = append(ops, &dapr.StateOperation{Type: dapr.StateOperationTypeDelete,
+			side = append(side, &dapr.StateOperation{Type: dapr.StateOperationTypeDelete,
 				Item: &dapr.SetStateItem{Key: logKey(c.Key, v)}})
 		}
 	}
-	if c.IndexAdd || c.IndexRemove {
-		op, err := s.indexOp(ctx, c.Key, c.IndexAdd)
-		if err != nil {
-			return err
+
+	if atomic {
+		ops := append(side, &dapr.StateOperation{Type: dapr.StateOperationTypeUpsert, Item: docItem})
+		if c.IndexAdd || c.IndexRemove {
+			op, err := s.indexOp(ctx, c.Key, c.IndexAdd)
+			if err != nil {
+				return err
+			}
+			if op != nil {
+				ops = append(ops, op)
+			}
 		}
-		if op != nil {
-			ops = append(ops, op)
+		if err := s.client.ExecuteStateTransaction(ctx, s.name, nil, ops); err != nil {
+			return classify("commit "+c.Key.String(), err)
+		}
+		return nil
+	}
+
+	if len(side) > 0 {
+		if err := s.client.ExecuteStateTransaction(ctx, s.name, nil, side); err != nil {
+			return classify("archive "+c.Key.String(), err)
 		}
 	}
-	if err := s.client.ExecuteStateTransaction(ctx, s.name, nil, ops); err != nil {
+	if err := s.client.SaveStateWithETag(ctx, s.name, docItem.Key, docItem.Value, c.ETag, nil, docOptions()...); err != nil {
 		return classify("commit "+c.Key.String(), err)
 	}
+	if c.IndexAdd || c.IndexRemove {
+		// The document is durable; the listing catches up with its own
+		// compare-and-swap loop.
+		for attempt := 0; ; attempt++ {
+			op, err := s.indexOp(ctx, c.Key, c.IndexAdd)
+			if err == nil && op != nil {
+				err = s.client.SaveBulkState(ctx, s.name, op.Item)
+			}
+			if err == nil || attempt >= 10 {
+				return nil
+			}
+		}
+	}
 	return nil
+}
+
+func docOptions() []dapr.StateOption {
+	return []dapr.StateOption{dapr.WithConcurrency(dapr.StateConcurrencyFirstWrite),
+		dapr.WithConsistency(dapr.StateConsistencyStrong)}
+}
+
+// atomic reports whether the state store's transactions roll back as a
+// whole (asked once from the sidecar's metadata API).
+func (s *Store) atomic(ctx context.Context) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.kind != "" {
+		return s.kind != "state.redis", nil
+	}
+	md, err := s.client.GetMetadata(ctx)
+	if err != nil {
+		return false, classify("metadata", err)
+	}
+	for _, c := range md.RegisteredComponents {
+		if c.Name == s.name {
+			s.kind = c.Type
+		}
+	}
+	if s.kind == "" {
+		return false, fmt.Errorf("state store %q is not registered with the sidecar: %w", s.name, core.ErrUnavailable)
+	}
+	return s.kind != "state.redis", nil
 }
 
 type index struct {
@@ -173,21 +252,39 @@ func (s *Store) Changes(ctx context.Context, k core.Key, from, to int64) ([]core
 	if from < 1 {
 		from = 1
 	}
-	if to < from {
-		return nil, nil
+	var out []core.Change
+	// A commit archives the previous tail before it replaces it, so an entry
+	// missing from both the keys and the tail was archived between the two
+	// reads: read again (bounded).
+	for attempt := 0; attempt < 3 && from <= to; attempt++ {
+		got, last, err := s.changesOnce(ctx, k, from, to)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, got...)
+		from += int64(len(got))
+		if last < from {
+			break // the document is not newer: the entry is really gone
+		}
 	}
+	return out, nil
+}
+
+// changesOnce reads from..to from the log keys and the document's tail, and
+// also returns the document's version.
+func (s *Store) changesOnce(ctx context.Context, k core.Key, from, to int64) ([]core.Change, int64, error) {
 	keys := make([]string, 0, to-from+1)
 	for v := from; v <= to; v++ {
 		keys = append(keys, logKey(k, v))
 	}
 	items, err := s.client.GetBulkState(ctx, s.name, keys, nil, 8)
 	if err != nil {
-		return nil, classify("changes "+k.String(), err)
+		return nil, 0, classify("changes "+k.String(), err)
 	}
 	byKey := make(map[string][]byte, len(items))
 	for _, it := range items {
 		if it.Error != "" {
-			return nil, fmt.Errorf("changes %s: %s: %w", k, it.Error, core.ErrUnavailable)
+			return nil, 0, fmt.Errorf("changes %s: %s: %w", k, it.Error, core.ErrUnavailable)
 		}
 		byKey[it.Key] = it.Value
 	}
@@ -199,11 +296,30 @@ func (s *Store) Changes(ctx context.Context, k core.Key, from, to int64) ([]core
 		}
 		var ch core.Change
 		if err := json.Unmarshal(b, &ch); err != nil {
-			return nil, fmt.Errorf("changes %s: decode %s: %w", k, key, err)
+			return nil, 0, fmt.Errorf("changes %s: decode %s: %w", k, key, err)
 		}
 		out = append(out, ch)
 	}
-	return out, nil
+	next := from + int64(len(out))
+	if next > to {
+		return out, to, nil
+	}
+	// The latest commit's changes live in the document until the next
+	// commit archives them.
+	st, err := s.Load(ctx, k)
+	if err != nil {
+		return nil, 0, err
+	}
+	if st.Doc == nil {
+		return out, 0, nil
+	}
+	for _, ch := range st.Doc.Tail {
+		if ch.Version == next && next <= to {
+			out = append(out, ch)
+			next++
+		}
+	}
+	return out, st.Doc.Version, nil
 }
 
 // List pages through a collection's ids. The cursor is "<shard>.<last id>".
@@ -305,7 +421,8 @@ func classify(op string, err error) error {
 		strings.Contains(msg, "etag"),
 		strings.Contains(msg, "duplicate key"),
 		strings.Contains(msg, "already exists"),
-		strings.Contains(msg, "unique constraint"):
+		strings.Contains(msg, "unique constraint"),
+		strings.Contains(msg, "failed to set key"): // Redis: a guarded create of an existing key
 		return fmt.Errorf("%s: %w: %s", op, core.ErrVersionConflict, st.Message())
 	case st.Code() == codes.Unavailable, st.Code() == codes.DeadlineExceeded,
 		strings.Contains(msg, "connection refused"), strings.Contains(msg, "circuit breaker"):

@@ -93,17 +93,22 @@ func TestVersionsAreDense(t *testing.T) {
 	if v != 25 || d["n"] != 25.0 {
 		t.Fatalf("version %d data %v", v, d)
 	}
-	// The log keeps exactly the last LogWindow versions.
-	if n := f.store.LogLen(key); n != 10 {
-		t.Fatalf("log holds %d entries, want 10", n)
-	}
-	cs, _ := f.store.Changes(context.Background(), key, 16, 25)
-	if len(cs) != 10 || cs[0].Version != 16 {
-		t.Fatalf("log window: %d entries from %v", len(cs), cs)
-	}
+	// The log keeps at least the last LogWindow versions: the newest in the
+	// document's tail, the rest under the log keys; older ones are trimmed
+	// (one commit behind, so a lost race never trims inside the window).
 	s, _ := f.store.Load(context.Background(), key)
-	if s.Doc.LogStart != 16 {
-		t.Fatalf("log start %d, want 16", s.Doc.LogStart)
+	if s.Doc.LogStart != 15 || len(s.Doc.Tail) != 1 {
+		t.Fatalf("log start %d, tail %v; want 15 and the last change", s.Doc.LogStart, s.Doc.Tail)
+	}
+	if n := f.store.LogLen(key); n != 10 {
+		t.Fatalf("log keys hold %d entries, want 10 (15..24)", n)
+	}
+	cs, _ := f.store.Changes(context.Background(), key, 15, 25)
+	if len(cs) != 11 || cs[0].Version != 15 || cs[10].Version != 25 {
+		t.Fatalf("log window: %d entries: %v", len(cs), cs)
+	}
+	if cs, _ := f.store.Changes(context.Background(), key, 14, 25); len(cs) != 0 {
+		t.Fatalf("trimmed version 14 still readable: %v", cs)
 	}
 }
 

@@ -86,9 +86,11 @@ func (s *Store) Commit(_ context.Context, c core.Commit) error {
 		lg = map[int64][]byte{}
 		s.log[c.Key] = lg
 	}
-	for _, ch := range c.Changes {
-		b, _ := json.Marshal(ch)
-		lg[ch.Version] = b
+	for _, ch := range c.Archive {
+		if ch.Version >= c.Doc.LogStart {
+			b, _ := json.Marshal(ch)
+			lg[ch.Version] = b
+		}
 	}
 	for v := c.TrimFrom; c.TrimFrom > 0 && v <= c.TrimTo; v++ {
 		delete(lg, v)
@@ -112,7 +114,8 @@ func (s *Store) Changes(_ context.Context, k core.Key, from, to int64) ([]core.C
 		return nil, s.Fail
 	}
 	var out []core.Change
-	for v := max(from, 1); v <= to; v++ {
+	v := max(from, 1)
+	for ; v <= to; v++ {
 		b, ok := s.log[k][v]
 		if !ok {
 			break
@@ -122,6 +125,20 @@ func (s *Store) Changes(_ context.Context, k core.Key, from, to int64) ([]core.C
 			return nil, err
 		}
 		out = append(out, ch)
+	}
+	if v <= to {
+		if st, ok := s.docs[k]; ok {
+			var d core.Document
+			if err := json.Unmarshal(st.body, &d); err != nil {
+				return nil, err
+			}
+			for _, ch := range d.Tail {
+				if ch.Version == v && v <= to {
+					out = append(out, ch)
+					v++
+				}
+			}
+		}
 	}
 	return out, nil
 }

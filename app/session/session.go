@@ -536,11 +536,15 @@ func (s *Session) ordered(ctx context.Context, st *docState, c core.Change) erro
 		return s.sendErr(ctx, c.Doc, err)
 	}
 	if int64(len(gap)) != upTo-st.last {
-		// The log no longer holds the gap: resend the document.
+		// The log no longer holds the gap: resend the document, which
+		// includes c; if c is this session's op, it still needs its ack.
 		if s.opt.Resynced != nil {
 			s.opt.Resynced()
 		}
-		return s.catchUp(ctx, st, 0)
+		if err := s.catchUp(ctx, st, 0); err != nil {
+			return err
+		}
+		return s.ackCovered(ctx, c)
 	}
 	if s.opt.GapRepaired != nil && len(gap) > 0 {
 		s.opt.GapRepaired()
@@ -563,6 +567,17 @@ func (s *Session) deliverLive(ctx context.Context, st *docState, c core.Change) 
 		s.opt.Delivered(c)
 	}
 	return err
+}
+
+// ackCovered acknowledges c if it is this session's pending op whose
+// version a snapshot already covered.
+func (s *Session) ackCovered(ctx context.Context, c core.Change) error {
+	key := pendingOp{c.Doc, c.OpID}
+	if sent, ok := s.pending[key]; ok && c.Author == s.client && c.OpID != 0 {
+		delete(s.pending, key)
+		return s.send.Send(ctx, ack(c, sent))
+	}
+	return nil
 }
 
 // deliver sends version st.last+1: as an ack if it is this session's own op
@@ -636,7 +651,7 @@ func (s *Session) Check(ctx context.Context, doc string) error {
 		return s.sendErr(ctx, doc, err)
 	}
 	if int64(len(changes)) != stored.Doc.Version-st.last {
-		return s.catchUp(ctx, st, 0)
+		return s.catchUp(ctx, st, 0) // pending acks follow with their results
 	}
 	for _, c := range changes {
 		if err := s.deliver(ctx, st, c); err != nil {

@@ -1,0 +1,4 @@
+package daprstore
+
+// Classify exposes the error classification to the tests.
+var Classify = classify
