@@ -60,6 +60,7 @@ func FuzzApply(f *testing.F) {
 		if err := json.Unmarshal(b, &back); err != nil {
 			t.Fatalf("stored document does not decode: %v", err)
 		}
+		checkEffective(t, eff)
 		// The client's copy comes off the wire: encode the effective ops.
 		wire, _ := json.Marshal(eff)
 		var got []FieldOp

@@ -54,6 +54,7 @@ func (s *docState) apply(tb testing.TB, p Policy, in Input) ([]FieldOp, error) {
 		return nil, err
 	}
 	s.version++
+	checkEffective(tb, eff)
 	if err := ApplyPlain(s.plain, eff); err != nil {
 		tb.Fatalf("ApplyPlain(%s): %v", jsonString(eff), err)
 	}
@@ -85,5 +86,19 @@ func wantData(tb testing.TB, got map[string]any, want string) {
 	tb.Helper()
 	if g, w := canonical(got), canonical(MustData(tb, want)); g != w {
 		tb.Fatalf("data = %s\n want %s", g, w)
+	}
+}
+
+// checkEffective checks that effective ops use only the kinds every client
+// applies the same way: set, unset and inc.
+func checkEffective(tb testing.TB, eff []FieldOp) {
+	tb.Helper()
+	for _, op := range eff {
+		if op.Op != KindSet && op.Op != KindUnset && op.Op != KindInc {
+			tb.Fatalf("effective op of kind %s: %s", op.Op, jsonString(eff))
+		}
+		if err := op.ValidateEffective(); err != nil {
+			tb.Fatalf("invalid effective op: %v", err)
+		}
 	}
 }

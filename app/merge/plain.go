@@ -13,6 +13,12 @@ import (
 // reserved keys (ValidateEffective), so a client's copy shows conflicts
 // exactly as the server's does. On error data may be partly changed;
 // callers that need atomicity apply to a copy.
+//
+// Effective ops only ever hold set, unset and inc: the server sends the
+// array an add or remove produced, and a resolve as the set and the
+// conflicts it clears. ApplyPlain also takes add, remove and resolve, with
+// the server's meaning, for a client that applies its own pending ops to
+// its copy before the server acknowledges them.
 func ApplyPlain(data map[string]any, ops []FieldOp) error {
 	for _, op := range ops {
 		if err := op.ValidateEffective(); err != nil {

@@ -59,13 +59,23 @@ func (a *applier) apply(op FieldOp) error {
 			return a.crdtSetOp(op, v)
 		}
 	}
+	return a.relative(op, v)
+}
+
+// relative applies an inc, add or remove. An increment travels as itself
+// (clients add the same float64); an add or remove travels as a set of the
+// resulting array, so clients need not reproduce the set's canonical order.
+func (a *applier) relative(op FieldOp, v any) error {
 	changed, err := applyRelative(a.d.Data, op, v, a.rec)
-	if err != nil {
+	if err != nil || !changed {
 		return err
 	}
-	if changed {
+	if op.Op == KindInc {
 		a.eff = append(a.eff, op)
+		return nil
 	}
+	cur, _ := getPath(a.d.Data, splitPath(op.Path))
+	a.emit(op.Path, nil, cur, false)
 	return nil
 }
 
@@ -244,14 +254,7 @@ func (a *applier) crdtSetOp(op FieldOp, v any) error {
 			return nil // an add this author had not seen keeps the element
 		}
 	}
-	changed, err := applyRelative(a.d.Data, op, v, a.rec)
-	if err != nil {
-		return err
-	}
-	if changed {
-		a.eff = append(a.eff, op)
-	}
-	return nil
+	return a.relative(op, v)
 }
 
 // manualWrite writes a field unless someone else wrote it (or an object

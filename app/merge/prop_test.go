@@ -187,6 +187,7 @@ func run(tb testing.TB, p Policy, sc scenario, deliveries []Input) *Doc {
 			tb.Fatalf("Apply(%s by %s): %v", jsonString(in.Ops), in.Client, err)
 		}
 		s.version++
+		checkEffective(tb, eff)
 		if err := ApplyPlain(s.plain, eff); err != nil {
 			tb.Fatalf("ApplyPlain(%s): %v", jsonString(eff), err)
 		}
