@@ -14,6 +14,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/open-autoglm/autoglm/app/merge"
@@ -219,6 +220,62 @@ func (c *Collection) Check(before, after map[string]any, roles []string) error {
 		}
 	}
 	return nil
+}
+
+// Snapshot returns the part of data that Check reads from before: the
+// values of the state-machine fields and of the fields limited by
+// writable_by, copied. A caller that changes the document in place takes
+// it before the change and passes it to Check as before. It returns nil
+// for nil data (a document being created).
+func (c *Collection) Snapshot(data map[string]any) map[string]any {
+	if data == nil {
+		return nil
+	}
+	out := map[string]any{}
+	keep := func(p string) {
+		v, ok := lookup(data, p)
+		if !ok {
+			return
+		}
+		m := out
+		segs := strings.Split(p, ".")
+		for _, s := range segs[:len(segs)-1] {
+			child, ok := m[s].(map[string]any)
+			if !ok {
+				child = map[string]any{}
+				m[s] = child
+			}
+			m = child
+		}
+		m[segs[len(segs)-1]] = cloneJSON(v)
+	}
+	for p := range c.StateMachines {
+		keep(p)
+	}
+	for p, f := range c.Fields {
+		if len(f.WritableBy) > 0 {
+			keep(p)
+		}
+	}
+	return out
+}
+
+func cloneJSON(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, e := range t {
+			out[k] = cloneJSON(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(t))
+		for i, e := range t {
+			out[i] = cloneJSON(e)
+		}
+		return out
+	}
+	return v
 }
 
 func (f *Field) check(data map[string]any) error {
