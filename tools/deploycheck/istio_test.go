@@ -25,7 +25,25 @@ const (
 	canaryHeader = "x-autoglm-canary"
 	canaryValue  = "always"
 	canarySubset = "v2"
+	stableSubset = "v1"
 )
+
+// sessionPaths are the transports whose session lives in one pod's memory
+// (SSE with POSTs, long-poll): their requests must not be split across
+// tracks.
+var sessionPaths = []string{"/v1/events", "/v1/poll"}
+
+// sessionBound reports whether a route serves the session-bound transports.
+func sessionBound(r *istionet.HTTPRoute) bool {
+	for _, mr := range r.Match {
+		for _, p := range sessionPaths {
+			if strings.HasPrefix(mr.GetUri().GetPrefix(), p) || strings.HasPrefix(p, mr.GetUri().GetPrefix()) && mr.GetUri().GetPrefix() != "" {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // mesh is everything the Istio checks look at.
 type mesh struct {
@@ -262,13 +280,23 @@ func TestCanaryRoutes(t *testing.T) {
 		i++
 	}
 	t.Run("PublicRoutesSplitAlike", func(t *testing.T) {
-		if len(public) == 0 {
-			t.Fatal("no public routes")
+		var split []*istionet.HTTPRoute
+		for _, r := range public {
+			if sessionBound(r) {
+				if diff := cmp.Diff(map[string]int32{stableSubset: 100}, weights(r)); diff != "" {
+					t.Errorf("session-bound route %q (-want +got): a split would send a session's requests to pods that do not have it:\n%s", r.Name, diff)
+				}
+				continue
+			}
+			split = append(split, r)
 		}
-		want := weights(public[0])
-		for _, r := range public[1:] {
+		if len(split) == 0 {
+			t.Fatal("no split routes")
+		}
+		want := weights(split[0])
+		for _, r := range split[1:] {
 			if diff := cmp.Diff(want, weights(r)); diff != "" {
-				t.Errorf("route %q splits differently from %q (-%s +%s):\n%s", r.Name, public[0].Name, public[0].Name, r.Name, diff)
+				t.Errorf("route %q splits differently from %q (-%s +%s):\n%s", r.Name, split[0].Name, split[0].Name, r.Name, diff)
 			}
 		}
 	})
@@ -377,8 +405,12 @@ func TestRoutingTable(t *testing.T) {
 	}{
 		{"WebSocket", request{"GET", "/v1/sync", ws}, "streams", true, false},
 		{"WebSocketTester", request{"GET", "/v1/sync?since=12", wsCanary}, "streams-canary", true, false},
-		{"SSE", request{"GET", "/v1/events?doc=notes:1&since=3", nil}, "streams", true, false},
-		{"SSETester", request{"GET", "/v1/events", canary}, "streams-canary", true, false},
+		{"SSE", request{"GET", "/v1/events?hello=%7B%7D", nil}, "sessions", true, false},
+		{"SSETester", request{"GET", "/v1/events?hello=%7B%7D", canary}, "sessions-canary", true, false},
+		{"SSEPost", request{"POST", "/v1/events/4f1c", nil}, "sessions", false, false},
+		{"LongPollOpen", request{"POST", "/v1/poll", nil}, "sessions", false, false},
+		{"LongPoll", request{"GET", "/v1/poll/4f1c?after=7", nil}, "sessions", true, false},
+		{"LongPollSendTester", request{"POST", "/v1/poll/4f1c", canary}, "sessions-canary", false, false},
 		{"ReadDoc", request{"GET", "/v1/docs/notes/1", nil}, "reads", false, true},
 		{"HeadDocTester", request{"HEAD", "/v1/docs/notes/1", canary}, "reads-canary", false, true},
 		{"CreateDoc", request{"POST", "/v1/docs/notes", nil}, "default", false, false},
@@ -410,6 +442,40 @@ func TestRoutingTable(t *testing.T) {
 				t.Errorf("retried = %v, want %v", got, tt.retried)
 			}
 		})
+	}
+}
+
+// TestSessionAffinity: the requests of one SSE or long-poll session reach
+// the same track (the route does not split them) and the same pod (a hash
+// cookie Envoy hands out).
+func TestSessionAffinity(t *testing.T) {
+	m := mustMesh(t)
+	lb := m.dr.Spec.GetTrafficPolicy().GetLoadBalancer()
+	cookie := lb.GetConsistentHash().GetHttpCookie()
+	if cookie == nil || cookie.GetName() == "" || cookie.GetTtl() == nil {
+		t.Errorf("loadBalancer %v: want consistentHash.httpCookie with a name and a ttl (so Envoy creates the cookie)", lb)
+	}
+	for _, sub := range m.dr.Spec.Subsets {
+		if sub.GetTrafficPolicy().GetLoadBalancer() != nil {
+			t.Errorf("subset %s overrides the load balancer, and with it the affinity", sub.Name)
+		}
+	}
+	for _, p := range sessionPaths {
+		for _, tester := range []bool{false, true} {
+			req := request{"POST", p + "/4f1c", nil}
+			want := map[string]int32{stableSubset: 100}
+			if tester {
+				req.headers = map[string]string{canaryHeader: canaryValue}
+				want = map[string]int32{canarySubset: 100}
+			}
+			r := route(t, m.vs.Spec.Http, req)
+			if r == nil {
+				t.Fatalf("%s %s: no route", req.method, req.path)
+			}
+			if diff := cmp.Diff(want, weights(r)); diff != "" {
+				t.Errorf("%s %s (tester %v) on route %q (-want +got):\n%s", req.method, req.path, tester, r.Name, diff)
+			}
+		}
 	}
 }
 

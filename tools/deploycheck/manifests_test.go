@@ -176,6 +176,10 @@ func TestAppContainerPortsProbesAndEnv(t *testing.T) {
 				}
 			}
 
+			if p, ok := d.Spec.Template.Annotations["prometheus.io/port"]; ok && p != itoa(config.DefaultPort) {
+				t.Errorf("prometheus.io/port %q, want the app port %d (GET /metrics)", p, config.DefaultPort)
+			}
+
 			// Literal settings must agree with the app's defaults.
 			wantEnv := map[string]string{
 				"AUTOGLM_PORT":             itoa(config.DefaultPort),
