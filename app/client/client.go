@@ -28,6 +28,9 @@ import (
 type Options struct {
 	ClientID string // stable id for idempotent retries; empty: the server assigns one
 	Token    string
+	// Roles are claimed in hello; servers honour them only while
+	// authentication is off (development, demos).
+	Roles []string
 	// Reconnect after a dropped connection (not after Close or a close code
 	// that forbids it).
 	Reconnect  bool
@@ -191,7 +194,7 @@ func (c *Client) connect(ctx context.Context) error {
 	}
 	conn.SetReadLimit(64 << 20)
 	c.mu.Lock()
-	hello := protocol.Message{T: protocol.THello, Client: c.clientID, Token: c.opt.Token, Proto: protocol.Version}
+	hello := protocol.Message{T: protocol.THello, Client: c.clientID, Token: c.opt.Token, Roles: c.opt.Roles, Proto: protocol.Version}
 	c.mu.Unlock()
 	if err := write(ctx, conn, hello); err != nil {
 		conn.CloseNow()

@@ -40,6 +40,7 @@ type Config struct {
 	TasksPubsub     string // AUTOGLM_TASKS_PUBSUB
 	LockStore       string // AUTOGLM_LOCK_STORE
 
+	Collections    string        // AUTOGLM_COLLECTIONS: collections config file (YAML); empty: every collection lww
 	LogWindow      int           // AUTOGLM_LOG_WINDOW: op-log entries kept per document
 	MaxBodyBytes   int64         // AUTOGLM_MAX_BODY: REST body and WebSocket message limit
 	MaxDocBytes    int           // AUTOGLM_MAX_DOC: stored document size limit
@@ -127,6 +128,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	str("AUTOGLM_BROADCAST_TOPIC", &c.BroadcastTopic)
 	str("AUTOGLM_TASKS_PUBSUB", &c.TasksPubsub)
 	str("AUTOGLM_LOCK_STORE", &c.LockStore)
+	str("AUTOGLM_COLLECTIONS", &c.Collections)
 	num("AUTOGLM_LOG_WINDOW", &c.LogWindow, 1)
 	var maxBody int
 	num("AUTOGLM_MAX_BODY", &maxBody, 1024)
@@ -174,7 +176,7 @@ func (c Config) Fields() map[string]any {
 		"dapr_api_token": mask(c.DaprAPIToken), "app_api_token": mask(c.AppAPIToken),
 		"state_store": c.StateStore, "broadcast_pubsub": c.BroadcastPubsub,
 		"broadcast_topic": c.BroadcastTopic, "tasks_pubsub": c.TasksPubsub, "lock_store": c.LockStore,
-		"log_window": c.LogWindow, "max_body": c.MaxBodyBytes, "max_doc": c.MaxDocBytes,
+		"collections": c.Collections, "log_window": c.LogWindow, "max_body": c.MaxBodyBytes, "max_doc": c.MaxDocBytes,
 		"max_ops": c.MaxOpsPerMsg, "write_retries": c.WriteRetries, "heartbeat": c.Heartbeat.String(),
 		"session_queue": c.SessionQueue, "shutdown_grace": c.ShutdownGrace.String(), "probe_interval": c.ProbeInterval.String(),
 		"max_clock_skew": c.MaxClockSkew.String(), "allowed_origins": c.AllowedOrigins,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/open-autoglm/autoglm/app/clock"
+	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
@@ -21,6 +22,8 @@ const (
 	CodeTooLarge           Code = "too_large"           // body, message or document over its limit
 	CodeNotFound           Code = "not_found"           // no such document (or deleted)
 	CodeConflict           Code = "conflict"            // base version is not current (strict)
+	CodeFieldRule          Code = "field_rule"          // a field rule of the collection refused the result
+	CodeInvalidTransition  Code = "invalid_transition"  // a workflow state change the state machine does not allow
 	CodePreconditionFailed Code = "precondition_failed" // If-Match / If-None-Match did not hold
 	CodeClockSkew          Code = "clock_skew"          // op stamped too far in the future
 	CodeUnsupportedMedia   Code = "unsupported_media"   // body is not application/json
@@ -78,6 +81,14 @@ func CodeOf(err error) Code {
 		return ""
 	case errors.As(err, &e):
 		return e.Code
+	case errors.Is(err, merge.ErrConflict):
+		return CodeConflict
+	case errors.Is(err, collections.ErrForbidden):
+		return CodeForbidden
+	case errors.Is(err, collections.ErrInvalidTransition):
+		return CodeInvalidTransition
+	case errors.Is(err, collections.ErrFieldRule):
+		return CodeFieldRule
 	case errors.Is(err, merge.ErrInvalidOp):
 		return CodeInvalidOp
 	case errors.Is(err, clock.ErrSkew):
@@ -115,9 +126,22 @@ func PublicMessage(err error) string {
 
 // DetailsOf returns the structured details attached to err, if any.
 func DetailsOf(err error) any {
-	var e *Error
-	if errors.As(err, &e) {
+	var (
+		e  *Error
+		ce *merge.ConflictError
+		ke *collections.CheckError
+	)
+	switch {
+	case errors.As(err, &e):
 		return e.Details
+	case errors.As(err, &ce):
+		return ce // base, current, theirs, yours: what a client needs to merge by hand
+	case errors.As(err, &ke):
+		d := map[string]any{"field": ke.Field}
+		if ke.From != "" || ke.To != "" {
+			d["from"], d["to"] = ke.From, ke.To
+		}
+		return d
 	}
 	return nil
 }

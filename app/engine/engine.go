@@ -23,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/open-autoglm/autoglm/app/clock"
+	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/metrics/tracectx"
@@ -41,18 +42,20 @@ type Result struct {
 
 // Options configure an Engine.
 type Options struct {
-	Store     core.Store
-	Bus       core.Bus // may be nil (no broadcast)
-	Clock     *clock.Clock
-	Policy    func(collection string) merge.Policy // nil: lww everywhere
-	Local     func([]core.Change)                  // local fast path (the hub); may be nil
-	LogWindow int                                  // op-log entries kept per document
-	Retries   int                                  // ETag-conflict retries per batch
-	MaxBatch  int                                  // ops coalesced into one transaction
-	MaxOps    int                                  // field ops per op
-	MaxDoc    int                                  // encoded document size limit
-	Log       logrus.FieldLogger
-	Metrics   Metrics
+	Store core.Store
+	Bus   core.Bus // may be nil (no broadcast)
+	Clock *clock.Clock
+	// Collections gives each collection's policy, limits and rules; nil
+	// serves every collection as lww with the default limits.
+	Collections *collections.Config
+	Local       func([]core.Change) // local fast path (the hub); may be nil
+	LogWindow   int                 // op-log entries kept per document
+	Retries     int                 // ETag-conflict retries per batch
+	MaxBatch    int                 // ops coalesced into one transaction
+	MaxOps      int                 // field ops per op (a collection may set less)
+	MaxDoc      int                 // encoded document size limit (a collection may set less)
+	Log         logrus.FieldLogger
+	Metrics     Metrics
 }
 
 // Metrics receives counters; nil fields are ignored.
@@ -89,8 +92,8 @@ func New(opt Options) *Engine {
 	if opt.MaxDoc <= 0 {
 		opt.MaxDoc = 1 << 20
 	}
-	if opt.Policy == nil {
-		opt.Policy = func(string) merge.Policy { return merge.LWW }
+	if opt.Collections == nil {
+		opt.Collections = collections.Default()
 	}
 	if opt.Log == nil {
 		l := logrus.New()
@@ -119,7 +122,7 @@ func (e *Engine) Submit(k core.Key, op core.Op, done func(Result)) {
 }
 
 func (e *Engine) submit(k core.Key, op core.Op, trace string, done func(Result)) {
-	if err := e.check(op); err != nil {
+	if err := e.check(k, op); err != nil {
 		done(Result{Key: k, OpID: op.OpID, Err: err})
 		return
 	}
@@ -181,9 +184,27 @@ func (e *Engine) Close(ctx context.Context) error {
 	}
 }
 
-func (e *Engine) check(op core.Op) error {
-	if len(op.Ops) > e.opt.MaxOps {
-		return core.Errorf(core.CodeTooLarge, "%d field ops in one op (limit %d)", len(op.Ops), e.opt.MaxOps)
+func (e *Engine) maxOps(col *collections.Collection) int {
+	if col.Limits.MaxOps > 0 {
+		return min(col.Limits.MaxOps, e.opt.MaxOps)
+	}
+	return e.opt.MaxOps
+}
+
+func (e *Engine) maxDoc(col *collections.Collection) int {
+	if col.Limits.MaxDocBytes > 0 {
+		return min(col.Limits.MaxDocBytes, e.opt.MaxDoc)
+	}
+	return e.opt.MaxDoc
+}
+
+func (e *Engine) check(k core.Key, op core.Op) error {
+	col, declared := e.opt.Collections.Collection(k.Collection)
+	if !declared && !e.opt.Collections.AllowUnknown {
+		return core.Errorf(core.CodeNotFound, "collection %q is not served", k.Collection)
+	}
+	if limit := e.maxOps(col); len(op.Ops) > limit {
+		return core.Errorf(core.CodeTooLarge, "%d field ops in one op (limit %d)", len(op.Ops), limit)
 	}
 	if len(op.Ops) == 0 && !op.Delete && !op.Replace {
 		return core.Errorf(core.CodeInvalidOp, "op has no field operations")
@@ -241,7 +262,15 @@ func (e *Engine) process(k core.Key, batch []request) {
 		if err != nil {
 			break
 		}
-		outs, commit = e.apply(k, stored, batch)
+		outs, commit = e.apply(k, stored, batch, false)
+		if len(commit.Changes) > 0 && encodedSize(commit.Doc.State) > e.maxDoc(e.collection(k)) {
+			// Some op pushed the document over its limit: apply the batch
+			// again checking the size after every op, to refuse just those.
+			if stored, err = e.opt.Store.Load(ctx, k); err != nil {
+				break
+			}
+			outs, commit = e.apply(k, stored, batch, true)
+		}
 		changes = commit.Changes
 		if len(changes) == 0 {
 			break
@@ -309,14 +338,22 @@ func (e *Engine) finish(r request, res Result) {
 
 // apply runs the batch against a copy of the stored document and returns
 // each request's outcome and the commit that makes the accepted ones durable.
-func (e *Engine) apply(k core.Key, stored core.Stored, batch []request) ([]outcome, core.Commit) {
+func (e *Engine) collection(k core.Key) *collections.Collection {
+	col, _ := e.opt.Collections.Collection(k.Collection)
+	return col
+}
+
+// apply runs the batch against the stored document. Checking the encoded
+// size after every op costs a full encode per op, so it is done only when
+// sizeEach is set (the batch as a whole went over the limit).
+func (e *Engine) apply(k core.Key, stored core.Stored, batch []request, sizeEach bool) ([]outcome, core.Commit) {
 	doc := cloneDoc(k, stored.Doc)
 	existed := stored.Doc != nil && stored.Doc.Exists()
-	policy := e.opt.Policy(k.Collection)
+	col, _ := e.opt.Collections.Collection(k.Collection)
 	outs := make([]outcome, len(batch))
 	var changes []core.Change
 	for i, r := range batch {
-		outs[i] = e.applyOne(policy, doc, r.op, &changes)
+		outs[i] = e.applyOne(col, doc, r.op, &changes, sizeEach)
 		outs[i].res.Key = k
 		outs[i].res.OpID = r.op.OpID
 	}
@@ -343,7 +380,7 @@ func (e *Engine) apply(k core.Key, stored core.Stored, batch []request) ([]outco
 	return outs, c
 }
 
-func (e *Engine) applyOne(policy merge.Policy, doc *core.Document, op core.Op, changes *[]core.Change) outcome {
+func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op core.Op, changes *[]core.Change, sizeEach bool) outcome {
 	if op.ClientID != "" && op.OpID != 0 {
 		if m, ok := doc.Clients[op.ClientID]; ok && op.OpID <= m.OpID {
 			res := Result{Version: m.Version, Dup: true}
@@ -366,6 +403,7 @@ func (e *Engine) applyOne(policy merge.Policy, doc *core.Document, op core.Op, c
 		Doc: doc.Key.String(), Version: doc.Version + 1, Prev: doc.Version,
 		Author: op.ClientID, OpID: op.OpID, HLC: ts,
 	}
+	ruled := len(col.Fields) > 0 || len(col.StateMachines) > 0
 	switch {
 	case op.Delete:
 		if !doc.Exists() {
@@ -375,27 +413,40 @@ func (e *Engine) applyOne(policy merge.Policy, doc *core.Document, op core.Op, c
 		doc.Deleted = true
 		ch.Deleted = true
 	default:
-		state := doc.State
 		created := !doc.Exists()
 		if created {
-			state = merge.NewDoc()
-		} else {
-			state = state.Clone()
+			doc.State = merge.NewDoc()
+		}
+		state := doc.State
+		var before map[string]any
+		if ruled && !created {
+			before = col.Snapshot(state.Data)
 		}
 		ops := op.Ops
 		if op.Replace && !created {
 			ops = replaceOps(state.Data, ops)
 		}
-		eff, err := merge.Apply(policy, state, merge.Input{
+		// Applied in place; undone if a rule or a limit refuses the result.
+		eff, undo, err := merge.ApplyUndo(col.Policy, state, merge.Input{
 			Client: op.ClientID, HLC: ts, Base: op.Base, Current: doc.Version, Ops: ops,
 		})
 		if err != nil {
+			if created {
+				doc.State = merge.NewDoc()
+			}
 			return outcome{res: Result{Err: err}}
 		}
-		if size := encodedSize(state); size > e.opt.MaxDoc {
-			return reject(core.CodeTooLarge, nil, "document would be %d bytes (limit %d)", size, e.opt.MaxDoc)
+		if ruled {
+			if err := col.Check(before, state.Data, op.Roles); err != nil {
+				undo()
+				return outcome{res: Result{Err: err}}
+			}
 		}
-		doc.State = state
+		if limit := e.maxDoc(col); sizeEach && encodedSize(state) > limit {
+			size := encodedSize(state)
+			undo()
+			return reject(core.CodeTooLarge, nil, "document would be %d bytes (limit %d)", size, limit)
+		}
 		doc.Deleted = false
 		ch.Ops = eff
 		ch.Created = created

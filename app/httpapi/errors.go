@@ -15,7 +15,7 @@ func statusOf(c core.Code) int {
 	switch c {
 	case core.CodeBadRequest, core.CodeInvalidName:
 		return http.StatusBadRequest
-	case core.CodeInvalidOp, core.CodeClockSkew:
+	case core.CodeInvalidOp, core.CodeClockSkew, core.CodeFieldRule, core.CodeInvalidTransition:
 		return http.StatusUnprocessableEntity
 	case core.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge

@@ -141,6 +141,15 @@ func (s *Server) restOp(w http.ResponseWriter, r *http.Request) (core.Op, bool) 
 	if r.Header.Get("If-None-Match") == "*" {
 		op.IfVersion = -1
 	}
+	if s.HelloRoles {
+		// Without authentication a caller may act in a role it names
+		// (development and demos); with it, roles come from the token.
+		for _, role := range strings.Split(r.Header.Get("X-Roles"), ",") {
+			if role = strings.TrimSpace(role); role != "" {
+				op.Roles = append(op.Roles, role)
+			}
+		}
+	}
 	op.ClientID = r.Header.Get("X-Client-ID")
 	if len(op.ClientID) > 128 {
 		s.fail(w, r, core.Errorf(core.CodeBadRequest, "X-Client-ID longer than 128 bytes"))

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/open-autoglm/autoglm/app/clock"
+	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/daprbus"
@@ -53,6 +54,14 @@ type Service struct {
 
 // New builds a replica from cfg. It does not listen yet.
 func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
+	cols := collections.Default()
+	if cfg.Collections != "" {
+		var err error
+		if cols, err = collections.Load(cfg.Collections); err != nil {
+			return nil, err // names the file, line and problem
+		}
+		log.WithFields(logrus.Fields{"file": cfg.Collections, "collections": cols.Names()}).Info("collections loaded")
+	}
 	// The connection is lazy: the app must already listen when daprd starts
 	// (daprd waits for the app port), and calls fail as unavailable until
 	// the sidecar answers.
@@ -85,16 +94,17 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 	})
 	store := daprstore.New(client, cfg.StateStore)
 	eng := engine.New(engine.Options{
-		Store:     store,
-		Bus:       bus,
-		Clock:     clock.New(cfg.NodeID, time.Now, cfg.MaxClockSkew),
-		Local:     h.Publish,
-		LogWindow: cfg.LogWindow,
-		Retries:   cfg.WriteRetries,
-		MaxOps:    cfg.MaxOpsPerMsg,
-		MaxDoc:    cfg.MaxDocBytes,
-		Log:       log,
-		Metrics:   m.Engine(),
+		Store:       store,
+		Bus:         bus,
+		Clock:       clock.New(cfg.NodeID, time.Now, cfg.MaxClockSkew),
+		Local:       h.Publish,
+		LogWindow:   cfg.LogWindow,
+		Collections: cols,
+		Retries:     cfg.WriteRetries,
+		MaxOps:      cfg.MaxOpsPerMsg,
+		MaxDoc:      cfg.MaxDocBytes,
+		Log:         log,
+		Metrics:     m.Engine(),
 	})
 	m.WatchSubscriptions(h.Watched)
 	m.WatchQueue("engine_writes", eng.Pending)

@@ -45,6 +45,7 @@ func run(ctx context.Context, args []string) error {
 	appBin := fs.String("app", "bin/autoglm", "service binary")
 	redis := fs.String("redis", "127.0.0.1:6379", "Redis address for the redis profile")
 	logLevel := fs.String("dapr-log-level", "warn", "daprd log level")
+	collectionsFile := fs.String("collections", "config/collections.yaml", "collections config file (empty: every collection lww)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -58,6 +59,9 @@ func run(ctx context.Context, args []string) error {
 	data, err := filepath.Abs(*dataDir)
 	if err != nil {
 		return err
+	}
+	if *collectionsFile != "" && !filepath.IsAbs(*collectionsFile) {
+		*collectionsFile = filepath.Join(root, *collectionsFile)
 	}
 
 	var running []replica
@@ -91,6 +95,7 @@ func run(ctx context.Context, args []string) error {
 			"DAPR_HTTP_PORT=" + strconv.Itoa(httpPort),
 			"DAPR_GRPC_PORT=" + strconv.Itoa(grpcPort),
 			"AUTOGLM_NODE_ID=" + fmt.Sprintf("replica-%d", i),
+			"AUTOGLM_COLLECTIONS=" + *collectionsFile,
 		}, os.Stderr)
 		if err != nil {
 			return fmt.Errorf("start %s: %w", *appBin, err)

@@ -150,6 +150,9 @@ func (r *Replica) start() {
 	cfg.Version = "test"
 	cfg.Heartbeat = 2 * time.Second
 	cfg.ProbeInterval = 100 * time.Millisecond
+	if root, err := daprrun.RepoRoot(); err == nil {
+		cfg.Collections = filepath.Join(root, "config", "collections.yaml")
+	}
 	if r.opt.Config != nil {
 		r.opt.Config(&cfg)
 	}
