@@ -103,9 +103,12 @@ type Session struct {
 	send    Sender
 
 	inbox    chan protocol.Message
-	events   chan core.Change
+	// events and results hold pointers: their buffers are allocated up
+	// front for every connection, and a pointer is 8 bytes where a Change
+	// or Result is over 100, which decides the memory of idle connections.
+	events   chan *core.Change
 	presence chan core.Presence
-	results  chan engine.Result
+	results  chan *engine.Result
 	inflight chan struct{}
 	lost     chan struct{}
 	failed   chan Close
@@ -142,9 +145,9 @@ func New(opt Options, backend Backend, hub Hub, send Sender) *Session {
 	s := &Session{
 		opt: opt, backend: backend, hub: hub, send: send,
 		inbox:    make(chan protocol.Message),
-		events:   make(chan core.Change, opt.Queue),
+		events:   make(chan *core.Change, opt.Queue),
 		presence: make(chan core.Presence, 64),
-		results:  make(chan engine.Result, opt.InFlight),
+		results:  make(chan *engine.Result, opt.InFlight),
 		inflight: make(chan struct{}, opt.InFlight),
 		lost:     make(chan struct{}, 1),
 		failed:   make(chan Close, 1),
@@ -164,7 +167,7 @@ func (s *Session) Client() string { return s.client }
 // store, so a burst never costs the client a message.
 func (s *Session) Offer(c core.Change) bool {
 	select {
-	case s.events <- c:
+	case s.events <- &c:
 		return true
 	default:
 		select {
@@ -245,12 +248,12 @@ func (s *Session) Run(ctx context.Context) Close {
 			err = s.handle(ctx, m)
 		case r := <-s.results:
 			<-s.inflight
-			err = s.result(ctx, r)
+			err = s.result(ctx, *r)
 		case c := <-s.events:
 			if s.opt.QueueDepth != nil {
 				s.opt.QueueDepth(len(s.events))
 			}
-			err = s.change(ctx, c)
+			err = s.change(ctx, *c)
 		case <-s.lost:
 			err = s.resync(ctx)
 		case p := <-s.presence:
@@ -456,7 +459,7 @@ func (s *Session) op(ctx context.Context, m protocol.Message) error {
 	}
 	s.pending[pendingOp{m.Doc, m.Op}] = m
 	s.backend.Submit(k, core.Op{ClientID: s.client, OpID: m.Op, Base: m.Base, HLC: m.HLC, Ops: m.Ops, Delete: m.Del, Roles: s.roles},
-		func(r engine.Result) { s.results <- r }) // capacity is reserved by inflight
+		func(r engine.Result) { s.results <- &r }) // capacity is reserved by inflight
 	return nil
 }
 
