@@ -50,6 +50,7 @@ type Config struct {
 	SessionQueue   int           // AUTOGLM_SESSION_QUEUE: per-session outbound queue length
 	ShutdownGrace  time.Duration // AUTOGLM_SHUTDOWN_GRACE: drain time on stop
 	ProbeInterval  time.Duration // AUTOGLM_PROBE_INTERVAL: sidecar health poll
+	AntiEntropy    time.Duration // AUTOGLM_ANTI_ENTROPY: how often quiet watched documents are re-checked against the store
 	MaxClockSkew   time.Duration // AUTOGLM_MAX_CLOCK_SKEW: future HLC stamps refused past this
 	LogFormat      string        // AUTOGLM_LOG_FORMAT: text or json
 	LogLevel       string        // AUTOGLM_LOG_LEVEL
@@ -80,6 +81,7 @@ func Default() Config {
 		SessionQueue:    1024,
 		ShutdownGrace:   10 * time.Second,
 		ProbeInterval:   2 * time.Second,
+		AntiEntropy:     5 * time.Second,
 		MaxClockSkew:    time.Minute,
 		LogFormat:       "text",
 		LogLevel:        "info",
@@ -142,6 +144,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	num("AUTOGLM_SESSION_QUEUE", &c.SessionQueue, 16)
 	dur("AUTOGLM_SHUTDOWN_GRACE", &c.ShutdownGrace)
 	dur("AUTOGLM_PROBE_INTERVAL", &c.ProbeInterval)
+	dur("AUTOGLM_ANTI_ENTROPY", &c.AntiEntropy)
 	dur("AUTOGLM_MAX_CLOCK_SKEW", &c.MaxClockSkew)
 	str("AUTOGLM_LOG_FORMAT", &c.LogFormat)
 	str("AUTOGLM_LOG_LEVEL", &c.LogLevel)
@@ -178,7 +181,7 @@ func (c Config) Fields() map[string]any {
 		"broadcast_topic": c.BroadcastTopic, "tasks_pubsub": c.TasksPubsub, "lock_store": c.LockStore,
 		"collections": c.Collections, "log_window": c.LogWindow, "max_body": c.MaxBodyBytes, "max_doc": c.MaxDocBytes,
 		"max_ops": c.MaxOpsPerMsg, "write_retries": c.WriteRetries, "heartbeat": c.Heartbeat.String(),
-		"session_queue": c.SessionQueue, "shutdown_grace": c.ShutdownGrace.String(), "probe_interval": c.ProbeInterval.String(),
+		"session_queue": c.SessionQueue, "shutdown_grace": c.ShutdownGrace.String(), "probe_interval": c.ProbeInterval.String(), "anti_entropy": c.AntiEntropy.String(),
 		"max_clock_skew": c.MaxClockSkew.String(), "allowed_origins": c.AllowedOrigins,
 		"pprof": c.Pprof,
 	}

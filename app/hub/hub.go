@@ -43,6 +43,14 @@ type Hub struct {
 	mu       sync.RWMutex
 	subs     map[string]map[Subscriber]struct{}
 	presence map[string]map[presenceKey]core.Presence
+	// seen is the newest version published per watched document and when,
+	// for anti-entropy.
+	seen map[string]seenVersion
+}
+
+type seenVersion struct {
+	v  int64
+	at time.Time
 }
 
 // New returns an empty Hub.
@@ -53,7 +61,8 @@ func New(opt Options) *Hub {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	return &Hub{opt: opt, subs: map[string]map[Subscriber]struct{}{}, presence: map[string]map[presenceKey]core.Presence{}}
+	return &Hub{opt: opt, subs: map[string]map[Subscriber]struct{}{}, presence: map[string]map[presenceKey]core.Presence{},
+		seen: map[string]seenVersion{}}
 }
 
 // Subscribe registers s for doc ("collection/id").
@@ -77,12 +86,21 @@ func (h *Hub) Unsubscribe(doc string, s Subscriber) {
 		if len(m) == 0 {
 			delete(h.subs, doc)
 			delete(h.presence, doc)
+			delete(h.seen, doc)
 		}
 	}
 }
 
 // Publish offers each change to the subscribers of its document.
 func (h *Hub) Publish(changes []core.Change) {
+	h.mu.Lock()
+	now := h.opt.Now()
+	for _, c := range changes {
+		if _, watched := h.subs[c.Doc]; watched && c.Version >= h.seen[c.Doc].v {
+			h.seen[c.Doc] = seenVersion{v: c.Version, at: now}
+		}
+	}
+	h.mu.Unlock()
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for _, c := range changes {
@@ -91,6 +109,32 @@ func (h *Hub) Publish(changes []core.Change) {
 				h.opt.OnDrop()
 			}
 		}
+	}
+}
+
+// Quiet lists the watched documents that have not published a change for
+// at least d, with the newest version this hub has seen for each (0: none
+// since it started watching).
+func (h *Hub) Quiet(d time.Duration) map[string]int64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	cutoff := h.opt.Now().Add(-d)
+	out := map[string]int64{}
+	for doc := range h.subs {
+		if s := h.seen[doc]; s.at.Before(cutoff) {
+			out[doc] = s.v
+		}
+	}
+	return out
+}
+
+// Checked records that doc was compared with the store at version v, so it
+// counts as quiet again only after another interval.
+func (h *Hub) Checked(doc string, v int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, watched := h.subs[doc]; watched && v >= h.seen[doc].v {
+		h.seen[doc] = seenVersion{v: v, at: h.opt.Now()}
 	}
 }
 

@@ -167,6 +167,7 @@ func (s *Service) Start(ln net.Listener) error {
 	ctx, s.stopProbe = context.WithCancel(context.Background())
 	go s.probe.Run(ctx)
 	go s.sweepPresence(ctx)
+	go s.antiEntropy(ctx)
 	go func() { s.serveErr <- s.srv.Serve(ln) }()
 	s.log.WithField("addr", ln.Addr().String()).Info("listening")
 	return nil
@@ -183,6 +184,47 @@ func (s *Service) sweepPresence(ctx context.Context) {
 			return
 		case <-t.C:
 			s.hub.Sweep()
+		}
+	}
+}
+
+// antiEntropy repairs what lost broadcasts would otherwise leave stale
+// until the next change: every interval it compares each quiet watched
+// document with the store and hands its newest changes to the hub. Sessions
+// drop what they have and pull any older gap from the op log. One store
+// read per quiet document per interval, whatever the number of sessions.
+func (s *Service) antiEntropy(ctx context.Context) {
+	if s.cfg.AntiEntropy <= 0 {
+		return
+	}
+	t := time.NewTicker(s.cfg.AntiEntropy)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for doc, known := range s.hub.Quiet(s.cfg.AntiEntropy) {
+			k, err := core.ParseKey(doc)
+			if err != nil {
+				continue
+			}
+			st, err := s.engine.Load(ctx, k)
+			if err != nil || st.Doc == nil {
+				continue
+			}
+			var missed []core.Change
+			for _, c := range st.Doc.Tail {
+				if c.Version > known {
+					missed = append(missed, c)
+				}
+			}
+			if len(missed) > 0 {
+				s.log.WithFields(logrus.Fields{"doc": doc, "seen": known, "stored": st.Doc.Version}).Debug("anti-entropy: broadcast missed")
+				s.hub.Publish(missed)
+			}
+			s.hub.Checked(doc, st.Doc.Version)
 		}
 	}
 }

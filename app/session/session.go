@@ -102,7 +102,7 @@ type Session struct {
 	hub     Hub
 	send    Sender
 
-	inbox    chan protocol.Message
+	inbox chan protocol.Message
 	// events and results hold pointers: their buffers are allocated up
 	// front for every connection, and a pointer is 8 bytes where a Change
 	// or Result is over 100, which decides the memory of idle connections.
