@@ -92,6 +92,7 @@ type LatencyConfig struct {
 
 // LatencyResult is what one propagation run measured.
 type LatencyResult struct {
+	Run         int     `json:"run"`
 	Mode        string  `json:"mode"`
 	Encoding    string  `json:"encoding"`
 	Subscribers int     `json:"subscribers"`

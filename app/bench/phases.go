@@ -89,6 +89,7 @@ type ThroughputConfig struct {
 
 // ThroughputResult is what a throughput run measured.
 type ThroughputResult struct {
+	Run      int              `json:"run"`
 	Name     string           `json:"name"`
 	Docs     int              `json:"docs"`
 	Conns    int              `json:"conns"`

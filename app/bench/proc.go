@@ -92,3 +92,22 @@ func mib(b int64) float64 { return round3(float64(b) / (1 << 20)) }
 func round3(f float64) float64 {
 	return float64(int64(f*1000+0.5)) / 1000
 }
+
+// FindProc returns the id of a process whose command name (comm) is name,
+// or 0.
+func FindProc(name string) int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile("/proc/" + e.Name() + "/comm"); err == nil && strings.TrimSpace(string(b)) == name {
+			return pid
+		}
+	}
+	return 0
+}

@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -40,23 +42,39 @@ var Seed = []struct {
 	{"Open-AutoGLM (seed claim)", ModeDelta, 65, 38},
 }
 
-// Find returns the latency result of a mode and encoding, or nil.
+// Find returns the median run (by propagation p50) of a mode and
+// encoding, or nil: a real run rather than a mix of several.
 func (r *Result) Find(mode, encoding string) *LatencyResult {
+	var runs []*LatencyResult
 	for _, l := range r.Latency {
 		if l.Mode == mode && (encoding == "" || l.Encoding == encoding) {
-			return l
+			runs = append(runs, l)
 		}
 	}
-	return nil
+	return median(runs, func(l *LatencyResult) float64 { return l.Propagation.P50 })
 }
 
+// findTP returns the median run (by accepted writes/s) of a throughput run.
 func (r *Result) findTP(name string) *ThroughputResult {
+	var runs []*ThroughputResult
 	for _, t := range r.Throughput {
 		if t.Name == name {
-			return t
+			runs = append(runs, t)
 		}
 	}
-	return nil
+	return median(runs, func(t *ThroughputResult) float64 { return t.PerSec })
+}
+
+// median returns the element with the median key (the lower one of an
+// even count), or nil.
+func median[T any](xs []T, key func(T) float64) T {
+	var zero T
+	if len(xs) == 0 {
+		return zero
+	}
+	s := slices.Clone(xs)
+	slices.SortStableFunc(s, func(a, b T) int { return cmp.Compare(key(a), key(b)) })
+	return s[(len(s)-1)/2]
 }
 
 // Evaluate fills in r.Targets from the measurements.
@@ -80,9 +98,21 @@ func (r *Result) Evaluate() {
 	} else {
 		add("bytes per update per subscriber (binary)", "<= 120", false, "not run", false)
 	}
+	type mk struct{ mode, enc string }
+	var order []mk
+	sum := map[mk][2]int64{}
 	for _, l := range r.Latency {
-		add(fmt.Sprintf("deliveries missed/duplicated (%s, %s)", l.Mode, l.Encoding), "0 / 0", true,
-			fmt.Sprintf("%d / %d", l.Missed, l.Dup), l.Missed == 0 && l.Dup == 0)
+		k := mk{l.Mode, l.Encoding}
+		if _, ok := sum[k]; !ok {
+			order = append(order, k)
+		}
+		s := sum[k]
+		sum[k] = [2]int64{s[0] + l.Missed, s[1] + l.Dup}
+	}
+	for _, k := range order {
+		s := sum[k]
+		add(fmt.Sprintf("deliveries missed/duplicated (%s, %s, all runs)", k.mode, k.enc), "0 / 0", true,
+			fmt.Sprintf("%d / %d", s[0], s[1]), s[0] == 0 && s[1] == 0)
 	}
 	if t := r.findTP("distinct"); t != nil {
 		add(fmt.Sprintf("accepted writes/s over %d documents", t.Docs), ">= 5000", true, fmt.Sprintf("%.0f", t.PerSec), t.PerSec >= 5000)
@@ -117,17 +147,17 @@ func (r *Result) Markdown() string {
 	fmt.Fprintf(&b, "## Profile `%s` (%s)\n\n", r.Profile, r.Started)
 	fmt.Fprintf(&b, "Machine: %s. Command: `%s`\n\n", r.Machine, r.Command)
 	b.WriteString("### Propagation (writer sends → each subscriber receives)\n\n")
-	b.WriteString("| mode | enc | subs/docs | doc | writes/s | p50 ms | p90 ms | p99 ms | max ms | ack p50/p99 ms | B/update/sub ↓ | ↑ | writer B/op ↑/↓ | missed | dup | app CPU | app RSS MiB | daprd CPU |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| run | mode | enc | subs/docs | doc | writes/s | p50 ms | p90 ms | p99 ms | max ms | ack p50/p99 ms | B/update/sub ↓ | ↑ | writer B/op ↑/↓ | missed | dup | CPU cores app / daprd / redis / bench | app RSS MiB |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, l := range r.Latency {
-		app, dpr := l.Usage["app"], l.Usage["daprd"]
-		fmt.Fprintf(&b, "| %s | %s | %d/%d | %d KB | %.0f | %.2f | %.2f | %.2f | %.1f | %.2f / %.2f | %.0f | %.0f | %.0f / %.0f | %d | %d | %.2f | %.0f | %.2f |\n",
-			l.Mode, l.Encoding, l.Subscribers, l.Docs, l.DocBytes/1024, l.PerSec, l.Propagation.P50, l.Propagation.P90,
+		app := l.Usage["app"]
+		fmt.Fprintf(&b, "| %d | %s | %s | %d/%d | %d KB | %.0f | %.2f | %.2f | %.2f | %.1f | %.2f / %.2f | %.0f | %.0f | %.0f / %.0f | %d | %d | %s | %.0f |\n",
+			l.Run, l.Mode, l.Encoding, l.Subscribers, l.Docs, l.DocBytes/1024, l.PerSec, l.Propagation.P50, l.Propagation.P90,
 			l.Propagation.P99, l.Propagation.Max, l.Ack.P50, l.Ack.P99, l.SubDown, l.SubUp, l.WriterUp, l.WriterAck,
-			l.Missed, l.Dup, app.CPUCores, app.RSSMiB, dpr.CPUCores)
+			l.Missed, l.Dup, cpus(l.Usage), app.RSSMiB)
 	}
 	if d := r.Find(ModeDelta, "json"); d != nil {
-		b.WriteString("\n### Against the seed's table (per update, per subscriber)\n\n")
+		b.WriteString("\n### Against the seed's table (per update, per subscriber; median run of each mode by p50)\n\n")
 		b.WriteString("| approach | seed latency | seed bytes | measured p50 / p99 | measured bytes ↓+↑ | latency vs delta (p50) | bytes vs delta |\n|---|---|---|---|---|---|---|\n")
 		for _, s := range Seed {
 			l := r.Find(s.Mode, "")
@@ -149,10 +179,10 @@ func (r *Result) Markdown() string {
 		}
 	}
 	if len(r.Throughput) > 0 {
-		b.WriteString("\n### Write throughput (closed loop)\n\n| run | docs | conns × window | accepted/s | rejected | ack p50 / p99 ms | app CPU | daprd CPU |\n|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("\n### Write throughput (closed loop)\n\n| run | # | docs | conns × window | accepted/s | rejected | ack p50 / p99 ms | CPU cores app / daprd / redis / bench |\n|---|---|---|---|---|---|---|---|\n")
 		for _, t := range r.Throughput {
-			fmt.Fprintf(&b, "| %s | %d | %d × %d | %.0f | %d | %.1f / %.1f | %.2f | %.2f |\n", t.Name, t.Docs, t.Conns, t.Window,
-				t.PerSec, t.Rejected, t.Ack.P50, t.Ack.P99, t.Usage["app"].CPUCores, t.Usage["daprd"].CPUCores)
+			fmt.Fprintf(&b, "| %s | %d | %d | %d × %d | %.0f | %d | %.1f / %.1f | %s |\n", t.Name, t.Run, t.Docs, t.Conns, t.Window,
+				t.PerSec, t.Rejected, t.Ack.P50, t.Ack.P99, cpus(t.Usage))
 		}
 	}
 	if i := r.Idle; i != nil {
@@ -179,6 +209,18 @@ func (r *Result) Markdown() string {
 		fmt.Fprintf(&b, "\n%s\n", n)
 	}
 	return b.String()
+}
+
+func cpus(u map[string]Usage) string {
+	var parts []string
+	for _, name := range []string{"app", "daprd", "redis", "bench"} {
+		if v, ok := u[name]; ok {
+			parts = append(parts, fmt.Sprintf("%.2f", v.CPUCores))
+		} else {
+			parts = append(parts, "–")
+		}
+	}
+	return strings.Join(parts, " / ")
 }
 
 func human(bytes float64) string {

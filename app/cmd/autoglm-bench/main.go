@@ -58,6 +58,8 @@ type options struct {
 	tpWindow     int
 	tpDuration   time.Duration
 	idle         int
+	repeat       int
+	warmup       time.Duration
 	pprof        bool
 	enforce      bool
 	verbose      bool
@@ -87,6 +89,8 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.tpWindow, "tp-window", 128, "throughput run: ops in flight per connection")
 	fs.DurationVar(&o.tpDuration, "tp-duration", 10*time.Second, "throughput run: duration of each run")
 	fs.IntVar(&o.idle, "idle", 10000, "idle WebSocket connections to open (0: skip)")
+	fs.IntVar(&o.repeat, "repeat", 3, "rounds of the latency and throughput runs, interleaved; tables quote the median round")
+	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "unrecorded delta run before measuring (0: none)")
 	fs.BoolVar(&o.pprof, "pprof", false, "run the app with AUTOGLM_PPROF and save CPU profiles of the delta and throughput runs and a heap profile with the idle connections")
 	fs.BoolVar(&o.enforce, "enforce", false, "exit non-zero when a performance target is missed")
 	fs.BoolVar(&o.verbose, "v", false, "show the service's log")
@@ -99,11 +103,12 @@ func run(ctx context.Context, args []string) error {
 		o.tpDocs, o.tpConns, o.tpWindow, o.tpDuration, o.idle = 4, 2, 8, time.Second, 50
 		o.docBytes, o.fields = 2048, 20
 		o.pollInterval = 200 * time.Millisecond
+		o.repeat, o.warmup = 1, 0
 	}
 	o.profiles = split(*profiles)
 	o.modes = split(*modes)
 	o.command = "autoglm-bench " + strings.Join(args, " ")
-	if o.rate <= 0 || o.subs <= 0 || o.docs <= 0 || o.writers <= 0 || o.fields <= 0 {
+	if o.rate <= 0 || o.repeat <= 0 || o.subs <= 0 || o.docs <= 0 || o.writers <= 0 || o.fields <= 0 {
 		return errors.New("rate, subs, docs, writers and fields must be positive")
 	}
 	if lim, err := bench.RaiseFileLimit(); err == nil {
@@ -173,7 +178,18 @@ func runProfile(ctx context.Context, o options, profile string) (*bench.Result, 
 		}
 		defer svc.Stop()
 		t.URL = svc.URL
-		t.Procs = svc.Procs
+		redis := 0
+		if profile == "redis" {
+			redis = bench.FindProc("redis-server")
+		}
+		t.Procs = func() map[string]int {
+			m := svc.Procs()
+			m["bench"] = os.Getpid()
+			if redis > 0 {
+				m["redis"] = redis
+			}
+			return m
+		}
 	}
 	res.Target = t.URL
 	fmt.Printf("[%s] seeding %d documents of %d bytes at %s\n", profile, t.Docs, t.DocBytes, t.URL)
@@ -199,44 +215,57 @@ func runProfile(ctx context.Context, o options, profile string) (*bench.Result, 
 			phases = append(phases, phase{m, true})
 		}
 	}
-	for _, ph := range phases {
-		fmt.Printf("[%s] %s%s: %d subscribers, %d writers, %.0f writes/s for %s\n", profile, ph.mode,
-			map[bool]string{true: " (binary)"}[ph.bin], o.subs, o.writers, o.rate, o.duration)
-		var prof func()
-		if pprofAddr != "" && ph.mode == bench.ModeDelta && !ph.bin {
-			prof = cpuProfile(pprofAddr, o.duration, filepath.Join(outDir, "cpu-delta.pprof"))
+	if o.warmup > 0 && len(phases) > 0 {
+		fmt.Printf("[%s] warm-up: %s of delta sync, not recorded\n", profile, o.warmup)
+		if _, err := bench.RunLatency(ctx, t, bench.LatencyConfig{Mode: bench.ModeDelta, Subscribers: o.subs,
+			Writers: o.writers, Rate: o.rate, Duration: o.warmup}); err != nil {
+			return nil, fmt.Errorf("warm-up: %w", err)
 		}
-		l, err := bench.RunLatency(ctx, t, bench.LatencyConfig{Mode: ph.mode, Binary: ph.bin, Subscribers: o.subs,
-			Writers: o.writers, Rate: o.rate, Duration: o.duration, PollInterval: o.pollInterval})
-		if prof != nil {
-			prof()
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", ph.mode, err)
-		}
-		fmt.Printf("    propagation p50 %.2f p99 %.2f ms, %.0f B/update/sub, %d missed, %d dup\n",
-			l.Propagation.P50, l.Propagation.P99, l.SubDown, l.Missed, l.Dup)
-		res.Latency = append(res.Latency, l)
 	}
-	if o.tpDocs > 0 {
-		for _, c := range []bench.ThroughputConfig{
-			{Name: "distinct", Docs: min(o.tpDocs, t.Docs), Conns: o.tpConns, Window: o.tpWindow, Duration: o.tpDuration},
-			{Name: "hot", Docs: 1, Conns: o.tpConns, Window: o.tpWindow, Duration: o.tpDuration},
-		} {
-			fmt.Printf("[%s] throughput %s: %d documents, %d connections × %d in flight, %s\n", profile, c.Name, c.Docs, c.Conns, c.Window, c.Duration)
+	for round := 1; round <= o.repeat; round++ {
+		for _, ph := range phases {
+			fmt.Printf("[%s] round %d, %s%s: %d subscribers, %d writers, %.0f writes/s for %s\n", profile, round, ph.mode,
+				map[bool]string{true: " (binary)"}[ph.bin], o.subs, o.writers, o.rate, o.duration)
 			var prof func()
-			if pprofAddr != "" {
-				prof = cpuProfile(pprofAddr, c.Duration, filepath.Join(outDir, "cpu-"+c.Name+".pprof"))
+			if pprofAddr != "" && round == 1 && ph.mode == bench.ModeDelta && !ph.bin {
+				prof = cpuProfile(pprofAddr, o.duration, filepath.Join(outDir, "cpu-delta.pprof"))
 			}
-			r, err := bench.RunThroughput(ctx, t, c)
+			l, err := bench.RunLatency(ctx, t, bench.LatencyConfig{Mode: ph.mode, Binary: ph.bin, Subscribers: o.subs,
+				Writers: o.writers, Rate: o.rate, Duration: o.duration, PollInterval: o.pollInterval})
 			if prof != nil {
 				prof()
 			}
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%s: %w", ph.mode, err)
 			}
-			fmt.Printf("    %.0f accepted/s, %d rejected\n", r.PerSec, r.Rejected)
-			res.Throughput = append(res.Throughput, r)
+			l.Run = round
+			fmt.Printf("    propagation p50 %.2f p99 %.2f ms, ack p50 %.2f ms, %.0f B/update/sub, %d missed, %d dup\n",
+				l.Propagation.P50, l.Propagation.P99, l.Ack.P50, l.SubDown, l.Missed, l.Dup)
+			res.Latency = append(res.Latency, l)
+		}
+	}
+	if o.tpDocs > 0 {
+		for round := 1; round <= o.repeat; round++ {
+			for _, c := range []bench.ThroughputConfig{
+				{Name: "distinct", Docs: min(o.tpDocs, t.Docs), Conns: o.tpConns, Window: o.tpWindow, Duration: o.tpDuration},
+				{Name: "hot", Docs: 1, Conns: o.tpConns, Window: o.tpWindow, Duration: o.tpDuration},
+			} {
+				fmt.Printf("[%s] round %d, throughput %s: %d documents, %d connections × %d in flight, %s\n", profile, round, c.Name, c.Docs, c.Conns, c.Window, c.Duration)
+				var prof func()
+				if pprofAddr != "" && round == 1 {
+					prof = cpuProfile(pprofAddr, c.Duration, filepath.Join(outDir, "cpu-"+c.Name+".pprof"))
+				}
+				r, err := bench.RunThroughput(ctx, t, c)
+				if prof != nil {
+					prof()
+				}
+				if err != nil {
+					return nil, err
+				}
+				r.Run = round
+				fmt.Printf("    %.0f accepted/s, %d rejected\n", r.PerSec, r.Rejected)
+				res.Throughput = append(res.Throughput, r)
+			}
 		}
 	}
 	if o.idle > 0 {
@@ -274,8 +303,16 @@ func write(dir string, res *bench.Result) error {
 		return err
 	}
 	var series []bench.Series
+	seen := map[string]bool{}
 	for _, l := range res.Latency {
-		name := l.Mode + " (" + l.Encoding + ")"
+		key := l.Mode + " (" + l.Encoding + ")"
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		// The median round of the mode, as in the tables.
+		l = res.Find(l.Mode, l.Encoding)
+		name := key
 		series = append(series, bench.Series{Name: fmt.Sprintf("%s p50 %.1f ms", name, l.Propagation.P50), Points: l.CDF})
 	}
 	f, err := os.Create(filepath.Join(dir, "cdf.png"))
