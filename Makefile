@@ -30,13 +30,13 @@ build: ## build bin/autoglm and the dev runner
 
 daprd: bin/daprd ## build the pinned daprd sidecar (minutes on a cold machine)
 
-# Rebuilt only when the pin (tools/daprd/go.mod, go.sum) changes.
-bin/daprd: tools/daprd/go.mod tools/daprd/go.sum
+# Rebuilt only when the pin (tools/daprd/go.mod, go.sum, main.go) changes.
+bin/daprd: tools/daprd/go.mod tools/daprd/go.sum tools/daprd/main.go
 	@echo "building daprd $(DAPR_VERSION) from tools/daprd (cold: ~6 min of downloads + ~3 min compile)"
 	@cd tools/daprd && $(GO) mod download -x 2>&1 | awk '/^# get .*\.zip$$/ {n++; if (n % 25 == 0) printf "  ... %d modules downloaded\n", n; fflush()} END {printf "  %d modules downloaded\n", n}'
 	@cd tools/daprd && $(GO) build -v -tags stablecomponents \
 		-ldflags "-X github.com/dapr/dapr/pkg/buildinfo.version=$(DAPR_VERSION)" \
-		-o ../../bin/daprd.tmp github.com/dapr/dapr/cmd/daprd 2>&1 \
+		-o ../../bin/daprd.tmp . 2>&1 \
 		| awk '{n++; if (n % 100 == 0) printf "  ... %d packages compiled\n", n; fflush()} END {printf "  %d packages compiled\n", n}'
 	@mv bin/daprd.tmp bin/daprd
 	@./bin/daprd --version
