@@ -422,7 +422,8 @@ func classify(op string, err error) error {
 		strings.Contains(msg, "duplicate key"),
 		strings.Contains(msg, "already exists"),
 		strings.Contains(msg, "unique constraint"),
-		strings.Contains(msg, "failed to set key"): // Redis: a guarded create of an existing key
+		strings.Contains(msg, "failed to set key"),   // Redis: a guarded create of an existing key
+		strings.Contains(msg, "no item was updated"): // PostgreSQL: the same
 		return fmt.Errorf("%s: %w: %s", op, core.ErrVersionConflict, st.Message())
 	case st.Code() == codes.Unavailable, st.Code() == codes.DeadlineExceeded,
 		strings.Contains(msg, "connection refused"), strings.Contains(msg, "circuit breaker"):

@@ -1,8 +1,9 @@
 // Package daprtest starts real replicas for integration tests: the service
 // in-process on a free port beside a real daprd with a rendered component
-// profile (local: SQLite + in-memory pub/sub; redis: the machine's Redis).
-// On failure it dumps daprd's log. A missing daprd or Redis fails the test;
-// only `go test -short` outside CI skips it.
+// profile (local: SQLite + in-memory pub/sub; redis: the machine's Redis;
+// postgres: the machine's PostgreSQL and NATS JetStream). On failure it dumps
+// daprd's log. A missing daprd or backing service fails the test; only
+// `go test -short` outside CI skips it.
 package daprtest
 
 import (
@@ -21,20 +22,16 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/service"
 )
 
 // Profiles are the component profiles the core suite runs against.
-var Profiles = []string{"local", "redis"}
+var Profiles = []string{"local", "redis", "postgres"}
 
 // RedisAddr is the Redis the redis profile uses.
-func RedisAddr() string {
-	if a := os.Getenv("REDIS_ADDR"); a != "" {
-		return a
-	}
-	return "127.0.0.1:6379"
-}
+func RedisAddr() string { return backend.RedisAddr() }
 
 // Integration fails or skips a test that needs real infrastructure: it
 // skips only under -short outside CI.
@@ -50,7 +47,7 @@ func Integration(t testing.TB) {
 
 // Options for a replica.
 type Options struct {
-	Profile string // local (default) or redis
+	Profile string // local (default), redis or postgres
 	// Topic isolates the broadcast of one test from others on a shared
 	// broker; replicas of one cluster must share it.
 	Topic   string
@@ -93,15 +90,16 @@ func Start(t testing.TB, opt Options) *Replica {
 	if opt.DataDir == "" {
 		opt.DataDir = t.TempDir()
 	}
-	if opt.Profile == "redis" {
-		RequireRedis(t)
+	if err := backend.Require(opt.Profile); err != nil {
+		t.Fatal(err)
 	}
+	prepare(t, opt.Profile, opt.Topic)
 	root, err := daprrun.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	res := t.TempDir()
-	vars := map[string]string{"DATA_DIR": opt.DataDir, "REDIS_HOST": RedisAddr()}
+	vars := backend.Vars(opt.Profile, opt.DataDir, opt.Topic)
 	if err := daprrun.Render(filepath.Join(root, "components", opt.Profile), res, vars); err != nil {
 		t.Fatalf("render components: %v", err)
 	}
@@ -118,6 +116,34 @@ func Start(t testing.TB, opt Options) *Replica {
 		r.Stop()
 	})
 	return r
+}
+
+// prepared counts the replicas using each topic's broker resources (the
+// JetStream streams of the postgres profile), so the last one to stop
+// removes them.
+var prepared = struct {
+	sync.Mutex
+	n map[string]int
+}{n: map[string]int{}}
+
+func prepare(t testing.TB, profile, topic string) {
+	t.Helper()
+	if err := backend.Prepare(profile, topic); err != nil {
+		t.Fatal(err)
+	}
+	key := profile + "/" + topic
+	prepared.Lock()
+	prepared.n[key]++
+	prepared.Unlock()
+	t.Cleanup(func() {
+		prepared.Lock()
+		prepared.n[key]--
+		last := prepared.n[key] == 0
+		prepared.Unlock()
+		if last {
+			_ = backend.Discard(profile, topic)
+		}
+	})
 }
 
 // RequireRedis fails the test when Redis does not answer.

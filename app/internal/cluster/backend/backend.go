@@ -1,0 +1,140 @@
+// Package backend reaches the backing services of the real-backend component
+// profiles (components/redis, components/postgres) for the dev runner and the
+// tests: where they listen, whether they answer, the placeholder values a
+// profile is rendered with, the JetStream streams the PostgreSQL profile
+// publishes into, and a minimal Redis client for inspection and fault
+// injection. It needs no client libraries: NATS and Redis are spoken over
+// their plain text protocols.
+package backend
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Profiles that need servers, and the services each one uses.
+var needs = map[string][]string{
+	"local":    nil,
+	"redis":    {"redis"},
+	"postgres": {"postgres", "nats", "redis"}, // redis: the lock component
+}
+
+// RedisAddr is the Redis the redis profile (and every profile's lock) uses:
+// $REDIS_ADDR or 127.0.0.1:6379.
+func RedisAddr() string { return env("REDIS_ADDR", "127.0.0.1:6379") }
+
+// PostgresConn is the PostgreSQL connection string of the postgres profile:
+// $PG_CONN or the machine's server with trust authentication.
+func PostgresConn() string {
+	return env("PG_CONN", "host=127.0.0.1 port=5432 user=postgres dbname=test sslmode=disable connect_timeout=5")
+}
+
+// NATSURL is the NATS server (with JetStream) of the postgres profile:
+// $NATS_URL or nats://127.0.0.1:4222.
+func NATSURL() string { return env("NATS_URL", "nats://127.0.0.1:4222") }
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// PostgresAddr is host:port of PostgresConn.
+func PostgresAddr() string {
+	host, port := "127.0.0.1", "5432"
+	for _, f := range strings.Fields(PostgresConn()) {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "host":
+			host = v
+		case "port":
+			port = v
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// NATSAddr is host:port of NATSURL.
+func NATSAddr() string {
+	u, err := url.Parse(NATSURL())
+	if err != nil || u.Host == "" {
+		return strings.TrimPrefix(NATSURL(), "nats://")
+	}
+	return u.Host
+}
+
+func addrOf(service string) string {
+	switch service {
+	case "redis":
+		return RedisAddr()
+	case "postgres":
+		return PostgresAddr()
+	case "nats":
+		return NATSAddr()
+	}
+	return ""
+}
+
+// Require reports an error naming every service of profile that does not
+// accept connections.
+func Require(profile string) error {
+	services, ok := needs[profile]
+	if !ok {
+		return fmt.Errorf("unknown profile %q (want local, redis or postgres)", profile)
+	}
+	var errs []error
+	for _, s := range services {
+		c, err := net.DialTimeout("tcp", addrOf(s), 2*time.Second)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s at %s is required by the %s profile: %w", s, addrOf(s), profile, err))
+			continue
+		}
+		c.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// Vars are the placeholder values components/<profile> is rendered with
+// (see daprrun.Render). topic is the broadcast topic; on the postgres
+// profile it names the JetStream streams (see Streams).
+func Vars(profile, dataDir, topic string) map[string]string {
+	v := map[string]string{"DATA_DIR": dataDir, "REDIS_HOST": RedisAddr()}
+	if profile == "postgres" {
+		b, t := Streams(topic)
+		v["PG_CONN"] = PostgresConn()
+		v["NATS_URL"] = NATSURL()
+		v["NATS_STREAM"] = b.Name
+		v["NATS_TASKS_STREAM"] = t.Name
+	}
+	return v
+}
+
+// Prepare creates what profile needs on its servers before a sidecar
+// starts: the JetStream streams of the postgres profile. It is idempotent.
+func Prepare(profile, topic string) error {
+	if profile != "postgres" {
+		return nil
+	}
+	b, t := Streams(topic)
+	for _, s := range []Stream{b, t} {
+		if err := EnsureStream(NATSURL(), s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Discard removes what Prepare created (test clusters use a topic each).
+func Discard(profile, topic string) error {
+	if profile != "postgres" {
+		return nil
+	}
+	b, t := Streams(topic)
+	return errors.Join(DeleteStream(NATSURL(), b.Name), DeleteStream(NATSURL(), t.Name))
+}
