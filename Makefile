@@ -47,6 +47,7 @@ test: daprd ## run the whole test suite (unit, integration against daprd + Redis
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory bench-smoke
 	@if [ -d tools/deploycheck ]; then cd tools/deploycheck && $(GO) test -count=1 ./...; fi
+	$(MAKE) --no-print-directory test-js test-browser
 
 BENCH_FLAGS ?=
 
@@ -76,3 +77,20 @@ tidy: ## tidy every Go module
 
 clean: ## remove build outputs and local data
 	rm -rf bin data
+
+# The JavaScript client and the demo page (app/web): node --test and
+# Playwright driving Debian's Chromium, each against a real replica started
+# by app/web/webtest_test.go. npm packages come from the committed lockfile.
+.PHONY: test-js test-browser
+WEB := app/web
+
+test-js: daprd $(WEB)/node_modules/.package-lock.json ## JS client tests (node --test) against a real replica
+	$(GO) vet -tags webtest ./$(WEB)
+	$(GO) test -tags webtest -count=1 -timeout 10m -run '^TestJS$$' -v ./$(WEB)
+
+test-browser: daprd $(WEB)/node_modules/.package-lock.json ## demo page end to end in Chromium (needs /usr/bin/chromium)
+	$(GO) test -tags webtest -count=1 -timeout 15m -run '^TestBrowser$$' -v ./$(WEB)
+
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package.json $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund
+	@touch $@

@@ -80,6 +80,12 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/v1/docs/{coll}/{id}/changes", s.serveChanges)
 	mux.HandleFunc("/v1/docs/{coll}", s.serveList)
 	mux.HandleFunc("/v1/sync", s.serveWS)
+	fb := s.fallbackTransports() // SSE + POST and long-poll (sse.go, longpoll.go)
+	mux.HandleFunc("/v1/events", fb.serveEvents)
+	mux.HandleFunc("/v1/events/{session}", fb.servePost)
+	mux.HandleFunc("/v1/poll", fb.serveOpen)
+	mux.HandleFunc("/v1/poll/{session}", fb.servePollSession)
+	s.registerWeb(mux) // JS client and demo page (web.go)
 	if s.Metrics.Handler != nil {
 		mux.Handle("GET /metrics", s.Metrics.Handler)
 	}

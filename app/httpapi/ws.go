@@ -18,6 +18,11 @@ import (
 // SubprotocolJSON is the WebSocket subprotocol of the JSON encoding.
 const SubprotocolJSON = "autoglm.json.v1"
 
+// SubprotocolBinary is the WebSocket subprotocol of the binary encoding
+// (protocol.EncodeFrames): each WebSocket message carries the frames of one
+// protocol message. It is preferred when a client offers both.
+const SubprotocolBinary = "autoglm.bin.v1"
+
 type liveSession struct {
 	cancel context.CancelFunc
 }
@@ -38,12 +43,41 @@ func (ws wsSender) Send(ctx context.Context, m protocol.Message) error {
 	return ws.conn.Write(ctx, websocket.MessageText, b)
 }
 
+// wsBinarySender writes each message as binary frames.
+type wsBinarySender wsSender
+
+func (ws wsBinarySender) Send(ctx context.Context, m protocol.Message) error {
+	b, err := protocol.EncodeFrames(m)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, ws.timeout)
+	defer cancel()
+	return ws.conn.Write(ctx, websocket.MessageBinary, b)
+}
+
+// decodeBinary reads the messages of one binary WebSocket message; a frame
+// that does not decode ends the session as a protocol error whose reason
+// names the frame error.
+func decodeBinary(b []byte, max int64) ([]protocol.Message, *session.Close) {
+	ms, err := protocol.DecodeFrames(b, int(max))
+	if err != nil {
+		reason := "malformed binary frame"
+		var fe *protocol.FrameError
+		if errors.As(err, &fe) {
+			reason = "binary frame: " + fe.Code
+		}
+		return nil, &session.Close{Code: protocol.CloseProtocolError, Reason: reason}
+	}
+	return ms, nil
+}
+
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
 		s.fail(w, r, core.ErrShuttingDown)
 		return
 	}
-	opts := &websocket.AcceptOptions{Subprotocols: []string{SubprotocolJSON}}
+	opts := &websocket.AcceptOptions{Subprotocols: []string{SubprotocolBinary, SubprotocolJSON}}
 	switch {
 	case len(s.AllowedOrigins) == 1 && s.AllowedOrigins[0] == "*":
 		opts.InsecureSkipVerify = true
@@ -81,7 +115,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s.Metrics.Session != nil {
 		s.Metrics.Session(&sopt)
 	}
-	sess := session.New(sopt, s.Engine, s.Hub, wsSender{conn: conn, timeout: s.WriteTimeout})
+	// The session stays transport-independent: only the sender and the
+	// reader below know which encoding the client chose.
+	binary := conn.Subprotocol() == SubprotocolBinary
+	var sender session.Sender = wsSender{conn: conn, timeout: s.WriteTimeout}
+	if binary {
+		sender = wsBinarySender{conn: conn, timeout: s.WriteTimeout}
+	}
+	sess := session.New(sopt, s.Engine, s.Hub, sender)
 
 	readCtx, stopRead := context.WithCancel(context.Background())
 	defer stopRead()
@@ -94,6 +135,23 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 					sess.Fail(protocol.CloseTooLarge, "message too large")
 				}
 				return
+			}
+			if binary {
+				if typ != websocket.MessageBinary {
+					sess.Fail(protocol.CloseUnsupported, "text frames on the binary subprotocol")
+					return
+				}
+				ms, fail := decodeBinary(b, s.MaxBody)
+				if fail != nil {
+					sess.Fail(fail.Code, fail.Reason)
+					return
+				}
+				for _, m := range ms {
+					if !sess.Receive(ctx, m) {
+						return
+					}
+				}
+				continue
 			}
 			if typ != websocket.MessageText {
 				sess.Fail(protocol.CloseUnsupported, "binary frames need the binary subprotocol")

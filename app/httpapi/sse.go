@@ -1,0 +1,391 @@
+package httpapi
+
+// Fallback transports for clients that cannot open a WebSocket (proxies that
+// strip Upgrade, locked-down networks): Server-Sent Events for
+// server→client plus HTTP POST for client→server, and long-polling. Both
+// drive the same transport-independent session.Session as the WebSocket
+// endpoint, so sync semantics, resume (sub with since, ops resent with their
+// original ids) and close codes are identical. docs/client.md ("Transports")
+// describes the wire side.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/protocol"
+	"github.com/open-autoglm/autoglm/app/session"
+)
+
+// maxHelloQuery bounds the hello message carried in the SSE URL.
+const maxHelloQuery = 8 << 10
+
+// sseComment is how often an idle event stream carries a comment line, so
+// proxies and load balancers do not time it out between pings.
+var sseComment = 10 * time.Second
+
+// fallback is the registry of SSE and long-poll sessions of one handler:
+// their ids are what later POSTs and polls name.
+type fallback struct {
+	s *Server
+	// pollWait bounds one long-poll request; idle ends a long-poll session
+	// nobody polls.
+	pollWait time.Duration
+	idle     time.Duration
+
+	mu       sync.Mutex
+	sessions map[string]*fbSession
+	hooked   sync.Once
+}
+
+// fbSession is one SSE or long-poll session.
+type fbSession struct {
+	id   string
+	sess *session.Session
+	// ended is cancelled once Run has returned; stop ends the session
+	// (shutdown, client gone).
+	ended context.Context
+	stop  context.CancelFunc
+	// run serves the session until it ends (once).
+	run  func() session.Close
+	poll *pollBuffer // long-poll only
+}
+
+func (s *Server) fallbackTransports() *fallback {
+	return &fallback{
+		s: s, pollWait: 25 * time.Second, idle: max(3*s.heartbeat(), 15*time.Second),
+		sessions: map[string]*fbSession{},
+	}
+}
+
+func (s *Server) heartbeat() time.Duration {
+	if s.Heartbeat > 0 {
+		return s.Heartbeat
+	}
+	return 15 * time.Second
+}
+
+// open creates and registers a session and feeds it the hello; the caller
+// serves it with fs.run (SSE on the request's goroutine, long-poll in the
+// background).
+func (fb *fallback) open(r *http.Request, transport string, hello protocol.Message, send session.Sender, poll *pollBuffer) *fbSession {
+	s := fb.s
+	fb.hookShutdown(r)
+	runCtx, stop := context.WithCancel(context.Background())
+	ended, markEnded := context.WithCancel(context.Background())
+	fs := &fbSession{id: uuid.NewString(), ended: ended, stop: stop, poll: poll}
+	sopt := session.Options{
+		ID: fs.id, Node: s.Node, Heartbeat: s.Heartbeat, Queue: s.SessionQueue,
+		MaxSubs: s.MaxSubs, NewClientID: uuid.NewString, HelloRoles: s.HelloRoles,
+	}
+	if s.Metrics.Session != nil {
+		s.Metrics.Session(&sopt)
+	}
+	fs.sess = session.New(sopt, s.Engine, s.Hub, send)
+
+	ls := &liveSession{cancel: stop}
+	s.sessionsMu.Lock()
+	if s.sessions == nil {
+		s.sessions = map[*liveSession]struct{}{}
+	}
+	s.sessions[ls] = struct{}{}
+	s.sessionsWG.Add(1)
+	s.sessionsMu.Unlock()
+	s.Metrics.conn(transport, 1)
+
+	fb.mu.Lock()
+	fb.sessions[fs.id] = fs
+	fb.mu.Unlock()
+
+	go fs.sess.Receive(ended, hello)
+	fs.run = func() session.Close {
+		defer func() {
+			markEnded()
+			stop()
+			s.Metrics.conn(transport, -1)
+			s.sessionsMu.Lock()
+			delete(s.sessions, ls)
+			s.sessionsMu.Unlock()
+			s.sessionsWG.Done()
+		}()
+		return fs.sess.Run(runCtx)
+	}
+	return fs
+}
+
+// forget removes a session from the registry.
+func (fb *fallback) forget(fs *fbSession) {
+	fb.mu.Lock()
+	delete(fb.sessions, fs.id)
+	fb.mu.Unlock()
+}
+
+func (fb *fallback) lookup(id string) *fbSession {
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	return fb.sessions[id]
+}
+
+// hookShutdown ends every fallback session when the HTTP server shuts down:
+// an open event stream is an active request, and http.Server.Shutdown would
+// otherwise wait for it until its deadline.
+func (fb *fallback) hookShutdown(r *http.Request) {
+	hs, ok := r.Context().Value(http.ServerContextKey).(*http.Server)
+	if !ok {
+		return
+	}
+	fb.hooked.Do(func() {
+		hs.RegisterOnShutdown(func() {
+			fb.mu.Lock()
+			defer fb.mu.Unlock()
+			for _, fs := range fb.sessions {
+				fs.stop()
+			}
+		})
+	})
+}
+
+// serveEvents is GET /v1/events?hello=<hello message as JSON>: it opens a
+// session and streams every message to the client as one "data:" line of
+// JSON. The stream's last event is "close" with the session's close code.
+func (fb *fallback) serveEvents(w http.ResponseWriter, r *http.Request) {
+	s := fb.s
+	if !s.corsOK(w, r) {
+		return
+	}
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET, OPTIONS")
+		s.fail(w, r, core.Errorf(core.CodeMethodNotAllowed, "%s is not served on the event stream", r.Method))
+		return
+	}
+	if s.draining.Load() {
+		s.fail(w, r, core.ErrShuttingDown)
+		return
+	}
+	raw := r.URL.Query().Get("hello")
+	if len(raw) > maxHelloQuery {
+		s.fail(w, r, core.Errorf(core.CodeTooLarge, "hello over %d bytes", maxHelloQuery))
+		return
+	}
+	hello, err := decodeHello([]byte(raw))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+	if err := rc.Flush(); err != nil {
+		return // the connection cannot stream
+	}
+	send := &sseSender{w: w, rc: rc, timeout: s.WriteTimeout}
+	fs := fb.open(r, "sse", hello, send, nil)
+	defer fb.forget(fs)
+
+	// The client going away, or comment heartbeats failing, ends the session.
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(sseComment)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-r.Context().Done():
+				fs.stop()
+				return
+			case <-t.C:
+				if send.write([]byte(": keep-alive\n\n")) != nil {
+					fs.stop()
+					return
+				}
+			}
+		}
+	}()
+	c := fs.run()
+	close(done)
+	wg.Wait()
+	b, _ := json.Marshal(closeInfo{Code: c.Code, Reason: c.Reason})
+	_ = send.write(append(append([]byte("event: close\ndata: "), b...), "\n\n"...))
+}
+
+// closeInfo is how the fallback transports report the end of a session:
+// the WebSocket close code and reason the session ended with.
+type closeInfo struct {
+	Code   int    `json:"code"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// sseSender writes one event per message and flushes it, with a deadline.
+type sseSender struct {
+	mu      sync.Mutex
+	w       io.Writer
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (ss *sseSender) Send(ctx context.Context, m protocol.Message) error {
+	b, err := protocol.Encode(m)
+	if err != nil {
+		return err
+	}
+	return ss.write(append(append([]byte("data: "), b...), "\n\n"...))
+}
+
+func (ss *sseSender) write(b []byte) error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	_ = ss.rc.SetWriteDeadline(time.Now().Add(ss.timeout))
+	if _, err := ss.w.Write(b); err != nil {
+		return err
+	}
+	return ss.rc.Flush()
+}
+
+// decodeHello reads the hello message that opens a fallback session.
+func decodeHello(b []byte) (protocol.Message, error) {
+	if len(b) == 0 {
+		return protocol.Message{}, core.Errorf(core.CodeBadRequest, "a hello message is required")
+	}
+	m, err := protocol.Decode(b)
+	if err != nil {
+		return protocol.Message{}, err
+	}
+	if m.T != protocol.THello {
+		return protocol.Message{}, core.Errorf(core.CodeBadRequest, "the first message must be hello, not %.32q", m.T)
+	}
+	return m, nil
+}
+
+// servePost is POST /v1/events/{session} and POST /v1/poll/{session}: a JSON
+// array of client messages for the session, answered 204 once the session
+// has taken them all (backpressure is the request's latency).
+func (fb *fallback) servePost(w http.ResponseWriter, r *http.Request) {
+	s := fb.s
+	if !s.corsOK(w, r) {
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST, OPTIONS")
+		s.fail(w, r, core.Errorf(core.CodeMethodNotAllowed, "%s is not served here; POST messages", r.Method))
+		return
+	}
+	fs := fb.lookup(r.PathValue("session"))
+	if fs == nil {
+		s.fail(w, r, core.Errorf(core.CodeNotFound, "no such session (it ended or never existed); reconnect"))
+		return
+	}
+	body, ok := s.readJSONBody(w, r)
+	if !ok {
+		return
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(body, &raws); err != nil {
+		s.fail(w, r, core.Errorf(core.CodeBadRequest, "body must be a JSON array of messages"))
+		return
+	}
+	msgs := make([]protocol.Message, 0, len(raws))
+	for _, raw := range raws {
+		m, err := protocol.Decode(raw)
+		if err != nil {
+			// As on a WebSocket, a malformed message ends the session.
+			fs.sess.Fail(protocol.CloseProtocolError, "malformed message")
+			s.fail(w, r, err)
+			return
+		}
+		msgs = append(msgs, m)
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(fs.ended, cancel)()
+	for _, m := range msgs {
+		if !fs.sess.Receive(ctx, m) {
+			if r.Context().Err() == nil {
+				s.fail(w, r, core.Errorf(core.CodeNotFound, "the session has ended; reconnect"))
+			}
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// readJSONBody reads a JSON request body of at most MaxBody bytes.
+func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		s.fail(w, r, core.Errorf(core.CodeUnsupportedMedia, "body must be application/json"))
+		return nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			s.fail(w, r, core.Errorf(core.CodeTooLarge, "body over %d bytes", s.MaxBody))
+		} else {
+			s.fail(w, r, core.Errorf(core.CodeBadRequest, "reading body: %v", err))
+		}
+		return nil, false
+	}
+	return body, true
+}
+
+// corsOK applies the origin policy of the WebSocket endpoint to the
+// fallback transports (same host, AllowedOrigins patterns, or "*"), adds the
+// CORS headers an allowed cross-origin browser needs and answers preflights.
+// It returns false when the request has been answered.
+func (s *Server) corsOK(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin != "" && !s.originAllowed(origin, r.Host) {
+		s.fail(w, r, core.Errorf(core.CodeForbidden, "origin %.100q is not allowed", origin))
+		return false
+	}
+	if origin != "" {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Add("Vary", "Origin")
+	}
+	if r.Method == http.MethodOptions {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Content-Type, Authorization, Traceparent")
+		h.Set("Access-Control-Max-Age", "600")
+		w.WriteHeader(http.StatusNoContent)
+		return false
+	}
+	return true
+}
+
+func (s *Server) originAllowed(origin, host string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, host) {
+		return true
+	}
+	for _, p := range originHosts(s.AllowedOrigins) {
+		if p == "*" {
+			return true
+		}
+		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(u.Host)); ok {
+			return true
+		}
+	}
+	return false
+}

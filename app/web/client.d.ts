@@ -1,0 +1,245 @@
+// Type declarations of the Open-AutoGLM JavaScript client (client.js).
+// Usage: docs/client.md. Wire protocol: docs/protocol.md.
+
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json }
+
+/** A field operation; `path` is dot-separated object keys ("address.city"). */
+export type FieldOp =
+  | { op: 'set' | 'add' | 'remove'; path: string; value: Json }
+  | { op: 'inc'; path: string; value: number }
+  | { op: 'unset'; path: string }
+  | { op: 'resolve'; path: string; value?: Json }
+
+/** A protocol message (docs/protocol.md); `t` selects which fields are set. */
+export interface Message {
+  t: string
+  client?: string
+  token?: string
+  roles?: string[]
+  session?: string
+  node?: string
+  hb?: number
+  proto?: number
+  doc?: string
+  since?: number
+  full?: boolean
+  v?: number
+  pv?: number
+  op?: number
+  base?: number
+  hlc?: string
+  ops?: FieldOp[]
+  by?: string
+  del?: boolean
+  new?: boolean
+  dup?: boolean
+  data?: { [key: string]: Json } | null
+  code?: string
+  msg?: string
+  details?: Json
+  ts?: number
+  [other: string]: unknown
+}
+
+/** An edit waiting for its ack (queued durably while offline). */
+export interface PendingOp {
+  t: 'op'
+  doc: string
+  op: number
+  base: number
+  hlc: string
+  ops?: FieldOp[]
+  del?: boolean
+  sent?: boolean
+}
+
+/** A refusal of an op by the server. */
+export interface Rejection {
+  doc: string
+  op: number
+  /** Error code: conflict, forbidden, invalid_transition, invalid_op, ... */
+  code: string
+  msg: string
+  details?: Json
+  /** The refused field ops. */
+  ops?: FieldOp[]
+}
+
+export interface Conflict extends Rejection {
+  /** The local state when the conflict arrived. */
+  state: { [key: string]: Json }
+}
+
+export interface RetryPolicy {
+  maxRetries?: number
+  backoff?: 'exponential' | 'linear' | 'none'
+  /** Delay of the first retry in ms (default 500). */
+  base?: number
+}
+
+export interface SyncHook {
+  /** A change by another client was applied; localState includes pending edits. */
+  onRemoteUpdate?(delta: Message, localState: { [key: string]: Json }): void
+  /** The server refused an op as a conflict; return field ops to retry with. */
+  onConflict?(c: Conflict): FieldOp[] | void | Promise<FieldOp[] | void>
+  /** The server refused an op for another reason (forbidden, invalid_transition, ...). */
+  onReject?(r: Rejection): void
+  /** Retries of ops refused with a retryable code (unavailable, rate_limited, ...). */
+  retryPolicy?: RetryPolicy
+}
+
+/** Key-value storage for the offline queue and document copies. */
+export interface Storage {
+  durable: boolean
+  load(): Promise<Map<string, any>>
+  put(key: string, value: any): Promise<unknown>
+  del(key: string): Promise<unknown>
+}
+
+export type TransportName = 'ws' | 'sse' | 'longpoll'
+
+export interface ConnectOptions {
+  /** Stable client id (kept across reconnects); default: per browser tab, or random. */
+  clientId?: string
+  token?: string
+  /** Called after close code 4003 (token expired) for a fresh token. */
+  refreshToken?(): string | Promise<string>
+  /** Roles claimed in hello; honoured only by servers without authentication. */
+  roles?: string[]
+  /** 'auto' (default): WebSocket, else SSE, else long-polling. */
+  transport?: 'auto' | TransportName
+  /** Binary frames on WebSocket (default true; false: JSON text frames). */
+  binary?: boolean
+  /** WebSocket implementation (Node 20: e.g. the `ws` package); default globalThis.WebSocket. */
+  WebSocket?: any
+  fetch?: typeof fetch
+  /** Default: IndexedDB in browsers, memory elsewhere. */
+  storage?: Storage
+  /** Start disconnected (edits queue until setOffline(false)). */
+  offline?: boolean
+  /** Published with form focus by bindForm, e.g. {name, color}. */
+  presence?: { [key: string]: Json }
+  backoff?: { base?: number; max?: number }
+  breaker?: { threshold?: number; cooldown?: number }
+  /** A connection that stays up this long (ms) counts as healthy (default 5000). */
+  stableAfter?: number
+  /** Latency probe interval in ms (default 5000). */
+  pingInterval?: number
+  /** Injected clock, randomness and timers (tests). */
+  now?: () => number
+  random?: () => number
+  timers?: {
+    setTimeout: typeof setTimeout; clearTimeout: typeof clearTimeout
+    setInterval: typeof setInterval; clearInterval: typeof clearInterval
+  }
+}
+
+export type Status = 'connecting' | 'online' | 'offline' | 'paused' | 'stopped' | 'closed'
+
+export interface StatusEvent {
+  status: Status
+  /** ws, ws+bin, sse or longpoll */
+  transport: string
+  breaker: 'closed' | 'open' | 'half-open'
+  code?: number
+  reason?: string
+  retryIn?: number
+  node?: string
+}
+
+export interface ChangeInfo {
+  local?: boolean
+  remote?: boolean
+  snapshot?: boolean
+  loaded?: boolean
+  ack?: Message
+  delta?: Message
+  reject?: Message
+}
+
+export declare class Doc {
+  readonly name: string
+  /** Confirmed version (the last one the server delivered). */
+  readonly version: number
+  /** Confirmed data, without pending edits. */
+  readonly data: { [key: string]: Json }
+  readonly deleted: boolean
+  /** Edits not yet acknowledged, in op order. */
+  readonly pending: PendingOp[]
+  /** Presence of other clients on this document, by client id. */
+  readonly peers: Map<string, { [key: string]: Json }>
+  readonly synced: boolean
+  /** Resolves once the document has caught up with the server the first time. */
+  readonly ready: Promise<Doc>
+  /** Local view: confirmed data with pending edits applied. */
+  readonly state: { [key: string]: Json }
+  get(path: string): Json | undefined
+  set(path: string, value: Json): PendingOp
+  unset(path: string): PendingOp
+  increment(path: string, n?: number): PendingOp
+  add(path: string, value: Json): PendingOp
+  remove(path: string, value: Json): PendingOp
+  /** Several field ops as one atomic op (one version). */
+  update(ops: FieldOp[]): PendingOp
+  delete(): PendingOp
+  /** Sets this client's presence on the document; null clears it. */
+  presence(data: { [key: string]: Json } | null): void
+  on(type: 'change', fn: (state: { [key: string]: Json }, info: ChangeInfo) => void): () => void
+  on(type: 'presence', fn: (peers: Map<string, { [key: string]: Json }>) => void): () => void
+  on(type: 'synced', fn: (doc: Doc) => void): () => void
+}
+
+export declare class Sync {
+  readonly clientId: string
+  readonly status: Status
+  /** ws, ws+bin, sse or longpoll once connected. */
+  readonly transport: string
+  /** Last measured round trip in ms. */
+  readonly rtt: number | null
+  readonly breaker: Breaker
+  /** Resolves when stored state (offline queue, document copies) has loaded. */
+  readonly ready: Promise<void>
+  doc(name: string): Doc
+  registerSyncHook(name: string, hook: SyncHook): () => void
+  bindForm(form: HTMLFormElement, name: string, opts?: { presence?: { [key: string]: Json } }): () => void
+  setOffline(offline: boolean): void
+  /** Reconnects at once, optionally with a new token or roles; queued edits replay. */
+  reconnect(opts?: { token?: string; roles?: string[] }): void
+  close(): void
+  on(type: 'status', fn: (e: StatusEvent) => void): () => void
+  on(type: 'latency', fn: (rtt: number) => void): () => void
+  on(type: 'reject', fn: (r: Rejection) => void): () => void
+  on(type: 'error', fn: (m: Message) => void): () => void
+  on(type: 'disconnect', fn: (e: { code: number; reason: string }) => void): () => void
+}
+
+export declare function connect(url: string, options?: ConnectOptions): Sync
+
+export declare class Breaker {
+  constructor(opts?: { threshold?: number; cooldown?: number; now?: () => number })
+  readonly state: 'closed' | 'open' | 'half-open'
+  readonly failures: number
+  allow(): boolean
+  retryIn(): number
+  success(): void
+  failure(): void
+}
+
+export declare function backoffDelay(attempt: number, opts?: { base?: number; max?: number }, random?: () => number): number
+export declare function chooseTransports(option?: 'auto' | TransportName, env?: { WebSocket?: unknown; fetch?: unknown; ReadableStream?: unknown }): TransportName[]
+export declare function encodeFrames(m: Message): Uint8Array
+export declare function decodeFrames(frames: Uint8Array | ArrayBuffer, maxMessage?: number): Message[]
+export declare function crc8(bytes: Uint8Array): number
+export declare class FrameError extends Error {
+  /** truncated, bad_crc, unknown_opcode, too_large, bad_payload or not_encodable */
+  readonly code: string
+}
+export declare function applyOps(data: { [key: string]: Json }, ops: FieldOp[]): { [key: string]: Json }
+export declare function getPath(data: { [key: string]: Json }, path: string): Json | undefined
+export declare function canon(v: Json): string
+export declare function memoryStorage(): Storage
+export declare function indexedDBStorage(name: string, idb?: IDBFactory): Storage
+export declare const transports: Record<TransportName, unknown>
+
+declare const openAutoglm: { connect: typeof connect }
+export default openAutoglm

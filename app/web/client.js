@@ -1,0 +1,1035 @@
+// Open-AutoGLM JavaScript client: real-time document sync over WebSocket
+// (JSON or binary frames), Server-Sent Events + POST, or long-polling, with
+// an optimistic local state, a durable offline queue, reconnect with backoff
+// and a circuit breaker. No dependencies; runs in browsers and Node 20+.
+// Usage: docs/client.md. Wire protocol: docs/protocol.md.
+
+const PROTO = 1
+const SUB_JSON = 'autoglm.json.v1'
+const SUB_BIN = 'autoglm.bin.v1'
+const RETRYABLE = new Set(['rate_limited', 'unavailable', 'shutting_down', 'internal'])
+
+// ---- small helpers ---------------------------------------------------------
+
+const clone = v => v === undefined ? v : JSON.parse(JSON.stringify(v))
+const isObj = v => v !== null && typeof v === 'object' && !Array.isArray(v)
+const randomId = () => 'c-' + Math.random().toString(36).slice(2, 10) + Math.random().toString(36).slice(2, 6)
+
+// canon renders JSON with object keys sorted (the form sets compare by, and
+// the binary encoding's data/details fields).
+export const canon = v => Array.isArray(v)
+  ? '[' + v.map(canon).join(',') + ']'
+  : isObj(v)
+    ? '{' + Object.keys(v).filter(k => v[k] !== undefined).sort().map(k => JSON.stringify(k) + ':' + canon(v[k])).join(',') + '}'
+    : JSON.stringify(v)
+
+/** Value at a dot path of an object (undefined when missing). */
+export function getPath (data, path) {
+  let v = data
+  for (const k of path.split('.')) v = isObj(v) ? v[k] : undefined
+  return v
+}
+
+function writePath (data, path, value, del) {
+  const segs = path.split('.')
+  let m = data
+  for (const k of segs.slice(0, -1)) {
+    if (!isObj(m[k])) {
+      if (del) return
+      m[k] = {}
+    }
+    m = m[k]
+  }
+  if (del) delete m[segs[segs.length - 1]]
+  else m[segs[segs.length - 1]] = value
+}
+
+/** Applies field ops to plain data in place, as the server's copy does. */
+export function applyOps (data, ops) {
+  for (const o of ops || []) {
+    const cur = getPath(data, o.path)
+    switch (o.op) {
+      case 'set': writePath(data, o.path, clone(o.value)); break
+      case 'unset': writePath(data, o.path, undefined, true); break
+      case 'resolve': {
+        writePath(data, o.path, clone(o.value), o.value === undefined)
+        const c = data._conflicts
+        if (isObj(c)) {
+          for (const k of Object.keys(c)) if (k === o.path || k.startsWith(o.path + '.')) delete c[k]
+          if (!Object.keys(c).length) delete data._conflicts
+        }
+        break
+      }
+      case 'inc':
+        if (cur === undefined || typeof cur === 'number') writePath(data, o.path, (cur || 0) + o.value)
+        break
+      case 'add': case 'remove': {
+        if (cur !== undefined && !Array.isArray(cur)) break
+        if (cur === undefined && o.op === 'remove') break
+        const key = canon(o.value)
+        const set = new Map((cur || []).map(e => [canon(e), e]))
+        if (o.op === 'add') set.set(key, clone(o.value))
+        else set.delete(key)
+        writePath(data, o.path, [...set.keys()].sort().map(k => set.get(k)))
+      }
+    }
+  }
+  return data
+}
+
+class Emitter {
+  constructor () { this._h = {} }
+  /** Subscribes to an event; returns the function that unsubscribes. */
+  on (type, fn) {
+    (this._h[type] ||= new Set()).add(fn)
+    return () => this._h[type].delete(fn)
+  }
+
+  _emit (type, ...args) {
+    for (const fn of this._h[type] || []) {
+      try { fn(...args) } catch (e) { console.error(e) }
+    }
+  }
+}
+
+// ---- reconnect policy ------------------------------------------------------
+
+/**
+ * Delay before reconnect attempt n (0-based): "full jitter", uniformly random
+ * in [0, min(max, base * 2^n)), so a fleet of clients does not reconnect in
+ * step after an outage.
+ */
+export function backoffDelay (attempt, { base = 250, max = 30000 } = {}, random = Math.random) {
+  return random() * Math.min(max, base * 2 ** Math.min(attempt, 30))
+}
+
+/**
+ * Circuit breaker over connection attempts: closed → open after `threshold`
+ * consecutive failures; while open nothing is tried until `cooldown` ms have
+ * passed; then half-open lets one probe through: success closes it, failure
+ * opens it again.
+ */
+export class Breaker {
+  constructor ({ threshold = 5, cooldown = 30000, now = Date.now } = {}) {
+    Object.assign(this, { threshold, cooldown, now, state: 'closed', failures: 0, openedAt: 0 })
+  }
+
+  /** Whether an attempt may be made now (moves open → half-open after the cool-down). */
+  allow () {
+    if (this.state === 'open' && this.now() - this.openedAt >= this.cooldown) this.state = 'half-open'
+    return this.state !== 'open'
+  }
+
+  /** Milliseconds until allow() will let a probe through. */
+  retryIn () {
+    return this.state === 'open' ? Math.max(0, this.openedAt + this.cooldown - this.now()) : 0
+  }
+
+  success () {
+    this.state = 'closed'
+    this.failures = 0
+  }
+
+  failure () {
+    this.failures++
+    if (this.state === 'half-open' || this.failures >= this.threshold) {
+      this.state = 'open'
+      this.openedAt = this.now()
+    }
+  }
+}
+
+// ---- binary encoding (docs/client.md, "Binary encoding") -------------------
+
+const TYPES = ['', 'hello', 'welcome', 'sub', 'unsub', 'op', 'snap', 'delta', 'synced', 'ack', 'reject', 'error', 'ping', 'pong', 'presence']
+const KINDS = ['', 'set', 'unset', 'inc', 'add', 'remove', 'resolve']
+const NAMED = 0x3f
+const MORE = 0x80
+const KNOWN = new Set(['t', 'client', 'token', 'session', 'node', 'hb', 'proto', 'doc', 'since', 'v', 'pv', 'op', 'base', 'hlc', 'ops', 'by', 'del', 'new', 'dup', 'full', 'data', 'code', 'msg', 'details', 'ts', 'roles'])
+// Tagged fields by tag: [name, kind]; s string, z zigzag varint, u varint.
+const FIELDS = { 1: 'client', 2: 'token', 3: 'session', 4: 'node', 5: 'hb', 6: 'proto', 7: 'doc', 8: 'since', 9: 'v', 10: 'pv', 11: 'op', 12: 'base', 15: 'by', 18: 'code', 19: 'msg', 21: 'ts' }
+const ZIGZAG = new Set([5, 6, 8, 9, 10, 12, 21])
+const FLAGS = [['del', 1], ['new', 2], ['dup', 4], ['full', 8]]
+const CRC = new Uint8Array(256).map((_, i) => {
+  for (let k = 0; k < 8; k++) i = i & 0x80 ? (i << 1 ^ 0x07) & 0xff : i << 1 & 0xff
+  return i
+})
+const utf8 = new TextEncoder()
+const fromUtf8 = new TextDecoder('utf-8', { fatal: true })
+
+/** CRC-8/SMBUS (poly 0x07, init 0, no reflection, no final xor). */
+export function crc8 (bytes) {
+  let c = 0
+  for (const b of bytes) c = CRC[c ^ b]
+  return c
+}
+
+/** Error of the binary codec; `code` is one of the documented frame error codes. */
+export class FrameError extends Error {
+  constructor (code, msg) {
+    super(`binary frame: ${code}: ${msg}`)
+    this.code = code
+  }
+}
+
+const defaultPV = (t, v) => (t === 'delta' || t === 'ack') && v > 0 ? v - 1 : 0
+
+function encodePayload (m) {
+  const b = []
+  const uv = n => {
+    if (!Number.isSafeInteger(n) || n < 0) throw new FrameError('not_encodable', `bad integer ${n}`)
+    for (; n >= 128; n = Math.floor(n / 128)) b.push(n % 128 + 128)
+    b.push(n)
+  }
+  const bytes = u8 => { uv(u8.length); for (const x of u8) b.push(x) }
+  const text = s => bytes(utf8.encode(s))
+  const field = (tag, v) => {
+    if (!v) return
+    b.push(tag)
+    if (typeof v === 'string') text(v)
+    else uv(ZIGZAG.has(tag) ? (v < 0 ? -2 * v - 1 : 2 * v) : v)
+  }
+  const code = TYPES.indexOf(m.t)
+  if (code < 1) {
+    if (!m.t) throw new FrameError('not_encodable', 'message has no type')
+    field(0, m.t)
+  }
+  for (let tag = 1; tag <= 12; tag++) {
+    if (tag === 10) {
+      const pv = m.pv || 0
+      if (pv !== defaultPV(m.t, m.v || 0)) { b.push(10); uv(pv < 0 ? -2 * pv - 1 : 2 * pv) }
+    } else field(tag, m[FIELDS[tag]])
+  }
+  if (m.hlc) {
+    const [wall, logical, ...node] = m.hlc.split('.')
+    b.push(13); uv(+wall); uv(+logical); text(node.join('.'))
+  }
+  if (m.ops) {
+    b.push(14); uv(m.ops.length)
+    for (const o of m.ops) {
+      const k = KINDS.indexOf(o.op)
+      b.push(Math.max(k, 0))
+      if (k < 1) text(o.op)
+      text(o.path)
+      text(o.value === undefined ? '' : JSON.stringify(o.value))
+    }
+  }
+  field(15, m.by)
+  const flags = FLAGS.reduce((f, [k, bit]) => m[k] ? f | bit : f, 0)
+  if (flags) b.push(16, flags)
+  if (m.data != null) { b.push(17); text(canon(m.data)) }
+  field(18, m.code); field(19, m.msg)
+  if (m.details != null) { b.push(20); text(canon(m.details)) }
+  field(21, m.ts)
+  if (m.roles) { b.push(22); uv(m.roles.length); m.roles.forEach(text) }
+  const ext = {}
+  let hasExt = false
+  for (const k in m) if (!KNOWN.has(k) && m[k] !== undefined) { ext[k] = m[k]; hasExt = true }
+  if (hasExt) { b.push(31); text(canon(ext)) }
+  return Uint8Array.from(b)
+}
+
+/** Encodes one message as binary frames (one WebSocket message). */
+export function encodeFrames (m) {
+  const p = encodePayload(m)
+  const type = TYPES.indexOf(m.t) > 0 ? TYPES.indexOf(m.t) : NAMED
+  const n = Math.max(1, Math.ceil(p.length / 255))
+  const out = new Uint8Array(p.length + 3 * n)
+  for (let i = 0, o = 0; i < n; i++) {
+    const chunk = p.subarray(i * 255, i * 255 + 255)
+    out[o] = (i ? 0 : type) | (i < n - 1 ? MORE : 0)
+    out[o + 1] = chunk.length
+    out.set(chunk, o + 2)
+    out[o + 2 + chunk.length] = crc8(out.subarray(o, o + 2 + chunk.length))
+    o += 3 + chunk.length
+  }
+  return out
+}
+
+/** Decodes every message of a buffer of binary frames; throws FrameError. */
+export function decodeFrames (buf, max = 1 << 20) {
+  const b = buf instanceof Uint8Array ? buf : new Uint8Array(buf)
+  const out = []
+  let parts = []; let size = 0; let type = 0; let open = false
+  if (!b.length) throw new FrameError('truncated', 'no frames')
+  for (let i = 0; i < b.length;) {
+    const n = b[i + 1]
+    if (b.length - i < 2 || b.length - i < 3 + n) throw new FrameError('truncated', `frame at byte ${i} is cut short`)
+    const end = i + 2 + n
+    if (crc8(b.subarray(i, end)) !== b[end]) throw new FrameError('bad_crc', `frame at byte ${i}`)
+    const code = b[i] & 0x7f
+    if (open ? code : !code || (code !== NAMED && !TYPES[code])) throw new FrameError('unknown_opcode', `opcode ${code} at byte ${i}`)
+    if (!open) { type = code; parts = []; size = 0 }
+    if (size + n > max) throw new FrameError('too_large', `message over ${max} bytes`)
+    parts.push(b.subarray(i + 2, end))
+    size += n
+    open = !!(b[i] & MORE)
+    i = end + 1
+    if (!open) {
+      const p = new Uint8Array(size)
+      parts.reduce((o, part) => { p.set(part, o); return o + part.length }, 0)
+      out.push(decodePayload(type, p))
+    }
+  }
+  if (open) throw new FrameError('truncated', 'message ends without its last frame')
+  return out
+}
+
+function decodePayload (type, p) {
+  const bad = msg => { throw new FrameError('bad_payload', msg) }
+  let i = 0
+  const byte = () => i < p.length ? p[i++] : bad('payload ends early')
+  const uv = () => {
+    let n = 0
+    for (let mul = 1; ; mul *= 128) {
+      if (i >= p.length) bad('bad varint')
+      const x = p[i++]
+      n += (x & 127) * mul
+      if (n > Number.MAX_SAFE_INTEGER) bad('varint too large')
+      if (x < 128) return n
+    }
+  }
+  const zz = () => { const n = uv(); return n % 2 ? -(n + 1) / 2 : n / 2 }
+  const raw = () => {
+    const n = uv()
+    if (n > p.length - i) bad(`length ${n} over the ${p.length - i} bytes left`)
+    return p.subarray(i, i += n)
+  }
+  const text = () => { try { return fromUtf8.decode(raw()) } catch (e) { if (e instanceof FrameError) throw e; bad('string is not UTF-8') } }
+  const json = what => { const s = text(); try { return JSON.parse(s) } catch { bad(`${what} is not JSON`) } }
+  const m = { t: type === NAMED ? undefined : TYPES[type] }
+  let last = -1; let pvSet = false
+  while (i < p.length) {
+    const tag = byte()
+    if (tag <= last) bad(`field ${tag} after field ${last}`)
+    last = tag
+    if (FIELDS[tag]) {
+      const v = tag === 11 ? uv() : ZIGZAG.has(tag) ? zz() : text()
+      if (tag === 10) pvSet = true
+      if (tag === 6 && (v > 2147483647 || v < -2147483648)) bad('proto out of range')
+      if (v) m[FIELDS[tag]] = v
+      continue
+    }
+    switch (tag) {
+      case 0:
+        if (type !== NAMED) bad('type field on a typed opcode')
+        m.t = text()
+        break
+      case 13: {
+        const wall = uv(); const logical = uv(); const node = text()
+        if (logical > 0xffffffff) bad('hlc out of range')
+        if (wall || logical || node) m.hlc = `${wall}.${logical}.${node}`
+        break
+      }
+      case 14: {
+        const n = uv()
+        if (n > (p.length - i) / 3) bad(`${n} ops in ${p.length - i} bytes`)
+        m.ops = []
+        for (let k = 0; k < n; k++) {
+          const c = byte()
+          const o = { op: c ? KINDS[c] : text(), path: '' }
+          if (!o.op) bad(`op ${k}: unknown kind ${c}`)
+          o.path = text()
+          const v = text()
+          if (v) try { o.value = JSON.parse(v) } catch { bad(`op ${k}: value is not JSON`) }
+          m.ops.push(o)
+        }
+        break
+      }
+      case 16: {
+        const f = byte()
+        if (f & ~15) bad(`unknown flags ${f}`)
+        for (const [k, bit] of FLAGS) if (f & bit) m[k] = true
+        break
+      }
+      case 17:
+        m.data = json('data')
+        if (!isObj(m.data)) bad('data is not a JSON object')
+        break
+      case 20: {
+        const d = json('details')
+        if (d !== null) m.details = d
+        break
+      }
+      case 22: {
+        const n = uv()
+        if (n > p.length - i) bad(`${n} roles in ${p.length - i} bytes`)
+        const roles = []
+        for (let k = 0; k < n; k++) roles.push(text())
+        if (roles.length) m.roles = roles
+        break
+      }
+      case 31: {
+        const ext = json('ext')
+        if (!isObj(ext)) bad('ext is not a JSON object')
+        for (const k in ext) if (!KNOWN.has(k)) m[k] = ext[k]
+        break
+      }
+      default: bad(`unknown field ${tag}`)
+    }
+  }
+  if (!m.t) bad('message has no type')
+  if (!pvSet && defaultPV(m.t, m.v || 0)) m.pv = defaultPV(m.t, m.v)
+  return m
+}
+
+// ---- durable storage -------------------------------------------------------
+
+/** In-memory storage (Node, tests): the queue lives as long as the process. */
+export function memoryStorage () {
+  const map = new Map()
+  return {
+    durable: false,
+    load: async () => new Map(clone([...map])),
+    put: async (k, v) => { map.set(k, clone(v)) },
+    del: async k => { map.delete(k) }
+  }
+}
+
+/** IndexedDB storage: queued edits and document copies survive reloads. */
+export function indexedDBStorage (name, idb = globalThis.indexedDB) {
+  const db = new Promise((resolve, reject) => {
+    const r = idb.open(name, 1)
+    r.onupgradeneeded = () => r.result.createObjectStore('kv')
+    r.onsuccess = () => resolve(r.result)
+    r.onerror = () => reject(r.error)
+  })
+  const tx = (mode, f) => db.then(d => new Promise((resolve, reject) => {
+    const t = d.transaction('kv', mode)
+    const req = f(t.objectStore('kv'))
+    t.oncomplete = () => resolve(req.result)
+    t.onerror = () => reject(t.error)
+  }))
+  return {
+    durable: true,
+    load: () => db.then(d => new Promise((resolve, reject) => {
+      const s = d.transaction('kv').objectStore('kv')
+      const keys = s.getAllKeys(); const vals = s.getAll()
+      vals.onsuccess = () => resolve(new Map(keys.result.map((k, i) => [k, vals.result[i]])))
+      vals.onerror = () => reject(vals.error)
+    })),
+    put: (k, v) => tx('readwrite', s => s.put(v, k)),
+    del: k => tx('readwrite', s => s.delete(k))
+  }
+}
+
+// ---- transports ------------------------------------------------------------
+
+// Maps an HTTP error of a fallback transport to the close code a WebSocket
+// would have ended with, so one close policy covers every transport.
+const httpClose = status => ({ 400: 4500, 401: 4501, 403: 4502, 413: 4503, 415: 4500, 429: 4004 })[status] || (status >= 500 ? 4005 : 1006)
+
+// Each transport takes the hello and the handlers {open(kind), msg(m),
+// close(code, reason)} and returns {send(m), close()}.
+export const transports = {
+  ws (c, hello, h) {
+    const WS = c.o.WebSocket || globalThis.WebSocket
+    const ws = new WS(c.wsURL, c.o.binary === false ? [SUB_JSON] : [SUB_BIN, SUB_JSON])
+    ws.binaryType = 'arraybuffer'
+    let bin = false; let done = false
+    const end = (code, reason) => { if (!done) { done = true; h.close(code, reason) } }
+    const send = m => ws.readyState === 1 && ws.send(bin ? encodeFrames(m) : JSON.stringify(m))
+    ws.onopen = () => {
+      bin = ws.protocol === SUB_BIN
+      h.open(bin ? 'ws+bin' : 'ws')
+      send(hello)
+    }
+    ws.onmessage = e => {
+      let ms
+      try {
+        ms = typeof e.data === 'string' ? [JSON.parse(e.data)] : decodeFrames(e.data)
+      } catch (err) {
+        ws.close(4500, String(err.code || 'malformed message'))
+        return end(1006, 'undecodable message from the server: ' + err.message)
+      }
+      ms.forEach(h.msg)
+    }
+    ws.onclose = e => end(e.code || 1006, e.reason)
+    ws.onerror = () => {} // a close event follows
+    return { send, close: () => { ws.close(1000); end(1000, 'closed') } }
+  },
+
+  sse (c, hello, h) {
+    const fetch = c.o.fetch || globalThis.fetch
+    const ctl = new AbortController()
+    const post = poster(c, ctl, '/v1/events/', h)
+    fetch(`${c.httpURL}/v1/events?hello=${encodeURIComponent(JSON.stringify(hello))}`, { signal: ctl.signal, headers: { accept: 'text/event-stream' }, cache: 'no-store' })
+      .then(async res => {
+        if (!res.ok) return post.end(httpClose(res.status), await errorOf(res))
+        h.open('sse')
+        const rd = res.body.getReader()
+        const dec = new TextDecoder()
+        let buf = ''
+        for (;;) {
+          const { value, done } = await rd.read()
+          if (done) return post.end(1006, 'event stream ended')
+          buf += dec.decode(value, { stream: true }).replace(/\r\n?/g, '\n')
+          for (let i; (i = buf.indexOf('\n\n')) >= 0;) {
+            const ev = { event: 'message', data: [] }
+            for (const line of buf.slice(0, i).split('\n')) {
+              const [, k, v] = line.match(/^([^:]*):? ?(.*)$/)
+              if (k === 'data') ev.data.push(v)
+              else if (k === 'event') ev.event = v
+            }
+            buf = buf.slice(i + 2)
+            if (!ev.data.length) continue
+            const m = JSON.parse(ev.data.join('\n'))
+            if (ev.event === 'close') return post.end(m.code, m.reason)
+            if (m.t === 'welcome') post.session(m.session)
+            h.msg(m)
+          }
+        }
+      })
+      .catch(e => post.end(1006, String(e.message || e)))
+    return post
+  },
+
+  longpoll (c, hello, h) {
+    const fetch = c.o.fetch || globalThis.fetch
+    const ctl = new AbortController()
+    const post = poster(c, ctl, '/v1/poll/', h)
+    const json = { 'content-type': 'application/json' }
+    ;(async () => {
+      let res = await fetch(`${c.httpURL}/v1/poll`, { method: 'POST', headers: json, body: JSON.stringify(hello), signal: ctl.signal })
+      if (!res.ok) return post.end(httpClose(res.status), await errorOf(res))
+      let r = await res.json()
+      post.session(r.session)
+      h.open('longpoll')
+      for (;;) {
+        r.messages.forEach(h.msg)
+        if (r.close) return post.end(r.close.code, r.close.reason)
+        res = await fetch(`${c.httpURL}/v1/poll/${r.session || post.sid}?after=${r.seq}`, { signal: ctl.signal, cache: 'no-store' })
+        if (!res.ok) return post.end(httpClose(res.status), await errorOf(res))
+        r = await res.json()
+      }
+    })().catch(e => post.end(1006, String(e.message || e)))
+    return post
+  }
+}
+
+async function errorOf (res) {
+  try { const b = await res.json(); return `${b.error.code}: ${b.error.message}` } catch { return `HTTP ${res.status}` }
+}
+
+// poster sends client messages of a fallback session as JSON arrays, one
+// POST at a time so they arrive in order; it also owns the end of the
+// session.
+function poster (c, ctl, path, h) {
+  const fetch = c.o.fetch || globalThis.fetch
+  let queue = []; let busy = false; let done = false
+  const p = {
+    sid: '',
+    session (id) { p.sid = id; flush() },
+    send (m) { queue.push(m); flush() },
+    close () { p.end(1000, 'closed') },
+    end (code, reason) {
+      if (done) return
+      done = true
+      ctl.abort()
+      h.close(code, reason)
+    }
+  }
+  async function flush () {
+    if (busy || done || !p.sid || !queue.length) return
+    busy = true
+    const batch = queue; queue = []
+    try {
+      const res = await fetch(c.httpURL + path + p.sid, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(batch), signal: ctl.signal })
+      if (!res.ok) return p.end(res.status === 404 ? 1006 : httpClose(res.status), await errorOf(res))
+    } catch (e) {
+      return p.end(1006, String(e.message || e))
+    } finally { busy = false }
+    flush()
+  }
+  return p
+}
+
+/**
+ * Transport order for a `transport` option: 'auto' tries WebSocket when
+ * there is an implementation, then SSE, then long-polling.
+ */
+export function chooseTransports (opt = 'auto', env = globalThis) {
+  if (opt !== 'auto') return [opt]
+  const list = []
+  if (env.WebSocket) list.push('ws')
+  if (env.fetch && env.ReadableStream) list.push('sse')
+  if (env.fetch) list.push('longpoll')
+  return list
+}
+
+// ---- documents -------------------------------------------------------------
+
+class Doc extends Emitter {
+  constructor (sync, name) {
+    super()
+    Object.assign(this, { sync, name, version: 0, data: {}, deleted: false, pending: [], peers: new Map(), hooks: [], synced: false })
+    this._state = {}
+    this.ready = new Promise(resolve => { this._ready = resolve })
+  }
+
+  /** Local view: the confirmed state with pending edits applied on top. */
+  get state () { return this._state }
+  get (path) { return getPath(this._state, path) }
+  set (path, value) { return this.update([{ op: 'set', path, value }]) }
+  unset (path) { return this.update([{ op: 'unset', path }]) }
+  increment (path, n = 1) { return this.update([{ op: 'inc', path, value: n }]) }
+  add (path, value) { return this.update([{ op: 'add', path, value }]) }
+  remove (path, value) { return this.update([{ op: 'remove', path, value }]) }
+  /** Deletes the document (a tombstone). */
+  delete () { return this.sync._submit(this, [], true) }
+  /** Applies several field ops atomically (one op, one version). */
+  update (ops) { return this.sync._submit(this, ops) }
+
+  /** Sets this client's presence on the document (null clears it). */
+  presence (data) {
+    this._presence = data
+    this.sync._send({ t: 'presence', doc: this.name, data: data ?? null })
+  }
+
+  // rebase recomputes the local view from the confirmed state and the
+  // pending ops, in op order.
+  _rebase (info) {
+    const s = clone(this.data)
+    for (const p of this.pending) {
+      if (p.del) { for (const k in s) delete s[k] } else applyOps(s, p.ops)
+    }
+    this._state = s
+    this.sync._persistDoc(this)
+    this._emit('change', this._state, info)
+  }
+}
+
+// ---- the client ------------------------------------------------------------
+
+class Sync extends Emitter {
+  constructor (url, o = {}) {
+    super()
+    const base = (url || globalThis.location?.origin || '').replace(/\/v1\/sync\/?$/, '').replace(/\/$/, '')
+    this.httpURL = base.replace(/^ws/, 'http')
+    this.wsURL = base.replace(/^http/, 'ws') + '/v1/sync'
+    this.o = o
+    this.docs = new Map()
+    this.status = 'connecting'
+    this.transport = ''
+    this.rtt = null
+    this.breaker = new Breaker({ now: o.now, ...o.breaker })
+    this.order = chooseTransports(o.transport, { WebSocket: o.WebSocket || globalThis.WebSocket, fetch: o.fetch || globalThis.fetch, ReadableStream: globalThis.ReadableStream })
+    this._ti = 0
+    this._attempt = 0
+    this._offline = !!o.offline
+    this._timers = o.timers || globalThis
+    this._now = o.now || Date.now
+    this._hlc = { wall: 0, n: 0 }
+    this._id(o)
+    this._storage = o.storage || (globalThis.indexedDB ? indexedDBStorage('autoglm-' + this.clientId) : memoryStorage())
+    this.ready = this._load()
+  }
+
+  _id (o) {
+    let id = o.clientId; let fresh = false
+    const ss = !id && globalThis.sessionStorage
+    if (!id) id = ss?.getItem('autoglm.client')
+    if (!id) { id = randomId(); fresh = true; ss?.setItem('autoglm.client', id) }
+    this.clientId = id
+    this._freshId = fresh
+  }
+
+  async _load () {
+    // Storage that cannot open (private browsing, quota) degrades to memory.
+    const kv = await this._storage.load().catch(e => {
+      this._emit('error', { t: 'error', code: 'storage', msg: String(e) })
+      this._storage = memoryStorage()
+      return new Map()
+    })
+    const meta = kv.get('meta')
+    // A client id reused without its stored op counter must not reuse op
+    // ids the server has seen (it would answer them as duplicates).
+    this._nextOp = meta ? meta.nextOp : this._freshId ? 0 : this._now()
+    this._loaded = true
+    for (const d of this.docs.values()) {
+      for (const p of d.pending) {
+        p.op = ++this._nextOp
+        this._saveOp(p)
+      }
+    }
+    for (const [k, v] of kv) {
+      if (k.startsWith('op:')) this.doc(v.doc).pending.push(v)
+      else if (k.startsWith('doc:')) {
+        const d = this.doc(k.slice(4))
+        if (!d.version) Object.assign(d, { version: v.version, data: v.data, deleted: v.deleted })
+      }
+    }
+    for (const d of this.docs.values()) {
+      d.pending.sort((a, b) => a.op - b.op)
+      d._rebase({ loaded: true })
+    }
+    if (!this._offline) this._connect()
+    else this._setStatus('paused')
+  }
+
+  /** The document handle for "collection/id" (subscribes on first use). */
+  doc (name) {
+    let d = this.docs.get(name)
+    if (!d) {
+      d = new Doc(this, name)
+      this.docs.set(name, d)
+      if (this.status === 'online') this._send({ t: 'sub', doc: name, since: 0 })
+    }
+    return d
+  }
+
+  /**
+   * Watches a document with hooks: onRemoteUpdate(delta, localState) for
+   * changes by others, onConflict(c) when the server refused an op as a
+   * conflict (return field ops to retry with), onReject(r) for other
+   * refusals, retryPolicy {maxRetries, backoff: 'exponential'|'linear'|'none',
+   * base} for retryable refusals. Returns the function that removes them.
+   */
+  registerSyncHook (name, hooks) {
+    const d = this.doc(name)
+    d.hooks.push(hooks)
+    return () => { d.hooks = d.hooks.filter(h => h !== hooks) }
+  }
+
+  /** Forces the client offline (edits queue) or back online (they replay). */
+  setOffline (off) {
+    this._offline = off
+    if (off) {
+      this._clearTimer()
+      this._conn?.close()
+      this._setStatus('paused')
+    } else if (this.status === 'paused' || this.status === 'stopped') {
+      this._attempt = 0
+      this.breaker.success()
+      this._connect()
+    }
+  }
+
+  /**
+   * Reconnects at once, e.g. with a new token or roles ({token, roles});
+   * queued edits replay on the new connection.
+   */
+  reconnect (opts = {}) {
+    Object.assign(this.o, opts)
+    this._clearTimer()
+    const conn = this._conn
+    this._token = this._conn = null
+    conn?.close()
+    this._attempt = 0
+    if (this._offline) return
+    this.breaker.success()
+    this._closed(1000, 'reconnect', false, true, true)
+  }
+
+  /** Ends the connection for good. */
+  close () {
+    this._offline = true
+    this._clearTimer()
+    this._conn?.close()
+    this._setStatus('closed')
+  }
+
+  // ---- connection lifecycle
+
+  _setStatus (status, extra) {
+    this.status = status
+    this._emit('status', { status, transport: this.transport, breaker: this.breaker.state, ...extra })
+  }
+
+  _clearTimer () {
+    for (const t of [this._retryTimer, this._pingTimer, this._stableTimer]) {
+      this._timers.clearTimeout(t)
+      this._timers.clearInterval(t)
+    }
+  }
+
+  _connect () {
+    this._clearTimer()
+    if (this._offline) return
+    if (!this.breaker.allow()) return this._retry(this.breaker.retryIn())
+    const kind = this.order[this._ti]
+    if (!kind) return this._setStatus('stopped', { code: 4504, reason: 'no transport available' })
+    this._setStatus('connecting')
+    const hello = { t: 'hello', client: this.clientId, proto: PROTO }
+    if (this.o.token) hello.token = this.o.token
+    if (this.o.roles?.length) hello.roles = this.o.roles
+    let welcomed = false; let opened = false
+    // token identifies this attempt: events of an older connection (or one
+    // that failed before the transport returned) are ignored.
+    const token = this._token = {}
+    const conn = transports[kind](this, hello, {
+      open: t => { opened = true; this.transport = t },
+      msg: m => {
+        if (this._token !== token) return
+        this._lastRecv = this._now()
+        if (m.t === 'welcome') { welcomed = true; this._welcomed = this._now() }
+        this._handle(m)
+      },
+      close: (code, reason) => {
+        if (this._token !== token) return
+        this._token = this._conn = null
+        this._closed(code, reason, welcomed, opened)
+      }
+    })
+    if (this._token === token) this._conn = conn
+  }
+
+  _closed (code, reason, welcomed, opened, now) {
+    this._clearTimer()
+    for (const d of this.docs.values()) {
+      d.synced = false
+      if (d.peers.size) { d.peers.clear(); d._emit('presence', d.peers) }
+    }
+    this._emit('disconnect', { code, reason })
+    if (this._offline) return
+    if (now) return this._connect()
+    const stable = welcomed && this._now() - this._welcomed >= (this.o.stableAfter ?? 5000)
+    if (stable) {
+      this._attempt = 0
+    } else {
+      this.breaker.failure()
+      this._attempt++
+      // A transport that never opened is likely blocked here: fall back
+      // to the next one (WebSocket → SSE → long-poll) after two tries.
+      if (!opened && this._attempt % 2 === 0 && this._ti < this.order.length - 1) this._ti++
+    }
+    if (code >= 4500 && code < 5000) {
+      return this._setStatus('stopped', { code, reason })
+    }
+    let delay = backoffDelay(this._attempt, this.o.backoff, this.o.random)
+    if (code === 4004) delay += 5000
+    this._setStatus('offline', { code, reason })
+    if (code === 4003 && this.o.refreshToken) {
+      return Promise.resolve(this.o.refreshToken()).then(t => { this.o.token = t; this._retry(delay) }, () => this._retry(delay))
+    }
+    this._retry(this.breaker.state === 'open' ? this.breaker.retryIn() : delay)
+  }
+
+  _retry (delay) {
+    this._setStatus(this._offline ? 'paused' : 'offline', { retryIn: delay })
+    this._retryTimer = this._timers.setTimeout(() => this._connect(), delay)
+  }
+
+  _send (m) {
+    if (this.status !== 'online' || !this._conn) return false
+    this._conn.send(m)
+    return true
+  }
+
+  _online (m) {
+    this.clientId = m.client || this.clientId
+    this._setStatus('online', { node: m.node })
+    const hb = m.hb || 15000
+    // The connection counts as healthy (breaker closed, backoff reset) once
+    // it has stayed up for a while; a server that accepts and drops at once
+    // still trips the breaker.
+    this._stableTimer = this._timers.setTimeout(() => { this.breaker.success(); this._attempt = 0; this._emit('status', { status: this.status, transport: this.transport, breaker: this.breaker.state }) }, this.o.stableAfter ?? 5000)
+    this._pingTimer = this._timers.setInterval(() => {
+      if (this._now() - this._lastRecv > hb * 2.5) return this._conn?.close()
+      this._send({ t: 'ping', ts: this._now() })
+    }, Math.min(hb, this.o.pingInterval ?? 5000))
+    this._send({ t: 'ping', ts: this._now() })
+    // Resume: every document from the version held, then every queued op
+    // with its original id (the server answers ones it has applied dup:true).
+    const ops = []
+    for (const d of this.docs.values()) {
+      this._send({ t: 'sub', doc: d.name, since: d.version })
+      ops.push(...d.pending)
+      if (d._presence) this._send({ t: 'presence', doc: d.name, data: d._presence })
+    }
+    for (const p of ops.sort((a, b) => a.op - b.op)) this._sendOp(p)
+  }
+
+  // _sendOp sends a queued op; `sent` records that it may have reached the
+  // server, after which its content must never change.
+  _sendOp (p) {
+    const m = { ...p }
+    delete m.sent; delete m.retries
+    p.sent = this._send(m) || p.sent
+  }
+
+  // ---- ops
+
+  _stamp () {
+    const h = this._hlc
+    const now = this._now()
+    if (now > h.wall) { h.wall = now; h.n = 0 } else h.n++
+    return `${h.wall}.${h.n}.${this.clientId}`
+  }
+
+  _observe (hlc) {
+    const [wall, n] = (hlc || '').split('.').map(Number)
+    const h = this._hlc
+    if (wall > h.wall && wall - this._now() < 60000) { h.wall = wall; h.n = n }
+  }
+
+  _submit (d, ops, del) {
+    const last = d.pending[d.pending.length - 1]
+    const one = ops.length === 1 && ops[0].op === 'set'
+    // Offline typing in one field: fold into the queued edit that was
+    // never sent instead of queueing every keystroke.
+    if (one && last && !last.sent && !last.del && last.ops.length === 1 && last.ops[0].op === 'set' && last.ops[0].path === ops[0].path) {
+      last.ops = clone(ops)
+      last.hlc = this._stamp()
+    } else {
+      // Before storage has loaded, op ids are not known yet (0); _load
+      // numbers such ops after the stored ones.
+      const p = { t: 'op', doc: d.name, op: this._loaded ? ++this._nextOp : 0, base: d.version, hlc: this._stamp() }
+      if (del) p.del = true
+      else p.ops = clone(ops)
+      d.pending.push(p)
+      this._saveOp(p)
+      this._sendOp(p)
+    }
+    this._saveOp(d.pending[d.pending.length - 1])
+    d._rebase({ local: true })
+    return d.pending[d.pending.length - 1]
+  }
+
+  _saveOp (p) {
+    if (!p.op) return
+    this._storage.put('meta', { nextOp: this._nextOp })
+    this._storage.put('op:' + p.op, { ...p, sent: true })
+  }
+
+  _settle (d, op) {
+    const i = d.pending.findIndex(p => p.op === op)
+    if (i < 0) return null
+    const [p] = d.pending.splice(i, 1)
+    this._storage.del('op:' + op)
+    return p
+  }
+
+  _persistDoc (d) {
+    // Confirmed copies are written at most once a second per document.
+    if (d._saving) return
+    d._saving = this._timers.setTimeout(() => {
+      d._saving = null
+      this._storage.put('doc:' + d.name, { version: d.version, data: d.data, deleted: d.deleted })
+    }, 1000)
+  }
+
+  // ---- incoming messages
+
+  _handle (m) {
+    const d = m.doc && this.docs.get(m.doc)
+    switch (m.t) {
+      case 'welcome': return this._online(m)
+      case 'ping': return this._send({ t: 'pong', ts: m.ts })
+      case 'pong':
+        this.rtt = Math.max(0, this._now() - m.ts)
+        return this._emit('latency', this.rtt)
+      case 'error': return this._emit('error', m)
+      case 'reject': return d && this._reject(d, m)
+    }
+    if (!d) return
+    switch (m.t) {
+      case 'snap':
+        Object.assign(d, { version: m.v, data: m.data || {}, deleted: !!m.del })
+        return d._rebase({ snapshot: true })
+      case 'synced':
+        d.synced = true
+        d._ready(d)
+        return d._emit('synced', d)
+      case 'presence':
+        if (m.del || !m.data) d.peers.delete(m.client)
+        else d.peers.set(m.client, m.data)
+        return d._emit('presence', d.peers)
+      case 'delta': case 'ack': {
+        this._observe(m.hlc)
+        const own = m.t === 'ack' || m.by === this.clientId
+        const p = own ? this._settle(d, m.op) : null
+        if (m.t === 'ack' && m.dup) return p && d._rebase({ ack: m })
+        if (m.v <= d.version) return p && d._rebase({ ack: m })
+        if (m.v !== d.version + 1) {
+          // A gap the server should never leave: resubscribe from what we have.
+          return this._send({ t: 'sub', doc: d.name, since: d.version })
+        }
+        if (m.new || m.del) d.data = {}
+        applyOps(d.data, m.ops ?? p?.ops)
+        Object.assign(d, { version: m.v, deleted: !!m.del })
+        d._rebase(m.t === 'ack' ? { ack: m } : { remote: true, delta: m })
+        if (m.t === 'delta' && !own) for (const h of d.hooks) h.onRemoteUpdate?.(m, d.state)
+      }
+    }
+  }
+
+  _reject (d, m) {
+    const p = this._settle(d, m.op)
+    if (p) d._rebase({ reject: m })
+    const r = { doc: d.name, op: m.op, code: m.code, msg: m.msg, details: m.details, ops: p?.ops }
+    this._emit('reject', r)
+    if (!p) return
+    for (const h of d.hooks.length ? d.hooks : [{}]) {
+      const policy = { maxRetries: 3, backoff: 'exponential', base: 500, ...h.retryPolicy }
+      const tries = (p.retries || 0) + 1
+      if (RETRYABLE.has(m.code) && tries <= policy.maxRetries) {
+        const wait = policy.backoff === 'none' ? 0 : policy.backoff === 'linear' ? policy.base * tries : policy.base * 2 ** (tries - 1)
+        this._timers.setTimeout(() => { this._submit(d, p.ops || [], p.del).retries = tries }, wait)
+        return
+      }
+      if (m.code === 'conflict' && h.onConflict) {
+        Promise.resolve(h.onConflict({ ...r, state: d.state })).then(ops => { if (Array.isArray(ops) && ops.length) this._submit(d, ops) })
+        return
+      }
+      h.onReject?.(r)
+    }
+  }
+
+  // ---- forms
+
+  /**
+   * Two-way binding of a form to a document by field name with one
+   * delegated listener: edits become set ops (checkbox groups add/remove),
+   * remote changes are written back except into the field being edited,
+   * and focus is published as presence {field}. Returns the unbind function.
+   */
+  bindForm (form, name, { presence = this.o.presence } = {}) {
+    const d = this.doc(name)
+    const els = n => [...form.elements].filter(e => e.name === n)
+    const isGroup = el => el.type === 'checkbox' && els(el.name).length > 1
+    const read = el => el.type === 'checkbox'
+      ? el.checked
+      : el.type === 'select-multiple'
+        ? [...el.selectedOptions].map(o => o.value)
+        : (el.type === 'number' || el.type === 'range') && el.value !== '' ? +el.value : el.value
+    const onEdit = e => {
+      const el = e.target
+      if (!el.name || el.form !== form || (el.type === 'radio' && !el.checked)) return
+      if (isGroup(el)) return el.checked ? d.add(el.name, el.value) : d.remove(el.name, el.value)
+      const v = read(el)
+      if (canon(d.get(el.name)) !== canon(v)) d.set(el.name, v)
+    }
+    const write = () => {
+      const active = form.ownerDocument.activeElement
+      for (const el of form.elements) {
+        if (!el.name || el === active) continue
+        const v = d.get(el.name)
+        if (el.type === 'checkbox') el.checked = isGroup(el) ? Array.isArray(v) && v.includes(el.value) : !!v
+        else if (el.type === 'radio') el.checked = v != null && String(v) === el.value
+        else if (el.type === 'select-multiple') for (const o of el.options) o.selected = Array.isArray(v) && v.includes(o.value)
+        else if (el.value !== String(v ?? '')) el.value = v ?? ''
+      }
+    }
+    const focus = e => {
+      if (e.target.name && e.target.form === form) d.presence({ ...presence, field: e.type === 'focusin' ? e.target.name : null })
+      if (e.type === 'focusout') setTimeout(write)
+    }
+    for (const t of ['input', 'change']) form.addEventListener(t, onEdit)
+    for (const t of ['focusin', 'focusout']) form.addEventListener(t, focus)
+    const off = d.on('change', write)
+    write()
+    return () => {
+      off()
+      for (const t of ['input', 'change']) form.removeEventListener(t, onEdit)
+      for (const t of ['focusin', 'focusout']) form.removeEventListener(t, focus)
+    }
+  }
+}
+
+/** Connects to an Open-AutoGLM service (base URL, e.g. "https://sync.example.com"). */
+export function connect (url, options) {
+  return new Sync(url, options)
+}
+
+export default { connect }

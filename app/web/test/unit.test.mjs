@@ -1,0 +1,376 @@
+// Unit tests of the client against a fake transport (the test plays the
+// server) with an injected clock.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { Breaker, backoffDelay, chooseTransports, applyOps, memoryStorage, connect, transports } from '../client.js'
+import { harness, fakeClock, tick } from '../testkit.mjs'
+
+const ops = conn => conn.sent.filter(m => m.t === 'op')
+
+async function online (opts) {
+  const h = harness(opts)
+  await h.sync.ready
+  h.last().welcome()
+  return h
+}
+
+test('hello carries the client id, protocol version, token and roles', async () => {
+  const { sync, last } = harness({ token: 'tok', roles: ['approver'] })
+  await sync.ready
+  assert.deepEqual(last().hello, { t: 'hello', client: 'me', proto: 1, token: 'tok', roles: ['approver'] })
+})
+
+test('welcome resumes: subscribe every document from its version, then queued ops in op order, then presence', async () => {
+  const h = harness({ offline: true })
+  await h.sync.ready
+  const a = h.sync.doc('forms/a'); const b = h.sync.doc('forms/b')
+  Object.assign(a, { version: 7 })
+  b.set('x', 1); a.set('y', 2); b.increment('n')
+  a.presence({ field: 'y' })
+  h.sync.setOffline(false)
+  h.last().welcome()
+  const sent = h.last().sent.filter(m => m.t !== 'ping')
+  assert.deepEqual(sent.map(m => [m.t, m.doc, m.since ?? m.op]), [
+    ['hello', undefined, undefined],
+    ['sub', 'forms/a', 7], ['presence', 'forms/a', undefined],
+    ['sub', 'forms/b', 0],
+    ['op', 'forms/b', 1], ['op', 'forms/a', 2], ['op', 'forms/b', 3]
+  ])
+  assert.equal(h.sync.status, 'online')
+})
+
+test('optimistic state: pending ops on top of the confirmed state, rebased on remote deltas and acks', async () => {
+  const { sync, last } = await online()
+  const d = sync.doc('forms/f1')
+  const conn = last()
+  conn.h.msg({ t: 'snap', doc: 'forms/f1', v: 3, data: { n: 1, title: 'a' } })
+  conn.h.msg({ t: 'synced', doc: 'forms/f1', v: 3 })
+  await d.ready
+  d.increment('n', 10)
+  d.set('title', 'mine')
+  assert.deepEqual(d.state, { n: 11, title: 'mine' })
+  assert.deepEqual(d.data, { n: 1, title: 'a' }, 'confirmed state untouched')
+  assert.deepEqual(ops(conn).map(o => [o.op, o.base]), [[1, 3], [2, 3]])
+
+  // Another client's change lands first: pending edits are replayed on it.
+  conn.h.msg({ t: 'delta', doc: 'forms/f1', v: 4, pv: 3, by: 'other', op: 9, ops: [{ op: 'inc', path: 'n', value: 5 }, { op: 'set', path: 'other', value: true }] })
+  assert.deepEqual(d.state, { n: 16, title: 'mine', other: true })
+  assert.equal(d.version, 4)
+
+  conn.h.msg({ t: 'ack', doc: 'forms/f1', op: 1, v: 5, pv: 4 })
+  assert.deepEqual(d.data, { n: 16, title: 'a', other: true })
+  assert.equal(d.pending.length, 1)
+  assert.deepEqual(d.state, { n: 16, title: 'mine', other: true })
+})
+
+test('an ack with effective ops replaces the ops the client sent', async () => {
+  const { sync, last } = await online()
+  const d = sync.doc('forms/f1')
+  const conn = last()
+  conn.h.msg({ t: 'synced', doc: 'forms/f1' })
+  d.set('tags', ['b'])
+  d.set('title', 'lost')
+  conn.h.msg({ t: 'ack', doc: 'forms/f1', op: 1, v: 1, new: true, ops: [{ op: 'set', path: 'tags', value: ['a', 'b'] }] })
+  // An empty effective list: the merge kept a newer value; nothing changes.
+  conn.h.msg({ t: 'ack', doc: 'forms/f1', op: 2, v: 2, pv: 1, ops: [] })
+  assert.deepEqual(d.data, { tags: ['a', 'b'] })
+  assert.deepEqual(d.state, d.data)
+  assert.equal(d.pending.length, 0)
+})
+
+test('reconnect replays an op whose ack was lost; catch-up delta and dup ack count it once', async () => {
+  const h = await online()
+  const d = h.sync.doc('forms/f1')
+  h.last().h.msg({ t: 'synced', doc: 'forms/f1' })
+  d.increment('n', 2)
+  h.last().drop()
+  h.clock.advance(60_000)
+  const conn = h.last()
+  assert.equal(h.conns.length, 2)
+  conn.welcome()
+  assert.deepEqual(ops(conn).map(o => o.op), [1], 'resent with its original op id')
+  conn.h.msg({ t: 'delta', doc: 'forms/f1', v: 1, by: 'me', op: 1, new: true, ops: [{ op: 'inc', path: 'n', value: 2 }] })
+  conn.h.msg({ t: 'synced', doc: 'forms/f1', v: 1 })
+  conn.h.msg({ t: 'ack', doc: 'forms/f1', op: 1, v: 1, dup: true })
+  assert.deepEqual(d.state, { n: 2 })
+  assert.equal(d.pending.length, 0)
+})
+
+test('stale deltas are dropped; a gap resubscribes from the version held', async () => {
+  const { sync, last } = await online()
+  const d = sync.doc('forms/f1')
+  const conn = last()
+  conn.h.msg({ t: 'snap', doc: 'forms/f1', v: 5, data: { a: 1 } })
+  conn.h.msg({ t: 'delta', doc: 'forms/f1', v: 5, ops: [{ op: 'set', path: 'a', value: 99 }] })
+  assert.deepEqual(d.state, { a: 1 })
+  conn.h.msg({ t: 'delta', doc: 'forms/f1', v: 8, pv: 7, ops: [{ op: 'set', path: 'a', value: 2 }] })
+  assert.deepEqual(d.state, { a: 1 })
+  assert.deepEqual(conn.sent.at(-1), { t: 'sub', doc: 'forms/f1', since: 5 })
+})
+
+test('hooks: onRemoteUpdate sees others\' deltas; onConflict may answer with ops to retry', async () => {
+  const { sync, last } = await online()
+  const seen = []
+  sync.registerSyncHook('orders/o1', {
+    onRemoteUpdate: (delta, state) => seen.push([delta.v, state.qty]),
+    onConflict: c => [{ op: 'set', path: 'qty', value: c.details.theirs.qty + 1 }]
+  })
+  const d = sync.doc('orders/o1')
+  const conn = last()
+  conn.h.msg({ t: 'snap', doc: 'orders/o1', v: 1, data: { qty: 1 } })
+  d.set('qty', 3)
+  conn.h.msg({ t: 'delta', doc: 'orders/o1', v: 2, by: 'other', op: 4, ops: [{ op: 'set', path: 'qty', value: 2 }] })
+  assert.deepEqual(seen, [[2, 3]])
+  const rejects = []
+  sync.on('reject', r => rejects.push(r.code))
+  conn.h.msg({ t: 'reject', doc: 'orders/o1', op: 1, code: 'conflict', msg: 'stale', details: { base: 1, current: 2, theirs: { qty: 2 }, yours: [] } })
+  assert.deepEqual(rejects, ['conflict'])
+  assert.deepEqual(d.state, { qty: 2 }, 'the refused edit is rolled back')
+  await tick()
+  const retry = ops(conn).at(-1)
+  assert.deepEqual([retry.op, retry.base, retry.ops], [2, 2, [{ op: 'set', path: 'qty', value: 3 }]])
+})
+
+test('retryable rejections are retried with new op ids per the retry policy', async () => {
+  const h = await online()
+  h.sync.registerSyncHook('forms/f1', { retryPolicy: { maxRetries: 2, backoff: 'exponential', base: 100 } })
+  const d = h.sync.doc('forms/f1')
+  const conn = h.last()
+  d.set('a', 1)
+  conn.h.msg({ t: 'reject', doc: 'forms/f1', op: 1, code: 'unavailable', msg: 'store down' })
+  h.clock.advance(99)
+  assert.equal(ops(conn).length, 1)
+  h.clock.advance(1)
+  assert.deepEqual(ops(conn).map(o => o.op), [1, 2])
+  conn.h.msg({ t: 'reject', doc: 'forms/f1', op: 2, code: 'unavailable', msg: 'store down' })
+  h.clock.advance(200)
+  conn.h.msg({ t: 'reject', doc: 'forms/f1', op: 3, code: 'unavailable', msg: 'store down' })
+  h.clock.advance(10_000)
+  assert.deepEqual(ops(conn).map(o => o.op), [1, 2, 3], 'at most maxRetries retries')
+  // Not retryable: given up at once.
+  const rejected = []
+  h.sync.on('reject', r => rejected.push(r.code))
+  d.set('status', 'approved')
+  conn.h.msg({ t: 'reject', doc: 'forms/f1', op: 4, code: 'forbidden', msg: 'approver only' })
+  h.clock.advance(10_000)
+  assert.deepEqual(rejected, ['forbidden'])
+  assert.equal(ops(conn).length, 4)
+})
+
+test('backoff: full jitter within [0, min(max, base * 2^n))', () => {
+  for (let n = 0; n < 12; n++) {
+    const cap = Math.min(5000, 100 * 2 ** n)
+    assert.equal(backoffDelay(n, { base: 100, max: 5000 }, () => 0), 0)
+    assert.ok(backoffDelay(n, { base: 100, max: 5000 }, () => 0.999999) < cap)
+    for (let i = 0; i < 200; i++) {
+      const d = backoffDelay(n, { base: 100, max: 5000 })
+      assert.ok(d >= 0 && d < cap, `attempt ${n}: ${d} outside [0, ${cap})`)
+    }
+  }
+  assert.equal(backoffDelay(1000, { base: 100, max: 5000 }, () => 0.5), 2500, 'huge attempt counts stay capped')
+})
+
+test('breaker: closed → open after N failures → half-open after the cool-down → closed on success', () => {
+  const clock = fakeClock()
+  const b = new Breaker({ threshold: 3, cooldown: 10_000, now: clock.now })
+  assert.equal(b.state, 'closed')
+  b.failure(); b.failure()
+  assert.ok(b.allow())
+  b.failure()
+  assert.equal(b.state, 'open')
+  assert.equal(b.allow(), false)
+  clock.advance(4000)
+  assert.equal(b.retryIn(), 6000)
+  assert.equal(b.allow(), false)
+  clock.advance(6000)
+  assert.equal(b.allow(), true)
+  assert.equal(b.state, 'half-open')
+  b.failure()
+  assert.equal(b.state, 'open', 'a failed probe opens it again')
+  assert.equal(b.allow(), false)
+  clock.advance(10_000)
+  assert.ok(b.allow())
+  b.success()
+  assert.equal(b.state, 'closed')
+  assert.equal(b.failures, 0)
+})
+
+test('a failing server trips the breaker: no attempts during the cool-down, then one probe', async () => {
+  let up = false
+  const h = harness({ breaker: { threshold: 3, cooldown: 30_000 }, backoff: { base: 100, max: 1000 } }, () => up)
+  await h.sync.ready
+  h.clock.advance(5000)
+  assert.equal(h.conns.length, 3)
+  assert.equal(h.sync.breaker.state, 'open')
+  h.clock.advance(24_000)
+  assert.equal(h.conns.length, 3, 'no attempt while open')
+  up = true
+  h.clock.advance(1400) // the breaker opened at the third failure, 300 ms in
+  assert.equal(h.conns.length, 4, 'one probe after the cool-down')
+  assert.equal(h.sync.breaker.state, 'half-open')
+  h.last().welcome()
+  assert.equal(h.sync.status, 'online')
+  h.clock.advance(5000)
+  assert.equal(h.sync.breaker.state, 'closed', 'a connection that stays up closes the breaker')
+})
+
+test('a server that accepts and drops at once still trips the breaker', async () => {
+  const h = harness({ breaker: { threshold: 2, cooldown: 60_000 } })
+  await h.sync.ready
+  h.last().welcome(); h.last().drop(4005, 'unavailable')
+  h.clock.advance(2000)
+  h.last().welcome(); h.last().drop(4005, 'unavailable')
+  assert.equal(h.sync.breaker.state, 'open')
+  const n = h.conns.length
+  h.clock.advance(59_000)
+  assert.equal(h.conns.length, n)
+})
+
+test('close codes: 4000–4499 reconnect, 4500+ stop', async () => {
+  const h = await online()
+  h.last().drop(4000, 'shutting down')
+  assert.equal(h.sync.status, 'offline')
+  h.clock.advance(1000)
+  assert.equal(h.conns.length, 2)
+  h.last().welcome()
+  h.last().drop(4501, 'unauthorized')
+  assert.equal(h.sync.status, 'stopped')
+  h.clock.advance(600_000)
+  assert.equal(h.conns.length, 2, 'no reconnect after 4501')
+})
+
+test('offline: edits queue, consecutive edits of one field fold, replay keeps the original op ids', async () => {
+  const h = await online()
+  const d = h.sync.doc('forms/f1')
+  h.last().h.msg({ t: 'synced', doc: 'forms/f1' })
+  d.set('title', 'x')
+  h.sync.setOffline(true)
+  assert.equal(h.sync.status, 'paused')
+  for (const s of ['H', 'He', 'Hel', 'Hell', 'Hello']) d.set('title', s)
+  d.increment('n')
+  d.set('body', 'b')
+  assert.deepEqual(d.pending.map(p => [p.op, p.ops[0].value]), [[1, 'x'], [2, 'Hello'], [3, 1], [4, 'b']])
+  h.clock.advance(600_000)
+  assert.equal(h.conns.length, 1, 'no reconnect while forced offline')
+  h.sync.setOffline(false)
+  h.last().welcome()
+  assert.deepEqual(ops(h.last()).map(o => o.op), [1, 2, 3, 4])
+  assert.deepEqual(ops(h.last())[1].ops, [{ op: 'set', path: 'title', value: 'Hello' }])
+})
+
+test('the queue is durable: a new client on the same storage replays it with the original op ids', async () => {
+  const storage = memoryStorage()
+  const a = harness({ storage, offline: true })
+  await a.sync.ready
+  const d = a.sync.doc('forms/f1')
+  const ids = [d.set('a', 1).op, d.increment('n', 2).op]
+  await tick()
+  a.sync.close()
+  // "Reload": same client id, same storage.
+  const b = harness({ storage })
+  await b.sync.ready
+  const conn = b.last()
+  conn.welcome()
+  assert.deepEqual(ops(conn).map(o => [o.op, o.ops[0].op]), [[ids[0], 'set'], [ids[1], 'inc']])
+  assert.deepEqual(b.sync.doc('forms/f1').state, { a: 1, n: 2 })
+  b.sync.doc('forms/f1').set('c', 3)
+  assert.equal(ops(conn).at(-1).op, ids[1] + 1, 'op ids continue after the stored ones')
+})
+
+test('edits made before storage has loaded get op ids after the stored ones', async () => {
+  const storage = memoryStorage()
+  await storage.put('meta', { nextOp: 41 })
+  const h = harness({ storage })
+  h.sync.doc('forms/f1').set('early', true)
+  await h.sync.ready
+  h.last().welcome()
+  assert.deepEqual(ops(h.last()).map(o => o.op), [42])
+})
+
+test('a client id reused without stored state starts op ids from the clock', async () => {
+  const h = harness({ clientId: 'reused', storage: memoryStorage() })
+  await h.sync.ready
+  h.last().welcome()
+  const d = h.sync.doc('forms/f1')
+  d.set('a', 1)
+  assert.ok(ops(h.last())[0].op >= 1_764_096_000_000)
+})
+
+test('fallback selection: WebSocket, else SSE, else long-poll; forced by the option', () => {
+  const fetch = () => {}
+  assert.deepEqual(chooseTransports('auto', { WebSocket: class {}, fetch, ReadableStream: class {} }), ['ws', 'sse', 'longpoll'])
+  assert.deepEqual(chooseTransports('auto', { fetch, ReadableStream: class {} }), ['sse', 'longpoll'])
+  assert.deepEqual(chooseTransports('auto', { fetch }), ['longpoll'])
+  assert.deepEqual(chooseTransports('sse', { WebSocket: class {} }), ['sse'])
+})
+
+test('a WebSocket that never opens falls back to SSE after two attempts', async () => {
+  const clock = fakeClock()
+  let made = 0
+  class DeadSocket {
+    constructor () { made++; setImmediate(() => this.onclose?.({ code: 1006 })) }
+    close () {}
+  }
+  const posts = []
+  const fetch = async (url) => { posts.push(url); throw new Error('offline') }
+  const sync = connect('http://127.0.0.1:1', { clientId: 'me', WebSocket: DeadSocket, fetch, storage: memoryStorage(), now: clock.now, timers: clock.timers, random: () => 0 })
+  await sync.ready
+  for (let i = 0; i < 5 && posts.length === 0; i++) {
+    await tick(); await tick()
+    clock.advance(100)
+  }
+  assert.equal(made, 2)
+  assert.match(posts[0], /\/v1\/events\?hello=/)
+  sync.close()
+})
+
+test('latency: a pong to the client\'s ping gives the round trip', async () => {
+  const h = await online()
+  const rtts = []
+  h.sync.on('latency', r => rtts.push(r))
+  const ping = h.last().sent.find(m => m.t === 'ping')
+  h.clock.advance(42)
+  h.last().h.msg({ t: 'pong', ts: ping.ts })
+  assert.deepEqual(rtts, [42])
+  h.last().h.msg({ t: 'ping', ts: 5 })
+  assert.deepEqual(h.last().sent.at(-1), { t: 'pong', ts: 5 })
+})
+
+test('silence for 2.5 heartbeats drops the connection and reconnects', async () => {
+  const h = await online({ pingInterval: 1000 })
+  h.last().h.msg({ t: 'synced', doc: 'x/y' })
+  h.clock.advance(15000 * 2.5 + 1000)
+  assert.ok(h.conns.length >= 2, 'reconnected')
+})
+
+test('presence: peers come and go; a lost connection clears them', async () => {
+  const h = await online()
+  const d = h.sync.doc('forms/f1')
+  const conn = h.last()
+  conn.h.msg({ t: 'presence', doc: 'forms/f1', client: 'ann', data: { field: 'title', color: '#e91e63' } })
+  conn.h.msg({ t: 'presence', doc: 'forms/f1', client: 'bob', data: { field: 'body' } })
+  conn.h.msg({ t: 'presence', doc: 'forms/f1', client: 'bob', del: true })
+  assert.deepEqual([...d.peers], [['ann', { field: 'title', color: '#e91e63' }]])
+  d.presence({ field: 'title' })
+  assert.deepEqual(conn.sent.at(-1), { t: 'presence', doc: 'forms/f1', data: { field: 'title' } })
+  conn.drop()
+  assert.equal(d.peers.size, 0)
+})
+
+test('applyOps follows the server: nested set, unset, inc, sets in canonical order', () => {
+  const d = {}
+  applyOps(d, [
+    { op: 'set', path: 'a.b', value: 1 },
+    { op: 'inc', path: 'n', value: 2 }, { op: 'inc', path: 'n', value: 3 },
+    { op: 'add', path: 's', value: 'b' }, { op: 'add', path: 's', value: 'a' }, { op: 'add', path: 's', value: 'b' },
+    { op: 'remove', path: 'gone', value: 1 },
+    { op: 'unset', path: 'a.x.y' }
+  ])
+  assert.deepEqual(d, { a: { b: 1 }, n: 5, s: ['a', 'b'] })
+  applyOps(d, [{ op: 'remove', path: 's', value: 'a' }, { op: 'unset', path: 'a.b' }])
+  assert.deepEqual(d, { a: {}, n: 5, s: ['b'] })
+})
+
+test('the transports table is extensible (custom transports)', () => {
+  assert.deepEqual(Object.keys(transports).slice(0, 3), ['ws', 'sse', 'longpoll'])
+})
