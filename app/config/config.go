@@ -40,6 +40,12 @@ type Config struct {
 	TasksPubsub     string // AUTOGLM_TASKS_PUBSUB
 	LockStore       string // AUTOGLM_LOCK_STORE
 
+	// Op-log compaction (app/compaction): a singleton job under a lease on
+	// the lock component; without one (local profile) it runs unguarded.
+	CompactionInterval time.Duration // AUTOGLM_COMPACTION_INTERVAL: time between passes; 0 turns it off
+	CompactionLease    time.Duration // AUTOGLM_COMPACTION_LEASE: lock lease; a dead holder is replaced after it
+	CompactionQuiet    time.Duration // AUTOGLM_COMPACTION_QUIET: a document unchanged this long has its tail archived
+
 	Collections    string        // AUTOGLM_COLLECTIONS: collections config file (YAML); empty: every collection lww
 	LogWindow      int           // AUTOGLM_LOG_WINDOW: op-log entries kept per document
 	MaxBodyBytes   int64         // AUTOGLM_MAX_BODY: REST body and WebSocket message limit
@@ -85,6 +91,10 @@ func Default() Config {
 		MaxClockSkew:    time.Minute,
 		LogFormat:       "text",
 		LogLevel:        "info",
+
+		CompactionInterval: 5 * time.Minute,
+		CompactionLease:    30 * time.Second,
+		CompactionQuiet:    time.Minute,
 	}
 }
 
@@ -145,6 +155,13 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	dur("AUTOGLM_SHUTDOWN_GRACE", &c.ShutdownGrace)
 	dur("AUTOGLM_PROBE_INTERVAL", &c.ProbeInterval)
 	dur("AUTOGLM_ANTI_ENTROPY", &c.AntiEntropy)
+	if v, _ := lookup("AUTOGLM_COMPACTION_INTERVAL"); v == "0" {
+		c.CompactionInterval = 0
+	} else {
+		dur("AUTOGLM_COMPACTION_INTERVAL", &c.CompactionInterval)
+	}
+	dur("AUTOGLM_COMPACTION_LEASE", &c.CompactionLease)
+	dur("AUTOGLM_COMPACTION_QUIET", &c.CompactionQuiet)
 	dur("AUTOGLM_MAX_CLOCK_SKEW", &c.MaxClockSkew)
 	str("AUTOGLM_LOG_FORMAT", &c.LogFormat)
 	str("AUTOGLM_LOG_LEVEL", &c.LogLevel)
@@ -183,6 +200,7 @@ func (c Config) Fields() map[string]any {
 		"max_ops": c.MaxOpsPerMsg, "write_retries": c.WriteRetries, "heartbeat": c.Heartbeat.String(),
 		"session_queue": c.SessionQueue, "shutdown_grace": c.ShutdownGrace.String(), "probe_interval": c.ProbeInterval.String(), "anti_entropy": c.AntiEntropy.String(),
 		"max_clock_skew": c.MaxClockSkew.String(), "allowed_origins": c.AllowedOrigins,
+		"compaction_interval": c.CompactionInterval.String(), "compaction_lease": c.CompactionLease.String(), "compaction_quiet": c.CompactionQuiet.String(),
 		"pprof": c.Pprof,
 	}
 }

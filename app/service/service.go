@@ -19,6 +19,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/compaction"
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/daprbus"
@@ -45,7 +46,9 @@ type Service struct {
 	srv    *http.Server
 	ln     net.Listener
 
-	metrics *metrics.Metrics
+	metrics    *metrics.Metrics
+	compaction *compaction.Job
+	compacted  chan struct{} // closed when the compaction job has stopped
 
 	stopProbe context.CancelFunc
 	stopPprof func()
@@ -93,11 +96,28 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		},
 	})
 	store := daprstore.New(client, cfg.StateStore)
+	// One compaction lease and one collections registry per cluster: the
+	// replicas that share the broadcast topic.
+	comp := compaction.New(compaction.Options{
+		Store:     store,
+		Registry:  compaction.NewRegistry(client, cfg.StateStore, cfg.BroadcastTopic),
+		Lock:      client,
+		LockStore: cfg.LockStore,
+		HasLock:   compaction.LockComponent(client, cfg.LockStore),
+		Resource:  "compaction:" + cfg.BroadcastTopic,
+		Owner:     cfg.NodeID,
+		Interval:  cfg.CompactionInterval,
+		Lease:     cfg.CompactionLease,
+		Quiet:     cfg.CompactionQuiet,
+		Window:    cfg.LogWindow,
+		Declared:  cols.Names(),
+		Log:       log,
+	})
 	eng := engine.New(engine.Options{
 		Store:       store,
 		Bus:         bus,
 		Clock:       clock.New(cfg.NodeID, time.Now, cfg.MaxClockSkew),
-		Local:       h.Publish,
+		Local:       func(cs []core.Change) { comp.Observe(cs); h.Publish(cs) },
 		LogWindow:   cfg.LogWindow,
 		Collections: cols,
 		Retries:     cfg.WriteRetries,
@@ -135,7 +155,7 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		Metrics:        httpapi.Metrics{Connection: m.Connection, Session: m.Session, Handler: m.Handler()},
 	}
 	return &Service{cfg: cfg, log: log, client: client, engine: eng, api: api, probe: probe, hub: h,
-		metrics: m, serveErr: make(chan error, 1)}, nil
+		metrics: m, compaction: comp, serveErr: make(chan error, 1)}, nil
 }
 
 // Start listens on the configured port (or ln, when given) and serves in the
@@ -168,6 +188,22 @@ func (s *Service) Start(ln net.Listener) error {
 	go s.probe.Run(ctx)
 	go s.sweepPresence(ctx)
 	go s.antiEntropy(ctx)
+	if s.cfg.CompactionInterval > 0 {
+		s.compacted = make(chan struct{})
+		go func() {
+			defer close(s.compacted)
+			// A call before the sidecar listens would put the gRPC
+			// connection into reconnect backoff: start once it answers.
+			for !s.probe.Ready() {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+			s.compaction.Run(ctx)
+		}()
+	}
 	go func() { s.serveErr <- s.srv.Serve(ln) }()
 	s.log.WithField("addr", ln.Addr().String()).Info("listening")
 	return nil
@@ -220,6 +256,11 @@ func (s *Service) antiEntropy(ctx context.Context) {
 					missed = append(missed, c)
 				}
 			}
+			if len(missed) == 0 && st.Doc.Version > known {
+				// Compaction archived the tail to the op log: a pull hint
+				// makes sessions read the versions they miss from there.
+				missed = []core.Change{{Doc: doc, Version: st.Doc.Version, Prev: st.Doc.Version - 1, Pull: true}}
+			}
 			if len(missed) > 0 {
 				s.log.WithFields(logrus.Fields{"doc": doc, "seen": known, "stored": st.Doc.Version}).Debug("anti-entropy: broadcast missed")
 				s.hub.Publish(missed)
@@ -250,6 +291,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	}
 	s.api.Drain(ctx)
 	s.stopProbe()
+	if s.compacted != nil {
+		<-s.compacted // the lease is released before the client closes
+	}
 	if s.stopPprof != nil {
 		s.stopPprof()
 	}

@@ -1,0 +1,388 @@
+package compaction_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	dapr "github.com/dapr/go-sdk/client"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/open-autoglm/autoglm/app/clock"
+	"github.com/open-autoglm/autoglm/app/compaction"
+	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/engine"
+	"github.com/open-autoglm/autoglm/app/inmem"
+	"github.com/open-autoglm/autoglm/app/merge"
+)
+
+// store adds the bulk read daprstore has to the in-memory store.
+type store struct{ *inmem.Store }
+
+func (s store) Documents(ctx context.Context, coll string, ids []string) ([]*core.Document, error) {
+	var out []*core.Document
+	for _, id := range ids {
+		st, err := s.Load(ctx, core.Key{Collection: coll, ID: id})
+		if err != nil {
+			return nil, err
+		}
+		if st.Doc != nil {
+			out = append(out, st.Doc)
+		}
+	}
+	return out, nil
+}
+
+const window = 5
+
+var epoch = time.UnixMilli(1_700_000_000_000)
+
+func newEngine(s *inmem.Store) *engine.Engine {
+	return engine.New(engine.Options{
+		Store: s, Clock: clock.New("n1", func() time.Time { return epoch }, time.Minute),
+		LogWindow: window, Retries: 5,
+	})
+}
+
+func write(t testing.TB, e *engine.Engine, k core.Key, client string, op uint64, v int) engine.Result {
+	t.Helper()
+	b, _ := json.Marshal(v)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := e.Do(ctx, k, core.Op{ClientID: client, OpID: op, Ops: []merge.FieldOp{
+		{Op: merge.KindSet, Path: "last", Value: b}, {Op: merge.KindInc, Path: "n", Value: json.RawMessage("1")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func load(t testing.TB, s *inmem.Store, k core.Key) *core.Document {
+	t.Helper()
+	st, err := s.Load(context.Background(), k)
+	if err != nil || st.Doc == nil {
+		t.Fatalf("load %s: %+v %v", k, st, err)
+	}
+	return st.Doc
+}
+
+// seeded writes 20 versions: client a the first 3, b the next 15, c the
+// last 2.
+func seeded(t testing.TB) (*inmem.Store, *engine.Engine, core.Key) {
+	s := inmem.NewStore()
+	e := newEngine(s)
+	k := core.Key{Collection: "forms", ID: "f1"}
+	for i := range 20 {
+		c := "b"
+		switch {
+		case i < 3:
+			c = "a"
+		case i >= 18:
+			c = "c"
+		}
+		write(t, e, k, c, uint64(i+1), i)
+	}
+	return s, e, k
+}
+
+func job(s *inmem.Store, now time.Time, mod func(*compaction.Options)) *compaction.Job {
+	opt := compaction.Options{
+		Store: store{s}, Window: window, Quiet: time.Minute, Declared: []string{"forms"},
+		Now: func() time.Time { return now },
+	}
+	if mod != nil {
+		mod(&opt)
+	}
+	return compaction.New(opt)
+}
+
+func TestPass(t *testing.T) {
+	t.Run("QuietDocument", func(t *testing.T) {
+		s, e, k := seeded(t)
+		before := load(t, s, k)
+		st, err := job(s, epoch.Add(time.Hour), nil).Pass(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := load(t, s, k)
+		if after.Version != 20 || !cmp.Equal(before.State, after.State) {
+			t.Fatalf("data or version changed: v%d %v", after.Version, after.Data())
+		}
+		if after.LogStart != 16 || len(after.Tail) != 0 {
+			t.Fatalf("log start %d, tail %v; want 16 and an archived tail", after.LogStart, after.Tail)
+		}
+		// b's last op (version 18) left the window: its mark is gone.
+		if d := cmp.Diff(map[string]core.ClientMark{"c": {OpID: 20, Version: 20}, "b": {OpID: 18, Version: 18}}, after.Clients); d != "" {
+			t.Fatalf("marks (-want +got):\n%s", d)
+		}
+		if s.LogLen(k) != 5 {
+			t.Fatalf("%d op-log entries, want the 5 of the window", s.LogLen(k))
+		}
+		cs, err := s.Changes(context.Background(), k, 16, 20)
+		if err != nil || len(cs) != 5 || cs[4].Version != 20 {
+			t.Fatalf("window from the log keys alone: %v %v", cs, err)
+		}
+		want := compaction.Stats{Collections: 1, Documents: 1, Compacted: 1, Archived: 1, Trimmed: 1, Pruned: 1}
+		st.Duration = 0
+		if d := cmp.Diff(want, st); d != "" {
+			t.Fatalf("stats (-want +got):\n%s", d)
+		}
+		// Writes go on from the compacted document.
+		if r := write(t, e, k, "c", 21, 99); r.Version != 21 {
+			t.Fatalf("next write at %d", r.Version)
+		}
+		if cs, _ := s.Changes(context.Background(), k, 17, 21); len(cs) != 5 {
+			t.Fatalf("log after the next write: %v", cs)
+		}
+		// The engine trims from the version it read, so the log holds one
+		// entry too many after that write; the next pass trims it (keeping
+		// the now busy document's tail), and the one after finds nothing.
+		busy := job(s, epoch.Add(time.Hour), func(o *compaction.Options) { o.Quiet = 24 * time.Hour })
+		if st, _ = busy.Pass(context.Background()); st.Compacted != 1 || st.Trimmed != 1 || st.Archived != 0 {
+			t.Fatalf("second pass: %+v", st)
+		}
+		if st, _ = busy.Pass(context.Background()); st.Compacted != 0 {
+			t.Fatalf("third pass rewrote %d documents", st.Compacted)
+		}
+	})
+
+	t.Run("RetryOlderThanWindowIsNew", func(t *testing.T) {
+		// The documented consequence of pruning: a's op 3 is no longer
+		// recognised as applied.
+		s, e, k := seeded(t)
+		if _, err := job(s, epoch.Add(time.Hour), nil).Pass(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if r := write(t, e, k, "a", 3, 2); r.Dup || r.Version != 21 {
+			t.Fatalf("retry after pruning: %+v", r)
+		}
+		// Within the window a retry is still answered as a duplicate.
+		if r := write(t, e, k, "c", 20, 19); !r.Dup || r.Version != 20 {
+			t.Fatalf("retry within the window: %+v", r)
+		}
+	})
+
+	t.Run("BusyDocumentKeepsTail", func(t *testing.T) {
+		s, _, k := seeded(t)
+		if _, err := job(s, epoch.Add(time.Second), nil).Pass(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		d := load(t, s, k)
+		if len(d.Tail) != 1 || d.LogStart != 16 {
+			t.Fatalf("busy document: tail %v, log start %d; want the tail kept and the log trimmed", d.Tail, d.LogStart)
+		}
+	})
+
+	t.Run("ConflictSkips", func(t *testing.T) {
+		s, e, k := seeded(t)
+		raced := false
+		s.BeforeCommit = func(c core.Commit) {
+			if len(c.Changes) == 0 && !raced { // the job's commit: a writer wins first
+				raced = true
+				s.BeforeCommit = nil
+				write(t, e, k, "d", 1, 7)
+			}
+		}
+		st, err := job(s, epoch.Add(time.Hour), nil).Pass(context.Background())
+		if err != nil || st.Conflicts != 1 || st.Compacted != 0 {
+			t.Fatalf("pass: %+v %v", st, err)
+		}
+		d := load(t, s, k)
+		if d.Version != 21 || d.Data()["last"] != 7.0 || len(d.Tail) != 1 {
+			t.Fatalf("the writer's commit was disturbed: v%d %v tail %v", d.Version, d.Data(), d.Tail)
+		}
+	})
+
+	t.Run("ObservedCollections", func(t *testing.T) {
+		s := inmem.NewStore()
+		e := newEngine(s)
+		k := core.Key{Collection: "notes", ID: "n1"}
+		for i := range 8 {
+			write(t, e, k, "a", uint64(i+1), i)
+		}
+		j := job(s, epoch.Add(time.Hour), nil) // declares only forms
+		if st, _ := j.Pass(context.Background()); st.Compacted != 0 {
+			t.Fatalf("compacted an unknown collection: %+v", st)
+		}
+		j.Observe([]core.Change{{Doc: "notes/n1", Version: 8}})
+		if st, _ := j.Pass(context.Background()); st.Compacted != 1 || st.Collections != 2 {
+			t.Fatalf("observed collection not walked: %+v", st)
+		}
+	})
+}
+
+// locker is the lock.redis semantics in memory: SET NX with an expiry, and
+// unlock by owner only.
+type locker struct {
+	mu      sync.Mutex
+	owner   map[string]string
+	expires map[string]time.Time
+	down    map[string]bool // owners whose calls fail (a partitioned replica)
+}
+
+func newLocker() *locker {
+	return &locker{owner: map[string]string{}, expires: map[string]time.Time{}, down: map[string]bool{}}
+}
+
+func (l *locker) TryLockAlpha1(_ context.Context, _ string, r *dapr.LockRequest) (*dapr.LockResponse, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.down[r.LockOwner] {
+		return nil, errors.New("unavailable")
+	}
+	if o, ok := l.owner[r.ResourceID]; ok && o != "" && time.Now().Before(l.expires[r.ResourceID]) {
+		return &dapr.LockResponse{Success: false}, nil
+	}
+	l.owner[r.ResourceID] = r.LockOwner
+	l.expires[r.ResourceID] = time.Now().Add(time.Duration(r.ExpiryInSeconds) * time.Second)
+	return &dapr.LockResponse{Success: true}, nil
+}
+
+func (l *locker) UnlockAlpha1(_ context.Context, _ string, r *dapr.UnlockRequest) (*dapr.UnlockResponse, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.down[r.LockOwner] {
+		return nil, errors.New("unavailable")
+	}
+	o := l.owner[r.ResourceID]
+	switch {
+	case o == "" || !time.Now().Before(l.expires[r.ResourceID]):
+		return &dapr.UnlockResponse{Status: "LOCK_DOES_NOT_EXIST"}, nil
+	case o != r.LockOwner:
+		return &dapr.UnlockResponse{Status: "LOCK_BELONGS_TO_OTHERS"}, nil
+	}
+	delete(l.owner, r.ResourceID)
+	return &dapr.UnlockResponse{Status: "SUCCESS"}, nil
+}
+
+func (l *locker) holder(res string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if time.Now().Before(l.expires[res]) {
+		return l.owner[res]
+	}
+	return ""
+}
+
+func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !ok() {
+		if time.Since(start) > d {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// TestLease: one of two jobs holds the lease and runs the passes; when it
+// stops reaching the lock (as if its replica died) the other takes over
+// within the lease time plus one poll, and a job that shuts down hands the
+// lease over at once.
+func TestLease(t *testing.T) {
+	s, _, _ := seeded(t)
+	l := newLocker()
+	const lease = time.Second
+	var mu sync.Mutex
+	passes := map[string]int{}
+	mk := func(name string) (*compaction.Job, context.CancelFunc) {
+		j := compaction.New(compaction.Options{
+			Store: store{s}, Lock: l, LockStore: "lock", Resource: "compaction:test", Owner: name,
+			Interval: 50 * time.Millisecond, Lease: lease, Window: window, Declared: []string{"forms"},
+			OnPass: func(compaction.Stats) { mu.Lock(); passes[name]++; mu.Unlock() },
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { j.Run(ctx); close(done) }()
+		return j, func() { cancel(); <-done }
+	}
+	a, stopA := mk("a")
+	defer stopA()
+	waitFor(t, 2*time.Second, "a holds the lease", a.Holding)
+	b, stopB := mk("b")
+	defer stopB()
+	waitFor(t, 2*time.Second, "a runs passes", func() bool { mu.Lock(); defer mu.Unlock(); return passes["a"] >= 3 })
+	mu.Lock()
+	bPasses := passes["b"]
+	mu.Unlock()
+	if b.Holding() || bPasses != 0 {
+		t.Fatal("both hold the lease")
+	}
+	// Renewals keep the lease for longer than the lease time.
+	time.Sleep(2 * lease)
+	if !a.Holding() || l.holder("compaction:test") != a.Owner() {
+		t.Fatalf("lease not renewed: holder %q", l.holder("compaction:test"))
+	}
+
+	l.mu.Lock()
+	l.down[a.Owner()] = true
+	l.mu.Unlock()
+	took := waitFor(t, lease+lease/5+time.Second, "b takes over", b.Holding)
+	t.Logf("takeover %v after the holder stopped renewing (lease %v)", took.Round(time.Millisecond), lease)
+	waitFor(t, 2*time.Second, "a notices it lost the lease", func() bool { return !a.Holding() })
+
+	stopB()
+	l.mu.Lock()
+	l.down[a.Owner()] = false
+	l.mu.Unlock()
+	took = waitFor(t, 2*time.Second, "a takes over after b shut down", a.Holding)
+	if took > lease {
+		t.Fatalf("a released lease was only taken after %v", took)
+	}
+}
+
+// stateClient is a Dapr state API with ETags in memory.
+type stateClient struct {
+	mu   sync.Mutex
+	val  map[string][]byte
+	etag map[string]int
+}
+
+func (c *stateClient) GetState(_ context.Context, _, key string, _ map[string]string) (*dapr.StateItem, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.val[key] == nil {
+		return &dapr.StateItem{Key: key}, nil
+	}
+	return &dapr.StateItem{Key: key, Value: c.val[key], Etag: strconv.Itoa(c.etag[key])}, nil
+}
+
+func (c *stateClient) SaveStateWithETag(_ context.Context, _, key string, data []byte, etag string, _ map[string]string, _ ...dapr.StateOption) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.val == nil {
+		c.val, c.etag = map[string][]byte{}, map[string]int{}
+	}
+	if (etag == "" && c.val[key] != nil) || (etag != "" && etag != strconv.Itoa(c.etag[key])) {
+		return errors.New("possible etag mismatch")
+	}
+	c.val[key] = data
+	c.etag[key]++
+	return nil
+}
+
+func TestRegistry(t *testing.T) {
+	c := &stateClient{}
+	r := compaction.NewRegistry(c, "statestore", "changes")
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.Add(context.Background(), []string{fmt.Sprintf("c%d", i%4), "shared", "Bad Name"}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	got, _, err := r.Load(context.Background())
+	if d := cmp.Diff([]string{"c0", "c1", "c2", "c3", "shared"}, got); d != "" || err != nil {
+		t.Fatalf("registry (-want +got):\n%s %v", d, err)
+	}
+}
