@@ -996,7 +996,12 @@ class Sync extends Emitter {
     const onEdit = e => {
       const el = e.target
       if (!el.name || el.form !== form || (el.type === 'radio' && !el.checked)) return
-      if (isGroup(el)) return el.checked ? d.add(el.name, el.value) : d.remove(el.name, el.value)
+      if (isGroup(el)) {
+        // input and change both fire for a checkbox: act once.
+        const set = d.get(el.name)
+        if (el.checked === (Array.isArray(set) && set.includes(el.value))) return
+        return el.checked ? d.add(el.name, el.value) : d.remove(el.name, el.value)
+      }
       const v = read(el)
       if (canon(d.get(el.name)) !== canon(v)) d.set(el.name, v)
     }
