@@ -14,6 +14,7 @@
 package daprstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -53,6 +54,55 @@ type Store struct {
 
 	mu   sync.Mutex
 	kind string // component type, e.g. state.sqlite
+
+	// written keeps, per document key, the body this replica last
+	// committed and the document it encoded. Writes to a document are
+	// serialised in the engine, so the next Load usually reads back exactly
+	// that body; it then gets the document without decoding it again
+	// (decoding a document with its per-field stamps was the largest cost
+	// of a write). An entry is handed out once, because the engine applies
+	// ops to the loaded document in place.
+	writtenMu sync.Mutex
+	written   map[string]writtenDoc
+}
+
+type writtenDoc struct {
+	body []byte
+	doc  *core.Document
+}
+
+// maxWritten bounds the remembered documents; past it an arbitrary entry
+// makes room (a miss only costs a decode).
+const maxWritten = 4096
+
+func (s *Store) remember(key string, body []byte, d *core.Document) {
+	s.writtenMu.Lock()
+	defer s.writtenMu.Unlock()
+	if s.written == nil {
+		s.written = map[string]writtenDoc{}
+	}
+	if _, ok := s.written[key]; !ok && len(s.written) >= maxWritten {
+		for k := range s.written {
+			delete(s.written, k)
+			break
+		}
+	}
+	s.written[key] = writtenDoc{body: body, doc: d}
+}
+
+// recall returns the remembered document if body is what was written.
+func (s *Store) recall(key string, body []byte) *core.Document {
+	s.writtenMu.Lock()
+	defer s.writtenMu.Unlock()
+	w, ok := s.written[key]
+	if !ok {
+		return nil
+	}
+	delete(s.written, key)
+	if !bytes.Equal(w.body, body) {
+		return nil
+	}
+	return w.doc
 }
 
 var _ core.Store = (*Store)(nil)
@@ -84,6 +134,10 @@ func (s *Store) Load(ctx context.Context, k core.Key) (core.Stored, error) {
 	}
 	if item == nil || len(item.Value) == 0 {
 		return core.Stored{}, nil
+	}
+	if d := s.recall(docKey(k), item.Value); d != nil {
+		d.Key = k
+		return core.Stored{Doc: d, ETag: item.Etag}, nil
 	}
 	var d core.Document
 	if err := json.Unmarshal(item.Value, &d); err != nil {
@@ -154,6 +208,7 @@ func (s *Store) Commit(ctx context.Context, c core.Commit) error {
 		if err := s.client.ExecuteStateTransaction(ctx, s.name, nil, ops); err != nil {
 			return classify("commit "+c.Key.String(), err)
 		}
+		s.remember(docItem.Key, body, c.Doc)
 		return nil
 	}
 
@@ -165,6 +220,7 @@ func (s *Store) Commit(ctx context.Context, c core.Commit) error {
 	if err := s.client.SaveStateWithETag(ctx, s.name, docItem.Key, docItem.Value, c.ETag, nil, docOptions()...); err != nil {
 		return classify("commit "+c.Key.String(), err)
 	}
+	s.remember(docItem.Key, body, c.Doc)
 	if c.IndexAdd || c.IndexRemove {
 		// The document is durable; the listing catches up with its own
 		// compare-and-swap loop.
