@@ -508,16 +508,15 @@ func (s *Session) change(ctx context.Context, c core.Change) error {
 // subscriptions). The snapshot may already include later versions; their
 // changes are then dropped as covered.
 func (s *Session) pushFull(ctx context.Context, st *docState, c core.Change) error {
-	stored, err := s.backend.Load(ctx, st.key)
+	d, err := fullDocs.load(ctx, s.backend, st.key, c.Doc, c.Version)
 	if err != nil {
 		return s.sendErr(ctx, c.Doc, err)
 	}
-	if stored.Doc == nil || stored.Doc.Version <= st.last {
+	if d == nil || d.Version <= st.last {
 		return nil
 	}
-	st.last = stored.Doc.Version
-	err = s.send.Send(ctx, protocol.Message{T: protocol.TSnap, Doc: c.Doc, V: st.last,
-		Data: stored.Doc.Data(), Del: stored.Doc.Deleted})
+	st.last = d.Version
+	err = s.send.Send(ctx, protocol.Message{T: protocol.TSnap, Doc: c.Doc, V: st.last, Data: d.Data(), Del: d.Deleted})
 	if err == nil && s.opt.Delivered != nil {
 		s.opt.Delivered(c)
 	}
