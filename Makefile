@@ -94,3 +94,16 @@ test-browser: daprd $(WEB)/node_modules/.package-lock.json ## demo page end to e
 $(WEB)/node_modules/.package-lock.json: $(WEB)/package.json $(WEB)/package-lock.json
 	cd $(WEB) && npm ci --no-audit --no-fund
 	@touch $@
+
+# Fuzzing is not part of make test: each target runs FUZZTIME (default 1m).
+.PHONY: fuzz
+FUZZTIME ?= 1m
+FUZZ_TARGETS := \
+	./app/protocol:FuzzDecode ./app/protocol:FuzzDecodeFrames \
+	./app/merge:FuzzApply ./app/merge:FuzzFieldOpValidate ./app/merge:FuzzMergeConverges \
+	./app/clock:FuzzParseTimestamp ./app/collections:FuzzParse
+
+fuzz: ## run every fuzz target for FUZZTIME each (not in CI)
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "== $$fn ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done

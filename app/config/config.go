@@ -54,6 +54,7 @@ type Config struct {
 	WriteRetries   int           // AUTOGLM_WRITE_RETRIES: ETag-conflict retries per batch
 	Heartbeat      time.Duration // AUTOGLM_HEARTBEAT: WebSocket ping interval
 	SessionQueue   int           // AUTOGLM_SESSION_QUEUE: per-session outbound queue length
+	MaxSubs        int           // AUTOGLM_MAX_SUBS: documents one connection may watch
 	ShutdownGrace  time.Duration // AUTOGLM_SHUTDOWN_GRACE: drain time on stop
 	ProbeInterval  time.Duration // AUTOGLM_PROBE_INTERVAL: sidecar health poll
 	AntiEntropy    time.Duration // AUTOGLM_ANTI_ENTROPY: how often quiet watched documents are re-checked against the store
@@ -61,7 +62,15 @@ type Config struct {
 	LogFormat      string        // AUTOGLM_LOG_FORMAT: text or json
 	LogLevel       string        // AUTOGLM_LOG_LEVEL
 	AllowedOrigins []string      // AUTOGLM_ALLOWED_ORIGINS: comma list; empty = same host only, "*" = any
-	Pprof          string        // AUTOGLM_PPROF: address of the Go profiler (127.0.0.1:6060); empty = off
+
+	Auth         string  // AUTOGLM_AUTH: off (default) or jwt
+	JWTSecret    string  // AUTOGLM_JWT_SECRET: HS256 shared secret, ≥ 32 bytes (secret)
+	JWKSURL      string  // AUTOGLM_JWKS_URL: RS256/ES256 keys
+	JWTIssuer    string  // AUTOGLM_JWT_ISSUER: required iss, if set
+	JWTAudience  string  // AUTOGLM_JWT_AUDIENCE: required aud, if set
+	ConnRate     float64 // AUTOGLM_CONN_RATE: messages per second per sync connection (burst 2×)
+	IdentityRate float64 // AUTOGLM_IDENTITY_RATE: REST requests per second per identity (burst 2×)
+	Pprof        string  // AUTOGLM_PPROF: address of the Go profiler (127.0.0.1:6060); empty = off
 }
 
 // Default returns the configuration with every default applied.
@@ -85,11 +94,15 @@ func Default() Config {
 		WriteRetries:    8,
 		Heartbeat:       15 * time.Second,
 		SessionQueue:    1024,
+		MaxSubs:         1000,
 		ShutdownGrace:   10 * time.Second,
 		ProbeInterval:   2 * time.Second,
 		AntiEntropy:     5 * time.Second,
 		MaxClockSkew:    time.Minute,
 		LogFormat:       "text",
+		Auth:            "off",
+		ConnRate:        500,
+		IdentityRate:    1000,
 		LogLevel:        "info",
 
 		CompactionInterval: 5 * time.Minute,
@@ -152,6 +165,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	num("AUTOGLM_WRITE_RETRIES", &c.WriteRetries, 0)
 	dur("AUTOGLM_HEARTBEAT", &c.Heartbeat)
 	num("AUTOGLM_SESSION_QUEUE", &c.SessionQueue, 16)
+	num("AUTOGLM_MAX_SUBS", &c.MaxSubs, 1)
 	dur("AUTOGLM_SHUTDOWN_GRACE", &c.ShutdownGrace)
 	dur("AUTOGLM_PROBE_INTERVAL", &c.ProbeInterval)
 	dur("AUTOGLM_ANTI_ENTROPY", &c.AntiEntropy)
@@ -172,6 +186,29 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 				c.AllowedOrigins = append(c.AllowedOrigins, o)
 			}
 		}
+	}
+	str("AUTOGLM_AUTH", &c.Auth)
+	str("AUTOGLM_JWT_SECRET", &c.JWTSecret)
+	str("AUTOGLM_JWKS_URL", &c.JWKSURL)
+	str("AUTOGLM_JWT_ISSUER", &c.JWTIssuer)
+	str("AUTOGLM_JWT_AUDIENCE", &c.JWTAudience)
+	flt := func(name string, dst *float64) {
+		if v, ok := lookup(name); ok && v != "" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 0 {
+				errs = append(errs, fmt.Sprintf("%s=%q: want a number >= 0 (0: unlimited)", name, v))
+				return
+			}
+			*dst = f
+		}
+	}
+	flt("AUTOGLM_CONN_RATE", &c.ConnRate)
+	flt("AUTOGLM_IDENTITY_RATE", &c.IdentityRate)
+	switch {
+	case c.Auth != "off" && c.Auth != "jwt":
+		errs = append(errs, fmt.Sprintf("AUTOGLM_AUTH=%q: want off or jwt", c.Auth))
+	case c.Auth == "jwt" && (c.JWTSecret == "") == (c.JWKSURL == ""):
+		errs = append(errs, "AUTOGLM_AUTH=jwt needs exactly one of AUTOGLM_JWT_SECRET and AUTOGLM_JWKS_URL")
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Sprintf("AUTOGLM_LOG_FORMAT=%q: want text or json", c.LogFormat))
@@ -198,9 +235,11 @@ func (c Config) Fields() map[string]any {
 		"broadcast_topic": c.BroadcastTopic, "tasks_pubsub": c.TasksPubsub, "lock_store": c.LockStore,
 		"collections": c.Collections, "log_window": c.LogWindow, "max_body": c.MaxBodyBytes, "max_doc": c.MaxDocBytes,
 		"max_ops": c.MaxOpsPerMsg, "write_retries": c.WriteRetries, "heartbeat": c.Heartbeat.String(),
-		"session_queue": c.SessionQueue, "shutdown_grace": c.ShutdownGrace.String(), "probe_interval": c.ProbeInterval.String(), "anti_entropy": c.AntiEntropy.String(),
+		"session_queue": c.SessionQueue, "max_subs": c.MaxSubs, "shutdown_grace": c.ShutdownGrace.String(), "probe_interval": c.ProbeInterval.String(), "anti_entropy": c.AntiEntropy.String(),
 		"max_clock_skew": c.MaxClockSkew.String(), "allowed_origins": c.AllowedOrigins,
 		"compaction_interval": c.CompactionInterval.String(), "compaction_lease": c.CompactionLease.String(), "compaction_quiet": c.CompactionQuiet.String(),
+		"auth": c.Auth, "jwt_secret": mask(c.JWTSecret), "jwks_url": c.JWKSURL, "jwt_issuer": c.JWTIssuer,
+		"jwt_audience": c.JWTAudience, "conn_rate": c.ConnRate, "identity_rate": c.IdentityRate,
 		"pprof": c.Pprof,
 	}
 }

@@ -67,8 +67,10 @@ type Op struct {
 	// fields the op does not set are removed, decided against the document
 	// as it is when the op is applied.
 	Replace bool `json:"-"`
-	// Roles are the author's roles, for workflow and field rules.
-	Roles []string `json:"-"`
+	// Subject and Roles are the author's identity, for access and
+	// workflow rules.
+	Subject string   `json:"-"`
+	Roles   []string `json:"-"`
 	// IfVersion, when set, requires the document to be at exactly this
 	// version (REST If-Match); 0 means no precondition. -1 requires that the
 	// document does not exist yet (If-None-Match: *).

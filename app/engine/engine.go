@@ -54,8 +54,13 @@ type Options struct {
 	MaxBatch    int                 // ops coalesced into one transaction
 	MaxOps      int                 // field ops per op (a collection may set less)
 	MaxDoc      int                 // encoded document size limit (a collection may set less)
-	Log         logrus.FieldLogger
-	Metrics     Metrics
+	// Authorize, if set, decides whether op may write a document of coll
+	// given its data: called with the data before the op (nil for a new
+	// document) and again with the data the op would leave. An error
+	// refuses the op.
+	Authorize func(op core.Op, coll string, data map[string]any) error
+	Log       logrus.FieldLogger
+	Metrics   Metrics
 }
 
 // Metrics receives counters; nil fields are ignored.
@@ -404,6 +409,15 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 		Author: op.ClientID, OpID: op.OpID, HLC: ts,
 	}
 	ruled := len(col.Fields) > 0 || len(col.StateMachines) > 0
+	if e.opt.Authorize != nil {
+		var data map[string]any
+		if doc.Exists() {
+			data = doc.State.Data
+		}
+		if err := e.opt.Authorize(op, col.Name, data); err != nil {
+			return outcome{res: Result{Err: err}}
+		}
+	}
 	switch {
 	case op.Delete:
 		if !doc.Exists() {
@@ -438,6 +452,12 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 		}
 		if ruled {
 			if err := col.Check(before, state.Data, op.Roles); err != nil {
+				undo()
+				return outcome{res: Result{Err: err}}
+			}
+		}
+		if e.opt.Authorize != nil {
+			if err := e.opt.Authorize(op, col.Name, state.Data); err != nil {
 				undo()
 				return outcome{res: Result{Err: err}}
 			}

@@ -11,9 +11,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/open-autoglm/autoglm/app/auth"
 	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/merge"
+	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
 // docResponse is a document on the wire.
@@ -32,15 +34,24 @@ func (s *Server) serveDoc(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	id, err := s.identify(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
+		if err := s.Access.Policy.CanRead(id, k.Collection); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 		s.getDoc(w, r, k)
 	case http.MethodPut:
-		s.putDoc(w, r, k)
+		s.putDoc(w, r, k, id)
 	case http.MethodPatch:
-		s.patchDoc(w, r, k)
+		s.patchDoc(w, r, k, id)
 	case http.MethodDelete:
-		s.deleteDoc(w, r, k)
+		s.deleteDoc(w, r, k, id)
 	default:
 		w.Header().Set("Allow", "GET, HEAD, PUT, PATCH, DELETE")
 		s.fail(w, r, core.Errorf(core.CodeMethodNotAllowed, "%s is not served on documents", r.Method))
@@ -66,7 +77,7 @@ func (s *Server) getDoc(w http.ResponseWriter, r *http.Request, k core.Key) {
 	writeJSON(w, http.StatusOK, docResponse{Doc: k.String(), Version: stored.Doc.Version, Data: stored.Doc.Data()})
 }
 
-func (s *Server) putDoc(w http.ResponseWriter, r *http.Request, k core.Key) {
+func (s *Server) putDoc(w http.ResponseWriter, r *http.Request, k core.Key, id auth.Identity) {
 	var body map[string]json.RawMessage
 	if !s.decodeBody(w, r, &body) {
 		return
@@ -84,7 +95,7 @@ func (s *Server) putDoc(w http.ResponseWriter, r *http.Request, k core.Key) {
 	for _, f := range keys {
 		ops = append(ops, merge.FieldOp{Op: merge.KindSet, Path: f, Value: body[f]})
 	}
-	op, ok := s.restOp(w, r)
+	op, ok := s.restOp(w, r, id)
 	if !ok {
 		return
 	}
@@ -98,12 +109,12 @@ type patchBody struct {
 	Ops  []merge.FieldOp `json:"ops"`
 }
 
-func (s *Server) patchDoc(w http.ResponseWriter, r *http.Request, k core.Key) {
+func (s *Server) patchDoc(w http.ResponseWriter, r *http.Request, k core.Key, id auth.Identity) {
 	var body patchBody
 	if !s.decodeBody(w, r, &body) {
 		return
 	}
-	op, ok := s.restOp(w, r)
+	op, ok := s.restOp(w, r, id)
 	if !ok {
 		return
 	}
@@ -116,8 +127,8 @@ func (s *Server) patchDoc(w http.ResponseWriter, r *http.Request, k core.Key) {
 	s.write(w, r, k, op)
 }
 
-func (s *Server) deleteDoc(w http.ResponseWriter, r *http.Request, k core.Key) {
-	op, ok := s.restOp(w, r)
+func (s *Server) deleteDoc(w http.ResponseWriter, r *http.Request, k core.Key, id auth.Identity) {
+	op, ok := s.restOp(w, r, id)
 	if !ok {
 		return
 	}
@@ -128,8 +139,8 @@ func (s *Server) deleteDoc(w http.ResponseWriter, r *http.Request, k core.Key) {
 // restOp reads the headers every REST write understands: If-Match /
 // If-None-Match preconditions and X-Client-ID / X-Op-ID for idempotent
 // retries.
-func (s *Server) restOp(w http.ResponseWriter, r *http.Request) (core.Op, bool) {
-	var op core.Op
+func (s *Server) restOp(w http.ResponseWriter, r *http.Request, id auth.Identity) (core.Op, bool) {
+	op := core.Op{Subject: id.Subject, Roles: id.Roles}
 	if im := r.Header.Get("If-Match"); im != "" {
 		v, err := strconv.ParseInt(strings.Trim(strings.TrimPrefix(im, "W/"), `"`), 10, 64)
 		if err != nil || v < 1 {
@@ -140,15 +151,6 @@ func (s *Server) restOp(w http.ResponseWriter, r *http.Request) (core.Op, bool) 
 	}
 	if r.Header.Get("If-None-Match") == "*" {
 		op.IfVersion = -1
-	}
-	if s.HelloRoles {
-		// Without authentication a caller may act in a role it names
-		// (development and demos); with it, roles come from the token.
-		for _, role := range strings.Split(r.Header.Get("X-Roles"), ",") {
-			if role = strings.TrimSpace(role); role != "" {
-				op.Roles = append(op.Roles, role)
-			}
-		}
 	}
 	op.ClientID = r.Header.Get("X-Client-ID")
 	if len(op.ClientID) > 128 {
@@ -200,6 +202,14 @@ func (s *Server) serveChanges(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	k, err := core.NewKey(r.PathValue("coll"), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	id, err := s.identify(r)
+	if err == nil {
+		err = s.Access.Policy.CanRead(id, k.Collection)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -269,6 +279,14 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, core.Errorf(core.CodeInvalidName, "collection name %q: want [a-z][a-z0-9_-]{0,63}", coll))
 		return
 	}
+	id, err := s.identify(r)
+	if err == nil {
+		err = s.Access.Policy.CanRead(id, coll)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	limit := 50
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -315,6 +333,10 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool 
 			return false
 		}
 		s.fail(w, r, core.Errorf(core.CodeBadRequest, "reading body: %v", err))
+		return false
+	}
+	if err := protocol.CheckDepth(body, protocol.MaxDepth); err != nil {
+		s.fail(w, r, err)
 		return false
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))

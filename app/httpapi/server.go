@@ -50,6 +50,8 @@ type Server struct {
 	WriteTimeout time.Duration
 	// HelloRoles lets clients claim roles in hello (no authentication).
 	HelloRoles bool
+	// Access is authentication, authorization and rate limiting.
+	Access Access
 	// Metrics hooks; nil ones are ignored.
 	Metrics Metrics
 
@@ -67,6 +69,9 @@ func (s *Server) Handler() http.Handler {
 	}
 	if s.WriteTimeout <= 0 {
 		s.WriteTimeout = 10 * time.Second
+	}
+	if s.Access.table == nil {
+		s.Access.table = &limiterTable{}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {

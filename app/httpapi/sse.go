@@ -92,6 +92,7 @@ func (fb *fallback) open(r *http.Request, transport string, hello protocol.Messa
 	if s.Metrics.Session != nil {
 		s.Metrics.Session(&sopt)
 	}
+	s.applyAccess(&sopt)
 	fs.sess = session.New(sopt, s.Engine, s.Hub, send)
 
 	ls := &liveSession{cancel: stop}

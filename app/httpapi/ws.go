@@ -88,7 +88,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Accept has answered the request
 	}
-	conn.SetReadLimit(s.MaxBody)
+	// The library closes with the standard 1009 past its limit; up to twice
+	// the configured size the session answers with its own code (4503).
+	conn.SetReadLimit(2 * s.MaxBody)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	ls := &liveSession{cancel: cancel}
@@ -115,6 +117,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s.Metrics.Session != nil {
 		s.Metrics.Session(&sopt)
 	}
+	s.applyAccess(&sopt)
 	// The session stays transport-independent: only the sender and the
 	// reader below know which encoding the client chose.
 	binary := conn.Subprotocol() == SubprotocolBinary
@@ -131,9 +134,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		for {
 			typ, b, err := conn.Read(readCtx)
 			if err != nil {
-				if errors.Is(err, websocket.ErrMessageTooBig) || websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
-					sess.Fail(protocol.CloseTooLarge, "message too large")
-				}
+				return
+			}
+			if int64(len(b)) > s.MaxBody {
+				sess.Fail(protocol.CloseTooLarge, "message too large")
 				return
 			}
 			if binary {
@@ -168,8 +172,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	c := sess.Run(ctx)
-	stopRead()
+	// Close first: cancelling the reader's context would drop the
+	// connection without the close frame that tells the client why.
 	_ = conn.Close(websocket.StatusCode(c.Code), c.Reason)
+	stopRead()
 }
 
 // originHosts turns configured origins ("https://app.example.com") into the

@@ -31,6 +31,7 @@ const (
 	TError   = "error"
 	// both ways
 	TPresence = "presence"
+	TAuth     = "auth" // client: a fresh token; server: accepted, with its expiry in ts
 	TPing     = "ping"
 	TPong     = "pong"
 )
@@ -58,7 +59,7 @@ type Message struct {
 	Op    uint64          `json:"op,omitempty"`
 	Base  int64           `json:"base,omitempty"`
 	HLC   clock.Timestamp `json:"hlc,omitzero"`
-	Ops   []merge.FieldOp `json:"ops,omitempty"`
+	Ops   []merge.FieldOp `json:"ops,omitzero"` // an empty list (the merge dropped everything) is sent
 	By    string          `json:"by,omitempty"`
 	Del   bool            `json:"del,omitempty"`
 	New   bool            `json:"new,omitempty"`
@@ -94,6 +95,9 @@ func ErrorMessage(t string, err error) Message {
 
 // Decode parses one JSON message.
 func Decode(b []byte) (Message, error) {
+	if err := CheckDepth(b, MaxDepth); err != nil {
+		return Message{}, err
+	}
 	var m Message
 	if err := json.Unmarshal(b, &m); err != nil {
 		return Message{}, core.Errorf(core.CodeBadRequest, "malformed message: %v", err)

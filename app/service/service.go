@@ -14,9 +14,12 @@ import (
 
 	dapr "github.com/dapr/go-sdk/client"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
+	"github.com/open-autoglm/autoglm/app/auth"
 	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/compaction"
@@ -51,6 +54,7 @@ type Service struct {
 	compacted  chan struct{} // closed when the compaction job has stopped
 
 	stopProbe context.CancelFunc
+	closeAuth func()
 	stopPprof func()
 	serveErr  chan error
 }
@@ -65,19 +69,47 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		}
 		log.WithFields(logrus.Fields{"file": cfg.Collections, "collections": cols.Names()}).Info("collections loaded")
 	}
+	access := httpapi.Access{
+		Policy:        auth.Policy{Collections: cols, Enforce: cfg.Auth == "jwt"},
+		ConnRate:      rate.Limit(cfg.ConnRate),
+		ConnBurst:     int(2 * cfg.ConnRate),
+		IdentityRate:  rate.Limit(cfg.IdentityRate),
+		IdentityBurst: int(2 * cfg.IdentityRate),
+	}
+	var closeAuth func()
+	if cfg.Auth == "jwt" {
+		v, err := auth.NewJWT(context.Background(), auth.Options{Secret: []byte(cfg.JWTSecret), JWKSURL: cfg.JWKSURL,
+			Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience})
+		if err != nil {
+			return nil, err
+		}
+		access.Verifier, closeAuth = v, v.Close
+	} else {
+		log.Warn("AUTHENTICATION IS OFF: every caller is anonymous and may claim any role. " +
+			"This is the embedded development default; set AUTOGLM_AUTH=jwt for anything else.")
+	}
 	// The connection is lazy: the app must already listen when daprd starts
 	// (daprd waits for the app port), and calls fail as unavailable until
 	// the sidecar answers.
-	conn, err := grpc.NewClient(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.DaprGRPCPort)),
+	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
+	}
+	if tok := cfg.DaprAPIToken; tok != "" {
+		// The SDK adds its token only to connections it dials itself.
+		opts = append(opts,
+			grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, o ...grpc.CallOption) error {
+				return invoker(metadata.AppendToOutgoingContext(ctx, "dapr-api-token", tok), method, req, reply, cc, o...)
+			}),
+			grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, o ...grpc.CallOption) (grpc.ClientStream, error) {
+				return streamer(metadata.AppendToOutgoingContext(ctx, "dapr-api-token", tok), desc, cc, method, o...)
+			}))
+	}
+	conn, err := grpc.NewClient(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.DaprGRPCPort)), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dapr client: %w", err)
 	}
 	client := dapr.NewClientWithConnection(conn)
-	if cfg.DaprAPIToken != "" {
-		client.WithAuthToken(cfg.DaprAPIToken)
-	}
 
 	bus := daprbus.New(client, cfg.BroadcastPubsub, cfg.BroadcastTopic, cfg.NodeID)
 	m := metrics.New(nil)
@@ -123,8 +155,11 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		Retries:     cfg.WriteRetries,
 		MaxOps:      cfg.MaxOpsPerMsg,
 		MaxDoc:      cfg.MaxDocBytes,
-		Log:         log,
-		Metrics:     m.Engine(),
+		Authorize: func(op core.Op, coll string, data map[string]any) error {
+			return access.Policy.CanWrite(auth.Identity{Subject: op.Subject, Roles: op.Roles}, coll, data)
+		},
+		Log:     log,
+		Metrics: m.Engine(),
 	})
 	m.WatchSubscriptions(h.Watched)
 	m.WatchQueue("engine_writes", eng.Pending)
@@ -149,13 +184,14 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 			MaxBytes:        16 << 20,
 			OnError:         func(err error) { log.WithError(err).Warn("broadcast dropped") },
 		},
-		MaxBody: cfg.MaxBodyBytes, Heartbeat: cfg.Heartbeat, SessionQueue: cfg.SessionQueue,
+		MaxBody: cfg.MaxBodyBytes, Heartbeat: cfg.Heartbeat, SessionQueue: cfg.SessionQueue, MaxSubs: cfg.MaxSubs,
 		AllowedOrigins: cfg.AllowedOrigins,
-		HelloRoles:     true,
+		HelloRoles:     cfg.Auth != "jwt",
+		Access:         access,
 		Metrics:        httpapi.Metrics{Connection: m.Connection, Session: m.Session, Handler: m.Handler()},
 	}
 	return &Service{cfg: cfg, log: log, client: client, engine: eng, api: api, probe: probe, hub: h,
-		metrics: m, compaction: comp, serveErr: make(chan error, 1)}, nil
+		metrics: m, compaction: comp, closeAuth: closeAuth, serveErr: make(chan error, 1)}, nil
 }
 
 // Start listens on the configured port (or ln, when given) and serves in the

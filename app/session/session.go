@@ -18,6 +18,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
+	"github.com/open-autoglm/autoglm/app/auth"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/hub"
@@ -46,6 +49,10 @@ type Hub interface {
 	PresenceOf(doc string) []core.Presence
 }
 
+// maxRateDelay is the longest a connection's reader waits for its rate
+// limit before the client counts as flooding.
+const maxRateDelay = 5 * time.Second
+
 // MaxPresenceBytes bounds one client's presence data on one document.
 const MaxPresenceBytes = 1024
 
@@ -58,6 +65,17 @@ type Options struct {
 	InFlight  int           // ops submitted and not yet answered
 	MaxSubs   int           // documents watched at once
 	Now       func() time.Time
+	// Authenticate verifies the token a client presents in hello (or in a
+	// later auth message to refresh it); nil accepts everyone.
+	Authenticate func(ctx context.Context, token string) (auth.Identity, error)
+	// Policy decides which collections the identity may read.
+	Policy auth.Policy
+	// Rate limits inbound messages per connection (0: unlimited); Burst is
+	// the bucket size. Over the rate the connection is read more slowly; a
+	// client that would have to wait more than 5 s is disconnected
+	// (close code 4004).
+	Rate  rate.Limit
+	Burst int
 	// HelloRoles honours roles a client claims in hello. Only for
 	// deployments without authentication (the embedded default), where the
 	// demo and local tools act in a role; with auth the roles come from the
@@ -115,11 +133,13 @@ type Session struct {
 	lastRecv atomic.Int64
 
 	// Owned by the Run goroutine.
-	client  string
-	roles   []string
-	hello   bool
-	docs    map[string]*docState
-	pending map[pendingOp]protocol.Message
+	client   string
+	identity auth.Identity
+	expiry   *time.Timer
+	limiter  *rate.Limiter
+	hello    bool
+	docs     map[string]*docState
+	pending  map[pendingOp]protocol.Message
 	// present holds the presence data this session set, per document; it is
 	// refreshed every heartbeat and cleared when the session ends.
 	present map[string]map[string]any
@@ -142,6 +162,10 @@ func New(opt Options, backend Backend, hub Hub, send Sender) *Session {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	var limiter *rate.Limiter
+	if opt.Rate > 0 {
+		limiter = rate.NewLimiter(opt.Rate, max(opt.Burst, 1))
+	}
 	s := &Session{
 		opt: opt, backend: backend, hub: hub, send: send,
 		inbox:    make(chan protocol.Message),
@@ -154,6 +178,7 @@ func New(opt Options, backend Backend, hub Hub, send Sender) *Session {
 		docs:     map[string]*docState{},
 		pending:  map[pendingOp]protocol.Message{},
 		present:  map[string]map[string]any{},
+		limiter:  limiter,
 	}
 	s.lastRecv.Store(opt.Now().UnixNano())
 	return s
@@ -194,6 +219,22 @@ func (s *Session) OfferPresence(p core.Presence) bool {
 // flight. It returns false once the session has ended.
 func (s *Session) Receive(ctx context.Context, m protocol.Message) bool {
 	s.lastRecv.Store(s.opt.Now().UnixNano())
+	if s.limiter != nil && m.T != protocol.TPong {
+		// Over the rate the reader waits (backpressure on the connection);
+		// a client that would have to wait long is flooding: disconnect it.
+		r := s.limiter.Reserve()
+		if d := r.Delay(); d > maxRateDelay {
+			r.Cancel()
+			s.Fail(protocol.CloseRateLimited, "too many messages")
+			return false
+		} else if d > 0 {
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+				return false
+			}
+		}
+	}
 	if m.T == protocol.TOp {
 		select {
 		case s.inflight <- struct{}{}:
@@ -232,9 +273,20 @@ func (s *Session) Run(ctx context.Context) Close {
 	}()
 	tick := time.NewTicker(s.opt.Heartbeat)
 	defer tick.Stop()
+	defer func() {
+		if s.expiry != nil {
+			s.expiry.Stop()
+		}
+	}()
 	for {
 		var err error
+		var expired <-chan time.Time
+		if s.expiry != nil {
+			expired = s.expiry.C
+		}
 		select {
+		case <-expired:
+			return Close{Code: protocol.CloseTokenExpired, Reason: "token expired"}
 		case <-ctx.Done():
 			select {
 			case c := <-s.failed:
@@ -302,11 +354,14 @@ func (s *Session) handle(ctx context.Context, m protocol.Message) error {
 		if m.Proto != 0 && m.Proto != protocol.Version {
 			return closeErr{Code: protocol.CloseUnsupported, Reason: "unsupported protocol version"}
 		}
+		if err := s.authenticate(ctx, m.Token); err != nil {
+			return err
+		}
+		if s.opt.HelloRoles && s.identity.Anonymous {
+			s.identity.Roles = m.Roles
+		}
 		s.hello = true
 		s.client = m.Client
-		if s.opt.HelloRoles {
-			s.roles = m.Roles
-		}
 		if s.client == "" && s.opt.NewClientID != nil {
 			s.client = s.opt.NewClientID()
 		}
@@ -329,6 +384,8 @@ func (s *Session) handle(ctx context.Context, m protocol.Message) error {
 		return nil
 	case protocol.TPresence:
 		return s.setPresence(ctx, m)
+	case protocol.TAuth:
+		return s.refresh(ctx, m.Token)
 	case protocol.TOp:
 		return s.op(ctx, m)
 	case protocol.TPing:
@@ -348,6 +405,9 @@ func (s *Session) subscribe(ctx context.Context, m protocol.Message) error {
 	if m.Since < 0 {
 		return s.send.Send(ctx, withDoc(protocol.ErrorMessage(protocol.TError,
 			core.Errorf(core.CodeBadRequest, "since must be >= 0")), m.Doc))
+	}
+	if err := s.opt.Policy.CanRead(s.identity, k.Collection); err != nil {
+		return s.send.Send(ctx, withDoc(protocol.ErrorMessage(protocol.TError, err), m.Doc))
 	}
 	if _, ok := s.docs[m.Doc]; !ok && len(s.docs) >= s.opt.MaxSubs {
 		return s.send.Send(ctx, withDoc(protocol.ErrorMessage(protocol.TError,
@@ -372,6 +432,50 @@ func (s *Session) subscribe(ctx context.Context, m protocol.Message) error {
 		}
 	}
 	return nil
+}
+
+// authenticate verifies a token and adopts its identity, arming the
+// expiry timer.
+func (s *Session) authenticate(ctx context.Context, token string) error {
+	s.identity = auth.Identity{Subject: "anonymous", Anonymous: true}
+	if s.opt.Authenticate == nil {
+		return nil
+	}
+	id, err := s.opt.Authenticate(ctx, token)
+	if err != nil {
+		return closeErr{Code: protocol.CloseUnauthorized, Reason: truncate(core.PublicMessage(err), 100)}
+	}
+	s.identity = id
+	s.armExpiry()
+	return nil
+}
+
+func (s *Session) armExpiry() {
+	if s.expiry != nil {
+		s.expiry.Stop()
+		s.expiry = nil
+	}
+	if !s.identity.Expires.IsZero() {
+		s.expiry = time.NewTimer(max(s.identity.Expires.Sub(s.opt.Now()), 0))
+	}
+}
+
+// refresh replaces the session's token without touching its subscriptions.
+// The new token must name the same subject.
+func (s *Session) refresh(ctx context.Context, token string) error {
+	if s.opt.Authenticate == nil {
+		return s.send.Send(ctx, protocol.Message{T: protocol.TAuth})
+	}
+	id, err := s.opt.Authenticate(ctx, token)
+	if err == nil && id.Subject != s.identity.Subject {
+		err = core.Errorf(core.CodeForbidden, "a refreshed token must name the same subject")
+	}
+	if err != nil {
+		return s.send.Send(ctx, protocol.ErrorMessage(protocol.TError, err))
+	}
+	s.identity = id
+	s.armExpiry()
+	return s.send.Send(ctx, protocol.Message{T: protocol.TAuth, TS: id.Expires.UnixMilli()})
 }
 
 // setPresence records the client's presence on a watched document.
@@ -458,7 +562,8 @@ func (s *Session) op(ctx context.Context, m protocol.Message) error {
 		return s.send.Send(ctx, r)
 	}
 	s.pending[pendingOp{m.Doc, m.Op}] = m
-	s.backend.Submit(k, core.Op{ClientID: s.client, OpID: m.Op, Base: m.Base, HLC: m.HLC, Ops: m.Ops, Delete: m.Del, Roles: s.roles},
+	s.backend.Submit(k, core.Op{ClientID: s.client, OpID: m.Op, Base: m.Base, HLC: m.HLC, Ops: m.Ops, Delete: m.Del,
+		Subject: s.identity.Subject, Roles: s.identity.Roles},
 		func(r engine.Result) { s.results <- &r }) // capacity is reserved by inflight
 	return nil
 }

@@ -1,0 +1,213 @@
+// Package auth verifies bearer tokens (JWT) and decides what an identity
+// may do with a collection: read and write roles, the owner field, and the
+// roles workflow rules see.
+//
+// Tokens: HS256 with a shared secret for local use, RS256/ES256 through a
+// JWKS URL in production (keys refreshed in the background). Claims used:
+// sub (the user id), roles (array of strings; "role" as a single string is
+// accepted too), exp (required), and iss/aud when configured.
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/core"
+)
+
+// Identity is who is calling.
+type Identity struct {
+	Subject string
+	Roles   []string
+	Expires time.Time // zero: never (authentication off)
+	// Anonymous marks the identity used while authentication is off.
+	Anonymous bool
+}
+
+// HasRole reports whether the identity has role.
+func (id Identity) HasRole(role string) bool { return slices.Contains(id.Roles, role) }
+
+// Verifier turns a bearer token into an identity.
+type Verifier interface {
+	Verify(ctx context.Context, token string) (Identity, error)
+}
+
+// Options configure a JWT verifier.
+type Options struct {
+	Secret   []byte // HS256 shared secret
+	JWKSURL  string // RS256/ES256 keys
+	Issuer   string // required iss, if set
+	Audience string // required aud, if set
+	Leeway   time.Duration
+	Now      func() time.Time
+}
+
+// JWT verifies tokens signed with a shared secret or keys from a JWKS URL.
+type JWT struct {
+	opt     Options
+	keyfunc jwt.Keyfunc
+	methods []string
+	close   func()
+}
+
+var _ Verifier = (*JWT)(nil)
+
+// NewJWT returns a verifier. With a JWKS URL the key set is fetched now and
+// refreshed in the background until Close.
+func NewJWT(ctx context.Context, opt Options) (*JWT, error) {
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.Leeway == 0 {
+		opt.Leeway = 30 * time.Second
+	}
+	j := &JWT{opt: opt, close: func() {}}
+	switch {
+	case len(opt.Secret) > 0 && opt.JWKSURL != "":
+		return nil, errors.New("auth: set either a shared secret or a JWKS URL, not both")
+	case len(opt.Secret) > 0:
+		if len(opt.Secret) < 32 {
+			return nil, errors.New("auth: the HS256 secret must be at least 32 bytes")
+		}
+		j.methods = []string{jwt.SigningMethodHS256.Alg()}
+		j.keyfunc = func(*jwt.Token) (any, error) { return opt.Secret, nil }
+	case opt.JWKSURL != "":
+		kctx, cancel := context.WithCancel(context.Background())
+		k, err := keyfunc.NewDefaultCtx(kctx, []string{opt.JWKSURL})
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("auth: JWKS %s: %w", opt.JWKSURL, err)
+		}
+		j.methods = []string{jwt.SigningMethodRS256.Alg(), jwt.SigningMethodES256.Alg()}
+		j.keyfunc = k.Keyfunc
+		j.close = cancel
+	default:
+		return nil, errors.New("auth: a shared secret or a JWKS URL is required")
+	}
+	return j, nil
+}
+
+// Close stops refreshing keys.
+func (j *JWT) Close() { j.close() }
+
+type claims struct {
+	jwt.RegisteredClaims
+	Roles []string `json:"roles,omitempty"`
+	Role  string   `json:"role,omitempty"`
+}
+
+// Verify checks the token's signature, algorithm, expiry, issuer and
+// audience, and returns the identity it carries.
+func (j *JWT) Verify(_ context.Context, token string) (Identity, error) {
+	if token == "" {
+		return Identity{}, core.Errorf(core.CodeUnauthorized, "a bearer token is required")
+	}
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods(j.methods),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(j.opt.Leeway),
+		jwt.WithTimeFunc(j.opt.Now),
+	}
+	if j.opt.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(j.opt.Issuer))
+	}
+	if j.opt.Audience != "" {
+		opts = append(opts, jwt.WithAudience(j.opt.Audience))
+	}
+	var c claims
+	if _, err := jwt.ParseWithClaims(token, &c, j.keyfunc, opts...); err != nil {
+		if errors.Is(err, jwt.ErrTokenExpired) {
+			return Identity{}, core.Errorf(core.CodeUnauthorized, "token expired")
+		}
+		return Identity{}, core.Errorf(core.CodeUnauthorized, "invalid token")
+	}
+	if c.Subject == "" {
+		return Identity{}, core.Errorf(core.CodeUnauthorized, "token has no subject")
+	}
+	roles := c.Roles
+	if c.Role != "" {
+		roles = append(roles, c.Role)
+	}
+	return Identity{Subject: c.Subject, Roles: roles, Expires: c.ExpiresAt.Time}, nil
+}
+
+// Off is the verifier used while authentication is disabled: every caller
+// is anonymous and may claim roles (development and demos only).
+type Off struct{}
+
+// Verify accepts anything; a token, if given, is ignored.
+func (Off) Verify(context.Context, string) (Identity, error) {
+	return Identity{Subject: "anonymous", Anonymous: true}, nil
+}
+
+// BearerToken extracts the token from an Authorization header value.
+func BearerToken(header string) string {
+	scheme, token, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(token)
+}
+
+// Policy decides access to collections for identities.
+type Policy struct {
+	Collections *collections.Config
+	// Enforce is false while authentication is off: then only the data
+	// rules (field rules, workflows with the claimed roles) apply.
+	Enforce bool
+}
+
+// CanRead returns nil when id may read collection coll.
+func (p Policy) CanRead(id Identity, coll string) error {
+	if !p.Enforce {
+		return nil
+	}
+	col, _ := p.Collections.Collection(coll)
+	if !col.CanRead(id.Roles) {
+		return core.Errorf(core.CodeForbidden, "reading %s needs one of the roles %v", coll, col.ReadRoles)
+	}
+	return nil
+}
+
+// CanWrite returns nil when id may write a document of coll whose data
+// (before or after the write; nil for none) is data: the collection's write
+// roles, and its owner field — a document naming another user as its owner
+// is theirs alone, and nobody may hand a document to someone else.
+func (p Policy) CanWrite(id Identity, coll string, data map[string]any) error {
+	if !p.Enforce {
+		return nil
+	}
+	col, _ := p.Collections.Collection(coll)
+	if !col.CanWrite(id.Roles) {
+		return core.Errorf(core.CodeForbidden, "writing %s needs one of the roles %v", coll, col.WriteRoles)
+	}
+	if col.OwnerField == "" || data == nil {
+		return nil
+	}
+	if owner, ok := lookup(data, col.OwnerField); ok && owner != id.Subject {
+		return core.Errorf(core.CodeForbidden, "this document belongs to another user")
+	}
+	return nil
+}
+
+func lookup(data map[string]any, path string) (any, bool) {
+	var cur any = data
+	for _, seg := range strings.Split(path, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = m[seg]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
+}
