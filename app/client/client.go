@@ -3,7 +3,8 @@
 // copy of each by applying deltas in order, sends ops and waits for their
 // acks, and after a dropped connection reconnects with backoff, resumes every
 // document from its version and resends unacknowledged ops (same op ids, so
-// the server applies each once).
+// the server applies each once). Given several endpoints (replicas), it
+// reconnects to the next one when the one in use is gone.
 package client
 
 import (
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -33,7 +35,10 @@ type Options struct {
 	Roles []string
 	// Reconnect after a dropped connection (not after Close or a close code
 	// that forbids it).
-	Reconnect  bool
+	Reconnect bool
+	// URLs are further sync endpoints (other replicas). A reconnect tries
+	// the endpoint in use first, then the others in turn.
+	URLs       []string
 	MinBackoff time.Duration // default 100ms
 	MaxBackoff time.Duration // default 5s
 	// OnMessage, if set, sees every message received (for tools and tests);
@@ -55,12 +60,13 @@ type Ack struct {
 // Client is a connection to a sync endpoint. Methods are safe for
 // concurrent use.
 type Client struct {
-	url string
-	opt Options
+	urls []string
+	opt  Options
 
 	mu       sync.Mutex
 	conn     *websocket.Conn
 	clientID string
+	cur      int // index in urls of the endpoint in use
 	nextOp   uint64
 	docs     map[string]*Doc
 	pending  map[opKey]*pendingOp
@@ -171,8 +177,14 @@ func Dial(ctx context.Context, url string, opt Options) (*Client, error) {
 	if opt.MaxBackoff <= 0 {
 		opt.MaxBackoff = 5 * time.Second
 	}
-	c := &Client{url: url, opt: opt, clientID: opt.ClientID, docs: map[string]*Doc{}, pending: map[opKey]*pendingOp{}}
-	if err := c.connect(ctx); err != nil {
+	urls := []string{url}
+	for _, u := range opt.URLs {
+		if !slices.Contains(urls, u) {
+			urls = append(urls, u)
+		}
+	}
+	c := &Client{urls: urls, opt: opt, clientID: opt.ClientID, docs: map[string]*Doc{}, pending: map[opKey]*pendingOp{}}
+	if err := c.connect(ctx, 0); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -185,12 +197,20 @@ func (c *Client) ID() string {
 	return c.clientID
 }
 
-func (c *Client) connect(ctx context.Context) error {
-	conn, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{
+// URL returns the sync endpoint in use (or last used).
+func (c *Client) URL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.urls[c.cur]
+}
+
+func (c *Client) connect(ctx context.Context, i int) error {
+	url := c.urls[i]
+	conn, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{
 		Subprotocols: []string{"autoglm.json.v1"}, HTTPClient: c.opt.HTTPClient, HTTPHeader: c.opt.Header,
 	})
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", c.url, err)
+		return fmt.Errorf("dial %s: %w", url, err)
 	}
 	conn.SetReadLimit(64 << 20)
 	c.mu.Lock()
@@ -210,7 +230,7 @@ func (c *Client) connect(ctx context.Context) error {
 		return fmt.Errorf("expected welcome, got %q (%s %s)", welcome.T, welcome.Code, welcome.Msg)
 	}
 	c.mu.Lock()
-	c.conn, c.clientID = conn, welcome.Client
+	c.conn, c.clientID, c.cur = conn, welcome.Client, i
 	c.connDone = make(chan struct{})
 	done := c.connDone
 	// Resume: resubscribe from the versions held, then resend unanswered ops
@@ -287,6 +307,9 @@ func (c *Client) readLoop(conn *websocket.Conn, done chan struct{}) {
 
 func (c *Client) reconnect() {
 	backoff := c.opt.MinBackoff
+	c.mu.Lock()
+	first := c.cur
+	c.mu.Unlock()
 	for attempt := 0; ; attempt++ {
 		// Full jitter keeps a fleet of clients from reconnecting in step.
 		time.Sleep(time.Duration(rand.Int64N(int64(backoff))) + backoff/2)
@@ -297,7 +320,7 @@ func (c *Client) reconnect() {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := c.connect(ctx)
+		err := c.connect(ctx, (first+attempt)%len(c.urls))
 		cancel()
 		if err == nil {
 			return

@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
@@ -90,9 +91,13 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 	}
 	// The connection is lazy: the app must already listen when daprd starts
 	// (daprd waits for the app port), and calls fail as unavailable until
-	// the sidecar answers.
+	// the sidecar answers. Reconnects back off at most 1s (gRPC's default
+	// grows to 2 minutes), so a replica whose sidecar restarted serves
+	// within a second of reporting ready again.
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: 5 * time.Second,
+			Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 	}
 	if tok := cfg.DaprAPIToken; tok != "" {

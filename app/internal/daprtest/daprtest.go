@@ -93,6 +93,15 @@ func Start(t testing.TB, opt Options) *Replica {
 	if err := backend.Require(opt.Profile); err != nil {
 		t.Fatal(err)
 	}
+	if opt.Profile == "postgres" {
+		// Fault tests restart PostgreSQL and pause NATS under an exclusive
+		// hold of this lock.
+		release, err := backend.Share(5 * time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(release)
+	}
 	prepare(t, opt.Profile, opt.Topic)
 	root, err := daprrun.RepoRoot()
 	if err != nil {

@@ -1,0 +1,436 @@
+// Package cluster starts a cluster of replicas as separate processes for
+// integration tests: for each replica the service binary (built once per
+// test process from the tree under test) and its own daprd, on a rendered
+// component profile, all sharing one broadcast topic. Tests kill, stop and
+// restart the processes to inject faults; on failure every replica's output
+// is written to the test log. A missing daprd or backing service fails the
+// test.
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
+	"github.com/open-autoglm/autoglm/app/internal/daprrun"
+	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+)
+
+// Options describe a cluster.
+type Options struct {
+	Profile  string // redis (default) or postgres
+	Replicas int    // default 3
+	// Topic is the broadcast topic; default a fresh one, so clusters of
+	// different tests never see each other's changes.
+	Topic string
+	// Env is extra environment for every replica's app (AUTOGLM_...).
+	Env []string
+}
+
+// Cluster is a set of running replicas.
+type Cluster struct {
+	t     testing.TB
+	opt   Options
+	Topic string
+	Nodes []*Node
+}
+
+// Node is one replica: the app process and its daprd.
+type Node struct {
+	c       *Cluster
+	Index   int
+	NodeID  string
+	AppPort int
+	// The sidecar keeps its ports across restarts (the app is configured
+	// with them).
+	HTTPPort, GRPCPort int
+	resDir             string
+	log                *logBuffer
+
+	mu      sync.Mutex
+	app     *daprrun.Process
+	sidecar *daprrun.Sidecar
+}
+
+var build struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+// Main runs a test binary's tests and then removes the service binary
+// built for them: call it from TestMain.
+func Main(m *testing.M) int {
+	code := m.Run()
+	if build.dir != "" {
+		os.RemoveAll(build.dir)
+	}
+	return code
+}
+
+// App builds the service binary from the tree under test, once per test
+// process.
+func App(t testing.TB) string {
+	t.Helper()
+	build.once.Do(func() {
+		root, err := daprrun.RepoRoot()
+		if err != nil {
+			build.err = err
+			return
+		}
+		if build.dir, build.err = os.MkdirTemp("", "autoglm-cluster-"); build.err != nil {
+			return
+		}
+		build.bin = filepath.Join(build.dir, "autoglm")
+		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		if _, err := os.Stat(goBin); err != nil {
+			goBin = "go"
+		}
+		cmd := exec.Command(goBin, "build", "-o", build.bin, "./app/cmd/autoglm")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			build.err = fmt.Errorf("build the service: %v\n%s", err, out)
+		}
+	})
+	if build.err != nil {
+		t.Fatal(build.err)
+	}
+	return build.bin
+}
+
+// Start starts the replicas one after the other, waits until each is
+// ready, and stops them all when the test ends.
+func Start(t testing.TB, opt Options) *Cluster {
+	t.Helper()
+	daprtest.Integration(t)
+	if opt.Profile == "" {
+		opt.Profile = "redis"
+	}
+	if opt.Replicas <= 0 {
+		opt.Replicas = 3
+	}
+	if opt.Topic == "" {
+		opt.Topic = "changes-" + uuid.NewString()[:8]
+	}
+	if err := backend.Require(opt.Profile); err != nil {
+		t.Fatal(err)
+	}
+	if opt.Profile == "postgres" {
+		release, err := backend.Share(5 * time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(release)
+	}
+	if err := backend.Prepare(opt.Profile, opt.Topic); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = backend.Discard(opt.Profile, opt.Topic) })
+	bin := App(t)
+	if _, err := daprrun.Daprd(); err != nil {
+		t.Fatal(err)
+	}
+	root, err := daprrun.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{t: t, opt: opt, Topic: opt.Topic}
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.DumpLogs()
+		}
+		c.Stop()
+	})
+	for i := range opt.Replicas {
+		n := &Node{c: c, Index: i, NodeID: fmt.Sprintf("%s-r%d", opt.Topic, i), resDir: t.TempDir(), log: &logBuffer{}}
+		vars := backend.Vars(opt.Profile, t.TempDir(), opt.Topic)
+		if err := daprrun.Render(filepath.Join(root, "components", opt.Profile), n.resDir, vars); err != nil {
+			t.Fatalf("render components: %v", err)
+		}
+		for _, p := range []*int{&n.AppPort, &n.HTTPPort, &n.GRPCPort} {
+			if *p, err = daprrun.FreePort(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.Nodes = append(c.Nodes, n)
+		if err := n.startApp(bin); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.StartSidecar(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range c.Nodes {
+		if err := n.WaitReady(60 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// Stop stops every replica (graceful, bounded).
+func (c *Cluster) Stop() {
+	var wg sync.WaitGroup
+	for _, n := range c.Nodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.StopApp(); n.StopSidecar() }()
+	}
+	wg.Wait()
+}
+
+// WSURLs are the sync endpoints of every replica, starting with node i's.
+func (c *Cluster) WSURLs(i int) []string {
+	var out []string
+	for k := range c.Nodes {
+		out = append(out, c.Nodes[(i+k)%len(c.Nodes)].WSURL())
+	}
+	return out
+}
+
+// DumpLogs writes the tail of every replica's output to the test log.
+func (c *Cluster) DumpLogs() {
+	for _, n := range c.Nodes {
+		c.t.Logf("---- replica %d (%s, app :%d) ----\n%s", n.Index, n.NodeID, n.AppPort, n.log.tail(48<<10))
+	}
+}
+
+// URL is the app's base URL.
+func (n *Node) URL() string { return "http://127.0.0.1:" + strconv.Itoa(n.AppPort) }
+
+// WSURL is the sync endpoint.
+func (n *Node) WSURL() string { return "ws://127.0.0.1:" + strconv.Itoa(n.AppPort) + "/v1/sync" }
+
+func (n *Node) env() []string {
+	env := []string{
+		"AUTOGLM_PORT=" + strconv.Itoa(n.AppPort),
+		"DAPR_HTTP_PORT=" + strconv.Itoa(n.HTTPPort),
+		"DAPR_GRPC_PORT=" + strconv.Itoa(n.GRPCPort),
+		"AUTOGLM_NODE_ID=" + n.NodeID,
+		"AUTOGLM_BROADCAST_TOPIC=" + n.c.Topic,
+		"AUTOGLM_HEARTBEAT=1s",
+		"AUTOGLM_PROBE_INTERVAL=200ms",
+		"AUTOGLM_SHUTDOWN_GRACE=5s",
+		"AUTOGLM_LOG_LEVEL=info",
+	}
+	return append(env, n.c.opt.Env...)
+}
+
+func (n *Node) startApp(bin string) error {
+	p, err := daprrun.StartProcess(bin, n.env(), n.log)
+	if err != nil {
+		return fmt.Errorf("replica %d: start app: %w", n.Index, err)
+	}
+	n.mu.Lock()
+	n.app = p
+	n.mu.Unlock()
+	// The app must listen before its sidecar starts (daprd waits for it).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := http.Get(n.URL() + "/healthz"); err == nil {
+			return nil
+		}
+		select {
+		case <-p.Done():
+			return fmt.Errorf("replica %d: app exited at start", n.Index)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("replica %d: app not listening", n.Index)
+		}
+	}
+}
+
+// StartApp starts the app again (after KillApp or StopApp) and waits until
+// it is ready.
+func (n *Node) StartApp() error {
+	if err := n.startApp(App(n.c.t)); err != nil {
+		return err
+	}
+	return n.WaitReady(30 * time.Second)
+}
+
+// KillApp ends the app process at once (SIGKILL), as a crash would.
+func (n *Node) KillApp() {
+	n.mu.Lock()
+	p := n.app
+	n.app = nil
+	n.mu.Unlock()
+	if p != nil {
+		p.Kill()
+	}
+}
+
+// StopApp stops the app gracefully (it drains its sessions).
+func (n *Node) StopApp() {
+	n.mu.Lock()
+	p := n.app
+	n.app = nil
+	n.mu.Unlock()
+	if p != nil {
+		_ = p.Stop(10 * time.Second)
+	}
+}
+
+// AppPid is the app's process id (0 when it is not running).
+func (n *Node) AppPid() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.app == nil {
+		return 0
+	}
+	return n.app.Pid()
+}
+
+// StartSidecar starts daprd on the node's ports and waits until it is
+// healthy.
+func (n *Node) StartSidecar() error {
+	sc, err := daprrun.Start(daprrun.Options{
+		AppID: config.DefaultAppID, AppPort: n.AppPort, HTTPPort: n.HTTPPort, GRPCPort: n.GRPCPort,
+		ResourcesDir: n.resDir, Output: n.log, LogLevel: "info",
+	})
+	if err != nil {
+		return fmt.Errorf("replica %d: start daprd: %w", n.Index, err)
+	}
+	n.mu.Lock()
+	n.sidecar = sc
+	n.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := sc.WaitHealthy(ctx); err != nil {
+		return fmt.Errorf("replica %d: %w", n.Index, err)
+	}
+	return nil
+}
+
+// SidecarPid is daprd's process id (0 when it is not running).
+func (n *Node) SidecarPid() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.sidecar == nil {
+		return 0
+	}
+	return n.sidecar.Pid()
+}
+
+// StopSidecar stops daprd gracefully.
+func (n *Node) StopSidecar() {
+	n.mu.Lock()
+	sc := n.sidecar
+	n.sidecar = nil
+	n.mu.Unlock()
+	if sc != nil {
+		_ = sc.Stop(10 * time.Second)
+	}
+}
+
+// Ready returns the status of the app's /readyz (0 when it does not
+// answer).
+func (n *Node) Ready() int {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(n.URL() + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// WaitReady waits until /readyz answers 200.
+func (n *Node) WaitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for n.Ready() != http.StatusOK {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("replica %d not ready after %v", n.Index, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+// Metric scrapes the app's /metrics and returns the sum of every sample of
+// the named metric (a histogram's _count or _sum may be named).
+func (n *Node) Metric(name string) (float64, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(n.URL() + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	sum, found := 0.0, false
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		metric, _, _ := strings.Cut(f[0], "{")
+		if metric != name {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err == nil {
+			sum += v
+			found = true
+		}
+	}
+	if !found {
+		return 0, errors.New("metric " + name + " not exposed")
+	}
+	return sum, nil
+}
+
+// Log returns the replica's output so far (app and daprd).
+func (n *Node) Log() string { return n.log.String() }
+
+// logBuffer collects a replica's output, keeping the newest 8 MiB.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf.Len() > 8<<20 {
+		keep := b.buf.Bytes()[b.buf.Len()-4<<20:]
+		b.buf = *bytes.NewBuffer(append([]byte("[earlier output dropped]\n"), keep...))
+	}
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *logBuffer) tail(n int) string {
+	s := b.String()
+	if len(s) > n {
+		s = "[...]\n" + s[len(s)-n:]
+	}
+	return strings.TrimSpace(s)
+}
