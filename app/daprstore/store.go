@@ -484,6 +484,25 @@ func classify(op string, err error) error {
 	case st.Code() == codes.Unavailable, st.Code() == codes.DeadlineExceeded,
 		strings.Contains(msg, "connection refused"), strings.Contains(msg, "circuit breaker"):
 		return fmt.Errorf("%s: %w: %s", op, core.ErrUnavailable, st.Message())
+	case unreachable(msg):
+		// The store (not the sidecar) is down or restarting; a write may or
+		// may not have been applied, which a retry with the same op id
+		// settles.
+		return fmt.Errorf("%s: %w: %s", op, core.ErrUnavailable, st.Message())
 	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// unreachable reports whether a store error says the backend could not be
+// reached or went away mid-call: a daprd resiliency timeout, a lost
+// connection, or PostgreSQL shutting down, starting up or terminating
+// connections (SQLSTATE class 57P).
+func unreachable(msg string) bool {
+	for _, s := range []string{"deadline exceeded", "failed to connect", "connection reset", "broken pipe",
+		"unexpected eof", "conn closed", "i/o timeout", "sqlstate 57p", "database system is"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
