@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,7 +24,13 @@ type ServiceOptions struct {
 	Redis   string // for the redis profile
 	Topic   string // broadcast topic (unique per run, so Redis streams of old runs are not replayed)
 	Pprof   string // AUTOGLM_PPROF for the app; empty: off
-	Log     io.Writer
+	// SQLiteSync, when set (NORMAL, FULL, ...), adds PRAGMA synchronous to
+	// the local profile's SQLite connection string, to measure what the
+	// per-commit fsync costs.
+	SQLiteSync string
+	// DaprdPprof, when set, is the port of daprd's own profiler.
+	DaprdPprof int
+	Log        io.Writer
 }
 
 // Service is a running app + daprd pair.
@@ -65,6 +72,11 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 	if err := daprrun.Render(filepath.Join(root, "components", o.Profile), res, vars); err != nil {
 		return nil, fmt.Errorf("render components: %w", err)
 	}
+	if o.SQLiteSync != "" {
+		if err := sqliteSync(filepath.Join(res, "statestore.yaml"), o.SQLiteSync); err != nil {
+			return nil, err
+		}
+	}
 	var ports [3]int
 	for i := range ports {
 		if ports[i], err = daprrun.FreePort(); err != nil {
@@ -87,8 +99,12 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", o.AppBin, err)
 	}
+	var extra []string
+	if o.DaprdPprof > 0 {
+		extra = []string{"--enable-profiling", "--profile-port", strconv.Itoa(o.DaprdPprof)}
+	}
 	sc, err := daprrun.Start(daprrun.Options{AppID: config.DefaultAppID, AppPort: appPort, HTTPPort: httpPort,
-		GRPCPort: grpcPort, ResourcesDir: res, Output: o.Log})
+		GRPCPort: grpcPort, ResourcesDir: res, Output: o.Log, Args: extra})
 	if err != nil {
 		_ = app.Stop(5 * time.Second)
 		return nil, err
@@ -117,6 +133,21 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+func sqliteSync(path, mode string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(b)
+	i := strings.Index(s, "autoglm.db")
+	if !strings.Contains(s, "state.sqlite") || i < 0 {
+		return fmt.Errorf("%s: not the SQLite state store of the local profile", path)
+	}
+	j := i + len("autoglm.db")
+	s = s[:j] + "?_pragma=synchronous(" + mode + ")" + s[j:]
+	return os.WriteFile(path, []byte(s), 0o644)
 }
 
 // Procs returns the process ids to sample.

@@ -59,6 +59,7 @@ type options struct {
 	tpDuration   time.Duration
 	idle         int
 	repeat       int
+	sqliteSync   string
 	warmup       time.Duration
 	pprof        bool
 	enforce      bool
@@ -80,7 +81,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.fields, "fields", 100, "fields per document")
 	fs.IntVar(&o.writers, "writers", 10, "writer connections")
 	fs.Float64Var(&o.rate, "rate", 500, "single-field writes per second (all writers)")
-	fs.DurationVar(&o.duration, "duration", 20*time.Second, "writing time per mode")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "writing time per mode and round")
 	modes := fs.String("modes", "delta,full,poll", "delivery modes to measure: delta, full, poll")
 	fs.StringVar(&o.binary, "binary", "auto", "also measure delta sync over the binary subprotocol: auto (if the server offers it), on, off")
 	fs.DurationVar(&o.pollInterval, "poll-interval", time.Second, "polling baseline: GET interval per client")
@@ -89,9 +90,10 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.tpWindow, "tp-window", 128, "throughput run: ops in flight per connection")
 	fs.DurationVar(&o.tpDuration, "tp-duration", 10*time.Second, "throughput run: duration of each run")
 	fs.IntVar(&o.idle, "idle", 10000, "idle WebSocket connections to open (0: skip)")
-	fs.IntVar(&o.repeat, "repeat", 3, "rounds of the latency and throughput runs, interleaved; tables quote the median round")
+	fs.StringVar(&o.sqliteSync, "sqlite-sync", "", "local profile: set SQLite PRAGMA synchronous (e.g. NORMAL) to measure the per-commit fsync; empty: as shipped")
+	fs.IntVar(&o.repeat, "repeat", 5, "rounds of the latency and throughput runs, interleaved; tables quote the median round")
 	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "unrecorded delta run before measuring (0: none)")
-	fs.BoolVar(&o.pprof, "pprof", false, "run the app with AUTOGLM_PPROF and save CPU profiles of the delta and throughput runs and a heap profile with the idle connections")
+	fs.BoolVar(&o.pprof, "pprof", false, "run the app with AUTOGLM_PPROF (and daprd with its profiler) and save CPU profiles of the first delta and throughput runs and a heap profile with the idle connections")
 	fs.BoolVar(&o.enforce, "enforce", false, "exit non-zero when a performance target is missed")
 	fs.BoolVar(&o.verbose, "v", false, "show the service's log")
 	smoke := fs.Bool("smoke", false, "a few seconds with small numbers: checks the bench and exactly-once delivery, not performance")
@@ -150,19 +152,24 @@ func runProfile(ctx context.Context, o options, profile string) (*bench.Result, 
 	res := &bench.Result{Started: time.Now().UTC().Format(time.RFC3339), Profile: profile, Machine: machine(), Command: o.command}
 	t := bench.Target{URL: o.url, Collection: "b" + strconv.FormatInt(time.Now().UnixNano()%1e12, 36),
 		Docs: o.docs, DocBytes: o.docBytes, Fields: o.fields}
-	var pprofAddr string
+	var pprofAddr, daprdPprof string
 	if o.url == "" {
 		data, err := os.MkdirTemp("", "autoglm-bench-")
 		if err != nil {
 			return nil, err
 		}
 		defer os.RemoveAll(data)
-		var logw io.Writer = io.Discard
+		logf, err := os.Create(filepath.Join(outDir, "service.log"))
+		if err != nil {
+			return nil, err
+		}
+		defer logf.Close()
+		var logw io.Writer = logf
 		if o.verbose {
-			logw = os.Stderr
+			logw = io.MultiWriter(logf, os.Stderr)
 		}
 		so := bench.ServiceOptions{Profile: profile, AppBin: o.appBin, DataDir: data, Redis: o.redis,
-			Topic: "bench-" + t.Collection, Log: logw}
+			Topic: "bench-" + t.Collection, Log: logw, SQLiteSync: o.sqliteSync}
 		if o.pprof {
 			port, err := daprrun.FreePort()
 			if err != nil {
@@ -170,11 +177,23 @@ func runProfile(ctx context.Context, o options, profile string) (*bench.Result, 
 			}
 			pprofAddr = "127.0.0.1:" + strconv.Itoa(port)
 			so.Pprof = pprofAddr
+			if so.DaprdPprof, err = daprrun.FreePort(); err != nil {
+				return nil, err
+			}
+			daprdPprof = "127.0.0.1:" + strconv.Itoa(so.DaprdPprof)
 		}
 		fmt.Printf("[%s] starting app + daprd\n", profile)
-		svc, err := bench.StartService(ctx, so)
+		// Ports are picked free a moment before the processes bind them, so
+		// another process can take one in between: try again on failure.
+		var svc *bench.Service
+		for attempt := 1; ; attempt++ {
+			if svc, err = bench.StartService(ctx, so); err == nil || attempt == 3 || ctx.Err() != nil {
+				break
+			}
+			fmt.Fprintf(os.Stderr, "[%s] start attempt %d failed: %v; retrying\n", profile, attempt, err)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("start the service: %w", err)
+			return nil, fmt.Errorf("start the service: %w (log: %s)", err, logf.Name())
 		}
 		defer svc.Stop()
 		t.URL = svc.URL
@@ -228,7 +247,9 @@ func runProfile(ctx context.Context, o options, profile string) (*bench.Result, 
 				map[bool]string{true: " (binary)"}[ph.bin], o.subs, o.writers, o.rate, o.duration)
 			var prof func()
 			if pprofAddr != "" && round == 1 && ph.mode == bench.ModeDelta && !ph.bin {
-				prof = cpuProfile(pprofAddr, o.duration, filepath.Join(outDir, "cpu-delta.pprof"))
+				p1 := cpuProfile(pprofAddr, o.duration, filepath.Join(outDir, "cpu-delta.pprof"))
+				p2 := cpuProfile(daprdPprof, o.duration, filepath.Join(outDir, "daprd-cpu-delta.pprof"))
+				prof = func() { p1(); p2() }
 			}
 			l, err := bench.RunLatency(ctx, t, bench.LatencyConfig{Mode: ph.mode, Binary: ph.bin, Subscribers: o.subs,
 				Writers: o.writers, Rate: o.rate, Duration: o.duration, PollInterval: o.pollInterval})

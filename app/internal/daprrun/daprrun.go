@@ -119,6 +119,7 @@ type Options struct {
 	APIToken     string // DAPR_API_TOKEN the sidecar requires
 	AppAPIToken  string // APP_API_TOKEN the sidecar sends to the app
 	Output       io.Writer
+	Args         []string // extra daprd flags (e.g. --enable-profiling)
 }
 
 // Sidecar is a running daprd.
@@ -178,6 +179,7 @@ func Start(opt Options) (*Sidecar, error) {
 	if opt.ConfigFile != "" {
 		args = append(args, "--config", opt.ConfigFile)
 	}
+	args = append(args, opt.Args...)
 	cmd := exec.Command(opt.Daprd, args...)
 	cmd.Env = os.Environ()
 	if opt.APIToken != "" {
