@@ -102,6 +102,12 @@ type Subscription struct {
 	Topic      string            `json:"topic"`
 	Route      string            `json:"route"`
 	Metadata   map[string]string `json:"metadata,omitempty"`
+	// DeadLetterTopic receives, from daprd, the messages the app answered
+	// DROP or that failed every retry of the component's inbound policy.
+	DeadLetterTopic string `json:"deadLetterTopic,omitempty"`
+	// Handler serves this route's deliveries; nil means the change
+	// broadcast (ServeEvent's own handling).
+	Handler http.Handler `json:"-"`
 }
 
 // Handler serves daprd's subscription callbacks.
@@ -142,6 +148,12 @@ func (h *Handler) ServeEvent(w http.ResponseWriter, r *http.Request) {
 	if !h.authorized(r) {
 		http.Error(w, "missing or wrong dapr-api-token", http.StatusUnauthorized)
 		return
+	}
+	for _, sub := range h.Subs {
+		if sub.Handler != nil && sub.Route == r.URL.Path {
+			sub.Handler.ServeHTTP(w, r)
+			return
+		}
 	}
 	limit := h.MaxBytes
 	if limit <= 0 {
