@@ -112,6 +112,20 @@ type Collection struct {
 	StateMachines map[string]*StateMachine
 	// Declared is false for the default used for an unknown collection.
 	Declared bool
+	// Events publishes an integration event (a CloudEvent with the change
+	// summary) for every committed change; see docs/events.md.
+	Events bool
+	// Webhooks receive every change of the collection (see docs/events.md).
+	Webhooks []Webhook
+}
+
+// Webhook is an endpoint declared in the collections file. Its signing
+// secret is read from the environment variable SecretEnv, never from the
+// file.
+type Webhook struct {
+	ID        string
+	URL       string
+	SecretEnv string
 }
 
 // Config is a loaded collections file.

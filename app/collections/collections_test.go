@@ -263,6 +263,13 @@ func TestBadConfigs(t *testing.T) {
 		{"EnumWrongType", "collections:\n  a:\n    fields:\n      n:\n        type: number\n        enum:\n          - 1\n          - two\n", 8, `enum value "two" is not of type number`},
 		{"RolesNotList", "collections:\n  a:\n    write_roles: editor\n", 3, "write_roles must be a list of strings"},
 		{"OwnerFieldBad", "collections:\n  a:\n    owner_field: a..b\n", 3, "owner_field"},
+		{"EventsNotBool", "collections:\n  a:\n    events: sometimes\n", 3, "events must be true or false"},
+		{"WebhooksNotList", "collections:\n  a:\n    webhooks: {id: x}\n", 3, "webhooks: want a list"},
+		{"WebhookBadURL", "collections:\n  a:\n    webhooks:\n      - {id: x, url: 'ftp://h/p', secret_env: S}\n", 4, `url "ftp://h/p" is not an http(s) URL`},
+		{"WebhookNoSecret", "collections:\n  a:\n    webhooks:\n      - {id: x, url: 'http://h/p'}\n", 4, "secret_env"},
+		{"WebhookBadID", "collections:\n  a:\n    webhooks:\n      - {id: X!, url: 'http://h/p', secret_env: S}\n", 4, `webhook id "X!"`},
+		{"WebhookUnknownKey", "collections:\n  a:\n    webhooks:\n      - {id: x, url: 'http://h/p', secret: s}\n", 4, `unknown key "secret"`},
+		{"WebhookTwice", "collections:\n  a:\n    webhooks:\n      - {id: x, url: 'http://h/p', secret_env: S}\n      - {id: x, url: 'http://h/q', secret_env: S}\n", 5, `used twice`},
 		{"NoStates", "collections:\n  a:\n    state_machines:\n      s:\n        initial: x\n", 5, "needs a non-empty list of states"},
 		{"InitialUndeclared", "collections:\n  a:\n    state_machines:\n      s:\n        states: [a, b]\n        initial: c\n", 6, `initial state "c" is not declared`},
 		{"TransitionToUndeclared", "collections:\n  a:\n    state_machines:\n      s:\n        states: [a, b]\n        initial: a\n        transitions:\n          - {from: a, to: b}\n          - from: b\n            to: c\n", 10, `transition to undeclared state "c"`},
@@ -330,6 +337,17 @@ collections:
 	b, _ := c.Collection("b")
 	if diff := cmp.Diff([]string{"editor", "admin"}, b.WriteRoles); diff != "" {
 		t.Fatalf("aliased roles (-want +got):\n%s", diff)
+	}
+}
+
+func TestEventsAndWebhooks(t *testing.T) {
+	c := MustParse(t, "collections:\n  a:\n    events: true\n    webhooks:\n      - {id: audit, url: 'https://example.test/hook', secret_env: AUDIT_SECRET}\n  b: {}\n")
+	a, _ := c.Collection("a")
+	if !a.Events || len(a.Webhooks) != 1 || a.Webhooks[0] != (Webhook{ID: "audit", URL: "https://example.test/hook", SecretEnv: "AUDIT_SECRET"}) {
+		t.Fatalf("a: events %v webhooks %+v", a.Events, a.Webhooks)
+	}
+	if b, _ := c.Collection("b"); b.Events || len(b.Webhooks) != 0 {
+		t.Fatalf("b: %+v", b)
 	}
 }
 

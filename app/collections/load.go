@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -213,7 +214,8 @@ func (l *loader) path(n *yaml.Node, what string) (string, error) {
 var (
 	topKeys        = []string{"allow_unknown", "defaults", "collections"}
 	defaultKeys    = []string{"policy", "limits"}
-	collectionKeys = []string{"policy", "limits", "owner_field", "read_roles", "write_roles", "fields", "state_machines"}
+	collectionKeys = []string{"policy", "limits", "owner_field", "read_roles", "write_roles", "fields", "state_machines", "events", "webhooks"}
+	webhookKeys    = []string{"id", "url", "secret_env"}
 	limitKeys      = []string{"max_doc_bytes", "max_ops"}
 	fieldKeys      = []string{"type", "required", "max_length", "min", "max", "enum", "writable_by"}
 	machineKeys    = []string{"initial", "states", "transitions"}
@@ -305,6 +307,10 @@ func (l *loader) collection(col *Collection, n *yaml.Node) error {
 			})
 		case "state_machines":
 			machines = v // after fields, to cross-check their types
+		case "events":
+			col.Events, err = l.boolean(v, where+": events")
+		case "webhooks":
+			err = l.webhooks(col, v, where)
 		}
 		return err
 	})
@@ -517,3 +523,46 @@ func jsonText(v any) string {
 }
 
 func jsonEqual(a, b any) bool { return jsonText(a) == jsonText(b) }
+
+// webhooks reads a collection's webhook list: [{id, url, secret_env}].
+func (l *loader) webhooks(col *Collection, n *yaml.Node, where string) error {
+	n = resolve(n)
+	if n.Kind != yaml.SequenceNode {
+		return l.errf(n, "%s: webhooks: want a list of {id, url, secret_env}", where)
+	}
+	for _, item := range n.Content {
+		var w Webhook
+		err := l.mapping(item, where+": webhook", webhookKeys, func(key string, _, v *yaml.Node) (err error) {
+			switch key {
+			case "id":
+				w.ID, err = l.str(v, where+": webhook id")
+			case "url":
+				w.URL, err = l.str(v, where+": webhook url")
+			case "secret_env":
+				w.SecretEnv, err = l.str(v, where+": webhook secret_env")
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		u, perr := url.Parse(w.URL)
+		switch {
+		case !webhookID.MatchString(w.ID):
+			return l.errf(item, "%s: webhook id %q: want [a-z0-9][a-z0-9_-]{0,63}", where, w.ID)
+		case perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			return l.errf(item, "%s: webhook %s: url %q is not an http(s) URL", where, w.ID, w.URL)
+		case w.SecretEnv == "":
+			return l.errf(item, "%s: webhook %s: secret_env (the variable holding its signing secret) is required", where, w.ID)
+		}
+		for _, o := range col.Webhooks {
+			if o.ID == w.ID {
+				return l.errf(item, "%s: webhook id %q is used twice", where, w.ID)
+			}
+		}
+		col.Webhooks = append(col.Webhooks, w)
+	}
+	return nil
+}
+
+var webhookID = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
