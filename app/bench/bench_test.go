@@ -240,3 +240,17 @@ func TestPlotCDF(t *testing.T) {
 		t.Fatalf("size %v", b)
 	}
 }
+
+func TestParseCPULine(t *testing.T) {
+	// user nice system idle iowait irq softirq steal guest guest_nice
+	busy, err := parseCPULine("cpu  100 5 50 1000 40 3 2 1 77 0")
+	if err != nil || busy != 161 {
+		t.Fatalf("busy %d, %v; want 161 (idle, iowait and guest left out)", busy, err)
+	}
+	if _, err := parseCPULine("intr 1 2 3"); err == nil {
+		t.Fatal("want an error for a line that is not the cpu total")
+	}
+	if _, err := ReadMachine(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -16,12 +16,13 @@ import (
 // sampler reads the server processes at the start and end of a phase and
 // their RSS every 200 ms in between (for the peak).
 type sampler struct {
-	procs map[string]int
-	start map[string]ProcSample
-	peak  map[string]int64
-	mu    sync.Mutex
-	done  chan struct{}
-	wg    sync.WaitGroup
+	procs   map[string]int
+	machine ProcSample
+	start   map[string]ProcSample
+	peak    map[string]int64
+	mu      sync.Mutex
+	done    chan struct{}
+	wg      sync.WaitGroup
 }
 
 func startSampler(procs func() map[string]int) *sampler {
@@ -30,6 +31,7 @@ func startSampler(procs func() map[string]int) *sampler {
 		return s
 	}
 	s.procs = procs()
+	s.machine, _ = ReadMachine()
 	for name, pid := range s.procs {
 		if p, err := ReadProc(pid); err == nil {
 			s.start[name] = p
@@ -72,6 +74,15 @@ func (s *sampler) stop() map[string]Usage {
 			continue
 		}
 		out[name] = Between(a, b, s.peak[name])
+	}
+	// Whatever else ran on the machine meanwhile (builds, tests): the
+	// busy CPU of the machine minus the processes above.
+	if m, err := ReadMachine(); err == nil && s.machine.CPUTicks > 0 {
+		busy := Between(s.machine, m, 0).CPUCores
+		for _, u := range out {
+			busy -= u.CPUCores
+		}
+		out["others"] = Usage{CPUCores: round3(max(busy, 0))}
 	}
 	return out
 }

@@ -111,3 +111,43 @@ func FindProc(name string) int {
 	}
 	return 0
 }
+
+// ReadMachine returns the busy CPU ticks of the whole machine (all CPUs,
+// from /proc/stat: everything but idle and iowait) as a ProcSample, so the
+// CPU used by other processes during a run can be shown next to the
+// service's.
+func ReadMachine() (ProcSample, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return ProcSample{}, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	ticks, err := parseCPULine(line)
+	if err != nil {
+		return ProcSample{}, err
+	}
+	return ProcSample{At: time.Now(), CPUTicks: ticks}, nil
+}
+
+// parseCPULine returns the busy ticks of the aggregate "cpu" line of
+// /proc/stat: user nice system idle iowait irq softirq steal ...
+func parseCPULine(line string) (int64, error) {
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		if i >= 8 { // guest time is already counted in user
+			break
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/stat: %q", line)
+		}
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, nil
+}

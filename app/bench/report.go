@@ -147,7 +147,7 @@ func (r *Result) Markdown() string {
 	fmt.Fprintf(&b, "## Profile `%s` (%s)\n\n", r.Profile, r.Started)
 	fmt.Fprintf(&b, "Machine: %s. Command: `%s`\n\n", r.Machine, r.Command)
 	b.WriteString("### Propagation (writer sends → each subscriber receives)\n\n")
-	b.WriteString("| run | mode | enc | subs/docs | doc | writes/s | p50 ms | p90 ms | p99 ms | max ms | ack p50/p99 ms | B/update/sub ↓ | ↑ | writer B/op ↑/↓ | missed | dup | CPU cores app / daprd / redis / bench | app RSS MiB |\n")
+	b.WriteString("| run | mode | enc | subs/docs | doc | writes/s | p50 ms | p90 ms | p99 ms | max ms | ack p50/p99 ms | B/update/sub ↓ | ↑ | writer B/op ↑/↓ | missed | dup | CPU cores app / daprd / redis / bench / others | app RSS MiB |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, l := range r.Latency {
 		app := l.Usage["app"]
@@ -179,7 +179,7 @@ func (r *Result) Markdown() string {
 		}
 	}
 	if len(r.Throughput) > 0 {
-		b.WriteString("\n### Write throughput (closed loop)\n\n| run | # | docs | conns × window | accepted/s | rejected | ack p50 / p99 ms | CPU cores app / daprd / redis / bench |\n|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("\n### Write throughput (closed loop)\n\n| run | # | docs | conns × window | accepted/s | rejected | ack p50 / p99 ms | CPU cores app / daprd / redis / bench / others |\n|---|---|---|---|---|---|---|---|\n")
 		for _, t := range r.Throughput {
 			fmt.Fprintf(&b, "| %s | %d | %d | %d × %d | %.0f | %d | %.1f / %.1f | %s |\n", t.Name, t.Run, t.Docs, t.Conns, t.Window,
 				t.PerSec, t.Rejected, t.Ack.P50, t.Ack.P99, cpus(t.Usage))
@@ -213,7 +213,7 @@ func (r *Result) Markdown() string {
 
 func cpus(u map[string]Usage) string {
 	var parts []string
-	for _, name := range []string{"app", "daprd", "redis", "bench"} {
+	for _, name := range []string{"app", "daprd", "redis", "bench", "others"} {
 		if v, ok := u[name]; ok {
 			parts = append(parts, fmt.Sprintf("%.2f", v.CPUCores))
 		} else {
