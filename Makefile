@@ -16,8 +16,10 @@ help: ## show the targets
 run: build daprd ## start the service on the embedded default (SQLite + in-memory pub/sub)
 	./bin/autoglm-dev -profile local -data data
 
-run-cluster: build daprd ## start 3 replicas on the Redis profile (needs Redis on 127.0.0.1:6379)
-	./bin/autoglm-dev -profile redis -replicas 3 -data data/cluster
+CLUSTER_PROFILE ?= redis
+
+run-cluster: build daprd ## start 3 replicas on the Redis profile (CLUSTER_PROFILE=postgres: PostgreSQL + NATS); ports 8080-8082
+	./bin/autoglm-dev -profile $(CLUSTER_PROFILE) -replicas 3 -data data/cluster
 
 components: ## render components/local into data/components/local (for dapr.yaml / the Dapr CLI)
 	@mkdir -p data/components/local

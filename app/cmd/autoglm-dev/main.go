@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 )
 
@@ -37,13 +38,13 @@ type replica struct {
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("autoglm-dev", flag.ContinueOnError)
-	profile := fs.String("profile", "local", "component profile under components/: local or redis")
+	profile := fs.String("profile", "local", "component profile under components/: local, redis or postgres (PostgreSQL + NATS JetStream; $PG_CONN, $NATS_URL)")
 	replicas := fs.Int("replicas", 1, "number of replicas (app + daprd each)")
 	dataDir := fs.String("data", "data", "data directory (SQLite file, rendered components)")
 	port := fs.Int("port", config.DefaultPort, "app port of the first replica; the next ones count up")
 	daprPort := fs.Int("dapr-http-port", 3500, "daprd HTTP port of the first replica; the next ones count up")
 	appBin := fs.String("app", "bin/autoglm", "service binary")
-	redis := fs.String("redis", "127.0.0.1:6379", "Redis address for the redis profile")
+	redis := fs.String("redis", backend.RedisAddr(), "Redis address (the redis profile; the postgres profile's lock)")
 	logLevel := fs.String("dapr-log-level", "warn", "daprd log level")
 	collectionsFile := fs.String("collections", "config/collections.yaml", "collections config file (empty: every collection lww)")
 	if err := fs.Parse(args); err != nil {
@@ -51,6 +52,14 @@ func run(ctx context.Context, args []string) error {
 	}
 	if *profile == "local" && *replicas != 1 {
 		return errors.New("the local profile (SQLite + in-memory pub/sub) runs one replica; use -profile redis for a cluster")
+	}
+	os.Setenv("REDIS_ADDR", *redis)
+	if err := backend.Require(*profile); err != nil {
+		return err
+	}
+	// JetStream streams are not created by Dapr (postgres profile).
+	if err := backend.Prepare(*profile, config.DefaultBroadcastTopic); err != nil {
+		return err
 	}
 	root, err := daprrun.RepoRoot()
 	if err != nil {
@@ -78,7 +87,7 @@ func run(ctx context.Context, args []string) error {
 		if err := os.RemoveAll(res); err != nil {
 			return err
 		}
-		vars := map[string]string{"DATA_DIR": data, "REDIS_HOST": *redis}
+		vars := backend.Vars(*profile, data, config.DefaultBroadcastTopic)
 		if err := daprrun.Render(filepath.Join(root, "components", *profile), res, vars); err != nil {
 			return fmt.Errorf("render components: %w", err)
 		}
