@@ -130,11 +130,21 @@ func Prepare(profile, topic string) error {
 	return nil
 }
 
-// Discard removes what Prepare created (test clusters use a topic each).
+// Discard removes a test cluster's broadcast from the broker once its
+// replicas have stopped (test clusters use a topic each): the JetStream
+// streams of the postgres profile, the Redis stream (with its consumer
+// groups) of the redis profile. The default topic is never removed.
 func Discard(profile, topic string) error {
-	if profile != "postgres" {
+	if topic == "changes" {
 		return nil
 	}
-	b, t := Streams(topic)
-	return errors.Join(DeleteStream(NATSURL(), b.Name), DeleteStream(NATSURL(), t.Name))
+	switch profile {
+	case "redis":
+		_, err := Redis(RedisAddr(), "DEL", topic)
+		return err
+	case "postgres":
+		b, t := Streams(topic)
+		return errors.Join(DeleteStream(NATSURL(), b.Name), DeleteStream(NATSURL(), t.Name))
+	}
+	return nil
 }
