@@ -315,7 +315,9 @@ func RunLatency(ctx context.Context, t Target, cfg LatencyConfig) (*LatencyResul
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	end := time.Now()
+	if err := ctx.Err(); err != nil {
+		return nil, err // interrupted: what was not delivered is not missed
+	}
 	pollStop.Store(true)
 	res.Usage = sampler.stop()
 	subBytes, wBytes := subCount.Load().Sub(subBytes0), wCount.Load().Sub(wBytes0)
@@ -366,7 +368,6 @@ func RunLatency(ctx context.Context, t Target, cfg LatencyConfig) (*LatencyResul
 		res.WriterUp = round3(float64(wBytes.Written) / float64(res.Sent))
 		res.WriterAck = round3(float64(wBytes.Read) / float64(res.Sent))
 	}
-	_ = end
 	return res, nil
 }
 
