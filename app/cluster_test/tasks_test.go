@@ -45,6 +45,9 @@ func TestTasksRunOnce(t *testing.T) {
 			defer backend.Discard(profile, topic)
 			// The postgres profile's tasks stream takes "<topic>-tasks.>".
 			taskTopic := topic + "-tasks.work"
+			if profile == "redis" {
+				defer backend.Redis(backend.RedisAddr(), "DEL", taskTopic)
+			}
 			root, err := daprrun.RepoRoot()
 			if err != nil {
 				t.Fatal(err)
