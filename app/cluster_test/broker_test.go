@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/open-autoglm/autoglm/app/internal/cluster"
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
 )
@@ -32,7 +30,8 @@ import (
 func TestLostBroadcasts(t *testing.T) {
 	t.Run("redis", func(t *testing.T) {
 		c := cluster.Start(t, cluster.Options{Profile: "redis", Env: []string{"AUTOGLM_ANTI_ENTROPY=1s", "AUTOGLM_LOG_WINDOW=100000"}})
-		docs := []string{"forms/lb0-" + uuid.NewString()[:8], "forms/lb1-" + uuid.NewString()[:8], "forms/lb2-" + uuid.NewString()[:8]}
+		coll := collection()
+		docs := []string{coll + "/lb0", coll + "/lb1", coll + "/lb2"}
 		create(t, c.Nodes[0].URL(), docs)
 		paused := c.Nodes[2]
 		var readers, writers []*writer

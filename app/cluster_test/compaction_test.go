@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/internal/cluster"
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
@@ -30,12 +28,12 @@ func TestCompactionLease(t *testing.T) {
 		"AUTOGLM_COMPACTION_INTERVAL=300ms", "AUTOGLM_COMPACTION_LEASE=" + lease.String(), "AUTOGLM_COMPACTION_QUIET=300ms",
 		"AUTOGLM_LOG_WINDOW=" + strconv.Itoa(window), "AUTOGLM_ANTI_ENTROPY=1s",
 	}})
-	suffix := uuid.NewString()[:8]
 	// Two collections no config declares: the job finds them through the
 	// registry the replicas keep.
+	colls := []string{collection(), collection()}
 	var docs []string
 	for i := range 6 {
-		docs = append(docs, fmt.Sprintf("%s/d%d-%s", []string{"forms", "notes"}[i%2], i, suffix))
+		docs = append(docs, fmt.Sprintf("%s/d%d", colls[i%2], i))
 	}
 	create(t, c.Nodes[0].URL(), docs)
 	watcher := dialWriter(t, "watcher", c.WSURLs(1), docs)
@@ -108,7 +106,7 @@ func TestCompactionLease(t *testing.T) {
 		}
 	}
 	t.Logf("lease holder killed: replica %d took over %v later (lease %v, renewed every %v, polled every %v); it compacted the next writes within %v; %d documents read back with the same data and versions",
-		next.Index, takeover.Round(time.Millisecond), lease, lease/3, lease/5, again.Round(time.Millisecond), len(docs))
+		next.Index, takeover.Round(time.Millisecond), lease, (lease / 3).Round(time.Millisecond), lease/5, again.Round(time.Millisecond), len(docs))
 }
 
 // compacted checks the stored form of each document in Redis: tail
@@ -163,7 +161,7 @@ func TestAntiEntropyAfterCompaction(t *testing.T) {
 		"AUTOGLM_COMPACTION_INTERVAL=200ms", "AUTOGLM_COMPACTION_QUIET=100ms", "AUTOGLM_LOG_WINDOW=1000"}})
 	watches := cluster.Start(t, cluster.Options{Profile: "redis", Replicas: 1, Env: []string{
 		"AUTOGLM_COMPACTION_INTERVAL=0", "AUTOGLM_ANTI_ENTROPY=3s"}})
-	doc := "forms/ae-" + uuid.NewString()[:8]
+	doc := collection() + "/ae"
 	create(t, writes.Nodes[0].URL(), []string{doc})
 	watcher := dialWriter(t, "watcher", []string{watches.Nodes[0].WSURL()}, []string{doc})
 	start := time.Now()
@@ -171,7 +169,7 @@ func TestAntiEntropyAfterCompaction(t *testing.T) {
 		mustDo(t, "PATCH", writes.Nodes[0].URL()+"/v1/docs/"+doc, fmt.Sprintf(`{"ops":[{"op":"inc","path":"n","value":1},{"op":"set","path":"last","value":%d}]}`, i))
 	}
 	archived := waitUntil(t, 5*time.Second, "tail archived", func() bool {
-		raw, _ := backend.RedisString(backend.RedisAddr(), "HGET", "autoglm||forms:"+strings.TrimPrefix(doc, "forms/"), "data")
+		raw, _ := backend.RedisString(backend.RedisAddr(), "HGET", "autoglm||"+strings.Replace(doc, "/", ":", 1), "data")
 		var d core.Document
 		return json.Unmarshal([]byte(raw), &d) == nil && d.Version == 6 && len(d.Tail) == 0
 	})

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/open-autoglm/autoglm/app/internal/cluster"
 )
 
@@ -19,7 +17,7 @@ func TestHotDocument(t *testing.T) {
 	for _, profile := range []string{"redis", "postgres"} {
 		t.Run(profile, func(t *testing.T) {
 			c := cluster.Start(t, cluster.Options{Profile: profile, Env: []string{"AUTOGLM_ANTI_ENTROPY=1s", "AUTOGLM_LOG_WINDOW=5000"}})
-			doc := "forms/hot-" + uuid.NewString()[:8]
+			doc := collection() + "/hot"
 			create(t, c.Nodes[0].URL(), []string{doc})
 			var writers []*writer
 			for i := range 30 {

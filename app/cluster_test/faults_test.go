@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/internal/cluster"
 )
@@ -26,8 +24,9 @@ type load struct {
 func startLoad(t testing.TB, c *cluster.Cluster, clients, docs int) *load {
 	t.Helper()
 	l := &load{stop: make(chan struct{})}
+	coll := collection()
 	for i := range docs {
-		l.docs = append(l.docs, fmt.Sprintf("forms/f%d-%s", i, uuid.NewString()[:8]))
+		l.docs = append(l.docs, fmt.Sprintf("%s/f%d", coll, i))
 	}
 	create(t, c.Nodes[0].URL(), l.docs)
 	for i := range clients {
@@ -112,7 +111,7 @@ func TestReplicaFailures(t *testing.T) {
 
 	t.Run("SidecarDown", func(t *testing.T) {
 		n := c.Nodes[2]
-		doc := "forms/sc-" + uuid.NewString()[:8]
+		doc := collection() + "/sc"
 		create(t, n.URL(), []string{doc})
 		w := dialWriter(t, "sc", []string{n.WSURL()}, []string{doc})
 		stopped := time.Now()

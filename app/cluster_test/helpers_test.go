@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/internal/cluster"
@@ -303,6 +305,12 @@ func verifyWithExtra(t testing.TB, base string, docs []string, writers []*writer
 	}
 	return total, took
 }
+
+// collection is a collection name of its own for a test. Collection
+// indexes are shared by every replica on a store, and a compaction job
+// walks the collections its cluster wrote; with names of their own, test
+// clusters on one Redis never compact each other's documents.
+func collection() string { return "t" + strings.ReplaceAll(uuid.NewString()[:13], "-", "") }
 
 // create writes version 1 of each document.
 func create(t testing.TB, base string, docs []string) {

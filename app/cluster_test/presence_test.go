@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/google/uuid"
 
 	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/internal/cluster"
@@ -21,7 +20,7 @@ import (
 func TestPresenceAcrossReplicas(t *testing.T) {
 	c := cluster.Start(t, cluster.Options{Profile: "redis", Replicas: 2})
 	a, b := c.Nodes[0], c.Nodes[1]
-	doc := "forms/pr-" + uuid.NewString()[:8]
+	doc := collection() + "/pr"
 	create(t, a.URL(), []string{doc})
 
 	type seen struct {
