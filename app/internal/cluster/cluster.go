@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,11 +98,7 @@ func App(t testing.TB) string {
 			return
 		}
 		build.bin = filepath.Join(build.dir, "autoglm")
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(goBin); err != nil {
-			goBin = "go"
-		}
-		cmd := exec.Command(goBin, "build", "-o", build.bin, "./app/cmd/autoglm")
+		cmd := exec.Command("go", "build", "-o", build.bin, "./app/cmd/autoglm")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			build.err = fmt.Errorf("build the service: %v\n%s", err, out)
