@@ -64,6 +64,7 @@ func TestLostBroadcasts(t *testing.T) {
 			}
 		}()
 		pid := paused.SidecarPid()
+		continueLater(t, pid, 20*time.Second)
 		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
@@ -108,6 +109,7 @@ func TestLostBroadcasts(t *testing.T) {
 		failed0 := metricSum(t, c.Nodes, "autoglm_broadcast_publish_failures_total?")
 		time.Sleep(time.Second)
 		before := l.acked()
+		continueLater(t, pid, 15*time.Second)
 		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
@@ -131,6 +133,19 @@ func TestLostBroadcasts(t *testing.T) {
 		t.Logf("postgres: NATS paused 3s under load: %d ops acked during the pause, %d in all; %.0f broadcasts failed to publish, %.0f gaps pulled; all 30 clients converged %v after the writers stopped (%v after NATS resumed); ops refused and resent: %v",
 			during, ops, failed, gaps, took.Round(time.Millisecond), time.Since(at).Round(time.Millisecond), refusals(l.writers))
 	})
+}
+
+// continueLater makes sure a process this test pauses runs again even if
+// the test binary dies first (a timeout): a detached shell sends SIGCONT
+// after d, which does nothing to a process that is already running.
+func continueLater(t testing.TB, pid int, d time.Duration) {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", fmt.Sprintf("sleep %d; kill -CONT %d 2>/dev/null", int(d.Seconds()), pid))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("SIGCONT safety net: %v", err)
+	}
+	go func() { _ = cmd.Wait() }()
 }
 
 // natsPid finds the local NATS server to pause.
