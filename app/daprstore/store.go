@@ -64,6 +64,9 @@ type Store struct {
 	// ops to the loaded document in place.
 	writtenMu sync.Mutex
 	written   map[string]writtenDoc
+
+	// group commits this replica's transactions on SQLite together.
+	group txGroup
 }
 
 type writtenDoc struct {
@@ -205,7 +208,12 @@ func (s *Store) Commit(ctx context.Context, c core.Commit) error {
 				ops = append(ops, op)
 			}
 		}
-		if err := s.client.ExecuteStateTransaction(ctx, s.name, nil, ops); err != nil {
+		if s.singleWriter() {
+			err = s.group.exec(ctx, s.client, s.name, ops)
+		} else {
+			err = s.client.ExecuteStateTransaction(ctx, s.name, nil, ops)
+		}
+		if err != nil {
 			return classify("commit "+c.Key.String(), err)
 		}
 		s.remember(docItem.Key, body, c.Doc)
@@ -240,6 +248,13 @@ func (s *Store) Commit(ctx context.Context, c core.Commit) error {
 func docOptions() []dapr.StateOption {
 	return []dapr.StateOption{dapr.WithConcurrency(dapr.StateConcurrencyFirstWrite),
 		dapr.WithConsistency(dapr.StateConsistencyStrong)}
+}
+
+// singleWriter reports whether the store is SQLite (known after atomic).
+func (s *Store) singleWriter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.kind == "state.sqlite"
 }
 
 // atomic reports whether the state store's transactions roll back as a

@@ -1,0 +1,93 @@
+package daprstore
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	dapr "github.com/dapr/go-sdk/client"
+)
+
+// maxGroup bounds the commits merged into one transaction.
+const maxGroup = 64
+
+// txGroup group-commits transactions on a store that admits one writer at
+// a time (SQLite). Without it, concurrent commits of different documents
+// wait in SQLite's busy handler, which sleeps in growing steps (up to
+// 100 ms) and fails with SQLITE_BUSY after busyTimeout, and each commit
+// pays its own fsync. Here commits queue while one transaction runs; the
+// next transaction carries all that queued (different documents: the
+// engine serialises writes to one document), so one fsync serves many
+// writes. If the merged transaction fails, nothing of it was written, and
+// each commit runs alone to get its own outcome (an ETag conflict stays
+// the conflict of the document that had it).
+type txGroup struct {
+	mu      sync.Mutex
+	queue   []*txReq
+	running bool
+}
+
+type txReq struct {
+	ops  []*dapr.StateOperation
+	done chan error
+}
+
+type txClient interface {
+	ExecuteStateTransaction(ctx context.Context, storeName string, meta map[string]string, ops []*dapr.StateOperation) error
+}
+
+func (g *txGroup) exec(ctx context.Context, c txClient, store string, ops []*dapr.StateOperation) error {
+	r := &txReq{ops: ops, done: make(chan error, 1)}
+	g.mu.Lock()
+	g.queue = append(g.queue, r)
+	if !g.running {
+		g.running = true
+		go g.run(c, store)
+	}
+	g.mu.Unlock()
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		// The commit may still be applied; the engine treats this like any
+		// ambiguous failure.
+		return ctx.Err()
+	}
+}
+
+// run executes queued commits, group by group, until the queue is empty.
+func (g *txGroup) run(c txClient, store string) {
+	for {
+		g.mu.Lock()
+		n := min(len(g.queue), maxGroup)
+		if n == 0 {
+			g.running = false
+			g.mu.Unlock()
+			return
+		}
+		group := g.queue[:n:n]
+		g.queue = g.queue[n:]
+		g.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if len(group) == 1 {
+			group[0].done <- c.ExecuteStateTransaction(ctx, store, nil, group[0].ops)
+			cancel()
+			continue
+		}
+		var all []*dapr.StateOperation
+		for _, r := range group {
+			all = append(all, r.ops...)
+		}
+		if err := c.ExecuteStateTransaction(ctx, store, nil, all); err == nil {
+			for _, r := range group {
+				r.done <- nil
+			}
+		} else {
+			for _, r := range group {
+				r.done <- c.ExecuteStateTransaction(ctx, store, nil, r.ops)
+			}
+		}
+		cancel()
+	}
+}
