@@ -22,8 +22,8 @@ import (
 
 // TestTasksRunOnce: the tasks component hands each message to ONE of the
 // replicas (competing consumers), the opposite of the broadcast. Two
-// sidecars subscribe their apps to one tasks topic; every published task
-// is delivered exactly once in all.
+// sidecars subscribe their apps to two tasks topics (the task queue has one
+// per priority); every published task is delivered exactly once in all.
 func TestTasksRunOnce(t *testing.T) {
 	for _, profile := range []string{"redis", "postgres"} {
 		t.Run(profile, func(t *testing.T) {
@@ -43,10 +43,9 @@ func TestTasksRunOnce(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer backend.Discard(profile, topic)
-			// The postgres profile's tasks stream takes "<topic>-tasks.>".
-			taskTopic := topic + "-tasks.work"
-			if profile == "redis" {
-				defer backend.Redis(backend.RedisAddr(), "DEL", taskTopic)
+			taskTopics := []string{topic + "-tasks-high", topic + "-tasks-low"}
+			for _, tt := range taskTopics {
+				defer backend.Redis(backend.RedisAddr(), "DEL", tt)
 			}
 			root, err := daprrun.RepoRoot()
 			if err != nil {
@@ -59,7 +58,11 @@ func TestTasksRunOnce(t *testing.T) {
 			for r := range 2 {
 				mux := http.NewServeMux()
 				mux.HandleFunc("/dapr/subscribe", func(w http.ResponseWriter, _ *http.Request) {
-					_ = json.NewEncoder(w).Encode([]map[string]string{{"pubsubname": config.DefaultTasksPubsub, "topic": taskTopic, "route": "/task"}})
+					var subs []map[string]string
+					for _, tt := range taskTopics {
+						subs = append(subs, map[string]string{"pubsubname": config.DefaultTasksPubsub, "topic": tt, "route": "/task"})
+					}
+					_ = json.NewEncoder(w).Encode(subs)
 				})
 				mux.HandleFunc("/task", func(w http.ResponseWriter, req *http.Request) {
 					var ev struct {
@@ -104,7 +107,7 @@ func TestTasksRunOnce(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 			const n = 60
 			for i := range n {
-				r := mustDo(t, "POST", fmt.Sprintf("%s/v1.0/publish/%s/%s", sidecars[i%2].HTTPURL(), config.DefaultTasksPubsub, taskTopic), fmt.Sprintf(`{"i":%d}`, i))
+				r := mustDo(t, "POST", fmt.Sprintf("%s/v1.0/publish/%s/%s", sidecars[i%2].HTTPURL(), config.DefaultTasksPubsub, taskTopics[i/2%2]), fmt.Sprintf(`{"i":%d}`, i))
 				if r.Status/100 != 2 {
 					t.Fatalf("publish %d: %d %s", i, r.Status, r.Raw)
 				}
@@ -124,7 +127,7 @@ func TestTasksRunOnce(t *testing.T) {
 				}
 				per[got[i][0]]++
 			}
-			t.Logf("%s: %d tasks, each run once: %d on replica 0, %d on replica 1", profile, n, per[0], per[1])
+			t.Logf("%s: %d tasks on 2 topics, each run once: %d on replica 0, %d on replica 1", profile, n, per[0], per[1])
 		})
 	}
 }

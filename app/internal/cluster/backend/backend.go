@@ -1,8 +1,8 @@
 // Package backend reaches the backing services of the real-backend component
 // profiles (components/redis, components/postgres) for the dev runner and the
 // tests: where they listen, whether they answer, the placeholder values a
-// profile is rendered with, the JetStream streams the PostgreSQL profile
-// publishes into, and a minimal Redis client for inspection and fault
+// profile is rendered with, the JetStream stream the PostgreSQL profile
+// broadcasts into, and a minimal Redis client for inspection and fault
 // injection. It needs no client libraries: NATS and Redis are spoken over
 // their plain text protocols.
 package backend
@@ -102,37 +102,29 @@ func Require(profile string) error {
 
 // Vars are the placeholder values components/<profile> is rendered with
 // (see daprrun.Render). topic is the broadcast topic; on the postgres
-// profile it names the JetStream streams (see Streams).
+// profile it names the JetStream stream (see BroadcastStream).
 func Vars(profile, dataDir, topic string) map[string]string {
 	v := map[string]string{"DATA_DIR": dataDir, "REDIS_HOST": RedisAddr()}
 	if profile == "postgres" {
-		b, t := Streams(topic)
 		v["PG_CONN"] = PostgresConn()
 		v["NATS_URL"] = NATSURL()
-		v["NATS_STREAM"] = b.Name
-		v["NATS_TASKS_STREAM"] = t.Name
+		v["NATS_STREAM"] = BroadcastStream(topic).Name
 	}
 	return v
 }
 
 // Prepare creates what profile needs on its servers before a sidecar
-// starts: the JetStream streams of the postgres profile. It is idempotent.
+// starts: the JetStream stream of the postgres profile. It is idempotent.
 func Prepare(profile, topic string) error {
 	if profile != "postgres" {
 		return nil
 	}
-	b, t := Streams(topic)
-	for _, s := range []Stream{b, t} {
-		if err := EnsureStream(NATSURL(), s); err != nil {
-			return err
-		}
-	}
-	return nil
+	return EnsureStream(NATSURL(), BroadcastStream(topic))
 }
 
 // Discard removes a test cluster's broadcast from the broker once its
 // replicas have stopped (test clusters use a topic each): the JetStream
-// streams of the postgres profile, the Redis stream (with its consumer
+// stream of the postgres profile, the Redis stream (with its consumer
 // groups) of the redis profile. The default topic is never removed.
 func Discard(profile, topic string) error {
 	if topic == "changes" {
@@ -143,8 +135,7 @@ func Discard(profile, topic string) error {
 		_, err := Redis(RedisAddr(), "DEL", topic)
 		return err
 	case "postgres":
-		b, t := Streams(topic)
-		return errors.Join(DeleteStream(NATSURL(), b.Name), DeleteStream(NATSURL(), t.Name))
+		return DeleteStream(NATSURL(), BroadcastStream(topic).Name)
 	}
 	return nil
 }

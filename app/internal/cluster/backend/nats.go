@@ -25,23 +25,12 @@ type Stream struct {
 	MaxAge    time.Duration
 }
 
-// Streams are the broadcast and tasks streams of a deployment whose
-// broadcast topic is topic. The broadcast stream keeps the last 100,000
-// changes for an hour (replicas start at new messages; the cap only bounds
-// the broker's memory and disk). Tasks wait until acknowledged, at most a
-// day. The default topic gets the stream names of a production deployment:
-// autoglm-changes (subject "changes") and autoglm-tasks (subjects "tasks.>");
-// other topics (one per test cluster) get their own names and subjects, which
-// must not overlap the default ones.
-func Streams(topic string) (broadcast, tasks Stream) {
-	name := "autoglm-" + sanitize(topic)
-	broadcast = Stream{Name: name, Subjects: []string{topic}, MaxMsgs: 100_000, MaxAge: time.Hour}
-	tasks = Stream{Name: "autoglm-tasks", Subjects: []string{"tasks.>"}, WorkQueue: true, MaxMsgs: 1_000_000, MaxAge: 24 * time.Hour}
-	if topic != "changes" {
-		tasks.Name = name + "-tasks"
-		tasks.Subjects = []string{topic + "-tasks.>"}
-	}
-	return broadcast, tasks
+// BroadcastStream is the broadcast stream of a deployment whose broadcast
+// topic is topic: the last 100,000 changes for an hour (replicas start at new
+// messages; the cap only bounds the broker's memory and disk). The default
+// topic gets the name of a production deployment, autoglm-changes.
+func BroadcastStream(topic string) Stream {
+	return Stream{Name: "autoglm-" + sanitize(topic), Subjects: []string{topic}, MaxMsgs: 100_000, MaxAge: time.Hour}
 }
 
 // sanitize keeps the characters a stream name may hold.
