@@ -159,16 +159,26 @@ func Start(t testing.TB, opt Options) *Cluster {
 		if err := daprrun.Render(filepath.Join(root, "components", opt.Profile), n.resDir, vars); err != nil {
 			t.Fatalf("render components: %v", err)
 		}
-		for _, p := range []*int{&n.AppPort, &n.HTTPPort, &n.GRPCPort} {
-			if *p, err = daprrun.FreePort(); err != nil {
-				t.Fatal(err)
-			}
-		}
 		c.Nodes = append(c.Nodes, n)
-		if err := n.startApp(bin); err != nil {
-			t.Fatal(err)
-		}
-		if err := n.StartSidecar(); err != nil {
+		for attempt := 1; ; attempt++ {
+			for _, p := range []*int{&n.AppPort, &n.HTTPPort, &n.GRPCPort} {
+				if *p, err = daprrun.FreePort(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := n.startApp(bin)
+			if err == nil {
+				if err = n.StartSidecar(); err == nil {
+					break
+				}
+			}
+			// Another process took a port between our picking and its
+			// binding: try again with new ones.
+			if attempt < 3 && strings.Contains(n.log.tail(8192), "address already in use") {
+				n.KillApp()
+				n.StopSidecar()
+				continue
+			}
 			t.Fatal(err)
 		}
 	}
