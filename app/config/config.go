@@ -40,6 +40,19 @@ type Config struct {
 	TasksPubsub     string // AUTOGLM_TASKS_PUBSUB
 	LockStore       string // AUTOGLM_LOCK_STORE
 
+	// Background tasks, webhooks and integration events (docs/events.md).
+	TasksTopic         string        // AUTOGLM_TASKS_TOPIC: topic prefix: <prefix>-high, -medium, -low, -dead
+	TaskWorkers        int           // AUTOGLM_TASK_WORKERS: tasks run at once by a replica
+	WebhookAttempts    int           // AUTOGLM_WEBHOOK_ATTEMPTS: tries before a delivery is dead-lettered
+	WebhookBackoff     time.Duration // AUTOGLM_WEBHOOK_BACKOFF: first retry delay (doubles, full jitter)
+	WebhookMaxBackoff  time.Duration // AUTOGLM_WEBHOOK_MAX_BACKOFF
+	WebhookBreakerOpen time.Duration // AUTOGLM_WEBHOOK_BREAKER_OPEN: open time before a probe
+	WebhookBreakerTrip int           // AUTOGLM_WEBHOOK_BREAKER_TRIP: consecutive failures that open it
+	WebhookTick        time.Duration // AUTOGLM_WEBHOOK_TICK: how often parked deliveries are checked
+	EventsPubsub       string        // AUTOGLM_EVENTS_PUBSUB: where integration events go
+	EventsTopic        string        // AUTOGLM_EVENTS_TOPIC
+	OutboxStore        string        // AUTOGLM_OUTBOX_STORE: state component with Dapr's outbox; used when the sidecar has it
+
 	// Op-log compaction (app/compaction): a singleton job under a lease on
 	// the lock component; without one (local profile) it runs unguarded.
 	CompactionInterval time.Duration // AUTOGLM_COMPACTION_INTERVAL: time between passes; 0 turns it off
@@ -104,6 +117,18 @@ func Default() Config {
 		ConnRate:        500,
 		IdentityRate:    1000,
 		LogLevel:        "info",
+
+		TasksTopic:         "tasks",
+		TaskWorkers:        8,
+		WebhookAttempts:    8,
+		WebhookBackoff:     time.Second,
+		WebhookMaxBackoff:  5 * time.Minute,
+		WebhookBreakerOpen: 30 * time.Second,
+		WebhookBreakerTrip: 5,
+		WebhookTick:        time.Second,
+		EventsPubsub:       "events",
+		EventsTopic:        "doc-events",
+		OutboxStore:        "outbox",
 
 		CompactionInterval: 5 * time.Minute,
 		CompactionLease:    30 * time.Second,
@@ -175,6 +200,17 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 		dur("AUTOGLM_COMPACTION_INTERVAL", &c.CompactionInterval)
 	}
 	dur("AUTOGLM_COMPACTION_LEASE", &c.CompactionLease)
+	str("AUTOGLM_TASKS_TOPIC", &c.TasksTopic)
+	num("AUTOGLM_TASK_WORKERS", &c.TaskWorkers, 1)
+	num("AUTOGLM_WEBHOOK_ATTEMPTS", &c.WebhookAttempts, 1)
+	dur("AUTOGLM_WEBHOOK_BACKOFF", &c.WebhookBackoff)
+	dur("AUTOGLM_WEBHOOK_MAX_BACKOFF", &c.WebhookMaxBackoff)
+	dur("AUTOGLM_WEBHOOK_BREAKER_OPEN", &c.WebhookBreakerOpen)
+	num("AUTOGLM_WEBHOOK_BREAKER_TRIP", &c.WebhookBreakerTrip, 1)
+	dur("AUTOGLM_WEBHOOK_TICK", &c.WebhookTick)
+	str("AUTOGLM_EVENTS_PUBSUB", &c.EventsPubsub)
+	str("AUTOGLM_EVENTS_TOPIC", &c.EventsTopic)
+	str("AUTOGLM_OUTBOX_STORE", &c.OutboxStore)
 	dur("AUTOGLM_COMPACTION_QUIET", &c.CompactionQuiet)
 	dur("AUTOGLM_MAX_CLOCK_SKEW", &c.MaxClockSkew)
 	str("AUTOGLM_LOG_FORMAT", &c.LogFormat)
@@ -237,6 +273,9 @@ func (c Config) Fields() map[string]any {
 		"max_ops": c.MaxOpsPerMsg, "write_retries": c.WriteRetries, "heartbeat": c.Heartbeat.String(),
 		"session_queue": c.SessionQueue, "max_subs": c.MaxSubs, "shutdown_grace": c.ShutdownGrace.String(), "probe_interval": c.ProbeInterval.String(), "anti_entropy": c.AntiEntropy.String(),
 		"max_clock_skew": c.MaxClockSkew.String(), "allowed_origins": c.AllowedOrigins,
+		"tasks_topic": c.TasksTopic, "task_workers": c.TaskWorkers, "webhook_attempts": c.WebhookAttempts,
+		"webhook_backoff": c.WebhookBackoff.String(), "webhook_breaker_open": c.WebhookBreakerOpen.String(),
+		"events_pubsub": c.EventsPubsub, "events_topic": c.EventsTopic, "outbox_store": c.OutboxStore,
 		"compaction_interval": c.CompactionInterval.String(), "compaction_lease": c.CompactionLease.String(), "compaction_quiet": c.CompactionQuiet.String(),
 		"auth": c.Auth, "jwt_secret": mask(c.JWTSecret), "jwks_url": c.JWKSURL, "jwt_issuer": c.JWTIssuer,
 		"jwt_audience": c.JWTAudience, "conn_rate": c.ConnRate, "identity_rate": c.IdentityRate,

@@ -54,6 +54,8 @@ type Server struct {
 	Access Access
 	// Metrics hooks; nil ones are ignored.
 	Metrics Metrics
+	// Extra are more API routes (tasks, webhooks).
+	Extra []Route
 
 	sessionsMu sync.Mutex
 	sessions   map[*liveSession]struct{}
@@ -100,10 +102,42 @@ func (s *Server) Handler() http.Handler {
 			mux.HandleFunc("POST "+sub.Route, s.Dapr.ServeEvent)
 		}
 	}
+	for _, rt := range s.Extra {
+		mux.HandleFunc(rt.Pattern, s.serveRoute(rt))
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, core.Errorf(core.CodeNotFound, "no route %s", r.URL.Path))
 	})
 	return s.common(tracectx.Middleware(mux))
+}
+
+// Route is an API route of another package (background tasks, webhooks),
+// served with this server's authentication, rate limits and error mapping.
+type Route struct {
+	Pattern string // ServeMux pattern, e.g. "POST /v1/webhooks"
+	// Admin routes need the admin role while authentication is on.
+	Admin  bool
+	Handle func(r *http.Request) (status int, body any, err error)
+}
+
+func (s *Server) serveRoute(rt Route) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := s.identify(r)
+		if err == nil && rt.Admin && s.Access.Verifier != nil && !id.HasRole("admin") {
+			err = core.Errorf(core.CodeForbidden, "this route needs the admin role")
+		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, s.MaxBody)
+		status, body, err := rt.Handle(r)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		writeJSON(w, status, body)
+	}
 }
 
 // Metrics are the observability hooks of the HTTP layer.

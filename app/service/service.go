@@ -33,6 +33,8 @@ import (
 	"github.com/open-autoglm/autoglm/app/hub"
 	"github.com/open-autoglm/autoglm/app/metrics"
 	"github.com/open-autoglm/autoglm/app/sidecar"
+	"github.com/open-autoglm/autoglm/app/tasks"
+	"github.com/open-autoglm/autoglm/app/webhooks"
 )
 
 // BroadcastRoute is where daprd delivers the change broadcast.
@@ -52,6 +54,8 @@ type Service struct {
 
 	metrics    *metrics.Metrics
 	compaction *compaction.Job
+	tasks      *tasks.Queue
+	webhooks   *webhooks.Service
 	compacted  chan struct{} // closed when the compaction job has stopped
 
 	stopProbe context.CancelFunc
@@ -135,6 +139,18 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 	store := daprstore.New(client, cfg.StateStore)
 	// One compaction lease and one collections registry per cluster: the
 	// replicas that share the broadcast topic.
+	queue := tasks.New(tasks.Options{
+		Client: client, Pubsub: cfg.TasksPubsub, TopicPrefix: cfg.TasksTopic, StateStore: cfg.StateStore,
+		Workers: cfg.TaskWorkers, Log: log.WithField("component", "tasks"),
+	})
+	hooks := webhooks.New(webhooks.Options{
+		Client: client, Store: cfg.StateStore, Tasks: queue, Changes: store.Changes, Collections: cols,
+		// Filter stays nil: every reader of a collection may read all of
+		// its fields today; field-level read rules plug in here.
+		MaxAttempts: cfg.WebhookAttempts, Backoff: cfg.WebhookBackoff, MaxBackoff: cfg.WebhookMaxBackoff,
+		Breaker: webhooks.Breaker{Failures: cfg.WebhookBreakerTrip, Open: cfg.WebhookBreakerOpen},
+		Tick:    cfg.WebhookTick, Log: log.WithField("component", "webhooks"),
+	})
 	comp := compaction.New(compaction.Options{
 		Store:     store,
 		Registry:  compaction.NewRegistry(client, cfg.StateStore, cfg.BroadcastTopic),
@@ -154,7 +170,7 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		Store:       store,
 		Bus:         bus,
 		Clock:       clock.New(cfg.NodeID, time.Now, cfg.MaxClockSkew),
-		Local:       func(cs []core.Change) { comp.Observe(cs); h.Publish(cs) },
+		Local:       func(cs []core.Change) { comp.Observe(cs); h.Publish(cs); hooks.Observe(cs) },
 		LogWindow:   cfg.LogWindow,
 		Collections: cols,
 		Retries:     cfg.WriteRetries,
@@ -180,9 +196,9 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		Engine: eng, Lister: store, Hub: h, Log: log, Version: cfg.Version, Node: cfg.NodeID,
 		Ready: probe.Ready,
 		Dapr: &daprbus.Handler{
-			Subs: []daprbus.Subscription{{
+			Subs: append([]daprbus.Subscription{{
 				PubsubName: cfg.BroadcastPubsub, Topic: cfg.BroadcastTopic, Route: BroadcastRoute,
-			}},
+			}}, queue.Subscriptions()...),
 			Token:           cfg.AppAPIToken,
 			Deliver:         h.Publish,
 			DeliverPresence: h.RemotePresence,
@@ -194,8 +210,19 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		HelloRoles:     cfg.Auth != "jwt",
 		Access:         access,
 		Metrics:        httpapi.Metrics{Connection: m.Connection, Session: m.Session, Handler: m.Handler()},
+		Extra: []httpapi.Route{
+			{Pattern: "GET /v1/tasks/stats", Admin: true, Handle: func(*http.Request) (int, any, error) {
+				return http.StatusOK, queue.Stats(), nil
+			}},
+			{Pattern: "POST /v1/webhooks", Admin: true, Handle: hooks.Create},
+			{Pattern: "GET /v1/webhooks", Admin: true, Handle: hooks.List},
+			{Pattern: "DELETE /v1/webhooks/{id}", Admin: true, Handle: hooks.Delete},
+			{Pattern: "GET /v1/webhooks/dead", Admin: true, Handle: hooks.Dead},
+			{Pattern: "POST /v1/webhooks/dead/{id}/replay", Admin: true, Handle: hooks.ReplayDead},
+		},
 	}
 	return &Service{cfg: cfg, log: log, client: client, engine: eng, api: api, probe: probe, hub: h,
+		tasks: queue, webhooks: hooks,
 		metrics: m, compaction: comp, closeAuth: closeAuth, serveErr: make(chan error, 1)}, nil
 }
 
@@ -229,6 +256,17 @@ func (s *Service) Start(ln net.Listener) error {
 	go s.probe.Run(ctx)
 	go s.sweepPresence(ctx)
 	go s.antiEntropy(ctx)
+	s.tasks.Start(s.probe.Ready)
+	go func() {
+		for !s.probe.Ready() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		s.webhooks.Run(ctx)
+	}()
 	if s.cfg.CompactionInterval > 0 {
 		s.compacted = make(chan struct{})
 		go func() {
@@ -331,6 +369,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, cerr)
 	}
 	s.api.Drain(ctx)
+	if terr := s.tasks.Close(ctx); terr != nil {
+		s.log.WithError(terr).Warn("submitted tasks not all published at shutdown")
+	}
 	s.stopProbe()
 	if s.compacted != nil {
 		<-s.compacted // the lease is released before the client closes
