@@ -137,8 +137,6 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		},
 	})
 	store := daprstore.New(client, cfg.StateStore)
-	// One compaction lease and one collections registry per cluster: the
-	// replicas that share the broadcast topic.
 	queue := tasks.New(tasks.Options{
 		Client: client, Pubsub: cfg.TasksPubsub, TopicPrefix: cfg.TasksTopic, StateStore: cfg.StateStore,
 		Workers: cfg.TaskWorkers, Log: log.WithField("component", "tasks"),
@@ -151,6 +149,8 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		Breaker: webhooks.Breaker{Failures: cfg.WebhookBreakerTrip, Open: cfg.WebhookBreakerOpen},
 		Tick:    cfg.WebhookTick, Log: log.WithField("component", "webhooks"),
 	})
+	// One compaction lease and one collections registry per cluster: the
+	// replicas that share the broadcast topic.
 	comp := compaction.New(compaction.Options{
 		Store:     store,
 		Registry:  compaction.NewRegistry(client, cfg.StateStore, cfg.BroadcastTopic),
