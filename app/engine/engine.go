@@ -81,6 +81,12 @@ type Engine struct {
 	writers map[core.Key]*writer
 	closed  bool
 	active  sync.WaitGroup
+
+	publishing chan struct{} // semaphore of broadcasts in flight
+	pubWG      sync.WaitGroup
+	// lastPub is, per document, a channel closed when its latest broadcast
+	// is done (guarded by mu); the next one waits for it.
+	lastPub map[core.Key]chan struct{}
 }
 
 // New returns an Engine.
@@ -105,7 +111,8 @@ func New(opt Options) *Engine {
 		l.SetLevel(logrus.WarnLevel)
 		opt.Log = l
 	}
-	return &Engine{opt: opt, writers: map[core.Key]*writer{}}
+	return &Engine{opt: opt, writers: map[core.Key]*writer{}, publishing: make(chan struct{}, maxPublishing),
+		lastPub: map[core.Key]chan struct{}{}}
 }
 
 type request struct {
@@ -180,7 +187,7 @@ func (e *Engine) Close(ctx context.Context) error {
 	e.closed = true
 	e.mu.Unlock()
 	done := make(chan struct{})
-	go func() { e.active.Wait(); close(done) }()
+	go func() { e.active.Wait(); e.pubWG.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
@@ -239,7 +246,7 @@ func (e *Engine) run(w *writer) {
 		batch := w.pending[:n:n]
 		w.pending = w.pending[n:]
 		e.mu.Unlock()
-		e.process(w.key, batch)
+		e.process(w, batch)
 	}
 }
 
@@ -249,7 +256,8 @@ type outcome struct {
 	lookup bool // a duplicate older than the client's last op: find its version in the log
 }
 
-func (e *Engine) process(k core.Key, batch []request) {
+func (e *Engine) process(w *writer, batch []request) {
+	k := w.key
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if e.opt.Metrics.Batch != nil {
@@ -293,6 +301,11 @@ func (e *Engine) process(k core.Key, batch []request) {
 	}
 	if err != nil {
 		e.opt.Log.WithError(err).WithField("doc", k.String()).Warn("write failed")
+		if errors.Is(err, core.ErrVersionConflict) {
+			// Lost every race to other replicas: nothing was written, and the
+			// same op (same op id) will most likely go through on a retry.
+			err = core.Errorf(core.CodeUnavailable, "document %s is busy with concurrent writers; retry", k)
+		}
 		for _, r := range batch {
 			e.finish(r, Result{Key: k, OpID: r.op.OpID, Err: err})
 		}
@@ -317,21 +330,72 @@ func (e *Engine) process(k core.Key, batch []request) {
 		e.opt.Local(changes)
 	}
 	if e.opt.Bus != nil {
+		trace := ""
 		for _, r := range batch {
 			if r.trace != "" {
-				ctx = tracectx.With(ctx, r.trace)
+				trace = r.trace
 				break
 			}
 		}
-		if err := e.opt.Bus.Publish(ctx, changes); err != nil {
-			if e.opt.Metrics.PublishFailed != nil {
-				e.opt.Metrics.PublishFailed()
-			}
-			// Committed but not broadcast: other replicas repair the gap from
-			// the op log when the next change (or the anti-entropy check) comes.
-			e.opt.Log.WithError(err).WithField("doc", k.String()).Warn("broadcast failed")
-		}
+		e.publish(k, changes, trace)
 	}
+}
+
+// maxPublishing bounds broadcasts in flight. The broadcast is a hint, so a
+// slow or stalled broker must not hold up writes: past this bound a
+// broadcast is dropped, and the other replicas repair from the op log
+// (anti-entropy) as they do for a lost message.
+const maxPublishing = 1024
+
+// publish broadcasts a commit's changes without making the writer wait. The
+// broadcasts of one document still leave in commit order: each waits for
+// the previous one.
+func (e *Engine) publish(k core.Key, changes []core.Change, trace string) {
+	select {
+	case e.publishing <- struct{}{}:
+	default:
+		e.publishFailed(k, errors.New("too many broadcasts in flight"))
+		return
+	}
+	done := make(chan struct{})
+	e.mu.Lock()
+	prev := e.lastPub[k]
+	e.lastPub[k] = done
+	e.mu.Unlock()
+	e.pubWG.Add(1)
+	go func() {
+		defer e.pubWG.Done()
+		defer func() { <-e.publishing }()
+		defer func() {
+			close(done)
+			e.mu.Lock()
+			if e.lastPub[k] == done {
+				delete(e.lastPub, k)
+			}
+			e.mu.Unlock()
+		}()
+		if prev != nil {
+			<-prev
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if trace != "" {
+			ctx = tracectx.With(ctx, trace)
+		}
+		if err := e.opt.Bus.Publish(ctx, changes); err != nil {
+			e.publishFailed(k, err)
+		}
+	}()
+}
+
+// publishFailed records a commit that was not broadcast; other replicas
+// repair the gap from the op log when the next change (or the anti-entropy
+// check) comes.
+func (e *Engine) publishFailed(k core.Key, err error) {
+	if e.opt.Metrics.PublishFailed != nil {
+		e.opt.Metrics.PublishFailed()
+	}
+	e.opt.Log.WithError(err).WithField("doc", k.String()).Warn("broadcast failed")
 }
 
 func (e *Engine) finish(r request, res Result) {
