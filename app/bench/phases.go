@@ -108,6 +108,7 @@ type ThroughputResult struct {
 	Seconds  float64          `json:"seconds"`
 	Accepted int64            `json:"accepted"`
 	Rejected int64            `json:"rejected"`
+	Codes    map[string]int64 `json:"reject_codes,omitempty"`
 	PerSec   float64          `json:"accepted_per_sec"`
 	Ack      Summary          `json:"ack"`
 	Usage    map[string]Usage `json:"usage,omitempty"`
@@ -127,6 +128,7 @@ func RunThroughput(ctx context.Context, t Target, cfg ThroughputConfig) (*Throug
 		next               atomic.Uint64
 		readers, senders   sync.WaitGroup
 		stop               atomic.Bool
+		codes              = map[string]int64{}
 	)
 	conns := make([]*wsConn, cfg.Conns)
 	for i := range conns {
@@ -163,6 +165,9 @@ func RunThroughput(ctx context.Context, t Target, cfg ThroughputConfig) (*Throug
 								mu.Unlock()
 							} else {
 								rejected.Add(1)
+								mu.Lock()
+								codes[m.Code]++
+								mu.Unlock()
 							}
 							lastAck.Store(now.UnixNano())
 							<-tokens
@@ -217,6 +222,9 @@ func RunThroughput(ctx context.Context, t Target, cfg ThroughputConfig) (*Throug
 	end := time.Unix(0, lastAck.Load())
 	res.Seconds = round3(end.Sub(began).Seconds())
 	res.Accepted, res.Rejected = accepted.Load(), rejected.Load()
+	if len(codes) > 0 {
+		res.Codes = codes
+	}
 	if res.Seconds > 0 {
 		res.PerSec = round3(float64(res.Accepted) / end.Sub(began).Seconds())
 	}

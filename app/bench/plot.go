@@ -64,7 +64,7 @@ func PlotCDF(w io.Writer, title string, series []Series) error {
 			text(img, x-len(label(v))*7/2, H-bottom+16, label(v), black)
 		}
 	}
-	for _, f := range []float64{0, .25, .5, .75, .9, .99, 1} {
+	for _, f := range []float64{0, .25, .5, .75, .9, 1} {
 		y := py(f)
 		line(img, left, y, W-right, y, grid)
 		text(img, left-40, y+4, fmt.Sprintf("%.2f", f), black)

@@ -54,6 +54,22 @@ func (r *Result) Find(mode, encoding string) *LatencyResult {
 	return median(runs, func(l *LatencyResult) float64 { return l.Propagation.P50 })
 }
 
+// CalmOthers is the CPU (cores) other processes may have used during a
+// round for it to count as calm.
+const CalmOthers = 0.25
+
+// FindCalm is Find among the rounds in which other processes used at most
+// CalmOthers cores (rounds without a machine reading do not count).
+func (r *Result) FindCalm(mode, encoding string) *LatencyResult {
+	var runs []*LatencyResult
+	for _, l := range r.Latency {
+		if o, ok := l.Usage["others"]; ok && o.CPUCores <= CalmOthers && l.Mode == mode && (encoding == "" || l.Encoding == encoding) {
+			runs = append(runs, l)
+		}
+	}
+	return median(runs, func(l *LatencyResult) float64 { return l.Propagation.P50 })
+}
+
 // findTP returns the median run (by accepted writes/s) of a throughput run.
 func (r *Result) findTP(name string) *ThroughputResult {
 	var runs []*ThroughputResult
@@ -178,11 +194,34 @@ func (r *Result) Markdown() string {
 				ratio(bin.Propagation.P50, d.Propagation.P50), ratio(bin.SubDown+bin.SubUp, d.SubDown+d.SubUp))
 		}
 	}
+	if d := r.FindCalm(ModeDelta, "json"); d != nil {
+		fmt.Fprintf(&b, "\n### Calm rounds only (other processes used at most %.2f cores; median of those rounds)\n\n", CalmOthers)
+		b.WriteString("| mode | enc | rounds | p50 ms | p90 ms | p99 ms | B/update/sub ↓+↑ | latency vs delta (p50) | bytes vs delta |\n|---|---|---|---|---|---|---|---|---|\n")
+		for _, m := range [][2]string{{ModeDelta, "json"}, {ModeDelta, "binary"}, {ModeFull, "json"}, {ModePoll, "rest"}} {
+			l := r.FindCalm(m[0], m[1])
+			if l == nil {
+				continue
+			}
+			n := 0
+			for _, x := range r.Latency {
+				if o, ok := x.Usage["others"]; ok && o.CPUCores <= CalmOthers && x.Mode == m[0] && x.Encoding == m[1] {
+					n++
+				}
+			}
+			fmt.Fprintf(&b, "| %s | %s | %d | %.2f | %.2f | %.2f | %s | %s | %s |\n", l.Mode, l.Encoding, n,
+				l.Propagation.P50, l.Propagation.P90, l.Propagation.P99, human(l.SubDown+l.SubUp),
+				ratio(l.Propagation.P50, d.Propagation.P50), ratio(l.SubDown+l.SubUp, d.SubDown+d.SubUp))
+		}
+	}
 	if len(r.Throughput) > 0 {
 		b.WriteString("\n### Write throughput (closed loop)\n\n| run | # | docs | conns × window | accepted/s | rejected | ack p50 / p99 ms | CPU cores app / daprd / redis / bench / others |\n|---|---|---|---|---|---|---|---|\n")
 		for _, t := range r.Throughput {
-			fmt.Fprintf(&b, "| %s | %d | %d | %d × %d | %.0f | %d | %.1f / %.1f | %s |\n", t.Name, t.Run, t.Docs, t.Conns, t.Window,
-				t.PerSec, t.Rejected, t.Ack.P50, t.Ack.P99, cpus(t.Usage))
+			rej := fmt.Sprint(t.Rejected)
+			for code, n := range t.Codes {
+				rej += fmt.Sprintf(" %s:%d", code, n)
+			}
+			fmt.Fprintf(&b, "| %s | %d | %d | %d × %d | %.0f | %s | %.1f / %.1f | %s |\n", t.Name, t.Run, t.Docs, t.Conns, t.Window,
+				t.PerSec, rej, t.Ack.P50, t.Ack.P99, cpus(t.Usage))
 		}
 	}
 	if i := r.Idle; i != nil {
