@@ -55,6 +55,11 @@ type Store struct {
 	mu   sync.Mutex
 	kind string // component type, e.g. state.sqlite
 
+	// outbox, when the sidecar has its component (outboxFound), carries the
+	// commits of event collections (outbox.go).
+	outbox      *Outbox
+	outboxFound bool
+
 	// written keeps, per document key, the body this replica last
 	// committed and the document it encoded. Writes to a document are
 	// serialised in the engine, so the next Load usually reads back exactly
@@ -197,6 +202,9 @@ func (s *Store) Commit(ctx context.Context, c core.Commit) error {
 		}
 	}
 
+	if atomic && s.outboxFor(c.Key.Collection) {
+		return s.commitOutbox(ctx, c, body, side)
+	}
 	if atomic {
 		ops := append(side, &dapr.StateOperation{Type: dapr.StateOperationTypeUpsert, Item: docItem})
 		if c.IndexAdd || c.IndexRemove {
@@ -272,6 +280,9 @@ func (s *Store) atomic(ctx context.Context) (bool, error) {
 	for _, c := range md.RegisteredComponents {
 		if c.Name == s.name {
 			s.kind = c.Type
+		}
+		if s.outbox != nil && c.Name == s.outbox.Store {
+			s.outboxFound = true
 		}
 	}
 	if s.kind == "" {

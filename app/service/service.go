@@ -29,6 +29,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/daprbus"
 	"github.com/open-autoglm/autoglm/app/daprstore"
 	"github.com/open-autoglm/autoglm/app/engine"
+	"github.com/open-autoglm/autoglm/app/events"
 	"github.com/open-autoglm/autoglm/app/httpapi"
 	"github.com/open-autoglm/autoglm/app/hub"
 	"github.com/open-autoglm/autoglm/app/metrics"
@@ -151,6 +152,14 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 	})
 	// One compaction lease and one collections registry per cluster: the
 	// replicas that share the broadcast topic.
+	hasEvents := func(coll string) bool { col, _ := cols.Collection(coll); return col != nil && col.Events }
+	store.UseOutbox(daprstore.Outbox{Store: cfg.OutboxStore, HTTP: fmt.Sprintf("http://127.0.0.1:%d", cfg.DaprHTTPPort),
+		Token: cfg.DaprAPIToken, Events: hasEvents})
+	integration := events.New(events.Options{
+		Client: client, Pubsub: cfg.EventsPubsub, Topic: cfg.EventsTopic, Store: cfg.StateStore, Source: cfg.AppID,
+		Tasks: queue, Changes: store.Changes, Collections: cols, ViaOutbox: store.OutboxActive,
+		Log: log.WithField("component", "events"),
+	})
 	comp := compaction.New(compaction.Options{
 		Store:     store,
 		Registry:  compaction.NewRegistry(client, cfg.StateStore, cfg.BroadcastTopic),
@@ -170,7 +179,7 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		Store:       store,
 		Bus:         bus,
 		Clock:       clock.New(cfg.NodeID, time.Now, cfg.MaxClockSkew),
-		Local:       func(cs []core.Change) { comp.Observe(cs); h.Publish(cs); hooks.Observe(cs) },
+		Local:       func(cs []core.Change) { comp.Observe(cs); h.Publish(cs); hooks.Observe(cs); integration.Observe(cs) },
 		LogWindow:   cfg.LogWindow,
 		Collections: cols,
 		Retries:     cfg.WriteRetries,
