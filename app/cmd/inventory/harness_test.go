@@ -1,0 +1,365 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/sirupsen/logrus"
+
+	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
+	"github.com/open-autoglm/autoglm/app/internal/daprrun"
+	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/service"
+)
+
+// Service invocation between the sidecars resolves app ids with mDNS;
+// announcing the loopback address keeps it on this machine. App ids are
+// unique per test, so concurrently running tests never resolve each
+// other's sidecars.
+func TestMain(m *testing.M) {
+	os.Setenv("DAPR_HOST_IP", "127.0.0.1")
+	os.Exit(m.Run())
+}
+
+// env is the saga profile running in this test: the sync service and its
+// sidecar, the inventory service and its sidecar, and optionally an event
+// sink (a third app subscribed to the integration events).
+type env struct {
+	t                *testing.T
+	id               string
+	AutoglmID, InvID string
+	Topic            string
+	dataDir, res     string
+	log              *syncBuffer
+	SvcPort, InvPort int
+	svcHTTP, svcGRPC int
+	Svc              *service.Service
+	SvcSidecar       *daprrun.Sidecar
+	InvSidecar       *daprrun.Sidecar
+	invSrv           *http.Server
+	Sink             *sink
+	sinkSrv          *http.Server
+	sinkSidecar      *daprrun.Sidecar
+	redisState       bool
+	stopped          bool
+}
+
+type envOptions struct {
+	Inventory  bool // start the inventory service
+	Sink       bool // start an event sink
+	RedisState bool // the sync service's state on Redis (no outbox): events from post-commit tasks
+}
+
+func startEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	daprtest.Integration(t)
+	if err := backend.Require("redis"); err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.NewString()[:8]
+	e := &env{t: t, id: id, AutoglmID: "autoglm-" + id, InvID: "inventory-" + id, Topic: "doc-events-" + id,
+		dataDir: t.TempDir(), res: t.TempDir(), log: &syncBuffer{}, redisState: o.RedisState}
+	root, err := daprrun.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"DATA_DIR": e.dataDir, "REDIS_HOST": backend.RedisAddr(), "AUTOGLM_APP_ID": e.AutoglmID,
+		"INVENTORY_APP_ID": e.InvID, "EVENTS_TOPIC": e.Topic}
+	if err := daprrun.Render(filepath.Join(root, "components", "saga"), e.res, vars); err != nil {
+		t.Fatal(err)
+	}
+	if o.RedisState {
+		// The same service on Redis state: no outbox component.
+		must(t, os.Remove(filepath.Join(e.res, "outbox.yaml")))
+		must(t, os.WriteFile(filepath.Join(e.res, "statestore.yaml"), []byte(fmt.Sprintf(`apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: statestore
+spec:
+  type: state.redis
+  version: v1
+  metadata:
+    - name: redisHost
+      value: %q
+scopes:
+  - %q
+`, backend.RedisAddr(), e.AutoglmID)), 0o644))
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("---- saga log ----\n%s", e.log.String())
+		}
+		e.stop()
+		_, _ = backend.Redis(backend.RedisAddr(), "DEL", e.Topic, "inventory-events-"+id,
+			"default"+e.AutoglmID+e.Topic+"outbox")
+	})
+	e.SvcPort = freePort(t)
+	e.svcHTTP, e.svcGRPC = freePort(t), freePort(t)
+	e.startService()
+	if o.Inventory {
+		e.startInventory()
+	}
+	if o.Sink {
+		e.startSink()
+	}
+	return e
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	p, err := daprrun.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (e *env) URL() string { return "http://127.0.0.1:" + strconv.Itoa(e.SvcPort) }
+
+func (e *env) sidecar(appID string, appPort, httpPort, grpcPort int) *daprrun.Sidecar {
+	e.t.Helper()
+	var sc *daprrun.Sidecar
+	var err error
+	for attempt := 0; ; attempt++ {
+		sc, err = daprrun.Start(daprrun.Options{AppID: appID, AppPort: appPort, HTTPPort: httpPort, GRPCPort: grpcPort,
+			ResourcesDir: e.res, Output: e.log, LogLevel: "info",
+			Args: []string{"--dapr-internal-grpc-listen-address", "127.0.0.1"}})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		err = sc.WaitHealthy(ctx)
+		cancel()
+		if err == nil {
+			return sc
+		}
+		_ = sc.Stop(time.Second)
+		if attempt >= 2 {
+			e.t.Fatalf("%s sidecar: %v", appID, err)
+		}
+	}
+}
+
+func (e *env) startService() {
+	t := e.t
+	root, _ := daprrun.RepoRoot()
+	cfg := config.Default()
+	cfg.Port, cfg.DaprHTTPPort, cfg.DaprGRPCPort = e.SvcPort, e.svcHTTP, e.svcGRPC
+	cfg.AppID = e.AutoglmID
+	cfg.NodeID = "saga-" + e.id
+	cfg.Version = "test"
+	cfg.BroadcastTopic = "changes-" + e.id
+	cfg.TasksTopic = "tasks-" + e.id
+	cfg.EventsTopic = e.Topic
+	cfg.ProbeInterval = 100 * time.Millisecond
+	cfg.CompactionInterval = 0
+	cfg.Collections = filepath.Join(root, "config", "collections.yaml")
+	log := logrus.New()
+	log.SetOutput(e.log)
+	svc, err := service.New(cfg, log)
+	must(t, err)
+	var ln net.Listener
+	for range 50 {
+		if ln, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(e.SvcPort)); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	must(t, err)
+	must(t, svc.Start(ln))
+	e.Svc = svc
+	e.SvcSidecar = e.sidecar(e.AutoglmID, e.SvcPort, e.svcHTTP, e.svcGRPC)
+	waitUntil(t, 30*time.Second, "sync service ready", svc.Ready)
+	e.stopped = false
+}
+
+// stopService ends the sync service and its sidecar; crash kills the
+// sidecar (SIGKILL) instead of stopping it.
+func (e *env) stopService(crash bool) {
+	if e.stopped {
+		return
+	}
+	e.stopped = true
+	if crash {
+		e.SvcSidecar.Kill()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = e.Svc.Shutdown(ctx)
+	cancel()
+	if !crash {
+		_ = e.SvcSidecar.Stop(10 * time.Second)
+	}
+}
+
+func (e *env) startInventory() {
+	t := e.t
+	e.InvPort = freePort(t)
+	httpPort, grpcPort := freePort(t), freePort(t)
+	log := logrus.New()
+	log.SetOutput(e.log)
+	inv, err := New(Config{Port: e.InvPort, DaprHTTPPort: httpPort, DaprGRPCPort: grpcPort, Store: "inventory",
+		Pubsub: "events", OrdersTopic: e.Topic, Topic: "inventory-events-" + e.id, OrdersApp: e.AutoglmID}, log)
+	must(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(e.InvPort))
+	must(t, err)
+	e.invSrv = &http.Server{Handler: inv.Handler()}
+	go func() { _ = e.invSrv.Serve(ln) }()
+	t.Cleanup(inv.Close)
+	e.InvSidecar = e.sidecar(e.InvID, e.InvPort, httpPort, grpcPort)
+	e.waitSubscribed(e.InvID)
+}
+
+// waitSubscribed waits until appID's sidecar logged its subscriptions.
+func (e *env) waitSubscribed(appID string) {
+	waitUntil(e.t, 30*time.Second, appID+" subscribed", func() bool {
+		for _, line := range strings.Split(e.log.String(), "\n") {
+			if strings.Contains(line, "app is subscribed") && strings.Contains(line, "app_id="+appID+" ") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func (e *env) stop() {
+	if e.sinkSidecar != nil {
+		_ = e.sinkSidecar.Stop(10 * time.Second)
+		_ = e.sinkSrv.Close()
+	}
+	if e.InvSidecar != nil {
+		_ = e.InvSidecar.Stop(10 * time.Second)
+		_ = e.invSrv.Close()
+	}
+	e.stopService(false)
+}
+
+// sink records the integration events delivered to it.
+type sink struct {
+	mu     sync.Mutex
+	events []map[string]any
+}
+
+func (s *sink) all() []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]map[string]any(nil), s.events...)
+}
+
+// of returns the events about one document.
+func (s *sink) of(doc string) []map[string]any {
+	var out []map[string]any
+	for _, ev := range s.all() {
+		if ev["subject"] == doc {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func (e *env) startSink() {
+	t := e.t
+	e.Sink = &sink{}
+	port := freePort(t)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /dapr/subscribe", func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode([]map[string]string{{"pubsubname": "events", "topic": e.Topic, "route": "/sink"}})
+	})
+	mux.HandleFunc("POST /sink", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var ev map[string]any
+		if err := json.Unmarshal(b, &ev); err != nil {
+			t.Errorf("sink: %s: %v", b, err)
+		}
+		e.Sink.mu.Lock()
+		e.Sink.events = append(e.Sink.events, ev)
+		e.Sink.mu.Unlock()
+		_, _ = w.Write([]byte(`{"status":"SUCCESS"}`))
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	must(t, err)
+	e.sinkSrv = &http.Server{Handler: mux}
+	go func() { _ = e.sinkSrv.Serve(ln) }()
+	e.sinkSidecar = e.sidecar("sink-"+e.id, port, freePort(t), freePort(t))
+	e.waitSubscribed("sink-" + e.id)
+}
+
+func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type resp struct {
+	Status int
+	Body   map[string]any
+	Raw    string
+}
+
+func do(t testing.TB, method, url, body string, hdr ...string) resp {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	r := resp{Status: res.StatusCode, Raw: string(raw)}
+	_ = json.Unmarshal(raw, &r.Body)
+	return r
+}
