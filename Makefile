@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DAPR_VERSION := 1.14.0
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help run run-cluster components build daprd test test-unit test-deploy lint fmt tidy clean bench bench-smoke
+.PHONY: help run run-cluster run-saga components build daprd test test-unit test-deploy lint fmt tidy clean bench bench-smoke
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -20,6 +20,11 @@ CLUSTER_PROFILE ?= redis
 
 run-cluster: build daprd ## start 3 replicas on the Redis profile (CLUSTER_PROFILE=postgres: PostgreSQL + NATS); ports 8080-8082
 	./bin/autoglm-dev -profile $(CLUSTER_PROFILE) -replicas 3 -data data/cluster
+
+run-saga: build daprd ## the order/inventory saga: sync service + inventory service, each with daprd (needs Redis on 127.0.0.1:6379)
+	$(GO) build -trimpath -o bin/inventory ./app/cmd/inventory
+	$(GO) build -trimpath -o bin/saga-dev ./app/cmd/saga-dev
+	./bin/saga-dev -data data/saga
 
 components: ## render components/local into data/components/local (for dapr.yaml / the Dapr CLI)
 	@mkdir -p data/components/local
