@@ -118,6 +118,10 @@ type LatencyResult struct {
 	Missed   int64 `json:"missed"`
 	Dup      int64 `json:"duplicated"`
 	Errors   int64 `json:"errors"`
+	// Polls and PollsChanged count the polling baseline's requests and the
+	// ones answered with a new version (the rest were 304 Not Modified).
+	Polls        int64 `json:"polls,omitempty"`
+	PollsChanged int64 `json:"polls_changed,omitempty"`
 
 	// Bytes per update per subscriber, server → subscriber and back, and per
 	// op for the writers.
@@ -167,6 +171,8 @@ type subscriber struct {
 	mu     sync.Mutex // guards stream while the reader runs
 	synced chan struct{}
 	errs   atomic.Int64
+	polls  atomic.Int64 // polling baseline: requests made
+	fresh  atomic.Int64 // polling baseline: requests that returned a new version
 }
 
 func (s *subscriber) last() int64 {
@@ -352,6 +358,8 @@ func RunLatency(ctx context.Context, t Target, cfg LatencyConfig) (*LatencyResul
 		res.Missed += st.Missed
 		res.Dup += st.Dup
 		res.Errors += s.errs.Load()
+		res.Polls += s.polls.Load()
+		res.PollsChanged += s.fresh.Load()
 		d := s.doc
 		prop = st.Latencies(prop, func(v int64) (int64, bool) {
 			at, ok := log.m[d][v]
@@ -418,6 +426,7 @@ func poll(ctx context.Context, hc *http.Client, url string, s *subscriber, every
 		if v := s.last(); v > 0 {
 			req.Header.Set("If-None-Match", `"`+strconv.FormatInt(v, 10)+`"`)
 		}
+		s.polls.Add(1)
 		res, err := hc.Do(req)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -463,6 +472,7 @@ func poll(ctx context.Context, hc *http.Client, url string, s *subscriber, every
 			s.mu.Lock()
 			if v > s.stream.Last {
 				s.stream.Receive(v, now)
+				s.fresh.Add(1)
 			}
 			s.mu.Unlock()
 		}

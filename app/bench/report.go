@@ -172,6 +172,12 @@ func (r *Result) Markdown() string {
 			l.Propagation.P99, l.Propagation.Max, l.Ack.P50, l.Ack.P99, l.SubDown, l.SubUp, l.WriterUp, l.WriterAck,
 			l.Missed, l.Dup, cpus(l.Usage), app.RSSMiB)
 	}
+	for _, l := range r.Latency {
+		if l.Mode == ModePoll && l.Polls > 0 && l.Subscribers > 0 && l.Seconds > 0 {
+			fmt.Fprintf(&b, "\nPolling, round %d: %d requests (%.2f per client per second), %d of them returned a new version, the rest 304 Not Modified.\n",
+				l.Run, l.Polls, float64(l.Polls)/float64(l.Subscribers)/l.Seconds, l.PollsChanged)
+		}
+	}
 	if d := r.Find(ModeDelta, "json"); d != nil {
 		b.WriteString("\n### Against the seed's table (per update, per subscriber; median run of each mode by p50)\n\n")
 		b.WriteString("| approach | seed latency | seed bytes | measured p50 / p99 | measured bytes ↓+↑ | latency vs delta (p50) | bytes vs delta |\n|---|---|---|---|---|---|---|\n")
