@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	dapr "github.com/dapr/go-sdk/client"
@@ -181,6 +182,35 @@ func (s *Store) indexCAS(ctx context.Context, k core.Key, add bool) {
 			return
 		}
 	}
+}
+
+// lockKey serialises this replica's commits of one document.
+func (s *Store) lockKey(key string) func() {
+	s.keyMu.Lock()
+	if s.keyLocks == nil {
+		s.keyLocks = map[string]*keyLock{}
+	}
+	l := s.keyLocks[key]
+	if l == nil {
+		l = &keyLock{}
+		s.keyLocks[key] = l
+	}
+	l.refs++
+	s.keyMu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		s.keyMu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(s.keyLocks, key)
+		}
+		s.keyMu.Unlock()
+	}
+}
+
+type keyLock struct {
+	mu   sync.Mutex
+	refs int
 }
 
 func (s *Store) outboxFor(collection string) bool {

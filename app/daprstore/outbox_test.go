@@ -150,6 +150,25 @@ func TestOutboxCommit(t *testing.T) {
 		}
 	})
 
+	t.Run("CompactionWritesNoEvent", func(t *testing.T) {
+		mu.Lock()
+		txs = nil
+		mu.Unlock()
+		f := &fakeSidecar{etag: "e1", outbox: true}
+		s := daprstore.New(f, "statestore")
+		s.UseOutbox(daprstore.Outbox{Store: "outbox", HTTP: daprd.URL, Token: "tok", Events: events})
+		quiet := core.Commit{Key: k, ETag: "e1", Doc: &core.Document{Key: k, Version: 2, State: merge.NewDoc()},
+			Archive: []core.Change{ch}}
+		if err := s.Commit(ctx, quiet); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(txs) != 0 || f.grpcTxs != 1 {
+			t.Fatalf("a commit without changes went through the outbox (%d) or not through the main store (%d)", len(txs), f.grpcTxs)
+		}
+	})
+
 	t.Run("WithoutComponent", func(t *testing.T) {
 		f := &fakeSidecar{etag: "e1"}
 		s := daprstore.New(f, "statestore")

@@ -59,6 +59,8 @@ type Store struct {
 	// commits of event collections (outbox.go).
 	outbox      *Outbox
 	outboxFound bool
+	keyMu       sync.Mutex
+	keyLocks    map[string]*keyLock
 
 	// written keeps, per document key, the body this replica last
 	// committed and the document it encoded. Writes to a document are
@@ -203,7 +205,13 @@ func (s *Store) Commit(ctx context.Context, c core.Commit) error {
 	}
 
 	if atomic && s.outboxFor(c.Key.Collection) {
-		return s.commitOutbox(ctx, c, body, side)
+		// One commit of the document at a time in this replica (the
+		// engine's and compaction's), so nothing of ours slips between the
+		// ETag check of an outbox commit and its transaction.
+		defer s.lockKey(docItem.Key)()
+		if len(c.Changes) > 0 { // compaction writes no change and no event
+			return s.commitOutbox(ctx, c, body, side)
+		}
 	}
 	if atomic {
 		ops := append(side, &dapr.StateOperation{Type: dapr.StateOperationTypeUpsert, Item: docItem})
