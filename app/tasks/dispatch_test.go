@@ -97,3 +97,20 @@ func waitFor(t testing.TB, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// Submit racing Close neither panics nor blocks.
+func TestSubmitDuringClose(t *testing.T) {
+	q := New(Options{Buffer: 4})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 10000 {
+			q.Submit(Task{Kind: "k"})
+		}
+	}()
+	_ = q.Close(context.Background())
+	<-done
+	if q.Submit(Task{Kind: "k"}) {
+		t.Fatal("Submit accepted a task after Close")
+	}
+}

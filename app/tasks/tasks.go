@@ -162,6 +162,7 @@ type Queue struct {
 	failures map[string]int // task id → failed runs seen by this replica
 
 	out     [3]chan Task
+	outMu   sync.RWMutex // Close closes out while no Submit sends
 	outWG   sync.WaitGroup
 	closed  atomic.Bool
 	started atomic.Bool
@@ -320,7 +321,12 @@ func (q *Queue) publish(ctx context.Context, t Task) error {
 // logged. Use it on paths that must not wait for the broker (after a
 // commit) and inside task handlers.
 func (q *Queue) Submit(t Task) bool {
-	if err := q.prepare(&t); err != nil || q.closed.Load() {
+	if err := q.prepare(&t); err != nil {
+		return false
+	}
+	q.outMu.RLock()
+	defer q.outMu.RUnlock()
+	if q.closed.Load() {
 		return false
 	}
 	select {
@@ -382,12 +388,15 @@ func (q *Queue) publisher(ctx context.Context, i int, ready func() bool) {
 
 // Close stops Submit and publishes what it still holds, until ctx ends.
 func (q *Queue) Close(ctx context.Context) error {
+	q.outMu.Lock()
 	if !q.closed.CompareAndSwap(false, true) {
+		q.outMu.Unlock()
 		return nil
 	}
 	for i := range q.out {
 		close(q.out[i])
 	}
+	q.outMu.Unlock()
 	if !q.started.Load() {
 		return nil
 	}
