@@ -140,7 +140,7 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 	store := daprstore.New(client, cfg.StateStore)
 	queue := tasks.New(tasks.Options{
 		Client: client, Pubsub: cfg.TasksPubsub, TopicPrefix: cfg.TasksTopic, StateStore: cfg.StateStore,
-		Workers: cfg.TaskWorkers, Log: log.WithField("component", "tasks"),
+		Workers: cfg.TaskWorkers, Log: log.WithField("component", "tasks"), OnRetry: m.TaskRetry,
 	})
 	hooks := webhooks.New(webhooks.Options{
 		Client: client, Store: cfg.StateStore, Tasks: queue, Changes: store.Changes, Collections: cols,

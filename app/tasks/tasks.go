@@ -142,6 +142,9 @@ type Options struct {
 	Buffer int
 	Log    logrus.FieldLogger
 	Now    func() time.Time
+	// OnRetry, if set, is told of every delivery of a task that had failed
+	// before (metrics), with the task's kind.
+	OnRetry func(kind string)
 }
 
 // Queue publishes tasks and runs the ones daprd delivers to this replica.
@@ -492,6 +495,9 @@ func (q *Queue) run(ctx context.Context, t Task) string {
 	}
 	if q.failedBefore(t.ID) {
 		st.retried.Add(1)
+		if q.opt.OnRetry != nil {
+			q.opt.OnRetry(t.Kind)
+		}
 	}
 	st.running.Add(1)
 	st.observeWait(q.opt.Now().Sub(time.UnixMilli(t.Created)))
