@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
@@ -29,11 +28,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "autoglm-dev:", err)
 		os.Exit(1)
 	}
-}
-
-type replica struct {
-	app   *daprrun.Process
-	daprd *daprrun.Sidecar
 }
 
 func run(ctx context.Context, args []string) error {
@@ -73,11 +67,10 @@ func run(ctx context.Context, args []string) error {
 		*collectionsFile = filepath.Join(root, *collectionsFile)
 	}
 
-	var running []replica
+	var running []*daprrun.Pair
 	defer func() {
 		for i := len(running) - 1; i >= 0; i-- {
-			_ = running[i].app.Stop(15 * time.Second)
-			_ = running[i].daprd.Stop(10 * time.Second)
+			running[i].Stop()
 		}
 		fmt.Println("stopped")
 	}()
@@ -91,53 +84,26 @@ func run(ctx context.Context, args []string) error {
 		if err := daprrun.Render(filepath.Join(root, "components", *profile), res, vars); err != nil {
 			return fmt.Errorf("render components: %w", err)
 		}
-		appPort := *port + i
-		httpPort := *daprPort + i
-		grpcPort := 50001 + i
-		logf, err := os.Create(filepath.Join(rdir, "daprd.log"))
-		if err != nil {
-			return err
-		}
-		defer logf.Close()
-		app, err := daprrun.StartProcess(*appBin, []string{
-			"AUTOGLM_PORT=" + strconv.Itoa(appPort),
-			"DAPR_HTTP_PORT=" + strconv.Itoa(httpPort),
-			"DAPR_GRPC_PORT=" + strconv.Itoa(grpcPort),
-			"AUTOGLM_NODE_ID=" + fmt.Sprintf("replica-%d", i),
-			"AUTOGLM_COLLECTIONS=" + *collectionsFile,
-		}, os.Stderr)
-		if err != nil {
-			return fmt.Errorf("start %s: %w", *appBin, err)
-		}
-		sc, err := daprrun.Start(daprrun.Options{
-			AppID: config.DefaultAppID, AppPort: appPort, HTTPPort: httpPort, GRPCPort: grpcPort,
-			ResourcesDir: res, LogLevel: *logLevel, Output: logf,
+		appPort, httpPort := *port+i, *daprPort+i
+		p, err := daprrun.StartPair(ctx, daprrun.PairOptions{
+			Name: fmt.Sprintf("replica %d", i), Bin: *appBin, Out: os.Stderr,
+			LogFile: filepath.Join(rdir, "daprd.log"),
+			Env: []string{
+				"AUTOGLM_PORT=" + strconv.Itoa(appPort),
+				"AUTOGLM_NODE_ID=" + fmt.Sprintf("replica-%d", i),
+				"AUTOGLM_COLLECTIONS=" + *collectionsFile,
+			},
+			Sidecar: daprrun.Options{AppID: config.DefaultAppID, AppPort: appPort, HTTPPort: httpPort,
+				GRPCPort: 50001 + i, ResourcesDir: res, LogLevel: *logLevel},
 		})
 		if err != nil {
-			_ = app.Stop(5 * time.Second)
 			return err
 		}
-		running = append(running, replica{app: app, daprd: sc})
-		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		err = sc.WaitHealthy(wctx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("replica %d: %w (see %s)", i, err, logf.Name())
-		}
+		running = append(running, p)
 		fmt.Printf("replica %d ready: app http://127.0.0.1:%d  (WebSocket ws://127.0.0.1:%d/v1/sync, daprd http://127.0.0.1:%d, log %s)\n",
-			i, appPort, appPort, httpPort, logf.Name())
+			i, appPort, appPort, httpPort, filepath.Join(rdir, "daprd.log"))
 	}
 	fmt.Printf("profile %s, data in %s. Press Ctrl-C to stop.\n", *profile, data)
-
 	// Stop everything when any process dies on its own.
-	died := make(chan string, 2*len(running))
-	for i, r := range running {
-		go func() { <-r.app.Done(); died <- fmt.Sprintf("replica %d app", i) }()
-	}
-	select {
-	case <-ctx.Done():
-		return nil
-	case who := <-died:
-		return fmt.Errorf("%s exited", who)
-	}
+	return daprrun.Supervise(ctx, running)
 }

@@ -8,7 +8,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -16,7 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
-	"time"
 
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 )
@@ -28,12 +26,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "saga-dev:", err)
 		os.Exit(1)
 	}
-}
-
-type proc struct {
-	name  string
-	app   *daprrun.Process
-	daprd *daprrun.Sidecar
 }
 
 func run(ctx context.Context, args []string) error {
@@ -66,38 +58,26 @@ func run(ctx context.Context, args []string) error {
 	// Service invocation resolves app ids with mDNS; announce loopback.
 	os.Setenv("DAPR_HOST_IP", "127.0.0.1")
 
-	var running []proc
+	var running []*daprrun.Pair
 	defer func() {
 		for i := len(running) - 1; i >= 0; i-- {
-			_ = running[i].app.Stop(15 * time.Second)
-			_ = running[i].daprd.Stop(10 * time.Second)
+			running[i].Stop()
 		}
 		fmt.Println("stopped")
 	}()
 	start := func(name, appID, bin string, appPort, httpPort, grpcPort int, env []string) error {
-		logf, err := os.Create(filepath.Join(data, name+"-daprd.log"))
+		logFile := filepath.Join(data, name+"-daprd.log")
+		p, err := daprrun.StartPair(ctx, daprrun.PairOptions{
+			Name: name, Bin: filepath.Join(root, bin), Env: env, Out: os.Stderr, LogFile: logFile,
+			Sidecar: daprrun.Options{AppID: appID, AppPort: appPort, HTTPPort: httpPort, GRPCPort: grpcPort,
+				ResourcesDir: res, LogLevel: *logLevel,
+				Args: []string{"--dapr-internal-grpc-listen-address", "127.0.0.1"}},
+		})
 		if err != nil {
 			return err
 		}
-		env = append(env, "DAPR_HTTP_PORT="+strconv.Itoa(httpPort), "DAPR_GRPC_PORT="+strconv.Itoa(grpcPort))
-		app, err := daprrun.StartProcess(filepath.Join(root, bin), env, os.Stderr)
-		if err != nil {
-			return fmt.Errorf("start %s: %w", bin, err)
-		}
-		sc, err := daprrun.Start(daprrun.Options{AppID: appID, AppPort: appPort, HTTPPort: httpPort, GRPCPort: grpcPort,
-			ResourcesDir: res, LogLevel: *logLevel, Output: logf,
-			Args: []string{"--dapr-internal-grpc-listen-address", "127.0.0.1"}})
-		if err != nil {
-			_ = app.Stop(5 * time.Second)
-			return err
-		}
-		running = append(running, proc{name: name, app: app, daprd: sc})
-		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		defer cancel()
-		if err := sc.WaitHealthy(wctx); err != nil {
-			return fmt.Errorf("%s: %w (see %s)", name, err, logf.Name())
-		}
-		fmt.Printf("%s ready: app http://127.0.0.1:%d, daprd http://127.0.0.1:%d (log %s)\n", name, appPort, httpPort, logf.Name())
+		running = append(running, p)
+		fmt.Printf("%s ready: app http://127.0.0.1:%d, daprd http://127.0.0.1:%d (log %s)\n", name, appPort, p.Sidecar.HTTPPort, logFile)
 		return nil
 	}
 	if err := start("autoglm", "autoglm", "bin/autoglm", *port, 3500, 50001, []string{
@@ -106,17 +86,9 @@ func run(ctx context.Context, args []string) error {
 	}); err != nil {
 		return err
 	}
-	// The inventory's sidecar takes any free ports: only its app port is
+	// The inventory's sidecar takes any free ports (0): only its app port is
 	// used from outside.
-	invHTTP, err := daprrun.FreePort()
-	if err != nil {
-		return err
-	}
-	invGRPC, err := daprrun.FreePort()
-	if err != nil {
-		return err
-	}
-	if err := start("inventory", "inventory", "bin/inventory", *invPort, invHTTP, invGRPC, []string{
+	if err := start("inventory", "inventory", "bin/inventory", *invPort, 0, 0, []string{
 		"INVENTORY_PORT=" + strconv.Itoa(*invPort), "INVENTORY_ORDERS_APP=autoglm", "INVENTORY_ORDERS_TOPIC=doc-events",
 	}); err != nil {
 		return err
@@ -131,14 +103,5 @@ The saga is running. Try it:
 Watch an order live on ws://127.0.0.1:%[1]d/v1/sync (docs/protocol.md). Press Ctrl-C to stop.
 `, *port, *invPort)
 
-	died := make(chan string, len(running))
-	for _, p := range running {
-		go func() { <-p.app.Done(); died <- p.name }()
-	}
-	select {
-	case <-ctx.Done():
-		return nil
-	case who := <-died:
-		return errors.New(who + " exited")
-	}
+	return daprrun.Supervise(ctx, running)
 }
