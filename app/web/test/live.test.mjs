@@ -90,11 +90,9 @@ for (const transport of ['sse', 'longpoll']) {
   })
 }
 
-// With JSON frames an ack whose effective ops are empty ("your edit lost")
-// arrives without "ops" (protocol.Message.Ops is omitempty), which reads as
-// "your ops as sent": the losing client keeps its own value. Binary frames
-// carry the empty list. Marked todo until the JSON encoding keeps "ops":[].
-for (const [binary, todo] of [[true, false], [false, 'JSON acks drop an empty effective "ops" list (needs omitzero on protocol.Message.Ops)']]) test(`offline edits replay on reconnect and merge per the collection policy (forms: crdt, ${binary ? 'binary' : 'JSON'} frames)`, { todo }, async t => {
+// An ack whose effective ops are empty ("your edit lost") carries the empty
+// list in both encodings, so the losing client drops its own value.
+for (const binary of [true, false]) test(`offline edits replay on reconnect and merge per the collection policy (forms: crdt, ${binary ? 'binary' : 'JSON'} frames)`, async t => {
   const doc = 'forms/offline-' + uid()
   const a = client(t, { binary }); const b = client(t, { binary })
   const da = a.doc(doc); const db = b.doc(doc)
