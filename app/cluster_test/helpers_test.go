@@ -12,8 +12,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -25,41 +23,15 @@ import (
 	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/internal/cluster"
+	"github.com/open-autoglm/autoglm/app/internal/rest"
 )
 
 func TestMain(m *testing.M) { os.Exit(cluster.Main(m)) }
 
-type resp struct {
-	Status int
-	Body   map[string]any
-	Raw    string
-}
+type resp = rest.Response
 
 func do(method, url, body string, hdr ...string) (resp, error) {
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		return resp{}, err
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	c := &http.Client{Timeout: 15 * time.Second}
-	res, err := c.Do(req)
-	if err != nil {
-		return resp{}, err
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	r := resp{Status: res.StatusCode, Raw: string(raw)}
-	_ = json.Unmarshal(raw, &r.Body)
-	return r, nil
+	return rest.Do(method, url, body, hdr...)
 }
 
 func mustDo(t testing.TB, method, url, body string, hdr ...string) resp {
@@ -71,13 +43,7 @@ func mustDo(t testing.TB, method, url, body string, hdr ...string) resp {
 	return r
 }
 
-func errCode(r resp) string {
-	if e, ok := r.Body["error"].(map[string]any); ok {
-		s, _ := e["code"].(string)
-		return s
-	}
-	return ""
-}
+func errCode(r resp) string { return r.Code() }
 
 // stored reads a document's version and data over REST.
 func stored(t testing.TB, base, doc string) (int64, map[string]any) {

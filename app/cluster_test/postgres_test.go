@@ -176,11 +176,7 @@ func TestTransactionRollback(t *testing.T) {
 			r := daprtest.Start(t, daprtest.Options{Profile: tc.profile})
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			cl, err := dapr.NewClientWithAddressContext(ctx, fmt.Sprintf("127.0.0.1:%d", r.Cfg.DaprGRPCPort))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cl.Close()
+			cl := r.DaprClient(t)
 			store := config.DefaultStateStore
 			key, fresh := "rb:"+uuid.NewString()[:8], "rb:"+uuid.NewString()[:8]
 			if err := cl.SaveState(ctx, store, key, []byte(`{"v":1}`), nil); err != nil {

@@ -39,11 +39,7 @@ func TestETagSemantics(t *testing.T) {
 			r := daprtest.Start(t, daprtest.Options{Profile: profile})
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			c, err := dapr.NewClientWithAddressContext(ctx, fmt.Sprintf("127.0.0.1:%d", r.Cfg.DaprGRPCPort))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := r.DaprClient(t)
 			s := daprstore.New(c, config.DefaultStateStore)
 			k := core.Key{Collection: "etag", ID: uuid.NewString()[:8]}
 			commit := func(etag string, v int64, prevTail []core.Change) error {

@@ -2,11 +2,9 @@ package daprstore_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
-	dapr "github.com/dapr/go-sdk/client"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 
@@ -26,11 +24,7 @@ func TestLoadAfterCommitReusesDocument(t *testing.T) {
 			r := daprtest.Start(t, daprtest.Options{Profile: profile})
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			c, err := dapr.NewClientWithAddressContext(ctx, fmt.Sprintf("127.0.0.1:%d", r.Cfg.DaprGRPCPort))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := r.DaprClient(t)
 			s := daprstore.New(c, config.DefaultStateStore)
 			other := daprstore.New(c, config.DefaultStateStore) // another replica
 			k := core.Key{Collection: "written", ID: uuid.NewString()[:8]}

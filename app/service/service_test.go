@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -17,50 +15,22 @@ import (
 	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/internal/rest"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
-type resp struct {
-	Status int
-	Header http.Header
-	Body   map[string]any
-	Raw    string
-}
+type resp = rest.Response
 
 func do(t testing.TB, method, url, body string, hdr ...string) resp {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
+	r, err := rest.Do(method, url, body, hdr...)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	r := resp{Status: res.StatusCode, Header: res.Header, Raw: string(raw)}
-	_ = json.Unmarshal(raw, &r.Body)
 	return r
 }
 
-func errCode(r resp) string {
-	if e, ok := r.Body["error"].(map[string]any); ok {
-		s, _ := e["code"].(string)
-		return s
-	}
-	return ""
-}
+func errCode(r resp) string { return r.Code() }
 
 func wantStatus(t testing.TB, r resp, status int, code string) {
 	t.Helper()

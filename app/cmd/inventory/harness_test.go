@@ -23,6 +23,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/internal/rest"
 	"github.com/open-autoglm/autoglm/app/service"
 )
 
@@ -331,35 +332,13 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-type resp struct {
-	Status int
-	Body   map[string]any
-	Raw    string
-}
+type resp = rest.Response
 
 func do(t testing.TB, method, url, body string, hdr ...string) resp {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	res, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
+	r, err := rest.Do(method, url, body, hdr...)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	r := resp{Status: res.StatusCode, Raw: string(raw)}
-	_ = json.Unmarshal(raw, &r.Body)
 	return r
 }

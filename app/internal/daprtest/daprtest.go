@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	dapr "github.com/dapr/go-sdk/client"
 	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
 
@@ -263,6 +264,23 @@ func (r *Replica) Restart() {
 	r.t.Helper()
 	r.Stop()
 	r.start()
+}
+
+// DaprClient connects a Dapr client to the replica's sidecar (with its API
+// token, if any); it is closed when the test ends.
+func (r *Replica) DaprClient(t testing.TB) dapr.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := dapr.NewClientWithAddressContext(ctx, fmt.Sprintf("127.0.0.1:%d", r.Cfg.DaprGRPCPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Cfg.DaprAPIToken != "" {
+		c.WithAuthToken(r.Cfg.DaprAPIToken)
+	}
+	t.Cleanup(c.Close)
+	return c
 }
 
 // DumpLog writes the app's and daprd's output to the test log.
