@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
 
 	"github.com/open-autoglm/autoglm/app/core"
@@ -213,6 +214,40 @@ func (s *Server) Sessions() int {
 	s.sessionsMu.Lock()
 	defer s.sessionsMu.Unlock()
 	return len(s.sessions)
+}
+
+// sessionOptions are the options every sync transport gives its sessions.
+func (s *Server) sessionOptions(id string) session.Options {
+	o := session.Options{
+		ID: id, Node: s.Node, Heartbeat: s.Heartbeat, Queue: s.SessionQueue,
+		MaxSubs: s.MaxSubs, NewClientID: uuid.NewString,
+	}
+	if s.Metrics.Session != nil {
+		s.Metrics.Session(&o)
+	}
+	s.applyAccess(&o)
+	return o
+}
+
+// track registers a live session of transport so Drain can end it with
+// cancel, and counts the connection; the returned func undoes both.
+func (s *Server) track(cancel context.CancelFunc, transport string) (untrack func()) {
+	ls := &liveSession{cancel: cancel}
+	s.sessionsMu.Lock()
+	if s.sessions == nil {
+		s.sessions = map[*liveSession]struct{}{}
+	}
+	s.sessions[ls] = struct{}{}
+	s.sessionsWG.Add(1)
+	s.sessionsMu.Unlock()
+	s.Metrics.conn(transport, 1)
+	return func() {
+		s.Metrics.conn(transport, -1)
+		s.sessionsMu.Lock()
+		delete(s.sessions, ls)
+		s.sessionsMu.Unlock()
+		s.sessionsWG.Done()
+	}
 }
 
 func (s *Server) newSessionID() string {

@@ -85,25 +85,8 @@ func (fb *fallback) open(r *http.Request, transport string, hello protocol.Messa
 	runCtx, stop := context.WithCancel(context.Background())
 	ended, markEnded := context.WithCancel(context.Background())
 	fs := &fbSession{id: uuid.NewString(), ended: ended, stop: stop, poll: poll}
-	sopt := session.Options{
-		ID: fs.id, Node: s.Node, Heartbeat: s.Heartbeat, Queue: s.SessionQueue,
-		MaxSubs: s.MaxSubs, NewClientID: uuid.NewString, HelloRoles: s.HelloRoles,
-	}
-	if s.Metrics.Session != nil {
-		s.Metrics.Session(&sopt)
-	}
-	s.applyAccess(&sopt)
-	fs.sess = session.New(sopt, s.Engine, s.Hub, send)
-
-	ls := &liveSession{cancel: stop}
-	s.sessionsMu.Lock()
-	if s.sessions == nil {
-		s.sessions = map[*liveSession]struct{}{}
-	}
-	s.sessions[ls] = struct{}{}
-	s.sessionsWG.Add(1)
-	s.sessionsMu.Unlock()
-	s.Metrics.conn(transport, 1)
+	fs.sess = session.New(s.sessionOptions(fs.id), s.Engine, s.Hub, send)
+	untrack := s.track(stop, transport)
 
 	fb.mu.Lock()
 	fb.sessions[fs.id] = fs
@@ -114,11 +97,7 @@ func (fb *fallback) open(r *http.Request, transport string, hello protocol.Messa
 		defer func() {
 			markEnded()
 			stop()
-			s.Metrics.conn(transport, -1)
-			s.sessionsMu.Lock()
-			delete(s.sessions, ls)
-			s.sessionsMu.Unlock()
-			s.sessionsWG.Done()
+			untrack()
 		}()
 		return fs.sess.Run(runCtx)
 	}

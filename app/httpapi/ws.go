@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/google/uuid"
 
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/protocol"
@@ -93,31 +92,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	conn.SetReadLimit(2 * s.MaxBody)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	ls := &liveSession{cancel: cancel}
-	s.sessionsMu.Lock()
-	if s.sessions == nil {
-		s.sessions = map[*liveSession]struct{}{}
-	}
-	s.sessions[ls] = struct{}{}
-	s.sessionsWG.Add(1)
-	s.sessionsMu.Unlock()
-	defer func() {
-		s.sessionsMu.Lock()
-		delete(s.sessions, ls)
-		s.sessionsMu.Unlock()
-		s.sessionsWG.Done()
-	}()
-
-	s.Metrics.conn("ws", 1)
-	defer s.Metrics.conn("ws", -1)
-	sopt := session.Options{
-		ID: s.newSessionID(), Node: s.Node, Heartbeat: s.Heartbeat, Queue: s.SessionQueue,
-		MaxSubs: s.MaxSubs, NewClientID: uuid.NewString, HelloRoles: s.HelloRoles,
-	}
-	if s.Metrics.Session != nil {
-		s.Metrics.Session(&sopt)
-	}
-	s.applyAccess(&sopt)
+	defer s.track(cancel, "ws")()
+	sopt := s.sessionOptions(s.newSessionID())
 	// The session stays transport-independent: only the sender and the
 	// reader below know which encoding the client chose.
 	binary := conn.Subprotocol() == SubprotocolBinary
