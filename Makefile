@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DAPR_VERSION := 1.14.0
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help run run-cluster run-saga components build daprd test test-unit test-deploy lint fmt tidy clean bench bench-smoke
+.PHONY: help run run-cluster run-saga components build daprd test test-unit test-deploy lint fmt tidy tidy-check clean bench bench-smoke
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,7 @@ bin/daprd: tools/daprd/go.mod tools/daprd/go.sum tools/daprd/main.go
 	@./bin/daprd --version
 
 test: daprd ## run the whole test suite (unit, integration against daprd + Redis, deployment checks)
+	$(MAKE) --no-print-directory tidy-check
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l app tools)" || { echo "gofmt needed:"; gofmt -l app tools; exit 1; }
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -69,7 +70,7 @@ bench-smoke: build daprd ## a few seconds of the benchmark on the local profile;
 test-unit: ## fast tests only (no daprd)
 	$(GO) test -race -count=1 -short ./...
 
-lint: ## go vet, gofmt and staticcheck
+lint: tidy-check ## go vet, gofmt, staticcheck and go.mod tidiness
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l app tools)" || { gofmt -l app tools; exit 1; }
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
@@ -81,6 +82,11 @@ tidy: ## tidy every Go module
 	$(GO) mod tidy
 	cd tools/daprd && $(GO) mod tidy
 	@if [ -d tools/deploycheck ]; then cd tools/deploycheck && $(GO) mod tidy; fi
+
+tidy-check: ## fail when go mod tidy would change a go.mod or go.sum
+	@for m in . tools/daprd tools/deploycheck; do \
+		[ -f $$m/go.mod ] || continue; \
+		(cd $$m && $(GO) mod tidy -diff) || { echo "go mod tidy needed in $$m (run make tidy)"; exit 1; }; done
 
 clean: ## remove build outputs and local data
 	rm -rf bin data
