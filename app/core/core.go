@@ -204,8 +204,11 @@ func (c Change) String() string { return fmt.Sprintf("%s@%d", c.Doc, c.Version) 
 // which field has focus, a cursor). It is broadcast, never persisted, and
 // expires unless refreshed.
 type Presence struct {
-	Doc     string         `json:"doc"`
-	Client  string         `json:"client"`
+	Doc    string `json:"doc"`
+	Client string `json:"client"`
+	// Subject is the token's subject of the client (empty while
+	// authentication is off): who the presence is, as verified.
+	Subject string         `json:"sub,omitempty"`
 	Session string         `json:"session"`
 	Node    string         `json:"node,omitempty"`
 	Data    map[string]any `json:"data,omitempty"`

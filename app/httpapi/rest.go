@@ -138,7 +138,8 @@ func (s *Server) deleteDoc(w http.ResponseWriter, r *http.Request, k core.Key, i
 
 // restOp reads the headers every REST write understands: If-Match /
 // If-None-Match preconditions and X-Client-ID / X-Op-ID for idempotent
-// retries.
+// retries. With authentication the client id is bound to the caller's
+// subject (auth.ClientID); the response names it in X-Client-ID.
 func (s *Server) restOp(w http.ResponseWriter, r *http.Request, id auth.Identity) (core.Op, bool) {
 	op := core.Op{Subject: id.Subject, Roles: id.Roles}
 	if im := r.Header.Get("If-Match"); im != "" {
@@ -152,10 +153,14 @@ func (s *Server) restOp(w http.ResponseWriter, r *http.Request, id auth.Identity
 	if r.Header.Get("If-None-Match") == "*" {
 		op.IfVersion = -1
 	}
-	op.ClientID = r.Header.Get("X-Client-ID")
-	if len(op.ClientID) > 128 {
+	requested := r.Header.Get("X-Client-ID")
+	if len(requested) > 128 {
 		s.fail(w, r, core.Errorf(core.CodeBadRequest, "X-Client-ID longer than 128 bytes"))
 		return op, false
+	}
+	op.ClientID = auth.ClientID(id, requested)
+	if op.ClientID != "" {
+		w.Header().Set("X-Client-ID", op.ClientID)
 	}
 	if v := r.Header.Get("X-Op-ID"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)

@@ -34,6 +34,7 @@ type httpResult struct {
 	status int
 	code   string
 	body   []byte
+	header http.Header
 }
 
 func call(t *testing.T, method, u, ctype string, body []byte, hdr ...string) httpResult {
@@ -58,7 +59,7 @@ func call(t *testing.T, method, u, ctype string, body []byte, hdr ...string) htt
 		Error struct{ Code string } `json:"error"`
 	}
 	_ = json.Unmarshal(b, &e)
-	return httpResult{status: res.StatusCode, code: e.Error.Code, body: b}
+	return httpResult{status: res.StatusCode, code: e.Error.Code, body: b, header: res.Header}
 }
 
 func wantErr(t *testing.T, r httpResult, status int, code string) {
@@ -81,10 +82,20 @@ func patch(t *testing.T, base, doc, client string, opID int, field string, value
 	}
 }
 
+// bearer is the Authorization header of token (none for "").
+func bearer(token string) []string {
+	if token == "" {
+		return nil
+	}
+	return []string{"Authorization", "Bearer " + token}
+}
+
 // sseStream reads one event stream; pings are answered with pongs, as a
-// client does.
+// client does. Posts carry token, when set.
 type sseStream struct {
 	base, session string
+	token         string
+	welcome       protocol.Message
 	events        chan sseEvent
 	cancel        context.CancelFunc
 }
@@ -95,6 +106,12 @@ type sseEvent struct {
 }
 
 func openSSE(t *testing.T, base, hello string) *sseStream {
+	t.Helper()
+	return openSSEAs(t, base, hello, "")
+}
+
+// openSSEAs opens an event stream whose later posts carry token.
+func openSSEAs(t *testing.T, base, hello, token string) *sseStream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -107,7 +124,7 @@ func openSSE(t *testing.T, base, hello string) *sseStream {
 		b, _ := io.ReadAll(res.Body)
 		t.Fatalf("event stream: %d %s %s", res.StatusCode, res.Header.Get("Content-Type"), b)
 	}
-	s := &sseStream{base: base, events: make(chan sseEvent, 64), cancel: cancel}
+	s := &sseStream{base: base, token: token, events: make(chan sseEvent, 64), cancel: cancel}
 	go func() {
 		defer close(s.events)
 		defer res.Body.Close()
@@ -132,7 +149,7 @@ func openSSE(t *testing.T, base, hello string) *sseStream {
 	if w.T != protocol.TWelcome || !uuidRE.MatchString(w.Session) {
 		t.Fatalf("first event: %+v", w)
 	}
-	s.session = w.Session
+	s.session, s.welcome = w.Session, w
 	return s
 }
 
@@ -188,7 +205,7 @@ func (s *sseStream) closed(t *testing.T) (code int, reason string) {
 
 func (s *sseStream) post(t *testing.T, ms ...string) {
 	t.Helper()
-	r := call(t, "POST", s.base+"/v1/events/"+s.session, "application/json", msgs(ms...))
+	r := call(t, "POST", s.base+"/v1/events/"+s.session, "application/json", msgs(ms...), bearer(s.token)...)
 	if r.status != http.StatusNoContent {
 		t.Fatalf("post: %d %s", r.status, r.body)
 	}
@@ -306,9 +323,11 @@ func TestSSE(t *testing.T) {
 	})
 }
 
-// poller drives a long-poll session.
+// poller drives a long-poll session; its requests carry token, when set.
 type poller struct {
 	base, session string
+	token         string
+	welcome       protocol.Message
 	seq           uint64
 	buf           []protocol.Message
 	closed        *struct{ Code int }
@@ -346,20 +365,26 @@ func (p *poller) take(t *testing.T, r httpResult, status int) {
 
 func openPoll(t *testing.T, base, hello string) *poller {
 	t.Helper()
-	p := &poller{base: base}
+	return openPollAs(t, base, hello, "")
+}
+
+// openPollAs opens a long-poll session whose later requests carry token.
+func openPollAs(t *testing.T, base, hello, token string) *poller {
+	t.Helper()
+	p := &poller{base: base, token: token}
 	p.take(t, call(t, "POST", base+"/v1/poll", "application/json", []byte(hello)), http.StatusCreated)
 	if !uuidRE.MatchString(p.session) {
 		t.Fatalf("session id %q", p.session)
 	}
-	if w := p.next(t); w.T != protocol.TWelcome || w.Session != p.session {
-		t.Fatalf("welcome: %+v", w)
+	if p.welcome = p.next(t); p.welcome.T != protocol.TWelcome || p.welcome.Session != p.session {
+		t.Fatalf("welcome: %+v", p.welcome)
 	}
 	return p
 }
 
 func (p *poller) poll(t *testing.T) {
 	t.Helper()
-	p.take(t, call(t, "GET", fmt.Sprintf("%s/v1/poll/%s?after=%d", p.base, p.session, p.seq), "", nil), http.StatusOK)
+	p.take(t, call(t, "GET", fmt.Sprintf("%s/v1/poll/%s?after=%d", p.base, p.session, p.seq), "", nil, bearer(p.token)...), http.StatusOK)
 }
 
 func (p *poller) next(t *testing.T) protocol.Message {
@@ -386,7 +411,7 @@ func (p *poller) next(t *testing.T) protocol.Message {
 
 func (p *poller) post(t *testing.T, ms ...string) {
 	t.Helper()
-	if r := call(t, "POST", p.base+"/v1/poll/"+p.session, "application/json", msgs(ms...)); r.status != http.StatusNoContent {
+	if r := call(t, "POST", p.base+"/v1/poll/"+p.session, "application/json", msgs(ms...), bearer(p.token)...); r.status != http.StatusNoContent {
 		t.Fatalf("post: %d %s", r.status, r.body)
 	}
 }

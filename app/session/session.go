@@ -265,7 +265,7 @@ func (s *Session) Fail(code int, reason string) {
 func (s *Session) Run(ctx context.Context) Close {
 	defer func() {
 		for doc := range s.present {
-			s.hub.SetPresence(s, core.Presence{Doc: doc, Client: s.client, Session: s.opt.ID, Gone: true})
+			s.hub.SetPresence(s, s.presenceOf(doc, nil))
 		}
 		for doc := range s.docs {
 			s.hub.Unsubscribe(doc, s)
@@ -317,7 +317,7 @@ func (s *Session) Run(ctx context.Context) Close {
 			}
 			err = s.send.Send(ctx, protocol.Message{T: protocol.TPing, TS: s.opt.Now().UnixMilli()})
 			for doc, data := range s.present {
-				s.hub.SetPresence(s, core.Presence{Doc: doc, Client: s.client, Session: s.opt.ID, Data: data})
+				s.hub.SetPresence(s, s.presenceOf(doc, data))
 			}
 		}
 		if err != nil {
@@ -361,26 +361,22 @@ func (s *Session) handle(ctx context.Context, m protocol.Message) error {
 			s.identity.Roles = m.Roles
 		}
 		s.hello = true
-		s.client = m.Client
-		if s.client == "" && s.opt.NewClientID != nil {
-			s.client = s.opt.NewClientID()
+		requested := m.Client
+		if requested == "" && s.opt.NewClientID != nil {
+			requested = s.opt.NewClientID()
 		}
-		if len(s.client) > 128 {
+		if len(requested) > 128 {
 			return protocolError("client id longer than 128 bytes")
 		}
+		// With authentication the id is bound to the token's subject, so
+		// no identity can use another's op ids, acks or presence.
+		s.client = auth.ClientID(s.identity, requested)
 		return s.send.Send(ctx, protocol.Message{T: protocol.TWelcome, Session: s.opt.ID, Client: s.client,
 			Node: s.opt.Node, HB: s.opt.Heartbeat.Milliseconds(), Proto: protocol.Version})
 	case protocol.TSub:
 		return s.subscribe(ctx, m)
 	case protocol.TUnsub:
-		if _, ok := s.docs[m.Doc]; ok {
-			if _, ok := s.present[m.Doc]; ok {
-				delete(s.present, m.Doc)
-				s.hub.SetPresence(s, core.Presence{Doc: m.Doc, Client: s.client, Session: s.opt.ID, Gone: true})
-			}
-			s.hub.Unsubscribe(m.Doc, s)
-			delete(s.docs, m.Doc)
-		}
+		s.unsubscribe(m.Doc)
 		return nil
 	case protocol.TPresence:
 		return s.setPresence(ctx, m)
@@ -484,25 +480,50 @@ func (s *Session) setPresence(ctx context.Context, m protocol.Message) error {
 		return s.sendErr(ctx, m.Doc, core.Errorf(core.CodeBadRequest, "presence needs a subscription to %s", truncate(m.Doc, 200)))
 	}
 	if m.Data == nil || m.Del {
-		if _, ok := s.present[m.Doc]; ok {
-			delete(s.present, m.Doc)
-			s.hub.SetPresence(s, core.Presence{Doc: m.Doc, Client: s.client, Session: s.opt.ID, Gone: true})
-		}
+		s.clearPresence(m.Doc)
 		return nil
 	}
 	if b, _ := json.Marshal(m.Data); len(b) > MaxPresenceBytes {
 		return s.sendErr(ctx, m.Doc, core.Errorf(core.CodeTooLarge, "presence data over %d bytes", MaxPresenceBytes))
 	}
 	s.present[m.Doc] = m.Data
-	s.hub.SetPresence(s, core.Presence{Doc: m.Doc, Client: s.client, Session: s.opt.ID, Data: m.Data})
+	s.hub.SetPresence(s, s.presenceOf(m.Doc, m.Data))
 	return nil
+}
+
+// presenceOf is this session's presence on doc: data, or gone when nil. It
+// names the client by its bound id and the token's subject, never by what
+// the client claims.
+func (s *Session) presenceOf(doc string, data map[string]any) core.Presence {
+	p := core.Presence{Doc: doc, Client: s.client, Session: s.opt.ID, Data: data, Gone: data == nil}
+	if !s.identity.Anonymous {
+		p.Subject = s.identity.Subject
+	}
+	return p
+}
+
+// clearPresence withdraws this session's presence on doc, if it set one.
+func (s *Session) clearPresence(doc string) {
+	if _, ok := s.present[doc]; ok {
+		delete(s.present, doc)
+		s.hub.SetPresence(s, s.presenceOf(doc, nil))
+	}
+}
+
+// unsubscribe stops watching doc.
+func (s *Session) unsubscribe(doc string) {
+	if _, ok := s.docs[doc]; ok {
+		s.clearPresence(doc)
+		s.hub.Unsubscribe(doc, s)
+		delete(s.docs, doc)
+	}
 }
 
 func (s *Session) sendPresence(ctx context.Context, p core.Presence) error {
 	if _, ok := s.docs[p.Doc]; !ok || p.Session == s.opt.ID {
 		return nil
 	}
-	return s.send.Send(ctx, protocol.Message{T: protocol.TPresence, Doc: p.Doc, Client: p.Client, Data: p.Data, Del: p.Gone})
+	return s.send.Send(ctx, protocol.Message{T: protocol.TPresence, Doc: p.Doc, Client: p.Client, By: p.Subject, Data: p.Data, Del: p.Gone})
 }
 
 // catchUp brings st from version since to the stored version: deltas from
