@@ -49,10 +49,6 @@ const maxLimiters = 100_000
 // or, for EventSource and WebSocket clients that cannot set headers, in the
 // access_token query parameter.
 func (s *Server) identify(r *http.Request) (auth.Identity, error) {
-	token := auth.BearerToken(r.Header.Get("Authorization"))
-	if token == "" {
-		token = r.URL.Query().Get("access_token")
-	}
 	if s.Access.Verifier == nil {
 		id := auth.Identity{Subject: "anonymous", Anonymous: true}
 		if s.HelloRoles {
@@ -66,11 +62,20 @@ func (s *Server) identify(r *http.Request) (auth.Identity, error) {
 		}
 		return id, s.allow(id, r)
 	}
-	id, err := s.Access.Verifier.Verify(r.Context(), token)
+	id, err := s.Access.Verifier.Verify(r.Context(), requestToken(r))
 	if err != nil {
 		return id, err
 	}
 	return id, s.allow(id, r)
+}
+
+// requestToken is the bearer token of a request: the Authorization header,
+// else the access_token query parameter.
+func requestToken(r *http.Request) string {
+	if token := auth.BearerToken(r.Header.Get("Authorization")); token != "" {
+		return token
+	}
+	return r.URL.Query().Get("access_token")
 }
 
 // allow applies the per-identity rate limit.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
 
 	"github.com/open-autoglm/autoglm/app/auth"
@@ -375,5 +376,57 @@ func TestGoClientAdoptsItsBoundID(t *testing.T) {
 	}
 	if err := d.WaitVersion(ctx, 2); err != nil || c.ID() != "go-1@alice" {
 		t.Fatalf("after the reconnect: version %d, id %q, %v", d.Version(), c.ID(), err)
+	}
+}
+
+// TestFallbackSessionsAnswerOnlyTheirOwner: a session id alone grants
+// nothing; every request to an SSE or long-poll session needs the
+// credentials of the identity that opened it.
+func TestFallbackSessionsAnswerOnlyTheirOwner(t *testing.T) {
+	base := startAuthed(t)
+	alice, mallory := idToken(t, "alice", "reader"), idToken(t, "mallory", "reader")
+	s := openSSEAs(t, base, helloJSON(t, alice, "sse-owner"), alice)
+	p := openPollAs(t, base, helloJSON(t, alice, "lp-owner"), alice)
+	events, poll := base+"/v1/events/"+s.session, base+"/v1/poll/"+p.session
+	get := fmt.Sprintf("%s?after=%d", poll, p.seq)
+	ping := msgs(`{"t":"ping","ts":7}`)
+	cases := []struct {
+		name, method, url string
+		body              []byte
+		hdr               []string
+		status            int
+		code              string
+	}{
+		{"sse post without credentials", "POST", events, ping, nil, 401, "unauthorized"},
+		{"sse post with a bad token", "POST", events, ping, bearer("not.a.token"), 401, "unauthorized"},
+		{"sse post by another identity", "POST", events, ping, bearer(mallory), 403, "forbidden"},
+		{"sse post by another identity in the query", "POST", events + "?access_token=" + mallory, ping, nil, 403, "forbidden"},
+		{"poll post without credentials", "POST", poll, ping, nil, 401, "unauthorized"},
+		{"poll post by another identity", "POST", poll, ping, bearer(mallory), 403, "forbidden"},
+		{"poll without credentials", "GET", get, nil, nil, 401, "unauthorized"},
+		{"poll by another identity", "GET", get, nil, bearer(mallory), 403, "forbidden"},
+		{"poll by another identity in the query", "GET", get + "&access_token=" + mallory, nil, nil, 403, "forbidden"},
+		{"unknown session", "POST", base + "/v1/events/" + uuid.NewString(), ping, bearer(mallory), 404, "not_found"},
+		{"sse post by the owner", "POST", events, ping, bearer(alice), 204, ""},
+		{"poll post by the owner in the query", "POST", poll + "?access_token=" + alice, ping, nil, 204, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctype := ""
+			if c.body != nil {
+				ctype = "application/json"
+			}
+			r := call(t, c.method, c.url, ctype, c.body, c.hdr...)
+			if r.status != c.status || r.code != c.code {
+				t.Fatalf("got %d %q, want %d %q: %s", r.status, r.code, c.status, c.code, r.body)
+			}
+		})
+	}
+	// Only the owner's pings were taken: one pong each.
+	if m := s.next(t); m.T != protocol.TPong || m.TS != 7 {
+		t.Fatalf("sse: %+v", m)
+	}
+	if m := p.next(t); m.T != protocol.TPong || m.TS != 7 {
+		t.Fatalf("long-poll: %+v", m)
 	}
 }

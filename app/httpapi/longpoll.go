@@ -270,9 +270,12 @@ func (fb *fallback) servePollSession(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, core.Errorf(core.CodeMethodNotAllowed, "%s is not served on a long-poll session", r.Method))
 		return
 	}
-	fs := fb.lookup(r.PathValue("session"))
-	if fs == nil || fs.poll == nil {
-		s.fail(w, r, core.Errorf(core.CodeNotFound, "no such session (it ended or never existed); reconnect"))
+	fs := fb.session(w, r)
+	if fs == nil {
+		return
+	}
+	if fs.poll == nil {
+		s.fail(w, r, core.Errorf(core.CodeNotFound, "%s is an event-stream session; it is not polled", r.PathValue("session")))
 		return
 	}
 	after, err := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)

@@ -60,6 +60,11 @@ type fbSession struct {
 	// run serves the session until it ends (once).
 	run  func() session.Close
 	poll *pollBuffer // long-poll only
+	// owner is the subject whose token opened the session (authentication
+	// on; empty when that token was refused). Every later request must
+	// carry credentials of this subject: the session id alone grants
+	// nothing.
+	owner string
 }
 
 func (s *Server) fallbackTransports() *fallback {
@@ -85,6 +90,18 @@ func (fb *fallback) open(r *http.Request, transport string, hello protocol.Messa
 	runCtx, stop := context.WithCancel(context.Background())
 	ended, markEnded := context.WithCancel(context.Background())
 	fs := &fbSession{id: uuid.NewString(), ended: ended, stop: stop, poll: poll}
+	if hello.Token == "" {
+		// EventSource cannot send a header: the request's own credentials
+		// (access_token in the query) stand in for a token in hello.
+		hello.Token = requestToken(r)
+	}
+	if v := s.Access.Verifier; v != nil {
+		// A refused token leaves no owner; the session itself closes with
+		// 4501 when it reads the hello.
+		if id, err := v.Verify(r.Context(), hello.Token); err == nil {
+			fs.owner = id.Subject
+		}
+	}
 	fs.sess = session.New(s.sessionOptions(fs.id), s.Engine, s.Hub, send)
 	untrack := s.track(stop, transport)
 
@@ -115,6 +132,33 @@ func (fb *fallback) lookup(id string) *fbSession {
 	fb.mu.Lock()
 	defer fb.mu.Unlock()
 	return fb.sessions[id]
+}
+
+// session finds the session a request names and checks that the request
+// comes from the identity that opened it: with authentication on, a request
+// without valid credentials is 401 unauthorized and one of another subject
+// 403 forbidden. It answers the request itself and returns nil on failure.
+func (fb *fallback) session(w http.ResponseWriter, r *http.Request) *fbSession {
+	s := fb.s
+	var caller string
+	if v := s.Access.Verifier; v != nil {
+		id, err := v.Verify(r.Context(), requestToken(r))
+		if err != nil {
+			s.fail(w, r, err)
+			return nil
+		}
+		caller = id.Subject
+	}
+	fs := fb.lookup(r.PathValue("session"))
+	if fs == nil {
+		s.fail(w, r, core.Errorf(core.CodeNotFound, "no such session (it ended or never existed); reconnect"))
+		return nil
+	}
+	if s.Access.Verifier != nil && (fs.owner == "" || caller != fs.owner) {
+		s.fail(w, r, core.Errorf(core.CodeForbidden, "the session belongs to another identity"))
+		return nil
+	}
+	return fs
 }
 
 // hookShutdown ends every fallback session when the HTTP server shuts down:
@@ -267,9 +311,8 @@ func (fb *fallback) servePost(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, core.Errorf(core.CodeMethodNotAllowed, "%s is not served here; POST messages", r.Method))
 		return
 	}
-	fs := fb.lookup(r.PathValue("session"))
+	fs := fb.session(w, r)
 	if fs == nil {
-		s.fail(w, r, core.Errorf(core.CodeNotFound, "no such session (it ended or never existed); reconnect"))
 		return
 	}
 	body, ok := s.readJSONBody(w, r)

@@ -498,7 +498,7 @@ export const transports = {
       for (;;) {
         r.messages.forEach(h.msg)
         if (r.close) return post.end(r.close.code, r.close.reason)
-        res = await fetch(`${c.httpURL}/v1/poll/${r.session || post.sid}?after=${r.seq}`, { signal: ctl.signal, cache: 'no-store' })
+        res = await fetch(`${c.httpURL}/v1/poll/${r.session || post.sid}?after=${r.seq}`, { signal: ctl.signal, cache: 'no-store', headers: bearer(c) })
         if (!res.ok) return post.end(httpClose(res.status), await errorOf(res))
         r = await res.json()
       }
@@ -506,6 +506,10 @@ export const transports = {
     return post
   }
 }
+
+// bearer is the Authorization header of a fallback session's later
+// requests: the server accepts them only from the identity that opened it.
+const bearer = (c, headers = {}) => c.o.token ? { ...headers, authorization: 'Bearer ' + c.o.token } : headers
 
 async function errorOf (res) {
   try { const b = await res.json(); return `${b.error.code}: ${b.error.message}` } catch { return `HTTP ${res.status}` }
@@ -534,7 +538,7 @@ function poster (c, ctl, path, h) {
     busy = true
     const batch = queue; queue = []
     try {
-      const res = await fetch(c.httpURL + path + p.sid, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(batch), signal: ctl.signal })
+      const res = await fetch(c.httpURL + path + p.sid, { method: 'POST', headers: bearer(c, { 'content-type': 'application/json' }), body: JSON.stringify(batch), signal: ctl.signal })
       if (!res.ok) return p.end(res.status === 404 ? 1006 : httpClose(res.status), await errorOf(res))
     } catch (e) {
       return p.end(1006, String(e.message || e))
