@@ -30,6 +30,7 @@ const (
 	CodeMethodNotAllowed   Code = "method_not_allowed"  // HTTP method not served on the route
 	CodeUnauthorized       Code = "unauthorized"        // missing or invalid credentials
 	CodeForbidden          Code = "forbidden"           // authenticated but not allowed
+	CodeAccessRevoked      Code = "access_revoked"      // a refreshed token no longer allows reading a watched document
 	CodeRateLimited        Code = "rate_limited"        // slow down and retry
 	CodeUnavailable        Code = "unavailable"         // sidecar or store unreachable; retry
 	CodeShuttingDown       Code = "shutting_down"       // replica is draining; reconnect elsewhere

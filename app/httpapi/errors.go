@@ -31,7 +31,7 @@ func statusOf(c core.Code) int {
 		return http.StatusMethodNotAllowed
 	case core.CodeUnauthorized:
 		return http.StatusUnauthorized
-	case core.CodeForbidden:
+	case core.CodeForbidden, core.CodeAccessRevoked:
 		return http.StatusForbidden
 	case core.CodeRateLimited:
 		return http.StatusTooManyRequests

@@ -430,3 +430,45 @@ func TestFallbackSessionsAnswerOnlyTheirOwner(t *testing.T) {
 		t.Fatalf("long-poll: %+v", m)
 	}
 }
+
+// TestRefreshEndsSubscriptionsNoLongerAllowed: after an auth refresh whose
+// roles no longer allow reading a watched document, that subscription ends
+// with access_revoked and none of its changes are delivered; the others
+// go on.
+func TestRefreshEndsSubscriptionsNoLongerAllowed(t *testing.T) {
+	base := startAuthed(t)
+	reader, writer := idToken(t, "alice", "reader"), idToken(t, "bob", "writer")
+	for _, tr := range syncTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			vault, notes := "vault/refresh-"+tr.name, "notes/refresh-"+tr.name
+			wantWritten(t, restSet(t, base, reader, vault, "", "", 0, "title", "secret"), 1)
+			observer, _ := syncTransports[0].open(t, base, reader, "observer")
+			observer.send(t, protocol.Message{T: protocol.TSub, Doc: vault, Since: 1})
+			want(t, observer, protocol.TSynced, 1)
+
+			c, _ := tr.open(t, base, reader, "tab")
+			c.send(t, protocol.Message{T: protocol.TSub, Doc: vault})
+			want(t, c, protocol.TSnap, 1)
+			want(t, c, protocol.TSynced, 1)
+			c.send(t, protocol.Message{T: protocol.TSub, Doc: notes})
+			want(t, c, protocol.TSynced, 0)
+
+			c.send(t, protocol.Message{T: protocol.TAuth, Token: idToken(t, "alice", "writer")})
+			if e := c.next(t); e.T != protocol.TError || e.Code != core.CodeAccessRevoked || e.Doc != vault {
+				t.Fatalf("after the refresh: %+v", e)
+			}
+			if m := c.next(t); m.T != protocol.TAuth {
+				t.Fatalf("refresh answer: %+v", m)
+			}
+			// A change of the vault document reaches the hub (the observer
+			// sees it) before a change of the notes document is made: the
+			// refreshed session must skip the first and deliver the second.
+			wantWritten(t, restSet(t, base, writer, vault, "", "", 1, "title", "new secret"), 2)
+			want(t, observer, protocol.TDelta, 2)
+			wantWritten(t, restSet(t, base, writer, notes, "", "", 0, "title", "open"), 1)
+			if d := c.next(t); d.T != protocol.TDelta || d.Doc != notes {
+				t.Fatalf("after the revocation: %+v", d)
+			}
+		})
+	}
+}

@@ -14,7 +14,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"reflect"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -456,8 +458,10 @@ func (s *Session) armExpiry() {
 	}
 }
 
-// refresh replaces the session's token without touching its subscriptions.
-// The new token must name the same subject.
+// refresh replaces the session's token. The new token must name the same
+// subject. Every subscription is checked again with the new roles: one the
+// token no longer allows ends with an access_revoked error for its
+// document, and nothing more of that document is sent.
 func (s *Session) refresh(ctx context.Context, token string) error {
 	if s.opt.Authenticate == nil {
 		return s.send.Send(ctx, protocol.Message{T: protocol.TAuth})
@@ -471,6 +475,15 @@ func (s *Session) refresh(ctx context.Context, token string) error {
 	}
 	s.identity = id
 	s.armExpiry()
+	for _, doc := range slices.Sorted(maps.Keys(s.docs)) {
+		if err := s.opt.Policy.CanRead(id, s.docs[doc].key.Collection); err != nil {
+			s.unsubscribe(doc)
+			revoked := core.Errorf(core.CodeAccessRevoked, "the refreshed token may no longer read %s; the subscription has ended", truncate(doc, 200))
+			if err := s.sendErr(ctx, doc, revoked); err != nil {
+				return err
+			}
+		}
+	}
 	return s.send.Send(ctx, protocol.Message{T: protocol.TAuth, TS: id.Expires.UnixMilli()})
 }
 
