@@ -472,3 +472,67 @@ func TestRefreshEndsSubscriptionsNoLongerAllowed(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusalsCarryNothingTheCallerMayNotRead: a writer who may not read
+// the vault collection gets conflicts without the stored values, and acks
+// without effective ops; a reader still gets them.
+func TestRefusalsCarryNothingTheCallerMayNotRead(t *testing.T) {
+	base := startAuthed(t)
+	reader, writer := idToken(t, "alice", "reader"), idToken(t, "bob", "writer")
+	// stored creates a vault document at version 2.
+	stored := func(t *testing.T, doc string) {
+		t.Helper()
+		wantWritten(t, restSet(t, base, reader, doc, "", "", 0, "title", "top secret"), 1)
+		wantWritten(t, restSet(t, base, reader, doc, "", "", 1, "tags", []string{"secret-tag"}), 2)
+		wantErr(t, call(t, "GET", base+"/v1/docs/"+doc, "", nil, bearer(writer)...), 403, "forbidden")
+	}
+
+	// conflictOf checks a stale write's refusal: versions only for the
+	// writer, the values for the reader.
+	conflictOf := func(t *testing.T, raw []byte, details any, readable bool) {
+		t.Helper()
+		d, _ := details.(map[string]any)
+		if d["base"] != float64(1) || d["current"] != float64(2) {
+			t.Fatalf("details %s", raw)
+		}
+		_, theirs := d["theirs"]
+		if leaked := strings.Contains(string(raw), "secret"); theirs != readable || leaked != readable {
+			t.Fatalf("readable %v, got %s", readable, raw)
+		}
+	}
+	t.Run("rest", func(t *testing.T) {
+		doc := "vault/leak-rest"
+		stored(t, doc)
+		for _, c := range []struct {
+			token    string
+			readable bool
+		}{{writer, false}, {reader, true}} {
+			r := restSet(t, base, c.token, doc, "", "", 1, "title", "guess")
+			wantErr(t, r, 409, "conflict")
+			var b struct{ Error struct{ Details any } }
+			_ = json.Unmarshal(r.body, &b)
+			conflictOf(t, r.body, b.Error.Details, c.readable)
+		}
+	})
+	for _, tr := range syncTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			doc := "vault/leak-" + tr.name
+			stored(t, doc)
+			c, _ := tr.open(t, base, writer, "w")
+			c.send(t, setOp(doc, 1, 1, "title", "guess"))
+			rej := c.next(t)
+			raw, _ := json.Marshal(rej)
+			if rej.T != protocol.TReject || rej.Code != core.CodeConflict {
+				t.Fatalf("stale op: %s", raw)
+			}
+			conflictOf(t, raw, rej.Details, false)
+			// An add to a set travels as a set of the whole resulting
+			// array: as the ack's effective ops it would show the writer
+			// every stored element.
+			c.send(t, protocol.Message{T: protocol.TOp, Doc: doc, Op: 2, Base: 2, Ops: []merge.FieldOp{{Op: merge.KindAdd, Path: "tags", Value: json.RawMessage(`"mine"`)}}})
+			if ack := want(t, c, protocol.TAck, 3); ack.Ops != nil {
+				t.Fatalf("writer's ack: %+v", ack)
+			}
+		})
+	}
+}

@@ -100,7 +100,7 @@ func (s *Server) putDoc(w http.ResponseWriter, r *http.Request, k core.Key, id a
 		return
 	}
 	op.Ops, op.Replace = ops, true
-	s.write(w, r, k, op)
+	s.write(w, r, k, id, op)
 }
 
 type patchBody struct {
@@ -124,7 +124,7 @@ func (s *Server) patchDoc(w http.ResponseWriter, r *http.Request, k core.Key, id
 		return
 	}
 	op.Base, op.HLC, op.Ops = body.Base, ts, body.Ops
-	s.write(w, r, k, op)
+	s.write(w, r, k, id, op)
 }
 
 func (s *Server) deleteDoc(w http.ResponseWriter, r *http.Request, k core.Key, id auth.Identity) {
@@ -133,7 +133,7 @@ func (s *Server) deleteDoc(w http.ResponseWriter, r *http.Request, k core.Key, i
 		return
 	}
 	op.Delete = true
-	s.write(w, r, k, op)
+	s.write(w, r, k, id, op)
 }
 
 // restOp reads the headers every REST write understands: If-Match /
@@ -173,10 +173,12 @@ func (s *Server) restOp(w http.ResponseWriter, r *http.Request, id auth.Identity
 	return op, true
 }
 
-func (s *Server) write(w http.ResponseWriter, r *http.Request, k core.Key, op core.Op) {
+// write submits op and answers with its outcome. A refusal is redacted for
+// a caller who may not read the document (auth.Policy.Redact).
+func (s *Server) write(w http.ResponseWriter, r *http.Request, k core.Key, id auth.Identity, op core.Op) {
 	res, err := s.Engine.Do(r.Context(), k, op)
 	if err != nil {
-		s.fail(w, r, err)
+		s.fail(w, r, s.Access.Policy.Redact(id, k.Collection, err))
 		return
 	}
 	status := http.StatusOK

@@ -612,7 +612,7 @@ func (s *Session) result(ctx context.Context, r engine.Result) error {
 	delete(s.pending, pendingOp{doc, r.OpID})
 	switch {
 	case r.Err != nil:
-		msg := protocol.ErrorMessage(protocol.TReject, r.Err)
+		msg := protocol.ErrorMessage(protocol.TReject, s.opt.Policy.Redact(s.identity, r.Key.Collection, r.Err))
 		msg.Doc, msg.Op = doc, r.OpID
 		return s.send.Send(ctx, msg)
 	case r.Dup || r.Change == nil:
@@ -621,7 +621,14 @@ func (s *Session) result(ctx context.Context, r engine.Result) error {
 	st, watched := s.docs[doc]
 	if !watched || st.full {
 		// Full subscriptions get the document itself when the change arrives.
-		return s.send.Send(ctx, ack(*r.Change, sent))
+		a := ack(*r.Change, sent)
+		if !watched && s.opt.Policy.CanRead(s.identity, r.Key.Collection) != nil {
+			// The effective ops can quote the document (merged values,
+			// conflict candidates); a writer who may not read it gets
+			// the version only.
+			a.Ops = nil
+		}
+		return s.send.Send(ctx, a)
 	}
 	if r.Version <= st.last {
 		// Already covered by a snapshot the client received.
