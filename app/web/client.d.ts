@@ -234,7 +234,14 @@ export declare class FrameError extends Error {
   /** truncated, bad_crc, unknown_opcode, too_large, bad_payload or not_encodable */
   readonly code: string
 }
+/**
+ * Applies field ops to plain data in place, exactly as the server's copy does
+ * (fields are own properties: `toString` or `__proto__` are ordinary fields).
+ * An op the server would refuse throws an Error whose `code` is `invalid_op`,
+ * leaving data unchanged.
+ */
 export declare function applyOps(data: { [key: string]: Json }, ops: FieldOp[]): { [key: string]: Json }
+/** The value at a dot path (own fields only), or undefined. */
 export declare function getPath(data: { [key: string]: Json }, path: string): Json | undefined
 export declare function canon(v: Json): string
 export declare function memoryStorage(): Storage

@@ -23,58 +23,140 @@ export const canon = v => Array.isArray(v)
     ? '{' + Object.keys(v).filter(k => v[k] !== undefined).sort().map(k => JSON.stringify(k) + ':' + canon(v[k])).join(',') + '}'
     : JSON.stringify(v)
 
+// Document data is plain JSON objects. Fields are own properties only: a
+// field named toString, constructor or __proto__ is an ordinary field, never
+// a member of Object.prototype, exactly as on the server.
+const own = (m, k) => isObj(m) && Object.hasOwn(m, k) ? m[k] : undefined
+const put = (m, k, v) => {
+  if (Object.hasOwn(m, k)) m[k] = v
+  else Object.defineProperty(m, k, { value: v, writable: true, enumerable: true, configurable: true })
+}
+
 /** Value at a dot path of an object (undefined when missing). */
 export function getPath (data, path) {
   let v = data
-  for (const k of path.split('.')) v = isObj(v) ? v[k] : undefined
+  for (const k of path.split('.')) v = own(v, k)
   return v
 }
 
-function writePath (data, path, value, del) {
-  const segs = path.split('.')
+// writePath sets (or, with del, removes) the value at a path, creating
+// missing objects on the way and replacing non-objects; a removal below a
+// missing object does nothing. undo sees the one key the write changes.
+function writePath (data, segs, value, del, undo) {
   let m = data
   for (const k of segs.slice(0, -1)) {
-    if (!isObj(m[k])) {
+    if (!isObj(own(m, k))) {
       if (del) return
-      m[k] = {}
+      undo(m, k)
+      put(m, k, {})
     }
     m = m[k]
   }
-  if (del) delete m[segs[segs.length - 1]]
-  else m[segs[segs.length - 1]] = value
+  const leaf = segs[segs.length - 1]
+  if (del && !Object.hasOwn(m, leaf)) return
+  undo(m, leaf)
+  if (del) delete m[leaf]
+  else put(m, leaf, value)
 }
 
-/** Applies field ops to plain data in place, as the server's copy does. */
+// goCanon is the canonical JSON the server orders and compares set elements
+// by (Go's encoding/json: keys sorted, <, >, & and U+2028/9 escaped).
+const goText = s => JSON.stringify(s).replace(/[<>&\u2028\u2029]/g, c => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'))
+const goCanon = v => Array.isArray(v)
+  ? '[' + v.map(goCanon).join(',') + ']'
+  : isObj(v)
+    ? '{' + Object.keys(v).sort(byCodePoint).map(k => goText(k) + ':' + goCanon(v[k])).join(',') + '}'
+    : typeof v === 'string' ? goText(v) : JSON.stringify(v)
+
+// byCodePoint orders strings by code point (the server's byte order of
+// UTF-8), not by UTF-16 unit: a surrogate stands for a code point above
+// every other unit.
+function byCodePoint (a, b) {
+  for (let i = 0; i < a.length && i < b.length; i++) {
+    const x = a.charCodeAt(i); const y = b.charCodeAt(i)
+    if (x === y) continue
+    const sx = x >= 0xd800 && x <= 0xdfff; const sy = y >= 0xd800 && y <= 0xdfff
+    return sx !== sy ? (sx ? 1 : -1) : x - y
+  }
+  return a.length - b.length
+}
+
+const invalidOp = (o, why) => Object.assign(new Error(`${o.op} ${JSON.stringify(o.path)}: ${why}`), { code: 'invalid_op' })
+
+// checkOp refuses what the server's ValidateEffective refuses.
+function checkOp (o) {
+  const segs = typeof o.path === 'string' ? o.path.split('.') : ['']
+  if (segs.includes('')) throw invalidOp(o, 'empty key in the path')
+  if (segs.length > 16) throw invalidOp(o, 'path deeper than 16 keys')
+  switch (o.op) {
+    case 'set': case 'add': case 'remove':
+      if (o.value === undefined) throw invalidOp(o, 'needs a value')
+      break
+    case 'unset':
+      if (o.value !== undefined) throw invalidOp(o, 'takes no value')
+      break
+    case 'inc':
+      if (o.value !== null && !(typeof o.value === 'number' && Number.isFinite(o.value))) throw invalidOp(o, 'needs a number')
+      break
+    case 'resolve': break
+    default: throw invalidOp(o, 'unknown op')
+  }
+  return segs
+}
+
+/**
+ * Applies field ops to plain data in place, as the server's copy does
+ * (Go merge.ApplyPlain; both pass app/merge/testdata/apply_vectors.json).
+ * An op the server would refuse throws an Error with code 'invalid_op' and
+ * leaves data as it was.
+ */
 export function applyOps (data, ops) {
-  for (const o of ops || []) {
-    const cur = getPath(data, o.path)
-    switch (o.op) {
-      case 'set': writePath(data, o.path, clone(o.value)); break
-      case 'unset': writePath(data, o.path, undefined, true); break
-      case 'resolve': {
-        writePath(data, o.path, clone(o.value), o.value === undefined)
-        const c = data._conflicts
-        if (isObj(c)) {
-          for (const k of Object.keys(c)) if (k === o.path || k.startsWith(o.path + '.')) delete c[k]
-          if (!Object.keys(c).length) delete data._conflicts
-        }
-        break
-      }
-      case 'inc':
-        if (cur === undefined || typeof cur === 'number') writePath(data, o.path, (cur || 0) + o.value)
-        break
-      case 'add': case 'remove': {
-        if (cur !== undefined && !Array.isArray(cur)) break
-        if (cur === undefined && o.op === 'remove') break
-        const key = canon(o.value)
-        const set = new Map((cur || []).map(e => [canon(e), e]))
-        if (o.op === 'add') set.set(key, clone(o.value))
-        else set.delete(key)
-        writePath(data, o.path, [...set.keys()].sort().map(k => set.get(k)))
-      }
+  const log = []
+  const undo = (m, k) => log.push([m, k, Object.hasOwn(m, k), m[k]])
+  try {
+    for (const o of ops || []) applyOp(data, o, checkOp(o), undo)
+  } catch (err) {
+    for (const [m, k, had, v] of log.reverse()) {
+      if (had) put(m, k, v)
+      else delete m[k]
     }
+    throw err
   }
   return data
+}
+
+function applyOp (data, o, segs, undo) {
+  const cur = getPath(data, o.path)
+  switch (o.op) {
+    case 'set': return writePath(data, segs, clone(o.value), false, undo)
+    case 'unset': return writePath(data, segs, undefined, true, undo)
+    case 'resolve': {
+      writePath(data, segs, clone(o.value), o.value === undefined, undo)
+      const c = own(data, '_conflicts')
+      const gone = isObj(c) ? Object.keys(c).filter(k => k === o.path || k.startsWith(o.path + '.')) : []
+      if (!gone.length) return
+      const next = { ...c }
+      for (const k of gone) delete next[k]
+      return writePath(data, ['_conflicts'], next, !Object.keys(next).length, undo)
+    }
+    case 'inc': {
+      if (cur !== undefined && cur !== null && typeof cur !== 'number') throw invalidOp(o, 'field is not a number')
+      const sum = (cur ?? 0) + (o.value ?? 0)
+      if (!Number.isFinite(sum)) throw invalidOp(o, 'overflows')
+      return writePath(data, segs, sum, false, undo)
+    }
+    case 'add': case 'remove': {
+      if (cur !== undefined && cur !== null && !Array.isArray(cur)) throw invalidOp(o, 'field is not a set')
+      if (cur == null && o.op === 'remove') return
+      const set = new Map()
+      for (const e of [...(cur || []), ...(o.op === 'add' ? [clone(o.value)] : [])]) {
+        const k = goCanon(e)
+        if (!set.has(k)) set.set(k, e)
+      }
+      if (o.op === 'remove') set.delete(goCanon(o.value))
+      return writePath(data, segs, [...set.keys()].sort(byCodePoint).map(k => set.get(k)), false, undo)
+    }
+  }
 }
 
 class Emitter {
@@ -595,7 +677,11 @@ class Doc extends Emitter {
   _rebase (info) {
     const s = clone(this.data)
     for (const p of this.pending) {
-      if (p.del) { for (const k in s) delete s[k] } else applyOps(s, p.ops)
+      if (p.del) {
+        for (const k of Object.keys(s)) delete s[k]
+      } else {
+        try { applyOps(s, p.ops) } catch { /* the server refuses it too: its reject follows */ }
+      }
     }
     this._state = s
     this.sync._persistDoc(this)
@@ -950,7 +1036,14 @@ class Sync extends Emitter {
           return this._send({ t: 'sub', doc: d.name, since: d.version })
         }
         if (m.new || m.del) d.data = {}
-        applyOps(d.data, m.ops ?? p?.ops)
+        try {
+          applyOps(d.data, m.ops ?? p?.ops)
+        } catch {
+          // The server applied these ops to the same version, so this copy
+          // is not what the server holds: start over from a snapshot.
+          d.version = 0
+          return this._send({ t: 'sub', doc: d.name, since: 0 })
+        }
         Object.assign(d, { version: m.v, deleted: !!m.del })
         d._rebase(m.t === 'ack' ? { ack: m } : { remote: true, delta: m })
         if (m.t === 'delta' && !own) for (const h of d.hooks) h.onRemoteUpdate?.(m, d.state)

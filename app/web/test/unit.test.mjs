@@ -63,6 +63,42 @@ test('optimistic state: pending ops on top of the confirmed state, rebased on re
   assert.deepEqual(d.state, { n: 16, title: 'mine', other: true })
 })
 
+test('fields named like Object.prototype members count like any field, in the optimistic state and the confirmed copy', async () => {
+  const { sync, last } = await online()
+  const d = sync.doc('forms/f1')
+  const conn = last()
+  conn.h.msg({ t: 'snap', doc: 'forms/f1', v: 3, data: { title: 'a' } })
+  conn.h.msg({ t: 'synced', doc: 'forms/f1', v: 3 })
+  await d.ready
+  d.increment('toString', 2)
+  d.increment('title') // the server refuses it (not a number); the view skips it meanwhile
+  d.increment('constructor')
+  assert.deepEqual(d.state, { title: 'a', toString: 2, constructor: 1 })
+  conn.h.msg({ t: 'ack', doc: 'forms/f1', op: 1, v: 4, pv: 3 })
+  conn.h.msg({ t: 'reject', doc: 'forms/f1', op: 2, code: 'invalid_op', msg: 'inc "title": field is not a number' })
+  conn.h.msg({ t: 'delta', doc: 'forms/f1', v: 5, pv: 4, by: 'other', op: 1, ops: [{ op: 'inc', path: 'valueOf', value: 5 }] })
+  conn.h.msg({ t: 'ack', doc: 'forms/f1', op: 3, v: 6, pv: 5 })
+  assert.deepEqual(d.data, { title: 'a', toString: 2, valueOf: 5, constructor: 1 })
+  assert.deepEqual(d.state, d.data)
+  assert.equal(d.version, 6)
+})
+
+test('a delta the copy cannot apply resubscribes for a snapshot', async () => {
+  const { sync, last } = await online()
+  const d = sync.doc('forms/f1')
+  const conn = last()
+  conn.h.msg({ t: 'snap', doc: 'forms/f1', v: 3, data: { n: 'text' } })
+  conn.h.msg({ t: 'synced', doc: 'forms/f1', v: 3 })
+  await d.ready
+  conn.h.msg({ t: 'delta', doc: 'forms/f1', v: 4, pv: 3, by: 'other', op: 1, ops: [{ op: 'inc', path: 'n', value: 1 }] })
+  assert.deepEqual(conn.sent.filter(m => m.t === 'sub').map(m => m.since), [0, 0], 'subscribed again from nothing')
+  assert.deepEqual(d.data, { n: 'text' }, 'the copy is left as it was')
+  assert.equal(d.version, 0)
+  conn.h.msg({ t: 'snap', doc: 'forms/f1', v: 4, data: { n: 1 } })
+  assert.deepEqual(d.state, { n: 1 })
+  assert.equal(d.version, 4)
+})
+
 test('an ack with effective ops replaces the ops the client sent', async () => {
   const { sync, last } = await online()
   const d = sync.doc('forms/f1')
