@@ -275,6 +275,12 @@ func (s *Session) Run(ctx context.Context) Close {
 	}()
 	tick := time.NewTicker(s.opt.Heartbeat)
 	defer tick.Stop()
+	// The peer is dead 2.5 heartbeats after the last thing it sent: the
+	// timer fires then, not at the next ping, which could be up to a whole
+	// interval later.
+	deadAfter := s.opt.Heartbeat * 5 / 2
+	dead := time.NewTimer(deadAfter)
+	defer dead.Stop()
 	defer func() {
 		if s.expiry != nil {
 			s.expiry.Stop()
@@ -312,11 +318,13 @@ func (s *Session) Run(ctx context.Context) Close {
 			err = s.resync(ctx)
 		case p := <-s.presence:
 			err = s.sendPresence(ctx, p)
-		case <-tick.C:
+		case <-dead.C:
 			silent := s.opt.Now().Sub(time.Unix(0, s.lastRecv.Load()))
-			if silent > s.opt.Heartbeat*5/2 {
+			if silent >= deadAfter {
 				return Close{Code: protocol.CloseHeartbeatTimeout, Reason: "no heartbeat"}
 			}
+			dead.Reset(deadAfter - silent)
+		case <-tick.C:
 			err = s.send.Send(ctx, protocol.Message{T: protocol.TPing, TS: s.opt.Now().UnixMilli()})
 			for doc, data := range s.present {
 				s.hub.SetPresence(s, s.presenceOf(doc, data))

@@ -265,6 +265,39 @@ func TestSilentPeerTimesOut(t *testing.T) {
 	}
 }
 
+// TestSilentPeerClosedAfterTwoAndAHalfHeartbeats: a client that answers the
+// first ping and then goes quiet is closed 2.5 heartbeats after the last
+// thing it sent (docs/protocol.md), not at the next ping after that.
+func TestSilentPeerClosedAfterTwoAndAHalfHeartbeats(t *testing.T) {
+	const hb = 400 * time.Millisecond
+	const tolerance = hb / 4
+	r := newRig(t, false, session.Options{Heartbeat: hb})
+	r.recv(t, protocol.Message{T: protocol.THello, Client: "c1"})
+	r.expect(t, protocol.TWelcome)
+	var ping protocol.Message
+	for ping.T != protocol.TPing {
+		select {
+		case ping = <-r.send.out:
+		case <-time.After(3 * hb):
+			t.Fatal("no ping")
+		}
+	}
+	last := time.Now()
+	r.recv(t, protocol.Message{T: protocol.TPong, TS: ping.TS})
+	select {
+	case c := <-r.done:
+		silent := time.Since(last)
+		if c.Code != protocol.CloseHeartbeatTimeout {
+			t.Fatalf("closed with %+v", c)
+		}
+		if silent < hb*5/2 || silent > hb*5/2+tolerance {
+			t.Fatalf("closed after %v of silence, want 2.5 heartbeats (%v) + at most %v", silent, hb*5/2, tolerance)
+		}
+	case <-time.After(4 * hb):
+		t.Fatal("silent peer not closed")
+	}
+}
+
 func TestHelloFirst(t *testing.T) {
 	r := newRig(t, false, session.Options{})
 	r.recv(t, protocol.Message{T: protocol.TSub, Doc: doc})
