@@ -91,6 +91,8 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 		"AUTOGLM_NODE_ID=bench-0",
 		"AUTOGLM_LOG_LEVEL=warn",
 		"AUTOGLM_BROADCAST_TOPIC=" + o.Topic,
+		// Every benchmark connection comes from this one address.
+		"AUTOGLM_MAX_CONNS_PER_ADDR=0",
 	}
 	if o.Pprof != "" {
 		env = append(env, "AUTOGLM_PPROF="+o.Pprof)

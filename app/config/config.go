@@ -76,6 +76,13 @@ type Config struct {
 	LogLevel       string        // AUTOGLM_LOG_LEVEL
 	AllowedOrigins []string      // AUTOGLM_ALLOWED_ORIGINS: comma list; empty = same host only, "*" = any
 
+	// Connection limits (docs/security.md).
+	BodyTimeout         time.Duration // AUTOGLM_BODY_TIMEOUT: time to read one request body (408 request_timeout)
+	HelloTimeout        time.Duration // AUTOGLM_HELLO_TIMEOUT: a WebSocket without hello this long after the upgrade is closed (4006)
+	MaxConnsPerAddr     int           // AUTOGLM_MAX_CONNS_PER_ADDR: sync sessions open at once per client address; 0: no cap
+	MaxConnsPerIdentity int           // AUTOGLM_MAX_CONNS_PER_IDENTITY: sync sessions open at once per token subject; 0: no cap
+	ClientAddrHeader    string        // AUTOGLM_CLIENT_ADDR_HEADER: header a trusted proxy sets to the client address; empty (default): none is trusted
+
 	Auth         string  // AUTOGLM_AUTH: off (default) or jwt
 	JWTSecret    string  // AUTOGLM_JWT_SECRET: HS256 shared secret, ≥ 32 bytes (secret)
 	JWKSURL      string  // AUTOGLM_JWKS_URL: RS256/ES256 keys
@@ -133,6 +140,11 @@ func Default() Config {
 		CompactionInterval: 5 * time.Minute,
 		CompactionLease:    30 * time.Second,
 		CompactionQuiet:    time.Minute,
+
+		BodyTimeout:         30 * time.Second,
+		HelloTimeout:        5 * time.Second,
+		MaxConnsPerAddr:     256,
+		MaxConnsPerIdentity: 64,
 	}
 }
 
@@ -223,6 +235,11 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 			}
 		}
 	}
+	dur("AUTOGLM_BODY_TIMEOUT", &c.BodyTimeout)
+	dur("AUTOGLM_HELLO_TIMEOUT", &c.HelloTimeout)
+	num("AUTOGLM_MAX_CONNS_PER_ADDR", &c.MaxConnsPerAddr, 0)
+	num("AUTOGLM_MAX_CONNS_PER_IDENTITY", &c.MaxConnsPerIdentity, 0)
+	str("AUTOGLM_CLIENT_ADDR_HEADER", &c.ClientAddrHeader)
 	str("AUTOGLM_AUTH", &c.Auth)
 	str("AUTOGLM_JWT_SECRET", &c.JWTSecret)
 	str("AUTOGLM_JWKS_URL", &c.JWKSURL)
@@ -277,6 +294,9 @@ func (c Config) Fields() map[string]any {
 		"webhook_backoff": c.WebhookBackoff.String(), "webhook_breaker_open": c.WebhookBreakerOpen.String(),
 		"events_pubsub": c.EventsPubsub, "events_topic": c.EventsTopic, "outbox_store": c.OutboxStore,
 		"compaction_interval": c.CompactionInterval.String(), "compaction_lease": c.CompactionLease.String(), "compaction_quiet": c.CompactionQuiet.String(),
+		"body_timeout": c.BodyTimeout.String(), "hello_timeout": c.HelloTimeout.String(),
+		"max_conns_per_addr": c.MaxConnsPerAddr,
+		"client_addr_header": c.ClientAddrHeader, "max_conns_per_identity": c.MaxConnsPerIdentity,
 		"auth": c.Auth, "jwt_secret": mask(c.JWTSecret), "jwks_url": c.JWKSURL, "jwt_issuer": c.JWTIssuer,
 		"jwt_audience": c.JWTAudience, "conn_rate": c.ConnRate, "identity_rate": c.IdentityRate,
 		"pprof": c.Pprof,

@@ -32,6 +32,7 @@ const (
 	CodeForbidden          Code = "forbidden"           // authenticated but not allowed
 	CodeAccessRevoked      Code = "access_revoked"      // a refreshed token no longer allows reading a watched document
 	CodeRateLimited        Code = "rate_limited"        // slow down and retry
+	CodeRequestTimeout     Code = "request_timeout"     // the request body did not arrive in time
 	CodeUnavailable        Code = "unavailable"         // sidecar or store unreachable; retry
 	CodeShuttingDown       Code = "shutting_down"       // replica is draining; reconnect elsewhere
 	CodeInternal           Code = "internal"            // a bug or an unexpected store failure

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -86,11 +85,7 @@ func (s *Server) allow(id auth.Identity, r *http.Request) error {
 	}
 	key := "sub:" + id.Subject
 	if id.Anonymous {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			host = r.RemoteAddr
-		}
-		key = "addr:" + host
+		key = "addr:" + s.clientAddr(r)
 	}
 	now := time.Now()
 	t := a.table

@@ -35,6 +35,8 @@ func statusOf(c core.Code) int {
 		return http.StatusForbidden
 	case core.CodeRateLimited:
 		return http.StatusTooManyRequests
+	case core.CodeRequestTimeout:
+		return http.StatusRequestTimeout
 	case core.CodeUnavailable, core.CodeShuttingDown:
 		return http.StatusServiceUnavailable
 	}

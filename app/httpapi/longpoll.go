@@ -210,9 +210,14 @@ func (fb *fallback) serveOpen(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	release, err := s.admitAddr(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	pb := newPollBuffer(s.WriteTimeout)
 	fs := fb.open(r, "longpoll", hello, pb, pb)
-	go fb.runPoll(fs)
+	go fb.runPoll(fs, release)
 	res, err := pb.poll(r.Context(), 0, fb.pollWait)
 	if err != nil {
 		return // the client went away; the session ends when not polled
@@ -223,8 +228,9 @@ func (fb *fallback) serveOpen(w http.ResponseWriter, r *http.Request) {
 
 // runPoll serves a long-poll session and ends it when nobody polls for the
 // idle time; after it ended, the record stays until the client has read the
-// close (or, again, the idle time passed).
-func (fb *fallback) runPoll(fs *fbSession) {
+// close (or, again, the idle time passed). release gives back the session's
+// connection slot when it ends.
+func (fb *fallback) runPoll(fs *fbSession, release func()) {
 	stopWatch := make(chan struct{})
 	go func() {
 		t := time.NewTicker(max(fb.idle/8, 100*time.Millisecond))
@@ -242,6 +248,7 @@ func (fb *fallback) runPoll(fs *fbSession) {
 		}
 	}()
 	c := fs.run()
+	release()
 	close(stopWatch)
 	fs.poll.close(c)
 	t := time.NewTicker(max(fb.idle/8, 100*time.Millisecond))

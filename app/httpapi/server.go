@@ -58,6 +58,20 @@ type Server struct {
 	// Extra are more API routes (tasks, webhooks).
 	Extra []Route
 
+	// Connection limits (limits.go). BodyTimeout bounds reading one request
+	// body (408 request_timeout); HelloTimeout closes an upgraded WebSocket
+	// that has not sent hello (4006). MaxConnsPerAddr and
+	// MaxConnsPerIdentity cap the sync sessions open at once per client
+	// address and per token subject (0: no cap); ClientAddrHeader names the
+	// header a trusted proxy puts the client address in (empty: the peer
+	// address is used).
+	BodyTimeout         time.Duration
+	HelloTimeout        time.Duration
+	MaxConnsPerAddr     int
+	MaxConnsPerIdentity int
+	ClientAddrHeader    string
+	addrConns, idConns  connCounts
+
 	sessionsMu sync.Mutex
 	sessions   map[*liveSession]struct{}
 	sessionsWG sync.WaitGroup
@@ -159,10 +173,13 @@ func (m Metrics) conn(transport string, delta int) {
 }
 
 // common adds the version header every response carries (so a canary split
-// is visible) and recovers from handler panics.
+// is visible), bounds the time to read the request body, and recovers from
+// handler panics.
 func (s *Server) common(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Autoglm-Version", s.Version)
+		w, finish := s.bodyDeadline(w, r)
+		defer finish()
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -220,7 +237,7 @@ func (s *Server) Sessions() int {
 func (s *Server) sessionOptions(id string) session.Options {
 	o := session.Options{
 		ID: id, Node: s.Node, Heartbeat: s.Heartbeat, Queue: s.SessionQueue,
-		MaxSubs: s.MaxSubs, NewClientID: uuid.NewString,
+		MaxSubs: s.MaxSubs, NewClientID: uuid.NewString, Admit: s.admitIdentity,
 	}
 	if s.Metrics.Session != nil {
 		s.Metrics.Session(&o)

@@ -76,6 +76,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, core.ErrShuttingDown)
 		return
 	}
+	release, err := s.admitAddr(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer release()
 	opts := &websocket.AcceptOptions{Subprotocols: []string{SubprotocolBinary, SubprotocolJSON}}
 	switch {
 	case len(s.AllowedOrigins) == 1 && s.AllowedOrigins[0] == "*":
@@ -102,6 +108,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		sender = wsBinarySender{conn: conn, timeout: s.WriteTimeout}
 	}
 	sess := session.New(sopt, s.Engine, s.Hub, sender)
+	// hello must arrive soon after the upgrade: an idle upgraded socket
+	// costs memory and a connection slot.
+	helloDue := time.AfterFunc(s.helloTimeout(), func() {
+		sess.Fail(protocol.CloseHelloTimeout, "no hello in time")
+	})
+	defer helloDue.Stop()
 
 	readCtx, stopRead := context.WithCancel(context.Background())
 	defer stopRead()
@@ -112,6 +124,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return
 			}
+			helloDue.Stop() // the first message is the hello or ends the session
 			if int64(len(b)) > s.MaxBody {
 				sess.Fail(protocol.CloseTooLarge, "message too large")
 				return

@@ -121,6 +121,7 @@ const (
 	CloseTokenExpired     = 4003 // refresh the token, then reconnect
 	CloseRateLimited      = 4004 // too many messages; reconnect after a pause
 	CloseUnavailable      = 4005 // store or sidecar unavailable
+	CloseHelloTimeout     = 4006 // no hello within the hello deadline after the upgrade
 
 	CloseProtocolError = 4500 // malformed or unexpected message
 	CloseUnauthorized  = 4501 // missing or invalid credentials

@@ -215,6 +215,8 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 			OnError:         func(err error) { log.WithError(err).Warn("broadcast dropped") },
 		},
 		MaxBody: cfg.MaxBodyBytes, Heartbeat: cfg.Heartbeat, SessionQueue: cfg.SessionQueue, MaxSubs: cfg.MaxSubs,
+		BodyTimeout: cfg.BodyTimeout, HelloTimeout: cfg.HelloTimeout, ClientAddrHeader: cfg.ClientAddrHeader,
+		MaxConnsPerAddr: cfg.MaxConnsPerAddr, MaxConnsPerIdentity: cfg.MaxConnsPerIdentity,
 		AllowedOrigins: cfg.AllowedOrigins,
 		HelloRoles:     cfg.Auth != "jwt",
 		Access:         access,

@@ -85,6 +85,10 @@ type Options struct {
 	HelloRoles bool
 	// NewClientID names a client that did not name itself in hello.
 	NewClientID func() string
+	// Admit, when set, is asked for a connection slot of the identity hello
+	// authenticated; an error closes the session with 4004 rate_limited.
+	// release is called when the session ends.
+	Admit func(id auth.Identity) (release func(), err error)
 	// Metrics hooks; nil ones are ignored.
 	GapRepaired func()
 	Resynced    func()
@@ -137,6 +141,7 @@ type Session struct {
 	// Owned by the Run goroutine.
 	client   string
 	identity auth.Identity
+	release  func() // the identity's connection slot (Admit)
 	expiry   *time.Timer
 	limiter  *rate.Limiter
 	hello    bool
@@ -266,6 +271,9 @@ func (s *Session) Fail(code int, reason string) {
 // means the replica is shutting down.
 func (s *Session) Run(ctx context.Context) Close {
 	defer func() {
+		if s.release != nil {
+			s.release()
+		}
 		for doc := range s.present {
 			s.hub.SetPresence(s, s.presenceOf(doc, nil))
 		}
@@ -366,6 +374,13 @@ func (s *Session) handle(ctx context.Context, m protocol.Message) error {
 		}
 		if err := s.authenticate(ctx, m.Token); err != nil {
 			return err
+		}
+		if s.opt.Admit != nil {
+			release, err := s.opt.Admit(s.identity)
+			if err != nil {
+				return closeErr{Code: protocol.CloseRateLimited, Reason: truncate(core.PublicMessage(err), 100)}
+			}
+			s.release = release
 		}
 		if s.opt.HelloRoles && s.identity.Anonymous {
 			s.identity.Roles = m.Roles

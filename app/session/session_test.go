@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/open-autoglm/autoglm/app/auth"
 	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
@@ -295,6 +296,50 @@ func TestSilentPeerClosedAfterTwoAndAHalfHeartbeats(t *testing.T) {
 		}
 	case <-time.After(4 * hb):
 		t.Fatal("silent peer not closed")
+	}
+}
+
+// TestAdmitAtHello: the identity hello authenticated asks for a connection
+// slot; a refusal closes the session with 4004 before the welcome, and a
+// granted slot is given back when the session ends.
+func TestAdmitAtHello(t *testing.T) {
+	released := make(chan string, 2)
+	admit := func(id auth.Identity) (func(), error) {
+		if id.Subject == "full" {
+			return nil, core.Errorf(core.CodeRateLimited, "more than 2 open connections for this identity")
+		}
+		return func() { released <- id.Subject }, nil
+	}
+	verify := func(_ context.Context, token string) (auth.Identity, error) {
+		return auth.Identity{Subject: token}, nil
+	}
+
+	full := newRig(t, false, session.Options{Admit: admit, Authenticate: verify})
+	full.recv(t, protocol.Message{T: protocol.THello, Token: "full"})
+	select {
+	case c := <-full.done:
+		if c.Code != protocol.CloseRateLimited || c.Reason != "more than 2 open connections for this identity" {
+			t.Fatalf("closed with %+v", c)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("a refused identity was not closed")
+	}
+	if len(full.send.out) != 0 {
+		t.Fatalf("sent %+v before closing", <-full.send.out)
+	}
+
+	ok := newRig(t, false, session.Options{Admit: admit, Authenticate: verify, ID: "s2"})
+	ok.recv(t, protocol.Message{T: protocol.THello, Token: "ann"})
+	ok.expect(t, protocol.TWelcome)
+	ok.sess.Fail(protocol.CloseProtocolError, "bye")
+	<-ok.done
+	select {
+	case sub := <-released:
+		if sub != "ann" {
+			t.Fatalf("released %q", sub)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the slot was not given back")
 	}
 }
 
