@@ -121,9 +121,9 @@ var errBodyTimeout = core.Errorf(core.CodeRequestTimeout, "the request body did 
 // disconnected once BodyTimeout has passed, whatever the handler. The
 // deadline is on the connection's reads and is lifted as soon as the body has
 // been read, so handlers that then wait (long-poll) are not cut off; upgrades
-// and bodiless requests (WebSocket, the SSE stream, polls) get none.
-// finish, called after the handler, answers 408 if the handler returned
-// without answering after the deadline passed.
+// and bodiless requests (WebSocket, the SSE stream, polls) get none. finish,
+// called after the handler, answers 408 if the handler returned without
+// answering after the deadline passed.
 func (s *Server) bodyDeadline(w http.ResponseWriter, r *http.Request) (_ http.ResponseWriter, finish func()) {
 	if r.Body == nil || r.Body == http.NoBody || r.Header.Get("Upgrade") != "" {
 		return w, func() {}
@@ -179,11 +179,7 @@ func (w *timedWriter) swap() bool {
 	if w.swapped || (!w.wrote && w.body.expired.Load()) {
 		if !w.swapped {
 			w.swapped, w.wrote = true, true
-			h := w.ResponseWriter.Header()
-			for k := range h {
-				delete(h, k)
-			}
-			h.Set("Connection", "close")
+			w.ResponseWriter.Header().Set("Connection", "close")
 			writeError(w.ResponseWriter, w.s.Log, w.r, errBodyTimeout)
 		}
 		return true
