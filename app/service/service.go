@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/open-autoglm/autoglm/app/auth"
 	"github.com/open-autoglm/autoglm/app/clock"
@@ -32,6 +31,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/events"
 	"github.com/open-autoglm/autoglm/app/httpapi"
 	"github.com/open-autoglm/autoglm/app/hub"
+	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 	"github.com/open-autoglm/autoglm/app/metrics"
 	"github.com/open-autoglm/autoglm/app/sidecar"
 	"github.com/open-autoglm/autoglm/app/tasks"
@@ -105,16 +105,7 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 			Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 	}
-	if tok := cfg.DaprAPIToken; tok != "" {
-		// The SDK adds its token only to connections it dials itself.
-		opts = append(opts,
-			grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, o ...grpc.CallOption) error {
-				return invoker(metadata.AppendToOutgoingContext(ctx, "dapr-api-token", tok), method, req, reply, cc, o...)
-			}),
-			grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, o ...grpc.CallOption) (grpc.ClientStream, error) {
-				return streamer(metadata.AppendToOutgoingContext(ctx, "dapr-api-token", tok), desc, cc, method, o...)
-			}))
-	}
+	opts = append(opts, daprconn.WithToken(cfg.DaprAPIToken)...)
 	conn, err := grpc.NewClient(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.DaprGRPCPort)), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dapr client: %w", err)

@@ -200,14 +200,15 @@ func TestREST(t *testing.T) {
 			// Dapr service invocation: another service calls through its
 			// sidecar; here the replica's own sidecar invokes its app id.
 			inv := r.DaprURL() + "/v1.0/invoke/autoglm/method/v1/docs/" + coll + "/inv"
-			wantStatus(t, do(t, "PUT", inv, `{"via":"dapr"}`), 201, "")
-			p := do(t, "PATCH", inv, `{"ops":[{"op":"set","path":"step","value":2}]}`)
+			tok := []string{"dapr-api-token", r.Cfg.DaprAPIToken}
+			wantStatus(t, do(t, "PUT", inv, `{"via":"dapr"}`, tok...), 201, "")
+			p := do(t, "PATCH", inv, `{"ops":[{"op":"set","path":"step","value":2}]}`, tok...)
 			wantStatus(t, p, 200, "")
-			g := do(t, "GET", inv, "")
+			g := do(t, "GET", inv, "", tok...)
 			if g.Body["version"] != 2.0 || g.Body["data"].(map[string]any)["step"] != 2.0 {
 				t.Fatalf("through sidecar: %s", g.Raw)
 			}
-			wantStatus(t, do(t, "PATCH", inv, `{"ops":[{"op":"nope","path":"a"}]}`), 422, "invalid_op")
+			wantStatus(t, do(t, "PATCH", inv, `{"ops":[{"op":"nope","path":"a"}]}`, tok...), 422, "invalid_op")
 		})
 
 		t.Run("Health", func(t *testing.T) {

@@ -2,7 +2,9 @@
 // CLI: for each replica it renders a component profile, starts bin/autoglm
 // and a bin/daprd beside it, waits until both are ready, prints where they
 // listen, and stops everything cleanly on Ctrl-C. `make run` and
-// `make run-cluster` call it.
+// `make run-cluster` call it. Each app and its daprd share two API tokens
+// generated for the run (written to tokens.env in the replica's run
+// folder), so the routes daprd calls refuse anyone else.
 package main
 
 import (
@@ -100,8 +102,12 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		running = append(running, p)
-		fmt.Printf("replica %d ready: app http://127.0.0.1:%d  (WebSocket ws://127.0.0.1:%d/v1/sync, daprd http://127.0.0.1:%d, log %s)\n",
-			i, appPort, appPort, httpPort, filepath.Join(rdir, "daprd.log"))
+		tokens := filepath.Join(rdir, "tokens.env")
+		if err := p.WriteTokens(tokens); err != nil {
+			return err
+		}
+		fmt.Printf("replica %d ready: app http://127.0.0.1:%d  (WebSocket ws://127.0.0.1:%d/v1/sync, daprd http://127.0.0.1:%d, log %s, API tokens %s)\n",
+			i, appPort, appPort, httpPort, filepath.Join(rdir, "daprd.log"), tokens)
 	}
 	fmt.Printf("profile %s, data in %s. Press Ctrl-C to stop.\n", *profile, data)
 	// Stop everything when any process dies on its own.

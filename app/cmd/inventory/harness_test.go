@@ -48,15 +48,18 @@ type env struct {
 	log              *syncBuffer
 	SvcPort, InvPort int
 	svcHTTP, svcGRPC int
-	Svc              *service.Service
-	SvcSidecar       *daprrun.Sidecar
-	InvSidecar       *daprrun.Sidecar
-	invSrv           *http.Server
-	Sink             *sink
-	sinkSrv          *http.Server
-	sinkSidecar      *daprrun.Sidecar
-	redisState       bool
-	stopped          bool
+	// The sync service's DAPR_API_TOKEN and APP_API_TOKEN, kept across
+	// restarts.
+	svcDaprToken, svcAppToken string
+	Svc                       *service.Service
+	SvcSidecar                *daprrun.Sidecar
+	InvSidecar                *daprrun.Sidecar
+	invSrv                    *http.Server
+	Sink                      *sink
+	sinkSrv                   *http.Server
+	sinkSidecar               *daprrun.Sidecar
+	redisState                bool
+	stopped                   bool
 }
 
 type envOptions struct {
@@ -73,7 +76,8 @@ func startEnv(t *testing.T, o envOptions) *env {
 	}
 	id := uuid.NewString()[:8]
 	e := &env{t: t, id: id, AutoglmID: "autoglm-" + id, InvID: "inventory-" + id, Topic: "doc-events-" + id,
-		dataDir: t.TempDir(), res: t.TempDir(), log: &syncBuffer{}, redisState: o.RedisState}
+		dataDir: t.TempDir(), res: t.TempDir(), log: &syncBuffer{}, redisState: o.RedisState,
+		svcDaprToken: daprrun.NewToken(), svcAppToken: daprrun.NewToken()}
 	root, err := daprrun.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -137,13 +141,15 @@ func freePort(t *testing.T) int {
 
 func (e *env) URL() string { return "http://127.0.0.1:" + strconv.Itoa(e.SvcPort) }
 
-func (e *env) sidecar(appID string, appPort, httpPort, grpcPort int) *daprrun.Sidecar {
+// sidecar starts daprd for an app; daprToken and appToken are the API
+// tokens it requires and presents ("" for none).
+func (e *env) sidecar(appID string, appPort, httpPort, grpcPort int, daprToken, appToken string) *daprrun.Sidecar {
 	e.t.Helper()
 	var sc *daprrun.Sidecar
 	var err error
 	for attempt := 0; ; attempt++ {
 		sc, err = daprrun.Start(daprrun.Options{AppID: appID, AppPort: appPort, HTTPPort: httpPort, GRPCPort: grpcPort,
-			ResourcesDir: e.res, Output: e.log, LogLevel: "info",
+			ResourcesDir: e.res, Output: e.log, LogLevel: "info", APIToken: daprToken, AppAPIToken: appToken,
 			Args: []string{"--dapr-internal-grpc-listen-address", "127.0.0.1"}})
 		if err != nil {
 			e.t.Fatal(err)
@@ -166,6 +172,7 @@ func (e *env) startService() {
 	root, _ := daprrun.RepoRoot()
 	cfg := config.Default()
 	cfg.Port, cfg.DaprHTTPPort, cfg.DaprGRPCPort = e.SvcPort, e.svcHTTP, e.svcGRPC
+	cfg.DaprAPIToken, cfg.AppAPIToken = e.svcDaprToken, e.svcAppToken
 	cfg.AppID = e.AutoglmID
 	cfg.NodeID = "saga-" + e.id
 	cfg.Version = "test"
@@ -189,7 +196,7 @@ func (e *env) startService() {
 	must(t, err)
 	must(t, svc.Start(ln))
 	e.Svc = svc
-	e.SvcSidecar = e.sidecar(e.AutoglmID, e.SvcPort, e.svcHTTP, e.svcGRPC)
+	e.SvcSidecar = e.sidecar(e.AutoglmID, e.SvcPort, e.svcHTTP, e.svcGRPC, e.svcDaprToken, e.svcAppToken)
 	waitUntil(t, 30*time.Second, "sync service ready", svc.Ready)
 	e.stopped = false
 }
@@ -218,7 +225,9 @@ func (e *env) startInventory() {
 	httpPort, grpcPort := freePort(t), freePort(t)
 	log := logrus.New()
 	log.SetOutput(e.log)
+	daprToken, appToken := daprrun.NewToken(), daprrun.NewToken()
 	inv, err := New(Config{Port: e.InvPort, DaprHTTPPort: httpPort, DaprGRPCPort: grpcPort, Store: "inventory",
+		DaprAPIToken: daprToken, AppAPIToken: appToken,
 		Pubsub: "events", OrdersTopic: e.Topic, Topic: "inventory-events-" + e.id, OrdersApp: e.AutoglmID}, log)
 	must(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(e.InvPort))
@@ -226,7 +235,7 @@ func (e *env) startInventory() {
 	e.invSrv = &http.Server{Handler: inv.Handler()}
 	go func() { _ = e.invSrv.Serve(ln) }()
 	t.Cleanup(inv.Close)
-	e.InvSidecar = e.sidecar(e.InvID, e.InvPort, httpPort, grpcPort)
+	e.InvSidecar = e.sidecar(e.InvID, e.InvPort, httpPort, grpcPort, daprToken, appToken)
 	e.waitSubscribed(e.InvID)
 }
 
@@ -300,7 +309,7 @@ func (e *env) startSink() {
 	must(t, err)
 	e.sinkSrv = &http.Server{Handler: mux}
 	go func() { _ = e.sinkSrv.Serve(ln) }()
-	e.sinkSidecar = e.sidecar("sink-"+e.id, port, freePort(t), freePort(t))
+	e.sinkSidecar = e.sidecar("sink-"+e.id, port, freePort(t), freePort(t), "", "")
 	e.waitSubscribed("sink-" + e.id)
 }
 

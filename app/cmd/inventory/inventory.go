@@ -21,6 +21,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/events"
+	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 )
 
 // Event types the inventory publishes on its topic.
@@ -40,14 +41,12 @@ type Service struct {
 
 // New connects to the sidecar (lazily: it may start after the app).
 func New(cfg Config, log logrus.FieldLogger) (*Service, error) {
-	conn, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(cfg.DaprGRPCPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, daprconn.WithToken(cfg.DaprAPIToken)...)
+	conn, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(cfg.DaprGRPCPort), opts...)
 	if err != nil {
 		return nil, err
 	}
 	client := dapr.NewClientWithConnection(conn)
-	if cfg.DaprAPIToken != "" {
-		client.WithAuthToken(cfg.DaprAPIToken)
-	}
 	return &Service{cfg: cfg, log: log, client: client, http: &http.Client{Timeout: 15 * time.Second}}, nil
 }
 

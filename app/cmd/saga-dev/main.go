@@ -2,7 +2,8 @@
 // the Dapr CLI (make run-saga): the sync service (bin/autoglm, app id
 // autoglm) and the inventory service (bin/inventory, app id inventory), each
 // beside its own daprd, on the components/saga profile (SQLite with Dapr's
-// outbox, integration events over the machine's Redis). Ctrl-C stops
+// outbox, integration events over the machine's Redis). Each app and its
+// daprd share two API tokens generated for the run. Ctrl-C stops
 // everything.
 package main
 
@@ -77,7 +78,11 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		running = append(running, p)
-		fmt.Printf("%s ready: app http://127.0.0.1:%d, daprd http://127.0.0.1:%d (log %s)\n", name, appPort, p.Sidecar.HTTPPort, logFile)
+		tokens := filepath.Join(data, name+"-tokens.env")
+		if err := p.WriteTokens(tokens); err != nil {
+			return err
+		}
+		fmt.Printf("%s ready: app http://127.0.0.1:%d, daprd http://127.0.0.1:%d (log %s, API tokens %s)\n", name, appPort, p.Sidecar.HTTPPort, logFile, tokens)
 		return nil
 	}
 	if err := start("autoglm", "autoglm", "bin/autoglm", *port, 3500, 50001, []string{

@@ -1,7 +1,8 @@
 // Package cluster starts a cluster of replicas as separate processes for
 // integration tests: for each replica the service binary (built once per
 // test process from the tree under test) and its own daprd, on a rendered
-// component profile, all sharing one broadcast topic. Tests kill, stop and
+// component profile, all sharing one broadcast topic. Each app and its
+// daprd require each other's API token, generated per replica. Tests kill, stop and
 // restart the processes to inject faults; on failure every replica's output
 // is written to the test log. A missing daprd or backing service fails the
 // test.
@@ -59,8 +60,11 @@ type Node struct {
 	// The sidecar keeps its ports across restarts (the app is configured
 	// with them).
 	HTTPPort, GRPCPort int
-	resDir             string
-	log                *logBuffer
+	// DaprToken (DAPR_API_TOKEN) and AppToken (APP_API_TOKEN): what daprd
+	// requires on its API and what the app requires on daprd's calls.
+	DaprToken, AppToken string
+	resDir              string
+	log                 *logBuffer
 
 	mu      sync.Mutex
 	app     *daprrun.Process
@@ -154,7 +158,8 @@ func Start(t testing.TB, opt Options) *Cluster {
 		c.Stop()
 	})
 	for i := range opt.Replicas {
-		n := &Node{c: c, Index: i, NodeID: fmt.Sprintf("%s-r%d", opt.Topic, i), resDir: t.TempDir(), log: &logBuffer{}}
+		n := &Node{c: c, Index: i, NodeID: fmt.Sprintf("%s-r%d", opt.Topic, i), resDir: t.TempDir(), log: &logBuffer{},
+			DaprToken: daprrun.NewToken(), AppToken: daprrun.NewToken()}
 		vars := backend.Vars(opt.Profile, t.TempDir(), opt.Topic)
 		if err := daprrun.Render(filepath.Join(root, "components", opt.Profile), n.resDir, vars); err != nil {
 			t.Fatalf("render components: %v", err)
@@ -223,18 +228,25 @@ func (n *Node) URL() string { return "http://127.0.0.1:" + strconv.Itoa(n.AppPor
 func (n *Node) WSURL() string { return "ws://127.0.0.1:" + strconv.Itoa(n.AppPort) + "/v1/sync" }
 
 func (n *Node) env() []string {
-	env := []string{
-		"AUTOGLM_PORT=" + strconv.Itoa(n.AppPort),
-		"DAPR_HTTP_PORT=" + strconv.Itoa(n.HTTPPort),
-		"DAPR_GRPC_PORT=" + strconv.Itoa(n.GRPCPort),
-		"AUTOGLM_NODE_ID=" + n.NodeID,
-		"AUTOGLM_BROADCAST_TOPIC=" + n.c.Topic,
+	env := append(n.sidecarOptions().AppEnv(),
+		"AUTOGLM_PORT="+strconv.Itoa(n.AppPort),
+		"AUTOGLM_NODE_ID="+n.NodeID,
+		"AUTOGLM_BROADCAST_TOPIC="+n.c.Topic,
 		"AUTOGLM_HEARTBEAT=1s",
 		"AUTOGLM_PROBE_INTERVAL=200ms",
 		"AUTOGLM_SHUTDOWN_GRACE=5s",
 		"AUTOGLM_LOG_LEVEL=info",
-	}
+	)
 	return append(env, n.c.opt.Env...)
+}
+
+// sidecarOptions are the node's daprd settings; the app is configured with
+// the same ports and tokens.
+func (n *Node) sidecarOptions() daprrun.Options {
+	return daprrun.Options{
+		AppID: config.DefaultAppID, AppPort: n.AppPort, HTTPPort: n.HTTPPort, GRPCPort: n.GRPCPort,
+		ResourcesDir: n.resDir, Output: n.log, LogLevel: "info", APIToken: n.DaprToken, AppAPIToken: n.AppToken,
+	}
 }
 
 func (n *Node) startApp(bin string) error {
@@ -306,10 +318,7 @@ func (n *Node) AppPid() int {
 // StartSidecar starts daprd on the node's ports and waits until it is
 // healthy.
 func (n *Node) StartSidecar() error {
-	sc, err := daprrun.Start(daprrun.Options{
-		AppID: config.DefaultAppID, AppPort: n.AppPort, HTTPPort: n.HTTPPort, GRPCPort: n.GRPCPort,
-		ResourcesDir: n.resDir, Output: n.log, LogLevel: "info",
-	})
+	sc, err := daprrun.Start(n.sidecarOptions())
 	if err != nil {
 		return fmt.Errorf("replica %d: start daprd: %w", n.Index, err)
 	}

@@ -7,6 +7,8 @@ package daprrun
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -56,6 +58,13 @@ func Daprd() (string, error) {
 		return "", fmt.Errorf("daprd not found at %s: build it with `make daprd`", p)
 	}
 	return p, nil
+}
+
+// NewToken returns a fresh API token: 32 random bytes, hex-encoded.
+func NewToken() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
 }
 
 // FreePort returns a TCP port that was free a moment ago on loopback.
@@ -116,8 +125,8 @@ type Options struct {
 	ResourcesDir string
 	ConfigFile   string // optional Dapr Configuration file
 	LogLevel     string // default warn
-	APIToken     string // DAPR_API_TOKEN the sidecar requires
-	AppAPIToken  string // APP_API_TOKEN the sidecar sends to the app
+	APIToken     string // DAPR_API_TOKEN the sidecar requires on its API
+	AppAPIToken  string // APP_API_TOKEN the sidecar presents on its calls to the app
 	Output       io.Writer
 	Args         []string // extra daprd flags (e.g. --enable-profiling)
 }
@@ -139,6 +148,13 @@ func watch(cmd *exec.Cmd) *exit {
 	e := &exit{done: make(chan struct{})}
 	go func() { e.err = cmd.Wait(); close(e.done) }()
 	return e
+}
+
+// AppEnv is what the app beside this sidecar needs to talk to it:
+// DAPR_HTTP_PORT, DAPR_GRPC_PORT and the two tokens.
+func (o Options) AppEnv() []string {
+	return []string{"DAPR_HTTP_PORT=" + strconv.Itoa(o.HTTPPort), "DAPR_GRPC_PORT=" + strconv.Itoa(o.GRPCPort),
+		"DAPR_API_TOKEN=" + o.APIToken, "APP_API_TOKEN=" + o.AppAPIToken}
 }
 
 // Start launches daprd. Call WaitHealthy before using it.

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
+	"slices"
 	"time"
 )
 
@@ -16,8 +16,10 @@ type Pair struct {
 	Sidecar *Sidecar
 }
 
-// PairOptions describe a pair. The app gets DAPR_HTTP_PORT and
-// DAPR_GRPC_PORT for its sidecar on top of Env.
+// PairOptions describe a pair. The app gets DAPR_HTTP_PORT, DAPR_GRPC_PORT
+// and the two API tokens of its sidecar on top of Env; tokens left empty
+// in Sidecar are generated for the run, so the routes daprd calls are
+// never open.
 type PairOptions struct {
 	Name    string
 	Bin     string
@@ -35,6 +37,11 @@ func StartPair(ctx context.Context, o PairOptions) (*Pair, error) {
 		return nil, err
 	}
 	sc := o.Sidecar
+	for _, t := range []*string{&sc.APIToken, &sc.AppAPIToken} {
+		if *t == "" {
+			*t = NewToken()
+		}
+	}
 	for _, p := range []*int{&sc.HTTPPort, &sc.GRPCPort} {
 		if *p == 0 {
 			if *p, err = FreePort(); err != nil {
@@ -42,8 +49,7 @@ func StartPair(ctx context.Context, o PairOptions) (*Pair, error) {
 			}
 		}
 	}
-	env := append(o.Env, "DAPR_HTTP_PORT="+strconv.Itoa(sc.HTTPPort), "DAPR_GRPC_PORT="+strconv.Itoa(sc.GRPCPort))
-	app, err := StartProcess(o.Bin, env, o.Out)
+	app, err := StartProcess(o.Bin, slices.Concat(o.Env, sc.AppEnv()), o.Out)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", o.Bin, err)
 	}
@@ -61,6 +67,14 @@ func StartPair(ctx context.Context, o PairOptions) (*Pair, error) {
 		return nil, fmt.Errorf("%s: %w (see %s)", o.Name, err, o.LogFile)
 	}
 	return p, nil
+}
+
+// WriteTokens writes the pair's two API tokens to path (mode 0600) in
+// KEY=value lines, for calling daprd's API by hand during a run:
+// `curl -H "dapr-api-token: $DAPR_API_TOKEN" ...`.
+func (p *Pair) WriteTokens(path string) error {
+	s := "DAPR_API_TOKEN=" + p.Sidecar.APIToken + "\nAPP_API_TOKEN=" + p.Sidecar.AppAPIToken + "\n"
+	return os.WriteFile(path, []byte(s), 0o600)
 }
 
 // Stop stops the app first (it drains its sessions through daprd), then

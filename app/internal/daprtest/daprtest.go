@@ -66,6 +66,9 @@ type Replica struct {
 	Cfg     config.Config
 	resDir  string
 	log     *syncBuffer
+	// The replica's DAPR_API_TOKEN and APP_API_TOKEN, the same across
+	// restarts.
+	daprToken, appToken string
 }
 
 // URL is the app's base URL.
@@ -78,7 +81,8 @@ func (r *Replica) WSURL() string { return fmt.Sprintf("ws://127.0.0.1:%d/v1/sync
 func (r *Replica) DaprURL() string { return r.Sidecar.HTTPURL() }
 
 // Start starts a replica and waits until it is ready; it is stopped when
-// the test ends.
+// the test ends. The app and its daprd share API tokens generated for the
+// replica (Cfg.DaprAPIToken, Cfg.AppAPIToken).
 func Start(t testing.TB, opt Options) *Replica {
 	t.Helper()
 	Integration(t)
@@ -117,7 +121,8 @@ func Start(t testing.TB, opt Options) *Replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Replica{t: t, opt: opt, AppPort: port, resDir: res, log: &syncBuffer{}}
+	r := &Replica{t: t, opt: opt, AppPort: port, resDir: res, log: &syncBuffer{},
+		daprToken: daprrun.NewToken(), appToken: daprrun.NewToken()}
 	r.start()
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -197,6 +202,9 @@ func (r *Replica) startOnce(retry bool) (raced bool) {
 	cfg.Version = "test"
 	cfg.Heartbeat = 2 * time.Second
 	cfg.ProbeInterval = 100 * time.Millisecond
+	// Every replica runs as deployed: daprd and the app require each
+	// other's token (Options.Config may replace them).
+	cfg.DaprAPIToken, cfg.AppAPIToken = r.daprToken, r.appToken
 	if root, err := daprrun.RepoRoot(); err == nil {
 		cfg.Collections = filepath.Join(root, "config", "collections.yaml")
 	}
