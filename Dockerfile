@@ -45,5 +45,8 @@ LABEL org.opencontainers.image.title="autoglm" \
 COPY --from=build /out/autoglm /usr/local/bin/autoglm
 # Numeric, so Kubernetes can verify runAsNonRoot without reading /etc/passwd.
 USER 65532:65532
+# The app binds loopback unless told otherwise; in a container it must
+# answer on the pod's address (probes, the Service, the sidecar's channel).
+ENV AUTOGLM_HOST=0.0.0.0
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/autoglm"]

@@ -3,7 +3,9 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -14,6 +16,7 @@ import (
 // dapr.yaml); tests cross-check them.
 const (
 	DefaultPort            = 8080
+	DefaultHost            = "127.0.0.1"
 	DefaultAppID           = "autoglm"
 	DefaultStateStore      = "statestore"
 	DefaultBroadcastPubsub = "broadcast"
@@ -25,6 +28,7 @@ const (
 // Config is every setting of the service. Secrets are masked by String.
 type Config struct {
 	Port    int    // AUTOGLM_PORT: HTTP port for clients and the sidecar
+	Host    string // AUTOGLM_HOST: address the HTTP port is bound to; loopback by default, 0.0.0.0 in containers
 	AppID   string // AUTOGLM_APP_ID: Dapr app id (for logs and self-invocation)
 	NodeID  string // AUTOGLM_NODE_ID: replica id stamped on HLC timestamps; default hostname+pid
 	Version string // set at build time; not from the environment
@@ -98,6 +102,7 @@ func Default() Config {
 	host, _ := os.Hostname()
 	return Config{
 		Port:            DefaultPort,
+		Host:            DefaultHost,
 		AppID:           DefaultAppID,
 		NodeID:          fmt.Sprintf("%s-%d", host, os.Getpid()),
 		DaprGRPCPort:    50001,
@@ -179,6 +184,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 		}
 	}
 	num("AUTOGLM_PORT", &c.Port, 1)
+	str("AUTOGLM_HOST", &c.Host)
 	str("AUTOGLM_APP_ID", &c.AppID)
 	str("AUTOGLM_NODE_ID", &c.NodeID)
 	num("DAPR_GRPC_PORT", &c.DaprGRPCPort, 1)
@@ -257,19 +263,39 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	}
 	flt("AUTOGLM_CONN_RATE", &c.ConnRate)
 	flt("AUTOGLM_IDENTITY_RATE", &c.IdentityRate)
+	if err := c.Validate(); err != nil {
+		errs = append(errs, err.Error())
+	}
+	if len(errs) > 0 {
+		return c, fmt.Errorf("config: %s", strings.Join(errs, "; "))
+	}
+	return c, nil
+}
+
+// Validate checks the settings that depend on each other. FromEnv calls
+// it; so does the service, for configurations built in code.
+func (c Config) Validate() error {
+	var errs []string
 	switch {
 	case c.Auth != "off" && c.Auth != "jwt":
 		errs = append(errs, fmt.Sprintf("AUTOGLM_AUTH=%q: want off or jwt", c.Auth))
 	case c.Auth == "jwt" && (c.JWTSecret == "") == (c.JWKSURL == ""):
 		errs = append(errs, "AUTOGLM_AUTH=jwt needs exactly one of AUTOGLM_JWT_SECRET and AUTOGLM_JWKS_URL")
 	}
+	if c.Auth == "jwt" && c.AppAPIToken == "" {
+		errs = append(errs, "AUTOGLM_AUTH=jwt needs APP_API_TOKEN (the token daprd presents on its calls to the app): "+
+			"without it anyone who reaches the app can post forged broadcasts and tasks")
+	}
+	if net.ParseIP(c.Host) == nil {
+		errs = append(errs, fmt.Sprintf("AUTOGLM_HOST=%q: want an IP address (127.0.0.1 for this machine only, 0.0.0.0 or :: for every interface)", c.Host))
+	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Sprintf("AUTOGLM_LOG_FORMAT=%q: want text or json", c.LogFormat))
 	}
 	if len(errs) > 0 {
-		return c, fmt.Errorf("config: %s", strings.Join(errs, "; "))
+		return errors.New(strings.Join(errs, "; "))
 	}
-	return c, nil
+	return nil
 }
 
 // Fields returns the configuration as log fields with secrets masked.
@@ -281,7 +307,7 @@ func (c Config) Fields() map[string]any {
 		return "***"
 	}
 	return map[string]any{
-		"port": c.Port, "app_id": c.AppID, "node_id": c.NodeID, "version": c.Version,
+		"port": c.Port, "host": c.Host, "app_id": c.AppID, "node_id": c.NodeID, "version": c.Version,
 		"dapr_grpc_port": c.DaprGRPCPort, "dapr_http_port": c.DaprHTTPPort,
 		"dapr_api_token": mask(c.DaprAPIToken), "app_api_token": mask(c.AppAPIToken),
 		"state_store": c.StateStore, "broadcast_pubsub": c.BroadcastPubsub,

@@ -67,6 +67,13 @@ type Service struct {
 
 // New builds a replica from cfg. It does not listen yet.
 func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if cfg.AppAPIToken == "" {
+		log.Warn("APP_API_TOKEN is not set: anyone who reaches the app port can post broadcasts and tasks to the routes daprd calls. " +
+			"The dev runners and test harnesses set one per run; set it wherever the app listens beyond loopback.")
+	}
 	cols := collections.Default()
 	if cfg.Collections != "" {
 		var err error
@@ -228,12 +235,12 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		metrics: m, compaction: comp, closeAuth: closeAuth, serveErr: make(chan error, 1)}, nil
 }
 
-// Start listens on the configured port (or ln, when given) and serves in the
-// background.
+// Start listens on the configured host and port (or ln, when given) and
+// serves in the background.
 func (s *Service) Start(ln net.Listener) error {
 	if ln == nil {
 		var err error
-		ln, err = net.Listen("tcp", ":"+strconv.Itoa(s.cfg.Port))
+		ln, err = net.Listen("tcp", net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port)))
 		if err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}

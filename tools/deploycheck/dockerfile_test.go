@@ -175,6 +175,18 @@ func stageEnv(s instructions.Stage, end int) map[string]string {
 	return env
 }
 
+// allInterfaces reports whether host binds every interface.
+func allInterfaces(host string) bool { return host == "0.0.0.0" || host == "::" }
+
+// TestDockerfileListensOnEveryInterface: the app binds loopback unless
+// AUTOGLM_HOST says otherwise; the image must answer on the pod's address.
+func TestDockerfileListensOnEveryInterface(t *testing.T) {
+	final := mustDockerfile(t).final()
+	if host := stageEnv(final, len(final.Commands))["AUTOGLM_HOST"]; !allInterfaces(host) {
+		t.Errorf("final stage ENV AUTOGLM_HOST=%q, want 0.0.0.0 or :: (the app's default is loopback only)", host)
+	}
+}
+
 // dockerfileUID returns the numeric uid of the final stage's USER.
 func dockerfileUID(tb testing.TB) int64 {
 	tb.Helper()

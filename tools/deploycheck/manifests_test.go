@@ -199,6 +199,11 @@ func TestAppContainerPortsProbesAndEnv(t *testing.T) {
 			if e, ok := envVar(c, "AUTOGLM_LOG_FORMAT"); !ok || e.Value != "json" {
 				t.Error("env AUTOGLM_LOG_FORMAT: want json in the cluster")
 			}
+			// The app binds loopback by default; probes and the Service
+			// reach the pod IP.
+			if e, ok := envVar(c, "AUTOGLM_HOST"); !ok || !allInterfaces(e.Value) {
+				t.Error("env AUTOGLM_HOST: want 0.0.0.0 or :: (every interface) in the cluster")
+			}
 			if e, ok := envVar(c, "AUTOGLM_NODE_ID"); !ok || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil ||
 				e.ValueFrom.FieldRef.FieldPath != "metadata.name" {
 				t.Error("env AUTOGLM_NODE_ID: want the pod name from the downward API (fieldRef metadata.name)")
