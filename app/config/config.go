@@ -56,6 +56,8 @@ type Config struct {
 	EventsPubsub       string        // AUTOGLM_EVENTS_PUBSUB: where integration events go
 	EventsTopic        string        // AUTOGLM_EVENTS_TOPIC
 	OutboxStore        string        // AUTOGLM_OUTBOX_STORE: state component with Dapr's outbox; used when the sidecar has it
+	WebhookAllow       string        // AUTOGLM_WEBHOOK_ALLOW: internal webhook receivers allowed despite the address rules (docs/events.md#targets)
+	WebhookAnonymous   bool          // AUTOGLM_WEBHOOK_ANONYMOUS: POST /v1/webhooks accepted while authentication is off
 
 	// Op-log compaction (app/compaction): a singleton job under a lease on
 	// the lock component; without one (local profile) it runs unguarded.
@@ -229,6 +231,14 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	str("AUTOGLM_EVENTS_PUBSUB", &c.EventsPubsub)
 	str("AUTOGLM_EVENTS_TOPIC", &c.EventsTopic)
 	str("AUTOGLM_OUTBOX_STORE", &c.OutboxStore)
+	str("AUTOGLM_WEBHOOK_ALLOW", &c.WebhookAllow)
+	if v, ok := lookup("AUTOGLM_WEBHOOK_ANONYMOUS"); ok && v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("AUTOGLM_WEBHOOK_ANONYMOUS=%q: want true or false", v))
+		}
+		c.WebhookAnonymous = b
+	}
 	dur("AUTOGLM_COMPACTION_QUIET", &c.CompactionQuiet)
 	dur("AUTOGLM_MAX_CLOCK_SKEW", &c.MaxClockSkew)
 	str("AUTOGLM_LOG_FORMAT", &c.LogFormat)
@@ -319,6 +329,7 @@ func (c Config) Fields() map[string]any {
 		"tasks_topic": c.TasksTopic, "task_workers": c.TaskWorkers, "webhook_attempts": c.WebhookAttempts,
 		"webhook_backoff": c.WebhookBackoff.String(), "webhook_breaker_open": c.WebhookBreakerOpen.String(),
 		"events_pubsub": c.EventsPubsub, "events_topic": c.EventsTopic, "outbox_store": c.OutboxStore,
+		"webhook_allow": c.WebhookAllow, "webhook_anonymous": c.WebhookAnonymous,
 		"compaction_interval": c.CompactionInterval.String(), "compaction_lease": c.CompactionLease.String(), "compaction_quiet": c.CompactionQuiet.String(),
 		"body_timeout": c.BodyTimeout.String(), "hello_timeout": c.HelloTimeout.String(),
 		"max_conns_per_addr": c.MaxConnsPerAddr,

@@ -140,7 +140,18 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		Client: client, Pubsub: cfg.TasksPubsub, TopicPrefix: cfg.TasksTopic, StateStore: cfg.StateStore,
 		Workers: cfg.TaskWorkers, Log: log.WithField("component", "tasks"), OnRetry: m.TaskRetry,
 	})
+	targets, err := webhooks.NewGuard(webhooks.GuardOptions{Allow: cfg.WebhookAllow,
+		Protected: []int{cfg.DaprHTTPPort, cfg.DaprGRPCPort, cfg.Port}})
+	if err != nil {
+		return nil, fmt.Errorf("AUTOGLM_WEBHOOK_ALLOW: %w", err)
+	}
+	closed := ""
+	if cfg.Auth != "jwt" && !cfg.WebhookAnonymous {
+		closed = "webhook registration through the API needs authentication (AUTOGLM_AUTH=jwt, admin role); " +
+			"set AUTOGLM_WEBHOOK_ANONYMOUS=true to allow it without"
+	}
 	hooks := webhooks.New(webhooks.Options{
+		Targets: targets, RegistrationClosed: closed,
 		Client: client, Store: cfg.StateStore, Tasks: queue, Changes: store.Changes, Collections: cols,
 		// Filter stays nil: every reader of a collection may read all of
 		// its fields today; field-level read rules plug in here.

@@ -14,6 +14,9 @@ import (
 // Create handles POST /v1/webhooks {collection, url, secret?}: 201 with the
 // endpoint and its secret (shown only here).
 func (s *Service) Create(r *http.Request) (int, any, error) {
+	if s.opt.RegistrationClosed != "" {
+		return 0, nil, core.Errorf(core.CodeForbidden, "%s", s.opt.RegistrationClosed)
+	}
 	var in struct {
 		Collection string `json:"collection"`
 		URL        string `json:"url"`

@@ -42,7 +42,6 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -58,6 +57,10 @@ import (
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/tasks"
 )
+
+// deliveryTimeout bounds one delivery request (docs/events.md: answer
+// within 10 s).
+const deliveryTimeout = 10 * time.Second
 
 // Task kinds.
 const (
@@ -97,7 +100,13 @@ type Options struct {
 	// change (the cursor still moves past it). Nil sends changes as they
 	// are.
 	Filter func(e Endpoint, c core.Change) (core.Change, bool)
-	HTTP   *http.Client
+	// Targets decides which addresses deliveries may reach, at
+	// registration and on every connection (default: NewGuard with no
+	// allow-list and no protected ports).
+	Targets *Guard
+	// RegistrationClosed, when set, is why POST /v1/webhooks is refused
+	// (forbidden); empty: registrations are accepted.
+	RegistrationClosed string
 	// MaxAttempts before a delivery is dead-lettered (default 8).
 	MaxAttempts int
 	// Backoff is the base delay after the first failure; it doubles per
@@ -114,7 +123,8 @@ type Options struct {
 
 // Service delivers webhooks.
 type Service struct {
-	opt Options
+	opt  Options
+	http *http.Client // every connection through opt.Targets
 
 	endpoints atomic.Pointer[[]Endpoint]
 	regMu     sync.Mutex // serialises registry writes of this replica
@@ -169,8 +179,8 @@ func New(opt Options) *Service {
 	if opt.Priority == "" {
 		opt.Priority = tasks.Low
 	}
-	if opt.HTTP == nil {
-		opt.HTTP = &http.Client{Timeout: 10 * time.Second}
+	if opt.Targets == nil {
+		opt.Targets, _ = NewGuard(GuardOptions{}) // an empty allow-list always parses
 	}
 	if opt.Getenv == nil {
 		opt.Getenv = os.Getenv
@@ -186,7 +196,7 @@ func New(opt Options) *Service {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	s := &Service{opt: opt, breakers: map[string]*breaker{}, locks: map[string]*docLock{}}
+	s := &Service{opt: opt, http: opt.Targets.Client(deliveryTimeout), breakers: map[string]*breaker{}, locks: map[string]*docLock{}}
 	s.endpoints.Store(ptr(s.configured()))
 	opt.Tasks.Register(KindDeliver, s.runDeliver)
 	opt.Tasks.Register(KindReplay, s.runReplay)
@@ -415,8 +425,11 @@ func (s *Service) failed(ctx context.Context, ep Endpoint, k core.Key, key, etag
 		d = min(s.opt.Backoff<<(cur.Attempts-1), s.opt.MaxBackoff)
 		d = time.Duration(mrand.Int64N(int64(d) + 1)) // full jitter
 	}
+	// A refused target stays refused until the rules change: retrying
+	// cannot help, so it is dead-lettered at once, to be replayed after.
+	var refused *RefusedError
 	log := s.opt.Log.WithFields(logrus.Fields{"webhook": ep.ID, "doc": k.String(), "version": v, "attempt": cur.Attempts})
-	if cur.Attempts >= s.opt.MaxAttempts {
+	if cur.Attempts >= s.opt.MaxAttempts || errors.As(cause, &refused) {
 		letter := DeadLetter{ID: newID(), Endpoint: ep.ID, Doc: k.String(), From: v, To: cur.Target,
 			Attempts: cur.Attempts, Error: cur.LastError, At: s.opt.Now().UTC()}
 		if err := s.addDead(ctx, letter); err != nil {
@@ -626,7 +639,7 @@ func (s *Service) send(ctx context.Context, ep Endpoint, c core.Change, attempt 
 		return err
 	}
 	_, err = s.breaker(ep.ID).cb.Execute(func() (struct{}, error) {
-		rctx, cancel := context.WithTimeout(ctx, s.opt.HTTP.Timeout+time.Second)
+		rctx, cancel := context.WithTimeout(ctx, deliveryTimeout+time.Second)
 		defer cancel()
 		req, err := http.NewRequestWithContext(rctx, http.MethodPost, ep.URL, bytes.NewReader(body))
 		if err != nil {
@@ -637,7 +650,7 @@ func (s *Service) send(ctx context.Context, ep Endpoint, c core.Change, attempt 
 		req.Header.Set(HeaderWebhook, ep.ID)
 		req.Header.Set(HeaderDelivery, d.ID)
 		req.Header.Set(HeaderSignature, Sign(ep.Secret, s.opt.Now(), body))
-		resp, err := s.opt.HTTP.Do(req)
+		resp, err := s.http.Do(req)
 		if err != nil {
 			return struct{}{}, err
 		}
@@ -820,8 +833,15 @@ func (s *Service) Register(ctx context.Context, e Endpoint) (Endpoint, error) {
 	if !core.ValidCollection(e.Collection) {
 		return e, core.Errorf(core.CodeInvalidName, "collection name %q: want [a-z][a-z0-9_-]{0,63}", e.Collection)
 	}
-	if !validURL(e.URL) {
-		return e, core.Errorf(core.CodeBadRequest, "url %q is not an absolute http(s) URL", e.URL)
+	if err := s.opt.Targets.CheckURL(ctx, e.URL); err != nil {
+		var refused *RefusedError
+		switch {
+		case errors.As(err, &refused) && refused.Allowable:
+			return e, core.Errorf(core.CodeForbidden, "%v; list internal receivers in AUTOGLM_WEBHOOK_ALLOW", err)
+		case errors.As(err, &refused):
+			return e, core.Errorf(core.CodeForbidden, "%v", err)
+		}
+		return e, core.Errorf(core.CodeBadRequest, "%v", err)
 	}
 	if e.Secret == "" {
 		var b [24]byte
@@ -841,11 +861,6 @@ func (s *Service) Register(ctx context.Context, e Endpoint) (Endpoint, error) {
 		return e, err
 	}
 	return e, s.Refresh(ctx)
-}
-
-func validURL(s string) bool {
-	u, err := url.Parse(s)
-	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
 
 // Remove deletes an API-registered endpoint.

@@ -7,11 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
 	"github.com/open-autoglm/autoglm/app/config"
@@ -140,11 +143,14 @@ func (rc *receiver) versions(doc string) []int64 {
 	return vs
 }
 
-func call(t *testing.T, method, url, body string) (int, map[string]any) {
+func call(t *testing.T, method, url, body string, hdr ...string) (int, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	res, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
 	if err != nil {
@@ -158,6 +164,12 @@ func call(t *testing.T, method, url, body string) (int, map[string]any) {
 		t.Logf("%s %s: %d %s", method, url, res.StatusCode, bytes.TrimSpace(raw))
 	}
 	return res.StatusCode, out
+}
+
+// errorOf is the error object of an error answer.
+func errorOf(body map[string]any) map[string]any {
+	e, _ := body["error"].(map[string]any)
+	return e
 }
 
 func register(t *testing.T, r *daprtest.Replica, coll string, rc *receiver) string {
@@ -176,8 +188,12 @@ func register(t *testing.T, r *daprtest.Replica, coll string, rc *receiver) stri
 	return ep["id"].(string)
 }
 
+// startReplica starts a replica whose webhooks may be registered without
+// authentication and may reach receivers on 127.0.0.1 (the tests'
+// receivers); f adjusts the configuration further.
 func startReplica(t *testing.T, f func(*config.Config)) *daprtest.Replica {
 	return daprtest.Start(t, daprtest.Options{Profile: "local", Config: func(c *config.Config) {
+		c.WebhookAllow, c.WebhookAnonymous = "127.0.0.1", true
 		c.TasksTopic = "tasks-" + uuid.NewString()[:8]
 		c.WebhookBackoff = 40 * time.Millisecond
 		c.WebhookMaxBackoff = 300 * time.Millisecond
@@ -405,4 +421,85 @@ func TestWebhookAPI(t *testing.T) {
 	if status, _ := call(t, "GET", r.URL()+"/v1/tasks/stats", ""); status != http.StatusOK {
 		t.Fatalf("task stats: %d", status)
 	}
+}
+
+// TestWebhookTargetsOnReplica: on a replica with authentication on, an
+// admin cannot register a webhook aimed at loopback, link-local or private
+// addresses or at the sidecar (its /v1.0/shutdown would stop it); a public
+// address is accepted.
+func TestWebhookTargetsOnReplica(t *testing.T) {
+	const secret = "webhook-test-secret-webhook-test-secret"
+	r := daprtest.Start(t, daprtest.Options{Config: func(c *config.Config) {
+		c.Auth, c.JWTSecret = "jwt", secret
+		c.TasksTopic = "tasks-" + uuid.NewString()[:8]
+	}})
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "root", "roles": []string{"admin"}, "exp": time.Now().Add(time.Hour).Unix(),
+	}).SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := []string{"Authorization", "Bearer " + tok}
+	for _, url := range []string{
+		fmt.Sprintf("http://127.0.0.1:%d/v1.0/shutdown", r.Cfg.DaprHTTPPort),
+		fmt.Sprintf("http://localhost:%d/v1.0/shutdown", r.Cfg.DaprHTTPPort),
+		r.URL() + "/v1/docs/x/y",
+		"http://[::1]:9000/h",
+		"http://169.254.169.254/latest/meta-data/",
+		"http://10.0.0.7/h",
+		"http://172.20.0.1/h",
+		"http://192.168.0.1/h",
+		"http://[fd12::1]/h",
+		"http://100.100.100.100/h",
+		"http://0.0.0.0:8080/h",
+		"http://239.0.0.1/h",
+	} {
+		status, body := call(t, "POST", r.URL()+"/v1/webhooks", fmt.Sprintf(`{"collection":"orders","url":%q}`, url), admin...)
+		if status != http.StatusForbidden || errorOf(body)["code"] != "forbidden" {
+			t.Errorf("register %s: %d %v; want 403 forbidden", url, status, body)
+		}
+	}
+	status, body := call(t, "POST", r.URL()+"/v1/webhooks", `{"collection":"orders","url":"https://93.184.216.34/hooks"}`, admin...)
+	if status != http.StatusCreated {
+		t.Fatalf("register a public address: %d %v", status, body)
+	}
+	if status, _ := call(t, "GET", r.DaprURL()+"/v1.0/healthz", "", "dapr-api-token", r.Cfg.DaprAPIToken); status/100 != 2 {
+		t.Fatalf("sidecar health: %d", status)
+	}
+}
+
+// TestWebhookDeliveryRefused: with authentication off, API registration is
+// refused unless enabled; a webhook declared in the collections file whose
+// host name resolves to loopback is never called: its delivery is refused
+// after name resolution and dead-lettered at once with the reason.
+func TestWebhookDeliveryRefused(t *testing.T) {
+	rc := newReceiver(t)
+	_, port, _ := net.SplitHostPort(rc.addr)
+	coll := "wr" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
+	file := filepath.Join(t.TempDir(), "collections.yaml")
+	yaml := fmt.Sprintf("collections:\n  %s:\n    webhooks:\n      - {id: inside, url: \"http://localhost:%s/hook\", secret_env: WEBHOOK_TEST_UNSET}\n", coll, port)
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := daprtest.Start(t, daprtest.Options{Profile: "local", Config: func(c *config.Config) {
+		c.Collections = file
+		c.TasksTopic = "tasks-" + uuid.NewString()[:8]
+		c.WebhookTick = 50 * time.Millisecond
+	}})
+	status, body := call(t, "POST", r.URL()+"/v1/webhooks", fmt.Sprintf(`{"collection":%q,"url":"https://93.184.216.34/h"}`, coll))
+	if e := errorOf(body); status != http.StatusForbidden || e["code"] != "forbidden" || !strings.Contains(fmt.Sprint(e["message"]), "AUTOGLM_WEBHOOK_ANONYMOUS") {
+		t.Fatalf("registration with authentication off: %d %v; want 403 forbidden naming AUTOGLM_WEBHOOK_ANONYMOUS", status, body)
+	}
+	patch(t, r, coll+"/d", 1)
+	var dead []webhooks.DeadLetter
+	waitFor(t, 20*time.Second, "dead letter of the refused delivery", func() bool { dead = deadLetters(t, r); return len(dead) > 0 })
+	if l := dead[0]; l.Endpoint != "inside" || l.Attempts != 1 || !strings.Contains(l.Error, "localhost resolves to") || !strings.Contains(l.Error, "loopback") {
+		t.Fatalf("dead letter %+v; want one attempt refused as loopback after resolving localhost", l)
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.calls != 0 {
+		t.Fatalf("the loopback receiver was called %d times", rc.calls)
+	}
+	t.Logf("delivery refused and dead-lettered: %s", dead[0].Error)
 }
