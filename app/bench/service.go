@@ -84,16 +84,17 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 		}
 	}
 	appPort, httpPort, grpcPort := ports[0], ports[1], ports[2]
-	env := []string{
-		"AUTOGLM_PORT=" + strconv.Itoa(appPort),
-		"DAPR_HTTP_PORT=" + strconv.Itoa(httpPort),
-		"DAPR_GRPC_PORT=" + strconv.Itoa(grpcPort),
+	// The app and daprd require each other's token, as in every profile.
+	side := daprrun.Options{AppID: config.DefaultAppID, AppPort: appPort, HTTPPort: httpPort, GRPCPort: grpcPort,
+		ResourcesDir: res, Output: o.Log, APIToken: daprrun.NewToken(), AppAPIToken: daprrun.NewToken()}
+	env := append(side.AppEnv(),
+		"AUTOGLM_PORT="+strconv.Itoa(appPort),
 		"AUTOGLM_NODE_ID=bench-0",
 		"AUTOGLM_LOG_LEVEL=warn",
-		"AUTOGLM_BROADCAST_TOPIC=" + o.Topic,
+		"AUTOGLM_BROADCAST_TOPIC="+o.Topic,
 		// Every benchmark connection comes from this one address.
 		"AUTOGLM_MAX_CONNS_PER_ADDR=0",
-	}
+	)
 	if o.Pprof != "" {
 		env = append(env, "AUTOGLM_PPROF="+o.Pprof)
 	}
@@ -101,12 +102,10 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", o.AppBin, err)
 	}
-	var extra []string
 	if o.DaprdPprof > 0 {
-		extra = []string{"--enable-profiling", "--profile-port", strconv.Itoa(o.DaprdPprof)}
+		side.Args = []string{"--enable-profiling", "--profile-port", strconv.Itoa(o.DaprdPprof)}
 	}
-	sc, err := daprrun.Start(daprrun.Options{AppID: config.DefaultAppID, AppPort: appPort, HTTPPort: httpPort,
-		GRPCPort: grpcPort, ResourcesDir: res, Output: o.Log, Args: extra})
+	sc, err := daprrun.Start(side)
 	if err != nil {
 		_ = app.Stop(5 * time.Second)
 		return nil, err
