@@ -252,8 +252,7 @@ func (e *Engine) run(w *writer) {
 
 // outcome is one request's result within a batch attempt.
 type outcome struct {
-	res    Result
-	lookup bool // a duplicate older than the client's last op: find its version in the log
+	res Result
 }
 
 func (e *Engine) process(w *writer, batch []request) {
@@ -314,11 +313,7 @@ func (e *Engine) process(w *writer, batch []request) {
 	// Durable: acknowledge first, so an author sees its ack before any echo,
 	// then deliver locally and broadcast to the other replicas.
 	for i, r := range batch {
-		o := outs[i]
-		if o.lookup {
-			o.res.Version = e.findOpVersion(ctx, k, r.op, o.res.Version)
-		}
-		e.finish(r, o.res)
+		e.finish(r, outs[i].res)
 	}
 	if len(changes) == 0 {
 		return
@@ -433,6 +428,7 @@ func (e *Engine) apply(k core.Key, stored core.Stored, batch []request, sizeEach
 	if stored.Doc != nil {
 		c.Archive = stored.Doc.Tail
 	}
+	core.BoundIdem(doc.Idem)
 	doc.Tail = changes
 	c.IndexAdd = !existed && doc.Exists()
 	c.IndexRemove = existed && !doc.Exists()
@@ -450,10 +446,18 @@ func (e *Engine) apply(k core.Key, stored core.Stored, batch []request, sizeEach
 }
 
 func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op core.Op, changes *[]core.Change, sizeEach bool) outcome {
+	var digest uint64
 	if op.ClientID != "" && op.OpID != 0 {
-		if m, ok := doc.Clients[op.ClientID]; ok && op.OpID <= m.OpID {
-			res := Result{Version: m.Version, Dup: true}
-			return outcome{res: res, lookup: op.OpID < m.OpID}
+		digest = core.OpDigest(op)
+		rec := doc.Idem[op.ClientID]
+		if r, ok := rec.Find(op.OpID); ok {
+			if r.Digest != 0 && r.Digest != digest {
+				return reject(core.CodeOpIDReused, nil, "op id %d of client %q was used for an op with other content", op.OpID, op.ClientID)
+			}
+			return outcome{res: Result{Version: r.Version, Dup: true}}
+		}
+		if rec.Expired(op.OpID) {
+			return reject(core.CodeOpExpired, nil, "op id %d of client %q is older than the retry window of %s; send it again with a new op id only if it was not applied", op.OpID, op.ClientID, doc.Key)
 		}
 	}
 	switch {
@@ -537,11 +541,11 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 	}
 	doc.Version = ch.Version
 	doc.Updated = ts
-	if op.ClientID != "" && op.OpID != 0 {
-		if doc.Clients == nil {
-			doc.Clients = map[string]core.ClientMark{}
+	if digest != 0 {
+		if doc.Idem == nil {
+			doc.Idem = map[string]*core.ClientOps{}
 		}
-		doc.Clients[op.ClientID] = core.ClientMark{OpID: op.OpID, Version: ch.Version}
+		doc.Idem[op.ClientID] = doc.Idem[op.ClientID].With(core.OpRecord{OpID: op.OpID, Version: ch.Version, Digest: digest}, e.opt.Clock.Now().Wall)
 	}
 	*changes = append(*changes, ch)
 	return outcome{res: Result{Version: ch.Version, Change: &ch, Ops: ch.Ops}}
@@ -594,26 +598,6 @@ func (e *Engine) stamp(ts clock.Timestamp) (clock.Timestamp, error) {
 	return ts, nil
 }
 
-// findOpVersion finds the version an older retried op produced, scanning the
-// op log backwards from the client's last write. Beyond the log window it
-// answers the client's last version, which is an upper bound.
-func (e *Engine) findOpVersion(ctx context.Context, k core.Key, op core.Op, last int64) int64 {
-	const chunk = 64
-	for hi := last; hi >= 1; hi -= chunk {
-		lo := max(hi-chunk+1, 1)
-		cs, err := e.opt.Store.Changes(ctx, k, lo, hi)
-		if err != nil || len(cs) == 0 {
-			break
-		}
-		for i := len(cs) - 1; i >= 0; i-- {
-			if cs[i].Author == op.ClientID && cs[i].OpID == op.OpID {
-				return cs[i].Version
-			}
-		}
-	}
-	return last
-}
-
 func cloneDoc(k core.Key, d *core.Document) *core.Document {
 	if d == nil {
 		return &core.Document{Key: k, State: merge.NewDoc()}
@@ -624,12 +608,8 @@ func cloneDoc(k core.Key, d *core.Document) *core.Document {
 		c.State = merge.NewDoc()
 	}
 	c.Tail = nil
-	if d.Clients != nil {
-		c.Clients = make(map[string]core.ClientMark, len(d.Clients)+1)
-		for id, m := range d.Clients {
-			c.Clients[id] = m
-		}
-	}
+	// The records themselves are never changed in place (ClientOps.With).
+	c.Idem = maps.Clone(d.Idem)
 	return &c
 }
 
