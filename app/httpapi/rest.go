@@ -202,7 +202,7 @@ type changesResponse struct {
 }
 
 // serveChanges answers GET .../changes?since=v: the deltas after v, or a
-// snapshot when the log no longer reaches back to v.
+// snapshot when the log no longer reaches back to v+1.
 func (s *Server) serveChanges(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		s.fail(w, r, core.Errorf(core.CodeMethodNotAllowed, "only GET is served on changes"))
@@ -243,7 +243,9 @@ func (s *Server) serveChanges(w http.ResponseWriter, r *http.Request) {
 		if since > cur {
 			resp.Snapshot, resp.Deleted = stored.Doc.Data(), stored.Doc.Deleted
 		}
-	case since+1 >= stored.Doc.LogStart && since > 0:
+	case since+1 >= max(stored.Doc.LogStart, 1):
+		// Deltas whenever the log still holds since+1 (for since 0: while
+		// it still starts at version 1).
 		to := min(cur, since+maxChanges)
 		cs, err := s.Engine.Changes(r.Context(), k, since+1, to)
 		if err != nil {
