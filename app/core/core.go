@@ -57,12 +57,17 @@ func ValidCollection(name string) bool { return collectionRe.MatchString(name) }
 // Op is one client operation on one document. (ClientID, OpID) identifies it,
 // so a retried op is applied once (see ClientOps).
 type Op struct {
-	ClientID string          `json:"client"`
-	OpID     uint64          `json:"op"`
-	Base     int64           `json:"base"` // version the client had when it made the op
-	HLC      clock.Timestamp `json:"hlc"`  // client's stamp; the zero value lets the server stamp it
-	Ops      []merge.FieldOp `json:"ops"`
-	Delete   bool            `json:"delete,omitempty"` // tombstone the document
+	ClientID string `json:"client"`
+	OpID     uint64 `json:"op"`
+	Base     int64  `json:"base"` // version the client had when it made the op
+	// NoBase marks an op whose writer named no base version (a REST write
+	// without "base" or If-Match). It is based on the document as it is
+	// when applied, except where a base is required: under strict, and for
+	// a manual resolve (docs/conflicts.md, "Writes without a base").
+	NoBase bool            `json:"-"`
+	HLC    clock.Timestamp `json:"hlc"` // client's stamp; the zero value lets the server stamp it
+	Ops    []merge.FieldOp `json:"ops"`
+	Delete bool            `json:"delete,omitempty"` // tombstone the document
 	// Replace makes the op a whole-document write (REST PUT): top-level
 	// fields the op does not set are removed, decided against the document
 	// as it is when the op is applied.

@@ -271,7 +271,7 @@ func (d *Document) UnmarshalJSON(b []byte) error {
 // OpDigest is the digest of an op's content, as the idempotency record keeps
 // it: its field ops (kind, path and value, values compared as JSON data, so
 // the spelling of the JSON does not matter), the delete and replace flags,
-// the base version and the If-Match precondition. The HLC stamp is left out:
+// the base version (or that there is none) and the If-Match precondition. The HLC stamp is left out:
 // the server may have stamped the op. It is never 0.
 func OpDigest(op Op) uint64 {
 	h := sha256.New()
@@ -287,6 +287,9 @@ func OpDigest(op Op) uint64 {
 	}
 	if op.Replace {
 		flags += "r"
+	}
+	if op.NoBase {
+		flags += "n"
 	}
 	put(flags)
 	put(strconv.FormatInt(op.Base, 10))

@@ -510,7 +510,7 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 		}
 		// Applied in place; undone if a rule or a limit refuses the result.
 		eff, undo, err := merge.ApplyUndo(col.Policy, state, merge.Input{
-			Client: op.ClientID, HLC: ts, Base: op.Base, Current: doc.Version, Ops: ops,
+			Client: op.ClientID, HLC: ts, Base: baseOf(col.Policy, op, doc.Version), Current: doc.Version, Ops: ops,
 		})
 		if err != nil {
 			if created {
@@ -549,6 +549,22 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 	}
 	*changes = append(*changes, ch)
 	return outcome{res: Result{Version: ch.Version, Change: &ch, Ops: ch.Ops}}
+}
+
+// baseOf is the version op is based on. An op without a base is based on
+// the document as it is (it claims no concurrent edit), except where a base
+// is required: strict refuses it unless it creates the document, and a
+// resolve must have seen every candidate it settles.
+func baseOf(p merge.Policy, op core.Op, current int64) int64 {
+	if !op.NoBase || p == merge.Strict {
+		return op.Base
+	}
+	for _, f := range op.Ops {
+		if f.Op == merge.KindResolve {
+			return op.Base
+		}
+	}
+	return current
 }
 
 // replaceOps adds an unset for every top-level field of data that ops do not
