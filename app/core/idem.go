@@ -30,11 +30,14 @@ import (
 // every write.
 const (
 	// IdemPerClient is how many of a client's latest applied ops (by op id)
-	// a document remembers.
-	IdemPerClient = 32
+	// a document remembers: as many as one connection may have in flight,
+	// so a client that resends everything after a reconnect is answered
+	// for every op.
+	IdemPerClient = 256
 	// IdemPerDocument bounds the remembered ops of all clients of one
-	// document; past it, the ops with the lowest versions are forgotten.
-	IdemPerDocument = 512
+	// document (about 15 KB encoded); past it, the ops with the lowest
+	// versions are forgotten.
+	IdemPerDocument = 1024
 	// IdemClients bounds the clients a document keeps records for; past it,
 	// the record of the client that wrote least recently is dropped.
 	IdemClients = 256
