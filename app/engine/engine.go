@@ -250,11 +250,6 @@ func (e *Engine) run(w *writer) {
 	}
 }
 
-// outcome is one request's result within a batch attempt.
-type outcome struct {
-	res Result
-}
-
 func (e *Engine) process(w *writer, batch []request) {
 	k := w.key
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -263,7 +258,7 @@ func (e *Engine) process(w *writer, batch []request) {
 		e.opt.Metrics.Batch(len(batch))
 	}
 	var (
-		outs    []outcome
+		outs    []Result
 		commit  core.Commit
 		changes []core.Change
 		err     error
@@ -313,7 +308,7 @@ func (e *Engine) process(w *writer, batch []request) {
 	// Durable: acknowledge first, so an author sees its ack before any echo,
 	// then deliver locally and broadcast to the other replicas.
 	for i, r := range batch {
-		e.finish(r, outs[i].res)
+		e.finish(r, outs[i])
 	}
 	if len(changes) == 0 {
 		return
@@ -410,16 +405,16 @@ func (e *Engine) collection(k core.Key) *collections.Collection {
 // apply runs the batch against the stored document. Checking the encoded
 // size after every op costs a full encode per op, so it is done only when
 // sizeEach is set (the batch as a whole went over the limit).
-func (e *Engine) apply(k core.Key, stored core.Stored, batch []request, sizeEach bool) ([]outcome, core.Commit) {
+func (e *Engine) apply(k core.Key, stored core.Stored, batch []request, sizeEach bool) ([]Result, core.Commit) {
 	doc := cloneDoc(k, stored.Doc)
 	existed := stored.Doc != nil && stored.Doc.Exists()
 	col, _ := e.opt.Collections.Collection(k.Collection)
-	outs := make([]outcome, len(batch))
+	outs := make([]Result, len(batch))
 	var changes []core.Change
 	for i, r := range batch {
 		outs[i] = e.applyOne(col, doc, r.op, &changes, sizeEach)
-		outs[i].res.Key = k
-		outs[i].res.OpID = r.op.OpID
+		outs[i].Key = k
+		outs[i].OpID = r.op.OpID
 	}
 	c := core.Commit{Key: k, ETag: stored.ETag, Doc: doc, Changes: changes}
 	if len(changes) == 0 {
@@ -445,7 +440,7 @@ func (e *Engine) apply(k core.Key, stored core.Stored, batch []request, sizeEach
 	return outs, c
 }
 
-func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op core.Op, changes *[]core.Change, sizeEach bool) outcome {
+func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op core.Op, changes *[]core.Change, sizeEach bool) Result {
 	var digest uint64
 	if op.ClientID != "" && op.OpID != 0 {
 		digest = core.OpDigest(op)
@@ -454,10 +449,10 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 			if r.Digest != 0 && r.Digest != digest {
 				return reject(core.CodeOpIDReused, nil, "op id %d of client %q was used for an op with other content", op.OpID, op.ClientID)
 			}
-			return outcome{res: Result{Version: r.Version, Dup: true}}
+			return Result{Version: r.Version, Dup: true}
 		}
 		if rec.Expired(op.OpID) {
-			return reject(core.CodeOpExpired, nil, "op id %d of client %q is older than the retry window of %s; send it again with a new op id only if it was not applied", op.OpID, op.ClientID, doc.Key)
+			return reject(core.CodeOpExpired, nil, "op id %d of client %q is older than the retry window of %s: whether it was applied is not known", op.OpID, op.ClientID, doc.Key)
 		}
 	}
 	switch {
@@ -470,7 +465,7 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 	}
 	ts, err := e.stamp(op.HLC)
 	if err != nil {
-		return outcome{res: Result{Err: err}}
+		return Result{Err: err}
 	}
 	ch := core.Change{
 		Doc: doc.Key.String(), Version: doc.Version + 1, Prev: doc.Version,
@@ -483,7 +478,7 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 			data = doc.State.Data
 		}
 		if err := e.opt.Authorize(op, col.Name, data); err != nil {
-			return outcome{res: Result{Err: err}}
+			return Result{Err: err}
 		}
 	}
 	switch {
@@ -516,18 +511,18 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 			if created {
 				doc.State = merge.NewDoc()
 			}
-			return outcome{res: Result{Err: err}}
+			return Result{Err: err}
 		}
 		if ruled {
 			if err := col.Check(before, state.Data, op.Roles); err != nil {
 				undo()
-				return outcome{res: Result{Err: err}}
+				return Result{Err: err}
 			}
 		}
 		if e.opt.Authorize != nil {
 			if err := e.opt.Authorize(op, col.Name, state.Data); err != nil {
 				undo()
-				return outcome{res: Result{Err: err}}
+				return Result{Err: err}
 			}
 		}
 		if limit := e.maxDoc(col); sizeEach && encodedSize(state) > limit {
@@ -548,7 +543,7 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 		doc.Idem[op.ClientID] = doc.Idem[op.ClientID].With(core.OpRecord{OpID: op.OpID, Version: ch.Version, Digest: digest}, e.opt.Clock.Now().Wall)
 	}
 	*changes = append(*changes, ch)
-	return outcome{res: Result{Version: ch.Version, Change: &ch, Ops: ch.Ops}}
+	return Result{Version: ch.Version, Change: &ch, Ops: ch.Ops}
 }
 
 // baseOf is the version op is based on. An op without a base is based on
@@ -594,10 +589,10 @@ func (e *Engine) Changes(ctx context.Context, k core.Key, from, to int64) ([]cor
 	return e.opt.Store.Changes(ctx, k, from, to)
 }
 
-func reject(code core.Code, details any, format string, args ...any) outcome {
+func reject(code core.Code, details any, format string, args ...any) Result {
 	e := core.Errorf(code, format, args...)
 	e.Details = details
-	return outcome{res: Result{Err: e}}
+	return Result{Err: e}
 }
 
 // stamp merges a client's HLC into the replica clock (refusing stamps too far
