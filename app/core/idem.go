@@ -266,7 +266,9 @@ func (d *Document) UnmarshalJSON(b []byte) error {
 		if d.Idem == nil {
 			d.Idem = map[string]*ClientOps{}
 		}
-		d.Idem[id] = &ClientOps{Floor: m.OpID - 1, Recent: []OpRecord{{OpID: m.OpID, Version: m.Version}}}
+		// When the client last wrote is not known; the document's last write
+		// is the closest bound.
+		d.Idem[id] = &ClientOps{Floor: m.OpID - 1, Recent: []OpRecord{{OpID: m.OpID, Version: m.Version}}, Last: d.Updated.Wall}
 	}
 	return nil
 }

@@ -98,14 +98,14 @@ func TestBoundIdem(t *testing.T) {
 // window, higher ids are new.
 func TestLegacyMarksMigrate(t *testing.T) {
 	var d Document
-	if err := json.Unmarshal([]byte(`{"v":9,"state":{"data":{"n":9}},"clients":{"c":{"op":40,"v":7},"z":{"op":0,"v":1}},"hlc":"1.0.n"}`), &d); err != nil {
+	if err := json.Unmarshal([]byte(`{"v":9,"state":{"data":{"n":9}},"clients":{"c":{"op":40,"v":7},"z":{"op":0,"v":1}},"hlc":"1700000000000.0.n"}`), &d); err != nil {
 		t.Fatal(err)
 	}
 	c := d.Idem["c"]
 	if r, ok := c.Find(40); !ok || r.Version != 7 {
 		t.Fatalf("mark's op: %+v %v", r, ok)
 	}
-	if !c.Expired(39) || !c.Expired(1) || c.Expired(41) {
+	if !c.Expired(39) || !c.Expired(1) || c.Expired(41) || c.Last != 1_700_000_000_000 {
 		t.Fatalf("record %+v", c)
 	}
 	if len(d.Idem) != 1 || d.Version != 9 || d.Data()["n"] != 9.0 {
