@@ -140,3 +140,32 @@ func TestOpDigest(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkIdemRecordEncode measures what a full idempotency record (the
+// per-document bound, 30 writers) adds to each write's encoding.
+func BenchmarkIdemRecordEncode(b *testing.B) {
+	ops := map[string]*ClientOps{}
+	v := int64(0)
+	for n := range 30 {
+		var c *ClientOps
+		for id := range uint64(IdemPerDocument/30 + 1) {
+			v++
+			c = c.With(OpRecord{OpID: 1000 + id*2, Version: v, Digest: uint64(v) * 0x9e3779b97f4a7c15}, 1_700_000_000_000)
+		}
+		ops[fmt.Sprintf("%08x-0000-4000-8000-%012x", n, n)] = c
+	}
+	BoundIdem(ops)
+	raw, _ := json.Marshal(ops)
+	b.ResetTimer()
+	for range b.N {
+		out, err := json.Marshal(ops)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var back map[string]*ClientOps
+		if err := json.Unmarshal(out, &back); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(raw)), "record-bytes")
+}
