@@ -192,15 +192,7 @@ func TestBeyondWindowRefused(t *testing.T) {
 // answered with its version.
 func TestDuplicateInsideBatch(t *testing.T) {
 	f := newFixture(t, nil)
-	gate, entered := make(chan struct{}), make(chan struct{})
-	first := true
-	f.store.BeforeCommit = func(core.Commit) {
-		if first {
-			first = false
-			close(entered)
-			<-gate
-		}
-	}
+	entered, release := f.store.HoldNextCommit()
 	results := make(chan engine.Result, 4)
 	f.eng.Submit(key, incOp("x", 1), func(r engine.Result) { results <- r })
 	<-entered // the first batch is in its commit: the rest queue up behind it
@@ -211,7 +203,7 @@ func TestDuplicateInsideBatch(t *testing.T) {
 	for deadline := time.Now().Add(5 * time.Second); f.eng.Pending() != 3 && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 	}
-	close(gate)
+	release()
 	var got []engine.Result
 	for range 4 {
 		got = append(got, <-results)

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/google/uuid"
 
 	"github.com/open-autoglm/autoglm/app/config"
@@ -55,40 +54,22 @@ func (w wsConn) op(doc string, id uint64, base int64, ops string) {
 	w.send(protocol.Message{T: protocol.TOp, Doc: doc, Op: id, Base: base, Ops: fo})
 }
 
-// nextAny reads the next message, heartbeats included, or returns the close
-// code.
-func (w wsConn) nextAny(timeout time.Duration) (protocol.Message, int) {
-	w.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	_, b, err := w.conn.Read(ctx)
-	if err != nil {
-		return protocol.Message{}, int(websocket.CloseStatus(err))
-	}
-	m, err := protocol.Decode(b)
-	if err != nil {
-		w.t.Fatalf("server sent undecodable %q", b)
-	}
-	return m, 0
-}
-
 // answer reads until an ack or reject arrives, answering pings.
 func (w wsConn) answer() protocol.Message {
 	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		m, code := w.nextAny(time.Until(deadline))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		m, code := w.read(ctx)
 		switch {
 		case code != 0:
-			w.t.Fatalf("connection closed %d", code)
+			w.t.Fatalf("no answer within 30s (close status %d)", code)
 		case m.T == protocol.TPing:
 			w.send(protocol.Message{T: protocol.TPong, TS: m.TS})
 		case m.T == protocol.TAck || m.T == protocol.TReject:
 			return m
 		}
 	}
-	w.t.Fatal("no answer within 30s")
-	return protocol.Message{}
 }
 
 // The audit's case, against a real replica and daprd: an op refused

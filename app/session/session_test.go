@@ -439,15 +439,7 @@ func dense(n int) []int64 {
 // other content is refused at once.
 func TestResendWhileInFlight(t *testing.T) {
 	r := newRig(t, true, session.Options{})
-	gate, entered := make(chan struct{}), make(chan struct{})
-	first := true
-	r.store.BeforeCommit = func(core.Commit) {
-		if first {
-			first = false
-			close(entered)
-			<-gate
-		}
-	}
+	entered, release := r.store.HoldNextCommit()
 	hello(t, r, "c")
 	op := func(v string) protocol.Message {
 		return protocol.Message{T: protocol.TOp, Doc: doc, Op: 1, Ops: []merge.FieldOp{{Op: merge.KindSet, Path: "a", Value: json.RawMessage(v)}}}
@@ -459,7 +451,7 @@ func TestResendWhileInFlight(t *testing.T) {
 	if m := r.next(t); m.T != protocol.TReject || m.Code != core.CodeOpIDReused || m.Op != 1 {
 		t.Fatalf("reused id in flight: %+v", m)
 	}
-	close(gate)
+	release()
 	if m := r.next(t); m.T != protocol.TAck || m.V != 1 || m.Dup {
 		t.Fatalf("first copy: %+v", m)
 	}
