@@ -11,9 +11,10 @@
 //   - trims op-log entries older than the window and moves the document's
 //     LogStart up (a client further behind gets the document itself as its
 //     snapshot);
-//   - prunes idempotency marks (Document.Clients) whose version left the
-//     window. A retry of such an op is no longer recognised and is applied
-//     again, so the window is also the retry horizon.
+//   - drops the idempotency record (Document.Idem) of every client that has
+//     had no op applied to the document for ClientAge (7 days). A retry of
+//     an op of such a client is no longer recognised, so ClientAge is the
+//     longest a client may wait before retrying.
 //
 // It writes a document only through a Commit guarded by the ETag it read,
 // never blindly; a document that changed meanwhile is skipped until the next
@@ -78,6 +79,9 @@ type Options struct {
 	Lease    time.Duration // lease time; renewed every third of it
 	Quiet    time.Duration // a document unchanged this long has its tail archived
 	Window   int           // op-log entries kept per document (as the engine keeps them)
+	// ClientAge: a client with no op applied to a document for this long
+	// loses its idempotency record there (default 7 days).
+	ClientAge time.Duration
 	// Declared are the collections of the collections config; they are
 	// walked even before anything was observed.
 	Declared []string
@@ -95,7 +99,7 @@ type Stats struct {
 	Compacted   int // documents written
 	Archived    int // tail changes copied to the op-log keys
 	Trimmed     int // op-log entries deleted
-	Pruned      int // idempotency marks removed
+	Pruned      int // idempotency records of idle clients removed
 	Conflicts   int // documents skipped because they changed meanwhile
 	Errors      int
 	Duration    time.Duration
@@ -119,6 +123,9 @@ const (
 	// maxTrim bounds the deletes of one commit; a larger backlog (the window
 	// was shrunk) is worked off over several passes.
 	maxTrim = 1000
+	// DefaultClientAge is how long an idle client's idempotency record is
+	// kept on a document.
+	DefaultClientAge = 7 * 24 * time.Hour
 )
 
 // New returns a job; Run starts it.
@@ -134,6 +141,9 @@ func New(opt Options) *Job {
 	}
 	if opt.Window <= 0 {
 		opt.Window = 1000
+	}
+	if opt.ClientAge <= 0 {
+		opt.ClientAge = DefaultClientAge
 	}
 	if opt.Resource == "" {
 		opt.Resource = "compaction"
@@ -470,8 +480,9 @@ func (j *Job) plan(d *core.Document) plan {
 	}
 	quiet := j.opt.Now().Sub(time.UnixMilli(d.Updated.Wall)) >= j.opt.Quiet
 	p.archive = len(d.Tail) > 0 && quiet
-	for id, m := range d.Clients {
-		if m.Version < p.logStart {
+	idle := j.opt.Now().Add(-j.opt.ClientAge).UnixMilli()
+	for id, c := range d.Idem {
+		if c.Last < idle {
 			p.prune = append(p.prune, id)
 		}
 	}
@@ -504,9 +515,9 @@ func (j *Job) compact(ctx context.Context, k core.Key, st *Stats) error {
 		doc.LogStart = p.logStart
 	}
 	if len(p.prune) > 0 {
-		doc.Clients = maps.Clone(stored.Doc.Clients)
+		doc.Idem = maps.Clone(stored.Doc.Idem)
 		for _, id := range p.prune {
-			delete(doc.Clients, id)
+			delete(doc.Idem, id)
 		}
 	}
 	if err := j.opt.Store.Commit(ctx, c); err != nil {

@@ -54,15 +54,20 @@ func NewKey(collection, id string) (Key, error) {
 // ValidCollection reports whether name is a valid collection name.
 func ValidCollection(name string) bool { return collectionRe.MatchString(name) }
 
-// Op is one client operation on one document. (ClientID, OpID) identifies it:
-// OpID is a per-client sequence, so a retried op is applied once.
+// Op is one client operation on one document. (ClientID, OpID) identifies it,
+// so a retried op is applied once (see ClientOps).
 type Op struct {
-	ClientID string          `json:"client"`
-	OpID     uint64          `json:"op"`
-	Base     int64           `json:"base"` // version the client had when it made the op
-	HLC      clock.Timestamp `json:"hlc"`  // client's stamp; the zero value lets the server stamp it
-	Ops      []merge.FieldOp `json:"ops"`
-	Delete   bool            `json:"delete,omitempty"` // tombstone the document
+	ClientID string `json:"client"`
+	OpID     uint64 `json:"op"`
+	Base     int64  `json:"base"` // version the client had when it made the op
+	// NoBase marks an op whose writer named no base version (a REST write
+	// without "base" or If-Match). It is based on the document as it is
+	// when applied, except where a base is required: under strict, and for
+	// a manual resolve (docs/conflicts.md, "Writes without a base").
+	NoBase bool            `json:"-"`
+	HLC    clock.Timestamp `json:"hlc"` // client's stamp; the zero value lets the server stamp it
+	Ops    []merge.FieldOp `json:"ops"`
+	Delete bool            `json:"delete,omitempty"` // tombstone the document
 	// Replace makes the op a whole-document write (REST PUT): top-level
 	// fields the op does not set are removed, decided against the document
 	// as it is when the op is applied.
@@ -97,20 +102,15 @@ type Change struct {
 	Pull bool `json:"pull,omitempty"`
 }
 
-// ClientMark records the last op of one client on one document, for
-// idempotent retries.
-type ClientMark struct {
-	OpID    uint64 `json:"op"`
-	Version int64  `json:"v"`
-}
-
 // Document is a stored document with its version stamp.
 type Document struct {
-	Key     Key                   `json:"-"`
-	Version int64                 `json:"v"`
-	Deleted bool                  `json:"del,omitempty"`
-	State   *merge.Doc            `json:"state"`
-	Clients map[string]ClientMark `json:"clients,omitempty"`
+	Key     Key        `json:"-"`
+	Version int64      `json:"v"`
+	Deleted bool       `json:"del,omitempty"`
+	State   *merge.Doc `json:"state"`
+	// Idem is the idempotency record: per client, the ops recently applied
+	// (see ClientOps).
+	Idem    map[string]*ClientOps `json:"idem,omitempty"`
 	Updated clock.Timestamp       `json:"hlc"`
 	// LogStart is the lowest version still in the op log; a client behind it
 	// needs a snapshot.

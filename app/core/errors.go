@@ -26,6 +26,8 @@ const (
 	CodeInvalidTransition  Code = "invalid_transition"  // a workflow state change the state machine does not allow
 	CodePreconditionFailed Code = "precondition_failed" // If-Match / If-None-Match did not hold
 	CodeClockSkew          Code = "clock_skew"          // op stamped too far in the future
+	CodeOpIDReused         Code = "op_id_reused"        // the op id was already used for an op with other content
+	CodeOpExpired          Code = "op_expired"          // the op id is older than the idempotency window remembers
 	CodeUnsupportedMedia   Code = "unsupported_media"   // body is not application/json
 	CodeMethodNotAllowed   Code = "method_not_allowed"  // HTTP method not served on the route
 	CodeUnauthorized       Code = "unauthorized"        // missing or invalid credentials

@@ -250,12 +250,6 @@ func (e *Engine) run(w *writer) {
 	}
 }
 
-// outcome is one request's result within a batch attempt.
-type outcome struct {
-	res    Result
-	lookup bool // a duplicate older than the client's last op: find its version in the log
-}
-
 func (e *Engine) process(w *writer, batch []request) {
 	k := w.key
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -264,7 +258,7 @@ func (e *Engine) process(w *writer, batch []request) {
 		e.opt.Metrics.Batch(len(batch))
 	}
 	var (
-		outs    []outcome
+		outs    []Result
 		commit  core.Commit
 		changes []core.Change
 		err     error
@@ -314,11 +308,7 @@ func (e *Engine) process(w *writer, batch []request) {
 	// Durable: acknowledge first, so an author sees its ack before any echo,
 	// then deliver locally and broadcast to the other replicas.
 	for i, r := range batch {
-		o := outs[i]
-		if o.lookup {
-			o.res.Version = e.findOpVersion(ctx, k, r.op, o.res.Version)
-		}
-		e.finish(r, o.res)
+		e.finish(r, outs[i])
 	}
 	if len(changes) == 0 {
 		return
@@ -415,16 +405,16 @@ func (e *Engine) collection(k core.Key) *collections.Collection {
 // apply runs the batch against the stored document. Checking the encoded
 // size after every op costs a full encode per op, so it is done only when
 // sizeEach is set (the batch as a whole went over the limit).
-func (e *Engine) apply(k core.Key, stored core.Stored, batch []request, sizeEach bool) ([]outcome, core.Commit) {
+func (e *Engine) apply(k core.Key, stored core.Stored, batch []request, sizeEach bool) ([]Result, core.Commit) {
 	doc := cloneDoc(k, stored.Doc)
 	existed := stored.Doc != nil && stored.Doc.Exists()
 	col, _ := e.opt.Collections.Collection(k.Collection)
-	outs := make([]outcome, len(batch))
+	outs := make([]Result, len(batch))
 	var changes []core.Change
 	for i, r := range batch {
 		outs[i] = e.applyOne(col, doc, r.op, &changes, sizeEach)
-		outs[i].res.Key = k
-		outs[i].res.OpID = r.op.OpID
+		outs[i].Key = k
+		outs[i].OpID = r.op.OpID
 	}
 	c := core.Commit{Key: k, ETag: stored.ETag, Doc: doc, Changes: changes}
 	if len(changes) == 0 {
@@ -433,6 +423,7 @@ func (e *Engine) apply(k core.Key, stored core.Stored, batch []request, sizeEach
 	if stored.Doc != nil {
 		c.Archive = stored.Doc.Tail
 	}
+	core.BoundIdem(doc.Idem)
 	doc.Tail = changes
 	c.IndexAdd = !existed && doc.Exists()
 	c.IndexRemove = existed && !doc.Exists()
@@ -449,11 +440,19 @@ func (e *Engine) apply(k core.Key, stored core.Stored, batch []request, sizeEach
 	return outs, c
 }
 
-func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op core.Op, changes *[]core.Change, sizeEach bool) outcome {
+func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op core.Op, changes *[]core.Change, sizeEach bool) Result {
+	var digest uint64
 	if op.ClientID != "" && op.OpID != 0 {
-		if m, ok := doc.Clients[op.ClientID]; ok && op.OpID <= m.OpID {
-			res := Result{Version: m.Version, Dup: true}
-			return outcome{res: res, lookup: op.OpID < m.OpID}
+		digest = core.OpDigest(op)
+		rec := doc.Idem[op.ClientID]
+		if r, ok := rec.Find(op.OpID); ok {
+			if r.Digest != 0 && r.Digest != digest {
+				return reject(core.CodeOpIDReused, nil, "op id %d of client %q was used for an op with other content", op.OpID, op.ClientID)
+			}
+			return Result{Version: r.Version, Dup: true}
+		}
+		if rec.Expired(op.OpID) {
+			return reject(core.CodeOpExpired, nil, "op id %d of client %q is older than the retry window of %s: whether it was applied is not known", op.OpID, op.ClientID, doc.Key)
 		}
 	}
 	switch {
@@ -466,7 +465,7 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 	}
 	ts, err := e.stamp(op.HLC)
 	if err != nil {
-		return outcome{res: Result{Err: err}}
+		return Result{Err: err}
 	}
 	ch := core.Change{
 		Doc: doc.Key.String(), Version: doc.Version + 1, Prev: doc.Version,
@@ -479,7 +478,7 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 			data = doc.State.Data
 		}
 		if err := e.opt.Authorize(op, col.Name, data); err != nil {
-			return outcome{res: Result{Err: err}}
+			return Result{Err: err}
 		}
 	}
 	switch {
@@ -506,24 +505,24 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 		}
 		// Applied in place; undone if a rule or a limit refuses the result.
 		eff, undo, err := merge.ApplyUndo(col.Policy, state, merge.Input{
-			Client: op.ClientID, HLC: ts, Base: op.Base, Current: doc.Version, Ops: ops,
+			Client: op.ClientID, HLC: ts, Base: baseOf(col.Policy, op, doc.Version), Current: doc.Version, Ops: ops,
 		})
 		if err != nil {
 			if created {
 				doc.State = merge.NewDoc()
 			}
-			return outcome{res: Result{Err: err}}
+			return Result{Err: err}
 		}
 		if ruled {
 			if err := col.Check(before, state.Data, op.Roles); err != nil {
 				undo()
-				return outcome{res: Result{Err: err}}
+				return Result{Err: err}
 			}
 		}
 		if e.opt.Authorize != nil {
 			if err := e.opt.Authorize(op, col.Name, state.Data); err != nil {
 				undo()
-				return outcome{res: Result{Err: err}}
+				return Result{Err: err}
 			}
 		}
 		if limit := e.maxDoc(col); sizeEach && encodedSize(state) > limit {
@@ -537,14 +536,30 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 	}
 	doc.Version = ch.Version
 	doc.Updated = ts
-	if op.ClientID != "" && op.OpID != 0 {
-		if doc.Clients == nil {
-			doc.Clients = map[string]core.ClientMark{}
+	if digest != 0 {
+		if doc.Idem == nil {
+			doc.Idem = map[string]*core.ClientOps{}
 		}
-		doc.Clients[op.ClientID] = core.ClientMark{OpID: op.OpID, Version: ch.Version}
+		doc.Idem[op.ClientID] = doc.Idem[op.ClientID].With(core.OpRecord{OpID: op.OpID, Version: ch.Version, Digest: digest}, e.opt.Clock.Now().Wall)
 	}
 	*changes = append(*changes, ch)
-	return outcome{res: Result{Version: ch.Version, Change: &ch, Ops: ch.Ops}}
+	return Result{Version: ch.Version, Change: &ch, Ops: ch.Ops}
+}
+
+// baseOf is the version op is based on. An op without a base is based on
+// the document as it is (it claims no concurrent edit), except where a base
+// is required: strict refuses it unless it creates the document, and a
+// resolve must have seen every candidate it settles.
+func baseOf(p merge.Policy, op core.Op, current int64) int64 {
+	if !op.NoBase || p == merge.Strict {
+		return op.Base
+	}
+	for _, f := range op.Ops {
+		if f.Op == merge.KindResolve {
+			return op.Base
+		}
+	}
+	return current
 }
 
 // replaceOps adds an unset for every top-level field of data that ops do not
@@ -574,10 +589,10 @@ func (e *Engine) Changes(ctx context.Context, k core.Key, from, to int64) ([]cor
 	return e.opt.Store.Changes(ctx, k, from, to)
 }
 
-func reject(code core.Code, details any, format string, args ...any) outcome {
+func reject(code core.Code, details any, format string, args ...any) Result {
 	e := core.Errorf(code, format, args...)
 	e.Details = details
-	return outcome{res: Result{Err: e}}
+	return Result{Err: e}
 }
 
 // stamp merges a client's HLC into the replica clock (refusing stamps too far
@@ -594,26 +609,6 @@ func (e *Engine) stamp(ts clock.Timestamp) (clock.Timestamp, error) {
 	return ts, nil
 }
 
-// findOpVersion finds the version an older retried op produced, scanning the
-// op log backwards from the client's last write. Beyond the log window it
-// answers the client's last version, which is an upper bound.
-func (e *Engine) findOpVersion(ctx context.Context, k core.Key, op core.Op, last int64) int64 {
-	const chunk = 64
-	for hi := last; hi >= 1; hi -= chunk {
-		lo := max(hi-chunk+1, 1)
-		cs, err := e.opt.Store.Changes(ctx, k, lo, hi)
-		if err != nil || len(cs) == 0 {
-			break
-		}
-		for i := len(cs) - 1; i >= 0; i-- {
-			if cs[i].Author == op.ClientID && cs[i].OpID == op.OpID {
-				return cs[i].Version
-			}
-		}
-	}
-	return last
-}
-
 func cloneDoc(k core.Key, d *core.Document) *core.Document {
 	if d == nil {
 		return &core.Document{Key: k, State: merge.NewDoc()}
@@ -624,12 +619,8 @@ func cloneDoc(k core.Key, d *core.Document) *core.Document {
 		c.State = merge.NewDoc()
 	}
 	c.Tail = nil
-	if d.Clients != nil {
-		c.Clients = make(map[string]core.ClientMark, len(d.Clients)+1)
-		for id, m := range d.Clients {
-			c.Clients[id] = m
-		}
-	}
+	// The records themselves are never changed in place (ClientOps.With).
+	c.Idem = maps.Clone(d.Idem)
 	return &c
 }
 

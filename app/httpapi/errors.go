@@ -15,7 +15,8 @@ func statusOf(c core.Code) int {
 	switch c {
 	case core.CodeBadRequest, core.CodeInvalidName:
 		return http.StatusBadRequest
-	case core.CodeInvalidOp, core.CodeClockSkew, core.CodeFieldRule, core.CodeInvalidTransition:
+	case core.CodeInvalidOp, core.CodeClockSkew, core.CodeFieldRule, core.CodeInvalidTransition,
+		core.CodeOpIDReused, core.CodeOpExpired:
 		return http.StatusUnprocessableEntity
 	case core.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge

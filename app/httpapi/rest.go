@@ -104,7 +104,7 @@ func (s *Server) putDoc(w http.ResponseWriter, r *http.Request, k core.Key, id a
 }
 
 type patchBody struct {
-	Base int64           `json:"base"`
+	Base *int64          `json:"base"` // absent: If-Match's version, else no base
 	HLC  string          `json:"hlc"`
 	Ops  []merge.FieldOp `json:"ops"`
 }
@@ -123,7 +123,10 @@ func (s *Server) patchDoc(w http.ResponseWriter, r *http.Request, k core.Key, id
 		s.fail(w, r, core.Errorf(core.CodeBadRequest, "hlc: %v", err))
 		return
 	}
-	op.Base, op.HLC, op.Ops = body.Base, ts, body.Ops
+	if body.Base != nil {
+		op.Base, op.NoBase = *body.Base, false
+	}
+	op.HLC, op.Ops = ts, body.Ops
 	s.write(w, r, k, id, op)
 }
 
@@ -137,9 +140,10 @@ func (s *Server) deleteDoc(w http.ResponseWriter, r *http.Request, k core.Key, i
 }
 
 // restOp reads the headers every REST write understands: If-Match /
-// If-None-Match preconditions and X-Client-ID / X-Op-ID for idempotent
-// retries. With authentication the client id is bound to the caller's
-// subject (auth.ClientID); the response names it in X-Client-ID.
+// If-None-Match preconditions (If-Match's version is also the write's base;
+// without it the write names no base) and X-Client-ID / X-Op-ID for
+// idempotent retries. With authentication the client id is bound to the
+// caller's subject (auth.ClientID); the response names it in X-Client-ID.
 func (s *Server) restOp(w http.ResponseWriter, r *http.Request, id auth.Identity) (core.Op, bool) {
 	op := core.Op{Subject: id.Subject, Roles: id.Roles}
 	if im := r.Header.Get("If-Match"); im != "" {
@@ -148,11 +152,13 @@ func (s *Server) restOp(w http.ResponseWriter, r *http.Request, id auth.Identity
 			s.fail(w, r, core.Errorf(core.CodeBadRequest, "If-Match %q: want a version ETag such as \"3\"", im))
 			return op, false
 		}
-		op.IfVersion = v
+		// The version the writer read is also what it based the write on.
+		op.IfVersion, op.Base = v, v
 	}
 	if r.Header.Get("If-None-Match") == "*" {
-		op.IfVersion = -1
+		op.IfVersion, op.Base = -1, 0
 	}
+	op.NoBase = op.IfVersion <= 0
 	requested := r.Header.Get("X-Client-ID")
 	if len(requested) > 128 {
 		s.fail(w, r, core.Errorf(core.CodeBadRequest, "X-Client-ID longer than 128 bytes"))
@@ -202,7 +208,7 @@ type changesResponse struct {
 }
 
 // serveChanges answers GET .../changes?since=v: the deltas after v, or a
-// snapshot when the log no longer reaches back to v.
+// snapshot when the log no longer reaches back to v+1.
 func (s *Server) serveChanges(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		s.fail(w, r, core.Errorf(core.CodeMethodNotAllowed, "only GET is served on changes"))
@@ -243,7 +249,9 @@ func (s *Server) serveChanges(w http.ResponseWriter, r *http.Request) {
 		if since > cur {
 			resp.Snapshot, resp.Deleted = stored.Doc.Data(), stored.Doc.Deleted
 		}
-	case since+1 >= stored.Doc.LogStart && since > 0:
+	case since+1 >= max(stored.Doc.LogStart, 1):
+		// Deltas whenever the log still holds since+1 (for since 0: while
+		// it still starts at version 1).
 		to := min(cur, since+maxChanges)
 		cs, err := s.Engine.Changes(r.Context(), k, since+1, to)
 		if err != nil {

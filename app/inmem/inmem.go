@@ -42,6 +42,22 @@ func NewStore() *Store {
 	return &Store{docs: map[core.Key]stored{}, log: map[core.Key]map[int64][]byte{}, index: map[string][]string{}}
 }
 
+// HoldNextCommit makes the next Commit wait, before its ETag check, until
+// release is called; entered is closed when that commit has started. Tests
+// use it to queue work behind a write in flight. It sets BeforeCommit.
+func (s *Store) HoldNextCommit() (entered <-chan struct{}, release func()) {
+	in, gate := make(chan struct{}), make(chan struct{})
+	first := true
+	s.BeforeCommit = func(core.Commit) {
+		if first {
+			first = false
+			close(in)
+			<-gate
+		}
+	}
+	return in, func() { close(gate) }
+}
+
 // Load implements core.Store.
 func (s *Store) Load(_ context.Context, k core.Key) (core.Stored, error) {
 	s.mu.Lock()

@@ -150,10 +150,6 @@ type Doc struct {
 	// author → version. A remove only cancels the adds its author had seen;
 	// an element is kept while an unseen add remains.
 	Elems map[string]map[string]map[string]int64 `json:"elems,omitempty"`
-	// Seen is the version vector of the client ops merged: client id → the
-	// highest Input.Seq applied. A repeat is dropped, so redelivery is
-	// harmless even for increments.
-	Seen clock.VersionVector `json:"seen,omitempty"`
 }
 
 // NewDoc returns an empty document state.
@@ -161,7 +157,7 @@ func NewDoc() *Doc { return &Doc{Data: map[string]any{}} }
 
 // Clone returns a deep copy.
 func (d *Doc) Clone() *Doc {
-	c := &Doc{Data: cloneMap(d.Data), Stamps: maps.Clone(d.Stamps), Seen: d.Seen.Clone()}
+	c := &Doc{Data: cloneMap(d.Data), Stamps: maps.Clone(d.Stamps)}
 	if d.Elems != nil {
 		c.Elems = make(map[string]map[string]map[string]int64, len(d.Elems))
 		for p, es := range d.Elems {
@@ -185,11 +181,7 @@ type Input struct {
 	HLC     clock.Timestamp
 	Base    int64 // document version the author based the op on
 	Current int64 // document version now; the op produces Current+1
-	// Seq is the author's op id (a per-client sequence). When non-zero, an
-	// Input whose Seq is not above the last one merged from Client is a
-	// repeat: Apply drops it and returns no effective ops.
-	Seq uint64
-	Ops []FieldOp
+	Ops     []FieldOp
 }
 
 // Apply merges in into d under policy p and returns the effective field
@@ -218,9 +210,6 @@ func ApplyUndo(p Policy, d *Doc, in Input) (eff []FieldOp, undo func(), err erro
 			return nil, nil, fmt.Errorf("op %d: %w", i, err)
 		}
 	}
-	if in.Seq != 0 && in.Seq <= d.Seen.Get(in.Client) {
-		return nil, func() {}, nil
-	}
 	if d.Data == nil {
 		d.Data = map[string]any{}
 	}
@@ -238,17 +227,6 @@ func ApplyUndo(p Policy, d *Doc, in Input) (eff []FieldOp, undo func(), err erro
 			}
 			return nil, nil, fmt.Errorf("op %d: %w", i, err)
 		}
-	}
-	if in.Seq != 0 {
-		prev := d.Seen.Get(in.Client)
-		d.Seen.Observe(in.Client, in.Seq)
-		a.undo = append(a.undo, func() {
-			if prev == 0 {
-				delete(d.Seen, in.Client)
-			} else {
-				d.Seen[in.Client] = prev
-			}
-		})
 	}
 	return a.eff, a.rollback, nil
 }

@@ -11,15 +11,15 @@ import (
 // and (under manual) an open conflict, for FuzzApply to work on.
 func fuzzDoc(tb testing.TB, p Policy) *docState {
 	s := newState()
-	s.mustApply(tb, p, Input{Client: "a", HLC: ts(10, "a"), Seq: 1, Ops: MustOps(tb, `[
+	s.mustApply(tb, p, Input{Client: "a", HLC: ts(10, "a"), Ops: MustOps(tb, `[
 		{"op":"set","path":"name","value":"Ann"},
 		{"op":"set","path":"addr","value":{"city":"Oslo","geo":{"lat":59.9}}},
 		{"op":"inc","path":"n","value":2},
 		{"op":"add","path":"tags","value":"x"},
 		{"op":"unset","path":"gone"}]`)})
-	s.mustApply(tb, p, Input{Client: "b", HLC: ts(12, "b"), Base: 1, Seq: 1, Ops: MustOps(tb, `[{"op":"set","path":"addr.zip","value":"0150"}]`)})
+	s.mustApply(tb, p, Input{Client: "b", HLC: ts(12, "b"), Base: 1, Ops: MustOps(tb, `[{"op":"set","path":"addr.zip","value":"0150"}]`)})
 	if p == Manual {
-		s.mustApply(tb, p, Input{Client: "c", HLC: ts(11, "c"), Base: 1, Seq: 1, Ops: MustOps(tb, `[{"op":"set","path":"addr.zip","value":"9999"}]`)})
+		s.mustApply(tb, p, Input{Client: "c", HLC: ts(11, "c"), Base: 1, Ops: MustOps(tb, `[{"op":"set","path":"addr.zip","value":"9999"}]`)})
 	}
 	return s
 }
@@ -42,7 +42,7 @@ func FuzzApply(f *testing.F) {
 		s := fuzzDoc(t, p)
 		before := jsonString(s.doc)
 		plain := cloneMap(s.doc.Data)
-		eff, err := Apply(p, s.doc, Input{Client: "f", HLC: ts(11, "f"), Base: int64(base), Current: s.version, Seq: 1, Ops: in})
+		eff, err := Apply(p, s.doc, Input{Client: "f", HLC: ts(11, "f"), Base: int64(base), Current: s.version, Ops: in})
 		if err != nil {
 			if !errors.Is(err, ErrInvalidOp) && !errors.Is(err, ErrConflict) {
 				t.Fatalf("unexpected error %v", err)

@@ -380,12 +380,12 @@ func TestApplyAtomic(t *testing.T) {
 	for _, p := range Policies() {
 		t.Run(string(p), func(t *testing.T) {
 			s := newState()
-			s.mustApply(t, p, Input{Client: "a", HLC: ts(1, "a"), Seq: 1, Ops: MustOps(t, `[
+			s.mustApply(t, p, Input{Client: "a", HLC: ts(1, "a"), Ops: MustOps(t, `[
 				{"op":"set","path":"name","value":"x"},{"op":"set","path":"obj","value":{"k":[1,2]}},
 				{"op":"add","path":"tags","value":"a"},{"op":"inc","path":"n","value":1}]`)})
-			s.mustApply(t, p, Input{Client: "b", HLC: ts(2, "b"), Base: 1, Seq: 1, Ops: MustOps(t, `[{"op":"set","path":"name","value":"y"}]`)})
+			s.mustApply(t, p, Input{Client: "b", HLC: ts(2, "b"), Base: 1, Ops: MustOps(t, `[{"op":"set","path":"name","value":"y"}]`)})
 			before, _ := json.Marshal(s.doc)
-			_, err := Apply(p, s.doc, Input{Client: "a", HLC: ts(9, "a"), Base: 2, Current: 2, Seq: 2, Ops: MustOps(t, `[
+			_, err := Apply(p, s.doc, Input{Client: "a", HLC: ts(9, "a"), Base: 2, Current: 2, Ops: MustOps(t, `[
 				{"op":"set","path":"obj.k","value":{"deep":{"er":1}}},
 				{"op":"unset","path":"name"},
 				{"op":"set","path":"obj","value":{"z":1}},
@@ -406,32 +406,15 @@ func TestApplyAtomic(t *testing.T) {
 	}
 }
 
-func TestApplyDropsRepeats(t *testing.T) {
-	s := newState()
-	in := Input{Client: "a", HLC: ts(1, "a"), Seq: 7, Ops: MustOps(t, `[{"op":"inc","path":"n","value":1}]`)}
-	s.mustApply(t, CRDT, in)
-	if eff := s.mustApply(t, CRDT, in); len(eff) != 0 {
-		t.Fatalf("repeat applied: %s", jsonString(eff))
-	}
-	in.Seq = 6
-	if eff := s.mustApply(t, CRDT, in); len(eff) != 0 {
-		t.Fatalf("older op applied: %s", jsonString(eff))
-	}
-	wantData(t, s.doc.Data, `{"n":1}`)
-	if s.doc.Seen.Get("a") != 7 {
-		t.Fatalf("Seen = %v", s.doc.Seen)
-	}
-}
-
 func TestDocJSON(t *testing.T) {
 	s := newState()
-	s.mustApply(t, CRDT, Input{Client: "a", HLC: clock.Timestamp{Wall: 5, Logical: 2, Node: "a"}, Seq: 1, Ops: MustOps(t, `[{"op":"set","path":"x.y","value":1},{"op":"add","path":"t","value":"q"}]`)})
-	s.mustApply(t, CRDT, Input{Client: "b", HLC: clock.Timestamp{Wall: 6, Node: "srv"}, Base: 1, Seq: 1, Ops: MustOps(t, `[{"op":"set","path":"z","value":true}]`)})
+	s.mustApply(t, CRDT, Input{Client: "a", HLC: clock.Timestamp{Wall: 5, Logical: 2, Node: "a"}, Ops: MustOps(t, `[{"op":"set","path":"x.y","value":1},{"op":"add","path":"t","value":"q"}]`)})
+	s.mustApply(t, CRDT, Input{Client: "b", HLC: clock.Timestamp{Wall: 6, Node: "srv"}, Base: 1, Ops: MustOps(t, `[{"op":"set","path":"z","value":true}]`)})
 	b, err := json.Marshal(s.doc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	const want = `{"data":{"t":["q"],"x":{"y":1},"z":true},"stamps":{"x.y":["5.2.a",1],"z":["6.0.srv",2,"b"]},"elems":{"t":{"\"q\"":{"a":1}}},"seen":{"a":1,"b":1}}`
+	const want = `{"data":{"t":["q"],"x":{"y":1},"z":true},"stamps":{"x.y":["5.2.a",1],"z":["6.0.srv",2,"b"]},"elems":{"t":{"\"q\"":{"a":1}}}}`
 	if string(b) != want {
 		t.Fatalf("stored form\n got %s\nwant %s", b, want)
 	}
@@ -457,8 +440,7 @@ func TestDocJSON(t *testing.T) {
 	}
 	c := s.doc.Clone()
 	c.Elems["t"]["\"q\""]["a"] = 99
-	c.Seen.Observe("a", 9)
-	if s.doc.Elems["t"]["\"q\""]["a"] != 1 || s.doc.Seen.Get("a") != 1 {
+	if s.doc.Elems["t"]["\"q\""]["a"] != 1 {
 		t.Fatal("Clone shares metadata")
 	}
 }
@@ -466,9 +448,9 @@ func TestDocJSON(t *testing.T) {
 func TestApplyUndo(t *testing.T) {
 	for _, p := range Policies() {
 		s := newState()
-		s.mustApply(t, p, Input{Client: "a", HLC: ts(1, "a"), Seq: 1, Ops: MustOps(t, `[{"op":"set","path":"x","value":{"y":1}},{"op":"add","path":"t","value":1}]`)})
+		s.mustApply(t, p, Input{Client: "a", HLC: ts(1, "a"), Ops: MustOps(t, `[{"op":"set","path":"x","value":{"y":1}},{"op":"add","path":"t","value":1}]`)})
 		before := jsonString(s.doc)
-		eff, undo, err := ApplyUndo(p, s.doc, Input{Client: "b", HLC: ts(2, "b"), Base: 1, Current: 1, Seq: 4, Ops: MustOps(t, `[
+		eff, undo, err := ApplyUndo(p, s.doc, Input{Client: "b", HLC: ts(2, "b"), Base: 1, Current: 1, Ops: MustOps(t, `[
 			{"op":"set","path":"x.z","value":2},{"op":"unset","path":"x.y"},{"op":"add","path":"t","value":2},{"op":"inc","path":"n","value":1}]`)})
 		if err != nil || len(eff) == 0 {
 			t.Fatalf("%s: ApplyUndo = %s, %v", p, jsonString(eff), err)

@@ -157,6 +157,35 @@ func TestConflictPolicies(t *testing.T) {
 		sameEverywhere(t, map[string]any{"title": "Plan B: roadmap"}, ws...)
 	})
 
+	// REST writes without a base (PATCH without base, PUT, DELETE) and with
+	// If-Match as the base: no manual conflict when nobody else writes, and
+	// strict accepts a PUT whose If-Match holds.
+	t.Run("WritesWithoutBase", func(t *testing.T) {
+		url := r.URL() + "/v1/docs/notes/nb-" + id
+		noConflict := func(step string) {
+			t.Helper()
+			g := do(t, "GET", url, "")
+			if _, ok := g.Body["data"].(map[string]any)["_conflicts"]; ok {
+				t.Fatalf("%s recorded a conflict with nobody else writing: %s", step, g.Raw)
+			}
+		}
+		wantStatus(t, do(t, "PUT", url, `{"title":"Plan"}`, "X-Client-ID", "bob"), 201, "")
+		wantStatus(t, do(t, "PATCH", url, `{"ops":[{"op":"set","path":"title","value":"Plan B"}]}`, "X-Client-ID", "alice"), 200, "")
+		noConflict("PATCH without base")
+		wantStatus(t, do(t, "PUT", url, `{"title":"Plan C"}`, "X-Client-ID", "bob"), 200, "")
+		noConflict("PUT")
+		wantStatus(t, do(t, "PUT", url, `{"title":"Plan D"}`, "X-Client-ID", "alice", "If-Match", `"3"`), 200, "")
+		noConflict("PUT with If-Match")
+		wantStatus(t, do(t, "PATCH", url, `{"ops":[{"op":"set","path":"title","value":"Plan E"}]}`, "X-Client-ID", "bob", "If-Match", `"4"`), 200, "")
+		noConflict("PATCH with If-Match")
+		wantStatus(t, do(t, "DELETE", url, "", "X-Client-ID", "alice", "If-Match", `"5"`), 200, "")
+
+		order := r.URL() + "/v1/docs/orders/nb-" + id
+		wantStatus(t, do(t, "PUT", order, `{"customer":"c1","items":["a"],"total":10,"currency":"EUR"}`, "X-Client-ID", "bob"), 201, "")
+		wantStatus(t, do(t, "PATCH", order, `{"ops":[{"op":"set","path":"total","value":11}]}`, "X-Client-ID", "alice"), 409, "conflict")
+		wantStatus(t, do(t, "PUT", order, `{"customer":"c1","items":["a"],"total":12,"currency":"EUR"}`, "X-Client-ID", "alice", "If-Match", `"1"`), 200, "")
+	})
+
 	t.Run("OfflineEdits", func(t *testing.T) {
 		doc := "forms/off-" + id
 		url := r.URL() + "/v1/docs/" + doc

@@ -80,18 +80,24 @@ func (w *rawWS) next(timeout time.Duration) (protocol.Message, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	for {
-		_, b, err := w.conn.Read(ctx)
-		if err != nil {
-			return protocol.Message{}, int(websocket.CloseStatus(err))
-		}
-		m, err := protocol.Decode(b)
-		if err != nil {
-			w.t.Fatalf("server sent undecodable %q", b)
-		}
-		if m.T != protocol.TPing {
-			return m, 0
+		if m, code := w.read(ctx); code != 0 || m.T != protocol.TPing {
+			return m, code
 		}
 	}
+}
+
+// read returns the next message, heartbeats included, or the close code.
+func (w *rawWS) read(ctx context.Context) (protocol.Message, int) {
+	w.t.Helper()
+	_, b, err := w.conn.Read(ctx)
+	if err != nil {
+		return protocol.Message{}, int(websocket.CloseStatus(err))
+	}
+	m, err := protocol.Decode(b)
+	if err != nil {
+		w.t.Fatalf("server sent undecodable %q", b)
+	}
+	return m, 0
 }
 
 func (w *rawWS) expect(typ string) protocol.Message {

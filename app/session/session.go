@@ -607,10 +607,13 @@ func (s *Session) op(ctx context.Context, m protocol.Message) error {
 	if err == nil && m.Op == 0 {
 		err = core.Errorf(core.CodeBadRequest, "op needs an op id (\"op\" > 0)")
 	}
-	if _, dup := s.pending[pendingOp{m.Doc, m.Op}]; err == nil && dup {
-		// A resend of an op still in flight: the first copy will be answered.
-		<-s.inflight
-		return nil
+	if first, dup := s.pending[pendingOp{m.Doc, m.Op}]; err == nil && dup {
+		if core.OpDigest(s.coreOp(first)) == core.OpDigest(s.coreOp(m)) {
+			// A resend of an op still in flight: the first copy will be answered.
+			<-s.inflight
+			return nil
+		}
+		err = core.Errorf(core.CodeOpIDReused, "op id %d is in flight with other content", m.Op)
 	}
 	if err != nil {
 		<-s.inflight
@@ -619,10 +622,14 @@ func (s *Session) op(ctx context.Context, m protocol.Message) error {
 		return s.send.Send(ctx, r)
 	}
 	s.pending[pendingOp{m.Doc, m.Op}] = m
-	s.backend.Submit(k, core.Op{ClientID: s.client, OpID: m.Op, Base: m.Base, HLC: m.HLC, Ops: m.Ops, Delete: m.Del,
-		Subject: s.identity.Subject, Roles: s.identity.Roles},
-		func(r engine.Result) { s.results <- &r }) // capacity is reserved by inflight
+	s.backend.Submit(k, s.coreOp(m), func(r engine.Result) { s.results <- &r }) // capacity is reserved by inflight
 	return nil
+}
+
+// coreOp is the op a client's op message asks for.
+func (s *Session) coreOp(m protocol.Message) core.Op {
+	return core.Op{ClientID: s.client, OpID: m.Op, Base: m.Base, HLC: m.HLC, Ops: m.Ops, Delete: m.Del,
+		Subject: s.identity.Subject, Roles: s.identity.Roles}
 }
 
 // result answers the client's own op once its outcome is known.

@@ -434,3 +434,30 @@ func dense(n int) []int64 {
 	}
 	return out
 }
+
+// A resend of an op still in flight is answered once; the same op id with
+// other content is refused at once.
+func TestResendWhileInFlight(t *testing.T) {
+	r := newRig(t, true, session.Options{})
+	entered, release := r.store.HoldNextCommit()
+	hello(t, r, "c")
+	op := func(v string) protocol.Message {
+		return protocol.Message{T: protocol.TOp, Doc: doc, Op: 1, Ops: []merge.FieldOp{{Op: merge.KindSet, Path: "a", Value: json.RawMessage(v)}}}
+	}
+	r.recv(t, op("1"))
+	<-entered
+	r.recv(t, op(" 1.0"))
+	r.recv(t, op("2"))
+	if m := r.next(t); m.T != protocol.TReject || m.Code != core.CodeOpIDReused || m.Op != 1 {
+		t.Fatalf("reused id in flight: %+v", m)
+	}
+	release()
+	if m := r.next(t); m.T != protocol.TAck || m.V != 1 || m.Dup {
+		t.Fatalf("first copy: %+v", m)
+	}
+	// The next answer is the next op's: no second answer for op 1.
+	r.recv(t, protocol.Message{T: protocol.TOp, Doc: doc, Op: 2, Ops: []merge.FieldOp{{Op: merge.KindSet, Path: "b", Value: json.RawMessage("1")}}})
+	if m := r.next(t); m.T != protocol.TAck || m.Op != 2 || m.V != 2 {
+		t.Fatalf("after the first copy: %+v", m)
+	}
+}

@@ -976,6 +976,18 @@ class Sync extends Emitter {
     return d.pending[d.pending.length - 1]
   }
 
+  // _resend queues a refused op again unchanged (same op id and content):
+  // the server applies it once whether or not the refused attempt was
+  // stored.
+  _resend (d, p, tries) {
+    p.retries = tries
+    const i = d.pending.findIndex(q => q.op > p.op)
+    d.pending.splice(i < 0 ? d.pending.length : i, 0, p)
+    this._saveOp(p)
+    this._sendOp(p)
+    d._rebase({ local: true })
+  }
+
   _saveOp (p) {
     if (!p.op) return
     this._storage.put('meta', { nextOp: this._nextOp })
@@ -1062,7 +1074,7 @@ class Sync extends Emitter {
       const tries = (p.retries || 0) + 1
       if (RETRYABLE.has(m.code) && tries <= policy.maxRetries) {
         const wait = policy.backoff === 'none' ? 0 : policy.backoff === 'linear' ? policy.base * tries : policy.base * 2 ** (tries - 1)
-        this._timers.setTimeout(() => { this._submit(d, p.ops || [], p.del).retries = tries }, wait)
+        this._timers.setTimeout(() => this._resend(d, p, tries), wait)
         return
       }
       if (m.code === 'conflict' && h.onConflict) {

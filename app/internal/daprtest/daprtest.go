@@ -223,11 +223,7 @@ func (r *Replica) startOnce(retry bool) (raced bool) {
 		t.Fatal(err)
 	}
 	r.Svc = svc
-	sc, err := daprrun.Start(daprrun.Options{
-		Daprd: daprd, AppID: config.DefaultAppID, AppPort: r.AppPort, HTTPPort: httpPort, GRPCPort: grpcPort,
-		ResourcesDir: r.resDir, Output: r.log, LogLevel: "info",
-		APIToken: cfg.DaprAPIToken, AppAPIToken: cfg.AppAPIToken,
-	})
+	sc, err := r.runSidecar(daprd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,6 +246,44 @@ func (r *Replica) startOnce(retry bool) (raced bool) {
 		}
 	}
 	return false
+}
+
+func (r *Replica) runSidecar(daprd string) (*daprrun.Sidecar, error) {
+	return daprrun.Start(daprrun.Options{
+		Daprd: daprd, AppID: config.DefaultAppID, AppPort: r.AppPort, HTTPPort: r.Cfg.DaprHTTPPort, GRPCPort: r.Cfg.DaprGRPCPort,
+		ResourcesDir: r.resDir, Output: r.log, LogLevel: "info",
+		APIToken: r.Cfg.DaprAPIToken, AppAPIToken: r.Cfg.AppAPIToken,
+	})
+}
+
+// StopSidecar stops daprd (graceful) and leaves the app running: the app
+// answers as it does when its sidecar is gone.
+func (r *Replica) StopSidecar() {
+	if r.Sidecar != nil {
+		_ = r.Sidecar.Stop(10 * time.Second)
+		r.Sidecar = nil
+	}
+}
+
+// StartSidecar starts daprd again on the same ports and components and
+// waits until it is healthy.
+func (r *Replica) StartSidecar() {
+	r.t.Helper()
+	daprd, err := daprrun.Daprd()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	sc, err := r.runSidecar(daprd)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.Sidecar = sc
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := sc.WaitHealthy(ctx); err != nil {
+		r.DumpLog()
+		r.t.Fatal(err)
+	}
 }
 
 // Stop stops app and daprd (graceful).

@@ -168,7 +168,7 @@ test('hooks: onRemoteUpdate sees others\' deltas; onConflict may answer with ops
   assert.deepEqual([retry.op, retry.base, retry.ops], [2, 2, [{ op: 'set', path: 'qty', value: 3 }]])
 })
 
-test('retryable rejections are retried with new op ids per the retry policy', async () => {
+test('retryable rejections are resent unchanged (same op id) per the retry policy', async () => {
   const h = await online()
   h.sync.registerSyncHook('forms/f1', { retryPolicy: { maxRetries: 2, backoff: 'exponential', base: 100 } })
   const d = h.sync.doc('forms/f1')
@@ -178,17 +178,19 @@ test('retryable rejections are retried with new op ids per the retry policy', as
   h.clock.advance(99)
   assert.equal(ops(conn).length, 1)
   h.clock.advance(1)
-  assert.deepEqual(ops(conn).map(o => o.op), [1, 2])
-  conn.h.msg({ t: 'reject', doc: 'forms/f1', op: 2, code: 'unavailable', msg: 'store down' })
+  assert.deepEqual(ops(conn).map(o => o.op), [1, 1])
+  assert.deepEqual(ops(conn)[1], ops(conn)[0], 'the retry is the same op')
+  assert.deepEqual(d.state, { a: 1 }, 'the resent edit is shown again')
+  conn.h.msg({ t: 'reject', doc: 'forms/f1', op: 1, code: 'unavailable', msg: 'store down' })
   h.clock.advance(200)
-  conn.h.msg({ t: 'reject', doc: 'forms/f1', op: 3, code: 'unavailable', msg: 'store down' })
+  conn.h.msg({ t: 'reject', doc: 'forms/f1', op: 1, code: 'unavailable', msg: 'store down' })
   h.clock.advance(10_000)
-  assert.deepEqual(ops(conn).map(o => o.op), [1, 2, 3], 'at most maxRetries retries')
+  assert.deepEqual(ops(conn).map(o => o.op), [1, 1, 1], 'at most maxRetries retries')
   // Not retryable: given up at once.
   const rejected = []
   h.sync.on('reject', r => rejected.push(r.code))
   d.set('status', 'approved')
-  conn.h.msg({ t: 'reject', doc: 'forms/f1', op: 4, code: 'forbidden', msg: 'approver only' })
+  conn.h.msg({ t: 'reject', doc: 'forms/f1', op: 2, code: 'forbidden', msg: 'approver only' })
   h.clock.advance(10_000)
   assert.deepEqual(rejected, ['forbidden'])
   assert.equal(ops(conn).length, 4)
