@@ -83,6 +83,10 @@ type Field struct {
 	Min, Max   *float64 // bounds of a number
 	Enum       []any    // allowed values (JSON scalars); empty: any
 	WritableBy []string // roles that may change the field; empty: anyone who may write
+	// ReadableBy lists the roles (and OwnerRole, the document's owner) that
+	// may read the field and everything below it; empty: every reader of
+	// the document.
+	ReadableBy []string
 }
 
 // Transition is one allowed move of a state field.
@@ -107,6 +111,9 @@ type Collection struct {
 	OwnerField string   // path holding the owner's id; only the owner may write (enforced by auth)
 	ReadRoles  []string // empty: anyone authenticated
 	WriteRoles []string // empty: anyone authenticated
+	// Rows are the row rules (read_rules); nil: every document is readable
+	// by whoever passes ReadRoles.
+	Rows *ReadRules
 	// Fields and StateMachines are keyed by path.
 	Fields        map[string]*Field
 	StateMachines map[string]*StateMachine
@@ -117,6 +124,9 @@ type Collection struct {
 	Events bool
 	// Webhooks receive every change of the collection (see docs/events.md).
 	Webhooks []Webhook
+
+	readable  []string // sorted paths of the fields with ReadableBy
+	rulePaths []string // document fields the read rules look at
 }
 
 // Webhook is an endpoint declared in the collections file. Its signing

@@ -214,10 +214,11 @@ func (l *loader) path(n *yaml.Node, what string) (string, error) {
 var (
 	topKeys        = []string{"allow_unknown", "defaults", "collections"}
 	defaultKeys    = []string{"policy", "limits"}
-	collectionKeys = []string{"policy", "limits", "owner_field", "read_roles", "write_roles", "fields", "state_machines", "events", "webhooks"}
+	collectionKeys = []string{"policy", "limits", "owner_field", "read_roles", "write_roles", "fields", "state_machines", "events", "webhooks", "read_rules"}
+	readRuleKeys   = []string{"owner", "claims", "roles"}
 	webhookKeys    = []string{"id", "url", "secret_env"}
 	limitKeys      = []string{"max_doc_bytes", "max_ops"}
-	fieldKeys      = []string{"type", "required", "max_length", "min", "max", "enum", "writable_by"}
+	fieldKeys      = []string{"type", "required", "max_length", "min", "max", "enum", "writable_by", "readable_by"}
 	machineKeys    = []string{"initial", "states", "transitions"}
 	transitionKeys = []string{"from", "to", "roles"}
 	// collectionName is the service's collection-name syntax.
@@ -311,9 +312,14 @@ func (l *loader) collection(col *Collection, n *yaml.Node) error {
 			col.Events, err = l.boolean(v, where+": events")
 		case "webhooks":
 			err = l.webhooks(col, v, where)
+		case "read_rules":
+			err = l.readRules(col, v, where)
 		}
 		return err
 	})
+	if err == nil {
+		err = l.checkReadRules(col, n, where)
+	}
 	if err != nil || machines == nil {
 		return err
 	}
@@ -364,6 +370,18 @@ func (l *loader) field(p string, n *yaml.Node, where string) (*Field, error) {
 			f.Enum, err = l.enum(v, what)
 		case "writable_by":
 			f.WritableBy, err = l.strs(v, what+": writable_by", false)
+		case "readable_by":
+			f.ReadableBy, err = l.strs(v, what+": readable_by", false)
+			switch {
+			case err != nil:
+			case len(f.ReadableBy) == 0:
+				err = l.errf(v, "%s: readable_by needs at least one role (or owner)", what)
+			case strings.Contains(p, "."):
+				// A write below a hidden field would create or replace the
+				// objects above it, which readers see: hiding is per
+				// top-level field (and hides everything below it).
+				err = l.errf(v, "%s: readable_by is declared on top-level fields only (it hides everything below them)", what)
+			}
 		}
 		return err
 	})
@@ -566,3 +584,67 @@ func (l *loader) webhooks(col *Collection, n *yaml.Node, where string) error {
 }
 
 var webhookID = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+
+// readRules reads a collection's row rules: {owner, claims, roles}.
+func (l *loader) readRules(col *Collection, n *yaml.Node, where string) error {
+	what := where + ": read_rules"
+	rows := &ReadRules{}
+	err := l.mapping(n, what, readRuleKeys, func(key string, _, v *yaml.Node) (err error) {
+		switch key {
+		case "owner":
+			rows.Owner, err = l.boolean(v, what+": owner")
+		case "roles":
+			rows.Roles, err = l.strs(v, what+": roles", false)
+		case "claims":
+			rows.Claims = map[string]string{}
+			err = l.mapping(v, what+": claims", nil, func(p string, k, v *yaml.Node) error {
+				if merge.ValidatePath(p) != nil {
+					return l.errf(k, "%s: claims: field %q: want a dot path of keys not starting with '_'", what, p)
+				}
+				claim, err := l.str(v, what+": claims: "+p)
+				if err == nil && claim == "" {
+					err = l.errf(v, "%s: claims: %s: the claim name is empty", what, p)
+				}
+				rows.Claims[p] = claim
+				return err
+			})
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if !rows.Owner && len(rows.Claims) == 0 && len(rows.Roles) == 0 {
+		return l.errf(n, "%s: declare at least one of owner, claims, roles (or leave read_rules out)", what)
+	}
+	col.Rows = rows
+	return nil
+}
+
+// checkReadRules cross-checks the read rules once the collection is read,
+// and records the fields they look at.
+func (l *loader) checkReadRules(col *Collection, n *yaml.Node, where string) error {
+	ownerUsed := col.Rows != nil && col.Rows.Owner
+	for p, f := range col.Fields {
+		if len(f.ReadableBy) > 0 {
+			col.readable = append(col.readable, p)
+			ownerUsed = ownerUsed || slices.Contains(f.ReadableBy, OwnerRole)
+		}
+	}
+	slices.Sort(col.readable)
+	if ownerUsed && col.OwnerField == "" {
+		return l.errf(n, "%s: read rules name the owner, but the collection has no owner_field", where)
+	}
+	if ownerUsed {
+		col.rulePaths = append(col.rulePaths, col.OwnerField)
+	}
+	if col.Rows != nil {
+		for p := range col.Rows.Claims {
+			if !slices.Contains(col.rulePaths, p) {
+				col.rulePaths = append(col.rulePaths, p)
+			}
+		}
+	}
+	slices.Sort(col.rulePaths)
+	return nil
+}

@@ -1,0 +1,135 @@
+package collections_test
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/merge"
+)
+
+const readRules = `
+collections:
+  profiles:
+    owner_field: user_id
+    read_rules: {owner: true, roles: [admin]}
+    fields:
+      email: {readable_by: [owner, admin]}
+  projects:
+    owner_field: lead
+    read_rules: {claims: {team: team}, roles: [admin]}
+    fields:
+      budget: {readable_by: [admin, owner]}
+      notes: {readable_by: [auditor]}
+  open:
+    fields:
+      salary: {readable_by: [hr]}
+`
+
+func TestViewOf(t *testing.T) {
+	cfg, err := collections.Parse("read.yaml", []byte(readRules))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ann := collections.Reader{Subject: "ann", Roles: []string{"user"}, Claims: map[string]string{"team": "red"}}
+	bob := collections.Reader{Subject: "bob", Roles: []string{"user"}, Claims: map[string]string{"team": "blue"}}
+	admin := collections.Reader{Subject: "root", Roles: []string{"admin"}}
+	anon := collections.Reader{}
+	annProfile := map[string]any{"user_id": "ann", "email": "a@x"}
+	redProject := map[string]any{"team": "red", "lead": "bob", "budget": 5.0}
+	for _, tc := range []struct {
+		name, coll string
+		r          collections.Reader
+		data       map[string]any
+		denied     bool
+		hidden     []string
+	}{
+		{"OwnerReadsOwnProfile", "profiles", ann, annProfile, false, nil},
+		{"OtherUserDenied", "profiles", bob, annProfile, true, nil},
+		{"AdminReadsAnyProfile", "profiles", admin, annProfile, false, nil},
+		{"NoDocumentIsNobodysOwn", "profiles", ann, nil, true, nil},
+		{"OwnerMustBeAString", "profiles", ann, map[string]any{"user_id": []any{"ann"}}, true, nil},
+		{"TeamMemberReads", "projects", ann, redProject, false, []string{"budget", "notes"}},
+		{"OtherTeamDenied", "projects", bob, map[string]any{"team": "red"}, true, nil},
+		{"LeadOfOtherTeamStillDenied", "projects", bob, redProject, true, nil},
+		{"LeadOfOwnTeamSeesBudget", "projects", bob, map[string]any{"team": "blue", "lead": "bob"}, false, []string{"notes"}},
+		{"NoClaimNoMatch", "projects", anon, map[string]any{"team": ""}, true, nil},
+		{"AdminSeesBudget", "projects", admin, redProject, false, []string{"notes"}},
+		{"FieldRuleWithoutRowRules", "open", ann, nil, false, []string{"salary"}},
+		{"UndeclaredCollection", "other", anon, nil, false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			col, _ := cfg.Collection(tc.coll)
+			v := col.ViewOf(tc.r, tc.data)
+			if v.Denied != tc.denied || !reflect.DeepEqual(v.Hidden, tc.hidden) {
+				t.Fatalf("view = %+v, want denied %v hidden %v", v, tc.denied, tc.hidden)
+			}
+		})
+	}
+}
+
+func TestViewFilters(t *testing.T) {
+	cfg, err := collections.Parse("read.yaml", []byte(readRules))
+	if err != nil {
+		t.Fatal(err)
+	}
+	col, _ := cfg.Collection("projects")
+	v := col.ViewOf(collections.Reader{Subject: "ann", Claims: map[string]string{"team": "red"}}, map[string]any{"team": "red"})
+	data := map[string]any{"team": "red", "budget": 9.0, "notes": "n", "name": "p",
+		merge.ConflictsKey: map[string]any{"budget": []any{"b1"}, "name": []any{"n1"}}}
+	got := v.Data(data)
+	want := map[string]any{"team": "red", "name": "p", merge.ConflictsKey: map[string]any{"name": []any{"n1"}}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Data = %v, want %v", got, want)
+	}
+	if _, ok := data["budget"]; !ok {
+		t.Fatal("Data changed its input")
+	}
+	ops := []merge.FieldOp{
+		{Op: merge.KindSet, Path: "budget", Value: json.RawMessage(`10`)},
+		{Op: merge.KindSet, Path: "notes.deep", Value: json.RawMessage(`"x"`)},
+		{Op: merge.KindSet, Path: "name", Value: json.RawMessage(`"q"`)},
+		{Op: merge.KindSet, Path: merge.ConflictsKey, Value: json.RawMessage(`{"budget":[{"value":1}],"name":[{"value":"a"}]}`)},
+	}
+	fops := v.Ops(ops)
+	if len(fops) != 2 || fops[0].Path != "name" || fops[1].Path != merge.ConflictsKey || strings.Contains(string(fops[1].Value), "budget") {
+		t.Fatalf("Ops = %+v", fops)
+	}
+	if hidden := v.Ops(ops[:2]); hidden == nil || len(hidden) != 0 {
+		t.Fatalf("ops on hidden fields only: %#v, want an empty non-nil list", hidden)
+	}
+	if vals := v.Values(map[string]any{"budget": 1, "name": "x"}); !reflect.DeepEqual(vals, map[string]any{"name": "x"}) {
+		t.Fatalf("Values = %v", vals)
+	}
+	if d := collections.DeniedView.Data(data); d != nil {
+		t.Fatalf("denied view shows %v", d)
+	}
+	if !col.Touches([]merge.FieldOp{{Op: merge.KindSet, Path: "team"}}, false) || !col.Touches(nil, true) ||
+		col.Touches([]merge.FieldOp{{Op: merge.KindSet, Path: "name"}}, false) ||
+		!col.Touches([]merge.FieldOp{{Op: merge.KindSet, Path: "lead"}}, false) {
+		t.Fatal("Touches: want true for the team and lead fields and for a creation only")
+	}
+}
+
+func TestReadRulesLoadErrors(t *testing.T) {
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"EmptyRules", "collections:\n  c:\n    read_rules: {}\n", "declare at least one of owner, claims, roles"},
+		{"OwnerWithoutOwnerField", "collections:\n  c:\n    read_rules: {owner: true}\n", "no owner_field"},
+		{"OwnerFieldRuleWithoutOwnerField", "collections:\n  c:\n    fields:\n      e: {readable_by: [owner]}\n", "no owner_field"},
+		{"UnknownRuleKey", "collections:\n  c:\n    read_rules: {team: x}\n", `unknown key "team"`},
+		{"EmptyClaim", "collections:\n  c:\n    read_rules: {claims: {team: \"\"}}\n", "claim name is empty"},
+		{"BadClaimField", "collections:\n  c:\n    read_rules: {claims: {_t: team}}\n", "want a dot path"},
+		{"EmptyReadableBy", "collections:\n  c:\n    fields:\n      e: {readable_by: []}\n", "at least one role"},
+		{"NestedReadableBy", "collections:\n  c:\n    fields:\n      a.b: {readable_by: [x]}\n", "top-level fields only"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := collections.Parse("bad.yaml", []byte(tc.yaml))
+			if !errors.Is(err, collections.ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
