@@ -5,11 +5,14 @@
 // Tokens: HS256 with a shared secret for local use, RS256/ES256 through a
 // JWKS URL in production (keys refreshed in the background). Claims used:
 // sub (the user id), roles (array of strings; "role" as a single string is
-// accepted too), exp (required), and iss/aud when configured.
+// accepted too), exp (required), and iss/aud when configured. Every other
+// top-level claim whose value is a string (such as "team") is kept in the
+// identity's Claims, for the collections' claim-match read rules.
 package auth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -27,6 +30,9 @@ import (
 type Identity struct {
 	Subject string
 	Roles   []string
+	// Claims are the token's other string claims ("team": "t1"), which
+	// claim-match read rules compare with document fields.
+	Claims  map[string]string
 	Expires time.Time // zero: never (authentication off)
 	// Anonymous marks the identity used while authentication is off.
 	Anonymous bool
@@ -102,6 +108,32 @@ type claims struct {
 	jwt.RegisteredClaims
 	Roles []string `json:"roles,omitempty"`
 	Role  string   `json:"role,omitempty"`
+	// Extra holds the other string claims.
+	Extra map[string]string `json:"-"`
+}
+
+// registered are the claims with a meaning of their own, never copied to
+// Identity.Claims.
+var registered = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "roles", "role"}
+
+func (c *claims) UnmarshalJSON(b []byte) error {
+	type plain claims
+	if err := json.Unmarshal(b, (*plain)(c)); err != nil {
+		return err
+	}
+	var all map[string]any
+	if err := json.Unmarshal(b, &all); err != nil {
+		return err
+	}
+	for k, v := range all {
+		if s, ok := v.(string); ok && !slices.Contains(registered, k) {
+			if c.Extra == nil {
+				c.Extra = map[string]string{}
+			}
+			c.Extra[k] = s
+		}
+	}
+	return nil
 }
 
 // Verify checks the token's signature, algorithm, expiry, issuer and
@@ -136,7 +168,7 @@ func (j *JWT) Verify(_ context.Context, token string) (Identity, error) {
 	if c.Role != "" {
 		roles = append(roles, c.Role)
 	}
-	return Identity{Subject: c.Subject, Roles: roles, Expires: c.ExpiresAt.Time}, nil
+	return Identity{Subject: c.Subject, Roles: roles, Claims: c.Extra, Expires: c.ExpiresAt.Time}, nil
 }
 
 // Off is the verifier used while authentication is disabled: every caller
@@ -175,6 +207,52 @@ func (p Policy) CanRead(id Identity, coll string) error {
 		return core.Errorf(core.CodeForbidden, "reading %s needs one of the roles %v", coll, col.ReadRoles)
 	}
 	return nil
+}
+
+// Rules reports whether reading coll depends on its read rules (row rules
+// or readable_by fields), which are enforced with authentication on.
+func (p Policy) Rules(coll string) bool {
+	if !p.Enforce {
+		return false
+	}
+	col, _ := p.Collections.Collection(coll)
+	return col.HasReadRules()
+}
+
+// View is what id may see of a document of coll whose data is data: the
+// collection's read rules evaluated for the identity (see
+// collections.Collection.ViewOf). It does not check read_roles (CanRead
+// does). With authentication off it shows everything.
+func (p Policy) View(id Identity, coll string, data map[string]any) collections.View {
+	if !p.Enforce {
+		return collections.View{}
+	}
+	col, _ := p.Collections.Collection(coll)
+	return col.ViewOf(collections.Reader{Subject: id.Subject, Roles: id.Roles, Claims: id.Claims}, data)
+}
+
+// DocView is View on a stored document (nil: none yet).
+func (p Policy) DocView(id Identity, coll string, d *core.Document) collections.View {
+	if d == nil {
+		return p.View(id, coll, nil)
+	}
+	return p.View(id, coll, d.Data())
+}
+
+// Touches reports whether one of changes of a document of coll may change
+// who sees what of it: it (re)creates the document or changes a field the
+// read rules look at (a deletion shows to those who saw the document).
+func (p Policy) Touches(coll string, changes ...core.Change) bool {
+	if !p.Rules(coll) {
+		return false
+	}
+	col, _ := p.Collections.Collection(coll)
+	for _, c := range changes {
+		if !c.Deleted && col.Touches(c.Ops, c.Created) {
+			return true
+		}
+	}
+	return false
 }
 
 // CanWrite returns nil when id may write a document of coll whose data

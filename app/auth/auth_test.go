@@ -177,3 +177,25 @@ collections:
 		}
 	}
 }
+
+// The token's other string claims reach the identity, for claim-match read
+// rules; registered claims, roles and non-string values do not.
+func TestClaims(t *testing.T) {
+	v, err := auth.NewJWT(context.Background(), auth.Options{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := claims("u1", time.Hour, "user")
+	c["team"], c["tenant"], c["level"], c["role"], c["groups"] = "red", "acme", 3, "admin", []string{"a"}
+	id, err := v.Verify(context.Background(), sign(t, jwt.SigningMethodHS256, secret, "", c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"team": "red", "tenant": "acme"}
+	if len(id.Claims) != len(want) || id.Claims["team"] != "red" || id.Claims["tenant"] != "acme" {
+		t.Fatalf("claims = %v, want %v", id.Claims, want)
+	}
+	if !id.HasRole("user") || !id.HasRole("admin") || id.Subject != "u1" {
+		t.Fatalf("identity = %+v", id)
+	}
+}

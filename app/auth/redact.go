@@ -30,6 +30,52 @@ func (p Policy) Redact(id Identity, coll string, err error) error {
 	if err == nil || p.CanRead(id, coll) == nil {
 		return err
 	}
+	return hide(err)
+}
+
+// RedactIn returns the refusal of a write as identity id may see it when
+// its view of the document is v (Policy.View of the stored document). A
+// caller who may not read the document at all gets what Redact gives a
+// caller without read access. A caller with a partial view gets the
+// refusal without what it may not read: a conflict's theirs, yours and
+// open conflicts lose the hidden fields, and a rule's refusal on a hidden
+// field keeps only the field's path.
+func (p Policy) RedactIn(id Identity, coll string, v collections.View, err error) error {
+	if err == nil {
+		return nil
+	}
+	if p.CanRead(id, coll) != nil || v.Denied {
+		return hide(err)
+	}
+	if v.All() {
+		return err
+	}
+	var (
+		ce *merge.ConflictError
+		ke *collections.CheckError
+	)
+	switch {
+	case errors.As(err, &ce):
+		out := *ce
+		out.Theirs, out.Yours = v.Values(ce.Theirs), v.Ops(ce.Yours)
+		if ce.Conflicts != nil {
+			out.Conflicts = map[string][]merge.Candidate{}
+			for path, cands := range ce.Conflicts {
+				if !v.Hides(path) {
+					out.Conflicts[path] = cands
+				}
+			}
+		}
+		return &out
+	case errors.As(err, &ke) && v.Hides(ke.Field):
+		code := core.CodeOf(err)
+		return &core.Error{Code: code, Message: ke.Field + ": " + hiddenMessages[code], Details: map[string]any{"field": ke.Field}}
+	}
+	return err
+}
+
+// hide strips a refusal of everything read from the document.
+func hide(err error) error {
 	code := core.CodeOf(err)
 	var (
 		ce *merge.ConflictError

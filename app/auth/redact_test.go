@@ -75,3 +75,47 @@ collections:
 		t.Fatalf("authentication off: %v", err)
 	}
 }
+
+// A caller with a partial view of the document gets its refusals without
+// the fields it may not read; a caller the row rules shut out gets what a
+// caller without read access gets.
+func TestRedactIn(t *testing.T) {
+	cfg, err := collections.Parse("test.yaml", []byte(`
+collections:
+  people:
+    policy: strict
+    owner_field: owner
+    read_rules: {owner: true, roles: [staff]}
+    fields:
+      salary: {type: number, max: 10, readable_by: [owner, hr]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := auth.Policy{Collections: cfg, Enforce: true}
+	doc := map[string]any{"owner": "ann", "salary": 5.0, "name": "Ann"}
+	staff := auth.Identity{Subject: "sam", Roles: []string{"staff"}}
+	ann := auth.Identity{Subject: "ann"}
+	bob := auth.Identity{Subject: "bob"}
+	conflict := &merge.ConflictError{Base: 1, Current: 2, Theirs: map[string]any{"salary": 5.0, "name": "Ann"},
+		Yours:     []merge.FieldOp{{Op: merge.KindSet, Path: "salary", Value: json.RawMessage(`7`)}, {Op: merge.KindSet, Path: "name", Value: json.RawMessage(`"A"`)}},
+		Conflicts: map[string][]merge.Candidate{"salary": {{Value: json.RawMessage(`5`), By: "x", V: 2}}}}
+	rule := &collections.CheckError{Field: "salary", Reason: "11 above max 10", Err: collections.ErrFieldRule}
+
+	got := p.RedactIn(staff, "people", p.View(staff, "people", doc), conflict)
+	d, _ := json.Marshal(core.DetailsOf(got))
+	if want := `{"base":1,"current":2,"theirs":{"name":"Ann"},"yours":[{"op":"set","path":"name","value":"A"}]}`; string(d) != want {
+		t.Fatalf("staff sees %s, want %s", d, want)
+	}
+	got = p.RedactIn(staff, "people", p.View(staff, "people", doc), rule)
+	if d, _ := json.Marshal(core.DetailsOf(got)); string(d) != `{"field":"salary"}` || strings.Contains(core.PublicMessage(got), "11") {
+		t.Fatalf("staff sees %q %s", core.PublicMessage(got), d)
+	}
+	if got := p.RedactIn(ann, "people", p.View(ann, "people", doc), conflict); got != error(conflict) {
+		t.Fatalf("the owner's refusal changed: %v", got)
+	}
+	got = p.RedactIn(bob, "people", p.View(bob, "people", doc), conflict)
+	if d, _ := json.Marshal(core.DetailsOf(got)); string(d) != `{"base":1,"current":2}` {
+		t.Fatalf("a caller the row rules shut out sees %s", d)
+	}
+}

@@ -33,6 +33,7 @@ const (
 	CodeUnauthorized       Code = "unauthorized"        // missing or invalid credentials
 	CodeForbidden          Code = "forbidden"           // authenticated but not allowed
 	CodeAccessRevoked      Code = "access_revoked"      // a refreshed token no longer allows reading a watched document
+	CodeNotReadable        Code = "not_readable"        // a watched document is (now) hidden from the caller by a row rule; a snapshot follows when it is readable again
 	CodeRateLimited        Code = "rate_limited"        // slow down and retry
 	CodeRequestTimeout     Code = "request_timeout"     // the request body did not arrive in time
 	CodeUnavailable        Code = "unavailable"         // sidecar or store unreachable; retry

@@ -32,7 +32,7 @@ func statusOf(c core.Code) int {
 		return http.StatusMethodNotAllowed
 	case core.CodeUnauthorized:
 		return http.StatusUnauthorized
-	case core.CodeForbidden, core.CodeAccessRevoked:
+	case core.CodeForbidden, core.CodeAccessRevoked, core.CodeNotReadable:
 		return http.StatusForbidden
 	case core.CodeRateLimited:
 		return http.StatusTooManyRequests
