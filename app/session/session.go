@@ -23,6 +23,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/open-autoglm/autoglm/app/auth"
+	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/hub"
@@ -111,6 +112,9 @@ type docState struct {
 	// full: the client asked for the whole document on every change (the
 	// full-push baseline/compat mode) instead of deltas.
 	full bool
+	// view is what the session may see of the document at version last
+	// under the collection's read rules (the zero View: everything).
+	view collections.View
 }
 
 type pendingOp struct {
@@ -484,7 +488,9 @@ func (s *Session) armExpiry() {
 // refresh replaces the session's token. The new token must name the same
 // subject. Every subscription is checked again with the new roles: one the
 // token no longer allows ends with an access_revoked error for its
-// document, and nothing more of that document is sent.
+// document, and nothing more of that document is sent. A document whose
+// read rules now give the token another view is sent again as that view
+// sees it (a snapshot, or not_readable).
 func (s *Session) refresh(ctx context.Context, token string) error {
 	if s.opt.Authenticate == nil {
 		return s.send.Send(ctx, protocol.Message{T: protocol.TAuth})
@@ -499,12 +505,17 @@ func (s *Session) refresh(ctx context.Context, token string) error {
 	s.identity = id
 	s.armExpiry()
 	for _, doc := range slices.Sorted(maps.Keys(s.docs)) {
-		if err := s.opt.Policy.CanRead(id, s.docs[doc].key.Collection); err != nil {
+		st := s.docs[doc]
+		if err := s.opt.Policy.CanRead(id, st.key.Collection); err != nil {
 			s.unsubscribe(doc)
 			revoked := core.Errorf(core.CodeAccessRevoked, "the refreshed token may no longer read %s; the subscription has ended", truncate(doc, 200))
 			if err := s.sendErr(ctx, doc, revoked); err != nil {
 				return err
 			}
+			continue
+		}
+		if err := s.reView(ctx, st, st.last); err != nil {
+			return err
 		}
 	}
 	return s.send.Send(ctx, protocol.Message{T: protocol.TAuth, TS: id.Expires.UnixMilli()})
@@ -555,11 +566,16 @@ func (s *Session) unsubscribe(doc string) {
 	}
 }
 
+// sendPresence relays presence on a watched document. Presence data is
+// shown through the session's view of the document, like its fields: keys
+// naming hidden fields are left out, and nothing is sent on a document the
+// session may not read.
 func (s *Session) sendPresence(ctx context.Context, p core.Presence) error {
-	if _, ok := s.docs[p.Doc]; !ok || p.Session == s.opt.ID {
+	st, ok := s.docs[p.Doc]
+	if !ok || p.Session == s.opt.ID || st.view.Denied {
 		return nil
 	}
-	return s.send.Send(ctx, protocol.Message{T: protocol.TPresence, Doc: p.Doc, Client: p.Client, By: p.Subject, Data: p.Data, Del: p.Gone})
+	return s.send.Send(ctx, protocol.Message{T: protocol.TPresence, Doc: p.Doc, Client: p.Client, By: p.Subject, Data: st.view.Data(p.Data), Del: p.Gone})
 }
 
 // catchUp brings st from version since to the stored version: deltas from
@@ -573,17 +589,25 @@ func (s *Session) catchUp(ctx context.Context, st *docState, since int64) error 
 	if stored.Doc != nil {
 		cur = stored.Doc.Version
 	}
+	rules := s.opt.Policy.Rules(st.key.Collection)
+	var view collections.View
+	if rules {
+		view = s.opt.Policy.DocView(s.identity, st.key.Collection, stored.Doc)
+	}
 	switch {
-	case cur == since:
-		st.last = cur
+	case cur == since && (!view.Denied || st.view.Denied):
+		st.last, st.view = cur, view
 		return nil
-	case !st.full && since > 0 && since < cur && stored.Doc.LogStart <= since+1:
+	case !st.full && since > 0 && since < cur && stored.Doc.LogStart <= since+1 && !view.Denied:
 		changes, err := s.backend.Changes(ctx, st.key, since+1, cur)
 		if err != nil {
 			return s.sendErr(ctx, st.key.String(), err)
 		}
-		if int64(len(changes)) == cur-since {
-			st.last = since
+		// Deltas are shown through the current view, which is the view of
+		// every version in between unless one of them changed a field the
+		// rules read; then only a snapshot is right.
+		if int64(len(changes)) == cur-since && !(s.opt.Policy.Touches(st.key.Collection, changes...)) {
+			st.last, st.view = since, view
 			for _, c := range changes {
 				if err := s.deliver(ctx, st, c); err != nil {
 					return err
@@ -594,12 +618,66 @@ func (s *Session) catchUp(ctx context.Context, st *docState, since int64) error 
 	}
 	// Too far behind (or ahead of what this store holds): start over from a
 	// snapshot.
-	st.last = cur
-	msg := protocol.Message{T: protocol.TSnap, Doc: st.key.String(), V: cur}
-	if stored.Doc != nil {
-		msg.Data, msg.Del = stored.Doc.Data(), stored.Doc.Deleted
+	return s.snapshot(ctx, st, stored.Doc, cur, view)
+}
+
+// snapshot sends document d (nil: none) at version cur as view shows it,
+// and makes view the session's view of it. A denied view sends not_readable
+// instead, once: the subscription stays, changes advance its version
+// silently, and a snapshot follows when the document becomes readable.
+func (s *Session) snapshot(ctx context.Context, st *docState, d *core.Document, cur int64, view collections.View) error {
+	prev := st.view
+	st.last, st.view = cur, view
+	doc := st.key.String()
+	if view.Denied {
+		if prev.Denied {
+			return nil
+		}
+		m := withDoc(protocol.ErrorMessage(protocol.TError, core.Errorf(core.CodeNotReadable,
+			"the read rules of %s hide this document from the caller from version %d on", st.key.Collection, cur)), doc)
+		m.V = cur
+		return s.send.Send(ctx, m)
+	}
+	msg := protocol.Message{T: protocol.TSnap, Doc: doc, V: cur}
+	if d != nil {
+		msg.Data, msg.Del = view.Data(d.Data()), d.Deleted
 	}
 	return s.send.Send(ctx, msg)
+}
+
+// reView evaluates the read rules again on the stored document (version
+// at least v) and, when the session's view of it changed, sends it as the
+// new view shows it.
+func (s *Session) reView(ctx context.Context, st *docState, v int64) error {
+	if !s.opt.Policy.Rules(st.key.Collection) {
+		return nil
+	}
+	d, err := fullDocs.load(ctx, s.backend, st.key, st.key.String(), v)
+	if err != nil {
+		return s.sendErr(ctx, st.key.String(), err)
+	}
+	if d == nil || d.Version < st.last {
+		return nil
+	}
+	view := s.opt.Policy.DocView(s.identity, st.key.Collection, d)
+	if view.Key() == st.view.Key() {
+		return nil // the same view: later versions arrive as deltas
+	}
+	return s.snapshot(ctx, st, d, d.Version, view)
+}
+
+// viewNow is the identity's view of the stored document k, for answers
+// about it (acks, refusals) outside the session's watched versions. A
+// document that cannot be read counts as hidden.
+func (s *Session) viewNow(ctx context.Context, k core.Key) collections.View {
+	if !s.opt.Policy.Rules(k.Collection) {
+		return collections.View{}
+	}
+	stored, err := s.backend.Load(ctx, k)
+	if err != nil {
+		return collections.DeniedView
+	}
+	return s.opt.Policy.DocView(s.identity, k.Collection, stored.Doc)
 }
 
 func (s *Session) op(ctx context.Context, m protocol.Message) error {
@@ -642,7 +720,7 @@ func (s *Session) result(ctx context.Context, r engine.Result) error {
 	delete(s.pending, pendingOp{doc, r.OpID})
 	switch {
 	case r.Err != nil:
-		msg := protocol.ErrorMessage(protocol.TReject, s.opt.Policy.Redact(s.identity, r.Key.Collection, r.Err))
+		msg := protocol.ErrorMessage(protocol.TReject, s.opt.Policy.RedactIn(s.identity, r.Key.Collection, s.viewNow(ctx, r.Key), r.Err))
 		msg.Doc, msg.Op = doc, r.OpID
 		return s.send.Send(ctx, msg)
 	case r.Dup || r.Change == nil:
@@ -651,18 +729,18 @@ func (s *Session) result(ctx context.Context, r engine.Result) error {
 	st, watched := s.docs[doc]
 	if !watched || st.full {
 		// Full subscriptions get the document itself when the change arrives.
-		a := ack(*r.Change, sent)
+		// The effective ops can quote the document (merged values,
+		// conflict candidates); a writer who may not read it gets the
+		// version only, and one who may read part of it that part.
+		view := s.viewNow(ctx, r.Key)
 		if !watched && s.opt.Policy.CanRead(s.identity, r.Key.Collection) != nil {
-			// The effective ops can quote the document (merged values,
-			// conflict candidates); a writer who may not read it gets
-			// the version only.
-			a.Ops = nil
+			view = collections.DeniedView
 		}
-		return s.send.Send(ctx, a)
+		return s.send.Send(ctx, ack(*r.Change, sent, view))
 	}
 	if r.Version <= st.last {
 		// Already covered by a snapshot the client received.
-		return s.send.Send(ctx, ack(*r.Change, sent))
+		return s.send.Send(ctx, ack(*r.Change, sent, st.view))
 	}
 	s.pending[pendingOp{doc, r.OpID}] = sent // deliver turns it into the ack, in order
 	return s.ordered(ctx, st, *r.Change)
@@ -691,8 +769,11 @@ func (s *Session) pushFull(ctx context.Context, st *docState, c core.Change) err
 	if d == nil || d.Version <= st.last {
 		return nil
 	}
-	st.last = d.Version
-	err = s.send.Send(ctx, protocol.Message{T: protocol.TSnap, Doc: c.Doc, V: st.last, Data: d.Data(), Del: d.Deleted})
+	view := st.view
+	if s.opt.Policy.Rules(st.key.Collection) {
+		view = s.opt.Policy.DocView(s.identity, st.key.Collection, d)
+	}
+	err = s.snapshot(ctx, st, d, d.Version, view)
 	if err == nil && s.opt.Delivered != nil {
 		s.opt.Delivered(c)
 	}
@@ -753,31 +834,69 @@ func (s *Session) ackCovered(ctx context.Context, c core.Change) error {
 	key := pendingOp{c.Doc, c.OpID}
 	if sent, ok := s.pending[key]; ok && c.Author == s.client && c.OpID != 0 {
 		delete(s.pending, key)
-		return s.send.Send(ctx, ack(c, sent))
+		var view collections.View
+		if st, ok := s.docs[c.Doc]; ok {
+			view = st.view
+		}
+		return s.send.Send(ctx, ack(c, sent, view))
 	}
 	return nil
 }
 
 // deliver sends version st.last+1: as an ack if it is this session's own op
-// still waiting for one, as a delta otherwise.
+// still waiting for one, as a delta otherwise, shown through the session's
+// view of the document. A change of a field the read rules look at is
+// shown as a snapshot (or not_readable) when it changes that view; a change
+// of hidden fields only is a delta without their ops; and on a document
+// the session may not read, the version advances without a message.
 func (s *Session) deliver(ctx context.Context, st *docState, c core.Change) error {
+	if c.Version <= st.last {
+		return s.ackCovered(ctx, c) // covered by a snapshot sent meanwhile
+	}
+	if s.opt.Policy.Touches(st.key.Collection, c) {
+		// The view after c is that of the stored document at c's version;
+		// when the store is already further on, a snapshot of it covers c.
+		d, err := fullDocs.load(ctx, s.backend, st.key, c.Doc, c.Version)
+		if err != nil {
+			return s.sendErr(ctx, c.Doc, err)
+		}
+		if d != nil && d.Version >= c.Version {
+			if view := s.opt.Policy.DocView(s.identity, st.key.Collection, d); d.Version > c.Version || view.Key() != st.view.Key() {
+				if err := s.snapshot(ctx, st, d, d.Version, view); err != nil {
+					return err
+				}
+				return s.ackCovered(ctx, c)
+			}
+		}
+	}
 	st.last = c.Version
 	if c.Author == s.client && c.OpID != 0 {
 		key := pendingOp{c.Doc, c.OpID}
 		if sent, ok := s.pending[key]; ok {
 			delete(s.pending, key)
-			return s.send.Send(ctx, ack(c, sent))
+			return s.send.Send(ctx, ack(c, sent, st.view))
 		}
 	}
-	return s.send.Send(ctx, protocol.Delta(c))
+	if st.view.Denied {
+		return nil
+	}
+	m := protocol.Delta(c)
+	if !st.view.All() {
+		m.Ops = views.ops(s.backend, c, st.view)
+	}
+	return s.send.Send(ctx, m)
 }
 
 // ack acknowledges the client's op with its version; the effective ops ride
-// along only when the merge changed what the client sent.
-func ack(c core.Change, sent protocol.Message) protocol.Message {
+// along only when the merge changed what the client sent, and only as the
+// writer's view of the document shows them (none when it may not read it).
+func ack(c core.Change, sent protocol.Message, view collections.View) protocol.Message {
 	m := protocol.Message{T: protocol.TAck, Doc: c.Doc, Op: c.OpID, V: c.Version, PV: c.Prev, HLC: c.HLC, New: c.Created, Del: c.Deleted}
+	if view.Denied {
+		return m
+	}
 	if !reflect.DeepEqual(c.Ops, sent.Ops) {
-		m.Ops = c.Ops
+		m.Ops = view.Ops(c.Ops)
 		if m.Ops == nil {
 			m.Ops = []merge.FieldOp{}
 		}
