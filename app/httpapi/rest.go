@@ -13,6 +13,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/auth"
 	"github.com/open-autoglm/autoglm/app/clock"
+	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
@@ -45,7 +46,7 @@ func (s *Server) serveDoc(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		s.getDoc(w, r, k)
+		s.getDoc(w, r, k, id)
 	case http.MethodPut:
 		s.putDoc(w, r, k, id)
 	case http.MethodPatch:
@@ -58,7 +59,7 @@ func (s *Server) serveDoc(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) getDoc(w http.ResponseWriter, r *http.Request, k core.Key) {
+func (s *Server) getDoc(w http.ResponseWriter, r *http.Request, k core.Key, id auth.Identity) {
 	stored, err := s.Engine.Load(r.Context(), k)
 	if err != nil {
 		s.fail(w, r, err)
@@ -68,13 +69,23 @@ func (s *Server) getDoc(w http.ResponseWriter, r *http.Request, k core.Key) {
 		s.fail(w, r, core.Errorf(core.CodeNotFound, "document %s not found", k))
 		return
 	}
+	view := s.Access.Policy.View(id, k.Collection, stored.Doc.Data())
+	if view.Denied {
+		s.fail(w, r, notReadable(k))
+		return
+	}
 	etag := etagOf(stored.Doc.Version)
 	w.Header().Set("ETag", etag)
 	if inm := r.Header.Get("If-None-Match"); inm != "" && inm == etag {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	writeJSON(w, http.StatusOK, docResponse{Doc: k.String(), Version: stored.Doc.Version, Data: stored.Doc.Data()})
+	writeJSON(w, http.StatusOK, docResponse{Doc: k.String(), Version: stored.Doc.Version, Data: view.Data(stored.Doc.Data())})
+}
+
+// notReadable is the refusal of a document the caller's read rules hide.
+func notReadable(k core.Key) error {
+	return core.Errorf(core.CodeNotReadable, "the read rules of %s do not let the caller read this document", k.Collection)
 }
 
 func (s *Server) putDoc(w http.ResponseWriter, r *http.Request, k core.Key, id auth.Identity) {
@@ -179,12 +190,12 @@ func (s *Server) restOp(w http.ResponseWriter, r *http.Request, id auth.Identity
 	return op, true
 }
 
-// write submits op and answers with its outcome. A refusal is redacted for
-// a caller who may not read the document (auth.Policy.Redact).
+// write submits op and answers with its outcome. A refusal is redacted to
+// what the caller may read of the document (auth.Policy.RedactIn).
 func (s *Server) write(w http.ResponseWriter, r *http.Request, k core.Key, id auth.Identity, op core.Op) {
 	res, err := s.Engine.Do(r.Context(), k, op)
 	if err != nil {
-		s.fail(w, r, s.Access.Policy.Redact(id, k.Collection, err))
+		s.fail(w, r, s.Access.Policy.RedactIn(id, k.Collection, s.viewNow(r, k, id), err))
 		return
 	}
 	status := http.StatusOK
@@ -242,6 +253,11 @@ func (s *Server) serveChanges(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cur := stored.Doc.Version
+	view := s.Access.Policy.View(id, k.Collection, stored.Doc.Data())
+	if view.Denied {
+		s.fail(w, r, notReadable(k))
+		return
+	}
 	resp := changesResponse{Doc: k.String(), Version: cur, Changes: []core.Change{}}
 	const maxChanges = 1000
 	switch {
@@ -258,7 +274,12 @@ func (s *Server) serveChanges(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		if int64(len(cs)) == to-since {
+		// The changes are shown through the current view, which is the
+		// view of each of them unless one changed a field the rules read.
+		if int64(len(cs)) == to-since && !s.Access.Policy.Touches(k.Collection, cs...) {
+			for i := range cs {
+				cs[i].Ops = view.Ops(cs[i].Ops)
+			}
 			resp.Changes = cs
 			resp.Version = to
 			break
@@ -267,6 +288,7 @@ func (s *Server) serveChanges(w http.ResponseWriter, r *http.Request) {
 	default:
 		resp.Snapshot, resp.Deleted = stored.Doc.Data(), stored.Doc.Deleted
 	}
+	resp.Snapshot = view.Data(resp.Snapshot)
 	w.Header().Set("ETag", etagOf(resp.Version))
 	writeJSON(w, http.StatusOK, resp)
 }
@@ -321,10 +343,15 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// A page lists the documents the caller may read, each as its read
+	// rules show it; a page may therefore hold fewer than limit items.
 	resp := listResponse{Collection: coll, Items: make([]listItem, 0, len(docs)), Next: page.Next}
 	for _, d := range docs {
-		if d.Exists() {
-			resp.Items = append(resp.Items, listItem{ID: d.Key.ID, Version: d.Version, Data: d.Data()})
+		if !d.Exists() {
+			continue
+		}
+		if view := s.Access.Policy.View(id, coll, d.Data()); !view.Denied {
+			resp.Items = append(resp.Items, listItem{ID: d.Key.ID, Version: d.Version, Data: view.Data(d.Data())})
 		}
 	}
 	writeJSON(w, http.StatusOK, resp)
@@ -365,6 +392,19 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool 
 		return false
 	}
 	return true
+}
+
+// viewNow is what id may see of the stored document k now; a document that
+// cannot be read counts as hidden.
+func (s *Server) viewNow(r *http.Request, k core.Key, id auth.Identity) collections.View {
+	if !s.Access.Policy.Rules(k.Collection) {
+		return collections.View{}
+	}
+	stored, err := s.Engine.Load(r.Context(), k)
+	if err != nil {
+		return collections.DeniedView
+	}
+	return s.Access.Policy.DocView(id, k.Collection, stored.Doc)
 }
 
 func etagOf(v int64) string { return `"` + strconv.FormatInt(v, 10) + `"` }
