@@ -187,6 +187,23 @@ func (s *Store) List(_ context.Context, coll, cursor string, limit int) (core.Pa
 	return p, nil
 }
 
+// Documents loads the stored documents of coll named by ids, in order,
+// leaving out those that do not exist (with List, it serves the REST list in
+// process).
+func (s *Store) Documents(ctx context.Context, coll string, ids []string) ([]*core.Document, error) {
+	out := make([]*core.Document, 0, len(ids))
+	for _, id := range ids {
+		st, err := s.Load(ctx, core.Key{Collection: coll, ID: id})
+		if err != nil {
+			return nil, err
+		}
+		if st.Doc != nil {
+			out = append(out, st.Doc)
+		}
+	}
+	return out, nil
+}
+
 // Bus records published changes and presence and forwards them to Deliver.
 type Bus struct {
 	mu       sync.Mutex
