@@ -50,9 +50,17 @@ collections:
 
 func idToken(t *testing.T, sub string, roles ...string) string {
 	t.Helper()
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub": sub, "roles": roles, "exp": time.Now().Add(time.Hour).Unix(),
-	}).SignedString([]byte(idSecret))
+	return idTokenWith(t, sub, nil, roles...)
+}
+
+// idTokenWith is idToken with extra string claims ("team").
+func idTokenWith(t *testing.T, sub string, extra map[string]string, roles ...string) string {
+	t.Helper()
+	c := jwt.MapClaims{"sub": sub, "roles": roles, "exp": time.Now().Add(time.Hour).Unix()}
+	for k, v := range extra {
+		c[k] = v
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(idSecret))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +71,13 @@ func idToken(t *testing.T, sub string, roles ...string) string {
 // in-memory store and returns its base URL.
 func startAuthed(t *testing.T) string {
 	t.Helper()
-	cfg, err := collections.Parse("identity.yaml", []byte(idCollections))
+	return startAuthedWith(t, idCollections)
+}
+
+// startAuthedWith is startAuthed with another collections file.
+func startAuthedWith(t *testing.T, file string) string {
+	t.Helper()
+	cfg, err := collections.Parse("identity.yaml", []byte(file))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +94,7 @@ func startAuthed(t *testing.T) string {
 			return policy.CanWrite(auth.Identity{Subject: op.Subject, Roles: op.Roles}, coll, data)
 		},
 	})
-	s := &httpapi.Server{Engine: eng, Hub: h, Log: logrus.New(), Node: "n1",
+	s := &httpapi.Server{Engine: eng, Lister: store, Hub: h, Log: logrus.New(), Node: "n1",
 		Access: httpapi.Access{Verifier: verifier, Policy: policy}}
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(ts.Close)
