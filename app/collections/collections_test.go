@@ -45,10 +45,10 @@ func data(kv ...any) map[string]any {
 
 func TestLoadShipped(t *testing.T) {
 	c := MustLoad(t, shipped)
-	if diff := cmp.Diff([]string{"approvals", "forms", "notes", "orders", "profiles"}, c.Names()); diff != "" {
+	if diff := cmp.Diff([]string{"approvals", "forms", "notes", "orders", "profiles", "projects"}, c.Names()); diff != "" {
 		t.Fatalf("collections (-want +got):\n%s", diff)
 	}
-	for name, want := range map[string]merge.Policy{"profiles": merge.LWW, "forms": merge.CRDT, "orders": merge.Strict, "notes": merge.Manual, "approvals": merge.LWW} {
+	for name, want := range map[string]merge.Policy{"profiles": merge.LWW, "forms": merge.CRDT, "orders": merge.Strict, "notes": merge.Manual, "approvals": merge.LWW, "projects": merge.LWW} {
 		col, ok := c.Collection(name)
 		if !ok || col.Policy != want || c.Policy(name) != want {
 			t.Errorf("%s: policy %q (declared %v), want %q", name, col.Policy, ok, want)

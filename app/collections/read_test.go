@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -131,5 +132,44 @@ func TestReadRulesLoadErrors(t *testing.T) {
 				t.Fatalf("err = %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// The shipped file: a profile is read by its user and admins only, its
+// email likewise; a project by its team and admins, its budget by leads
+// and admins.
+func TestShippedReadRules(t *testing.T) {
+	cfg, err := collections.Load("../../config/collections.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	profiles, _ := cfg.Collection("profiles")
+	projects, _ := cfg.Collection("projects")
+	profile := map[string]any{"user_id": "ann", "email": "ann@example.com"}
+	project := map[string]any{"team": "red", "budget": 10.0}
+	for _, tc := range []struct {
+		name   string
+		col    *collections.Collection
+		r      collections.Reader
+		data   map[string]any
+		denied bool
+		hidden []string
+	}{
+		{"OwnProfile", profiles, collections.Reader{Subject: "ann", Roles: []string{"user"}}, profile, false, nil},
+		{"OtherUsersProfile", profiles, collections.Reader{Subject: "bob", Roles: []string{"user"}}, profile, true, nil},
+		{"AdminReadsProfile", profiles, collections.Reader{Subject: "root", Roles: []string{"admin"}}, profile, false, nil},
+		{"TeamMember", projects, collections.Reader{Subject: "bob", Roles: []string{"user"}, Claims: map[string]string{"team": "red"}}, project, false, []string{"budget"}},
+		{"TeamLead", projects, collections.Reader{Subject: "bob", Roles: []string{"user", "lead"}, Claims: map[string]string{"team": "red"}}, project, false, nil},
+		{"OtherTeam", projects, collections.Reader{Subject: "cat", Roles: []string{"user", "lead"}, Claims: map[string]string{"team": "blue"}}, project, true, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := tc.col.ViewOf(tc.r, tc.data)
+			if v.Denied != tc.denied || !reflect.DeepEqual(v.Hidden, tc.hidden) {
+				t.Fatalf("view = %+v, want denied %v hidden %v", v, tc.denied, tc.hidden)
+			}
+		})
+	}
+	if !slices.Equal(profiles.Fields["email"].ReadableBy, []string{"owner", "admin"}) {
+		t.Fatalf("profiles.email readable_by %v", profiles.Fields["email"].ReadableBy)
 	}
 }
