@@ -61,10 +61,27 @@ func (pb *pollBuffer) changed() {
 
 // Send appends a message, waiting up to the write timeout for room.
 func (pb *pollBuffer) Send(ctx context.Context, m protocol.Message) error {
-	b, err := protocol.Encode(m)
-	if err != nil {
-		return err
+	return pb.add(ctx)(protocol.Encode(m))
+}
+
+// SendShared appends a message shared with other connections, encoded once
+// (the buffer keeps the shared bytes, which nobody modifies).
+func (pb *pollBuffer) SendShared(ctx context.Context, m *protocol.Shared) error {
+	return pb.add(ctx)(m.JSON())
+}
+
+// add returns a function appending an encoded message (or failing with the
+// encoding's error).
+func (pb *pollBuffer) add(ctx context.Context) func([]byte, error) error {
+	return func(b []byte, err error) error {
+		if err != nil {
+			return err
+		}
+		return pb.append(ctx, b)
 	}
+}
+
+func (pb *pollBuffer) append(ctx context.Context, b []byte) error {
 	var timer <-chan time.Time
 	for {
 		pb.mu.Lock()

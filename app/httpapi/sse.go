@@ -272,7 +272,16 @@ type sseSender struct {
 }
 
 func (ss *sseSender) Send(ctx context.Context, m protocol.Message) error {
-	b, err := protocol.Encode(m)
+	return ss.event(protocol.Encode(m))
+}
+
+// SendShared writes a message shared with other connections, encoded once.
+func (ss *sseSender) SendShared(ctx context.Context, m *protocol.Shared) error {
+	return ss.event(m.JSON())
+}
+
+// event writes an encoded message as one event.
+func (ss *sseSender) event(b []byte, err error) error {
 	if err != nil {
 		return err
 	}

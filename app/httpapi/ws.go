@@ -33,27 +33,46 @@ type wsSender struct {
 }
 
 func (ws wsSender) Send(ctx context.Context, m protocol.Message) error {
-	b, err := protocol.Encode(m)
-	if err != nil {
-		return err
+	return ws.write(ctx, websocket.MessageText)(protocol.Encode(m))
+}
+
+// SendShared writes a message shared with other connections, encoded once.
+func (ws wsSender) SendShared(ctx context.Context, m *protocol.Shared) error {
+	return ws.write(ctx, websocket.MessageText)(m.JSON())
+}
+
+// write returns a function writing an encoded message (or failing with the
+// encoding's error) as one WebSocket message of type typ.
+func (ws wsSender) write(ctx context.Context, typ websocket.MessageType) func([]byte, error) error {
+	return func(b []byte, err error) error {
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(ctx, ws.timeout)
+		defer cancel()
+		return ws.conn.Write(ctx, typ, b)
 	}
-	ctx, cancel := context.WithTimeout(ctx, ws.timeout)
-	defer cancel()
-	return ws.conn.Write(ctx, websocket.MessageText, b)
 }
 
 // wsBinarySender writes each message as binary frames.
 type wsBinarySender wsSender
 
 func (ws wsBinarySender) Send(ctx context.Context, m protocol.Message) error {
-	b, err := protocol.EncodeFrames(m)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, ws.timeout)
-	defer cancel()
-	return ws.conn.Write(ctx, websocket.MessageBinary, b)
+	return wsSender(ws).write(ctx, websocket.MessageBinary)(protocol.EncodeFrames(m))
 }
+
+// SendShared writes a message shared with other connections, encoded once.
+func (ws wsBinarySender) SendShared(ctx context.Context, m *protocol.Shared) error {
+	return wsSender(ws).write(ctx, websocket.MessageBinary)(m.Frames())
+}
+
+// Every transport sends the deltas that watchers share with one encoding.
+var (
+	_ session.SharedSender = wsSender{}
+	_ session.SharedSender = wsBinarySender{}
+	_ session.SharedSender = (*sseSender)(nil)
+	_ session.SharedSender = (*pollBuffer)(nil)
+)
 
 // decodeBinary reads the messages of one binary WebSocket message; a frame
 // that does not decode ends the session as a protocol error whose reason

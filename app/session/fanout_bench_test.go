@@ -22,17 +22,25 @@ import (
 )
 
 // encoder is a client connection reduced to what costs CPU: every message
-// is encoded as on a JSON WebSocket, then counted.
+// is encoded as on a JSON WebSocket (a shared one once for all), then
+// counted.
 type encoder struct{ deltas *atomic.Int64 }
 
 func (e encoder) Send(_ context.Context, m protocol.Message) error {
-	if _, err := protocol.Encode(m); err != nil {
-		return err
-	}
+	_, err := protocol.Encode(m)
+	return e.count(m, err)
+}
+
+func (e encoder) SendShared(_ context.Context, m *protocol.Shared) error {
+	_, err := m.JSON()
+	return e.count(m.Msg, err)
+}
+
+func (e encoder) count(m protocol.Message, err error) error {
 	if m.T == protocol.TDelta {
 		e.deltas.Add(1)
 	}
-	return nil
+	return err
 }
 
 const fanoutRules = `

@@ -880,11 +880,11 @@ func (s *Session) deliver(ctx context.Context, st *docState, c core.Change) erro
 	if st.view.Denied {
 		return nil
 	}
-	m := protocol.Delta(c)
-	if !st.view.All() {
-		m.Ops = views.ops(s.backend, c, st.view)
+	m := views.delta(s.backend, c, st.view)
+	if ss, ok := s.send.(SharedSender); ok {
+		return ss.SendShared(ctx, m)
 	}
-	return s.send.Send(ctx, m)
+	return s.send.Send(ctx, m.Msg)
 }
 
 // ack acknowledges the client's op with its version; the effective ops ride

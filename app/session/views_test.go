@@ -1,0 +1,94 @@
+package session_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/open-autoglm/autoglm/app/auth"
+	"github.com/open-autoglm/autoglm/app/clock"
+	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/engine"
+	"github.com/open-autoglm/autoglm/app/hub"
+	"github.com/open-autoglm/autoglm/app/inmem"
+	"github.com/open-autoglm/autoglm/app/merge"
+	"github.com/open-autoglm/autoglm/app/protocol"
+	"github.com/open-autoglm/autoglm/app/session"
+)
+
+// sharedSender records the shared deltas a session sends.
+type sharedSender struct {
+	sender
+	shared chan *protocol.Shared
+}
+
+func (s *sharedSender) SendShared(_ context.Context, m *protocol.Shared) error {
+	s.shared <- m
+	return nil
+}
+
+// Watchers of a document with the same view get one delta message, encoded
+// once; each view gets its own, without what it may not read.
+func TestWatchersShareOneDeltaPerView(t *testing.T) {
+	cfg, err := collections.Parse("views.yaml", []byte(`
+collections:
+  docs:
+    fields:
+      secret: {readable_by: [admin]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := auth.Policy{Collections: cfg, Enforce: true}
+	h := hub.New(hub.Options{Node: "n1"})
+	eng := engine.New(engine.Options{Store: inmem.NewStore(), Clock: clock.New("n1", nil, time.Minute), Collections: cfg, Local: h.Publish, LogWindow: 10})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	k := core.Key{Collection: "docs", ID: "d"}
+	var outs []*sharedSender
+	for i := range 6 {
+		id := auth.Identity{Subject: fmt.Sprint("u", i)}
+		if i%2 == 0 {
+			id.Roles = []string{"admin"}
+		}
+		out := &sharedSender{sender: sender{out: make(chan protocol.Message, 10)}, shared: make(chan *protocol.Shared, 10)}
+		s := session.New(session.Options{ID: id.Subject, Policy: policy, Heartbeat: time.Hour,
+			Authenticate: func(context.Context, string) (auth.Identity, error) { return id, nil }}, eng, h, out)
+		go s.Run(ctx)
+		s.Receive(ctx, protocol.Message{T: protocol.THello, Token: "t"})
+		s.Receive(ctx, protocol.Message{T: protocol.TSub, Doc: k.String()})
+		for m := nextMsg(t, &out.sender); m.T != protocol.TSynced; m = nextMsg(t, &out.sender) {
+		}
+		outs = append(outs, out)
+	}
+	if _, err := eng.Do(ctx, k, core.Op{ClientID: "w", OpID: 1, Ops: []merge.FieldOp{
+		{Op: merge.KindSet, Path: "secret", Value: json.RawMessage(`"s3cr3t"`)},
+		{Op: merge.KindSet, Path: "name", Value: json.RawMessage(`"n"`)}}}); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]*protocol.Shared, len(outs))
+	for i, out := range outs {
+		select {
+		case got[i] = <-out.shared:
+		case <-time.After(3 * time.Second):
+			t.Fatalf("watcher %d got no shared delta", i)
+		}
+	}
+	for i := range got {
+		if got[i] != got[i%2] {
+			t.Fatalf("watcher %d has the view of watcher %d but another message", i, i%2)
+		}
+	}
+	if got[0] == got[1] {
+		t.Fatal("two views share one message")
+	}
+	admin, _ := got[0].JSON()
+	other, _ := got[1].JSON()
+	if !strings.Contains(string(admin), "s3cr3t") || strings.Contains(string(other), "s3cr3t") || !strings.Contains(string(other), `"name"`) {
+		t.Fatalf("admin's delta %s, the other view's %s", admin, other)
+	}
+}
