@@ -21,23 +21,6 @@ import (
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
-// store adds the bulk read daprstore has to the in-memory store.
-type store struct{ *inmem.Store }
-
-func (s store) Documents(ctx context.Context, coll string, ids []string) ([]*core.Document, error) {
-	var out []*core.Document
-	for _, id := range ids {
-		st, err := s.Load(ctx, core.Key{Collection: coll, ID: id})
-		if err != nil {
-			return nil, err
-		}
-		if st.Doc != nil {
-			out = append(out, st.Doc)
-		}
-	}
-	return out, nil
-}
-
 const window = 5
 
 var epoch = time.UnixMilli(1_700_000_000_000)
@@ -92,7 +75,7 @@ func seeded(t testing.TB) (*inmem.Store, *engine.Engine, core.Key) {
 
 func job(s *inmem.Store, now time.Time, mod func(*compaction.Options)) *compaction.Job {
 	opt := compaction.Options{
-		Store: store{s}, Window: window, Quiet: time.Minute, Declared: []string{"forms"},
+		Store: s, Window: window, Quiet: time.Minute, Declared: []string{"forms"},
 		Now: func() time.Time { return now },
 	}
 	if mod != nil {
@@ -302,7 +285,7 @@ func TestLease(t *testing.T) {
 	passes := map[string]int{}
 	mk := func(name string) (*compaction.Job, context.CancelFunc) {
 		j := compaction.New(compaction.Options{
-			Store: store{s}, Lock: l, LockStore: "lock", Resource: "compaction:test", Owner: name,
+			Store: s, Lock: l, LockStore: "lock", Resource: "compaction:test", Owner: name,
 			Interval: 50 * time.Millisecond, Lease: lease, Window: window, Declared: []string{"forms"},
 			OnPass: func(compaction.Stats) { mu.Lock(); passes[name]++; mu.Unlock() },
 		})
