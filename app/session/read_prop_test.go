@@ -276,11 +276,14 @@ func runReadProperty(t *testing.T, policyName string, seed uint64) {
 		history []holder // readable states held
 	}
 	var readers []*reader
-	for i, id := range propIdentities {
+	// Every identity watches with deltas; one more watches in full mode
+	// (a snapshot per change).
+	for i, id := range append(propIdentities, propIdentities[rng.IntN(len(propIdentities))]) {
+		full := i == len(propIdentities)
 		s, out := propSession(t, ctx, store, h, eng, policy, id, fmt.Sprintf("r%d", i))
 		r := &reader{id: id, sess: s, out: out}
 		readers = append(readers, r)
-		if !s.Receive(ctx, protocol.Message{T: protocol.TSub, Doc: propKey.String()}) {
+		if !s.Receive(ctx, protocol.Message{T: protocol.TSub, Doc: propKey.String(), Full: full}) {
 			t.Fatal("session ended")
 		}
 		for {
