@@ -162,6 +162,21 @@ func cloneData(m map[string]any) map[string]any {
 	return out
 }
 
+// neverHidden fails when m names a field view hides: as a key of its data
+// or of an op's value, or as an op's path.
+func neverHidden(t *testing.T, m protocol.Message, view collections.View) {
+	t.Helper()
+	data, _ := json.Marshal(m.Data)
+	ops, _ := json.Marshal(m.Ops)
+	for _, f := range view.Hidden {
+		for _, bad := range []string{`"` + f + `":`, `"path":"` + f + `"`, `"path":"` + f + `.`} {
+			if strings.Contains(string(data), bad) || strings.Contains(string(ops), bad) {
+				t.Fatalf("%s shows the hidden field %s: data %s ops %s", m.T, f, data, ops)
+			}
+		}
+	}
+}
+
 // want checks h against the stored document d as id may see it.
 func (h *holder) want(t *testing.T, policy auth.Policy, id auth.Identity, d *core.Document, step string) {
 	t.Helper()
@@ -317,6 +332,9 @@ func runReadProperty(t *testing.T, policyName string, seed uint64) {
 			m := nextMsg(t, r.out)
 			if m.V != d.Version {
 				t.Fatalf("step %d: %s got %+v, want version %d", step, r.id.Subject, m, d.Version)
+			}
+			if !d.Deleted {
+				neverHidden(t, m, policy.DocView(r.id, propKey.Collection, d))
 			}
 			r.h.apply(t, m)
 			r.h.want(t, policy, r.id, d, fmt.Sprintf("step %d", step))
