@@ -310,6 +310,25 @@ func TestReadRulesTokenRefresh(t *testing.T) {
 	}
 }
 
+// A refresh re-evaluates a watched document that does not exist yet too:
+// the owner rule admits nobody to it, so a reader admitted by its role
+// alone hears not_readable when the role goes, and the document's creation
+// by a team member's write then reaches it as a snapshot.
+func TestReadRulesRefreshBeforeCreation(t *testing.T) {
+	base := startAuthedWith(t, readCollections())
+	doc := "p-lww/" + uuid.NewString()[:8]
+	c, _ := syncTransports[0].open(t, base, idToken(t, "root", "admin"), "r")
+	if got := subscribe(t, c, doc, 0, 0); len(got) != 0 {
+		t.Fatalf("subscribing to a new document: %+v", got)
+	}
+	c.send(t, protocol.Message{T: protocol.TAuth, Token: idTokenWith(t, "root", map[string]string{"team": "red"}, "user")})
+	wantNotReadable(t, c.next(t), 0)
+	want(t, c, protocol.TAuth, 0)
+	wantStatus(t, rest(t, "PUT", base+"/v1/docs/"+doc, idToken(t, "ann", "user"), `{"owner":"ann","team":"red","secret":"s1"}`), 201)
+	s := want(t, c, protocol.TSnap, 1)
+	wantData(t, "snapshot on creation", s.Data, `{"owner":"ann","team":"red"}`)
+}
+
 // A writer that may not read a field gets no value of it back: not in a
 // conflict's details, not in its ack's effective ops, not in REST refusals.
 func TestReadRulesWrites(t *testing.T) {

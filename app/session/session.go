@@ -514,7 +514,7 @@ func (s *Session) refresh(ctx context.Context, token string) error {
 			}
 			continue
 		}
-		if err := s.reView(ctx, st, st.last); err != nil {
+		if err := s.reView(ctx, st); err != nil {
 			return err
 		}
 	}
@@ -645,25 +645,29 @@ func (s *Session) snapshot(ctx context.Context, st *docState, d *core.Document, 
 	return s.send.Send(ctx, msg)
 }
 
-// reView evaluates the read rules again on the stored document (version
-// at least v) and, when the session's view of it changed, sends it as the
-// new view shows it.
-func (s *Session) reView(ctx context.Context, st *docState, v int64) error {
+// reView evaluates the read rules again on the stored document (after the
+// session's identity changed) and, when the session's view of it changed,
+// sends it as the new view shows it.
+func (s *Session) reView(ctx context.Context, st *docState) error {
 	if !s.opt.Policy.Rules(st.key.Collection) {
 		return nil
 	}
-	d, err := fullDocs.load(ctx, s.backend, st.key, st.key.String(), v)
+	d, err := fullDocs.load(ctx, s.backend, st.key, st.key.String(), st.last)
 	if err != nil {
 		return s.sendErr(ctx, st.key.String(), err)
 	}
-	if d == nil || d.Version < st.last {
-		return nil
+	v := st.last
+	if d != nil {
+		if d.Version < st.last {
+			return nil
+		}
+		v = d.Version
 	}
 	view := s.opt.Policy.DocView(s.identity, st.key.Collection, d)
 	if view.Key() == st.view.Key() {
 		return nil // the same view: later versions arrive as deltas
 	}
-	return s.snapshot(ctx, st, d, d.Version, view)
+	return s.snapshot(ctx, st, d, v, view)
 }
 
 // viewNow is the identity's view of the stored document k, for answers
