@@ -113,7 +113,7 @@ $(WEB)/node_modules/.package-lock.json: $(WEB)/package.json $(WEB)/package-lock.
 FUZZTIME ?= 1m
 FUZZ_TARGETS := \
 	./app/protocol:FuzzDecode ./app/protocol:FuzzDecodeFrames \
-	./app/merge:FuzzApply ./app/merge:FuzzFieldOpValidate ./app/merge:FuzzMergeConverges \
+	./app/merge:FuzzApply ./app/merge:FuzzFieldOpValidate ./app/merge:FuzzMergeConverges ./app/merge:FuzzTextConverges \
 	./app/clock:FuzzParseTimestamp ./app/collections:FuzzParse
 
 fuzz: ## run every fuzz target for FUZZTIME each (not in CI)
