@@ -1,6 +1,7 @@
 package merge
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -628,8 +629,17 @@ func insValue(site string, clock uint64, anchor TextID, text string) json.RawMes
 	default:
 		a = anchor.String()
 	}
-	b, _ := json.Marshal([]any{site, clock, a, text})
-	return b
+	return compactJSON([]any{site, clock, a, text})
+}
+
+// compactJSON renders a text op value as JSON.stringify does (no HTML
+// escaping), the form the binary encoding carries compactly.
+func compactJSON(v any) json.RawMessage {
+	var b bytes.Buffer
+	e := json.NewEncoder(&b)
+	e.SetEscapeHTML(false)
+	_ = e.Encode(v) // strings and numbers only
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 func delValue(ranges []TextRange) json.RawMessage {
@@ -642,8 +652,7 @@ func delValue(ranges []TextRange) json.RawMessage {
 		}
 		out = append(out, r.Clock, r.N)
 	}
-	b, _ := json.Marshal(out)
-	return b
+	return compactJSON(out)
 }
 
 // validText checks a text op's value without a document.

@@ -282,7 +282,7 @@ func runTextScenario(tb testing.TB, r *rand.Rand, n, steps int) {
 // TestTextConverges: 3-5 replicas, random concurrent inserts and deletes,
 // random causal delivery orders, one replica offline for half the run.
 func TestTextConverges(t *testing.T) {
-	for c := range 300 {
+	for c := range 200 {
 		r := rand.New(rand.NewPCG(uint64(c), 7))
 		n := 3 + c%3
 		t.Run(fmt.Sprint(c), func(t *testing.T) { runTextScenario(t, r, n, 20+r.IntN(60)) })
@@ -329,7 +329,7 @@ func textClient(tb testing.TB, plain map[string]any, site string, r *rand.Rand, 
 
 func TestTextThroughPolicies(t *testing.T) {
 	for _, p := range []Policy{LWW, CRDT, Manual} {
-		for c := range 60 {
+		for c := range 30 {
 			t.Run(fmt.Sprintf("%s/%d", p, c), func(t *testing.T) {
 				g := newGen(uint64(c))
 				init := Input{Client: "init", HLC: ts(1, "init"), Text: map[string]bool{"notes": true},

@@ -224,7 +224,7 @@ export class Breaker {
 // ---- binary encoding (docs/client.md, "Binary encoding") -------------------
 
 const TYPES = ['', 'hello', 'welcome', 'sub', 'unsub', 'op', 'snap', 'delta', 'synced', 'ack', 'reject', 'error', 'ping', 'pong', 'presence']
-const KINDS = ['', 'set', 'unset', 'inc', 'add', 'remove', 'resolve']
+const KINDS = ['', 'set', 'unset', 'inc', 'add', 'remove', 'resolve', 'ins', 'del']
 const NAMED = 0x3f
 const MORE = 0x80
 const KNOWN = new Set(['t', 'client', 'token', 'session', 'node', 'hb', 'proto', 'doc', 'since', 'v', 'pv', 'op', 'base', 'hlc', 'ops', 'by', 'del', 'new', 'dup', 'full', 'data', 'code', 'msg', 'details', 'ts', 'roles'])
@@ -289,7 +289,10 @@ function encodePayload (m) {
   if (m.ops) {
     b.push(14); uv(m.ops.length)
     for (const o of m.ops) {
-      const k = KINDS.indexOf(o.op)
+      let k = KINDS.indexOf(o.op)
+      const tv = k >= 7 && encodeTextValue(k, o.value)
+      if (tv) { b.push(k); text(o.path); bytes(tv); continue }
+      if (k >= 7) k = 0
       b.push(Math.max(k, 0))
       if (k < 1) text(o.op)
       text(o.path)
@@ -309,6 +312,85 @@ function encodePayload (m) {
   for (const k in m) if (!KNOWN.has(k) && m[k] !== undefined) { ext[k] = m[k]; hasExt = true }
   if (hasExt) { b.push(31); text(canon(ext)) }
   return Uint8Array.from(b)
+}
+
+// Text edits (ins 7, del 8) carry their values in a binary layout (docs/
+// client.md, "Binary encoding") when it decodes to the same JSON; null: the
+// op travels by name with its JSON value.
+function encodeTextValue (k, v) {
+  if (!Array.isArray(v) || !v.length) return null
+  const b = []
+  const uv = n => {
+    if (!Number.isSafeInteger(n) || n < 0) throw new RangeError('not a count')
+    for (; n >= 128; n = Math.floor(n / 128)) b.push(n % 128 + 128)
+    b.push(n)
+  }
+  const str = s => {
+    if (typeof s !== 'string' || /[\u2028\u2029]/.test(s)) throw new RangeError('not a plain string')
+    const u = utf8.encode(s)
+    uv(u.length)
+    for (const x of u) b.push(x)
+  }
+  try {
+    if (k === 7 && v.length === 2) { b.push(1); uv(v[0]); str(v[1]) } else if (k === 7 && v.length === 4) {
+      b.push(0); str(v[0]); uv(v[1])
+      const a = v[2]; const at = typeof a === 'string' ? a.lastIndexOf('@') : -1
+      if (a === '') b.push(0)
+      else if (typeof a === 'number') { b.push(1); uv(a) } else if (at >= 0 && /^\d+$/.test(a.slice(at + 1))) { b.push(2); str(a.slice(0, at)); uv(+a.slice(at + 1)) } else return null
+      str(v[3])
+    } else if (k === 8 && v.length === 2 && typeof v[0] !== 'string') { b.push(1); uv(v[0]); uv(v[1]) } else if (k === 8 && typeof v[0] === 'string') {
+      const groups = []
+      for (const x of v) typeof x === 'string' ? groups.push([x]) : groups[groups.length - 1].push(x)
+      b.push(0); uv(groups.length)
+      for (const g of groups) {
+        if (g.length % 2 !== 1) return null
+        str(g[0]); uv((g.length - 1) / 2); g.slice(1).forEach(uv)
+      }
+    } else return null
+    const out = Uint8Array.from(b)
+    return JSON.stringify(decodeTextValue(k, out)) === JSON.stringify(v) ? out : null
+  } catch { return null }
+}
+
+function decodeTextValue (k, p) {
+  const bad = msg => { throw new FrameError('bad_payload', msg) }
+  let i = 0
+  const byte = () => i < p.length ? p[i++] : bad('text op ends early')
+  const uv = () => {
+    let n = 0
+    for (let mul = 1; ; mul *= 128) {
+      const x = byte()
+      n += (x & 127) * mul
+      if (n > Number.MAX_SAFE_INTEGER) bad('text clock out of range')
+      if (x < 128) return n
+    }
+  }
+  const str = () => {
+    const n = uv()
+    if (n > p.length - i) bad(`length ${n} over the ${p.length - i} bytes left`)
+    try { return fromUtf8.decode(p.subarray(i, i += n)) } catch { bad('string is not UTF-8') }
+  }
+  const form = byte()
+  let out
+  if (k === 7 && form === 0) {
+    const site = str(); const clock = uv(); const a = byte()
+    const anchor = a === 0 ? '' : a === 1 ? uv() : a === 2 ? str() + '@' + uv() : bad(`text anchor form ${a}`)
+    out = [site, clock, anchor, str()]
+  } else if (k === 7 && form === 1) out = [uv(), str()]
+  else if (k === 8 && form === 0) {
+    const groups = uv()
+    if (!groups || groups > p.length - i) bad(`${groups} delete groups`)
+    out = []
+    for (let g = 0; g < groups; g++) {
+      out.push(str())
+      const pairs = uv()
+      if (pairs > p.length - i) bad(`${pairs} delete ranges`)
+      for (let j = 0; j < pairs; j++) out.push(uv(), uv())
+    }
+  } else if (k === 8 && form === 1) out = [uv(), uv()]
+  else bad(`text op form ${form}`)
+  if (i !== p.length) bad(`${p.length - i} bytes after a text op`)
+  return out
 }
 
 /** Encodes one message as binary frames (one WebSocket message). */
@@ -412,6 +494,11 @@ function decodePayload (type, p) {
           const o = { op: c ? KINDS[c] : text(), path: '' }
           if (!o.op) bad(`op ${k}: unknown kind ${c}`)
           o.path = text()
+          if (c === 7 || c === 8) {
+            o.value = decodeTextValue(c, raw())
+            m.ops.push(o)
+            continue
+          }
           const v = text()
           if (v) try { o.value = JSON.parse(v) } catch { bad(`op ${k}: value is not JSON`) }
           m.ops.push(o)
