@@ -274,14 +274,10 @@ func (t *Text) insert(site string, clock uint64, anchor TextID, s string, causal
 	if idx > 0 {
 		resolved = t.id(idx-1, t.runs[idx-1].n-1)
 	}
-	if idx > 0 {
-		if l := &t.runs[idx-1]; l.site == si && !l.del && l.last()+1 == clock {
-			l.s = append(l.s[:l.n:l.n], rs...)
-			l.n += len(rs)
-			return resolved, nil
-		}
-	}
 	t.runs = slices.Insert(t.runs, idx, textRun{site: si, clock: clock, n: len(rs), s: rs})
+	// The split at the anchor may have been passed over: merging keeps the
+	// runs what every copy gets from the same characters.
+	t.normalize()
 	return resolved, nil
 }
 

@@ -59,6 +59,255 @@ function writePath (data, segs, value, del, undo) {
   else put(m, leaf, value)
 }
 
+// ---- text fields (docs/conflicts.md, "Text fields") ------------------------
+//
+// The same RGA as the server's (app/merge/text.go): a text field's string is
+// in the data, its metadata under `_text` (path → {s: sites, m: highest clock
+// per site, r: runs of [site index, first clock, length], negative for
+// deleted runs}). Positions count Unicode code points.
+
+const TEXT = '_text'
+const MAX_CLOCK = Number.MAX_SAFE_INTEGER
+const ascii = /^[\x00-\x7f]*$/
+// Sites compare as the server compares them: by UTF-8 bytes.
+const siteCmp = (a, b) => {
+  if (ascii.test(a) && ascii.test(b)) return a < b ? -1 : a > b ? 1 : 0
+  const x = utf8.encode(a); const y = utf8.encode(b)
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i]
+  return x.length - y.length
+}
+const idAfter = (a, b) => a.clock > b.clock || (a.clock === b.clock && siteCmp(a.site, b.site) > 0)
+const isCount = v => Number.isSafeInteger(v) && v >= 0
+
+/** The sequence CRDT of one text field (a copy: edits go through Doc.text). */
+export class Text {
+  constructor () { Object.assign(this, { sites: [], index: new Map(), max: [], runs: [] }) }
+
+  /** Rebuilds the text at path of data (a plain string: ids ""@1, ""@2, …). */
+  static of (data, path) {
+    return Text.from(getPath(data, path), own(own(data, TEXT), path))
+  }
+
+  static from (v, meta) {
+    if (v != null && typeof v !== 'string') throw new TypeError('field is not text')
+    const t = new Text()
+    const cs = [...(v || '')]
+    if (meta === undefined) {
+      if (cs.length) { t._site(''); t.max[0] = cs.length; t.runs.push({ site: 0, clock: 1, n: cs.length, del: false, s: cs }) }
+      return t
+    }
+    const { s = [], m = [], r = [] } = isObj(meta) ? meta : {}
+    if (!Array.isArray(s) || !Array.isArray(m) || !Array.isArray(r) || s.length !== m.length || r.length % 3) throw new TypeError('bad text metadata')
+    s.forEach((name, i) => { t.index.set(name, i); t.sites.push(name); t.max.push(m[i]) })
+    let at = 0
+    for (let i = 0; i < r.length; i += 3) {
+      const run = { site: r[i], clock: r[i + 1], n: Math.abs(r[i + 2]), del: r[i + 2] < 0, s: null }
+      if (!run.del) { run.s = cs.slice(at, at + run.n); at += run.n }
+      t.runs.push(run)
+    }
+    if (at !== cs.length) throw new TypeError('text metadata does not match the text')
+    return t
+  }
+
+  toString () { let out = ''; for (const r of this.runs) if (!r.del) out += r.s.join(''); return out }
+  get length () { let n = 0; for (const r of this.runs) if (!r.del) n += r.n; return n }
+  maxClock () { return this.max.reduce((a, b) => Math.max(a, b), 0) }
+  siteMax (site) { const i = this.index.get(site); return i === undefined ? 0 : this.max[i] }
+
+  _site (name) {
+    let i = this.index.get(name)
+    if (i === undefined) { i = this.sites.length; this.index.set(name, i); this.sites.push(name); this.max.push(0) }
+    return i
+  }
+
+  _id (i, off) { return { site: this.sites[this.runs[i].site], clock: this.runs[i].clock + off } }
+
+  _locate (id) {
+    const si = this.index.get(id.site)
+    if (si === undefined) return null
+    for (let i = 0; i < this.runs.length; i++) {
+      const r = this.runs[i]
+      if (r.site === si && id.clock >= r.clock && id.clock < r.clock + r.n) return [i, id.clock - r.clock]
+    }
+    return null
+  }
+
+  _split (i, off) {
+    const r = this.runs[i]
+    const b = { ...r, clock: r.clock + off, n: r.n - off, s: r.del ? null : r.s.slice(off) }
+    this.runs[i] = { ...r, n: off, s: r.del ? null : r.s.slice(0, off) }
+    this.runs.splice(i + 1, 0, b)
+  }
+
+  /** Id ({site, clock}) of the visible character at pos, or null. */
+  idAt (pos) {
+    for (let i = 0; i < this.runs.length; i++) {
+      const r = this.runs[i]
+      if (r.del) continue
+      if (pos < r.n) return this._id(i, pos)
+      pos -= r.n
+    }
+    return null
+  }
+
+  /** Visible position of id (of the next visible character when id is deleted); -1: unknown. */
+  pos (id) {
+    const at = this._locate(id)
+    if (!at) return -1
+    let p = 0
+    for (let i = 0; i < at[0]; i++) if (!this.runs[i].del) p += this.runs[i].n
+    return this.runs[at[0]].del ? p : p + at[1]
+  }
+
+  /** Places text with ids site@clock… after anchor (null: the start); returns the anchor it lands right after. */
+  insert (site, clock, anchor, text, causal = true) {
+    const cs = [...text]
+    if (!cs.length || !(clock >= 1) || clock + cs.length - 1 > MAX_CLOCK) throw new RangeError('bad insert')
+    if (clock <= this.siteMax(site)) throw new RangeError(`text id ${site}@${clock} already used`)
+    const me = { site, clock }
+    let idx = this.runs.length
+    if (!anchor) idx = 0
+    else {
+      const at = this._locate(anchor)
+      if (at) {
+        if (causal && !idAfter(me, anchor)) throw new RangeError('text id not above its anchor')
+        if (at[1] < this.runs[at[0]].n - 1) this._split(at[0], at[1] + 1)
+        idx = at[0] + 1
+      }
+    }
+    while (idx < this.runs.length && idAfter(this._id(idx, 0), me)) idx++
+    const si = this._site(site)
+    this.max[si] = clock + cs.length - 1
+    const resolved = idx > 0 ? this._id(idx - 1, this.runs[idx - 1].n - 1) : null
+    this.runs.splice(idx, 0, { site: si, clock, n: cs.length, del: false, s: cs })
+    this._normalize()
+    return resolved
+  }
+
+  /** Deletes the live characters of ranges [{site, clock, n}]; returns the ranges it deleted. */
+  delete (ranges) {
+    const out = []
+    for (const rg of ranges) {
+      const si = this.index.get(rg.site)
+      if (si === undefined || !(rg.n > 0)) continue
+      const lo = rg.clock; const hi = rg.clock + rg.n - 1
+      for (let i = 0; i < this.runs.length; i++) {
+        let r = this.runs[i]
+        if (r.site !== si || r.del || r.clock + r.n - 1 < lo || r.clock > hi) continue
+        if (r.clock < lo) { this._split(i, lo - r.clock); continue }
+        if (r.clock + r.n - 1 > hi) { this._split(i, hi - r.clock + 1); r = this.runs[i] }
+        this.runs[i] = { ...r, del: true, s: null }
+        appendRange(out, { site: rg.site, clock: r.clock, n: r.n })
+      }
+    }
+    this._normalize()
+    return out
+  }
+
+  /** Ranges of count visible characters from pos. */
+  live (pos, count) {
+    const out = []
+    for (let i = 0; i < this.runs.length && count > 0; i++) {
+      const r = this.runs[i]
+      if (r.del) continue
+      if (pos >= r.n) { pos -= r.n; continue }
+      const n = Math.min(r.n - pos, count)
+      const id = this._id(i, pos)
+      appendRange(out, { site: id.site, clock: id.clock, n })
+      count -= n
+      pos = 0
+    }
+    return out
+  }
+
+  _normalize () {
+    const out = []
+    for (const r of this.runs) {
+      const l = out[out.length - 1]
+      if (l && l.site === r.site && l.del === r.del && l.clock + l.n === r.clock) {
+        out[out.length - 1] = { ...l, n: l.n + r.n, s: l.del ? null : l.s.concat(r.s) }
+      } else out.push(r)
+    }
+    this.runs = out
+  }
+
+  meta () {
+    const r = []
+    for (const run of this.runs) r.push(run.site, run.clock, run.del ? -run.n : run.n)
+    return { s: [...this.sites], m: [...this.max], r }
+  }
+}
+
+function appendRange (out, rg) {
+  const l = out[out.length - 1]
+  if (l && l.site === rg.site && l.clock + l.n === rg.clock) l.n += rg.n
+  else out.push(rg)
+}
+
+const anchorOf = (a, site) => a === '' ? null : typeof a === 'number' ? { site, clock: a } : { site: a.slice(0, a.lastIndexOf('@')), clock: +a.slice(a.lastIndexOf('@') + 1) }
+const anchorValue = (a, site) => !a ? '' : a.site === site ? a.clock : `${a.site}@${a.clock}`
+const delValue = ranges => {
+  const out = []
+  ranges.forEach((r, i) => { if (!i || r.site !== ranges[i - 1].site) out.push(r.site); out.push(r.clock, r.n) })
+  return out
+}
+const delRanges = v => {
+  const out = []; let site = ''
+  for (let i = 0; i < v.length;) {
+    if (typeof v[i] === 'string') { site = v[i++]; continue }
+    out.push({ site, clock: v[i], n: v[i + 1] }); i += 2
+  }
+  return out
+}
+
+function storeText (data, path, t, undo) {
+  writePath(data, path.split('.'), t.toString(), false, undo)
+  if (!isObj(own(data, TEXT))) writePath(data, [TEXT], {}, false, undo)
+  undo(data[TEXT], path)
+  put(data[TEXT], path, t.meta())
+}
+
+// dropText forgets the metadata of texts a write of path replaces (at or
+// below it, or above it), as the server does.
+function dropText (data, path, undo) {
+  const all = own(data, TEXT)
+  if (!isObj(all) || path === TEXT) return
+  const under = (k, p) => k === p || k.startsWith(p + '.')
+  for (const k of Object.keys(all)) if (under(k, path) || under(path, k)) { undo(all, k); delete all[k] }
+  if (!Object.keys(all).length) writePath(data, [TEXT], undefined, true, undo)
+}
+
+// applyTextOp applies an ins or del as merge.ApplyPlain does (a positional
+// insert takes the site ""); an op that does not fit is invalid_op.
+function applyTextOp (data, o, undo) {
+  let t
+  try {
+    t = Text.of(data, o.path)
+    const v = o.value
+    if (o.op === 'ins') {
+      if (v.length === 2) {
+        const pos = Math.min(v[0], t.length)
+        t.insert('', t.maxClock() + 1, pos > 0 ? t.idAt(pos - 1) : null, v[1], false)
+      } else if (v.length === 4) t.insert(v[0], v[1], anchorOf(v[2], v[0]), v[3], false)
+      else throw new RangeError('bad value')
+    } else if (!t.delete(typeof v[0] === 'string' ? delRanges(v) : t.live(v[0], v[1])).length) return
+  } catch (e) { throw invalidOp(o, e.message) }
+  storeText(data, o.path, t, undo)
+}
+
+/** The ins op inserting text at pos of the text at path in data, as site. */
+export function insertOp (data, path, site, pos, text) {
+  const t = Text.of(data, path)
+  pos = Math.max(0, Math.min(pos, t.length))
+  return { op: 'ins', path, value: [site, t.maxClock() + 1, anchorValue(pos > 0 ? t.idAt(pos - 1) : null, site), text] }
+}
+
+/** The del op deleting count characters from pos of the text at path (null: nothing to delete). */
+export function deleteOp (data, path, pos, count) {
+  const rs = Text.of(data, path).live(Math.max(0, pos), count)
+  return rs.length ? { op: 'del', path, value: delValue(rs) } : null
+}
+
 // goCanon is the canonical JSON the server orders and compares set elements
 // by (Go's encoding/json: keys sorted, <, >, & and U+2028/9 escaped).
 const goText = s => JSON.stringify(s).replace(/[<>&\u2028\u2029]/g, c => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'))
@@ -99,6 +348,9 @@ function checkOp (o) {
       if (o.value !== null && !(typeof o.value === 'number' && Number.isFinite(o.value))) throw invalidOp(o, 'needs a number')
       break
     case 'resolve': break
+    case 'ins': case 'del':
+      if (!Array.isArray(o.value) || !o.value.length) throw invalidOp(o, 'needs an array')
+      break
     default: throw invalidOp(o, 'unknown op')
   }
   return segs
@@ -126,6 +378,8 @@ export function applyOps (data, ops) {
 }
 
 function applyOp (data, o, segs, undo) {
+  if (o.op === 'ins' || o.op === 'del') return applyTextOp(data, o, undo)
+  dropText(data, o.path, undo)
   const cur = getPath(data, o.path)
   switch (o.op) {
     case 'set': return writePath(data, segs, clone(o.value), false, undo)
