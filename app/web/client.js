@@ -159,6 +159,14 @@ export class Text {
     return this.runs[at[0]].del ? p : p + at[1]
   }
 
+  /** Caret position right after id (0 for null, the start); -1: unknown. */
+  caret (id) {
+    if (!id) return 0
+    const at = this._locate(id)
+    if (!at) return -1
+    return this.pos(id) + (this.runs[at[0]].del ? 0 : 1)
+  }
+
   /** Places text with ids site@clock… after anchor (null: the start); returns the anchor it lands right after. */
   insert (site, clock, anchor, text, causal = true) {
     const cs = [...text]
@@ -1007,6 +1015,18 @@ class Doc extends Emitter {
   /** Applies several field ops atomically (one op, one version). */
   update (ops) { return this.sync._submit(this, ops) }
 
+  /**
+   * The text field at path (docs/client.md, "Text fields"): value,
+   * insert(pos, text), delete(pos, count), splice(pos, count, text), and
+   * on('change', e) with e = {index, deleted, inserted, value, remote}.
+   * Positions count Unicode code points.
+   */
+  text (path) {
+    const texts = (this._texts ||= new Map())
+    if (!texts.has(path)) texts.set(path, new TextField(this, path))
+    return texts.get(path)
+  }
+
   /** Sets this client's presence on the document (null clears it). */
   presence (data) {
     this._presence = data
@@ -1029,6 +1049,46 @@ class Doc extends Emitter {
     this._emit('change', this._state, info)
   }
 }
+
+class TextField extends Emitter {
+  constructor (doc, path) {
+    super()
+    Object.assign(this, { doc, path })
+    this._last = this.value
+    doc.on('change', (_, info) => this._changed(info))
+  }
+
+  get value () { const v = this.doc.get(this.path); return typeof v === 'string' ? v : '' }
+  get length () { return [...this.value].length }
+  insert (pos, text) { return this.splice(pos, 0, text) }
+  delete (pos, count = 1) { return this.splice(pos, count, '') }
+
+  /** Deletes count characters at pos and inserts text there, as one op. */
+  splice (pos, count, text) {
+    const s = clone(this.doc.state)
+    const ops = []
+    const del = count > 0 && deleteOp(s, this.path, pos, count)
+    if (del) { ops.push(del); applyOps(s, [del]) }
+    if (text) ops.push(insertOp(s, this.path, this.doc.sync.clientId, pos, text))
+    return ops.length ? this.doc.update(ops) : null
+  }
+
+  _changed (info) {
+    const next = this.value; const prev = this._last
+    if (next === prev) return
+    this._last = next
+    const a = [...prev]; const b = [...next]
+    let i = 0
+    while (i < a.length && i < b.length && a[i] === b[i]) i++
+    let j = 0
+    while (j < a.length - i && j < b.length - i && a[a.length - 1 - j] === b[b.length - 1 - j]) j++
+    this._emit('change', { index: i, deleted: a.length - i - j, inserted: b.slice(i, b.length - j).join(''), value: next, remote: !info?.local })
+  }
+}
+
+// Caret positions: the DOM counts UTF-16 units, text fields code points.
+const toPoints = (s, u) => [...s.slice(0, u)].length
+const toUnits = (s, p) => [...s].slice(0, p).join('').length
 
 // ---- the client ------------------------------------------------------------
 
@@ -1434,9 +1494,55 @@ class Sync extends Emitter {
    * remote changes are written back except into the field being edited,
    * and focus is published as presence {field}. Returns the unbind function.
    */
-  bindForm (form, name, { presence = this.o.presence } = {}) {
+  bindForm (form, name, { presence = this.o.presence, text = [] } = {}) {
     const d = this.doc(name)
     const els = n => [...form.elements].filter(e => e.name === n)
+    // Text fields (listed in `text`, or holding text metadata) are edited
+    // with ins/del and keep the caret where it was while remote edits land.
+    const typable = el => el.tagName === 'TEXTAREA' || (el.tagName === 'INPUT' && /^(text|search|url|tel|email|)$/.test(el.type))
+    const isText = el => typable(el) && (text.includes(el.name) || Object.hasOwn(d.state[TEXT] || {}, el.name))
+    const seen = new Map() // text element → the Text it shows
+    // An edit is the difference between what the element showed (seen)
+    // and what it shows now, anchored to the characters it showed, so
+    // remote edits that landed meanwhile are kept.
+    let composing = null
+    const onText = el => {
+      const base = seen.get(el) || Text.of(d.state, el.name)
+      const a = [...base.toString()]; const b = [...el.value]
+      let i = 0
+      while (i < a.length && i < b.length && a[i] === b[i]) i++
+      let j = 0
+      while (j < a.length - i && j < b.length - i && a[a.length - 1 - j] === b[b.length - 1 - j]) j++
+      const shown = { [el.name]: base.toString(), [TEXT]: { [el.name]: base.meta() } }
+      const ops = []
+      const del = j + i < a.length && deleteOp(shown, el.name, i, a.length - i - j)
+      if (del) { ops.push(del); applyOps(shown, [del]) }
+      if (i + j < b.length) {
+        const ins = insertOp(shown, el.name, this.clientId, i, b.slice(i, b.length - j).join(''))
+        ins.value[1] = Math.max(ins.value[1], Text.of(d.state, el.name).maxClock() + 1)
+        ops.push(ins)
+        applyOps(shown, [ins])
+      }
+      if (!ops.length) return
+      seen.set(el, Text.of(shown, el.name))
+      d.update(ops)
+    }
+    const writeText = el => {
+      if (el === composing) return
+      const next = Text.of(d.state, el.name)
+      const v = next.toString()
+      const old = seen.get(el)
+      seen.set(el, next)
+      if (el.value === v) return
+      const active = el === form.ownerDocument.activeElement && old && old.toString() === el.value
+      const sel = active && [el.selectionStart, el.selectionEnd].map(u => {
+        const p = toPoints(el.value, u)
+        const c = next.caret(p > 0 ? old.idAt(p - 1) : null)
+        return c < 0 ? p : c
+      })
+      el.value = v
+      if (sel) el.setSelectionRange(toUnits(v, sel[0]), toUnits(v, sel[1]), el.selectionDirection)
+    }
     const isGroup = el => el.type === 'checkbox' && els(el.name).length > 1
     const read = el => el.type === 'checkbox'
       ? el.checked
@@ -1452,12 +1558,18 @@ class Sync extends Emitter {
         if (el.checked === (Array.isArray(set) && set.includes(el.value))) return
         return el.checked ? d.add(el.name, el.value) : d.remove(el.name, el.value)
       }
+      if (isText(el)) {
+        composing = e.type === 'compositionstart' || e.isComposing ? el : null
+        if (!composing) onText(el)
+        return
+      }
       const v = read(el)
       if (canon(d.get(el.name)) !== canon(v)) d.set(el.name, v)
     }
     const write = () => {
       const active = form.ownerDocument.activeElement
       for (const el of form.elements) {
+        if (el.name && isText(el)) { writeText(el); continue }
         if (!el.name || el === active) continue
         const v = d.get(el.name)
         if (el.type === 'checkbox') el.checked = isGroup(el) ? Array.isArray(v) && v.includes(el.value) : !!v
@@ -1470,13 +1582,13 @@ class Sync extends Emitter {
       if (e.target.name && e.target.form === form) d.presence({ ...presence, field: e.type === 'focusin' ? e.target.name : null })
       if (e.type === 'focusout') setTimeout(write)
     }
-    for (const t of ['input', 'change']) form.addEventListener(t, onEdit)
+    for (const t of ['input', 'change', 'compositionstart', 'compositionend']) form.addEventListener(t, onEdit)
     for (const t of ['focusin', 'focusout']) form.addEventListener(t, focus)
     const off = d.on('change', write)
     write()
     return () => {
       off()
-      for (const t of ['input', 'change']) form.removeEventListener(t, onEdit)
+      for (const t of ['input', 'change', 'compositionstart', 'compositionend']) form.removeEventListener(t, onEdit)
       for (const t of ['focusin', 'focusout']) form.removeEventListener(t, focus)
     }
   }

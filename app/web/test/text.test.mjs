@@ -59,3 +59,39 @@ test('deleteOp and positions count code points', () => {
   assert.deepEqual(t.idAt(1), { site: 's', clock: 5 })
   assert.equal(t.pos({ site: 's', clock: 3 }), 1) // deleted: the next visible character
 })
+
+test('doc.text: offline typing merges with remote typing, events carry positions, ops carry anchors', async () => {
+  const { harness } = await import('../testkit.mjs')
+  const h = harness()
+  await h.sync.ready
+  h.last().welcome()
+  const d = h.sync.doc('forms/t')
+  // The server's copy: "ab" typed by "srv".
+  const start = {}
+  applyOps(start, [{ op: 'ins', path: 'notes', value: ['srv', 1, '', 'ab'] }])
+  h.last().h.msg({ t: 'snap', doc: 'forms/t', v: 1, data: start })
+  h.last().h.msg({ t: 'synced', doc: 'forms/t', v: 1 })
+  const notes = d.text('notes')
+  const events = []
+  notes.on('change', e => events.push(e))
+  h.sync.setOffline(true)
+  notes.insert(1, 'X') // between a and b
+  notes.insert(2, 'Y')
+  notes.delete(0) // a
+  assert.equal(notes.value, 'XYb')
+  assert.deepEqual(events.map(e => [e.index, e.deleted, e.inserted, e.remote]), [[1, 0, 'X', false], [2, 0, 'Y', false], [0, 1, '', false]])
+  h.sync.setOffline(false)
+  h.last().welcome()
+  const sent = h.last().sent.filter(m => m.t === 'op').map(m => m.ops[0])
+  assert.deepEqual(sent.map(o => [o.op, o.value]), [
+    ['ins', ['me', 3, 'srv@1', 'X']],
+    ['ins', ['me', 4, 3, 'Y']],
+    ['del', ['srv', 1, 1]]
+  ])
+  // Meanwhile another client typed after "a" too; its delta arrives before
+  // the acks: both texts show, each in one piece (equal clocks: the greater
+  // site first, as on the server).
+  h.last().h.msg({ t: 'delta', doc: 'forms/t', v: 2, pv: 1, by: 'other', op: 1, ops: [{ op: 'ins', path: 'notes', value: ['other', 3, 'srv@1', '12'] }] })
+  assert.equal(notes.value, '12XYb')
+  assert.deepEqual(events.at(-1), { index: 0, deleted: 0, inserted: '12', value: '12XYb', remote: true })
+})
