@@ -68,16 +68,22 @@ function writePath (data, segs, value, del, undo) {
 
 const TEXT = '_text'
 const MAX_CLOCK = Number.MAX_SAFE_INTEGER
-const ascii = /^[\x00-\x7f]*$/
 // Sites compare as the server compares them: by UTF-8 bytes.
 const siteCmp = (a, b) => {
-  if (ascii.test(a) && ascii.test(b)) return a < b ? -1 : a > b ? 1 : 0
   const x = utf8.encode(a); const y = utf8.encode(b)
-  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i]
+  for (let i = 0; i < x.length && i < y.length; i++) if (x[i] !== y[i]) return x[i] - y[i]
   return x.length - y.length
 }
+// diff returns where two strings differ, in code points: [index, how many
+// of a's characters are replaced, b's characters there].
+const diff = (a, b) => {
+  a = [...a]; b = [...b]
+  let i = 0; let j = 0
+  while (i < a.length && i < b.length && a[i] === b[i]) i++
+  while (j < a.length - i && j < b.length - i && a[a.length - 1 - j] === b[b.length - 1 - j]) j++
+  return [i, a.length - i - j, b.slice(i, b.length - j).join('')]
+}
 const idAfter = (a, b) => a.clock > b.clock || (a.clock === b.clock && siteCmp(a.site, b.site) > 0)
-const isCount = v => Number.isSafeInteger(v) && v >= 0
 
 /** The sequence CRDT of one text field (a copy: edits go through Doc.text). */
 export class Text {
@@ -96,8 +102,7 @@ export class Text {
       if (cs.length) { t._site(''); t.max[0] = cs.length; t.runs.push({ site: 0, clock: 1, n: cs.length, del: false, s: cs }) }
       return t
     }
-    const { s = [], m = [], r = [] } = isObj(meta) ? meta : {}
-    if (!Array.isArray(s) || !Array.isArray(m) || !Array.isArray(r) || s.length !== m.length || r.length % 3) throw new TypeError('bad text metadata')
+    const { s, m, r } = meta
     s.forEach((name, i) => { t.index.set(name, i); t.sites.push(name); t.max.push(m[i]) })
     let at = 0
     for (let i = 0; i < r.length; i += 3) {
@@ -150,35 +155,26 @@ export class Text {
     return null
   }
 
-  /** Visible position of id (of the next visible character when id is deleted); -1: unknown. */
-  pos (id) {
-    const at = this._locate(id)
+  /** Caret position right after id (0 for null, the start; before the next visible character when id is deleted); -1: unknown. */
+  caret (id) {
+    const at = id ? this._locate(id) : [0, -1]
     if (!at) return -1
     let p = 0
     for (let i = 0; i < at[0]; i++) if (!this.runs[i].del) p += this.runs[i].n
-    return this.runs[at[0]].del ? p : p + at[1]
-  }
-
-  /** Caret position right after id (0 for null, the start); -1: unknown. */
-  caret (id) {
-    if (!id) return 0
-    const at = this._locate(id)
-    if (!at) return -1
-    return this.pos(id) + (this.runs[at[0]].del ? 0 : 1)
+    return id && !this.runs[at[0]].del ? p + at[1] + 1 : p
   }
 
   /** Places text with ids site@clock… after anchor (null: the start); returns the anchor it lands right after. */
   insert (site, clock, anchor, text, causal = true) {
     const cs = [...text]
-    if (!cs.length || !(clock >= 1) || clock + cs.length - 1 > MAX_CLOCK) throw new RangeError('bad insert')
-    if (clock <= this.siteMax(site)) throw new RangeError(`text id ${site}@${clock} already used`)
+    if (!cs.length || !(clock >= 1) || clock + cs.length - 1 > MAX_CLOCK || clock <= this.siteMax(site)) throw new RangeError('bad text id')
     const me = { site, clock }
     let idx = this.runs.length
     if (!anchor) idx = 0
     else {
       const at = this._locate(anchor)
       if (at) {
-        if (causal && !idAfter(me, anchor)) throw new RangeError('text id not above its anchor')
+        if (causal && !idAfter(me, anchor)) throw new RangeError('bad text id')
         if (at[1] < this.runs[at[0]].n - 1) this._split(at[0], at[1] + 1)
         idx = at[0] + 1
       }
@@ -1059,7 +1055,6 @@ class TextField extends Emitter {
   }
 
   get value () { const v = this.doc.get(this.path); return typeof v === 'string' ? v : '' }
-  get length () { return [...this.value].length }
   insert (pos, text) { return this.splice(pos, 0, text) }
   delete (pos, count = 1) { return this.splice(pos, count, '') }
 
@@ -1077,12 +1072,8 @@ class TextField extends Emitter {
     const next = this.value; const prev = this._last
     if (next === prev) return
     this._last = next
-    const a = [...prev]; const b = [...next]
-    let i = 0
-    while (i < a.length && i < b.length && a[i] === b[i]) i++
-    let j = 0
-    while (j < a.length - i && j < b.length - i && a[a.length - 1 - j] === b[b.length - 1 - j]) j++
-    this._emit('change', { index: i, deleted: a.length - i - j, inserted: b.slice(i, b.length - j).join(''), value: next, remote: !info?.local })
+    const [index, deleted, inserted] = diff(prev, next)
+    this._emit('change', { index, deleted, inserted, value: next, remote: !info?.local })
   }
 }
 
@@ -1508,17 +1499,13 @@ class Sync extends Emitter {
     let composing = null
     const onText = el => {
       const base = seen.get(el) || Text.of(d.state, el.name)
-      const a = [...base.toString()]; const b = [...el.value]
-      let i = 0
-      while (i < a.length && i < b.length && a[i] === b[i]) i++
-      let j = 0
-      while (j < a.length - i && j < b.length - i && a[a.length - 1 - j] === b[b.length - 1 - j]) j++
+      const [i, n, added] = diff(base.toString(), el.value)
       const shown = { [el.name]: base.toString(), [TEXT]: { [el.name]: base.meta() } }
       const ops = []
-      const del = j + i < a.length && deleteOp(shown, el.name, i, a.length - i - j)
+      const del = n && deleteOp(shown, el.name, i, n)
       if (del) { ops.push(del); applyOps(shown, [del]) }
-      if (i + j < b.length) {
-        const ins = insertOp(shown, el.name, this.clientId, i, b.slice(i, b.length - j).join(''))
+      if (added) {
+        const ins = insertOp(shown, el.name, this.clientId, i, added)
         ins.value[1] = Math.max(ins.value[1], Text.of(d.state, el.name).maxClock() + 1)
         ops.push(ins)
         applyOps(shown, [ins])

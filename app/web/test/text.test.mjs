@@ -57,7 +57,10 @@ test('deleteOp and positions count code points', () => {
   const t = Text.of(d, 't')
   assert.equal(t.length, 2)
   assert.deepEqual(t.idAt(1), { site: 's', clock: 5 })
-  assert.equal(t.pos({ site: 's', clock: 3 }), 1) // deleted: the next visible character
+  assert.equal(t.caret({ site: 's', clock: 3 }), 1) // deleted: before the next visible character
+  assert.equal(t.caret({ site: 's', clock: 5 }), 2)
+  assert.equal(t.caret(null), 0)
+  assert.equal(t.caret({ site: 'nobody', clock: 1 }), -1)
 })
 
 test('doc.text: offline typing merges with remote typing, events carry positions, ops carry anchors', async () => {
