@@ -86,7 +86,7 @@ type textRun struct {
 	clock uint64
 	n     int
 	del   bool
-	s     []rune // the characters of a live run
+	s     string // the characters of a live run (n code points)
 }
 
 func (r textRun) last() uint64 { return r.clock + uint64(r.n) - 1 }
@@ -104,13 +104,30 @@ func NewText() *Text { return &Text{index: map[string]int{}} }
 
 // String returns the visible text.
 func (t *Text) String() string {
-	var b strings.Builder
+	size := 0
 	for _, r := range t.runs {
-		if !r.del {
-			b.WriteString(string(r.s))
-		}
+		size += len(r.s)
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for _, r := range t.runs {
+		b.WriteString(r.s)
 	}
 	return b.String()
+}
+
+// runeIndex returns the byte index of the n-th code point of s.
+func runeIndex(s string, n int) int {
+	i := 0
+	for ; n > 0 && i < len(s); n-- {
+		if s[i] < utf8.RuneSelf {
+			i++
+		} else {
+			_, w := utf8.DecodeRuneInString(s[i:])
+			i += w
+		}
+	}
+	return i
 }
 
 // Len returns the number of visible characters.
@@ -190,7 +207,8 @@ func (t *Text) split(i, off int) {
 	a.n, b.n = off, r.n-off
 	b.clock = r.clock + uint64(off)
 	if !r.del {
-		a.s, b.s = r.s[:off:off], r.s[off:]
+		i := runeIndex(r.s, off)
+		a.s, b.s = r.s[:i], r.s[i:]
 	}
 	t.runs = slices.Insert(t.runs, i+1, b)
 	t.runs[i] = a
@@ -242,11 +260,11 @@ func (t *Text) Insert(site string, clock uint64, anchor TextID, s string) (TextI
 // every op made by a client is (an effective op's anchor is where the server
 // placed the text, which may be a greater id it went past).
 func (t *Text) insert(site string, clock uint64, anchor TextID, s string, causal bool) (TextID, error) {
-	rs := []rune(s)
-	if len(rs) == 0 {
+	n := utf8.RuneCountInString(s)
+	if n == 0 {
 		return TextID{}, fmt.Errorf("%w: empty insert", ErrInvalidOp)
 	}
-	if clock == 0 || clock+uint64(len(rs))-1 > MaxTextClock {
+	if clock == 0 || clock+uint64(n)-1 > MaxTextClock {
 		return TextID{}, fmt.Errorf("%w: text clock %d out of range", ErrInvalidOp, clock)
 	}
 	if clock <= t.SiteMax(site) {
@@ -269,12 +287,12 @@ func (t *Text) insert(site string, clock uint64, anchor TextID, s string, causal
 		idx++
 	}
 	si := t.site(site)
-	t.max[si] = clock + uint64(len(rs)) - 1
+	t.max[si] = clock + uint64(n) - 1
 	var resolved TextID
 	if idx > 0 {
 		resolved = t.id(idx-1, t.runs[idx-1].n-1)
 	}
-	t.runs = slices.Insert(t.runs, idx, textRun{site: si, clock: clock, n: len(rs), s: rs})
+	t.runs = slices.Insert(t.runs, idx, textRun{site: si, clock: clock, n: n, s: s})
 	// The split at the anchor may have been passed over: merging keeps the
 	// runs what every copy gets from the same characters.
 	t.normalize()
@@ -305,7 +323,7 @@ func (t *Text) Delete(ranges []TextRange) []TextRange {
 				t.split(i, int(hi-r.clock)+1)
 				r = t.runs[i]
 			}
-			t.runs[i].del, t.runs[i].s = true, nil
+			t.runs[i].del, t.runs[i].s = true, ""
 			out = appendRange(out, TextRange{TextID{Site: rg.Site, Clock: r.clock}, r.n})
 		}
 	}
@@ -366,9 +384,7 @@ func (t *Text) normalize() {
 		if n := len(out); n > 0 {
 			l := &out[n-1]
 			if l.site == r.site && l.del == r.del && l.last()+1 == r.clock {
-				if !r.del {
-					l.s = append(l.s[:l.n:l.n], r.s...)
-				}
+				l.s += r.s
 				l.n += r.n
 				continue
 			}
@@ -383,9 +399,6 @@ func (t *Text) Clone() *Text {
 	c := &Text{sites: slices.Clone(t.sites), index: make(map[string]int, len(t.index)), max: slices.Clone(t.max), runs: slices.Clone(t.runs)}
 	for k, v := range t.index {
 		c.index[k] = v
-	}
-	for i := range c.runs {
-		c.runs[i].s = slices.Clone(c.runs[i].s)
 	}
 	return c
 }
@@ -419,15 +432,15 @@ func textFrom(v any, meta any) (*Text, error) {
 		return nil, fmt.Errorf("%w: field is not text", ErrInvalidOp)
 	}
 	t := NewText()
-	rs := []rune(str)
 	if meta == nil {
-		if len(rs) > 0 {
+		if n := utf8.RuneCountInString(str); n > 0 {
 			t.site("")
-			t.max[0] = uint64(len(rs))
-			t.runs = []textRun{{clock: 1, n: len(rs), s: rs}}
+			t.max[0] = uint64(n)
+			t.runs = []textRun{{clock: 1, n: n, s: str}}
 		}
 		return t, nil
 	}
+	rest := str
 	bad := func(what string) (*Text, error) {
 		return nil, fmt.Errorf("%w: text metadata: %s", ErrInvalidOp, what)
 	}
@@ -469,14 +482,15 @@ func textFrom(v any, meta any) (*Text, error) {
 			return bad("run beyond its site's clock")
 		}
 		if !r.del {
-			if r.n > len(rs) {
+			i := runeIndex(rest, r.n)
+			if utf8.RuneCountInString(rest[:i]) != r.n {
 				return bad("runs longer than the text")
 			}
-			r.s, rs = rs[:r.n:r.n], rs[r.n:]
+			r.s, rest = rest[:i], rest[i:]
 		}
 		t.runs = append(t.runs, r)
 	}
-	if len(rs) != 0 {
+	if rest != "" {
 		return bad("text longer than its runs")
 	}
 	return t, nil
