@@ -262,7 +262,14 @@ func runTextScenario(tb testing.TB, r *rand.Rand, n, steps int) {
 			tb.Fatalf("replica %d integrated %d of %d ops", i, total, len(log))
 		}
 	}
-	ids := visibleIDs(reps[0].t)
+	checkVisible(tb, reps[0].t, inserted, deleted)
+}
+
+// checkVisible fails unless the visible characters of t are exactly those
+// inserted and not deleted.
+func checkVisible(tb testing.TB, t *Text, inserted, deleted map[TextID]bool) {
+	tb.Helper()
+	ids := visibleIDs(t)
 	live := 0
 	for id := range inserted {
 		if !deleted[id] {
@@ -384,21 +391,7 @@ func TestTextThroughPolicies(t *testing.T) {
 						}
 					}
 				}
-				live := 0
-				for id := range inserted {
-					if !deleted[id] {
-						live++
-					}
-				}
-				got := visibleIDs(txt)
-				if len(got) != live {
-					t.Fatalf("%d visible characters, want %d", len(got), live)
-				}
-				for _, id := range got {
-					if !inserted[id] || deleted[id] {
-						t.Fatalf("visible %s was deleted or never typed", id)
-					}
-				}
+				checkVisible(t, txt, inserted, deleted)
 			})
 		}
 	}
