@@ -120,16 +120,8 @@ func (a *applier) textDeleted(p string) {
 	if a.d.TextDel == nil {
 		a.d.TextDel = map[string]int64{}
 	}
-	m := a.d.TextDel
-	old, ok := m[p]
-	a.undo = append(a.undo, func() {
-		if ok {
-			m[p] = old
-		} else {
-			delete(m, p)
-		}
-	})
-	m[p] = a.self.V
+	recEntry(a, a.d.TextDel, p)
+	a.d.TextDel[p] = a.self.V
 }
 
 // relative applies an inc, add or remove. An increment travels as itself
@@ -463,7 +455,10 @@ func sameValue(a any, aok bool, b any, bdel bool) bool {
 
 // Undo log.
 
-func (a *applier) rec(m map[string]any, k string) {
+func (a *applier) rec(m map[string]any, k string) { recEntry(a, m, k) }
+
+// recEntry records m[k] in the undo log before it changes.
+func recEntry[V any](a *applier, m map[string]V, k string) {
 	old, ok := m[k]
 	a.undo = append(a.undo, func() {
 		if ok {
@@ -503,16 +498,8 @@ func (a *applier) setStamp(p string, s Stamp) {
 	if a.d.Stamps == nil {
 		a.d.Stamps = map[string]Stamp{}
 	}
-	stamps := a.d.Stamps
-	old, ok := stamps[p]
-	a.undo = append(a.undo, func() {
-		if ok {
-			stamps[p] = old
-		} else {
-			delete(stamps, p)
-		}
-	})
-	stamps[p] = s
+	recEntry(a, a.d.Stamps, p)
+	a.d.Stamps[p] = s
 }
 
 func (a *applier) delStamp(p string) {
@@ -549,19 +536,11 @@ func (a *applier) setElems(p string, es map[string]map[string]int64) {
 		}
 		a.d.Elems = map[string]map[string]map[string]int64{}
 	}
-	elems := a.d.Elems
-	old, ok := elems[p]
-	a.undo = append(a.undo, func() {
-		if ok {
-			elems[p] = old
-		} else {
-			delete(elems, p)
-		}
-	})
+	recEntry(a, a.d.Elems, p)
 	if len(es) == 0 {
-		delete(elems, p)
+		delete(a.d.Elems, p)
 	} else {
-		elems[p] = es
+		a.d.Elems[p] = es
 	}
 }
 

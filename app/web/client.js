@@ -611,23 +611,8 @@ function encodeTextValue (k, v) {
 }
 
 function decodeTextValue (k, p) {
-  const bad = msg => { throw new FrameError('bad_payload', msg) }
-  let i = 0
-  const byte = () => i < p.length ? p[i++] : bad('text op ends early')
-  const uv = () => {
-    let n = 0
-    for (let mul = 1; ; mul *= 128) {
-      const x = byte()
-      n += (x & 127) * mul
-      if (n > Number.MAX_SAFE_INTEGER) bad('text clock out of range')
-      if (x < 128) return n
-    }
-  }
-  const str = () => {
-    const n = uv()
-    if (n > p.length - i) bad(`length ${n} over the ${p.length - i} bytes left`)
-    try { return fromUtf8.decode(p.subarray(i, i += n)) } catch { bad('string is not UTF-8') }
-  }
+  const r = reader(p)
+  const { bad, byte, uv, text: str } = r
   const form = byte()
   let out
   if (k === 7 && form === 0) {
@@ -637,17 +622,17 @@ function decodeTextValue (k, p) {
   } else if (k === 7 && form === 1) out = [uv(), str()]
   else if (k === 8 && form === 0) {
     const groups = uv()
-    if (!groups || groups > p.length - i) bad(`${groups} delete groups`)
+    if (!groups || groups > r.left()) bad(`${groups} delete groups`)
     out = []
     for (let g = 0; g < groups; g++) {
       out.push(str())
       const pairs = uv()
-      if (pairs > p.length - i) bad(`${pairs} delete ranges`)
+      if (pairs > r.left()) bad(`${pairs} delete ranges`)
       for (let j = 0; j < pairs; j++) out.push(uv(), uv())
     }
   } else if (k === 8 && form === 1) out = [uv(), uv()]
   else bad(`text op form ${form}`)
-  if (i !== p.length) bad(`${p.length - i} bytes after a text op`)
+  if (r.left()) bad(`${r.left()} bytes after a text op`)
   return out
 }
 
@@ -697,31 +682,38 @@ export function decodeFrames (buf, max = 1 << 20) {
   return out
 }
 
-function decodePayload (type, p) {
-  const bad = msg => { throw new FrameError('bad_payload', msg) }
-  let i = 0
-  const byte = () => i < p.length ? p[i++] : bad('payload ends early')
-  const uv = () => {
+// reader reads a binary payload: bytes, varints, and length-prefixed bytes
+// and text; every failure is bad_payload.
+function reader (p) {
+  const r = { i: 0, left: () => p.length - r.i, bad: msg => { throw new FrameError('bad_payload', msg) } }
+  r.byte = () => r.i < p.length ? p[r.i++] : r.bad('payload ends early')
+  r.uv = () => {
     let n = 0
     for (let mul = 1; ; mul *= 128) {
-      if (i >= p.length) bad('bad varint')
-      const x = p[i++]
+      if (r.i >= p.length) r.bad('bad varint')
+      const x = p[r.i++]
       n += (x & 127) * mul
-      if (n > Number.MAX_SAFE_INTEGER) bad('varint too large')
+      if (n > Number.MAX_SAFE_INTEGER) r.bad('varint too large')
       if (x < 128) return n
     }
   }
-  const zz = () => { const n = uv(); return n % 2 ? -(n + 1) / 2 : n / 2 }
-  const raw = () => {
-    const n = uv()
-    if (n > p.length - i) bad(`length ${n} over the ${p.length - i} bytes left`)
-    return p.subarray(i, i += n)
+  r.raw = () => {
+    const n = r.uv()
+    if (n > r.left()) r.bad(`length ${n} over the ${r.left()} bytes left`)
+    return p.subarray(r.i, r.i += n)
   }
-  const text = () => { try { return fromUtf8.decode(raw()) } catch (e) { if (e instanceof FrameError) throw e; bad('string is not UTF-8') } }
+  r.text = () => { try { return fromUtf8.decode(r.raw()) } catch (e) { if (e instanceof FrameError) throw e; r.bad('string is not UTF-8') } }
+  return r
+}
+
+function decodePayload (type, p) {
+  const r = reader(p)
+  const { bad, byte, uv, raw, text } = r
+  const zz = () => { const n = uv(); return n % 2 ? -(n + 1) / 2 : n / 2 }
   const json = what => { const s = text(); try { return JSON.parse(s) } catch { bad(`${what} is not JSON`) } }
   const m = { t: type === NAMED ? undefined : TYPES[type] }
   let last = -1; let pvSet = false
-  while (i < p.length) {
+  while (r.left()) {
     const tag = byte()
     if (tag <= last) bad(`field ${tag} after field ${last}`)
     last = tag
@@ -745,7 +737,7 @@ function decodePayload (type, p) {
       }
       case 14: {
         const n = uv()
-        if (n > (p.length - i) / 3) bad(`${n} ops in ${p.length - i} bytes`)
+        if (n > r.left() / 3) bad(`${n} ops in ${r.left()} bytes`)
         m.ops = []
         for (let k = 0; k < n; k++) {
           const c = byte()
@@ -780,7 +772,7 @@ function decodePayload (type, p) {
       }
       case 22: {
         const n = uv()
-        if (n > p.length - i) bad(`${n} roles in ${p.length - i} bytes`)
+        if (n > r.left()) bad(`${n} roles in ${r.left()} bytes`)
         const roles = []
         for (let k = 0; k < n; k++) roles.push(text())
         if (roles.length) m.roles = roles
