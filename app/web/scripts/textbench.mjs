@@ -1,5 +1,5 @@
 // Text fields against Yjs on the same traces (docs/benchmarks.md, "Text
-// fields against Yjs"). Run by `make bench` (app/web/textbench_test.go
+// fields against Yjs"). Run by `make bench` (TestTextBench in app/web/webtest_test.go
 // starts a replica and passes AUTOGLM_URL); prints a table and writes JSON
 // to the file named by TEXTBENCH_OUT.
 //
