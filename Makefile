@@ -62,6 +62,7 @@ BENCH_FLAGS ?=
 bench: build daprd ## benchmark delta sync vs full push and polling, throughput, idle memory (local + redis; results in bench/out)
 	$(GO) build -trimpath -o bin/autoglm-bench ./app/cmd/autoglm-bench
 	./bin/autoglm-bench -profile local,redis -out bench/out $(BENCH_FLAGS)
+	$(MAKE) --no-print-directory bench-text
 
 bench-smoke: build daprd ## a few seconds of the benchmark on the local profile; fails on any missed or duplicated delivery
 	$(GO) build -trimpath -o bin/autoglm-bench ./app/cmd/autoglm-bench
@@ -94,7 +95,7 @@ clean: ## remove build outputs and local data
 # The JavaScript client and the demo page (app/web): node --test and
 # Playwright driving Debian's Chromium, each against a real replica started
 # by app/web/webtest_test.go. npm packages come from the committed lockfile.
-.PHONY: test-js test-browser
+.PHONY: test-js test-browser bench-text
 WEB := app/web
 
 test-js: daprd $(WEB)/node_modules/.package-lock.json ## JS client tests (node --test) against a real replica
@@ -103,6 +104,10 @@ test-js: daprd $(WEB)/node_modules/.package-lock.json ## JS client tests (node -
 
 test-browser: daprd $(WEB)/node_modules/.package-lock.json ## demo page end to end in Chromium (needs /usr/bin/chromium)
 	$(GO) test -tags webtest -count=1 -timeout 15m -run '^TestBrowser$$' -v ./$(WEB)
+
+bench-text: daprd $(WEB)/node_modules/.package-lock.json ## text fields against Yjs on the same traces (results in bench/out/text.json)
+	$(GO) test -run '^$$' -bench '^BenchmarkTextApply100KB$$' -benchtime 2000x -benchmem ./app/merge
+	$(GO) test -tags webtest -count=1 -timeout 10m -run '^TestTextBench$$' -v ./$(WEB)
 
 $(WEB)/node_modules/.package-lock.json: $(WEB)/package.json $(WEB)/package-lock.json
 	cd $(WEB) && npm ci --no-audit --no-fund
@@ -113,7 +118,7 @@ $(WEB)/node_modules/.package-lock.json: $(WEB)/package.json $(WEB)/package-lock.
 FUZZTIME ?= 1m
 FUZZ_TARGETS := \
 	./app/protocol:FuzzDecode ./app/protocol:FuzzDecodeFrames \
-	./app/merge:FuzzApply ./app/merge:FuzzFieldOpValidate ./app/merge:FuzzMergeConverges \
+	./app/merge:FuzzApply ./app/merge:FuzzFieldOpValidate ./app/merge:FuzzMergeConverges ./app/merge:FuzzTextConverges \
 	./app/clock:FuzzParseTimestamp ./app/collections:FuzzParse
 
 fuzz: ## run every fuzz target for FUZZTIME each (not in CI)

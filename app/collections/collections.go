@@ -60,7 +60,8 @@ type Limits struct {
 type Type string
 
 // Field types. A set is an array without duplicates (the add/remove ops
-// keep it so).
+// keep it so). A text is a string that merges character by character (ins
+// and del ops; docs/conflicts.md, "Text fields").
 const (
 	TypeAny     Type = ""
 	TypeString  Type = "string"
@@ -70,16 +71,17 @@ const (
 	TypeObject  Type = "object"
 	TypeArray   Type = "array"
 	TypeSet     Type = "set"
+	TypeText    Type = "text"
 )
 
-var types = []Type{TypeString, TypeNumber, TypeInteger, TypeBool, TypeObject, TypeArray, TypeSet}
+var types = []Type{TypeString, TypeNumber, TypeInteger, TypeBool, TypeObject, TypeArray, TypeSet, TypeText}
 
 // Field is the rule for one field, addressed by its dot path.
 type Field struct {
 	Path       string
 	Type       Type
 	Required   bool
-	MaxLength  int      // characters of a string, elements of an array or set; -1: no limit
+	MaxLength  int      // characters of a string or text, elements of an array or set; -1: no limit
 	Min, Max   *float64 // bounds of a number
 	Enum       []any    // allowed values (JSON scalars); empty: any
 	WritableBy []string // roles that may change the field; empty: anyone who may write
@@ -180,6 +182,21 @@ func (c *Config) Names() []string { return slices.Sorted(maps.Keys(c.collections
 func (c *Config) Policy(collection string) merge.Policy {
 	col, _ := c.Collection(collection)
 	return col.Policy
+}
+
+// TextFields returns the paths of the collection's text fields (nil when
+// there are none), as the merge policies take them (merge.Input.Text).
+func (c *Collection) TextFields() map[string]bool {
+	var out map[string]bool
+	for p, f := range c.Fields {
+		if f.Type == TypeText {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[p] = true
+		}
+	}
+	return out
 }
 
 // CanRead reports whether a caller with roles may read the collection.
@@ -415,7 +432,7 @@ func lookup(data map[string]any, path string) (any, bool) {
 
 func hasType(v any, t Type) bool {
 	switch t {
-	case TypeString:
+	case TypeString, TypeText:
 		_, ok := v.(string)
 		return ok
 	case TypeNumber:

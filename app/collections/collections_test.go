@@ -150,10 +150,14 @@ collections:
       arr: {type: array, max_length: 2}
       tags: {type: set}
       color: {enum: [red, 1, true, null]}
+      notes: {type: text, max_length: 4}
 `)
 	col, ok := c.Collection("things")
 	if !ok {
 		t.Fatal("things not declared")
+	}
+	if tf := col.TextFields(); len(tf) != 1 || !tf["notes"] {
+		t.Fatalf("TextFields = %v", tf)
 	}
 	base := func(kv ...any) map[string]any { return data(append([]any{"name", "abc"}, kv...)...) }
 	tests := []struct {
@@ -173,6 +177,9 @@ collections:
 		{"Integer", base("i", 3.0), true},
 		{"NotInteger", base("i", 3.5), false},
 		{"Bool", base("b", "true"), false},
+		{"Text", base("notes", "日本語!"), true},
+		{"TextMaxLength", base("notes", "hello"), false},
+		{"TextNotString", base("notes", 1.0), false},
 		{"Object", base("o", []any{}), false},
 		{"NestedEnum", base("o", data("deep", "x")), true},
 		{"NestedEnumBad", base("o", data("deep", "z")), false},
@@ -255,7 +262,9 @@ func TestBadConfigs(t *testing.T) {
 		{"NegativeLimit", "collections:\n  a:\n    limits:\n      max_ops: -1\n", 4, "max_ops must be at least 1"},
 		{"LimitNotInt", "collections:\n  a:\n    limits:\n      max_doc_bytes: 1.5\n", 4, "max_doc_bytes must be an integer"},
 		{"LimitUnknownKey", "collections:\n  a:\n    limits:\n      max_bytes: 10\n", 4, `unknown key "max_bytes"`},
-		{"FieldUnknownType", "collections:\n  a:\n    fields:\n      x: {type: text}\n", 4, `unknown type "text"`},
+		{"FieldUnknownType", "collections:\n  a:\n    fields:\n      x: {type: txt}\n", 4, `unknown type "txt"`},
+		{"TextEnum", "collections:\n  a:\n    fields:\n      x:\n        type: text\n        enum: [a]\n", 6, "a text field takes no enum"},
+		{"TextStateMachine", "collections:\n  a:\n    fields:\n      s: {type: text}\n    state_machines:\n      s: {states: [a], initial: a}\n", 6, "states are strings"},
 		{"FieldUnknownRule", "collections:\n  a:\n    fields:\n      x:\n        type: string\n        maxlength: 3\n", 6, `unknown key "maxlength"`},
 		{"FieldReservedPath", "collections:\n  a:\n    fields:\n      _x: {type: string}\n", 4, `field "_x"`},
 		{"MaxLengthOnNumber", "collections:\n  a:\n    fields:\n      n:\n        type: number\n        max_length: 3\n", 6, "max_length needs type string"},

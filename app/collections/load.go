@@ -346,7 +346,7 @@ func (l *loader) field(p string, n *yaml.Node, where string) (*Field, error) {
 			var s string
 			if s, err = l.str(v, what+": type"); err == nil {
 				if !slices.Contains(types, Type(s)) {
-					return l.errf(v, "%s: unknown type %q (want string, number, integer, bool, object, array or set)", what, s)
+					return l.errf(v, "%s: unknown type %q (want string, text, number, integer, bool, object, array or set)", what, s)
 				}
 				f.Type = Type(s)
 			}
@@ -389,8 +389,10 @@ func (l *loader) field(p string, n *yaml.Node, where string) (*Field, error) {
 		return f, err
 	}
 	switch {
-	case maxLen != nil && f.Type != TypeString && f.Type != TypeArray && f.Type != TypeSet:
-		return f, l.errf(maxLen, "%s: max_length needs type string, array or set", what)
+	case maxLen != nil && f.Type != TypeString && f.Type != TypeText && f.Type != TypeArray && f.Type != TypeSet:
+		return f, l.errf(maxLen, "%s: max_length needs type string, text, array or set", what)
+	case enum != nil && f.Type == TypeText:
+		return f, l.errf(enum, "%s: a text field takes no enum (use type string)", what)
 	case minN != nil && f.Type != TypeNumber && f.Type != TypeInteger:
 		return f, l.errf(minN, "%s: min needs type number or integer", what)
 	case maxN != nil && f.Type != TypeNumber && f.Type != TypeInteger:

@@ -14,7 +14,13 @@
 //   - drops the idempotency record (Document.Idem) of every client that has
 //     had no op applied to the document for ClientAge (7 days). A retry of
 //     an op of such a client is no longer recognised, so ClientAge is the
-//     longest a client may wait before retrying.
+//     longest a client may wait before retrying;
+//   - drops the tombstones (deleted characters) of a text field whose last
+//     delete left the window (merge.CollectText). Every watcher has passed
+//     that delete (a client further behind gets a snapshot), and copies that
+//     still hold the tombstones show the same text and place later edits the
+//     same way. An edit made offline before the delete and anchored to a
+//     collected character is appended at the end of the text, never lost.
 //
 // It writes a document only through a Commit guarded by the ETag it read,
 // never blindly; a document that changed meanwhile is skipped until the next
@@ -42,6 +48,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/merge"
 )
 
 // Store is what the job reads and writes documents through (daprstore).
@@ -100,6 +107,7 @@ type Stats struct {
 	Archived    int // tail changes copied to the op-log keys
 	Trimmed     int // op-log entries deleted
 	Pruned      int // idempotency records of idle clients removed
+	Collected   int // deleted text characters (tombstones) dropped
 	Conflicts   int // documents skipped because they changed meanwhile
 	Errors      int
 	Duration    time.Duration
@@ -463,9 +471,10 @@ type plan struct {
 	logStart int64 // the new LogStart (≥ the current one)
 	trimTo   int64 // delete op-log entries LogStart..trimTo (0: none)
 	prune    []string
+	collect  bool // text tombstones below logStart
 }
 
-func (p plan) none() bool { return !p.archive && p.trimTo == 0 && len(p.prune) == 0 }
+func (p plan) none() bool { return !p.archive && p.trimTo == 0 && len(p.prune) == 0 && !p.collect }
 
 func (j *Job) plan(d *core.Document) plan {
 	var p plan
@@ -486,6 +495,7 @@ func (j *Job) plan(d *core.Document) plan {
 			p.prune = append(p.prune, id)
 		}
 	}
+	p.collect = d.State != nil && merge.TextGarbage(d.State, p.logStart)
 	return p
 }
 
@@ -520,6 +530,11 @@ func (j *Job) compact(ctx context.Context, k core.Key, st *Stats) error {
 			delete(doc.Idem, id)
 		}
 	}
+	collected := 0
+	if p.collect {
+		doc.State = stored.Doc.State.Clone()
+		collected = merge.CollectText(doc.State, p.logStart)
+	}
 	if err := j.opt.Store.Commit(ctx, c); err != nil {
 		if errors.Is(err, core.ErrVersionConflict) {
 			st.Conflicts++
@@ -539,6 +554,7 @@ func (j *Job) compact(ctx context.Context, k core.Key, st *Stats) error {
 		st.Trimmed += int(c.TrimTo - c.TrimFrom + 1)
 	}
 	st.Pruned += len(p.prune)
+	st.Collected += collected
 	return nil
 }
 

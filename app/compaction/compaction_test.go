@@ -190,6 +190,51 @@ func TestPass(t *testing.T) {
 		}
 	})
 
+	t.Run("TextTombstones", func(t *testing.T) {
+		s := inmem.NewStore()
+		e := newEngine(s)
+		k := core.Key{Collection: "forms", ID: "t1"}
+		edit := func(op uint64, kind merge.Kind, v string) {
+			t.Helper()
+			if _, err := e.Do(context.Background(), k, core.Op{ClientID: "a", OpID: op, Base: int64(op - 1),
+				Ops: []merge.FieldOp{{Op: kind, Path: "notes", Value: json.RawMessage(v)}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		edit(1, merge.KindIns, `[0,"hello world"]`)
+		edit(2, merge.KindDel, `[5,6]`) // " world" deleted at version 2
+		for i := range 3 {
+			edit(uint64(3+i), merge.KindIns, `[5,"!"]`)
+		}
+		j := job(s, epoch.Add(time.Hour), nil)
+		// Version 5, window 5: the delete is still inside the window.
+		if st, _ := j.Pass(context.Background()); st.Collected != 0 {
+			t.Fatalf("collected inside the window: %+v", st)
+		}
+		for i := range 3 {
+			edit(uint64(6+i), merge.KindIns, `[0,">"]`)
+		}
+		before := load(t, s, k)
+		st, err := j.Pass(context.Background())
+		if err != nil || st.Collected != 6 {
+			t.Fatalf("pass: %+v %v", st, err)
+		}
+		after := load(t, s, k)
+		if after.Version != before.Version || after.Data()["notes"] != ">>>hello!!!" || after.Data()["notes"] != before.Data()["notes"] {
+			t.Fatalf("text changed: %v -> %v", before.Data()["notes"], after.Data()["notes"])
+		}
+		b1, _ := json.Marshal(before.State)
+		b2, _ := json.Marshal(after.State)
+		if len(b2) >= len(b1) || after.State.TextDel != nil {
+			t.Fatalf("stored state %d -> %d bytes, textdel %v", len(b1), len(b2), after.State.TextDel)
+		}
+		// Editing goes on from the collected text.
+		edit(9, merge.KindIns, `[11,"?"]`)
+		if d := load(t, s, k); d.Data()["notes"] != ">>>hello!!!?" {
+			t.Fatalf("after collect: %q", d.Data()["notes"])
+		}
+	})
+
 	t.Run("ObservedCollections", func(t *testing.T) {
 		s := inmem.NewStore()
 		e := newEngine(s)

@@ -506,6 +506,7 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 		// Applied in place; undone if a rule or a limit refuses the result.
 		eff, undo, err := merge.ApplyUndo(col.Policy, state, merge.Input{
 			Client: op.ClientID, HLC: ts, Base: baseOf(col.Policy, op, doc.Version), Current: doc.Version, Ops: ops,
+			Text: col.TextFields(),
 		})
 		if err != nil {
 			if created {

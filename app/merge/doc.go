@@ -150,6 +150,10 @@ type Doc struct {
 	// author → version. A remove only cancels the adds its author had seen;
 	// an element is kept while an unseen add remains.
 	Elems map[string]map[string]map[string]int64 `json:"elems,omitempty"`
+	// TextDel holds, per text field, the version of its last delete: once
+	// that is outside the op-log window, compaction may drop the field's
+	// tombstones (CollectText). Clients never see it.
+	TextDel map[string]int64 `json:"textdel,omitempty"`
 }
 
 // NewDoc returns an empty document state.
@@ -157,7 +161,7 @@ func NewDoc() *Doc { return &Doc{Data: map[string]any{}} }
 
 // Clone returns a deep copy.
 func (d *Doc) Clone() *Doc {
-	c := &Doc{Data: cloneMap(d.Data), Stamps: maps.Clone(d.Stamps)}
+	c := &Doc{Data: cloneMap(d.Data), Stamps: maps.Clone(d.Stamps), TextDel: maps.Clone(d.TextDel)}
 	if d.Elems != nil {
 		c.Elems = make(map[string]map[string]map[string]int64, len(d.Elems))
 		for p, es := range d.Elems {
@@ -182,6 +186,10 @@ type Input struct {
 	Base    int64 // document version the author based the op on
 	Current int64 // document version now; the op produces Current+1
 	Ops     []FieldOp
+	// Text holds the paths declared as text fields (collections): a set of
+	// one of them replaces its text (docs/conflicts.md, "Text fields").
+	// Paths that already hold text metadata are text fields too.
+	Text map[string]bool
 }
 
 // Apply merges in into d under policy p and returns the effective field

@@ -7,8 +7,9 @@ import (
 	"testing"
 )
 
-// fuzzDoc is a document with nested objects, a counter, a set, tombstones
-// and (under manual) an open conflict, for FuzzApply to work on.
+// fuzzDoc is a document with nested objects, a counter, a set, tombstones,
+// a text with deleted characters and (under manual) an open conflict, for
+// FuzzApply to work on.
 func fuzzDoc(tb testing.TB, p Policy) *docState {
 	s := newState()
 	s.mustApply(tb, p, Input{Client: "a", HLC: ts(10, "a"), Ops: MustOps(tb, `[
@@ -16,8 +17,10 @@ func fuzzDoc(tb testing.TB, p Policy) *docState {
 		{"op":"set","path":"addr","value":{"city":"Oslo","geo":{"lat":59.9}}},
 		{"op":"inc","path":"n","value":2},
 		{"op":"add","path":"tags","value":"x"},
-		{"op":"unset","path":"gone"}]`)})
-	s.mustApply(tb, p, Input{Client: "b", HLC: ts(12, "b"), Base: 1, Ops: MustOps(tb, `[{"op":"set","path":"addr.zip","value":"0150"}]`)})
+		{"op":"unset","path":"gone"},
+		{"op":"ins","path":"notes","value":[0,"hello"]}]`)})
+	s.mustApply(tb, p, Input{Client: "b", HLC: ts(12, "b"), Base: 1, Ops: MustOps(tb, `[{"op":"set","path":"addr.zip","value":"0150"},
+		{"op":"ins","path":"notes","value":["b",6,"a@5","!"]},{"op":"del","path":"notes","value":["a",2,2]}]`)})
 	if p == Manual {
 		s.mustApply(tb, p, Input{Client: "c", HLC: ts(11, "c"), Base: 1, Ops: MustOps(tb, `[{"op":"set","path":"addr.zip","value":"9999"}]`)})
 	}
@@ -33,6 +36,11 @@ func FuzzApply(f *testing.F) {
 	f.Add(uint8(2), int8(1), `[{"op":"set","path":"a.b.c","value":[1,{"z":null}]}]`)
 	f.Add(uint8(3), int8(3), `[{"op":"resolve","path":"addr"}]`)
 	f.Add(uint8(3), int8(0), `[{"op":"set","path":"addr.zip","value":"1"},{"op":"remove","path":"tags","value":"x"}]`)
+	f.Add(uint8(1), int8(1), `[{"op":"ins","path":"notes","value":["f",9,"a@1","xy"]},{"op":"del","path":"notes","value":["f",9,1,"b",6,1]}]`)
+	f.Add(uint8(0), int8(1), `[{"op":"ins","path":"notes","value":["f",2,"",""]}]`)
+	f.Add(uint8(2), int8(1), `[{"op":"set","path":"notes","value":"new"},{"op":"del","path":"notes","value":[1,5]}]`)
+	f.Add(uint8(1), int8(1), `[{"op":"inc","path":"notes","value":1}]`)
+	f.Add(uint8(0), int8(1), `[{"op":"set","path":"notes","value":{"k":1}},{"op":"ins","path":"notes","value":[0,"x"]}]`)
 	f.Fuzz(func(t *testing.T, pol uint8, base int8, ops string) {
 		var in []FieldOp
 		if json.Unmarshal([]byte(ops), &in) != nil {
@@ -85,6 +93,10 @@ func FuzzFieldOpValidate(f *testing.F) {
 	f.Add("inc", "n", []byte(`"1"`))
 	f.Add("resolve", "title", []byte(nil))
 	f.Add("add", "a..b", []byte(`1`))
+	f.Add("ins", "t", []byte(`["c",1,"","ab"]`))
+	f.Add("ins", "t", []byte(`[3,"ab"]`))
+	f.Add("del", "t", []byte(`["c",1,1,"d",4,2]`))
+	f.Add("del", "t", []byte(`[0,1]`))
 	f.Fuzz(func(t *testing.T, kind, path string, value []byte) {
 		op := FieldOp{Op: Kind(kind), Path: path, Value: value}
 		err := op.Validate()

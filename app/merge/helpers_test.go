@@ -90,15 +90,26 @@ func wantData(tb testing.TB, got map[string]any, want string) {
 }
 
 // checkEffective checks that effective ops use only the kinds every client
-// applies the same way: set, unset and inc.
+// applies the same way: set, unset, inc and the text edits by id.
 func checkEffective(tb testing.TB, eff []FieldOp) {
 	tb.Helper()
 	for _, op := range eff {
-		if op.Op != KindSet && op.Op != KindUnset && op.Op != KindInc {
+		if op.Op != KindSet && op.Op != KindUnset && op.Op != KindInc && op.Op != KindIns && op.Op != KindDel {
 			tb.Fatalf("effective op of kind %s: %s", op.Op, jsonString(eff))
 		}
 		if err := op.ValidateEffective(); err != nil {
 			tb.Fatalf("invalid effective op: %v", err)
+		}
+		// Text edits travel by id, never by position.
+		if op.Op == KindIns {
+			if v, _ := parseIns(op.Value); v.pos >= 0 {
+				tb.Fatalf("positional effective ins: %s", jsonString(op))
+			}
+		}
+		if op.Op == KindDel {
+			if v, _ := parseDel(op.Value); v.pos >= 0 {
+				tb.Fatalf("positional effective del: %s", jsonString(op))
+			}
 		}
 	}
 }

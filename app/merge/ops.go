@@ -91,6 +91,8 @@ func (o FieldOp) validate(reserved bool) error {
 		if err := json.Unmarshal(o.Value, &n); err != nil {
 			return fmt.Errorf("%w: inc %q needs a number", ErrInvalidOp, o.Path)
 		}
+	case KindIns, KindDel:
+		return validText(o)
 	default:
 		return fmt.Errorf("%w: unknown op %q", ErrInvalidOp, o.Op)
 	}

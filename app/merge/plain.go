@@ -14,7 +14,8 @@ import (
 // exactly as the server's does. On error data may be partly changed;
 // callers that need atomicity apply to a copy.
 //
-// Effective ops only ever hold set, unset and inc: the server sends the
+// Effective ops only ever hold set, unset, inc, ins and del (text edits by
+// id, applied as the server placed them; see text.go): the server sends the
 // array an add or remove produced, and a resolve as the set and the
 // conflicts it clears. ApplyPlain also takes add, remove and resolve, with
 // the server's meaning, for a client that applies its own pending ops to
@@ -24,10 +25,17 @@ func ApplyPlain(data map[string]any, ops []FieldOp) error {
 		if err := op.ValidateEffective(); err != nil {
 			return err
 		}
+		if op.Op == KindIns || op.Op == KindDel {
+			if _, _, err := applyText(data, op, "", false, nil); err != nil {
+				return err
+			}
+			continue
+		}
 		v, del, err := decodeValue(op)
 		if err != nil {
 			return err
 		}
+		dropText(data, op.Path, nil)
 		segs := splitPath(op.Path)
 		switch op.Op {
 		case KindSet, KindUnset:

@@ -2,6 +2,7 @@ package merge
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"strings"
 )
@@ -19,9 +20,18 @@ type applier struct {
 }
 
 func (a *applier) apply(op FieldOp) error {
+	if op.Op == KindIns || op.Op == KindDel {
+		return a.text(op)
+	}
 	v, del, err := decodeValue(op)
 	if err != nil {
 		return err
+	}
+	if s, ok := v.(string); ok && op.Op == KindSet && (a.in.Text[op.Path] || IsText(a.d.Data, op.Path)) {
+		return a.replaceText(op.Path, s)
+	}
+	if IsText(a.d.Data, op.Path) && op.Op != KindSet && op.Op != KindUnset && op.Op != KindResolve {
+		return fmt.Errorf("%w: %s %q: the field is text (use ins and del)", ErrInvalidOp, op.Op, op.Path)
 	}
 	switch op.Op {
 	case KindSet, KindUnset, KindResolve:
@@ -62,6 +72,58 @@ func (a *applier) apply(op FieldOp) error {
 	return a.relative(op, v)
 }
 
+// text applies an ins or del. Text merges by character under every policy
+// (strict has refused a stale op already): concurrent typing is never a
+// conflict, and a write that replaced the field (or an object holding it)
+// leaves the op to merge into the new text.
+func (a *applier) text(op FieldOp) error {
+	eff, deleted, err := applyText(a.d.Data, op, a.in.Client, true, a.rec)
+	if err != nil || eff == nil {
+		return err
+	}
+	a.eff = append(a.eff, *eff)
+	if deleted {
+		a.textDeleted(op.Path)
+	}
+	return nil
+}
+
+// replaceText is a set of a text field: it replaces the text as it is now
+// (docs/conflicts.md, "Text fields").
+func (a *applier) replaceText(p, s string) error {
+	if !IsText(a.d.Data, p) {
+		// The field becomes text: a previous plain value of another type is
+		// replaced as a whole first.
+		if cur, ok := getPath(a.d.Data, splitPath(p)); ok {
+			if _, isStr := cur.(string); !isStr {
+				a.write(p, nil, true)
+				a.emit(p, nil, nil, true)
+			}
+		}
+	}
+	eff, deleted, err := replaceText(a.d.Data, p, a.in.Client, s, a.rec)
+	if err != nil {
+		return err
+	}
+	a.eff = append(a.eff, eff...)
+	if deleted {
+		a.textDeleted(p)
+	}
+	if s, ok := a.d.Stamps[p]; !ok || a.self.wins(s) {
+		a.setStamp(p, a.self)
+	}
+	return nil
+}
+
+// textDeleted records the version of the latest delete in the text at p.
+func (a *applier) textDeleted(p string) {
+	if a.d.TextDel == nil {
+		a.d.TextDel = map[string]int64{}
+	}
+	recEntry(a, a.d.TextDel, p)
+	a.d.TextDel[p] = a.self.V
+}
+
 // relative applies an inc, add or remove. An increment travels as itself
 // (clients add the same float64); an add or remove travels as a set of the
 // resulting array, so clients need not reproduce the set's canonical order.
@@ -71,6 +133,7 @@ func (a *applier) relative(op FieldOp, v any) error {
 		return err
 	}
 	if op.Op == KindInc {
+		dropText(a.d.Data, op.Path, a.rec)
 		a.eff = append(a.eff, op)
 		return nil
 	}
@@ -392,7 +455,10 @@ func sameValue(a any, aok bool, b any, bdel bool) bool {
 
 // Undo log.
 
-func (a *applier) rec(m map[string]any, k string) {
+func (a *applier) rec(m map[string]any, k string) { recEntry(a, m, k) }
+
+// recEntry records m[k] in the undo log before it changes.
+func recEntry[V any](a *applier, m map[string]V, k string) {
 	old, ok := m[k]
 	a.undo = append(a.undo, func() {
 		if ok {
@@ -417,6 +483,7 @@ func (a *applier) write(p string, v any, del bool) {
 // emit records an effective set or unset of p: raw when the op's own value
 // can be passed on, else v encoded now (before later ops change it).
 func (a *applier) emit(p string, raw json.RawMessage, v any, del bool) {
+	dropText(a.d.Data, p, a.rec)
 	if del {
 		a.eff = append(a.eff, FieldOp{Op: KindUnset, Path: p})
 		return
@@ -431,16 +498,8 @@ func (a *applier) setStamp(p string, s Stamp) {
 	if a.d.Stamps == nil {
 		a.d.Stamps = map[string]Stamp{}
 	}
-	stamps := a.d.Stamps
-	old, ok := stamps[p]
-	a.undo = append(a.undo, func() {
-		if ok {
-			stamps[p] = old
-		} else {
-			delete(stamps, p)
-		}
-	})
-	stamps[p] = s
+	recEntry(a, a.d.Stamps, p)
+	a.d.Stamps[p] = s
 }
 
 func (a *applier) delStamp(p string) {
@@ -477,19 +536,11 @@ func (a *applier) setElems(p string, es map[string]map[string]int64) {
 		}
 		a.d.Elems = map[string]map[string]map[string]int64{}
 	}
-	elems := a.d.Elems
-	old, ok := elems[p]
-	a.undo = append(a.undo, func() {
-		if ok {
-			elems[p] = old
-		} else {
-			delete(elems, p)
-		}
-	})
+	recEntry(a, a.d.Elems, p)
 	if len(es) == 0 {
-		delete(elems, p)
+		delete(a.d.Elems, p)
 	} else {
-		elems[p] = es
+		a.d.Elems[p] = es
 	}
 }
 

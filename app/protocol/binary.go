@@ -97,6 +97,7 @@ const (
 var kindCodes = map[merge.Kind]byte{
 	merge.KindSet: 1, merge.KindUnset: 2, merge.KindInc: 3,
 	merge.KindAdd: 4, merge.KindRemove: 5, merge.KindResolve: 6,
+	merge.KindIns: kindIns, merge.KindDel: kindDel, // values in a binary layout (textops.go)
 }
 
 var kindNames = func() map[byte]merge.Kind {
@@ -293,6 +294,15 @@ func EncodePayload(m Message) ([]byte, error) {
 		e.uvarint(uint64(len(m.Ops)))
 		for _, o := range m.Ops {
 			k, ok := kindCodes[o.Op]
+			if ok && (k == kindIns || k == kindDel) {
+				if v, compact := encodeTextValue(k, o.Value); compact {
+					e.b = append(e.b, k)
+					e.bytes([]byte(o.Path))
+					e.bytes(v)
+					continue
+				}
+				k, ok = 0, false // by name, with its JSON value
+			}
 			e.b = append(e.b, k)
 			if !ok {
 				if o.Op == "" {
@@ -642,7 +652,13 @@ func (d *dec) ops() []merge.FieldOp {
 			d.fail("op %d: unknown kind %d", i, c)
 		}
 		o.Path = d.str()
-		if v := d.bytes(); len(v) > 0 {
+		if c == kindIns || c == kindDel {
+			v, err := decodeTextValue(c, d.bytes())
+			if err != nil && d.err == nil {
+				d.fail("op %d: %s", i, err.(*FrameError).Msg)
+			}
+			o.Value = v
+		} else if v := d.bytes(); len(v) > 0 {
 			if d.err == nil && !json.Valid(v) {
 				d.fail("op %d: value is not JSON", i)
 			}

@@ -9,6 +9,40 @@ export type FieldOp =
   | { op: 'inc'; path: string; value: number }
   | { op: 'unset'; path: string }
   | { op: 'resolve'; path: string; value?: Json }
+  /** Text fields: [site, clock, after, text] or [pos, text] (docs/protocol.md). */
+  | { op: 'ins'; path: string; value: [string, number, string | number, string] | [number, string] }
+  /** Text fields: [site, clock, count, …] or [pos, count]. */
+  | { op: 'del'; path: string; value: (string | number)[] }
+
+/** A character of a text field. */
+export interface TextID { site: string; clock: number }
+
+/** The sequence CRDT of a text field, as held in a copy of the data. */
+export declare class Text {
+  static of(data: { [key: string]: Json }, path: string): Text
+  toString(): string
+  readonly length: number
+  maxClock(): number
+  /** The id of the visible character at pos, or null. */
+  idAt(pos: number): TextID | null
+  /** The caret position right after id (null: the start); -1 for an unknown id. */
+  caret(id: TextID | null): number
+}
+
+/** A text field of a document: positions count Unicode code points. */
+export interface TextField {
+  readonly value: string
+  insert(pos: number, text: string): PendingOp | null
+  delete(pos: number, count?: number): PendingOp | null
+  /** Deletes count characters at pos and inserts text there, as one op. */
+  splice(pos: number, count: number, text: string): PendingOp | null
+  on(type: 'change', fn: (e: { index: number; deleted: number; inserted: string; value: string; remote: boolean }) => void): () => void
+}
+
+/** The ins op inserting text at pos of the text at path in data, as site. */
+export declare function insertOp(data: { [key: string]: Json }, path: string, site: string, pos: number, text: string): FieldOp
+/** The del op deleting count characters from pos (null: nothing to delete). */
+export declare function deleteOp(data: { [key: string]: Json }, path: string, pos: number, count: number): FieldOp | null
 
 /** A protocol message (docs/protocol.md); `t` selects which fields are set. */
 export interface Message {
@@ -181,6 +215,8 @@ export declare class Doc {
   remove(path: string, value: Json): PendingOp
   /** Several field ops as one atomic op (one version). */
   update(ops: FieldOp[]): PendingOp
+  /** The text field at path (ins/del edits that merge with concurrent typing). */
+  text(path: string): TextField
   delete(): PendingOp
   /** Sets this client's presence on the document; null clears it. */
   presence(data: { [key: string]: Json } | null): void
@@ -201,7 +237,8 @@ export declare class Sync {
   readonly ready: Promise<void>
   doc(name: string): Doc
   registerSyncHook(name: string, hook: SyncHook): () => void
-  bindForm(form: HTMLFormElement, name: string, opts?: { presence?: { [key: string]: Json } }): () => void
+  /** text: names of fields edited as text fields (also any field holding text metadata). */
+  bindForm(form: HTMLFormElement, name: string, opts?: { presence?: { [key: string]: Json }; text?: string[] }): () => void
   setOffline(offline: boolean): void
   /** Reconnects at once, optionally with a new token or roles; queued edits replay. */
   reconnect(opts?: { token?: string; roles?: string[] }): void

@@ -59,6 +59,259 @@ function writePath (data, segs, value, del, undo) {
   else put(m, leaf, value)
 }
 
+// ---- text fields (docs/conflicts.md, "Text fields") ------------------------
+//
+// The same RGA as the server's (app/merge/text.go): a text field's string is
+// in the data, its metadata under `_text` (path → {s: sites, m: highest clock
+// per site, r: runs of [site index, first clock, length], negative for
+// deleted runs}). Positions count Unicode code points.
+
+const TEXT = '_text'
+const MAX_CLOCK = Number.MAX_SAFE_INTEGER
+// Sites compare as the server compares them: by UTF-8 bytes.
+const siteCmp = (a, b) => {
+  const x = utf8.encode(a); const y = utf8.encode(b)
+  for (let i = 0; i < x.length && i < y.length; i++) if (x[i] !== y[i]) return x[i] - y[i]
+  return x.length - y.length
+}
+// diff returns where two strings differ, in code points: [index, how many
+// of a's characters are replaced, b's characters there].
+const diff = (a, b) => {
+  a = [...a]; b = [...b]
+  let i = 0; let j = 0
+  while (i < a.length && i < b.length && a[i] === b[i]) i++
+  while (j < a.length - i && j < b.length - i && a[a.length - 1 - j] === b[b.length - 1 - j]) j++
+  return [i, a.length - i - j, b.slice(i, b.length - j).join('')]
+}
+const idAfter = (a, b) => a.clock > b.clock || (a.clock === b.clock && siteCmp(a.site, b.site) > 0)
+
+/** The sequence CRDT of one text field (a copy: edits go through Doc.text). */
+export class Text {
+  constructor () { Object.assign(this, { sites: [], index: new Map(), max: [], runs: [] }) }
+
+  /** Rebuilds the text at path of data (a plain string: ids ""@1, ""@2, …). */
+  static of (data, path) {
+    return Text.from(getPath(data, path), own(own(data, TEXT), path))
+  }
+
+  static from (v, meta) {
+    if (v != null && typeof v !== 'string') throw new TypeError('field is not text')
+    const t = new Text()
+    const cs = [...(v || '')]
+    if (meta === undefined) {
+      if (cs.length) { t._site(''); t.max[0] = cs.length; t.runs.push({ site: 0, clock: 1, n: cs.length, del: false, s: cs }) }
+      return t
+    }
+    const { s, m, r } = meta
+    s.forEach((name, i) => { t.index.set(name, i); t.sites.push(name); t.max.push(m[i]) })
+    let at = 0
+    for (let i = 0; i < r.length; i += 3) {
+      const run = { site: r[i], clock: r[i + 1], n: Math.abs(r[i + 2]), del: r[i + 2] < 0, s: null }
+      if (!run.del) { run.s = cs.slice(at, at + run.n); at += run.n }
+      t.runs.push(run)
+    }
+    if (at !== cs.length) throw new TypeError('text metadata does not match the text')
+    return t
+  }
+
+  toString () { let out = ''; for (const r of this.runs) if (!r.del) out += r.s.join(''); return out }
+  get length () { let n = 0; for (const r of this.runs) if (!r.del) n += r.n; return n }
+  maxClock () { return this.max.reduce((a, b) => Math.max(a, b), 0) }
+  siteMax (site) { const i = this.index.get(site); return i === undefined ? 0 : this.max[i] }
+
+  _site (name) {
+    let i = this.index.get(name)
+    if (i === undefined) { i = this.sites.length; this.index.set(name, i); this.sites.push(name); this.max.push(0) }
+    return i
+  }
+
+  _id (i, off) { return { site: this.sites[this.runs[i].site], clock: this.runs[i].clock + off } }
+
+  _locate (id) {
+    const si = this.index.get(id.site)
+    if (si === undefined) return null
+    for (let i = 0; i < this.runs.length; i++) {
+      const r = this.runs[i]
+      if (r.site === si && id.clock >= r.clock && id.clock < r.clock + r.n) return [i, id.clock - r.clock]
+    }
+    return null
+  }
+
+  _split (i, off) {
+    const r = this.runs[i]
+    const b = { ...r, clock: r.clock + off, n: r.n - off, s: r.del ? null : r.s.slice(off) }
+    this.runs[i] = { ...r, n: off, s: r.del ? null : r.s.slice(0, off) }
+    this.runs.splice(i + 1, 0, b)
+  }
+
+  /** Id ({site, clock}) of the visible character at pos, or null. */
+  idAt (pos) {
+    for (let i = 0; i < this.runs.length; i++) {
+      const r = this.runs[i]
+      if (r.del) continue
+      if (pos < r.n) return this._id(i, pos)
+      pos -= r.n
+    }
+    return null
+  }
+
+  /** Caret position right after id (0 for null, the start; before the next visible character when id is deleted); -1: unknown. */
+  caret (id) {
+    const at = id ? this._locate(id) : [0, -1]
+    if (!at) return -1
+    let p = 0
+    for (let i = 0; i < at[0]; i++) if (!this.runs[i].del) p += this.runs[i].n
+    return id && !this.runs[at[0]].del ? p + at[1] + 1 : p
+  }
+
+  /** Places text with ids site@clock… after anchor (null: the start); returns the anchor it lands right after. */
+  insert (site, clock, anchor, text, causal = true) {
+    const cs = [...text]
+    if (!cs.length || !(clock >= 1) || clock + cs.length - 1 > MAX_CLOCK || clock <= this.siteMax(site)) throw new RangeError('bad text id')
+    const me = { site, clock }
+    let idx = this.runs.length
+    if (!anchor) idx = 0
+    else {
+      const at = this._locate(anchor)
+      if (at) {
+        if (causal && !idAfter(me, anchor)) throw new RangeError('bad text id')
+        if (at[1] < this.runs[at[0]].n - 1) this._split(at[0], at[1] + 1)
+        idx = at[0] + 1
+      }
+    }
+    while (idx < this.runs.length && idAfter(this._id(idx, 0), me)) idx++
+    const si = this._site(site)
+    this.max[si] = clock + cs.length - 1
+    const resolved = idx > 0 ? this._id(idx - 1, this.runs[idx - 1].n - 1) : null
+    this.runs.splice(idx, 0, { site: si, clock, n: cs.length, del: false, s: cs })
+    this._normalize()
+    return resolved
+  }
+
+  /** Deletes the live characters of ranges [{site, clock, n}]; returns the ranges it deleted. */
+  delete (ranges) {
+    const out = []
+    for (const rg of ranges) {
+      const si = this.index.get(rg.site)
+      if (si === undefined || !(rg.n > 0)) continue
+      const lo = rg.clock; const hi = rg.clock + rg.n - 1
+      for (let i = 0; i < this.runs.length; i++) {
+        let r = this.runs[i]
+        if (r.site !== si || r.del || r.clock + r.n - 1 < lo || r.clock > hi) continue
+        if (r.clock < lo) { this._split(i, lo - r.clock); continue }
+        if (r.clock + r.n - 1 > hi) { this._split(i, hi - r.clock + 1); r = this.runs[i] }
+        this.runs[i] = { ...r, del: true, s: null }
+        appendRange(out, { site: rg.site, clock: r.clock, n: r.n })
+      }
+    }
+    this._normalize()
+    return out
+  }
+
+  /** Ranges of count visible characters from pos. */
+  live (pos, count) {
+    const out = []
+    for (let i = 0; i < this.runs.length && count > 0; i++) {
+      const r = this.runs[i]
+      if (r.del) continue
+      if (pos >= r.n) { pos -= r.n; continue }
+      const n = Math.min(r.n - pos, count)
+      const id = this._id(i, pos)
+      appendRange(out, { site: id.site, clock: id.clock, n })
+      count -= n
+      pos = 0
+    }
+    return out
+  }
+
+  _normalize () {
+    const out = []
+    for (const r of this.runs) {
+      const l = out[out.length - 1]
+      if (l && l.site === r.site && l.del === r.del && l.clock + l.n === r.clock) {
+        out[out.length - 1] = { ...l, n: l.n + r.n, s: l.del ? null : l.s.concat(r.s) }
+      } else out.push(r)
+    }
+    this.runs = out
+  }
+
+  meta () {
+    const r = []
+    for (const run of this.runs) r.push(run.site, run.clock, run.del ? -run.n : run.n)
+    return { s: [...this.sites], m: [...this.max], r }
+  }
+}
+
+function appendRange (out, rg) {
+  const l = out[out.length - 1]
+  if (l && l.site === rg.site && l.clock + l.n === rg.clock) l.n += rg.n
+  else out.push(rg)
+}
+
+const anchorOf = (a, site) => a === '' ? null : typeof a === 'number' ? { site, clock: a } : { site: a.slice(0, a.lastIndexOf('@')), clock: +a.slice(a.lastIndexOf('@') + 1) }
+const anchorValue = (a, site) => !a ? '' : a.site === site ? a.clock : `${a.site}@${a.clock}`
+const delValue = ranges => {
+  const out = []
+  ranges.forEach((r, i) => { if (!i || r.site !== ranges[i - 1].site) out.push(r.site); out.push(r.clock, r.n) })
+  return out
+}
+const delRanges = v => {
+  const out = []; let site = ''
+  for (let i = 0; i < v.length;) {
+    if (typeof v[i] === 'string') { site = v[i++]; continue }
+    out.push({ site, clock: v[i], n: v[i + 1] }); i += 2
+  }
+  return out
+}
+
+function storeText (data, path, t, undo) {
+  writePath(data, path.split('.'), t.toString(), false, undo)
+  if (!isObj(own(data, TEXT))) writePath(data, [TEXT], {}, false, undo)
+  undo(data[TEXT], path)
+  put(data[TEXT], path, t.meta())
+}
+
+// dropText forgets the metadata of texts a write of path replaces (at or
+// below it, or above it), as the server does.
+function dropText (data, path, undo) {
+  const all = own(data, TEXT)
+  if (!isObj(all) || path === TEXT) return
+  const under = (k, p) => k === p || k.startsWith(p + '.')
+  for (const k of Object.keys(all)) if (under(k, path) || under(path, k)) { undo(all, k); delete all[k] }
+  if (!Object.keys(all).length) writePath(data, [TEXT], undefined, true, undo)
+}
+
+// applyTextOp applies an ins or del as merge.ApplyPlain does (a positional
+// insert takes the site ""); an op that does not fit is invalid_op.
+function applyTextOp (data, o, undo) {
+  let t
+  try {
+    t = Text.of(data, o.path)
+    const v = o.value
+    if (o.op === 'ins') {
+      if (v.length === 2) {
+        const pos = Math.min(v[0], t.length)
+        t.insert('', t.maxClock() + 1, pos > 0 ? t.idAt(pos - 1) : null, v[1], false)
+      } else if (v.length === 4) t.insert(v[0], v[1], anchorOf(v[2], v[0]), v[3], false)
+      else throw new RangeError('bad value')
+    } else if (!t.delete(typeof v[0] === 'string' ? delRanges(v) : t.live(v[0], v[1])).length) return
+  } catch (e) { throw invalidOp(o, e.message) }
+  storeText(data, o.path, t, undo)
+}
+
+/** The ins op inserting text at pos of the text at path in data, as site. */
+export function insertOp (data, path, site, pos, text) {
+  const t = Text.of(data, path)
+  pos = Math.max(0, Math.min(pos, t.length))
+  return { op: 'ins', path, value: [site, t.maxClock() + 1, anchorValue(pos > 0 ? t.idAt(pos - 1) : null, site), text] }
+}
+
+/** The del op deleting count characters from pos of the text at path (null: nothing to delete). */
+export function deleteOp (data, path, pos, count) {
+  const rs = Text.of(data, path).live(Math.max(0, pos), count)
+  return rs.length ? { op: 'del', path, value: delValue(rs) } : null
+}
+
 // goCanon is the canonical JSON the server orders and compares set elements
 // by (Go's encoding/json: keys sorted, <, >, & and U+2028/9 escaped).
 const goText = s => JSON.stringify(s).replace(/[<>&\u2028\u2029]/g, c => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'))
@@ -99,6 +352,9 @@ function checkOp (o) {
       if (o.value !== null && !(typeof o.value === 'number' && Number.isFinite(o.value))) throw invalidOp(o, 'needs a number')
       break
     case 'resolve': break
+    case 'ins': case 'del':
+      if (!Array.isArray(o.value) || !o.value.length) throw invalidOp(o, 'needs an array')
+      break
     default: throw invalidOp(o, 'unknown op')
   }
   return segs
@@ -126,6 +382,8 @@ export function applyOps (data, ops) {
 }
 
 function applyOp (data, o, segs, undo) {
+  if (o.op === 'ins' || o.op === 'del') return applyTextOp(data, o, undo)
+  dropText(data, o.path, undo)
   const cur = getPath(data, o.path)
   switch (o.op) {
     case 'set': return writePath(data, segs, clone(o.value), false, undo)
@@ -224,7 +482,7 @@ export class Breaker {
 // ---- binary encoding (docs/client.md, "Binary encoding") -------------------
 
 const TYPES = ['', 'hello', 'welcome', 'sub', 'unsub', 'op', 'snap', 'delta', 'synced', 'ack', 'reject', 'error', 'ping', 'pong', 'presence']
-const KINDS = ['', 'set', 'unset', 'inc', 'add', 'remove', 'resolve']
+const KINDS = ['', 'set', 'unset', 'inc', 'add', 'remove', 'resolve', 'ins', 'del']
 const NAMED = 0x3f
 const MORE = 0x80
 const KNOWN = new Set(['t', 'client', 'token', 'session', 'node', 'hb', 'proto', 'doc', 'since', 'v', 'pv', 'op', 'base', 'hlc', 'ops', 'by', 'del', 'new', 'dup', 'full', 'data', 'code', 'msg', 'details', 'ts', 'roles'])
@@ -289,7 +547,10 @@ function encodePayload (m) {
   if (m.ops) {
     b.push(14); uv(m.ops.length)
     for (const o of m.ops) {
-      const k = KINDS.indexOf(o.op)
+      let k = KINDS.indexOf(o.op)
+      const tv = k >= 7 && encodeTextValue(k, o.value)
+      if (tv) { b.push(k); text(o.path); bytes(tv); continue }
+      if (k >= 7) k = 0
       b.push(Math.max(k, 0))
       if (k < 1) text(o.op)
       text(o.path)
@@ -309,6 +570,70 @@ function encodePayload (m) {
   for (const k in m) if (!KNOWN.has(k) && m[k] !== undefined) { ext[k] = m[k]; hasExt = true }
   if (hasExt) { b.push(31); text(canon(ext)) }
   return Uint8Array.from(b)
+}
+
+// Text edits (ins 7, del 8) carry their values in a binary layout (docs/
+// client.md, "Binary encoding") when it decodes to the same JSON; null: the
+// op travels by name with its JSON value.
+function encodeTextValue (k, v) {
+  if (!Array.isArray(v) || !v.length) return null
+  const b = []
+  const uv = n => {
+    if (!Number.isSafeInteger(n) || n < 0) throw new RangeError('not a count')
+    for (; n >= 128; n = Math.floor(n / 128)) b.push(n % 128 + 128)
+    b.push(n)
+  }
+  const str = s => {
+    if (typeof s !== 'string' || /[\u2028\u2029]/.test(s)) throw new RangeError('not a plain string')
+    const u = utf8.encode(s)
+    uv(u.length)
+    for (const x of u) b.push(x)
+  }
+  try {
+    if (k === 7 && v.length === 2) { b.push(1); uv(v[0]); str(v[1]) } else if (k === 7 && v.length === 4) {
+      b.push(0); str(v[0]); uv(v[1])
+      const a = v[2]; const at = typeof a === 'string' ? a.lastIndexOf('@') : -1
+      if (a === '') b.push(0)
+      else if (typeof a === 'number') { b.push(1); uv(a) } else if (at >= 0 && /^\d+$/.test(a.slice(at + 1))) { b.push(2); str(a.slice(0, at)); uv(+a.slice(at + 1)) } else return null
+      str(v[3])
+    } else if (k === 8 && v.length === 2 && typeof v[0] !== 'string') { b.push(1); uv(v[0]); uv(v[1]) } else if (k === 8 && typeof v[0] === 'string') {
+      const groups = []
+      for (const x of v) typeof x === 'string' ? groups.push([x]) : groups[groups.length - 1].push(x)
+      b.push(0); uv(groups.length)
+      for (const g of groups) {
+        if (g.length % 2 !== 1) return null
+        str(g[0]); uv((g.length - 1) / 2); g.slice(1).forEach(uv)
+      }
+    } else return null
+    const out = Uint8Array.from(b)
+    return JSON.stringify(decodeTextValue(k, out)) === JSON.stringify(v) ? out : null
+  } catch { return null }
+}
+
+function decodeTextValue (k, p) {
+  const r = reader(p)
+  const { bad, byte, uv, text: str } = r
+  const form = byte()
+  let out
+  if (k === 7 && form === 0) {
+    const site = str(); const clock = uv(); const a = byte()
+    const anchor = a === 0 ? '' : a === 1 ? uv() : a === 2 ? str() + '@' + uv() : bad(`text anchor form ${a}`)
+    out = [site, clock, anchor, str()]
+  } else if (k === 7 && form === 1) out = [uv(), str()]
+  else if (k === 8 && form === 0) {
+    const groups = uv()
+    if (!groups || groups > r.left()) bad(`${groups} delete groups`)
+    out = []
+    for (let g = 0; g < groups; g++) {
+      out.push(str())
+      const pairs = uv()
+      if (pairs > r.left()) bad(`${pairs} delete ranges`)
+      for (let j = 0; j < pairs; j++) out.push(uv(), uv())
+    }
+  } else if (k === 8 && form === 1) out = [uv(), uv()]
+  else bad(`text op form ${form}`)
+  if (r.left()) bad(`${r.left()} bytes after a text op`)
+  return out
 }
 
 /** Encodes one message as binary frames (one WebSocket message). */
@@ -357,31 +682,38 @@ export function decodeFrames (buf, max = 1 << 20) {
   return out
 }
 
-function decodePayload (type, p) {
-  const bad = msg => { throw new FrameError('bad_payload', msg) }
-  let i = 0
-  const byte = () => i < p.length ? p[i++] : bad('payload ends early')
-  const uv = () => {
+// reader reads a binary payload: bytes, varints, and length-prefixed bytes
+// and text; every failure is bad_payload.
+function reader (p) {
+  const r = { i: 0, left: () => p.length - r.i, bad: msg => { throw new FrameError('bad_payload', msg) } }
+  r.byte = () => r.i < p.length ? p[r.i++] : r.bad('payload ends early')
+  r.uv = () => {
     let n = 0
     for (let mul = 1; ; mul *= 128) {
-      if (i >= p.length) bad('bad varint')
-      const x = p[i++]
+      if (r.i >= p.length) r.bad('bad varint')
+      const x = p[r.i++]
       n += (x & 127) * mul
-      if (n > Number.MAX_SAFE_INTEGER) bad('varint too large')
+      if (n > Number.MAX_SAFE_INTEGER) r.bad('varint too large')
       if (x < 128) return n
     }
   }
-  const zz = () => { const n = uv(); return n % 2 ? -(n + 1) / 2 : n / 2 }
-  const raw = () => {
-    const n = uv()
-    if (n > p.length - i) bad(`length ${n} over the ${p.length - i} bytes left`)
-    return p.subarray(i, i += n)
+  r.raw = () => {
+    const n = r.uv()
+    if (n > r.left()) r.bad(`length ${n} over the ${r.left()} bytes left`)
+    return p.subarray(r.i, r.i += n)
   }
-  const text = () => { try { return fromUtf8.decode(raw()) } catch (e) { if (e instanceof FrameError) throw e; bad('string is not UTF-8') } }
+  r.text = () => { try { return fromUtf8.decode(r.raw()) } catch (e) { if (e instanceof FrameError) throw e; r.bad('string is not UTF-8') } }
+  return r
+}
+
+function decodePayload (type, p) {
+  const r = reader(p)
+  const { bad, byte, uv, raw, text } = r
+  const zz = () => { const n = uv(); return n % 2 ? -(n + 1) / 2 : n / 2 }
   const json = what => { const s = text(); try { return JSON.parse(s) } catch { bad(`${what} is not JSON`) } }
   const m = { t: type === NAMED ? undefined : TYPES[type] }
   let last = -1; let pvSet = false
-  while (i < p.length) {
+  while (r.left()) {
     const tag = byte()
     if (tag <= last) bad(`field ${tag} after field ${last}`)
     last = tag
@@ -405,13 +737,18 @@ function decodePayload (type, p) {
       }
       case 14: {
         const n = uv()
-        if (n > (p.length - i) / 3) bad(`${n} ops in ${p.length - i} bytes`)
+        if (n > r.left() / 3) bad(`${n} ops in ${r.left()} bytes`)
         m.ops = []
         for (let k = 0; k < n; k++) {
           const c = byte()
           const o = { op: c ? KINDS[c] : text(), path: '' }
           if (!o.op) bad(`op ${k}: unknown kind ${c}`)
           o.path = text()
+          if (c === 7 || c === 8) {
+            o.value = decodeTextValue(c, raw())
+            m.ops.push(o)
+            continue
+          }
           const v = text()
           if (v) try { o.value = JSON.parse(v) } catch { bad(`op ${k}: value is not JSON`) }
           m.ops.push(o)
@@ -435,7 +772,7 @@ function decodePayload (type, p) {
       }
       case 22: {
         const n = uv()
-        if (n > p.length - i) bad(`${n} roles in ${p.length - i} bytes`)
+        if (n > r.left()) bad(`${n} roles in ${r.left()} bytes`)
         const roles = []
         for (let k = 0; k < n; k++) roles.push(text())
         if (roles.length) m.roles = roles
@@ -666,6 +1003,18 @@ class Doc extends Emitter {
   /** Applies several field ops atomically (one op, one version). */
   update (ops) { return this.sync._submit(this, ops) }
 
+  /**
+   * The text field at path (docs/client.md, "Text fields"): value,
+   * insert(pos, text), delete(pos, count), splice(pos, count, text), and
+   * on('change', e) with e = {index, deleted, inserted, value, remote}.
+   * Positions count Unicode code points.
+   */
+  text (path) {
+    const texts = (this._texts ||= new Map())
+    if (!texts.has(path)) texts.set(path, new TextField(this, path))
+    return texts.get(path)
+  }
+
   /** Sets this client's presence on the document (null clears it). */
   presence (data) {
     this._presence = data
@@ -688,6 +1037,41 @@ class Doc extends Emitter {
     this._emit('change', this._state, info)
   }
 }
+
+class TextField extends Emitter {
+  constructor (doc, path) {
+    super()
+    Object.assign(this, { doc, path })
+    this._last = this.value
+    doc.on('change', (_, info) => this._changed(info))
+  }
+
+  get value () { const v = this.doc.get(this.path); return typeof v === 'string' ? v : '' }
+  insert (pos, text) { return this.splice(pos, 0, text) }
+  delete (pos, count = 1) { return this.splice(pos, count, '') }
+
+  /** Deletes count characters at pos and inserts text there, as one op. */
+  splice (pos, count, text) {
+    const s = clone(this.doc.state)
+    const ops = []
+    const del = count > 0 && deleteOp(s, this.path, pos, count)
+    if (del) { ops.push(del); applyOps(s, [del]) }
+    if (text) ops.push(insertOp(s, this.path, this.doc.sync.clientId, pos, text))
+    return ops.length ? this.doc.update(ops) : null
+  }
+
+  _changed (info) {
+    const next = this.value; const prev = this._last
+    if (next === prev) return
+    this._last = next
+    const [index, deleted, inserted] = diff(prev, next)
+    this._emit('change', { index, deleted, inserted, value: next, remote: !info?.local })
+  }
+}
+
+// Caret positions: the DOM counts UTF-16 units, text fields code points.
+const toPoints = (s, u) => [...s.slice(0, u)].length
+const toUnits = (s, p) => [...s].slice(0, p).join('').length
 
 // ---- the client ------------------------------------------------------------
 
@@ -1093,9 +1477,51 @@ class Sync extends Emitter {
    * remote changes are written back except into the field being edited,
    * and focus is published as presence {field}. Returns the unbind function.
    */
-  bindForm (form, name, { presence = this.o.presence } = {}) {
+  bindForm (form, name, { presence = this.o.presence, text = [] } = {}) {
     const d = this.doc(name)
     const els = n => [...form.elements].filter(e => e.name === n)
+    // Text fields (listed in `text`, or holding text metadata) are edited
+    // with ins/del and keep the caret where it was while remote edits land.
+    const typable = el => el.tagName === 'TEXTAREA' || (el.tagName === 'INPUT' && /^(text|search|url|tel|email|)$/.test(el.type))
+    const isText = el => typable(el) && (text.includes(el.name) || Object.hasOwn(d.state[TEXT] || {}, el.name))
+    const seen = new Map() // text element → the Text it shows
+    // An edit is the difference between what the element showed (seen)
+    // and what it shows now, anchored to the characters it showed, so
+    // remote edits that landed meanwhile are kept.
+    let composing = null
+    const onText = el => {
+      const base = seen.get(el) || Text.of(d.state, el.name)
+      const [i, n, added] = diff(base.toString(), el.value)
+      const shown = { [el.name]: base.toString(), [TEXT]: { [el.name]: base.meta() } }
+      const ops = []
+      const del = n && deleteOp(shown, el.name, i, n)
+      if (del) { ops.push(del); applyOps(shown, [del]) }
+      if (added) {
+        const ins = insertOp(shown, el.name, this.clientId, i, added)
+        ins.value[1] = Math.max(ins.value[1], Text.of(d.state, el.name).maxClock() + 1)
+        ops.push(ins)
+        applyOps(shown, [ins])
+      }
+      if (!ops.length) return
+      seen.set(el, Text.of(shown, el.name))
+      d.update(ops)
+    }
+    const writeText = el => {
+      if (el === composing) return
+      const next = Text.of(d.state, el.name)
+      const v = next.toString()
+      const old = seen.get(el)
+      seen.set(el, next)
+      if (el.value === v) return
+      const active = el === form.ownerDocument.activeElement && old && old.toString() === el.value
+      const sel = active && [el.selectionStart, el.selectionEnd].map(u => {
+        const p = toPoints(el.value, u)
+        const c = next.caret(p > 0 ? old.idAt(p - 1) : null)
+        return c < 0 ? p : c
+      })
+      el.value = v
+      if (sel) el.setSelectionRange(toUnits(v, sel[0]), toUnits(v, sel[1]), el.selectionDirection)
+    }
     const isGroup = el => el.type === 'checkbox' && els(el.name).length > 1
     const read = el => el.type === 'checkbox'
       ? el.checked
@@ -1111,12 +1537,18 @@ class Sync extends Emitter {
         if (el.checked === (Array.isArray(set) && set.includes(el.value))) return
         return el.checked ? d.add(el.name, el.value) : d.remove(el.name, el.value)
       }
+      if (isText(el)) {
+        composing = e.type === 'compositionstart' || e.isComposing ? el : null
+        if (!composing) onText(el)
+        return
+      }
       const v = read(el)
       if (canon(d.get(el.name)) !== canon(v)) d.set(el.name, v)
     }
     const write = () => {
       const active = form.ownerDocument.activeElement
       for (const el of form.elements) {
+        if (el.name && isText(el)) { writeText(el); continue }
         if (!el.name || el === active) continue
         const v = d.get(el.name)
         if (el.type === 'checkbox') el.checked = isGroup(el) ? Array.isArray(v) && v.includes(el.value) : !!v
@@ -1129,13 +1561,13 @@ class Sync extends Emitter {
       if (e.target.name && e.target.form === form) d.presence({ ...presence, field: e.type === 'focusin' ? e.target.name : null })
       if (e.type === 'focusout') setTimeout(write)
     }
-    for (const t of ['input', 'change']) form.addEventListener(t, onEdit)
+    for (const t of ['input', 'change', 'compositionstart', 'compositionend']) form.addEventListener(t, onEdit)
     for (const t of ['focusin', 'focusout']) form.addEventListener(t, focus)
     const off = d.on('change', write)
     write()
     return () => {
       off()
-      for (const t of ['input', 'change']) form.removeEventListener(t, onEdit)
+      for (const t of ['input', 'change', 'compositionstart', 'compositionend']) form.removeEventListener(t, onEdit)
       for (const t of ['focusin', 'focusout']) form.removeEventListener(t, focus)
     }
   }

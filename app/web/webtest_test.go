@@ -40,23 +40,48 @@ func TestBrowser(t *testing.T) {
 	runNode(t, r.URL(), []string{"CHROMIUM=" + chromium, "ARTIFACTS=" + artifacts}, "e2e/")
 }
 
-func runNode(t *testing.T, url string, env []string, dir string) {
+// TestTextBench runs the text-field benchmark against Yjs
+// (scripts/textbench.mjs; `make bench-text`, part of `make bench`) on a
+// real replica, and writes its figures to TEXTBENCH_OUT (default
+// bench/out/text.json).
+func TestTextBench(t *testing.T) {
+	r := daprtest.Start(t, daprtest.Options{})
+	out := os.Getenv("TEXTBENCH_OUT")
+	if out == "" {
+		out = filepath.Join("..", "..", "bench", "out", "text.json")
+	}
+	out, err := filepath.Abs(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	runNode(t, r.URL(), []string{"TEXTBENCH_OUT=" + out}, "--expose-gc", "scripts/textbench.mjs")
+}
+
+// runNode runs node with args (by default `--test` of a directory) in
+// app/web, against the replica at url.
+func runNode(t *testing.T, url string, env []string, args ...string) {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Fatal("node (20 or later) is required:", err)
 	}
-	for _, pkg := range []string{"ws", "playwright-core", "esbuild"} {
+	for _, pkg := range []string{"ws", "playwright-core", "esbuild", "yjs"} {
 		if _, err := os.Stat(filepath.Join("node_modules", pkg)); err != nil {
 			t.Fatalf("npm package %s is missing: run `npm ci` in app/web (make test-js does)", pkg)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "--test-concurrency=1", dir)
+	if len(args) == 1 {
+		args = []string{"--test", "--test-reporter=spec", "--test-concurrency=1", args[0]}
+	}
+	cmd := exec.CommandContext(ctx, node, args...)
 	cmd.Env = append(os.Environ(), append(env, "AUTOGLM_URL="+url)...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("node --test %s: %v", dir, err)
+		t.Fatalf("node %v: %v", args, err)
 	}
 }

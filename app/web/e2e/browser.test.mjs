@@ -105,14 +105,18 @@ test('offline switch: edits queue, and switching back merges them per the collec
 
   await a.click('label.switch')
   await a.waitForFunction(() => document.querySelector('#queued').hidden && document.querySelector('#f-owner').value === 'Bo', null, { timeout: 5000 })
-  const want = { title: 'B online', notes: 'only A', owner: 'Bo', tags: ['customer', 'urgent'], responses: 3 }
+  // The title is a text field: both people replaced "start", so both of
+  // their words are there (the greater site id first), each in one piece.
+  const want = { notes: 'only A', owner: 'Bo', tags: ['customer', 'urgent'], responses: 3 }
   let data
   for (let i = 0; i < 50; i++) {
     data = await serverDoc(form)
-    if (data.responses === 3 && data.notes === 'only A') break
+    if (data.responses === 3 && data.notes === 'only A' && data.title.length === 17) break
     await new Promise(resolve => setTimeout(resolve, 100))
   }
   for (const [k, v] of Object.entries(want)) assert.deepEqual(data[k], v, k)
+  assert.ok(['A offlineB online', 'B onlineA offline'].includes(data.title), data.title)
+  want.title = data.title
   for (const p of [a, b]) {
     await p.waitForFunction(w => document.querySelector('#f-title').value === w.title &&
       document.querySelector('#f-notes').value === w.notes &&
@@ -122,6 +126,49 @@ test('offline switch: edits queue, and switching back merges them per the collec
   }
   await shot(a, 'merged-a')
   await shot(b, 'merged-b')
+  await a.context().close(); await b.context().close()
+})
+
+test('two people type into one textarea at once, one of them offline for a while: both texts, carets stay put', async () => {
+  const form = `forms/e2e-${uid()}`
+  const q = `form=${form}&board=boards/e2e-${uid()}`
+  const a = await open(q); const b = await open(q)
+  const caretAt = (p, pos) => p.$eval('#f-notes', (el, pos) => { el.focus(); el.setSelectionRange(pos, pos) }, pos)
+  const caret = p => p.$eval('#f-notes', el => [el.selectionStart, el.selectionEnd, document.activeElement === el])
+  const both = v => Promise.all([a, b].map(p => p.waitForFunction(v => document.querySelector('#f-notes').value === v, v, { timeout: 10_000 })))
+
+  await caretAt(a, 0)
+  await a.keyboard.type('one two')
+  await both('one two')
+
+  // At the same time: A types after "one", B at the end.
+  await caretAt(a, 3); await caretAt(b, 7)
+  await Promise.all([a.keyboard.type(' alpha', { delay: 15 }), b.keyboard.type(' beta', { delay: 15 })])
+  await both('one alpha two beta')
+  assert.deepEqual(await caret(a), [9, 9, true], 'A\'s caret stays after its word')
+  assert.deepEqual(await caret(b), [18, 18, true], 'B\'s caret stays after its word')
+
+  // A goes offline and keeps typing; B types meanwhile; A comes back.
+  await a.evaluate(() => window.autoglm.setOffline(true))
+  await a.waitForSelector('#conn[data-status="paused"]')
+  await Promise.all([a.keyboard.type(' gamma', { delay: 15 }), b.keyboard.type(' delta', { delay: 15 })])
+  await b.waitForFunction(() => document.querySelector('#queued').hidden, null, { timeout: 5000 })
+  assert.equal(await value(a, '#f-notes'), 'one alpha gamma two beta', 'A saw nothing while offline')
+  await shot(a, 'text-offline-a')
+  await a.evaluate(() => window.autoglm.setOffline(false))
+  const final = 'one alpha gamma two beta delta'
+  await both(final)
+  assert.deepEqual(await caret(a), [15, 15, true], 'A\'s caret is still after "gamma"')
+  assert.deepEqual(await caret(b), [final.length, final.length, true], 'B\'s caret is still at its end')
+  let data
+  for (let i = 0; i < 50 && data?.notes !== final; i++) {
+    data = await serverDoc(form)
+    if (data?.notes !== final) await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  assert.equal(data.notes, final)
+  await shot(a, 'text-merged-a')
+  await shot(b, 'text-merged-b')
+  assert.deepEqual([...a.errors, ...b.errors], [])
   await a.context().close(); await b.context().close()
 })
 

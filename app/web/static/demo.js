@@ -74,7 +74,9 @@ function updateQueued () {
 // ---- the collaborative form -----------------------------------------------
 
 const form = sync.doc(FORM)
-sync.bindForm($('#form'), FORM)
+// Title and Notes merge character by character (text fields): two people
+// typing in them at once both keep their words.
+sync.bindForm($('#form'), FORM, { text: ['title', 'notes'] })
 form.on('change', (state, info) => {
   $('#responses').textContent = state.responses || 0
   $('#form-version').textContent = `v${form.version}`
