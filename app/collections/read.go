@@ -171,7 +171,7 @@ func (v View) prune(prefix string, m map[string]any) map[string]any {
 			p = prefix + "." + k
 		}
 		switch {
-		case prefix == "" && k == merge.ConflictsKey:
+		case prefix == "" && isPathKeyed(k):
 			if conf := v.conflicts(e); len(conf) > 0 {
 				out[k] = conf
 			}
@@ -189,8 +189,24 @@ func (v View) prune(prefix string, m map[string]any) map[string]any {
 	return out
 }
 
-// conflicts keeps the open conflicts (keyed by path) whose values hold no
-// hidden field.
+// isPathKeyed reports whether the top-level key k holds metadata keyed by
+// field path: the open conflicts and the text fields' character metadata.
+// An entry for a hidden field is hidden with it.
+func isPathKeyed(k string) bool { return k == merge.ConflictsKey || k == merge.TextKey }
+
+// metaPath returns the field path an op on path-keyed metadata
+// (_conflicts.<p>, _text.<p>) is about.
+func metaPath(p string) (string, bool) {
+	for _, k := range []string{merge.ConflictsKey, merge.TextKey} {
+		if strings.HasPrefix(p, k+".") {
+			return p[len(k)+1:], true
+		}
+	}
+	return "", false
+}
+
+// conflicts keeps the entries of path-keyed metadata (open conflicts, text
+// metadata) whose field is not hidden and holds no hidden field.
 func (v View) conflicts(e any) map[string]any {
 	m, _ := e.(map[string]any)
 	out := make(map[string]any, len(m))
@@ -214,16 +230,13 @@ func (v View) Ops(ops []merge.FieldOp) []merge.FieldOp {
 	out := make([]merge.FieldOp, 0, len(ops))
 	for _, o := range ops {
 		switch {
-		case o.Path == merge.ConflictsKey && len(o.Value) > 0:
+		case isPathKeyed(o.Path) && len(o.Value) > 0:
 			var m map[string]any
 			if json.Unmarshal(o.Value, &m) == nil {
 				o.Value, _ = json.Marshal(v.conflicts(m))
 			}
-		case strings.HasPrefix(o.Path, merge.ConflictsKey+"."):
-			p := o.Path[len(merge.ConflictsKey)+1:]
-			if v.hides(p) || v.holdsHidden(p) {
-				continue
-			}
+		case metaPathHidden(v, o.Path):
+			continue
 		case v.hides(o.Path):
 			continue
 		case v.holdsHidden(o.Path) && len(o.Value) > 0:
@@ -237,6 +250,13 @@ func (v View) Ops(ops []merge.FieldOp) []merge.FieldOp {
 		out = append(out, o)
 	}
 	return out
+}
+
+// metaPathHidden reports whether p is an op path inside path-keyed metadata
+// whose field the view hides.
+func metaPathHidden(v View, p string) bool {
+	f, ok := metaPath(p)
+	return ok && (v.hides(f) || v.holdsHidden(f))
 }
 
 // Values returns a map keyed by field path (such as a conflict's "theirs")

@@ -105,6 +105,20 @@ func TestViewFilters(t *testing.T) {
 	if vals := v.Values(map[string]any{"budget": 1, "name": "x"}); !reflect.DeepEqual(vals, map[string]any{"name": "x"}) {
 		t.Fatalf("Values = %v", vals)
 	}
+	// A hidden text field's character metadata (who typed, how much) is
+	// hidden with it, in data and in ops.
+	text := map[string]any{"name": "p", merge.TextKey: map[string]any{"budget": map[string]any{"s": []any{"ann"}}, "name": map[string]any{"s": []any{"bo"}}}}
+	if got := v.Data(text); !reflect.DeepEqual(got, map[string]any{"name": "p", merge.TextKey: map[string]any{"name": map[string]any{"s": []any{"bo"}}}}) {
+		t.Fatalf("Data with text metadata = %v", got)
+	}
+	textOps := []merge.FieldOp{
+		{Op: merge.KindSet, Path: merge.TextKey + ".budget", Value: json.RawMessage(`{"s":["ann"]}`)},
+		{Op: merge.KindSet, Path: merge.TextKey, Value: json.RawMessage(`{"budget":{"s":["ann"]},"name":{"s":["bo"]}}`)},
+		{Op: merge.KindSet, Path: merge.TextKey + ".name", Value: json.RawMessage(`{"s":["bo"]}`)},
+	}
+	if fops := v.Ops(textOps); len(fops) != 2 || strings.Contains(string(fops[0].Value), "ann") || fops[1].Path != merge.TextKey+".name" {
+		t.Fatalf("Ops with text metadata = %+v", fops)
+	}
 	if d := collections.DeniedView.Data(data); d != nil {
 		t.Fatalf("denied view shows %v", d)
 	}
