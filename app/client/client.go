@@ -33,9 +33,15 @@ type Options struct {
 	// Roles are claimed in hello; servers honour them only while
 	// authentication is off (development, demos).
 	Roles []string
-	// Reconnect after a dropped connection (not after Close or a close code
-	// that forbids it).
+	// NoReconnect turns off reconnecting after a dropped connection. By
+	// default the client reconnects with capped, jittered backoff (never
+	// after Close or a close code that forbids it).
+	NoReconnect bool
+	// Deprecated: reconnecting is the default; NoReconnect turns it off.
 	Reconnect bool
+	// JSON speaks JSON text frames (autoglm.json.v1) instead of the binary
+	// encoding (autoglm.bin.v1), e.g. to read the traffic while debugging.
+	JSON bool
 	// URLs are further sync endpoints (other replicas). A reconnect tries
 	// the endpoint in use first, then the others in turn.
 	URLs       []string
@@ -206,8 +212,12 @@ func (c *Client) URL() string {
 
 func (c *Client) connect(ctx context.Context, i int) error {
 	url := c.urls[i]
+	protos := []string{subBinary, subJSON}
+	if c.opt.JSON {
+		protos = []string{subJSON}
+	}
 	conn, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{
-		Subprotocols: []string{"autoglm.json.v1"}, HTTPClient: c.opt.HTTPClient, HTTPHeader: c.opt.Header,
+		Subprotocols: protos, HTTPClient: c.opt.HTTPClient, HTTPHeader: c.opt.Header,
 	})
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", url, err)
@@ -220,11 +230,12 @@ func (c *Client) connect(ctx context.Context, i int) error {
 		conn.CloseNow()
 		return err
 	}
-	welcome, err := read(ctx, conn)
+	first, err := read(ctx, conn)
 	if err != nil {
 		conn.CloseNow()
 		return err
 	}
+	welcome, early := first[0], first[1:]
 	if welcome.T != protocol.TWelcome {
 		conn.CloseNow()
 		return fmt.Errorf("expected welcome, got %q (%s %s)", welcome.T, welcome.Code, welcome.Msg)
@@ -251,7 +262,7 @@ func (c *Client) connect(ctx context.Context, i int) error {
 			return err
 		}
 	}
-	go c.readLoop(conn, done)
+	go c.readLoop(conn, done, early)
 	return nil
 }
 
@@ -263,30 +274,36 @@ func sortByOp(ms []protocol.Message) {
 	}
 }
 
-func (c *Client) readLoop(conn *websocket.Conn, done chan struct{}) {
+// readLoop handles the messages that came with the welcome (early), then
+// every message until the connection ends.
+func (c *Client) readLoop(conn *websocket.Conn, done chan struct{}, early []protocol.Message) {
 	ctx := context.Background()
 	var err error
-	for {
-		var typ websocket.MessageType
+	for _, m := range early {
+		if err = c.receive(ctx, conn, m, 0); err != nil {
+			break
+		}
+	}
+	for err == nil {
 		var b []byte
-		typ, b, err = conn.Read(ctx)
+		_, b, err = conn.Read(ctx)
 		if err != nil {
 			break
 		}
-		if typ != websocket.MessageText {
-			continue
-		}
-		m, derr := protocol.Decode(b)
-		if derr != nil {
-			err = derr
+		var ms []protocol.Message
+		if ms, err = decode(conn, b); err != nil {
 			break
 		}
-		if c.opt.OnMessage != nil {
-			c.opt.OnMessage(m, len(b))
-		}
-		if herr := c.handle(ctx, conn, m); herr != nil {
-			err = herr
-			break
+		for i, m := range ms {
+			// One WebSocket message may hold several binary messages: the
+			// size counts once.
+			size := len(b)
+			if i > 0 {
+				size = 0
+			}
+			if err = c.receive(ctx, conn, m, size); err != nil {
+				break
+			}
 		}
 	}
 	conn.CloseNow()
@@ -298,7 +315,7 @@ func (c *Client) readLoop(conn *websocket.Conn, done chan struct{}) {
 	}
 	c.mu.Unlock()
 	code := int(websocket.CloseStatus(err))
-	if closed || !c.opt.Reconnect || (code >= 4000 && !protocol.Reconnectable(code)) {
+	if closed || c.opt.NoReconnect || (code >= 4000 && !protocol.Reconnectable(code)) {
 		c.fail(err)
 		return
 	}
@@ -311,8 +328,9 @@ func (c *Client) reconnect() {
 	first := c.cur
 	c.mu.Unlock()
 	for attempt := 0; ; attempt++ {
-		// Full jitter keeps a fleet of clients from reconnecting in step.
-		time.Sleep(time.Duration(rand.Int64N(int64(backoff))) + backoff/2)
+		// Jitter keeps a fleet of clients from reconnecting in step; the
+		// wait never exceeds MaxBackoff.
+		time.Sleep(backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1)))
 		c.mu.Lock()
 		closed := c.closed
 		c.mu.Unlock()
@@ -342,6 +360,13 @@ func (c *Client) fail(err error) {
 		p.done <- Ack{Doc: k.doc, Op: k.op, Err: &core.Error{Code: core.CodeUnavailable, Message: "connection closed"}}
 		delete(c.pending, k)
 	}
+}
+
+func (c *Client) receive(ctx context.Context, conn *websocket.Conn, m protocol.Message, size int) error {
+	if c.opt.OnMessage != nil {
+		c.opt.OnMessage(m, size)
+	}
+	return c.handle(ctx, conn, m)
 }
 
 func (c *Client) handle(ctx context.Context, conn *websocket.Conn, m protocol.Message) error {
@@ -488,7 +513,7 @@ func (c *Client) Close() error {
 }
 
 // Drop breaks the connection without a close handshake, as a network failure
-// would; with Reconnect the client resumes.
+// would; unless NoReconnect is set the client resumes.
 func (c *Client) Drop() {
 	c.mu.Lock()
 	conn := c.conn
@@ -496,6 +521,17 @@ func (c *Client) Drop() {
 	if conn != nil {
 		conn.CloseNow()
 	}
+}
+
+// Subprotocol names the encoding of the connection in use
+// (autoglm.bin.v1 or autoglm.json.v1); empty while disconnected.
+func (c *Client) Subprotocol() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		return ""
+	}
+	return c.conn.Subprotocol()
 }
 
 // Connected reports whether a connection is up.
@@ -533,7 +569,22 @@ func WSURL(base string) string {
 	return base + "/v1/sync"
 }
 
+// The WebSocket subprotocols (docs/protocol.md): binary frames are
+// preferred; a server that only speaks JSON picks the JSON one.
+const (
+	subBinary = "autoglm.bin.v1"
+	subJSON   = "autoglm.json.v1"
+)
+
+// write sends m in the encoding the server chose for the connection.
 func write(ctx context.Context, conn *websocket.Conn, m protocol.Message) error {
+	if conn.Subprotocol() == subBinary {
+		b, err := protocol.EncodeFrames(m)
+		if err != nil {
+			return err
+		}
+		return conn.Write(ctx, websocket.MessageBinary, b)
+	}
 	b, err := protocol.Encode(m)
 	if err != nil {
 		return err
@@ -541,12 +592,25 @@ func write(ctx context.Context, conn *websocket.Conn, m protocol.Message) error 
 	return conn.Write(ctx, websocket.MessageText, b)
 }
 
-func read(ctx context.Context, conn *websocket.Conn) (protocol.Message, error) {
+// read returns the messages of the next WebSocket message (at least one).
+func read(ctx context.Context, conn *websocket.Conn) ([]protocol.Message, error) {
 	_, b, err := conn.Read(ctx)
 	if err != nil {
-		return protocol.Message{}, err
+		return nil, err
 	}
-	return protocol.Decode(b)
+	return decode(conn, b)
+}
+
+func decode(conn *websocket.Conn, b []byte) ([]protocol.Message, error) {
+	if conn.Subprotocol() == subBinary {
+		ms, err := protocol.DecodeFrames(b, len(b)+1)
+		if err == nil && len(ms) == 0 {
+			err = errors.New("empty binary message")
+		}
+		return ms, err
+	}
+	m, err := protocol.Decode(b)
+	return []protocol.Message{m}, err
 }
 
 func mustJSON(v any) []byte {

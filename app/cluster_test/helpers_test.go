@@ -114,7 +114,7 @@ func dialWriter(t testing.TB, id string, urls []string, docs []string) *writer {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, urls[0], client.Options{ClientID: id, Reconnect: true, URLs: urls[1:],
+	c, err := client.Dial(ctx, urls[0], client.Options{ClientID: id, URLs: urls[1:],
 		MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -367,7 +367,7 @@ func TestGoClientAdoptsItsBoundID(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := client.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/sync",
-		client.Options{ClientID: "go-1", Token: idToken(t, "alice", "reader"), Reconnect: true})
+		client.Options{ClientID: "go-1", Token: idToken(t, "alice", "reader")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -382,7 +382,7 @@ func TestRestartResume(t *testing.T) {
 func TestReconnectResendsPendingOps(t *testing.T) {
 	r := daprtest.Start(t, daprtest.Options{})
 	doc := "forms/rc-" + uuid.NewString()[:8]
-	a := dial(t, r.WSURL(), client.Options{ClientID: "RC", Reconnect: true, MinBackoff: 20 * time.Millisecond})
+	a := dial(t, r.WSURL(), client.Options{ClientID: "RC", MinBackoff: 20 * time.Millisecond})
 	da := subscribe(t, a, doc, 0)
 	first := a.Send(doc, 0, client.Inc("n", 1))
 	<-first
