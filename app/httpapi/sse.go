@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/sirupsen/logrus"
 	"io"
 	"mime"
 	"net/http"
@@ -388,12 +389,10 @@ func (s *Server) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, b
 // CORS headers an allowed cross-origin browser needs and answers preflights.
 // It returns false when the request has been answered.
 func (s *Server) corsOK(w http.ResponseWriter, r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin != "" && !s.originAllowed(origin, r.Host) {
-		s.fail(w, r, core.Errorf(core.CodeForbidden, "origin %.100q is not allowed", origin))
+	if s.refuseOrigin(w, r) {
 		return false
 	}
-	if origin != "" {
+	if origin := r.Header.Get("Origin"); origin != "" {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", origin)
 		h.Add("Vary", "Origin")
@@ -406,6 +405,26 @@ func (s *Server) corsOK(w http.ResponseWriter, r *http.Request) bool {
 		w.WriteHeader(http.StatusNoContent)
 		return false
 	}
+	return true
+}
+
+// refuseOrigin answers a request from an origin the policy does not allow
+// (403 forbidden, details.origin) and logs why; it reports whether it did.
+// The refusal itself carries CORS headers so the refused page can read the
+// reason instead of seeing an opaque network error.
+func (s *Server) refuseOrigin(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || s.originAllowed(origin, r.Host) {
+		return false
+	}
+	s.Log.WithFields(logrus.Fields{"origin": origin, "host": r.Host, "path": r.URL.Path}).
+		Warn("cross-origin request refused: the origin is neither this host nor in AUTOGLM_ALLOWED_ORIGINS")
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Add("Vary", "Origin")
+	err := core.Errorf(core.CodeForbidden, "origin %.100q is not allowed (AUTOGLM_ALLOWED_ORIGINS)", origin)
+	err.Details = map[string]string{"origin": origin}
+	s.fail(w, r, err)
 	return true
 }
 

@@ -63,7 +63,7 @@ func webAssets() map[string]*asset {
 // under /demo/.
 func (s *Server) registerWeb(mux *http.ServeMux) {
 	assets := webAssets()
-	serve := func(name string) http.HandlerFunc {
+	serve := func(name string, cors bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			a := assets[name]
 			if a == nil {
@@ -71,6 +71,15 @@ func (s *Server) registerWeb(mux *http.ServeMux) {
 				return
 			}
 			h := w.Header()
+			// The client is imported cross-origin by pages the origin
+			// policy allows (a module script is a CORS request).
+			if cors && r.Header.Get("Origin") != "" {
+				if s.refuseOrigin(w, r) {
+					return
+				}
+				h.Set("Access-Control-Allow-Origin", r.Header.Get("Origin"))
+				h.Add("Vary", "Origin")
+			}
 			h.Set("Content-Type", a.ctype)
 			h.Set("ETag", a.etag)
 			h.Set("Cache-Control", "no-cache") // revalidate: the ETag changes with every build
@@ -94,11 +103,11 @@ func (s *Server) registerWeb(mux *http.ServeMux) {
 			}
 		}
 	}
-	mux.HandleFunc("GET /v1/client.js", serve("client.js"))
-	mux.HandleFunc("GET /v1/client.d.ts", serve("client.d.ts"))
-	mux.HandleFunc("GET /{$}", serve("static/index.html"))
+	mux.HandleFunc("GET /v1/client.js", serve("client.js", true))
+	mux.HandleFunc("GET /v1/client.d.ts", serve("client.d.ts", true))
+	mux.HandleFunc("GET /{$}", serve("static/index.html", false))
 	mux.HandleFunc("GET /demo/{file}", func(w http.ResponseWriter, r *http.Request) {
-		serve("static/"+r.PathValue("file"))(w, r)
+		serve("static/"+r.PathValue("file"), false)(w, r)
 	})
 }
 
