@@ -3,6 +3,9 @@
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json }
 
+/** A document's data: a JSON object. */
+export type JsonObject = { [key: string]: Json }
+
 /** A field operation; `path` is dot-separated object keys ("address.city"). */
 export type FieldOp =
   | { op: 'set' | 'add' | 'remove'; path: string; value: Json }
@@ -99,9 +102,33 @@ export interface Rejection {
   ops?: FieldOp[]
 }
 
-export interface Conflict extends Rejection {
+export interface Conflict<T = JsonObject> extends Rejection {
   /** The local state when the conflict arrived. */
-  state: { [key: string]: Json }
+  state: T
+}
+
+/**
+ * One applied change of a document, as hooks and `change` listeners see it
+ * (never a wire message).
+ */
+export interface Change {
+  doc: string
+  /** The document's version after the change. */
+  version: number
+  /** The field ops as the server applied them (its merge may have changed yours). */
+  ops: FieldOp[]
+  /** Client id of the author. */
+  by: string
+  /** The author's op id. */
+  op: number
+  /** The author's HLC stamp ("wall.logical.node"), when known. */
+  hlc?: string
+  /** The change created the document. */
+  created: boolean
+  /** The change deleted the document (a tombstone). */
+  deleted: boolean
+  /** An op of this client (its ack, or its delta after a reconnect). */
+  local: boolean
 }
 
 export interface RetryPolicy {
@@ -111,11 +138,11 @@ export interface RetryPolicy {
   base?: number
 }
 
-export interface SyncHook {
+export interface SyncHook<T = JsonObject> {
   /** A change by another client was applied; localState includes pending edits. */
-  onRemoteUpdate?(delta: Message, localState: { [key: string]: Json }): void
+  onRemoteUpdate?(change: Change, localState: T): void
   /** The server refused an op as a conflict; return field ops to retry with. */
-  onConflict?(c: Conflict): FieldOp[] | void | Promise<FieldOp[] | void>
+  onConflict?(c: Conflict<T>): FieldOp[] | void | Promise<FieldOp[] | void>
   /** The server refused an op for another reason (forbidden, invalid_transition, ...). */
   onReject?(r: Rejection): void
   /** Retries of ops refused with a retryable code (unavailable, rate_limited, ...). */
@@ -128,12 +155,18 @@ export interface Storage {
   load(): Promise<Map<string, any>>
   put(key: string, value: any): Promise<unknown>
   del(key: string): Promise<unknown>
+  /** Closes and deletes the store (IndexedDB). */
+  drop?(): Promise<void>
 }
 
 export type TransportName = 'ws' | 'sse' | 'longpoll'
 
 export interface ConnectOptions {
-  /** Stable client id (kept across reconnects); default: per browser tab, or random. */
+  /**
+   * Stable client id (kept across reconnects). Default in browsers: the
+   * browser profile's id, shared by its tabs one at a time (Web Locks), so a
+   * queue left by a closed tab is sent by the next one; elsewhere random.
+   */
   clientId?: string
   token?: string
   /** Called after close code 4003 (token expired) for a fresh token. */
@@ -153,7 +186,9 @@ export interface ConnectOptions {
   offline?: boolean
   /** Published with form focus by bindForm, e.g. {name, color}. */
   presence?: { [key: string]: Json }
+  /** Reconnect delays in ms (default base 250, max 5000). */
   backoff?: { base?: number; max?: number }
+  /** Breaker over server overload signals (default threshold 5, cooldown 15000 ms). */
   breaker?: { threshold?: number; cooldown?: number }
   /** A connection that stays up this long (ms) counts as healthy (default 5000). */
   stableAfter?: number
@@ -181,22 +216,30 @@ export interface StatusEvent {
   node?: string
 }
 
+/** Why a document's local state changed; one of the flags is set. */
 export interface ChangeInfo {
+  /** An edit of this client (not yet acknowledged). */
   local?: boolean
+  /** A change by another client: see `change`. */
   remote?: boolean
+  /** This client's op was acknowledged: see `change` (absent for a duplicate). */
+  ack?: boolean
+  /** A snapshot replaced the confirmed state. */
   snapshot?: boolean
+  /** The stored copy and queue loaded. */
   loaded?: boolean
-  ack?: Message
-  delta?: Message
-  reject?: Message
+  /** An op of this client was refused and rolled back. */
+  reject?: Rejection
+  change?: Change
 }
 
-export declare class Doc {
+/** A document; `T` is the shape of its data (`sync.doc<Profile>('profiles/u1')`). */
+export declare class Doc<T = JsonObject> {
   readonly name: string
   /** Confirmed version (the last one the server delivered). */
   readonly version: number
   /** Confirmed data, without pending edits. */
-  readonly data: { [key: string]: Json }
+  readonly data: T
   readonly deleted: boolean
   /** Edits not yet acknowledged, in op order. */
   readonly pending: PendingOp[]
@@ -204,9 +247,9 @@ export declare class Doc {
   readonly peers: Map<string, { [key: string]: Json }>
   readonly synced: boolean
   /** Resolves once the document has caught up with the server the first time. */
-  readonly ready: Promise<Doc>
+  readonly ready: Promise<Doc<T>>
   /** Local view: confirmed data with pending edits applied. */
-  readonly state: { [key: string]: Json }
+  readonly state: T
   get(path: string): Json | undefined
   set(path: string, value: Json): PendingOp
   unset(path: string): PendingOp
@@ -220,13 +263,19 @@ export declare class Doc {
   delete(): PendingOp
   /** Sets this client's presence on the document; null clears it. */
   presence(data: { [key: string]: Json } | null): void
-  on(type: 'change', fn: (state: { [key: string]: Json }, info: ChangeInfo) => void): () => void
+  on(type: 'change', fn: (state: T, info: ChangeInfo) => void): () => void
   on(type: 'presence', fn: (peers: Map<string, { [key: string]: Json }>) => void): () => void
-  on(type: 'synced', fn: (doc: Doc) => void): () => void
+  on(type: 'synced', fn: (doc: Doc<T>) => void): () => void
 }
 
 export declare class Sync {
+  /** This client's id ('' until `ready` in a browser: it comes from the profile's pool). */
   readonly clientId: string
+  /** The documents opened so far, by name. */
+  readonly docs: Map<string, Doc<any>>
+  /** Base URLs of the service (http(s)) and of its sync endpoint (ws(s)). */
+  readonly httpURL: string
+  readonly wsURL: string
   readonly status: Status
   /** ws, ws+bin, sse or longpoll once connected. */
   readonly transport: string
@@ -235,8 +284,9 @@ export declare class Sync {
   readonly breaker: Breaker
   /** Resolves when stored state (offline queue, document copies) has loaded. */
   readonly ready: Promise<void>
-  doc(name: string): Doc
-  registerSyncHook(name: string, hook: SyncHook): () => void
+  /** Throws an Error with code 'invalid_name' for a name that is not "collection/id". */
+  doc<T = JsonObject>(name: string): Doc<T>
+  registerSyncHook<T = JsonObject>(name: string, hook: SyncHook<T>): () => void
   /** text: names of fields edited as text fields (also any field holding text metadata). */
   bindForm(form: HTMLFormElement, name: string, opts?: { presence?: { [key: string]: Json }; text?: string[] }): () => void
   setOffline(offline: boolean): void
@@ -246,6 +296,7 @@ export declare class Sync {
   on(type: 'status', fn: (e: StatusEvent) => void): () => void
   on(type: 'latency', fn: (rtt: number) => void): () => void
   on(type: 'reject', fn: (r: Rejection) => void): () => void
+  /** Server errors, storage failures, and origin_not_allowed (`details.origin`) for a page whose origin the server refuses. */
   on(type: 'error', fn: (m: Message) => void): () => void
   on(type: 'disconnect', fn: (e: { code: number; reason: string }) => void): () => void
 }
@@ -281,6 +332,8 @@ export declare function applyOps(data: { [key: string]: Json }, ops: FieldOp[]):
 /** The value at a dot path (own fields only), or undefined. */
 export declare function getPath(data: { [key: string]: Json }, path: string): Json | undefined
 export declare function canon(v: Json): string
+/** Returns name, or throws an Error with code 'invalid_name' unless it is "collection/id" as the server accepts it. */
+export declare function checkName(name: string): string
 export declare function memoryStorage(): Storage
 export declare function indexedDBStorage(name: string, idb?: IDBFactory): Storage
 export declare const transports: Record<TransportName, unknown>

@@ -1,7 +1,8 @@
 // Open-AutoGLM JavaScript client: real-time document sync over WebSocket
 // (JSON or binary frames), Server-Sent Events + POST, or long-polling, with
-// an optimistic local state, a durable offline queue, reconnect with backoff
-// and a circuit breaker. No dependencies; runs in browsers and Node 20+.
+// an optimistic local state, a durable offline queue shared by the tabs of a
+// browser profile, and reconnect with capped backoff. No dependencies; runs
+// in browsers and Node 20+.
 // Usage: docs/client.md. Wire protocol: docs/protocol.md.
 
 const PROTO = 1
@@ -334,6 +335,19 @@ function byCodePoint (a, b) {
   return a.length - b.length
 }
 
+const NAME = /^[a-z][a-z0-9_-]{0,63}\/[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$/
+
+/**
+ * Throws an Error with code 'invalid_name' unless name is "collection/id"
+ * as the server accepts it (docs/protocol.md).
+ */
+export function checkName (name) {
+  if (typeof name !== 'string' || !NAME.test(name) || name.includes('..')) {
+    throw Object.assign(new Error(`document name ${JSON.stringify(name)}: want collection/id, collection [a-z][a-z0-9_-]{0,63}, id [A-Za-z0-9][A-Za-z0-9_.@-]{0,127}`), { code: 'invalid_name' })
+  }
+  return name
+}
+
 const invalidOp = (o, why) => Object.assign(new Error(`${o.op} ${JSON.stringify(o.path)}: ${why}`), { code: 'invalid_op' })
 
 // checkOp refuses what the server's ValidateEffective refuses.
@@ -437,20 +451,21 @@ class Emitter {
 /**
  * Delay before reconnect attempt n (0-based): "full jitter", uniformly random
  * in [0, min(max, base * 2^n)), so a fleet of clients does not reconnect in
- * step after an outage.
+ * step after an outage. The default cap is 5 s.
  */
-export function backoffDelay (attempt, { base = 250, max = 30000 } = {}, random = Math.random) {
+export function backoffDelay (attempt, { base = 250, max = 5000 } = {}, random = Math.random) {
   return random() * Math.min(max, base * 2 ** Math.min(attempt, 30))
 }
 
 /**
- * Circuit breaker over connection attempts: closed → open after `threshold`
- * consecutive failures; while open nothing is tried until `cooldown` ms have
- * passed; then half-open lets one probe through: success closes it, failure
- * opens it again.
+ * Circuit breaker over overload signals of the server (close 4004/4005, HTTP
+ * 429/5xx): closed → open after `threshold` consecutive ones; while open
+ * nothing is tried until `cooldown` ms have passed; then half-open lets one
+ * probe through: success closes it, failure opens it again. Plain
+ * connection failures (server down, network gone) never trip it.
  */
 export class Breaker {
-  constructor ({ threshold = 5, cooldown = 30000, now = Date.now } = {}) {
+  constructor ({ threshold = 5, cooldown = 15000, now = Date.now } = {}) {
     Object.assign(this, { threshold, cooldown, now, state: 'closed', failures: 0, openedAt: 0 })
   }
 
@@ -828,8 +843,66 @@ export function indexedDBStorage (name, idb = globalThis.indexedDB) {
       vals.onerror = () => reject(vals.error)
     })),
     put: (k, v) => tx('readwrite', s => s.put(v, k)),
-    del: k => tx('readwrite', s => s.delete(k))
+    del: k => tx('readwrite', s => s.delete(k)),
+    /** Closes and deletes the database. */
+    drop: () => db.then(d => new Promise((resolve, reject) => {
+      d.close()
+      const r = idb.deleteDatabase(name)
+      r.onsuccess = r.onblocked = () => resolve()
+      r.onerror = () => reject(r.error)
+    }))
   }
+}
+
+// ---- one client id per browser profile --------------------------------------
+//
+// The tabs of a browser profile share a pool of client ids, each with its
+// own queue database (autoglm-<id>) and a Web Lock a tab holds while it uses
+// the id. A tab takes the profile's id (localStorage) when no other tab
+// holds it, else the id of a closed tab, else a new one: one tab, one id;
+// tabs open side by side get distinct ids, so op ids never collide. Every
+// tab also waits for the lock of each id it does not hold: when the tab
+// using it closes, the first waiter replays what that tab left queued (same
+// client id, same op ids: the server applies each op once) and then deletes
+// the database, except the profile id's, which the next tab reuses.
+
+const DB_PREFIX = 'autoglm-'
+const PROFILE_KEY = 'autoglm.client'
+const lockName = id => 'autoglm.client:' + id
+
+// hold takes the Web Lock `name` (if free, or when it frees up with wait)
+// and keeps it until the returned release() is called; null when it was
+// not free.
+function hold (locks, name, wait, signal) {
+  return new Promise(resolve => {
+    let release
+    const held = new Promise(resolve => { release = resolve })
+    locks.request(name, wait ? { signal } : { ifAvailable: true }, lock => {
+      resolve(lock ? release : null)
+      return lock && held
+    }).catch(() => resolve(null))
+  })
+}
+
+// knownIds lists the client ids with a queue database in this profile,
+// including the per-tab databases of earlier versions of the client.
+async function knownIds (idb) {
+  const dbs = await idb.databases?.().catch(() => []) || []
+  return dbs.map(d => d.name).filter(n => n?.startsWith(DB_PREFIX)).map(n => n.slice(DB_PREFIX.length))
+}
+
+// claimId picks and locks this tab's client id: {id, fresh, release}.
+async function claimId (locks, idb, ls) {
+  let profile = ls?.getItem(PROFILE_KEY)
+  const fresh = !profile
+  if (!profile) { profile = randomId(); ls?.setItem(PROFILE_KEY, profile) }
+  const ids = [profile, ...(await knownIds(idb)).filter(id => id !== profile)]
+  for (const id of ids) {
+    const release = await hold(locks, lockName(id))
+    if (release) return { id, profile, fresh: fresh && id === profile, release }
+  }
+  const id = randomId()
+  return { id, profile, fresh: true, release: await hold(locks, lockName(id)) || (() => {}) }
 }
 
 // ---- transports ------------------------------------------------------------
@@ -874,7 +947,7 @@ export const transports = {
     const post = poster(c, ctl, '/v1/events/', h)
     fetch(`${c.httpURL}/v1/events?hello=${encodeURIComponent(JSON.stringify(hello))}`, { signal: ctl.signal, headers: { accept: 'text/event-stream' }, cache: 'no-store' })
       .then(async res => {
-        if (!res.ok) return post.end(httpClose(res.status), await errorOf(res))
+        if (!res.ok) return post.end(httpClose(res.status), await errorOf(c, res))
         h.open('sse')
         const rd = res.body.getReader()
         const dec = new TextDecoder()
@@ -910,7 +983,7 @@ export const transports = {
     const json = { 'content-type': 'application/json' }
     ;(async () => {
       let res = await fetch(`${c.httpURL}/v1/poll`, { method: 'POST', headers: json, body: JSON.stringify(hello), signal: ctl.signal })
-      if (!res.ok) return post.end(httpClose(res.status), await errorOf(res))
+      if (!res.ok) return post.end(httpClose(res.status), await errorOf(c, res))
       let r = await res.json()
       post.session(r.session)
       h.open('longpoll')
@@ -918,7 +991,7 @@ export const transports = {
         r.messages.forEach(h.msg)
         if (r.close) return post.end(r.close.code, r.close.reason)
         res = await fetch(`${c.httpURL}/v1/poll/${r.session || post.sid}?after=${r.seq}`, { signal: ctl.signal, cache: 'no-store', headers: bearer(c) })
-        if (!res.ok) return post.end(httpClose(res.status), await errorOf(res))
+        if (!res.ok) return post.end(httpClose(res.status), await errorOf(c, res))
         r = await res.json()
       }
     })().catch(e => post.end(1006, String(e.message || e)))
@@ -930,8 +1003,13 @@ export const transports = {
 // requests: the server accepts them only from the identity that opened it.
 const bearer = (c, headers = {}) => c.o.token ? { ...headers, authorization: 'Bearer ' + c.o.token } : headers
 
-async function errorOf (res) {
-  try { const b = await res.json(); return `${b.error.code}: ${b.error.message}` } catch { return `HTTP ${res.status}` }
+// errorOf reads a refusal of a fallback request; a refused origin is also
+// reported as an 'error' event with code origin_not_allowed.
+async function errorOf (c, res) {
+  let e
+  try { e = (await res.json()).error } catch { return `HTTP ${res.status}` }
+  if (e.details?.origin) c._emit('error', { t: 'error', code: 'origin_not_allowed', msg: e.message, details: e.details })
+  return `${e.code}: ${e.message}`
 }
 
 // poster sends client messages of a fallback session as JSON arrays, one
@@ -958,7 +1036,7 @@ function poster (c, ctl, path, h) {
     const batch = queue; queue = []
     try {
       const res = await fetch(c.httpURL + path + p.sid, { method: 'POST', headers: bearer(c, { 'content-type': 'application/json' }), body: JSON.stringify(batch), signal: ctl.signal })
-      if (!res.ok) return p.end(res.status === 404 ? 1006 : httpClose(res.status), await errorOf(res))
+      if (!res.ok) return p.end(res.status === 404 ? 1006 : httpClose(res.status), await errorOf(c, res))
     } catch (e) {
       return p.end(1006, String(e.message || e))
     } finally { busy = false }
@@ -982,7 +1060,7 @@ export function chooseTransports (opt = 'auto', env = globalThis) {
 
 // ---- documents -------------------------------------------------------------
 
-class Doc extends Emitter {
+export class Doc extends Emitter {
   constructor (sync, name) {
     super()
     Object.assign(this, { sync, name, version: 0, data: {}, deleted: false, pending: [], peers: new Map(), hooks: [], synced: false })
@@ -1075,7 +1153,7 @@ const toUnits = (s, p) => [...s].slice(0, p).join('').length
 
 // ---- the client ------------------------------------------------------------
 
-class Sync extends Emitter {
+export class Sync extends Emitter {
   constructor (url, o = {}) {
     super()
     const base = (url || globalThis.location?.origin || '').replace(/\/v1\/sync\/?$/, '').replace(/\/$/, '')
@@ -1094,21 +1172,64 @@ class Sync extends Emitter {
     this._timers = o.timers || globalThis
     this._now = o.now || Date.now
     this._hlc = { wall: 0, n: 0 }
-    this._id(o)
-    this._storage = o.storage || (globalThis.indexedDB ? indexedDBStorage('autoglm-' + this.clientId) : memoryStorage())
+    this._worked = new Set() // transports that have opened at least once
+    this._drains = new Set()
+    const idb = globalThis.indexedDB
+    // In browsers with Web Locks the id comes from the profile's pool
+    // (claimId, while loading); else from the option, the tab or chance.
+    this._pool = !o.clientId && !o.storage && idb && globalThis.navigator?.locks
+    if (this._pool) this.clientId = ''
+    else this._id(o)
+    this._storage = o.storage || (idb && !this._pool ? indexedDBStorage(DB_PREFIX + this.clientId) : memoryStorage())
+    // Back on the network, or back in front of the user: retry at once.
+    this._wake = () => { if (globalThis.document?.visibilityState !== 'hidden') this._resume() }
+    globalThis.addEventListener?.('online', this._wake)
+    globalThis.document?.addEventListener?.('visibilitychange', this._wake)
     this.ready = this._load()
   }
 
   _id (o) {
     let id = o.clientId; let fresh = false
     const ss = !id && globalThis.sessionStorage
-    if (!id) id = ss?.getItem('autoglm.client')
-    if (!id) { id = randomId(); fresh = true; ss?.setItem('autoglm.client', id) }
+    if (!id) id = ss?.getItem(PROFILE_KEY)
+    if (!id) { id = randomId(); fresh = true; ss?.setItem(PROFILE_KEY, id) }
     this.clientId = id
     this._freshId = fresh
   }
 
+  // _claim takes this tab's id from the profile's pool and starts waiting
+  // for the others (see "one client id per browser profile").
+  async _claim () {
+    const locks = globalThis.navigator.locks
+    const c = await claimId(locks, globalThis.indexedDB, globalThis.localStorage)
+    Object.assign(this, { clientId: c.id, _freshId: c.fresh, _release: c.release })
+    this._storage = indexedDBStorage(DB_PREFIX + c.id)
+    if (this.status === 'closed') return c.release()
+    const ctl = this._adopting = new AbortController()
+    for (const id of await knownIds(globalThis.indexedDB)) {
+      if (id === c.id) continue
+      hold(locks, lockName(id), true, ctl.signal).then(release => release && this._drain(id, id !== c.profile).finally(release))
+    }
+  }
+
+  // _drain replays the queue another tab left under client id `id` as that
+  // client, then deletes the database when `drop`.
+  async _drain (id, drop) {
+    if (this.status === 'closed') return
+    const storage = indexedDBStorage(DB_PREFIX + id)
+    const kv = await storage.load().catch(() => new Map())
+    if ([...kv.keys()].some(k => k.startsWith('op:'))) {
+      const sub = new Sync(this.httpURL, { ...this.o, clientId: id, storage, offline: false })
+      this._drains.add(sub)
+      await new Promise(resolve => { sub._whenDrained = resolve })
+      sub.close()
+      this._drains.delete(sub)
+    }
+    if (drop && this.status !== 'closed') await storage.drop().catch(() => {})
+  }
+
   async _load () {
+    if (this._pool) await this._claim()
     // Storage that cannot open (private browsing, quota) degrades to memory.
     const kv = await this._storage.load().catch(e => {
       this._emit('error', { t: 'error', code: 'storage', msg: String(e) })
@@ -1122,7 +1243,10 @@ class Sync extends Emitter {
     this._loaded = true
     for (const d of this.docs.values()) {
       for (const p of d.pending) {
+        // Made before the id and op counter were known.
         p.op = ++this._nextOp
+        const [wall, n] = p.hlc.split('.')
+        p.hlc = `${wall}.${n}.${this.clientId}`
         this._saveOp(p)
       }
     }
@@ -1141,11 +1265,14 @@ class Sync extends Emitter {
     else this._setStatus('paused')
   }
 
-  /** The document handle for "collection/id" (subscribes on first use). */
+  /**
+   * The document handle for "collection/id" (subscribes on first use);
+   * throws an Error with code 'invalid_name' for a name the server refuses.
+   */
   doc (name) {
     let d = this.docs.get(name)
     if (!d) {
-      d = new Doc(this, name)
+      d = new Doc(this, checkName(name))
       this.docs.set(name, d)
       if (this.status === 'online') this._send({ t: 'sub', doc: name, since: 0 })
     }
@@ -1153,7 +1280,7 @@ class Sync extends Emitter {
   }
 
   /**
-   * Watches a document with hooks: onRemoteUpdate(delta, localState) for
+   * Watches a document with hooks: onRemoteUpdate(change, localState) for
    * changes by others, onConflict(c) when the server refused an op as a
    * conflict (return field ops to retry with), onReject(r) for other
    * refusals, retryPolicy {maxRetries, backoff: 'exponential'|'linear'|'none',
@@ -1195,12 +1322,25 @@ class Sync extends Emitter {
     this._closed(1000, 'reconnect', false, true, true)
   }
 
-  /** Ends the connection for good. */
+  /** Ends the connection for good (and frees this tab's client id). */
   close () {
     this._offline = true
     this._clearTimer()
     this._conn?.close()
     this._setStatus('closed')
+    globalThis.removeEventListener?.('online', this._wake)
+    globalThis.document?.removeEventListener?.('visibilitychange', this._wake)
+    this._adopting?.abort()
+    for (const sub of this._drains) sub.close()
+    this._release?.()
+  }
+
+  // _resume connects at once when a retry is waiting (the network is back,
+  // the page is visible again); an open overload breaker still holds.
+  _resume () {
+    if (this._offline || this.status !== 'offline' || !this.breaker.allow()) return
+    this._attempt = 0
+    this._connect()
   }
 
   // ---- connection lifecycle
@@ -1232,7 +1372,7 @@ class Sync extends Emitter {
     // that failed before the transport returned) are ignored.
     const token = this._token = {}
     const conn = transports[kind](this, hello, {
-      open: t => { opened = true; this.transport = t },
+      open: t => { opened = true; this.transport = t; this._worked.add(kind) },
       msg: m => {
         if (this._token !== token) return
         this._lastRecv = this._now()
@@ -1242,13 +1382,13 @@ class Sync extends Emitter {
       close: (code, reason) => {
         if (this._token !== token) return
         this._token = this._conn = null
-        this._closed(code, reason, welcomed, opened)
+        this._closed(code, reason, welcomed, opened, false, kind)
       }
     })
     if (this._token === token) this._conn = conn
   }
 
-  _closed (code, reason, welcomed, opened, now) {
+  _closed (code, reason, welcomed, opened, now, kind) {
     this._clearTimer()
     for (const d of this.docs.values()) {
       d.synced = false
@@ -1261,11 +1401,15 @@ class Sync extends Emitter {
     if (stable) {
       this._attempt = 0
     } else {
-      this.breaker.failure()
+      // Only the server's own overload signals count for the breaker; a
+      // server that is down or a lost network is retried within the
+      // backoff cap.
+      if (code === 4004 || code === 4005) this.breaker.failure()
       this._attempt++
-      // A transport that never opened is likely blocked here: fall back
-      // to the next one (WebSocket → SSE → long-poll) after two tries.
-      if (!opened && this._attempt % 2 === 0 && this._ti < this.order.length - 1) this._ti++
+      // A transport that has never opened is likely blocked here: fall
+      // back to the next one (WebSocket → SSE → long-poll) after two tries.
+      // One that has worked before is kept (the server is just down).
+      if (!opened && !this._worked.has(kind) && this._attempt % 2 === 0 && this._ti < this.order.length - 1) this._ti++
     }
     if (code >= 4500 && code < 5000) {
       return this._setStatus('stopped', { code, reason })
@@ -1383,6 +1527,7 @@ class Sync extends Emitter {
     if (i < 0) return null
     const [p] = d.pending.splice(i, 1)
     this._storage.del('op:' + op)
+    if (this._whenDrained && [...this.docs.values()].every(d => !d.pending.length)) this._whenDrained()
     return p
   }
 
@@ -1425,15 +1570,16 @@ class Sync extends Emitter {
         this._observe(m.hlc)
         const own = m.t === 'ack' || m.by === this.clientId
         const p = own ? this._settle(d, m.op) : null
-        if (m.t === 'ack' && m.dup) return p && d._rebase({ ack: m })
-        if (m.v <= d.version) return p && d._rebase({ ack: m })
+        if (m.t === 'ack' && m.dup) return p && d._rebase({ ack: true })
+        if (m.v <= d.version) return p && d._rebase({ ack: true })
         if (m.v !== d.version + 1) {
           // A gap the server should never leave: resubscribe from what we have.
           return this._send({ t: 'sub', doc: d.name, since: d.version })
         }
         if (m.new || m.del) d.data = {}
+        const ops = m.ops ?? p?.ops ?? []
         try {
-          applyOps(d.data, m.ops ?? p?.ops)
+          applyOps(d.data, ops)
         } catch {
           // The server applied these ops to the same version, so this copy
           // is not what the server holds: start over from a snapshot.
@@ -1441,16 +1587,17 @@ class Sync extends Emitter {
           return this._send({ t: 'sub', doc: d.name, since: 0 })
         }
         Object.assign(d, { version: m.v, deleted: !!m.del })
-        d._rebase(m.t === 'ack' ? { ack: m } : { remote: true, delta: m })
-        if (m.t === 'delta' && !own) for (const h of d.hooks) h.onRemoteUpdate?.(m, d.state)
+        const change = { doc: d.name, version: m.v, ops: clone(ops), by: m.t === 'ack' ? this.clientId : m.by, op: m.op, hlc: m.hlc, created: !!m.new, deleted: !!m.del, local: own }
+        d._rebase(m.t === 'ack' ? { ack: true, change } : { remote: true, change })
+        if (m.t === 'delta' && !own) for (const h of d.hooks) h.onRemoteUpdate?.(change, d.state)
       }
     }
   }
 
   _reject (d, m) {
     const p = this._settle(d, m.op)
-    if (p) d._rebase({ reject: m })
     const r = { doc: d.name, op: m.op, code: m.code, msg: m.msg, details: m.details, ops: p?.ops }
+    if (p) d._rebase({ reject: r })
     this._emit('reject', r)
     if (!p) return
     for (const h of d.hooks.length ? d.hooks : [{}]) {

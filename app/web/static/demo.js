@@ -11,7 +11,7 @@ const ROLES = { viewer: ['viewer'], editor: ['editor'], approver: ['approver', '
 const NAMES = ['Ann', 'Bo', 'Chen', 'Dara', 'Eli', 'Femi', 'Gus', 'Hana', 'Ivo', 'Jun', 'Kai', 'Lina']
 const COLORS = ['#e91e63', '#3f51b5', '#009688', '#ff9800', '#9c27b0', '#4caf50', '#795548', '#00bcd4']
 
-// Who am I: kept per tab, like the client id.
+// Who am I: kept per tab.
 const me = JSON.parse(sessionStorage.getItem('demo.me') || 'null') || {
   name: NAMES[Math.floor(Math.random() * NAMES.length)],
   color: COLORS[Math.floor(Math.random() * COLORS.length)]
@@ -48,7 +48,10 @@ sync.on('reject', r => {
   toast(`${r.code}: ${r.msg}`, 'error')
   log(`✗ ${r.doc} refused — ${r.code}`)
 })
-sync.on('error', m => log(`! ${m.doc || 'connection'}: ${m.code} ${m.msg || ''}`))
+sync.on('error', m => {
+  log(`! ${m.doc || 'connection'}: ${m.code} ${m.msg || ''}`)
+  if (m.code === 'origin_not_allowed') toast(`this page's origin is not allowed by the server (AUTOGLM_ALLOWED_ORIGINS)`, 'error')
+})
 
 const offline = $('#offline')
 offline.addEventListener('change', () => {
@@ -81,7 +84,7 @@ form.on('change', (state, info) => {
   $('#responses').textContent = state.responses || 0
   $('#form-version').textContent = `v${form.version}`
   updateQueued()
-  if (info.remote && info.delta.ops?.length) log(`${who(info.delta.by)} changed ${[...new Set(info.delta.ops.map(o => o.path))].join(', ')}`)
+  if (info.remote && info.change.ops.length) log(`${who(info.change.by)} changed ${[...new Set(info.change.ops.map(o => o.path))].join(', ')}`)
 })
 const names = new Map() // client id → name, remembered across reconnects
 form.on('presence', peers => {
@@ -144,7 +147,7 @@ function renderBoard () {
     watched.set(id, d)
     d.on('change', (state, info) => {
       renderBoard()
-      if (info.remote && info.delta.ops?.some(o => o.path === 'status')) log(`${who(info.delta.by)} moved “${state.title}” to ${state.status}`)
+      if (info.remote && info.change.ops.some(o => o.path === 'status')) log(`${who(info.change.by)} moved “${state.title}” to ${state.status}`)
     })
   }
   for (const col of document.querySelectorAll('.col .cards')) col.replaceChildren()

@@ -145,11 +145,11 @@ test('stale deltas are dropped; a gap resubscribes from the version held', async
   assert.deepEqual(conn.sent.at(-1), { t: 'sub', doc: 'forms/f1', since: 5 })
 })
 
-test('hooks: onRemoteUpdate sees others\' deltas; onConflict may answer with ops to retry', async () => {
+test('hooks: onRemoteUpdate sees others\' changes; onConflict may answer with ops to retry', async () => {
   const { sync, last } = await online()
   const seen = []
   sync.registerSyncHook('orders/o1', {
-    onRemoteUpdate: (delta, state) => seen.push([delta.v, state.qty]),
+    onRemoteUpdate: (change, state) => seen.push([change.version, state.qty]),
     onConflict: c => [{ op: 'set', path: 'qty', value: c.details.theirs.qty + 1 }]
   })
   const d = sync.doc('orders/o1')
@@ -234,23 +234,58 @@ test('breaker: closed → open after N failures → half-open after the cool-dow
   assert.equal(b.failures, 0)
 })
 
-test('a failing server trips the breaker: no attempts during the cool-down, then one probe', async () => {
+test('a server that is down is retried within the 5 s cap and never trips the breaker', async () => {
   let up = false
-  const h = harness({ breaker: { threshold: 3, cooldown: 30_000 }, backoff: { base: 100, max: 1000 } }, () => up)
+  const h = harness({ random: () => 0.999 }, () => up)
   await h.sync.ready
-  h.clock.advance(5000)
-  assert.equal(h.conns.length, 3)
-  assert.equal(h.sync.breaker.state, 'open')
-  h.clock.advance(24_000)
-  assert.equal(h.conns.length, 3, 'no attempt while open')
+  const at = []
+  h.sync.on('status', e => { if (e.retryIn != null) at.push(e.retryIn) })
+  h.clock.advance(60_000)
+  assert.ok(h.conns.length >= 12, `${h.conns.length} attempts in a minute`)
+  assert.ok(Math.max(...at) <= 5000, `longest wait ${Math.max(...at)} ms`)
+  assert.equal(h.sync.breaker.state, 'closed')
   up = true
-  h.clock.advance(1400) // the breaker opened at the third failure, 300 ms in
-  assert.equal(h.conns.length, 4, 'one probe after the cool-down')
-  assert.equal(h.sync.breaker.state, 'half-open')
+  h.clock.advance(5000)
   h.last().welcome()
   assert.equal(h.sync.status, 'online')
-  h.clock.advance(5000)
-  assert.equal(h.sync.breaker.state, 'closed', 'a connection that stays up closes the breaker')
+})
+
+test('backoff defaults: every wait is under 5 s, however many attempts failed', () => {
+  for (const n of [0, 3, 10, 50]) assert.ok(backoffDelay(n, undefined, () => 0.999999) < 5000)
+})
+
+test('online and visibilitychange (visible) retry at once; hidden pages wait', async () => {
+  const win = new EventTarget()
+  const doc = Object.assign(new EventTarget(), { visibilityState: 'visible' })
+  Object.assign(globalThis, { addEventListener: win.addEventListener.bind(win), removeEventListener: win.removeEventListener.bind(win), document: doc })
+  try {
+    let up = false
+    const h = harness({ random: () => 0.999 }, () => up)
+    await h.sync.ready
+    h.clock.advance(20_000) // waits have grown to the cap
+    const n = h.conns.length
+    up = true
+    win.dispatchEvent(new Event('online'))
+    assert.equal(h.conns.length, n + 1, 'reconnected on online without waiting')
+    h.last().welcome()
+    assert.equal(h.sync.status, 'online')
+    h.last().drop()
+    h.clock.advance(100)
+    up = false
+    h.clock.advance(20_000)
+    doc.visibilityState = 'hidden'
+    const m = h.conns.length
+    doc.dispatchEvent(new Event('visibilitychange'))
+    assert.equal(h.conns.length, m, 'a hidden page does not retry early')
+    doc.visibilityState = 'visible'
+    doc.dispatchEvent(new Event('visibilitychange'))
+    assert.equal(h.conns.length, m + 1)
+    h.sync.close()
+    win.dispatchEvent(new Event('online'))
+    assert.equal(h.conns.length, m + 1, 'a closed client stays closed')
+  } finally {
+    delete globalThis.addEventListener; delete globalThis.removeEventListener; delete globalThis.document
+  }
 })
 
 test('a server that accepts and drops at once still trips the breaker', async () => {
@@ -412,4 +447,65 @@ test('applyOps follows the server: nested set, unset, inc, sets in canonical ord
 
 test('the transports table is extensible (custom transports)', () => {
   assert.deepEqual(Object.keys(transports).slice(0, 3), ['ws', 'sse', 'longpoll'])
+})
+
+test('change objects: hooks and change events get {doc, version, ops, by, op, created, deleted, local}, not wire messages', async () => {
+  const { sync, last } = await online()
+  const hooked = []; const infos = []
+  sync.registerSyncHook('forms/c1', { onRemoteUpdate: (change, state) => hooked.push([change, state.n]) })
+  const d = sync.doc('forms/c1')
+  d.on('change', (state, info) => infos.push(info))
+  const conn = last()
+  conn.h.msg({ t: 'delta', doc: 'forms/c1', v: 1, by: 'other', op: 7, new: true, hlc: '5.0.other', ops: [{ op: 'inc', path: 'n', value: 2 }] })
+  d.set('title', 'x')
+  conn.h.msg({ t: 'ack', doc: 'forms/c1', op: 1, v: 2, pv: 1 })
+  const remote = { doc: 'forms/c1', version: 1, ops: [{ op: 'inc', path: 'n', value: 2 }], by: 'other', op: 7, hlc: '5.0.other', created: true, deleted: false, local: false }
+  assert.deepEqual(hooked, [[remote, 2]])
+  assert.ok(!('t' in hooked[0][0]) && !('v' in hooked[0][0]), 'no wire fields')
+  assert.deepEqual(infos.map(i => Object.keys(i).sort().join()), ['change,remote', 'local', 'ack,change'])
+  assert.deepEqual(infos[0].change, remote)
+  assert.deepEqual(infos[2].change, { doc: 'forms/c1', version: 2, ops: [{ op: 'set', path: 'title', value: 'x' }], by: 'me', op: 1, hlc: undefined, created: false, deleted: false, local: true })
+})
+
+test('invalid document names throw at the call with code invalid_name', async () => {
+  const { sync, last } = await online()
+  for (const bad of ['forms', 'Forms/a', 'forms/', '/a', 'forms/a/b', 'forms/a..b', 'forms/-a', 'forms/a b', 'x'.repeat(65) + '/a', 'forms/' + 'a'.repeat(129), 42, undefined]) {
+    assert.throws(() => sync.doc(bad), e => e.code === 'invalid_name', String(bad))
+    assert.throws(() => sync.registerSyncHook(bad, {}), e => e.code === 'invalid_name', String(bad))
+  }
+  assert.equal(sync.docs.size, 0)
+  assert.equal(last().sent.filter(m => m.t === 'sub').length, 0, 'nothing subscribed')
+  for (const ok of ['forms/a', 'a_b-c/X.y@z-1', 'x'.repeat(64) + '/' + 'a'.repeat(128)]) assert.equal(sync.doc(ok).name, ok)
+})
+
+test('a refused origin stops the client with 4502 and an origin_not_allowed error event', async () => {
+  const body = { error: { code: 'forbidden', message: 'origin "https://evil.example" is not allowed (AUTOGLM_ALLOWED_ORIGINS)', details: { origin: 'https://evil.example' } } }
+  const fetch = async () => new Response(JSON.stringify(body), { status: 403, headers: { 'content-type': 'application/json' } })
+  const clock = fakeClock()
+  const sync = connect('http://127.0.0.1:1', { transport: 'sse', clientId: 'me', fetch, storage: memoryStorage(), now: clock.now, timers: clock.timers })
+  const errors = []; const statuses = []
+  sync.on('error', e => errors.push(e))
+  sync.on('status', e => statuses.push(e))
+  await sync.ready
+  for (let i = 0; i < 20 && sync.status !== 'stopped'; i++) await tick()
+  assert.equal(sync.status, 'stopped')
+  assert.equal(statuses.at(-1).code, 4502)
+  assert.deepEqual(errors.map(e => [e.code, e.details.origin]), [['origin_not_allowed', 'https://evil.example']])
+})
+
+test('a transport that has worked is kept while the server is down (no fallback to long-poll after an outage)', async () => {
+  let up = true
+  const h = harness({}, () => up)
+  h.sync.order = [h.sync.order[0], 'longpoll'] // the fake stands for WebSocket
+  await h.sync.ready
+  h.last().welcome()
+  up = false
+  h.last().drop()
+  h.clock.advance(30_000)
+  assert.ok(h.conns.length > 4)
+  assert.equal(h.sync._ti, 0, 'still on the transport that worked')
+  up = true
+  h.clock.advance(5000)
+  h.last().welcome()
+  assert.equal(h.sync.transport, h.sync.order[0])
 })
