@@ -10,9 +10,12 @@ package web_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,7 +40,28 @@ func TestBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runNode(t, r.URL(), []string{"CHROMIUM=" + chromium, "ARTIFACTS=" + artifacts}, "e2e/")
+	runNode(t, r.URL(), []string{"CHROMIUM=" + chromium, "ARTIFACTS=" + artifacts, "CONTROL_URL=" + control(t, r)}, "e2e/")
+}
+
+// control serves POST /stop (the replica goes down: app and daprd) and
+// POST /start (it comes back on the same port; answered once it is ready)
+// for the outage tests.
+func control(t *testing.T, r *daprtest.Replica) string {
+	var mu sync.Mutex
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /stop", func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		r.Stop()
+	})
+	mux.HandleFunc("POST /start", func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		r.Restart()
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 // TestTextBench runs the text-field benchmark against Yjs
@@ -76,7 +100,12 @@ func runNode(t *testing.T, url string, env []string, args ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	if len(args) == 1 {
-		args = []string{"--test", "--test-reporter=spec", "--test-concurrency=1", args[0]}
+		test := []string{"--test", "--test-reporter=spec", "--test-concurrency=1"}
+		// WEBTEST_RUN=<regexp> runs only the tests whose names match.
+		if run := os.Getenv("WEBTEST_RUN"); run != "" {
+			test = append(test, "--test-name-pattern="+run)
+		}
+		args = append(test, args[0])
 	}
 	cmd := exec.CommandContext(ctx, node, args...)
 	cmd.Env = append(os.Environ(), append(env, "AUTOGLM_URL="+url)...)

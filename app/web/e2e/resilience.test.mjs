@@ -1,0 +1,146 @@
+// Browser tests of what must survive: an edit made offline in a tab that is
+// then closed, and a server outage. Chromium via playwright-core against the
+// replica of `make test-browser`; CONTROL_URL stops and restarts it.
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { chromium } from 'playwright-core'
+
+const URL = process.env.AUTOGLM_URL
+const CONTROL = process.env.CONTROL_URL
+const uid = () => Math.random().toString(36).slice(2, 8)
+
+let browser
+before(async () => {
+  assert.ok(URL && CONTROL, 'AUTOGLM_URL and CONTROL_URL are set by `make test-browser`')
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
+  })
+})
+after(() => browser?.close())
+
+// A browser context is one browser profile: its pages are tabs sharing
+// IndexedDB, localStorage and Web Locks.
+async function tab (ctx, form) {
+  const page = await ctx.newPage()
+  await page.goto(`${URL}/?form=${form}&board=boards/e2e-${uid()}`)
+  await page.waitForSelector('#conn[data-status="online"]', { timeout: 10_000 })
+  return page
+}
+
+// editOffline switches the tab offline, sets the owner field, adds one
+// response (a counter: sent twice it would count twice) and returns
+// {client, ops}: who queued which op ids.
+async function editOffline (page, form, value) {
+  await page.click('label.switch')
+  await page.waitForSelector('#conn[data-status="paused"]')
+  await page.fill('#f-owner', value)
+  await page.click('#respond')
+  await page.waitForSelector('#queued:not([hidden])')
+  const q = await page.evaluate(d => ({ client: window.autoglm.clientId, ops: window.autoglm.doc(d).pending.map(p => p.op) }), form)
+  // The queue write is an IndexedDB transaction: wait until it is stored.
+  await page.waitForFunction(([id, op]) => new Promise(resolve => {
+    const r = indexedDB.open('autoglm-' + id)
+    r.onsuccess = () => {
+      const get = r.result.transaction('kv').objectStore('kv').get('op:' + op)
+      get.onsuccess = () => { r.result.close(); resolve(!!get.result) }
+    }
+  }), [q.client, q.ops.at(-1)])
+  return q
+}
+
+// serverDoc polls the document on the server until want(data) holds.
+async function serverDoc (form, want) {
+  let data
+  for (const end = Date.now() + 10_000; Date.now() < end;) {
+    const res = await fetch(`${URL}/v1/docs/${form}`)
+    data = res.ok ? (await res.json()).data : null
+    if (data && want(data)) return data
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  assert.fail(`${form} on the server: ${JSON.stringify(data)}`)
+}
+
+test('an offline edit in a tab that is then closed is sent by the next tab, exactly once', async () => {
+  const ctx = await browser.newContext()
+  const form = `forms/e2e-${uid()}`
+  const a = await tab(ctx, form)
+  const q = await editOffline(a, form, 'from a closed tab')
+  await a.close()
+  const b = await tab(ctx, form)
+  assert.equal(await b.evaluate(() => window.autoglm.clientId), q.client, 'the next tab takes the profile\'s client id')
+  await b.waitForFunction(() => document.querySelector('#queued').hidden && document.querySelector('#f-owner').value === 'from a closed tab', null, { timeout: 10_000 })
+  await serverDoc(form, d => d.owner === 'from a closed tab' && d.responses === 1)
+  // A reload of the next tab replays nothing again.
+  await b.reload()
+  await b.waitForSelector('#conn[data-status="online"]', { timeout: 10_000 })
+  await b.waitForFunction(() => window.autoglm.docs.size && [...window.autoglm.docs.values()].every(d => d.synced && !d.pending.length), null, { timeout: 10_000 })
+  assert.equal((await serverDoc(form, () => true)).responses, 1, 'counted once')
+  await ctx.close()
+})
+
+test('a tab left open sends the queue of a tab closed beside it; tabs open together use distinct ids', async () => {
+  const ctx = await browser.newContext()
+  const form = `forms/e2e-${uid()}`
+  const a = await tab(ctx, form)
+  const b = await tab(ctx, form)
+  const ids = await Promise.all([a, b].map(p => p.evaluate(() => window.autoglm.clientId)))
+  assert.notEqual(ids[0], ids[1])
+  const q = await editOffline(a, form, 'left by tab A')
+  await a.close()
+  assert.ok(q.ops.length)
+  await b.waitForFunction(() => document.querySelector('#f-owner').value === 'left by tab A', null, { timeout: 10_000 })
+  await serverDoc(form, d => d.owner === 'left by tab A' && d.responses === 1)
+  // The next tab takes A's id and finds nothing left to send.
+  const c = await tab(ctx, form)
+  assert.equal(await c.evaluate(() => window.autoglm.clientId), q.client)
+  await c.waitForFunction(() => [...window.autoglm.docs.values()].every(d => d.synced && !d.pending.length), null, { timeout: 10_000 })
+  assert.equal((await serverDoc(form, () => true)).responses, 1, 'counted once')
+  await ctx.close()
+})
+
+test('a queue database of an earlier client version is sent once and removed', async () => {
+  const ctx = await browser.newContext()
+  const form = `forms/e2e-${uid()}`
+  const a = await tab(ctx, form)
+  const old = 'c-old' + uid()
+  // The layout earlier versions wrote: one database per tab, "kv" store.
+  await a.evaluate(([name, doc]) => new Promise((resolve, reject) => {
+    const r = indexedDB.open('autoglm-' + name, 1)
+    r.onupgradeneeded = () => r.result.createObjectStore('kv')
+    r.onsuccess = () => {
+      const t = r.result.transaction('kv', 'readwrite')
+      t.objectStore('kv').put({ nextOp: 1 }, 'meta')
+      t.objectStore('kv').put({ t: 'op', doc, op: 1, base: 0, hlc: `${Date.now()}.0.${name}`, ops: [{ op: 'set', path: 'owner', value: 'from an old tab' }, { op: 'inc', path: 'responses', value: 1 }], sent: true }, 'op:1')
+      t.oncomplete = () => { r.result.close(); resolve() }
+    }
+    r.onerror = () => reject(r.error)
+  }), [old, form])
+  const b = await tab(ctx, form)
+  await serverDoc(form, d => d.owner === 'from an old tab' && d.responses === 1)
+  await b.waitForFunction(n => indexedDB.databases().then(dbs => !dbs.some(d => d.name === 'autoglm-' + n)), old, { timeout: 10_000, polling: 200 })
+  await ctx.close()
+})
+
+test('after a 10 s outage of the server the page is online again within 6 s', async () => {
+  const ctx = await browser.newContext()
+  const form = `forms/e2e-${uid()}`
+  const page = await tab(ctx, form)
+  const post = async path => assert.equal((await fetch(CONTROL + path, { method: 'POST' })).status, 200)
+  await post('/stop')
+  const down = Date.now()
+  await page.waitForSelector('#conn:not([data-status="online"])', { timeout: 10_000 })
+  await page.fill('#f-notes', 'typed during the outage')
+  await page.click('#respond')
+  // The outage itself lasts 10 s; the page keeps retrying meanwhile.
+  await new Promise(resolve => setTimeout(resolve, 10_000 - (Date.now() - down)))
+  await post('/start')
+  const back = Date.now()
+  await page.waitForSelector('#conn[data-status="online"]', { timeout: 6000 })
+  const ms = Date.now() - back
+  console.log(`# online ${ms} ms after the server was back (outage ${back - down} ms)`)
+  assert.ok(ms < 6000, `${ms} ms`)
+  await serverDoc(form, d => d.notes === 'typed during the outage' && d.responses === 1)
+  await ctx.close()
+})
