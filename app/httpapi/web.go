@@ -39,6 +39,8 @@ func webAssets() map[string]*asset {
 		switch path.Ext(p) {
 		case ".js", ".mjs":
 			a.ctype = "text/javascript; charset=utf-8"
+		case ".map":
+			a.ctype = "application/json; charset=utf-8"
 		case ".ts":
 			a.ctype = "text/plain; charset=utf-8" // TypeScript declarations, read by tools
 		}
@@ -58,8 +60,9 @@ func webAssets() map[string]*asset {
 	return out
 }
 
-// registerWeb serves the JavaScript client at /v1/client.js (and its
-// declarations at /v1/client.d.ts) and the demo page at / with its files
+// registerWeb serves the JavaScript client's minified build at
+// /v1/client.js (its source map at /v1/client.min.js.map, declarations at
+// /v1/client.d.ts) and the demo page at / with its files
 // under /demo/.
 func (s *Server) registerWeb(mux *http.ServeMux) {
 	assets := webAssets()
@@ -103,7 +106,8 @@ func (s *Server) registerWeb(mux *http.ServeMux) {
 			}
 		}
 	}
-	mux.HandleFunc("GET /v1/client.js", serve("client.js", true))
+	mux.HandleFunc("GET /v1/client.js", serve("dist/client.min.js", true))
+	mux.HandleFunc("GET /v1/client.min.js.map", serve("dist/client.min.js.map", true))
 	mux.HandleFunc("GET /v1/client.d.ts", serve("client.d.ts", true))
 	mux.HandleFunc("GET /{$}", serve("static/index.html", false))
 	mux.HandleFunc("GET /demo/{file}", func(w http.ResponseWriter, r *http.Request) {

@@ -26,12 +26,13 @@ func TestWebAssets(t *testing.T) {
 		h.ServeHTTP(w, req)
 		return w.Result()
 	}
-	src, err := fs.ReadFile(web.Files(), "client.js")
+	src, err := fs.ReadFile(web.Files(), "dist/client.min.js")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct{ path, ctype, contains string }{
-		{"/v1/client.js", "text/javascript; charset=utf-8", "export function connect"},
+		{"/v1/client.js", "text/javascript; charset=utf-8", "//# sourceMappingURL=client.min.js.map"},
+		{"/v1/client.min.js.map", "application/json; charset=utf-8", `"sources": ["../client.js"]`},
 		{"/v1/client.d.ts", "text/plain; charset=utf-8", "export declare function connect"},
 		{"/", "text/html; charset=utf-8", `src="/demo/demo.js"`},
 		{"/demo/demo.js", "text/javascript; charset=utf-8", "from '/v1/client.js'"},
@@ -55,7 +56,7 @@ func TestWebAssets(t *testing.T) {
 		}
 		plain, _ := io.ReadAll(zr)
 		if !bytes.Equal(plain, src) {
-			t.Fatal("gzip body differs from the source")
+			t.Fatal("gzip body differs from the minified build")
 		}
 		if res := get("/v1/client.js", "Accept-Encoding", "gzip;q=0"); res.Header.Get("Content-Encoding") != "" {
 			t.Fatal("gzip refused with q=0")

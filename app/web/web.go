@@ -1,8 +1,9 @@
 // Package web holds the browser side of the service, embedded in the
-// binary: the JavaScript client (client.js with its TypeScript declarations,
-// served at /v1/client.js) and the demo page (static/, served at /). The
-// package is also an npm package (package.json) so applications can import
-// the client from the repository.
+// binary: the JavaScript client's minified build (dist/client.min.js, built
+// from client.js by scripts/build.mjs and committed so a Go build needs no
+// Node; served at /v1/client.js with its source map and TypeScript
+// declarations) and the demo page (static/, served at /). The directory is
+// also the npm package @open-autoglm/client (package.json).
 package web
 
 import (
@@ -10,8 +11,9 @@ import (
 	"io/fs"
 )
 
-//go:embed client.js client.d.ts static
+//go:embed dist/client.min.js dist/client.min.js.map client.d.ts static
 var files embed.FS
 
-// Files returns the embedded assets: client.js, client.d.ts and static/.
+// Files returns the embedded assets: dist/client.min.js (+ .map),
+// client.d.ts and static/.
 func Files() fs.FS { return files }

@@ -92,7 +92,7 @@ func runNode(t *testing.T, url string, env []string, args ...string) {
 	if err != nil {
 		t.Fatal("node (20 or later) is required:", err)
 	}
-	for _, pkg := range []string{"ws", "playwright-core", "esbuild", "yjs"} {
+	for _, pkg := range []string{"ws", "playwright-core", "esbuild", "typescript", "yjs"} {
 		if _, err := os.Stat(filepath.Join("node_modules", pkg)); err != nil {
 			t.Fatalf("npm package %s is missing: run `npm ci` in app/web (make test-js does)", pkg)
 		}
