@@ -62,6 +62,13 @@ async function serverDoc (form, want) {
   assert.fail(`${form} on the server: ${JSON.stringify(data)}`)
 }
 
+// countedOnce waits until the page has nothing queued and every document
+// caught up, then checks the server counted the one response once.
+async function countedOnce (page, form) {
+  await page.waitForFunction(() => window.autoglm.docs.size && [...window.autoglm.docs.values()].every(d => d.synced && !d.pending.length), null, { timeout: 10_000 })
+  assert.equal((await serverDoc(form, () => true)).responses, 1, 'counted once')
+}
+
 test('an offline edit in a tab that is then closed is sent by the next tab, exactly once', async () => {
   const ctx = await browser.newContext()
   const form = `forms/e2e-${uid()}`
@@ -75,8 +82,7 @@ test('an offline edit in a tab that is then closed is sent by the next tab, exac
   // A reload of the next tab replays nothing again.
   await b.reload()
   await b.waitForSelector('#conn[data-status="online"]', { timeout: 10_000 })
-  await b.waitForFunction(() => window.autoglm.docs.size && [...window.autoglm.docs.values()].every(d => d.synced && !d.pending.length), null, { timeout: 10_000 })
-  assert.equal((await serverDoc(form, () => true)).responses, 1, 'counted once')
+  await countedOnce(b, form)
   await ctx.close()
 })
 
@@ -95,8 +101,7 @@ test('a tab left open sends the queue of a tab closed beside it; tabs open toget
   // The next tab takes A's id and finds nothing left to send.
   const c = await tab(ctx, form)
   assert.equal(await c.evaluate(() => window.autoglm.clientId), q.client)
-  await c.waitForFunction(() => [...window.autoglm.docs.values()].every(d => d.synced && !d.pending.length), null, { timeout: 10_000 })
-  assert.equal((await serverDoc(form, () => true)).responses, 1, 'counted once')
+  await countedOnce(c, form)
   await ctx.close()
 })
 
