@@ -1174,6 +1174,7 @@ export class Sync extends Emitter {
     this._hlc = { wall: 0, n: 0 }
     this._worked = new Set() // transports that have opened at least once
     this._drains = new Set()
+    this._retrying = 0 // refused ops waiting to be sent again
     const idb = globalThis.indexedDB
     // In browsers with Web Locks the id comes from the profile's pool
     // (claimId, while loading); else from the option, the tab or chance.
@@ -1527,7 +1528,8 @@ export class Sync extends Emitter {
     if (i < 0) return null
     const [p] = d.pending.splice(i, 1)
     this._storage.del('op:' + op)
-    if (this._whenDrained && [...this.docs.values()].every(d => !d.pending.length)) this._whenDrained()
+    // Checked once the answer is handled (a refusal may schedule a retry).
+    if (this._whenDrained) queueMicrotask(() => !this._retrying && [...this.docs.values()].every(d => !d.pending.length) && this._whenDrained())
     return p
   }
 
@@ -1605,7 +1607,8 @@ export class Sync extends Emitter {
       const tries = (p.retries || 0) + 1
       if (RETRYABLE.has(m.code) && tries <= policy.maxRetries) {
         const wait = policy.backoff === 'none' ? 0 : policy.backoff === 'linear' ? policy.base * tries : policy.base * 2 ** (tries - 1)
-        this._timers.setTimeout(() => this._resend(d, p, tries), wait)
+        this._retrying++
+        this._timers.setTimeout(() => { this._retrying--; this._resend(d, p, tries) }, wait)
         return
       }
       if (m.code === 'conflict' && h.onConflict) {

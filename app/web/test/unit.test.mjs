@@ -509,3 +509,19 @@ test('a transport that has worked is kept while the server is down (no fallback 
   h.last().welcome()
   assert.equal(h.sync.transport, h.sync.order[0])
 })
+
+test('replaying a closed tab\'s queue ends only when every op is answered, not while a refused one waits for its retry', async () => {
+  const h = await online()
+  const d = h.sync.doc('forms/f1')
+  let drained = 0
+  h.sync._whenDrained = () => drained++
+  d.set('a', 1)
+  h.last().h.msg({ t: 'reject', doc: 'forms/f1', op: 1, code: 'unavailable', msg: 'store down' })
+  await tick()
+  assert.equal(drained, 0, 'the op waits for its retry')
+  h.clock.advance(500)
+  assert.deepEqual(ops(h.last()).map(o => o.op), [1, 1])
+  h.last().h.msg({ t: 'ack', doc: 'forms/f1', op: 1, v: 1, new: true })
+  await tick()
+  assert.equal(drained, 1)
+})
