@@ -149,3 +149,34 @@ test('after a 10 s outage of the server the page is online again within 6 s', as
   await serverDoc(form, d => d.notes === 'typed during the outage' && d.responses === 1)
   await ctx.close()
 })
+
+test('a page on an origin the server does not allow is told so (origin_not_allowed), not left retrying', async t => {
+  // The page and a copy of the client come from another origin (another
+  // port); the replica allows only its own.
+  const { createServer } = await import('node:http')
+  const { readFileSync } = await import('node:fs')
+  const client = readFileSync(new globalThis.URL('../dist/client.min.js', import.meta.url))
+  const page = `<script type="module">
+    import { connect } from '/client.js'
+    const sync = connect(${JSON.stringify(URL)})
+    window.seen = { errors: [], statuses: [] }
+    sync.on('error', e => window.seen.errors.push({ code: e.code, origin: e.details?.origin }))
+    sync.on('status', e => window.seen.statuses.push([e.status, e.code]))
+  </script>`
+  const srv = createServer((req, res) => {
+    const js = req.url === '/client.js'
+    res.writeHead(200, { 'content-type': js ? 'text/javascript' : 'text/html' })
+    res.end(js ? client : page)
+  })
+  await new Promise(resolve => srv.listen(0, '127.0.0.1', resolve))
+  t.after(() => srv.close())
+  const origin = `http://127.0.0.1:${srv.address().port}`
+  const ctx = await browser.newContext()
+  const p = await ctx.newPage()
+  await p.goto(origin + '/')
+  await p.waitForFunction(() => window.seen?.statuses.some(([s]) => s === 'stopped'), null, { timeout: 15_000 })
+  const seen = await p.evaluate(() => window.seen)
+  assert.deepEqual(seen.errors, [{ code: 'origin_not_allowed', origin }])
+  assert.deepEqual(seen.statuses.at(-1), ['stopped', 4502])
+  await ctx.close()
+})
