@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 )
 
@@ -35,13 +36,13 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("saga-dev", flag.ContinueOnError)
 	dataDir := fs.String("data", "data/saga", "data directory (SQLite files, rendered components, logs)")
 	redis := fs.String("redis", "127.0.0.1:6379", "Redis for the integration events")
-	appID := fs.String("app-id", "autoglm", "Dapr app id of the sync service")
+	appID := fs.String("app-id", config.DefaultAppID, "Dapr app id of the sync service")
 	invID := fs.String("inventory-app-id", "inventory", "Dapr app id of the inventory service")
-	port := fs.Int("port", 8080, "sync service port")
+	port := fs.Int("port", config.DefaultPort, "sync service port")
 	invPort := fs.Int("inventory-port", 8090, "inventory service port")
-	daprPort := fs.Int("dapr-http-port", 3500, "the sync service's daprd HTTP port")
-	grpcPort := fs.Int("dapr-grpc-port", 50001, "the sync service's daprd gRPC port")
-	metricsPort := fs.Int("dapr-metrics-port", 9090, "the sync service's daprd metrics port")
+	daprPort := fs.Int("dapr-http-port", config.DefaultDaprHTTPPort, "the sync service's daprd HTTP port")
+	grpcPort := fs.Int("dapr-grpc-port", config.DefaultDaprGRPCPort, "the sync service's daprd gRPC port")
+	metricsPort := fs.Int("dapr-metrics-port", config.DefaultDaprMetricsPort, "the sync service's daprd metrics port")
 	daprConfig := fs.String("dapr-config", "config/daprd.yaml", "Dapr Configuration for the sidecars (name resolution)")
 	logLevel := fs.String("dapr-log-level", "warn", "daprd log level")
 	if err := fs.Parse(args); err != nil {
