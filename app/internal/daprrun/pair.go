@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -128,6 +129,10 @@ func (p *Pair) waitOwn(ctx context.Context, node string) error {
 				err = fmt.Errorf("%s answers as node %q, not this run's app (%s): another process holds the port or the app id", u, got, node)
 			}
 			last = err
+			if e := sc.LastError(); i == 1 && strings.Contains(e, "couldn't find name resolver") {
+				return fmt.Errorf("%s was built without the name resolver its configuration (%s) names: "+
+					"use a Dapr release build (`dapr init --slim`, DAPRD=) or bin/daprd (`make daprd`)", sc.Daprd, sc.ConfigFile)
+			}
 			select {
 			case <-ctx.Done():
 				return last
