@@ -19,51 +19,51 @@ import (
 	"testing"
 	"time"
 
+	"github.com/open-autoglm/autoglm/app/internal/cluster"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
 )
 
-// binaries builds the runner and the service once per test process.
-var binaries struct {
-	once             sync.Once
-	dir, runner, app string
-	err              error
+// runnerBin builds the runner once per test process; the service binary
+// comes from cluster.App.
+var runnerBin struct {
+	once sync.Once
+	path string
+	err  error
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if binaries.dir != "" {
-		os.RemoveAll(binaries.dir)
+	code := cluster.Main(m)
+	if runnerBin.path != "" {
+		os.RemoveAll(filepath.Dir(runnerBin.path))
 	}
 	os.Exit(code)
 }
 
 func build(t *testing.T) (runner, app string) {
 	t.Helper()
-	binaries.once.Do(func() {
+	runnerBin.once.Do(func() {
 		root, err := daprrun.RepoRoot()
 		if err != nil {
-			binaries.err = err
+			runnerBin.err = err
 			return
 		}
-		if binaries.dir, binaries.err = os.MkdirTemp("", "autoglm-dev-test-"); binaries.err != nil {
+		dir, err := os.MkdirTemp("", "autoglm-dev-test-")
+		if err != nil {
+			runnerBin.err = err
 			return
 		}
-		binaries.runner = filepath.Join(binaries.dir, "autoglm-dev")
-		binaries.app = filepath.Join(binaries.dir, "autoglm")
-		for bin, pkg := range map[string]string{binaries.runner: "./app/cmd/autoglm-dev", binaries.app: "./app/cmd/autoglm"} {
-			cmd := exec.Command("go", "build", "-o", bin, pkg)
-			cmd.Dir = root
-			if out, err := cmd.CombinedOutput(); err != nil {
-				binaries.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-				return
-			}
+		runnerBin.path = filepath.Join(dir, "autoglm-dev")
+		cmd := exec.Command("go", "build", "-o", runnerBin.path, "./app/cmd/autoglm-dev")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			runnerBin.err = fmt.Errorf("build the runner: %v\n%s", err, out)
 		}
 	})
-	if binaries.err != nil {
-		t.Fatal(binaries.err)
+	if runnerBin.err != nil {
+		t.Fatal(runnerBin.err)
 	}
-	return binaries.runner, binaries.app
+	return runnerBin.path, cluster.App(t)
 }
 
 // clone lays out what a developer's clone gives the runner — components/,

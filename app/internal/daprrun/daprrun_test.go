@@ -9,13 +9,19 @@ import (
 	"testing"
 )
 
-func TestPortsMovesATakenDefaultAndSaysSo(t *testing.T) {
+// takenPort returns a loopback port held by a listener until the test ends.
+func takenPort(t *testing.T) int {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	taken := ln.Addr().(*net.TCPAddr).Port
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestPortsMovesATakenDefaultAndSaysSo(t *testing.T) {
+	taken := takenPort(t)
 
 	var ps Ports
 	got, err := ps.Pick("app", taken, false)
@@ -36,12 +42,7 @@ func TestPortsMovesATakenDefaultAndSaysSo(t *testing.T) {
 }
 
 func TestPortsRefusesATakenExplicitPort(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	taken := ln.Addr().(*net.TCPAddr).Port
+	taken := takenPort(t)
 	var ps Ports
 	if _, err := ps.Pick("app", taken, true); err == nil || !strings.Contains(err.Error(), strconv.Itoa(taken)) {
 		t.Fatalf("Pick(taken explicit) error = %v, want one naming port %d", err, taken)
