@@ -8,28 +8,32 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DAPR_VERSION := 1.14.0
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help run run-cluster run-saga components build daprd test test-unit test-deploy lint fmt tidy tidy-check clean bench bench-smoke
+.PHONY: help run run-cluster run-saga sidecar build daprd test test-unit test-deploy lint fmt tidy tidy-check clean bench bench-smoke
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-run: build daprd ## start the service on the embedded default (SQLite + in-memory pub/sub)
-	./bin/autoglm-dev -profile local -data data
+run: build sidecar ## start the service on the embedded default (SQLite + in-memory pub/sub)
+	./bin/autoglm-dev -profile local -data data $(RUN_FLAGS)
 
 CLUSTER_PROFILE ?= redis
 
-run-cluster: build daprd ## start 3 replicas on the Redis profile (CLUSTER_PROFILE=postgres: PostgreSQL + NATS); ports 8080-8082
+run-cluster: build sidecar ## start 3 replicas on the Redis profile (CLUSTER_PROFILE=postgres: PostgreSQL + NATS); ports 8080-8082
 	./bin/autoglm-dev -profile $(CLUSTER_PROFILE) -replicas 3 -data data/cluster
 
-run-saga: build daprd ## the order/inventory saga: sync service + inventory service, each with daprd (needs Redis on 127.0.0.1:6379)
+run-saga: build sidecar ## the order/inventory saga: sync service + inventory service, each with daprd (needs Redis on 127.0.0.1:6379)
 	$(GO) build -trimpath -o bin/inventory ./app/cmd/inventory
 	$(GO) build -trimpath -o bin/saga-dev ./app/cmd/saga-dev
 	./bin/saga-dev -data data/saga
 
-components: ## render components/local into data/components/local (for dapr.yaml / the Dapr CLI)
-	@mkdir -p data/components/local
-	@for f in components/local/*.yaml; do sed "s#{{DATA_DIR}}#$(CURDIR)/data#g" $$f > data/components/local/$$(basename $$f); done
-	@echo "rendered data/components/local"
+# An installed daprd 1.14.x (DAPRD=..., the Dapr CLI's ~/.dapr/bin/daprd,
+# or daprd on PATH) is used as it is; bin/daprd is built only when none is.
+sidecar: ## use an installed daprd 1.14.x (DAPRD=, ~/.dapr/bin/daprd, PATH), else build bin/daprd
+	@$(GO) build -trimpath -o bin/autoglm-dev ./app/cmd/autoglm-dev
+	@if [ -n "$${DAPRD:-}" ]; then ./bin/autoglm-dev -find-daprd; \
+	elif ! ./bin/autoglm-dev -find-daprd -installed 2>/dev/null; then \
+		echo "no installed daprd 1.14.x (DAPRD, ~/.dapr/bin/daprd, PATH): using bin/daprd, built from tools/daprd"; \
+		$(MAKE) --no-print-directory bin/daprd; fi
 
 build: ## build bin/autoglm and the dev runner
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/autoglm ./app/cmd/autoglm
@@ -48,7 +52,7 @@ bin/daprd: tools/daprd/go.mod tools/daprd/go.sum tools/daprd/main.go
 	@mv bin/daprd.tmp bin/daprd
 	@./bin/daprd --version
 
-test: daprd ## run the whole test suite (unit, integration against daprd + Redis, deployment checks)
+test: sidecar ## run the whole test suite (unit, integration against daprd + Redis, deployment checks)
 	$(MAKE) --no-print-directory tidy-check
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l app tools)" || { echo "gofmt needed:"; gofmt -l app tools; exit 1; }
@@ -59,12 +63,12 @@ test: daprd ## run the whole test suite (unit, integration against daprd + Redis
 
 BENCH_FLAGS ?=
 
-bench: build daprd ## benchmark delta sync vs full push and polling, throughput, idle memory (local + redis; results in bench/out)
+bench: build sidecar ## benchmark delta sync vs full push and polling, throughput, idle memory (local + redis; results in bench/out)
 	$(GO) build -trimpath -o bin/autoglm-bench ./app/cmd/autoglm-bench
 	./bin/autoglm-bench -profile local,redis -out bench/out $(BENCH_FLAGS)
 	$(MAKE) --no-print-directory bench-text
 
-bench-smoke: build daprd ## a few seconds of the benchmark on the local profile; fails on any missed or duplicated delivery
+bench-smoke: build sidecar ## a few seconds of the benchmark on the local profile; fails on any missed or duplicated delivery
 	$(GO) build -trimpath -o bin/autoglm-bench ./app/cmd/autoglm-bench
 	./bin/autoglm-bench -smoke -profile local -out bench/out/smoke
 
@@ -98,11 +102,11 @@ clean: ## remove build outputs and local data
 .PHONY: test-js test-browser bench-text
 WEB := app/web
 
-test-js: daprd $(WEB)/node_modules/.package-lock.json ## JS client tests (node --test) against a real replica
+test-js: sidecar $(WEB)/node_modules/.package-lock.json ## JS client tests (node --test) against a real replica
 	$(GO) vet -tags webtest ./$(WEB)
 	$(GO) test -tags webtest -count=1 -timeout 10m -run '^TestJS$$' -v ./$(WEB)
 
-test-browser: daprd $(WEB)/node_modules/.package-lock.json ## demo page end to end in Chromium (needs /usr/bin/chromium)
+test-browser: sidecar $(WEB)/node_modules/.package-lock.json ## demo page end to end in Chromium (needs /usr/bin/chromium)
 	$(GO) test -tags webtest -count=1 -timeout 15m -run '^TestBrowser$$' -v ./$(WEB)
 
 bench-text: daprd $(WEB)/node_modules/.package-lock.json ## text fields against Yjs on the same traces (results in bench/out/text.json)

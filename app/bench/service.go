@@ -86,7 +86,7 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 	appPort, httpPort, grpcPort := ports[0], ports[1], ports[2]
 	// The app and daprd require each other's token, as in every profile.
 	side := daprrun.Options{AppID: config.DefaultAppID, AppPort: appPort, HTTPPort: httpPort, GRPCPort: grpcPort,
-		ResourcesDir: res, Output: o.Log, APIToken: daprrun.NewToken(), AppAPIToken: daprrun.NewToken()}
+		ResourcesDir: res, Dir: o.DataDir, Output: o.Log, APIToken: daprrun.NewToken(), AppAPIToken: daprrun.NewToken()}
 	env := append(side.AppEnv(),
 		"AUTOGLM_PORT="+strconv.Itoa(appPort),
 		"AUTOGLM_NODE_ID=bench-0",

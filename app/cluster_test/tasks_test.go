@@ -55,9 +55,17 @@ func TestTasksRunOnce(t *testing.T) {
 			var mu sync.Mutex
 			got := map[int][]int{} // task -> replicas that ran it
 			var sidecars []*daprrun.Sidecar
+			// Each stub app and its daprd require each other's token, as
+			// every deployment does.
+			daprTokens := [2]string{daprrun.NewToken(), daprrun.NewToken()}
 			for r := range 2 {
+				appToken := daprrun.NewToken()
 				mux := http.NewServeMux()
-				mux.HandleFunc("/dapr/subscribe", func(w http.ResponseWriter, _ *http.Request) {
+				mux.HandleFunc("/dapr/subscribe", func(w http.ResponseWriter, req *http.Request) {
+					if req.Header.Get("dapr-api-token") != appToken {
+						http.Error(w, "missing or wrong dapr-api-token", http.StatusUnauthorized)
+						return
+					}
 					var subs []map[string]string
 					for _, tt := range taskTopics {
 						subs = append(subs, map[string]string{"pubsubname": config.DefaultTasksPubsub, "topic": tt, "route": "/task"})
@@ -65,6 +73,10 @@ func TestTasksRunOnce(t *testing.T) {
 					_ = json.NewEncoder(w).Encode(subs)
 				})
 				mux.HandleFunc("/task", func(w http.ResponseWriter, req *http.Request) {
+					if req.Header.Get("dapr-api-token") != appToken {
+						http.Error(w, "missing or wrong dapr-api-token", http.StatusUnauthorized)
+						return
+					}
 					var ev struct {
 						Data struct{ I int } `json:"data"`
 					}
@@ -90,7 +102,7 @@ func TestTasksRunOnce(t *testing.T) {
 				}
 				var log strings.Builder
 				sc, err := daprrun.Start(daprrun.Options{AppID: config.DefaultAppID, AppPort: ln.Addr().(*net.TCPAddr).Port,
-					ResourcesDir: res, Output: &syncWriter{b: &log}})
+					ResourcesDir: res, Output: &syncWriter{b: &log}, APIToken: daprTokens[r], AppAPIToken: appToken})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -107,7 +119,8 @@ func TestTasksRunOnce(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 			const n = 60
 			for i := range n {
-				r := mustDo(t, "POST", fmt.Sprintf("%s/v1.0/publish/%s/%s", sidecars[i%2].HTTPURL(), config.DefaultTasksPubsub, taskTopics[i/2%2]), fmt.Sprintf(`{"i":%d}`, i))
+				r := mustDo(t, "POST", fmt.Sprintf("%s/v1.0/publish/%s/%s", sidecars[i%2].HTTPURL(), config.DefaultTasksPubsub, taskTopics[i/2%2]), fmt.Sprintf(`{"i":%d}`, i),
+					"dapr-api-token", daprTokens[i%2])
 				if r.Status/100 != 2 {
 					t.Fatalf("publish %d: %d %s", i, r.Status, r.Raw)
 				}

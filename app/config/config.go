@@ -16,6 +16,9 @@ import (
 // dapr.yaml); tests cross-check them.
 const (
 	DefaultPort            = 8080
+	DefaultDaprHTTPPort    = 3500
+	DefaultDaprGRPCPort    = 50001
+	DefaultDaprMetricsPort = 9090
 	DefaultHost            = "127.0.0.1"
 	DefaultAppID           = "autoglm"
 	DefaultStateStore      = "statestore"
@@ -107,8 +110,8 @@ func Default() Config {
 		Host:            DefaultHost,
 		AppID:           DefaultAppID,
 		NodeID:          fmt.Sprintf("%s-%d", host, os.Getpid()),
-		DaprGRPCPort:    50001,
-		DaprHTTPPort:    3500,
+		DaprGRPCPort:    DefaultDaprGRPCPort,
+		DaprHTTPPort:    DefaultDaprHTTPPort,
 		StateStore:      DefaultStateStore,
 		BroadcastPubsub: DefaultBroadcastPubsub,
 		BroadcastTopic:  DefaultBroadcastTopic,

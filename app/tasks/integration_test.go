@@ -22,6 +22,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/daprbus"
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
+	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
 	"github.com/open-autoglm/autoglm/app/tasks"
@@ -53,7 +54,11 @@ func startApp(t *testing.T, profile string, opt tasks.Options, setup func(q *tas
 		t.Fatal(err)
 	}
 	grpcPort, _ := daprrun.FreePort()
-	conn, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(grpcPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The app and its daprd require each other's token, as in every
+	// deployment.
+	daprToken, appToken := daprrun.NewToken(), daprrun.NewToken()
+	conn, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(grpcPort),
+		append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, daprconn.WithToken(daprToken)...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +72,7 @@ func startApp(t *testing.T, profile string, opt tasks.Options, setup func(q *tas
 	}
 	q := tasks.New(opt)
 	setup(q)
-	h := &daprbus.Handler{Subs: q.Subscriptions()}
+	h := &daprbus.Handler{Subs: q.Subscriptions(), Token: appToken}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /dapr/subscribe", h.ServeSubscribe)
 	for _, s := range h.Subs {
@@ -81,7 +86,8 @@ func startApp(t *testing.T, profile string, opt tasks.Options, setup func(q *tas
 	go func() { _ = srv.Serve(ln) }()
 	a := &app{Q: q, log: &lockedBuffer{}}
 	sc, err := daprrun.Start(daprrun.Options{AppID: "taskstest-" + uuid.NewString()[:8],
-		AppPort: ln.Addr().(*net.TCPAddr).Port, GRPCPort: grpcPort, ResourcesDir: res, Output: a.log, LogLevel: "info"})
+		AppPort: ln.Addr().(*net.TCPAddr).Port, GRPCPort: grpcPort, ResourcesDir: res, Output: a.log, LogLevel: "info",
+		APIToken: daprToken, AppAPIToken: appToken})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,10 @@
 // autoglm) and the inventory service (bin/inventory, app id inventory), each
 // beside its own daprd, on the components/saga profile (SQLite with Dapr's
 // outbox, integration events over the machine's Redis). Each app and its
-// daprd share two API tokens generated for the run. Ctrl-C stops
-// everything.
+// daprd share two API tokens generated for the run. The sidecars find
+// each other with Dapr's SQLite name resolver in the data directory
+// (config/daprd.yaml), never another developer's instance with the same app
+// ids. Ctrl-C stops everything.
 package main
 
 import (
@@ -17,6 +19,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 )
 
@@ -33,12 +36,25 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("saga-dev", flag.ContinueOnError)
 	dataDir := fs.String("data", "data/saga", "data directory (SQLite files, rendered components, logs)")
 	redis := fs.String("redis", "127.0.0.1:6379", "Redis for the integration events")
-	port := fs.Int("port", 8080, "sync service port")
+	appID := fs.String("app-id", config.DefaultAppID, "Dapr app id of the sync service")
+	invID := fs.String("inventory-app-id", "inventory", "Dapr app id of the inventory service")
+	port := fs.Int("port", config.DefaultPort, "sync service port")
 	invPort := fs.Int("inventory-port", 8090, "inventory service port")
+	daprPort := fs.Int("dapr-http-port", config.DefaultDaprHTTPPort, "the sync service's daprd HTTP port")
+	grpcPort := fs.Int("dapr-grpc-port", config.DefaultDaprGRPCPort, "the sync service's daprd gRPC port")
+	metricsPort := fs.Int("dapr-metrics-port", config.DefaultDaprMetricsPort, "the sync service's daprd metrics port")
+	daprConfig := fs.String("dapr-config", "config/daprd.yaml", "Dapr Configuration for the sidecars (name resolution)")
 	logLevel := fs.String("dapr-log-level", "warn", "daprd log level")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	daprd, err := daprrun.FindDaprd(false)
+	if err != nil {
+		return err
+	}
+	fmt.Println("using", daprd)
 	root, err := daprrun.RepoRoot()
 	if err != nil {
 		return err
@@ -47,18 +63,40 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	unlock, err := daprrun.LockDir(data)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if !filepath.IsAbs(*daprConfig) {
+		*daprConfig = filepath.Join(root, *daprConfig)
+	}
+	// The inventory's sidecar takes any free ports: only its app port is
+	// used from outside.
+	var ports daprrun.Ports
+	for _, p := range []struct {
+		dst        *int
+		what, name string
+	}{
+		{port, "sync service", "port"}, {invPort, "inventory service", "inventory-port"}, {daprPort, "daprd HTTP", "dapr-http-port"},
+		{grpcPort, "daprd gRPC", "dapr-grpc-port"}, {metricsPort, "daprd metrics", "dapr-metrics-port"},
+	} {
+		if *p.dst, err = ports.Pick(p.what, *p.dst, explicit[p.name]); err != nil {
+			return err
+		}
+	}
+	for _, n := range ports.Notes {
+		fmt.Println(n)
+	}
 	res := filepath.Join(data, "resources")
 	if err := os.RemoveAll(res); err != nil {
 		return err
 	}
-	vars := map[string]string{"DATA_DIR": data, "REDIS_HOST": *redis, "AUTOGLM_APP_ID": "autoglm",
-		"INVENTORY_APP_ID": "inventory", "EVENTS_TOPIC": "doc-events"}
+	vars := map[string]string{"DATA_DIR": data, "REDIS_HOST": *redis, "AUTOGLM_APP_ID": *appID,
+		"INVENTORY_APP_ID": *invID, "EVENTS_TOPIC": "doc-events"}
 	if err := daprrun.Render(filepath.Join(root, "components", "saga"), res, vars); err != nil {
 		return fmt.Errorf("render components: %w", err)
 	}
-	// Service invocation resolves app ids with mDNS; announce loopback.
-	os.Setenv("DAPR_HOST_IP", "127.0.0.1")
-
 	var running []*daprrun.Pair
 	defer func() {
 		for i := len(running) - 1; i >= 0; i-- {
@@ -66,13 +104,13 @@ func run(ctx context.Context, args []string) error {
 		}
 		fmt.Println("stopped")
 	}()
-	start := func(name, appID, bin string, appPort, httpPort, grpcPort int, env []string) error {
+	start := func(name, appID, bin string, appPort, httpPort, grpcPort, metricsPort int, node string, env []string) error {
 		logFile := filepath.Join(data, name+"-daprd.log")
 		p, err := daprrun.StartPair(ctx, daprrun.PairOptions{
-			Name: name, Bin: filepath.Join(root, bin), Env: env, Out: os.Stderr, LogFile: logFile,
-			Sidecar: daprrun.Options{AppID: appID, AppPort: appPort, HTTPPort: httpPort, GRPCPort: grpcPort,
-				ResourcesDir: res, LogLevel: *logLevel,
-				Args: []string{"--dapr-internal-grpc-listen-address", "127.0.0.1"}},
+			Name: name, Bin: filepath.Join(root, bin), Env: env, Out: os.Stderr, LogFile: logFile, NodeID: node,
+			Sidecar: daprrun.Options{Daprd: daprd.Path, AppID: appID, AppPort: appPort, HTTPPort: httpPort, GRPCPort: grpcPort,
+				MetricsPort: metricsPort, ResourcesDir: res, Dir: data, ConfigFile: *daprConfig, LogLevel: *logLevel,
+				Env: daprrun.LoopbackEnv, Args: daprrun.LoopbackArgs},
 		})
 		if err != nil {
 			return err
@@ -85,16 +123,15 @@ func run(ctx context.Context, args []string) error {
 		fmt.Printf("%s ready: app http://127.0.0.1:%d, daprd http://127.0.0.1:%d (log %s, API tokens %s)\n", name, appPort, p.Sidecar.HTTPPort, logFile, tokens)
 		return nil
 	}
-	if err := start("autoglm", "autoglm", "bin/autoglm", *port, 3500, 50001, []string{
-		"AUTOGLM_PORT=" + strconv.Itoa(*port), "AUTOGLM_APP_ID=autoglm", "AUTOGLM_NODE_ID=saga",
+	node := "saga-" + daprrun.NewToken()[:8]
+	if err := start("autoglm", *appID, "bin/autoglm", *port, *daprPort, *grpcPort, *metricsPort, node, []string{
+		"AUTOGLM_PORT=" + strconv.Itoa(*port), "AUTOGLM_APP_ID=" + *appID, "AUTOGLM_NODE_ID=" + node,
 		"AUTOGLM_COLLECTIONS=" + filepath.Join(root, "config", "collections.yaml"), "AUTOGLM_EVENTS_TOPIC=doc-events",
 	}); err != nil {
 		return err
 	}
-	// The inventory's sidecar takes any free ports (0): only its app port is
-	// used from outside.
-	if err := start("inventory", "inventory", "bin/inventory", *invPort, 0, 0, []string{
-		"INVENTORY_PORT=" + strconv.Itoa(*invPort), "INVENTORY_ORDERS_APP=autoglm", "INVENTORY_ORDERS_TOPIC=doc-events",
+	if err := start("inventory", *invID, "bin/inventory", *invPort, 0, 0, 0, "", []string{
+		"INVENTORY_PORT=" + strconv.Itoa(*invPort), "INVENTORY_ORDERS_APP=" + *appID, "INVENTORY_ORDERS_TOPIC=doc-events",
 	}); err != nil {
 		return err
 	}

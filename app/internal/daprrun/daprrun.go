@@ -17,8 +17,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -44,20 +46,105 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// Daprd returns the daprd binary: $DAPRD, or bin/daprd in the repository.
-func Daprd() (string, error) {
+// DaprVersion is the Dapr release the service is built and tested against;
+// a daprd of another minor release is not used.
+const DaprVersion = "1.14"
+
+// Binary is a daprd found on this machine.
+type Binary struct {
+	Path    string
+	Version string // what `daprd --version` printed
+	From    string // where it was found: DAPRD, the Dapr CLI's install, PATH, bin/daprd
+}
+
+func (b Binary) String() string { return fmt.Sprintf("daprd %s at %s (%s)", b.Version, b.Path, b.From) }
+
+var found struct {
+	sync.Mutex
+	bin map[bool]Binary
+}
+
+// FindDaprd looks for a daprd 1.14.x, in this order: $DAPRD, the Dapr CLI's
+// install (~/.dapr/bin/daprd, `dapr init --slim`), daprd on PATH, and —
+// unless installedOnly — bin/daprd built from tools/daprd. Each candidate
+// must answer `daprd --version` with 1.14.x. A $DAPRD that is missing or of
+// another version is an error, not skipped. The error lists what was
+// tried.
+func FindDaprd(installedOnly bool) (Binary, error) {
+	found.Lock()
+	defer found.Unlock()
+	if b, ok := found.bin[installedOnly]; ok {
+		return b, nil
+	}
 	if p := os.Getenv("DAPRD"); p != "" {
-		return p, nil
+		b, err := checkDaprd(p, "DAPRD")
+		if err != nil {
+			return Binary{}, fmt.Errorf("DAPRD=%s: %w", p, err)
+		}
+		return remember(installedOnly, b), nil
 	}
-	root, err := RepoRoot()
+	var tried []string
+	try := func(path, from string) (Binary, bool) {
+		b, err := checkDaprd(path, from)
+		if err != nil {
+			tried = append(tried, fmt.Sprintf("%s (%s): %v", path, from, err))
+			return Binary{}, false
+		}
+		return b, true
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		if b, ok := try(filepath.Join(home, ".dapr", "bin", "daprd"), "Dapr CLI install"); ok {
+			return remember(installedOnly, b), nil
+		}
+	}
+	if p, err := exec.LookPath("daprd"); err == nil {
+		if b, ok := try(p, "PATH"); ok {
+			return remember(installedOnly, b), nil
+		}
+	} else {
+		tried = append(tried, "PATH: no daprd")
+	}
+	if !installedOnly {
+		if root, err := RepoRoot(); err == nil {
+			if b, ok := try(filepath.Join(root, "bin", "daprd"), "built from tools/daprd"); ok {
+				return remember(installedOnly, b), nil
+			}
+		}
+	}
+	return Binary{}, fmt.Errorf("no daprd %s.x found (tried %s): install one with `dapr init --slim` "+
+		"(Dapr CLI), set DAPRD=/path/to/daprd, or build bin/daprd with `make daprd`", DaprVersion, strings.Join(tried, "; "))
+}
+
+func remember(installedOnly bool, b Binary) Binary {
+	if found.bin == nil {
+		found.bin = map[bool]Binary{}
+	}
+	found.bin[installedOnly] = b
+	return b
+}
+
+// checkDaprd runs `path --version` and accepts 1.14.x.
+func checkDaprd(path, from string) (Binary, error) {
+	if _, err := os.Stat(path); err != nil {
+		return Binary{}, errors.New("not found")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
 	if err != nil {
-		return "", err
+		return Binary{}, fmt.Errorf("`daprd --version` failed: %v", err)
 	}
-	p := filepath.Join(root, "bin", "daprd")
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("daprd not found at %s: build it with `make daprd`", p)
+	v := strings.TrimSpace(string(out))
+	if v != DaprVersion && !strings.HasPrefix(v, DaprVersion+".") {
+		return Binary{}, fmt.Errorf("version %q, need %s.x", v, DaprVersion)
 	}
-	return p, nil
+	return Binary{Path: path, Version: v, From: from}, nil
+}
+
+// Daprd returns the path of the daprd that FindDaprd(false) finds.
+func Daprd() (string, error) {
+	b, err := FindDaprd(false)
+	return b.Path, err
 }
 
 // NewToken returns a fresh API token: 32 random bytes, hex-encoded.
@@ -122,13 +209,19 @@ type Options struct {
 	HTTPPort     int // 0: a free port
 	GRPCPort     int // 0: a free port
 	MetricsPort  int // 0: a free port
+	InternalPort int // daprd-to-daprd gRPC port; 0: a free port
 	ResourcesDir string
-	ConfigFile   string // optional Dapr Configuration file
-	LogLevel     string // default warn
-	APIToken     string // DAPR_API_TOKEN the sidecar requires on its API
-	AppAPIToken  string // APP_API_TOKEN the sidecar presents on its calls to the app
-	Output       io.Writer
-	Args         []string // extra daprd flags (e.g. --enable-profiling)
+	// Dir is daprd's working directory, where relative file paths in the
+	// components resolve (components/local keeps its SQLite files there);
+	// empty: ResourcesDir.
+	Dir         string
+	Env         []string // extra environment for daprd
+	ConfigFile  string   // optional Dapr Configuration file
+	LogLevel    string   // default warn
+	APIToken    string   // DAPR_API_TOKEN the sidecar requires on its API
+	AppAPIToken string   // APP_API_TOKEN the sidecar presents on its calls to the app
+	Output      io.Writer
+	Args        []string // extra daprd flags (e.g. --enable-profiling)
 }
 
 // Sidecar is a running daprd.
@@ -136,6 +229,7 @@ type Sidecar struct {
 	Options
 	cmd  *exec.Cmd
 	exit *exit
+	tail *tail
 }
 
 // exit records a process's end: done is closed once it has exited.
@@ -175,9 +269,10 @@ func Start(opt Options) (*Sidecar, error) {
 	if opt.LogLevel == "" {
 		opt.LogLevel = "warn"
 	}
-	internal, err := FreePort()
-	if err != nil {
-		return nil, err
+	if opt.InternalPort == 0 {
+		if opt.InternalPort, err = FreePort(); err != nil {
+			return nil, err
+		}
 	}
 	args := []string{
 		"--app-id", opt.AppID,
@@ -185,7 +280,7 @@ func Start(opt Options) (*Sidecar, error) {
 		"--app-protocol", "http",
 		"--dapr-http-port", strconv.Itoa(opt.HTTPPort),
 		"--dapr-grpc-port", strconv.Itoa(opt.GRPCPort),
-		"--dapr-internal-grpc-port", strconv.Itoa(internal),
+		"--dapr-internal-grpc-port", strconv.Itoa(opt.InternalPort),
 		"--metrics-port", strconv.Itoa(opt.MetricsPort),
 		"--resources-path", opt.ResourcesDir,
 		"--log-level", opt.LogLevel,
@@ -197,22 +292,33 @@ func Start(opt Options) (*Sidecar, error) {
 	}
 	args = append(args, opt.Args...)
 	cmd := exec.Command(opt.Daprd, args...)
-	cmd.Env = os.Environ()
+	cmd.Dir = opt.Dir
+	if cmd.Dir == "" {
+		cmd.Dir = opt.ResourcesDir
+	}
+	cmd.Env = append(os.Environ(), opt.Env...)
 	if opt.APIToken != "" {
 		cmd.Env = append(cmd.Env, "DAPR_API_TOKEN="+opt.APIToken)
 	}
 	if opt.AppAPIToken != "" {
 		cmd.Env = append(cmd.Env, "APP_API_TOKEN="+opt.AppAPIToken)
 	}
+	t := &tail{}
+	var w io.Writer = t
 	if opt.Output != nil {
-		cmd.Stdout, cmd.Stderr = opt.Output, opt.Output
+		w = io.MultiWriter(opt.Output, t)
 	}
+	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start daprd: %w", err)
 	}
-	return &Sidecar{Options: opt, cmd: cmd, exit: watch(cmd)}, nil
+	return &Sidecar{Options: opt, cmd: cmd, exit: watch(cmd), tail: t}, nil
 }
+
+// LastError is the last line daprd logged at level error or fatal ("" if
+// none).
+func (s *Sidecar) LastError() string { return s.tail.lastError() }
 
 // HTTPURL is daprd's HTTP API base.
 func (s *Sidecar) HTTPURL() string { return "http://127.0.0.1:" + strconv.Itoa(s.HTTPPort) }
@@ -274,21 +380,92 @@ func kill(cmd *exec.Cmd, e *exit) {
 type Process struct {
 	cmd  *exec.Cmd
 	exit *exit
+	tail *tail
 }
 
-// StartProcess runs a binary with extra environment variables.
+// StartProcess runs a binary with extra environment variables. Its output
+// goes to out and its last lines are kept for ExitReason.
 func StartProcess(bin string, env []string, out io.Writer) (*Process, error) {
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), env...)
+	t := &tail{}
+	var w io.Writer = t
 	if out != nil {
-		cmd.Stdout, cmd.Stderr = out, out
+		w = io.MultiWriter(out, t)
 	}
+	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	return &Process{cmd: cmd, exit: watch(cmd)}, nil
+	return &Process{cmd: cmd, exit: watch(cmd), tail: t}, nil
 }
+
+// ExitReason says why the process ended: its exit status and the last
+// line it logged at level error or fatal (else its last line). Call it
+// after Done is closed.
+func (p *Process) ExitReason() string {
+	r := p.exit.err
+	why := "exited"
+	if r != nil {
+		why = r.Error()
+	}
+	if line := p.tail.reason(); line != "" {
+		why += ": " + line
+	}
+	return why
+}
+
+// tail keeps the last few KiB written to it.
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+const tailSize = 8 << 10
+
+func (t *tail) Write(b []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, b...)
+	if len(t.buf) > tailSize {
+		t.buf = append(t.buf[:0:0], t.buf[len(t.buf)-tailSize:]...)
+	}
+	return len(b), nil
+}
+
+// reason is the last error or fatal line, else the last line.
+func (t *tail) reason() string {
+	if l := t.lastError(); l != "" {
+		return l
+	}
+	return strings.TrimSpace(t.lines()[len(t.lines())-1])
+}
+
+func (t *tail) lines() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Split(strings.TrimSpace(string(t.buf)), "\n")
+}
+
+// lastError is the last line logged at level error or fatal, its message
+// when the line is logfmt.
+func (t *tail) lastError() string {
+	lines := t.lines()
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := lines[i]
+		if strings.Contains(l, "level=error") || strings.Contains(l, "level=fatal") ||
+			strings.Contains(l, `"level":"error"`) || strings.Contains(l, `"level":"fatal"`) {
+			if m := msgRE.FindStringSubmatch(l); m != nil {
+				return m[1]
+			}
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
+}
+
+var msgRE = regexp.MustCompile(`msg="((?:[^"\\]|\\.)*)"`)
 
 // Pid is the process id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }

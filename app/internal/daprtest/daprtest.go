@@ -251,7 +251,7 @@ func (r *Replica) startOnce(retry bool) (raced bool) {
 func (r *Replica) runSidecar(daprd string) (*daprrun.Sidecar, error) {
 	return daprrun.Start(daprrun.Options{
 		Daprd: daprd, AppID: config.DefaultAppID, AppPort: r.AppPort, HTTPPort: r.Cfg.DaprHTTPPort, GRPCPort: r.Cfg.DaprGRPCPort,
-		ResourcesDir: r.resDir, Output: r.log, LogLevel: "info",
+		ResourcesDir: r.resDir, Dir: r.opt.DataDir, Output: r.log, LogLevel: "info",
 		APIToken: r.Cfg.DaprAPIToken, AppAPIToken: r.Cfg.AppAPIToken,
 	})
 }
