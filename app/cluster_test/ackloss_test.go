@@ -178,15 +178,20 @@ func TestAckedOpsUnderFaults(t *testing.T) {
 	for i, p := range phases {
 		led.setPhase(i)
 		start := time.Now()
+		recovered := ""
 		if p.fault != nil {
 			led.waitAcked(t, i, per/3, 3*time.Minute, p.name)
+			before := led.acked(i)
 			p.fault()
 			if t.Failed() {
 				t.FailNow()
 			}
+			during, after := led.acked(i)-before, time.Now()
+			led.waitAcked(t, i, led.acked(i)+100, 3*time.Minute, p.name)
+			recovered = fmt.Sprintf(" (%d during the fault; the next 100 within %v after it)", during, time.Since(after).Round(time.Millisecond))
 		}
 		led.waitAcked(t, i, per, 5*time.Minute, p.name)
-		t.Logf("phase %d (%s): %d ops acknowledged in %v", i, p.name, led.acked(i), time.Since(start).Round(time.Millisecond))
+		t.Logf("phase %d (%s): %d ops acknowledged in %v%s", i, p.name, led.acked(i), time.Since(start).Round(time.Millisecond), recovered)
 	}
 	finish()
 	for _, n := range c.Nodes {
