@@ -43,8 +43,10 @@ import (
 // end every acknowledged op must be in its document's log exactly once, at
 // the version its ack named; n must count every logged op and each writer's
 // counter its own; and a subscriber started on each replica must hold the
-// stored documents. The test logs acknowledged, lost and applied-twice ops
-// per phase. AUTOGLM_FAULT_OPS sets the acknowledged ops to reach across the
+// stored documents. An op refused as older than the server's idempotency
+// window (op_expired: it may or may not have been applied) is counted, and
+// must not be in the log twice either. The test logs acknowledged, lost and
+// applied-twice ops per phase. AUTOGLM_FAULT_OPS sets the acknowledged ops to reach across the
 // phases (default 5000).
 func TestAckedOpsUnderFaults(t *testing.T) {
 	total := 5000
@@ -227,12 +229,12 @@ func TestAckedOpsUnderFaults(t *testing.T) {
 
 	r := led.check(logs)
 	for i, p := range phases {
-		t.Logf("phase %d (%s): acknowledged %d (%d answered as duplicates), lost %d (%d sent once, %d resent; %d REST, %d WebSocket), applied twice %d, acked at another version %d; resent after a reject %d, after a reconnect or a failed request %d",
+		t.Logf("phase %d (%s): acknowledged %d (%d answered as duplicates), lost %d (%d sent once, %d resent; %d REST, %d WebSocket), applied twice %d, acked at another version %d; resent after a reject %d, after a reconnect or a failed request %d; refused as beyond the retry window %d",
 			i, p.name, r.acked[i], r.dups[i], r.lost[i], r.lostOnce[i], r.lostResent[i], r.lostREST[i], r.lost[i]-r.lostREST[i],
-			r.twice[i], r.moved[i], r.resentReject[i], r.resentConn[i])
+			r.twice[i], r.moved[i], r.resentReject[i], r.resentConn[i], r.expired[i])
 	}
-	t.Logf("all phases: acknowledged %d, lost %d, applied twice %d, acked at another version %d; hot document at v%d",
-		sum(r.acked), sum(r.lost), sum(r.twice), sum(r.moved), final[hot])
+	t.Logf("all phases: acknowledged %d, lost %d, applied twice %d, acked at another version %d, refused as beyond the retry window %d; hot document at v%d",
+		sum(r.acked), sum(r.lost), sum(r.twice), sum(r.moved), sum(r.expired), final[hot])
 	for _, e := range r.errs[:min(len(r.errs), 40)] {
 		t.Error(e)
 	}
@@ -285,6 +287,9 @@ type opRec struct {
 	acked       bool
 	version     int64
 	dup         bool
+	// expired: refused as older than the server's idempotency window; it
+	// may or may not have been applied (but never twice).
+	expired bool
 	// Sends again with the same op id: after a retryable reject (or a 5xx),
 	// and after a lost connection (or a failed request).
 	resentReject, resentConn int
@@ -324,6 +329,12 @@ func (l *ledger) ack(r *opRec, v int64, dup bool) {
 	}
 	r.acked, r.version, r.dup = true, v, dup
 	l.ackedN[r.phase]++
+}
+
+func (l *ledger) expire(r *opRec) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r.expired = true
 }
 
 func (l *ledger) resent(r *opRec, reject bool) {
@@ -371,7 +382,7 @@ func (l *ledger) waitAcked(t testing.TB, phase, n int, timeout time.Duration, wh
 }
 
 type report struct {
-	acked, dups, lost, twice, moved, resentReject, resentConn []int
+	acked, dups, lost, twice, moved, resentReject, resentConn, expired []int
 	// Lost ops by how they were sent: once or again with the same op id,
 	// over REST or WebSocket.
 	lostOnce, lostResent, lostREST []int
@@ -385,7 +396,7 @@ func (l *ledger) check(logs map[string]map[string][]int64) report {
 	defer l.mu.Unlock()
 	n := len(l.ackedN)
 	r := report{acked: make([]int, n), dups: make([]int, n), lost: make([]int, n), twice: make([]int, n),
-		moved: make([]int, n), resentReject: make([]int, n), resentConn: make([]int, n),
+		moved: make([]int, n), resentReject: make([]int, n), resentConn: make([]int, n), expired: make([]int, n),
 		lostOnce: make([]int, n), lostResent: make([]int, n), lostREST: make([]int, n)}
 	r.errs = append(r.errs, l.fails...)
 	issued := map[string]bool{}
@@ -398,6 +409,10 @@ func (l *ledger) check(logs map[string]map[string][]int64) report {
 		if len(vs) > 1 {
 			r.twice[o.phase]++
 			r.errs = append(r.errs, fmt.Sprintf("%s: op %s applied %d times, at %v", o.doc, key, len(vs), vs))
+		}
+		if o.expired {
+			r.expired[o.phase]++
+			continue
 		}
 		if !o.acked {
 			r.errs = append(r.errs, fmt.Sprintf("%s: op %s never acknowledged (logged at %v)", o.doc, key, vs))
@@ -629,7 +644,10 @@ func (w *wsWriter) read(conn *websocket.Conn) {
 		case protocol.TReject:
 			w.mu.Lock()
 			p := w.pending[m.Op]
-			if p != nil && retryable(m.Code) {
+			if p != nil && m.Code == codeOpExpired {
+				delete(w.pending, m.Op)
+				w.led.expire(p.rec)
+			} else if p != nil && retryable(m.Code) {
 				p.sent = false
 				p.notBefore = time.Now().Add(time.Duration(10+p.rec.resentReject%20*10) * time.Millisecond)
 				w.led.resent(p.rec, true)
@@ -665,6 +683,10 @@ func wsWrite(conn *websocket.Conn, m protocol.Message) error {
 	defer cancel()
 	return conn.Write(ctx, websocket.MessageText, b)
 }
+
+// codeOpExpired refuses an op id older than the server's idempotency
+// window: the server cannot tell whether it was applied.
+const codeOpExpired core.Code = "op_expired"
 
 // retryable codes: nothing was stored, and the same op may be sent again.
 func retryable(c core.Code) bool {
@@ -721,6 +743,13 @@ func (w *restWriter) send(rec *opRec, body string, replica int) {
 			w.led.ack(rec, a.Version, a.Duplicate)
 			return
 		case err == nil && status < 500:
+			var e struct {
+				Error struct{ Code core.Code } `json:"error"`
+			}
+			if json.Unmarshal(res, &e) == nil && e.Error.Code == codeOpExpired {
+				w.led.expire(rec)
+				return
+			}
 			w.led.fail("%s: op %d on %s: %d %s", w.id, rec.op, rec.doc, status, res)
 			return
 		}
