@@ -710,7 +710,7 @@ func retryable(c core.Code) bool {
 
 // restWriter is a REST writer; several goroutines share its client id and
 // op-id sequence, as parallel requests of one client would. A request
-// answered 5xx, timed out or refused is retried with the same op id on the
+// answered 5xx or 429, timed out or refused is retried with the same op id on the
 // next replica.
 type restWriter struct {
 	id   string
@@ -759,7 +759,7 @@ func (w *restWriter) send(rec *opRec, body string, replica int) {
 			}
 			w.led.ack(rec, a.Version, a.Duplicate)
 			return
-		case err == nil && status < 500:
+		case err == nil && status < 500 && status != http.StatusTooManyRequests:
 			var e struct {
 				Error struct{ Code core.Code } `json:"error"`
 			}
