@@ -231,6 +231,9 @@ func TestAckedOpsUnderFaults(t *testing.T) {
 	}
 	t.Logf("all phases: acknowledged %d, lost %d, applied twice %d, acked at another version %d, refused as beyond the retry window %d; hot document at v%d",
 		sum(r.acked), sum(r.lost), sum(r.twice), sum(r.moved), sum(r.expired), final[hot])
+	for _, e := range r.expiredOps[:min(len(r.expiredOps), 10)] {
+		t.Log(e)
+	}
 	for _, e := range r.errs[:min(len(r.errs), 40)] {
 		t.Error(e)
 	}
@@ -302,6 +305,9 @@ type opRec struct {
 	// expired: refused as older than the server's idempotency window; it
 	// may or may not have been applied (but never twice).
 	expired bool
+	// issued is when the op was first sent; answered when it was acked or
+	// refused for good.
+	issued, answered time.Time
 	// Sends again with the same op id: after a retryable reject (or a 5xx),
 	// and after a lost connection (or a failed request).
 	resentReject, resentConn int
@@ -328,7 +334,7 @@ func (l *ledger) setPhase(i int) {
 func (l *ledger) issue(client, doc string, op uint64) *opRec {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	r := &opRec{client: client, doc: doc, op: op, phase: l.phase}
+	r := &opRec{client: client, doc: doc, op: op, phase: l.phase, issued: time.Now()}
 	l.ops = append(l.ops, r)
 	return r
 }
@@ -339,14 +345,14 @@ func (l *ledger) ack(r *opRec, v int64, dup bool) {
 	if r.acked {
 		return
 	}
-	r.acked, r.version, r.dup = true, v, dup
+	r.acked, r.version, r.dup, r.answered = true, v, dup, time.Now()
 	l.ackedN[r.phase]++
 }
 
 func (l *ledger) expire(r *opRec) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	r.expired = true
+	r.expired, r.answered = true, time.Now()
 }
 
 func (l *ledger) resent(r *opRec, reject bool) {
@@ -394,6 +400,7 @@ func (l *ledger) waitAcked(phase, n int, timeout time.Duration) error {
 
 type report struct {
 	acked, dups, lost, twice, moved, resentReject, resentConn, expired []int
+	expiredOps                                                         []string
 	// Lost ops by how they were sent: once or again with the same op id,
 	// over REST or WebSocket.
 	lostOnce, lostResent, lostREST []int
@@ -423,6 +430,8 @@ func (l *ledger) check(logs map[string]map[string][]int64) report {
 		}
 		if o.expired {
 			r.expired[o.phase]++
+			r.expiredOps = append(r.expiredOps, fmt.Sprintf("%s: op %s refused op_expired %v after it was first sent (resent %d after a reject, %d after a reconnect); logged at %v",
+				o.doc, key, o.answered.Sub(o.issued).Round(time.Millisecond), o.resentReject, o.resentConn, vs))
 			continue
 		}
 		if !o.acked {
