@@ -41,6 +41,9 @@ type Options struct {
 	Topic string
 	// Env is extra environment for every replica's app (AUTOGLM_...).
 	Env []string
+	// RedisAddr is the Redis the sidecars' components use; default
+	// backend.RedisAddr(). A Proxy's address lets a test freeze it.
+	RedisAddr string
 }
 
 // Cluster is a set of running replicas.
@@ -161,6 +164,9 @@ func Start(t testing.TB, opt Options) *Cluster {
 		n := &Node{c: c, Index: i, NodeID: fmt.Sprintf("%s-r%d", opt.Topic, i), resDir: t.TempDir(), log: &logBuffer{},
 			DaprToken: daprrun.NewToken(), AppToken: daprrun.NewToken()}
 		vars := backend.Vars(opt.Profile, t.TempDir(), opt.Topic)
+		if opt.RedisAddr != "" {
+			vars["REDIS_HOST"] = opt.RedisAddr
+		}
 		if err := daprrun.Render(filepath.Join(root, "components", opt.Profile), n.resDir, vars); err != nil {
 			t.Fatalf("render components: %v", err)
 		}
@@ -341,6 +347,17 @@ func (n *Node) SidecarPid() int {
 		return 0
 	}
 	return n.sidecar.Pid()
+}
+
+// KillSidecar ends daprd at once (SIGKILL), as a crash would.
+func (n *Node) KillSidecar() {
+	n.mu.Lock()
+	sc := n.sidecar
+	n.sidecar = nil
+	n.mu.Unlock()
+	if sc != nil {
+		sc.Kill()
+	}
 }
 
 // StopSidecar stops daprd gracefully.
