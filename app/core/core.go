@@ -100,6 +100,16 @@ type Change struct {
 	// Pull marks a summary whose ops were left out of a broadcast because
 	// they were too large; receivers fetch the change from the op log.
 	Pull bool `json:"pull,omitempty"`
+	// Fanout, set only while this replica traces the change's delivery,
+	// follows it through the queues of the local sessions it was offered
+	// to. It never leaves the replica.
+	Fanout Fanout `json:"-"`
+}
+
+// Fanout follows one change's delivery to the sessions of a replica: each
+// session it was offered to calls Done once, when it has handled it.
+type Fanout interface {
+	Done()
 }
 
 // Document is a stored document with its version stamp.

@@ -41,6 +41,12 @@ const (
 	CodeInternal           Code = "internal"            // a bug or an unexpected store failure
 )
 
+// Codes lists every code, for metrics that show each from the start.
+var Codes = []Code{CodeBadRequest, CodeInvalidName, CodeInvalidOp, CodeTooLarge, CodeNotFound, CodeConflict,
+	CodeFieldRule, CodeInvalidTransition, CodePreconditionFailed, CodeClockSkew, CodeUnsupportedMedia,
+	CodeMethodNotAllowed, CodeUnauthorized, CodeForbidden, CodeRateLimited, CodeUnavailable, CodeShuttingDown,
+	CodeInternal}
+
 // Retryable reports whether a client may retry the same request unchanged.
 func (c Code) Retryable() bool {
 	switch c {

@@ -15,10 +15,11 @@ import (
 	"net/http"
 
 	dapr "github.com/dapr/go-sdk/client"
-	"google.golang.org/grpc/metadata"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/open-autoglm/autoglm/app/core"
-	"github.com/open-autoglm/autoglm/app/metrics/tracectx"
 )
 
 // MaxInlineOps is the largest encoded ops list a broadcast carries; larger
@@ -76,11 +77,17 @@ func (b *Bus) publish(ctx context.Context, msg Message) error {
 		return err
 	}
 	opts := []dapr.PublishEventOption{dapr.PublishEventWithContentType("application/json")}
-	if tp := tracectx.From(ctx); tp != "" {
-		// The CloudEvent carries the writer's trace to every replica, and
-		// daprd's own publish span joins it through the gRPC header.
-		opts = append(opts, dapr.PublishEventWithMetadata(map[string]string{"cloudevent.traceparent": tp}))
-		ctx = metadata.AppendToOutgoingContext(ctx, tracectx.Header, tp)
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		// The CloudEvent carries the span of the commit to every replica,
+		// whose receipt becomes its child (daprd would otherwise put its
+		// own publish span there, or none when its tracing is off).
+		tc := propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(ctx, tc)
+		md := map[string]string{"cloudevent.traceparent": tc["traceparent"]}
+		if ts := tc["tracestate"]; ts != "" {
+			md["cloudevent.tracestate"] = ts
+		}
+		opts = append(opts, dapr.PublishEventWithMetadata(md))
 	}
 	if err := b.pub.PublishEvent(ctx, b.pubsub, b.topic, body, opts...); err != nil {
 		return fmt.Errorf("publish %s/%s: %w: %v", b.pubsub, b.topic, core.ErrUnavailable, err)
@@ -112,13 +119,18 @@ type Subscription struct {
 
 // Handler serves daprd's subscription callbacks.
 type Handler struct {
-	Subs    []Subscription
-	Token   string              // APP_API_TOKEN; when set, callbacks must carry it
-	Deliver func([]core.Change) // called with every received broadcast
+	Subs  []Subscription
+	Token string // APP_API_TOKEN; when set, callbacks must carry it
+	// Deliver is called with every received broadcast; ctx carries the
+	// receipt's span.
+	Deliver func(ctx context.Context, changes []core.Change)
 	// DeliverPresence is called with presence broadcast by other replicas.
 	DeliverPresence func([]core.Presence)
 	MaxBytes        int64
 	OnError         func(error)
+	// Tracer, when set, records the receipt of each change broadcast as a
+	// span, a child of the span its CloudEvent names (the commit).
+	Tracer trace.Tracer
 }
 
 // ServeSubscribe answers GET /dapr/subscribe.
@@ -139,6 +151,8 @@ type cloudEvent struct {
 	Data        json.RawMessage `json:"data"`
 	DataBase64  string          `json:"data_base64"`
 	TraceParent string          `json:"traceparent"`
+	TraceState  string          `json:"tracestate"`
+	PubsubName  string          `json:"pubsubname"`
 }
 
 // ServeEvent handles one broadcast delivery. A malformed message is dropped
@@ -189,7 +203,13 @@ func (h *Handler) ServeEvent(w http.ResponseWriter, r *http.Request) {
 		valid = append(valid, c)
 	}
 	if h.Deliver != nil && len(valid) > 0 {
-		h.Deliver(valid)
+		ctx := r.Context()
+		if h.Tracer != nil {
+			var span trace.Span
+			ctx, span = h.startReceipt(r, ce, msg)
+			defer span.End()
+		}
+		h.Deliver(ctx, valid)
 	}
 	if h.DeliverPresence != nil && len(msg.Presence) > 0 {
 		ps := msg.Presence[:0]
@@ -201,6 +221,28 @@ func (h *Handler) ServeEvent(w http.ResponseWriter, r *http.Request) {
 		h.DeliverPresence(ps)
 	}
 	h.status(w, "SUCCESS", nil)
+}
+
+// startReceipt starts the span of a broadcast's receipt: a child of the
+// commit span the CloudEvent names, linked to daprd's delivery span (the
+// request's traceparent) when daprd traces too.
+func (h *Handler) startReceipt(r *http.Request, ce cloudEvent, msg Message) (context.Context, trace.Span) {
+	ctx := propagation.TraceContext{}.Extract(context.Background(),
+		propagation.MapCarrier{"traceparent": ce.TraceParent, "tracestate": ce.TraceState})
+	var links []trace.Link
+	delivery := propagation.TraceContext{}.Extract(context.Background(), propagation.HeaderCarrier(r.Header))
+	if sc := trace.SpanContextFromContext(delivery); sc.IsValid() && !sc.Equal(trace.SpanContextFromContext(ctx)) {
+		links = append(links, trace.Link{SpanContext: sc})
+	}
+	return h.Tracer.Start(ctx, "receive "+ce.Topic, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(links...),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "dapr"),
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.destination.name", ce.Topic),
+			attribute.String("messaging.message.id", ce.ID),
+			attribute.String("autoglm.pubsub", ce.PubsubName),
+			attribute.String("autoglm.from_node", msg.Node),
+			attribute.Int("autoglm.changes", len(msg.Changes))))
 }
 
 func (h *Handler) status(w http.ResponseWriter, s string, err error) {

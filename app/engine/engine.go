@@ -21,12 +21,14 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/merge"
-	"github.com/open-autoglm/autoglm/app/metrics/tracectx"
 )
 
 // Result is the outcome of one submitted op.
@@ -49,11 +51,14 @@ type Options struct {
 	// serves every collection as lww with the default limits.
 	Collections *collections.Config
 	Local       func([]core.Change) // local fast path (the hub); may be nil
-	LogWindow   int                 // op-log entries kept per document
-	Retries     int                 // ETag-conflict retries per batch
-	MaxBatch    int                 // ops coalesced into one transaction
-	MaxOps      int                 // field ops per op (a collection may set less)
-	MaxDoc      int                 // encoded document size limit (a collection may set less)
+	// LocalContext, when set, is the local fast path instead of Local, with
+	// the commit's span in ctx (the delivery on this replica is its child).
+	LocalContext func(ctx context.Context, changes []core.Change)
+	LogWindow    int // op-log entries kept per document
+	Retries      int // ETag-conflict retries per batch
+	MaxBatch     int // ops coalesced into one transaction
+	MaxOps       int // field ops per op (a collection may set less)
+	MaxDoc       int // encoded document size limit (a collection may set less)
 	// Authorize, if set, decides whether op may write a document of coll
 	// given its data: called with the data before the op (nil for a new
 	// document) and again with the data the op would leave. An error
@@ -61,6 +66,10 @@ type Options struct {
 	Authorize func(op core.Op, coll string, data map[string]any) error
 	Log       logrus.FieldLogger
 	Metrics   Metrics
+	// Tracer, when set, records each batch commit as a span (a child of
+	// the first traced op in it, linked to the others); the broadcast
+	// carries the commit span's context to the other replicas.
+	Tracer trace.Tracer
 }
 
 // Metrics receives counters; nil fields are ignored.
@@ -71,6 +80,9 @@ type Metrics struct {
 	Batch     func(size int)
 	// PublishFailed counts committed changes whose broadcast failed.
 	PublishFailed func()
+	// Committed sees how long a batch took from the start of its first
+	// load to durable (retries included).
+	Committed func(time.Duration)
 }
 
 // Engine accepts ops for documents. It is safe for concurrent use.
@@ -118,7 +130,7 @@ func New(opt Options) *Engine {
 type request struct {
 	op    core.Op
 	done  func(Result)
-	trace string // W3C traceparent of the caller, carried onto the broadcast
+	trace trace.SpanContext // the caller's span, parent of the commit span
 }
 
 type writer struct {
@@ -130,10 +142,16 @@ type writer struct {
 // another goroutine, after the op is durably stored or rejected. done must
 // not block.
 func (e *Engine) Submit(k core.Key, op core.Op, done func(Result)) {
-	e.submit(k, op, "", done)
+	e.submit(k, op, trace.SpanContext{}, done)
 }
 
-func (e *Engine) submit(k core.Key, op core.Op, trace string, done func(Result)) {
+// SubmitContext is Submit for an op traced by the span in ctx: the batch
+// commit that stores it is a child of that span.
+func (e *Engine) SubmitContext(ctx context.Context, k core.Key, op core.Op, done func(Result)) {
+	e.submit(k, op, trace.SpanContextFromContext(ctx), done)
+}
+
+func (e *Engine) submit(k core.Key, op core.Op, parent trace.SpanContext, done func(Result)) {
 	if err := e.check(k, op); err != nil {
 		done(Result{Key: k, OpID: op.OpID, Err: err})
 		return
@@ -151,7 +169,7 @@ func (e *Engine) submit(k core.Key, op core.Op, trace string, done func(Result))
 		e.active.Add(1)
 		go e.run(w)
 	}
-	w.pending = append(w.pending, request{op: op, done: done, trace: trace})
+	w.pending = append(w.pending, request{op: op, done: done, trace: parent})
 	e.mu.Unlock()
 }
 
@@ -166,11 +184,11 @@ func (e *Engine) Pending() int {
 	return n
 }
 
-// Do submits op and waits for its outcome. A traceparent in ctx (see
-// tracectx) travels with the op's broadcast.
+// Do submits op and waits for its outcome. The span in ctx, if any, is the
+// parent of the commit span.
 func (e *Engine) Do(ctx context.Context, k core.Key, op core.Op) (Result, error) {
 	ch := make(chan Result, 1)
-	e.submit(k, op, tracectx.From(ctx), func(r Result) { ch <- r })
+	e.submit(k, op, trace.SpanContextFromContext(ctx), func(r Result) { ch <- r })
 	select {
 	case r := <-ch:
 		return r, r.Err
@@ -257,13 +275,22 @@ func (e *Engine) process(w *writer, batch []request) {
 	if e.opt.Metrics.Batch != nil {
 		e.opt.Metrics.Batch(len(batch))
 	}
+	started := time.Now()
 	var (
 		outs    []Result
 		commit  core.Commit
 		changes []core.Change
 		err     error
+		attempt int
+		// lostRace: the last attempt, too, lost an ETag race.
+		lostRace bool
 	)
-	for attempt := 0; ; attempt++ {
+	if e.opt.Tracer != nil {
+		var span trace.Span
+		ctx, span = e.startCommit(ctx, k, batch)
+		defer func() { endCommit(span, len(batch), len(changes), attempt, lostRace, err) }()
+	}
+	for ; ; attempt++ {
 		var stored core.Stored
 		stored, err = e.opt.Store.Load(ctx, k)
 		if err != nil {
@@ -295,7 +322,7 @@ func (e *Engine) process(w *writer, batch []request) {
 	}
 	if err != nil {
 		e.opt.Log.WithError(err).WithField("doc", k.String()).Warn("write failed")
-		if errors.Is(err, core.ErrVersionConflict) {
+		if lostRace = errors.Is(err, core.ErrVersionConflict); lostRace {
 			// Lost every race to other replicas: nothing was written, and the
 			// same op (same op id) will most likely go through on a retry.
 			err = core.Errorf(core.CodeUnavailable, "document %s is busy with concurrent writers; retry", k)
@@ -304,6 +331,9 @@ func (e *Engine) process(w *writer, batch []request) {
 			e.finish(r, Result{Key: k, OpID: r.op.OpID, Err: err})
 		}
 		return
+	}
+	if len(changes) > 0 && e.opt.Metrics.Committed != nil {
+		e.opt.Metrics.Committed(time.Since(started))
 	}
 	// Durable: acknowledge first, so an author sees its ack before any echo,
 	// then deliver locally and broadcast to the other replicas.
@@ -316,19 +346,54 @@ func (e *Engine) process(w *writer, batch []request) {
 	if e.opt.Metrics.Accepted != nil {
 		e.opt.Metrics.Accepted(len(changes))
 	}
-	if e.opt.Local != nil {
+	switch {
+	case e.opt.LocalContext != nil:
+		e.opt.LocalContext(ctx, changes)
+	case e.opt.Local != nil:
 		e.opt.Local(changes)
 	}
 	if e.opt.Bus != nil {
-		trace := ""
-		for _, r := range batch {
-			if r.trace != "" {
-				trace = r.trace
-				break
-			}
-		}
-		e.publish(k, changes, trace)
+		e.publish(k, changes, trace.SpanContextFromContext(ctx))
 	}
+}
+
+// startCommit starts the span of a batch commit: a child of the first
+// traced op of the batch, linked to the other traced ones.
+func (e *Engine) startCommit(ctx context.Context, k core.Key, batch []request) (context.Context, trace.Span) {
+	var parent trace.SpanContext
+	var links []trace.Link
+	for _, r := range batch {
+		switch {
+		case !r.trace.IsValid():
+		case !parent.IsValid():
+			parent = r.trace
+		case !r.trace.Equal(parent):
+			links = append(links, trace.Link{SpanContext: r.trace})
+		}
+	}
+	if parent.IsValid() {
+		ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
+	}
+	return e.opt.Tracer.Start(ctx, "commit "+k.Collection, trace.WithLinks(links...),
+		trace.WithAttributes(attribute.String("autoglm.doc", k.String())))
+}
+
+// endCommit records a batch's outcome on its span and ends it.
+func endCommit(span trace.Span, size, changes, retries int, lostRace bool, err error) {
+	conflicts := retries // every retry follows an ETag conflict with another replica
+	if lostRace {
+		conflicts++
+	}
+	span.SetAttributes(
+		attribute.Int("autoglm.batch.size", size),
+		attribute.Int("autoglm.batch.changes", changes),
+		attribute.Int("autoglm.commit.retries", retries),
+		attribute.Int("autoglm.commit.etag_conflicts", conflicts))
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, string(core.CodeOf(err)))
+	}
+	span.End()
 }
 
 // maxPublishing bounds broadcasts in flight. The broadcast is a hint, so a
@@ -340,7 +405,7 @@ const maxPublishing = 1024
 // publish broadcasts a commit's changes without making the writer wait. The
 // broadcasts of one document still leave in commit order: each waits for
 // the previous one.
-func (e *Engine) publish(k core.Key, changes []core.Change, trace string) {
+func (e *Engine) publish(k core.Key, changes []core.Change, commit trace.SpanContext) {
 	select {
 	case e.publishing <- struct{}{}:
 	default:
@@ -369,8 +434,8 @@ func (e *Engine) publish(k core.Key, changes []core.Change, trace string) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if trace != "" {
-			ctx = tracectx.With(ctx, trace)
+		if commit.IsValid() {
+			ctx = trace.ContextWithSpanContext(ctx, commit)
 		}
 		if err := e.opt.Bus.Publish(ctx, changes); err != nil {
 			e.publishFailed(k, err)

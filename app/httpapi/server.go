@@ -19,7 +19,6 @@ import (
 	"github.com/open-autoglm/autoglm/app/daprbus"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/hub"
-	"github.com/open-autoglm/autoglm/app/metrics/tracectx"
 	"github.com/open-autoglm/autoglm/app/session"
 )
 
@@ -90,7 +89,7 @@ func (s *Server) Handler() http.Handler {
 	if s.Access.table == nil {
 		s.Access.table = &limiterTable{}
 	}
-	mux := http.NewServeMux()
+	mux := newRouteMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -123,7 +122,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, core.Errorf(core.CodeNotFound, "no route %s", r.URL.Path))
 	})
-	return s.common(tracectx.Middleware(mux))
+	return s.common(s.observe(mux))
 }
 
 // Route is an API route of another package (background tasks, webhooks),
@@ -164,6 +163,11 @@ type Metrics struct {
 	Session func(*session.Options)
 	// Handler serves GET /metrics.
 	Handler http.Handler
+	// Requests wraps the routes to measure requests; routes are the
+	// registered patterns (observe.go).
+	Requests func(next http.Handler, routes []string) http.Handler
+	// Trace wraps every route in request tracing.
+	Trace func(next http.Handler) http.Handler
 }
 
 func (m Metrics) conn(transport string, delta int) {

@@ -64,7 +64,7 @@ func webAssets() map[string]*asset {
 // /v1/client.js (its source map at /v1/client.min.js.map, declarations at
 // /v1/client.d.ts) and the demo page at / with its files
 // under /demo/.
-func (s *Server) registerWeb(mux *http.ServeMux) {
+func (s *Server) registerWeb(mux router) {
 	assets := webAssets()
 	serve := func(name string, cors bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {

@@ -6,8 +6,11 @@
 package hub
 
 import (
+	"context"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/open-autoglm/autoglm/app/core"
 )
@@ -30,6 +33,9 @@ type Options struct {
 	// OnDrop is called for each change a subscriber could not take.
 	OnDrop func()
 	Now    func() time.Time
+	// Tracer, when set, records the delivery of each change to the
+	// sessions here as one span (see Deliver).
+	Tracer trace.Tracer
 }
 
 type presenceKey struct {
@@ -93,6 +99,15 @@ func (h *Hub) Unsubscribe(doc string, s Subscriber) {
 
 // Publish offers each change to the subscribers of its document.
 func (h *Hub) Publish(changes []core.Change) {
+	h.Deliver(context.Background(), changes)
+}
+
+// Deliver is Publish for changes committed or received in the span of
+// ctx. With a Tracer, each change that has subscribers here gets one child
+// span of ctx (not one per session), ended when every session it was
+// offered to has handled it, with the number of sessions and the slowest
+// one's wait (fanout.go).
+func (h *Hub) Deliver(ctx context.Context, changes []core.Change) {
 	h.mu.Lock()
 	now := h.opt.Now()
 	for _, c := range changes {
@@ -104,9 +119,20 @@ func (h *Hub) Publish(changes []core.Change) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for _, c := range changes {
-		for s := range h.subs[c.Doc] {
-			if !s.Offer(c) && h.opt.OnDrop != nil {
-				h.opt.OnDrop()
+		subs := h.subs[c.Doc]
+		var f *fanout
+		if h.opt.Tracer != nil && len(subs) > 0 {
+			f = startFanout(ctx, h.opt.Tracer, c, len(subs))
+			c.Fanout = f
+		}
+		for s := range subs {
+			if !s.Offer(c) {
+				if f != nil {
+					f.drop()
+				}
+				if h.opt.OnDrop != nil {
+					h.opt.OnDrop()
+				}
 			}
 		}
 	}

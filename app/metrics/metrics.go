@@ -1,8 +1,12 @@
 // Package metrics is the service's Prometheus instrumentation: one registry
 // with the sync metrics (connections, subscriptions, ops accepted and
 // rejected, ETag conflicts, write batch sizes, propagation latency, gap
-// repairs, resyncs, queue depths, broadcast publish failures, task retries)
-// plus the Go runtime and process collectors, served at /metrics.
+// repairs, resyncs, queue depths, broadcast publish failures, task retries,
+// op-to-ack and commit latency, HTTP requests by route and status, build
+// info) plus the Go runtime and process collectors, served at /metrics.
+// Every counter is exported from the start, at zero, for each label value
+// known then (codes, transports, routes), so rates and alerts work before
+// the first event.
 //
 // The domain packages know nothing of Prometheus: they expose plain func
 // hooks (engine.Metrics, session.Options, hub.Options, httpapi.Metrics) and
@@ -11,6 +15,7 @@ package metrics
 
 import (
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,7 +48,14 @@ type Metrics struct {
 	sessionQueue    prometheus.Histogram
 	publishFailures *prometheus.CounterVec
 	taskRetries     *prometheus.CounterVec
+	opAck           *prometheus.HistogramVec
+	commit          prometheus.Histogram
+	httpRequests    *prometheus.CounterVec
+	httpDuration    *prometheus.HistogramVec
 }
+
+// latencyBuckets are the buckets of the latency histograms (seconds).
+var latencyBuckets = []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
 // New returns Metrics on a fresh registry. now is the clock propagation
 // latency is measured with (time.Now when nil).
@@ -82,8 +94,56 @@ func New(now func() time.Time) *Metrics {
 		Help: "Broadcasts that could not be published to the other replicas (they repair from the op log), by kind."}, "kind")
 	m.taskRetries = f.counterVec(prometheus.CounterOpts{Name: "task_retries_total",
 		Help: "Background task attempts that failed and were scheduled again, by task kind."}, "task")
+	m.opAck = f.histogramVec(prometheus.HistogramOpts{Name: "op_ack_seconds",
+		Help:    "Time from receiving a sync op (WebSocket, SSE, long-poll) to writing its ack or reject, by result.",
+		Buckets: latencyBuckets}, "result")
+	m.commit = f.histogram(prometheus.HistogramOpts{Name: "commit_seconds",
+		Help:    "Time a write batch took from its first load to durable, ETag retries included.",
+		Buckets: latencyBuckets})
+	m.httpRequests = f.counterVec(prometheus.CounterOpts{Name: "http_requests_total",
+		Help: "HTTP requests served, by route (the pattern matched) and status class (2xx, 4xx, ...)."}, "route", "code")
+	m.httpDuration = f.histogramVec(prometheus.HistogramOpts{Name: "http_request_duration_seconds",
+		Help:    "Time to serve an HTTP request, by route; WebSocket and SSE streams are left out (they last a connection).",
+		Buckets: latencyBuckets}, "route")
+	for _, c := range core.Codes {
+		m.opsRejected.WithLabelValues(string(c))
+	}
+	for _, t := range []string{"ws", "sse", "longpoll"} {
+		m.connections.WithLabelValues(t)
+	}
+	for _, k := range []string{"changes", "presence"} {
+		m.publishFailures.WithLabelValues(k)
+	}
+	for _, r := range []string{"ack", "reject"} {
+		m.opAck.WithLabelValues(r)
+	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// BuildInfo exports autoglm_build_info{version, goversion} = 1.
+func (m *Metrics) BuildInfo(version string) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "build_info",
+		Help:        "The running build: always 1, with its version and Go version as labels.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()}})
+	g.Set(1)
+	m.reg.MustRegister(g)
+}
+
+// TaskKinds exports the retry counter of each background task kind from
+// the start.
+func (m *Metrics) TaskKinds(kinds ...string) {
+	for _, k := range kinds {
+		m.taskRetries.WithLabelValues(k)
+	}
+}
+
+// OpAnswered records the time from an op's receipt to its ack ("ack") or
+// reject ("reject").
+func (m *Metrics) OpAnswered(result string, d time.Duration) {
+	if m != nil {
+		m.opAck.WithLabelValues(result).Observe(d.Seconds())
+	}
 }
 
 // Registry returns the registry, for extra collectors.
@@ -105,6 +165,7 @@ func (m *Metrics) Engine() engine.Metrics {
 		Conflicts:     m.conflicts.Inc,
 		Batch:         func(n int) { m.batchSize.Observe(float64(n)) },
 		PublishFailed: func() { m.PublishFailed("changes") },
+		Committed:     func(d time.Duration) { m.commit.Observe(d.Seconds()) },
 	}
 }
 
@@ -203,6 +264,13 @@ func (f factory) gaugeVec(o prometheus.GaugeOpts, labels ...string) *prometheus.
 	g := prometheus.NewGaugeVec(o, labels)
 	f.reg.MustRegister(g)
 	return g
+}
+
+func (f factory) histogramVec(o prometheus.HistogramOpts, labels ...string) *prometheus.HistogramVec {
+	o.Namespace = Namespace
+	h := prometheus.NewHistogramVec(o, labels)
+	f.reg.MustRegister(h)
+	return h
 }
 
 func (f factory) histogram(o prometheus.HistogramOpts) prometheus.Histogram {

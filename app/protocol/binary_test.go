@@ -77,6 +77,7 @@ func validMessages() []validVector {
 		{Name: "op_text_by_name", JSON: `{"t":"op","doc":"forms/f1","op":23,"ops":[{"op":"ins","path":"notes","value":["c-1",14,"c-4f9a2b@007","b"]},{"op":"del","path":"notes","value":{"bad":1}}]}`},
 		{Name: "delta_text", JSON: `{"t":"delta","doc":"forms/f1","v":46,"pv":45,"op":22,"hlc":"1764096000008.0.c-1","ops":[{"op":"ins","path":"notes","value":["c-1",12,"c-4f9a2b@7","x"]},{"op":"del","path":"notes","value":["c-4f9a2b",8,3]}],"by":"c-1"}`},
 		{Name: "op_delete", JSON: `{"t":"op","doc":"forms/f1","op":8,"base":9,"del":true}`},
+		{Name: "op_traced", JSON: `{"t":"op","doc":"forms/f1","op":10,"ops":[{"op":"set","path":"title","value":"Hi"}],"trace":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`},
 		{Name: "op_future_kind", JSON: `{"t":"op","doc":"forms/f1","op":9,"ops":[{"op":"mul","path":"n","value":2}]}`},
 		{Name: "delta_set", JSON: `{"t":"delta","doc":"forms/f1","v":42,"pv":41,"op":17,"hlc":"1764096000000.3.c-4f9a2b","ops":[{"op":"set","path":"title","value":"Hello"}],"by":"c-4f9a2b"}`},
 		{Name: "delta_created", JSON: `{"t":"delta","doc":"forms/f2","v":1,"op":1,"hlc":"1764096000001.0.c-2","ops":[{"op":"set","path":"a","value":1}],"by":"c-2","new":true}`},

@@ -73,6 +73,10 @@ type Message struct {
 
 	// heartbeats
 	TS int64 `json:"ts,omitempty"`
+
+	// Trace is an op's W3C traceparent (optional): the op's span on the
+	// server is a child of the client's span it names.
+	Trace string `json:"trace,omitempty"`
 }
 
 // Delta renders a change as a delta message.

@@ -33,8 +33,10 @@ import (
 	"github.com/open-autoglm/autoglm/app/hub"
 	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 	"github.com/open-autoglm/autoglm/app/metrics"
+	"github.com/open-autoglm/autoglm/app/session"
 	"github.com/open-autoglm/autoglm/app/sidecar"
 	"github.com/open-autoglm/autoglm/app/tasks"
+	"github.com/open-autoglm/autoglm/app/telemetry"
 	"github.com/open-autoglm/autoglm/app/webhooks"
 )
 
@@ -54,6 +56,7 @@ type Service struct {
 	ln     net.Listener
 
 	metrics    *metrics.Metrics
+	telemetry  *telemetry.Telemetry
 	compaction *compaction.Job
 	tasks      *tasks.Queue
 	webhooks   *webhooks.Service
@@ -113,6 +116,15 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 	}
 	opts = append(opts, daprconn.WithToken(cfg.DaprAPIToken)...)
+	// Tracing (off unless OTEL_EXPORTER_OTLP_ENDPOINT is set): the state
+	// and publish calls become spans in the trace of the op they serve.
+	tel, err := telemetry.New(context.Background(), telemetry.Options{Service: "autoglm", Version: cfg.Version,
+		Instance: cfg.NodeID, OnError: func(err error) { log.WithError(err).Warn("trace export") }})
+	if err != nil {
+		return nil, err
+	}
+	tracer := tel.Tracer()
+	opts = append(opts, tel.DialOptions()...)
 	conn, err := grpc.NewClient(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.DaprGRPCPort)), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dapr client: %w", err)
@@ -121,7 +133,10 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 
 	bus := daprbus.New(client, cfg.BroadcastPubsub, cfg.BroadcastTopic, cfg.NodeID)
 	m := metrics.New(nil)
+	m.BuildInfo(cfg.Version)
+	m.TaskKinds(webhooks.KindDeliver, webhooks.KindReplay, events.KindPublish)
 	h := hub.New(hub.Options{
+		Tracer: tracer,
 		OnDrop: m.Dropped,
 		Node:   cfg.NodeID,
 		// Presence lives three heartbeats without a refresh.
@@ -185,10 +200,15 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		Log:       log,
 	})
 	eng := engine.New(engine.Options{
-		Store:       store,
-		Bus:         bus,
-		Clock:       clock.New(cfg.NodeID, time.Now, cfg.MaxClockSkew),
-		Local:       func(cs []core.Change) { comp.Observe(cs); h.Publish(cs); hooks.Observe(cs); integration.Observe(cs) },
+		Store: store,
+		Bus:   bus,
+		Clock: clock.New(cfg.NodeID, time.Now, cfg.MaxClockSkew),
+		LocalContext: func(ctx context.Context, cs []core.Change) {
+			comp.Observe(cs)
+			h.Deliver(ctx, cs)
+			hooks.Observe(cs)
+			integration.Observe(cs)
+		},
 		LogWindow:   cfg.LogWindow,
 		Collections: cols,
 		Retries:     cfg.WriteRetries,
@@ -199,6 +219,7 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		},
 		Log:     log,
 		Metrics: m.Engine(),
+		Tracer:  tracer,
 	})
 	m.WatchSubscriptions(h.Watched)
 	m.WatchQueue("engine_writes", eng.Pending)
@@ -218,7 +239,8 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 				PubsubName: cfg.BroadcastPubsub, Topic: cfg.BroadcastTopic, Route: BroadcastRoute,
 			}}, queue.Subscriptions()...),
 			Token:           cfg.AppAPIToken,
-			Deliver:         h.Publish,
+			Deliver:         h.Deliver,
+			Tracer:          tracer,
 			DeliverPresence: h.RemotePresence,
 			MaxBytes:        16 << 20,
 			OnError:         func(err error) { log.WithError(err).Warn("broadcast dropped") },
@@ -229,7 +251,11 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		AllowedOrigins: cfg.AllowedOrigins,
 		HelloRoles:     cfg.Auth != "jwt",
 		Access:         access,
-		Metrics:        httpapi.Metrics{Connection: m.Connection, Session: m.Session, Handler: m.Handler()},
+		Metrics: httpapi.Metrics{Connection: m.Connection, Handler: m.Handler(), Requests: m.HTTP, Trace: tel.HTTP,
+			Session: func(o *session.Options) {
+				m.Session(o)
+				o.Ops = tel.Ops(o.ID, m.OpAnswered)
+			}},
 		Extra: []httpapi.Route{
 			{Pattern: "GET /v1/tasks/stats", Admin: true, Handle: func(*http.Request) (int, any, error) {
 				return http.StatusOK, queue.Stats(), nil
@@ -243,7 +269,7 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 	}
 	return &Service{cfg: cfg, log: log, client: client, engine: eng, api: api, probe: probe, hub: h,
 		tasks: queue, webhooks: hooks,
-		metrics: m, compaction: comp, closeAuth: closeAuth, serveErr: make(chan error, 1)}, nil
+		metrics: m, telemetry: tel, compaction: comp, closeAuth: closeAuth, serveErr: make(chan error, 1)}, nil
 }
 
 // Start listens on the configured host and port (or ln, when given) and
@@ -400,6 +426,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		s.stopPprof()
 	}
 	s.client.Close()
+	if terr := s.telemetry.Shutdown(ctx); terr != nil {
+		s.log.WithError(terr).Warn("spans not all exported at shutdown")
+	}
 	s.log.Info("stopped")
 	return err
 }

@@ -98,6 +98,8 @@ type Options struct {
 	// QueueDepth sees how many live changes are still queued each time the
 	// session takes one.
 	QueueDepth func(n int)
+	// Ops, if set, follows each op from receipt to ack (observe.go).
+	Ops OpObserver
 }
 
 // Close is why a session ended: a WebSocket close code and a reason.
@@ -173,6 +175,9 @@ func New(opt Options, backend Backend, hub Hub, send Sender) *Session {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	if opt.Ops != nil {
+		send = answering{Sender: send, ops: opt.Ops}
+	}
 	var limiter *rate.Limiter
 	if opt.Rate > 0 {
 		limiter = rate.NewLimiter(opt.Rate, max(opt.Burst, 1))
@@ -230,6 +235,9 @@ func (s *Session) OfferPresence(p core.Presence) bool {
 // flight. It returns false once the session has ended.
 func (s *Session) Receive(ctx context.Context, m protocol.Message) bool {
 	s.lastRecv.Store(s.opt.Now().UnixNano())
+	if m.T == protocol.TOp && s.opt.Ops != nil {
+		s.opt.Ops.Received(ctx, m)
+	}
 	if s.limiter != nil && m.T != protocol.TPong {
 		// Over the rate the reader waits (backpressure on the connection);
 		// a client that would have to wait long is flooding: disconnect it.
@@ -284,6 +292,10 @@ func (s *Session) Run(ctx context.Context) Close {
 		for doc := range s.docs {
 			s.hub.Unsubscribe(doc, s)
 		}
+		s.drainEvents()
+		if s.opt.Ops != nil {
+			s.opt.Ops.Close()
+		}
 	}()
 	tick := time.NewTicker(s.opt.Heartbeat)
 	defer tick.Stop()
@@ -326,6 +338,7 @@ func (s *Session) Run(ctx context.Context) Close {
 				s.opt.QueueDepth(len(s.events))
 			}
 			err = s.change(ctx, *c)
+			handled(c)
 		case <-s.lost:
 			err = s.resync(ctx)
 		case p := <-s.presence:
@@ -704,7 +717,7 @@ func (s *Session) op(ctx context.Context, m protocol.Message) error {
 		return s.send.Send(ctx, r)
 	}
 	s.pending[pendingOp{m.Doc, m.Op}] = m
-	s.backend.Submit(k, s.coreOp(m), func(r engine.Result) { s.results <- &r }) // capacity is reserved by inflight
+	s.submit(k, s.coreOp(m), func(r engine.Result) { s.results <- &r }) // capacity is reserved by inflight
 	return nil
 }
 
@@ -915,13 +928,7 @@ func (s *Session) resync(ctx context.Context) error {
 		s.opt.Resynced()
 	}
 	// Drain what is queued; anything relevant is re-read from the log.
-	for drained := false; !drained; {
-		select {
-		case <-s.events:
-		default:
-			drained = true
-		}
-	}
+	s.drainEvents()
 	for _, st := range s.docs {
 		if err := s.Check(ctx, st.key.String()); err != nil {
 			return err
