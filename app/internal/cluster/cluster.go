@@ -252,6 +252,7 @@ func (n *Node) sidecarOptions() daprrun.Options {
 	return daprrun.Options{
 		AppID: config.DefaultAppID, AppPort: n.AppPort, HTTPPort: n.HTTPPort, GRPCPort: n.GRPCPort,
 		ResourcesDir: n.resDir, Output: n.log, LogLevel: "info", APIToken: n.DaprToken, AppAPIToken: n.AppToken,
+		TraceEnv: append(os.Environ(), n.c.opt.Env...), // daprd traces where the app does
 	}
 }
 

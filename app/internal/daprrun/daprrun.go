@@ -214,12 +214,16 @@ type Options struct {
 	// Dir is daprd's working directory, where relative file paths in the
 	// components resolve (components/local keeps its SQLite files there);
 	// empty: ResourcesDir.
-	Dir         string
-	Env         []string // extra environment for daprd
-	ConfigFile  string   // optional Dapr Configuration file
-	LogLevel    string   // default warn
-	APIToken    string   // DAPR_API_TOKEN the sidecar requires on its API
-	AppAPIToken string   // APP_API_TOKEN the sidecar presents on its calls to the app
+	Dir        string
+	Env        []string // extra environment for daprd
+	ConfigFile string   // optional Dapr Configuration file
+	// TraceEnv is the app's environment (nil: this process's). When it
+	// sets an OTLP endpoint and ConfigFile is empty, daprd traces to the
+	// same collector (TracingConfig).
+	TraceEnv    []string
+	LogLevel    string // default warn
+	APIToken    string // DAPR_API_TOKEN the sidecar requires on its API
+	AppAPIToken string // APP_API_TOKEN the sidecar presents on its calls to the app
 	Output      io.Writer
 	Args        []string // extra daprd flags (e.g. --enable-profiling)
 }
@@ -286,6 +290,11 @@ func Start(opt Options) (*Sidecar, error) {
 		"--log-level", opt.LogLevel,
 		"--dapr-listen-addresses", "127.0.0.1",
 		"--placement-host-address", "",
+	}
+	if opt.ConfigFile == "" {
+		if opt.ConfigFile, err = TracingConfig(opt.TraceEnv, opt.ResourcesDir+".tracing"); err != nil {
+			return nil, err
+		}
 	}
 	if opt.ConfigFile != "" {
 		args = append(args, "--config", opt.ConfigFile)
