@@ -132,6 +132,73 @@ func TestHooks(t *testing.T) {
 	}
 }
 
+// Every counter and histogram is exported from the first scrape, at zero,
+// for each label value known at start; requests are counted by the route
+// pattern they matched and their status class.
+func TestZeroFromStart(t *testing.T) {
+	m := metrics.New(nil)
+	m.BuildInfo("v1.2.3")
+	m.TaskKinds("webhook.deliver")
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/docs/{coll}/{id}", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNotFound) })
+	h := m.HTTP(mux, []string{"GET /v1/docs/{coll}/{id}", "/"})
+
+	fams := scrape(t, m.Handler())
+	zero := []struct {
+		name   string
+		labels []string
+	}{
+		{"autoglm_ops_accepted_total", nil},
+		{"autoglm_etag_conflicts_total", nil},
+		{"autoglm_connections", []string{"transport", "sse"}},
+		{"autoglm_broadcast_publish_failures_total", []string{"kind", "presence"}},
+		{"autoglm_task_retries_total", []string{"task", "webhook.deliver"}},
+		{"autoglm_op_ack_seconds", []string{"result", "ack"}},
+		{"autoglm_op_ack_seconds", []string{"result", "reject"}},
+		{"autoglm_commit_seconds", nil},
+		{"autoglm_http_requests_total", []string{"route", "GET /v1/docs/{coll}/{id}", "code", "2xx"}},
+		{"autoglm_http_requests_total", []string{"route", "/", "code", "4xx"}},
+		{"autoglm_http_request_duration_seconds", []string{"route", "/"}},
+	}
+	for _, c := range core.Codes {
+		zero = append(zero, struct {
+			name   string
+			labels []string
+		}{"autoglm_ops_rejected_total", []string{"code", string(c)}})
+	}
+	for _, z := range zero {
+		if got := value(t, fams, z.name, z.labels...); got != 0 {
+			t.Errorf("%s%v = %v at start, want 0", z.name, z.labels, got)
+		}
+	}
+	if got := value(t, fams, "autoglm_build_info", "version", "v1.2.3"); got != 1 {
+		t.Errorf("build info %v, want 1", got)
+	}
+
+	for _, path := range []string{"/v1/docs/a/b", "/v1/docs/a/c", "/nowhere"} {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, path, nil))
+	}
+	m.OpAnswered("ack", 3*time.Millisecond)
+	m.Engine().Committed(2 * time.Millisecond)
+	fams = scrape(t, m.Handler())
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"autoglm_http_requests_total", []string{"route", "GET /v1/docs/{coll}/{id}", "code", "2xx"}, 2},
+		{"autoglm_http_requests_total", []string{"route", "/", "code", "4xx"}, 1},
+		{"autoglm_http_request_duration_seconds", []string{"route", "GET /v1/docs/{coll}/{id}"}, 2},
+		{"autoglm_op_ack_seconds", []string{"result", "ack"}, 1},
+		{"autoglm_commit_seconds", nil, 1},
+	} {
+		if got := value(t, fams, tc.name, tc.labels...); got != tc.want {
+			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
+		}
+	}
+}
+
 // TestScrapeAfterTraffic runs a real replica (daprd, local profile), makes
 // REST writes and WebSocket traffic, and reads the numbers back from
 // /metrics.
@@ -201,6 +268,18 @@ func TestScrapeAfterTraffic(t *testing.T) {
 	}
 	if got := value(t, fams, "autoglm_propagation_seconds"); got < writes {
 		t.Errorf("propagation observations %v, want >= %d", got, writes)
+	}
+	if got := value(t, fams, "autoglm_http_requests_total", "route", "/v1/docs/{coll}/{id}", "code", "2xx"); got != writes {
+		t.Errorf("document requests answered 2xx: %v, want %d", got, writes)
+	}
+	if got := value(t, fams, "autoglm_http_requests_total", "route", "/v1/docs/{coll}/{id}", "code", "4xx"); got != 1 {
+		t.Errorf("document requests answered 4xx: %v, want 1", got)
+	}
+	if got := value(t, fams, "autoglm_commit_seconds"); got < writes {
+		t.Errorf("commit latency observations %v, want >= %d", got, writes)
+	}
+	if got := value(t, fams, "autoglm_build_info", "version", "test"); got != 1 {
+		t.Errorf("build info %v, want 1", got)
 	}
 	if got := value(t, fams, "autoglm_queue_depth", "queue", "engine_writes"); got != 0 {
 		t.Errorf("engine queue %v after the writes settled, want 0", got)

@@ -224,3 +224,7 @@ func WithTraceparent(ctx context.Context, tp, tracestate string) context.Context
 	}
 	return propagation.TraceContext{}.Extract(ctx, c)
 }
+
+// WithProvider returns a Telemetry recording to tp (tests and the
+// benchmark's in-process runs); New is the way from the environment.
+func WithProvider(tp *sdktrace.TracerProvider) *Telemetry { return &Telemetry{tp: tp} }
