@@ -194,6 +194,13 @@ export interface ConnectOptions {
   stableAfter?: number
   /** Latency probe interval in ms (default 5000). */
   pingInterval?: number
+  /**
+   * Trace context for ops (docs/observability.md): a function returning the
+   * page tracer's current W3C traceparent, or true to send a span of the
+   * page's trace (its <meta name="traceparent">) or of a new trace per op.
+   * Default: no trace context.
+   */
+  trace?: boolean | (() => string | undefined)
   /** Injected clock, randomness and timers (tests). */
   now?: () => number
   random?: () => number

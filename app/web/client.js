@@ -15,6 +15,8 @@ const RETRYABLE = new Set(['rate_limited', 'unavailable', 'shutting_down', 'inte
 const clone = v => v === undefined ? v : JSON.parse(JSON.stringify(v))
 const isObj = v => v !== null && typeof v === 'object' && !Array.isArray(v)
 const randomId = () => 'c-' + Math.random().toString(36).slice(2, 10) + Math.random().toString(36).slice(2, 6)
+const randomHex = bytes => Array.from({ length: bytes * 2 }, () => Math.floor(Math.random() * 16).toString(16)).join('')
+const TRACEPARENT = /^00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/
 
 // canon renders JSON with object keys sorted (the form sets compare by, and
 // the binary encoding's data/details fields).
@@ -1494,6 +1496,8 @@ export class Sync extends Emitter {
       // Before storage has loaded, op ids are not known yet (0); _load
       // numbers such ops after the stored ones.
       const p = { t: 'op', doc: d.name, op: this._loaded ? ++this._nextOp : 0, base: d.version, hlc: this._stamp() }
+      const trace = this._trace()
+      if (trace) p.trace = trace
       if (del) p.del = true
       else p.ops = clone(ops)
       d.pending.push(p)
@@ -1515,6 +1519,20 @@ export class Sync extends Emitter {
     this._saveOp(p)
     this._sendOp(p)
     d._rebase({ local: true })
+  }
+
+  // The W3C traceparent an op carries (option trace): the page tracer's
+  // current span, or with trace: true a span of the page's trace (its
+  // <meta name="traceparent">) or of a new one.
+  _trace () {
+    const t = this.o.trace
+    if (typeof t === 'function') {
+      const tp = t()
+      return TRACEPARENT.test(tp || '') ? tp : undefined
+    }
+    if (!t) return undefined
+    const page = TRACEPARENT.exec(globalThis.document?.querySelector?.('meta[name="traceparent"]')?.content || '')
+    return `00-${page ? page[1] : randomHex(16)}-${randomHex(8)}-01`
   }
 
   _saveOp (p) {

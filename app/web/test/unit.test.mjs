@@ -196,6 +196,24 @@ test('retryable rejections are resent unchanged (same op id) per the retry polic
   assert.equal(ops(conn).length, 4)
 })
 
+test('ops carry trace context only when asked: the page tracer\'s, or a generated one', async () => {
+  const plain = await online()
+  plain.sync.doc('forms/f1').set('a', 1)
+  assert.equal(ops(plain.last())[0].trace, undefined)
+
+  const tp = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
+  const hooked = await online({ trace: () => tp })
+  hooked.sync.doc('forms/f1').set('a', 1)
+  assert.equal(ops(hooked.last())[0].trace, tp)
+
+  const own = await online({ trace: true })
+  const d = own.sync.doc('forms/f1')
+  d.set('a', 1); d.increment('n')
+  const [a, b] = ops(own.last()).map(o => o.trace)
+  assert.match(a, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/)
+  assert.notEqual(a, b, 'each op is its own span')
+})
+
 test('backoff: full jitter within [0, min(max, base * 2^n))', () => {
   for (let n = 0; n < 12; n++) {
     const cap = Math.min(5000, 100 * 2 ** n)
