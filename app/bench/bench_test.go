@@ -167,7 +167,7 @@ func TestParseProc(t *testing.T) {
 	}
 	a := ProcSample{At: time.Unix(0, 0), CPUTicks: 100}
 	b := ProcSample{At: time.Unix(2, 0), CPUTicks: 250, RSS: 64 << 20}
-	if d := cmp.Diff(Usage{CPUCores: 0.75, RSSMiB: 64, PeakMiB: 80}, Between(a, b, 80<<20)); d != "" {
+	if d := cmp.Diff(Usage{CPUCores: 0.75, CPUSeconds: 1.5, RSSMiB: 64, PeakMiB: 80}, Between(a, b, 80<<20)); d != "" {
 		t.Fatalf("usage (-want +got):\n%s", d)
 	}
 }

@@ -73,8 +73,10 @@ func parseRSS(status string) int64 {
 // Usage is a process's resource use over an interval.
 type Usage struct {
 	CPUCores float64 `json:"cpu_cores"` // CPU seconds per wall second
-	RSSMiB   float64 `json:"rss_mib"`   // at the end
-	PeakMiB  float64 `json:"peak_rss_mib"`
+	// CPUSeconds is the CPU time used over the interval.
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
+	RSSMiB     float64 `json:"rss_mib"` // at the end
+	PeakMiB    float64 `json:"peak_rss_mib"`
 }
 
 // Between computes the usage from a to b; peak is the largest RSS seen.
@@ -82,7 +84,8 @@ func Between(a, b ProcSample, peak int64) Usage {
 	wall := b.At.Sub(a.At).Seconds()
 	u := Usage{RSSMiB: mib(b.RSS), PeakMiB: mib(max(peak, b.RSS))}
 	if wall > 0 {
-		u.CPUCores = round3(float64(b.CPUTicks-a.CPUTicks) / clockTicks / wall)
+		u.CPUSeconds = float64(b.CPUTicks-a.CPUTicks) / clockTicks
+		u.CPUCores = round3(u.CPUSeconds / wall)
 	}
 	return u
 }

@@ -30,7 +30,10 @@ type ServiceOptions struct {
 	SQLiteSync string
 	// DaprdPprof, when set, is the port of daprd's own profiler.
 	DaprdPprof int
-	Log        io.Writer
+	// Env is more environment for the app (e.g. OTEL_*); daprd traces
+	// where the app does.
+	Env []string
+	Log io.Writer
 }
 
 // Service is a running app + daprd pair.
@@ -98,6 +101,7 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 	if o.Pprof != "" {
 		env = append(env, "AUTOGLM_PPROF="+o.Pprof)
 	}
+	env = append(env, o.Env...)
 	app, err := daprrun.StartProcess(o.AppBin, env, o.Log)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", o.AppBin, err)
@@ -105,6 +109,7 @@ func StartService(ctx context.Context, o ServiceOptions) (*Service, error) {
 	if o.DaprdPprof > 0 {
 		side.Args = []string{"--enable-profiling", "--profile-port", strconv.Itoa(o.DaprdPprof)}
 	}
+	side.TraceEnv = append(os.Environ(), env...) // daprd traces where the app does
 	sc, err := daprrun.Start(side)
 	if err != nil {
 		_ = app.Stop(5 * time.Second)

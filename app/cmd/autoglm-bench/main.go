@@ -100,6 +100,7 @@ func run(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.enforce, "enforce", false, "exit non-zero when a performance target is missed")
 	fs.BoolVar(&o.verbose, "v", false, "show the service's log")
 	render := fs.String("render", "", "re-render result.md and cdf.png from the result.json in this directory, then exit")
+	traceOverhead := fs.Bool("trace-overhead", false, "instead of the usual runs: delta sync on two replicas side by side, tracing unset and tracing every span to an in-process OTLP receiver, rounds alternating; reports the app's CPU per delivery of each (docs/observability.md)")
 	smoke := fs.Bool("smoke", false, "a few seconds with small numbers: checks the bench and exactly-once delivery, not performance")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -138,6 +139,17 @@ func run(ctx context.Context, args []string) error {
 	}
 	if o.url != "" {
 		o.profiles = []string{"external"}
+	}
+	if *traceOverhead {
+		if o.url != "" {
+			return errors.New("-trace-overhead starts its own replicas: drop -url")
+		}
+		for _, p := range o.profiles {
+			if err := runTraceOverhead(ctx, o, p); err != nil {
+				return fmt.Errorf("profile %s: %w", p, err)
+			}
+		}
+		return nil
 	}
 	var failures []string
 	for _, p := range o.profiles {
