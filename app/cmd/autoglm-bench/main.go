@@ -43,6 +43,7 @@ type options struct {
 	out          string
 	redis        string
 	appBin       string
+	baselineApp  string
 	subs         int
 	docs         int
 	docBytes     int
@@ -100,6 +101,7 @@ func run(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.enforce, "enforce", false, "exit non-zero when a performance target is missed")
 	fs.BoolVar(&o.verbose, "v", false, "show the service's log")
 	render := fs.String("render", "", "re-render result.md and cdf.png from the result.json in this directory, then exit")
+	fs.StringVar(&o.baselineApp, "baseline-app", "", "with -trace-overhead: also run this service binary (an earlier build) untraced, side by side")
 	traceOverhead := fs.Bool("trace-overhead", false, "instead of the usual runs: delta sync on two replicas side by side, tracing unset and tracing every span to an in-process OTLP receiver, rounds alternating; reports the app's CPU per delivery of each (docs/observability.md)")
 	smoke := fs.Bool("smoke", false, "a few seconds with small numbers: checks the bench and exactly-once delivery, not performance")
 	if err := fs.Parse(args); err != nil {

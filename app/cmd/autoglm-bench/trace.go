@@ -19,7 +19,7 @@ import (
 // traceRound is one delta run of the tracing comparison.
 type traceRound struct {
 	Round   int                  `json:"round"`
-	Tracing string               `json:"tracing"` // off or on
+	Tracing string               `json:"tracing"` // off, on, or baseline (another build, untraced)
 	Result  *bench.LatencyResult `json:"result"`
 	// AppMicros and DaprdMicros are CPU µs per delivered (change,
 	// subscriber) pair.
@@ -31,7 +31,9 @@ type traceRound struct {
 // run side by side, one with tracing unset and one exporting every span
 // (100% sampling, daprd too) to an OTLP receiver in this process, and the
 // delta rounds alternate between them. It reports the app's CPU per
-// delivery of each round and the medians.
+// delivery of each round and the medians. With o.baselineApp a third
+// replica runs that binary (an earlier build) untraced, to show what the
+// instrumentation costs when tracing is unset.
 func runTraceOverhead(ctx context.Context, o options, profile string) error {
 	outDir := filepath.Join(o.out, profile, "trace-overhead")
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
@@ -49,14 +51,18 @@ func runTraceOverhead(ctx context.Context, o options, profile string) error {
 	defer logf.Close()
 	type side struct {
 		name string
+		bin  string
 		env  []string
 		t    bench.Target
 		svc  *bench.Service
 	}
 	sides := []*side{
-		{name: "off"},
-		{name: "on", env: []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + sink.Endpoint(), "OTEL_EXPORTER_OTLP_PROTOCOL=grpc",
+		{name: "off", bin: o.appBin},
+		{name: "on", bin: o.appBin, env: []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + sink.Endpoint(), "OTEL_EXPORTER_OTLP_PROTOCOL=grpc",
 			"OTEL_TRACES_SAMPLER=always_on"}},
+	}
+	if o.baselineApp != "" {
+		sides = append([]*side{{name: "baseline", bin: o.baselineApp}}, sides...)
 	}
 	for i, s := range sides {
 		data, err := os.MkdirTemp("", "autoglm-bench-")
@@ -66,7 +72,7 @@ func runTraceOverhead(ctx context.Context, o options, profile string) error {
 		defer os.RemoveAll(data)
 		coll := "b" + strconv.FormatInt(time.Now().UnixNano()%1e12, 36) + strconv.Itoa(i)
 		s.t = bench.Target{Collection: coll, Docs: o.docs, DocBytes: o.docBytes, Fields: o.fields}
-		so := bench.ServiceOptions{Profile: profile, AppBin: o.appBin, DataDir: data, Redis: o.redis,
+		so := bench.ServiceOptions{Profile: profile, AppBin: s.bin, DataDir: data, Redis: o.redis,
 			Topic: "bench-" + coll, Log: io.Writer(logf), Env: s.env}
 		fmt.Printf("[%s] starting app + daprd, tracing %s\n", profile, s.name)
 		if s.svc, err = bench.StartService(ctx, so); err != nil {
@@ -93,10 +99,9 @@ func runTraceOverhead(ctx context.Context, o options, profile string) error {
 	}
 	var rounds []traceRound
 	for round := 1; round <= o.repeat; round++ {
-		order := sides
-		if round%2 == 0 { // alternate who goes first
-			order = []*side{sides[1], sides[0]}
-		}
+		// Rotate who goes first, so no side always runs after the same one.
+		k := (round - 1) % len(sides)
+		order := append(slices.Clone(sides[k:]), sides[:k]...)
 		for _, s := range order {
 			l, err := bench.RunLatency(ctx, s.t, cfg)
 			if err != nil {
@@ -108,7 +113,7 @@ func runTraceOverhead(ctx context.Context, o options, profile string) error {
 				r.AppMicros = l.Usage["app"].CPUSeconds / float64(l.Visible) * 1e6
 				r.DaprdMicros = l.Usage["daprd"].CPUSeconds / float64(l.Visible) * 1e6
 			}
-			fmt.Printf("    round %d tracing %-3s: %d deliveries, app %.2f µs/delivery, daprd %.2f µs/delivery, propagation p50 %.2f ms, %d missed\n",
+			fmt.Printf("    round %d tracing %-8s: %d deliveries, app %.2f µs/delivery, daprd %.2f µs/delivery, propagation p50 %.2f ms, %d missed\n",
 				round, s.name, l.Visible, r.AppMicros, r.DaprdMicros, l.Propagation.P50, l.Missed)
 			rounds = append(rounds, r)
 		}
@@ -132,7 +137,7 @@ func traceMarkdown(rounds []traceRound, cfg bench.LatencyConfig, profile string,
 	b.WriteString("| round | tracing | deliveries | app µs/delivery | daprd µs/delivery | propagation p50 ms | others (cores) |\n")
 	b.WriteString("|---|---|---|---|---|---|---|\n")
 	med := map[string][3]float64{}
-	for _, name := range []string{"off", "on"} {
+	for _, name := range []string{"baseline", "off", "on"} {
 		var app, daprd, p50 []float64
 		for _, r := range rounds {
 			if r.Tracing == name {
@@ -154,6 +159,9 @@ func traceMarkdown(rounds []traceRound, cfg bench.LatencyConfig, profile string,
 	off, on := med["off"], med["on"]
 	fmt.Fprintf(&b, "\nMedians: app %.2f µs/delivery untraced, %.2f traced (%+.0f %%); daprd %.2f and %.2f (%+.0f %%); propagation p50 %.2f and %.2f ms.\n",
 		off[0], on[0], pct(on[0], off[0]), off[1], on[1], pct(on[1], off[1]), off[2], on[2])
+	if base, ok := med["baseline"]; ok && base[0] > 0 {
+		fmt.Fprintf(&b, "Baseline build (untraced): app %.2f µs/delivery; this build untraced %+.0f %% against it.\n", base[0], pct(off[0], base[0]))
+	}
 	fmt.Fprintf(&b, "The receiver got %d spans (app and daprd, warm-up included) for %d writes in the measured traced rounds.\n", spans, traced)
 	return b.String()
 }
