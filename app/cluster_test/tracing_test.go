@@ -80,6 +80,9 @@ func TestTraceOneChange(t *testing.T) {
 	if commit.Attrs["autoglm.batch.size"] != "1" || commit.Attrs["autoglm.doc"] != doc {
 		t.Errorf("commit attributes %v", commit.Attrs)
 	}
+	// On Redis the document is written alone (SaveState, ETag-guarded) and
+	// its op-log entry and index in a transaction (app/daprstore).
+	tree.childOf(t, tree.one(t, writer.NodeID, "dapr.proto.runtime.v1.Dapr/SaveState"), commit)
 	tree.childOf(t, tree.one(t, writer.NodeID, "dapr.proto.runtime.v1.Dapr/ExecuteStateTransaction"), commit)
 	publish := tree.one(t, writer.NodeID, "dapr.proto.runtime.v1.Dapr/PublishEvent")
 	tree.childOf(t, publish, commit)

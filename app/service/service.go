@@ -123,6 +123,9 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	if endpoint, _, _ := telemetry.Endpoint(nil); tel.Enabled() {
+		log.WithField("endpoint", endpoint).Info("tracing: exporting spans over OTLP")
+	}
 	tracer := tel.Tracer()
 	opts = append(opts, tel.DialOptions()...)
 	conn, err := grpc.NewClient(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.DaprGRPCPort)), opts...)
