@@ -69,6 +69,9 @@ func StartPair(ctx context.Context, o PairOptions) (*Pair, error) {
 		return nil, fmt.Errorf("start %s: %w", o.Bin, err)
 	}
 	sc.Output = logf
+	if sc.TraceEnv == nil {
+		sc.TraceEnv = slices.Concat(os.Environ(), o.Env) // daprd traces where the app does
+	}
 	side, err := Start(sc)
 	if err != nil {
 		_ = app.Stop(5 * time.Second)
