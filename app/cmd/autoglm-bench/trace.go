@@ -162,8 +162,35 @@ func traceMarkdown(rounds []traceRound, cfg bench.LatencyConfig, profile string,
 	if base, ok := med["baseline"]; ok && base[0] > 0 {
 		fmt.Fprintf(&b, "Baseline build (untraced): app %.2f µs/delivery; this build untraced %+.0f %% against it.\n", base[0], pct(off[0], base[0]))
 	}
+	// Rounds drift with the machine's other load; comparing the sides
+	// within each round (run back to back) and taking the median of those
+	// ratios is less sensitive to it than comparing medians.
+	fmt.Fprintf(&b, "Median of per-round ratios: traced/untraced app %+.0f %%", pairedPct(rounds, "on", "off"))
+	if _, ok := med["baseline"]; ok {
+		fmt.Fprintf(&b, ", untraced/baseline app %+.0f %%", pairedPct(rounds, "off", "baseline"))
+	}
+	b.WriteString(".\n")
 	fmt.Fprintf(&b, "The receiver got %d spans (app and daprd, warm-up included) for %d writes in the measured traced rounds.\n", spans, traced)
 	return b.String()
+}
+
+// pairedPct is the median over rounds of a's app CPU per delivery against
+// b's in the same round, in percent.
+func pairedPct(rounds []traceRound, a, b string) float64 {
+	by := map[int]map[string]float64{}
+	for _, r := range rounds {
+		if by[r.Round] == nil {
+			by[r.Round] = map[string]float64{}
+		}
+		by[r.Round][r.Tracing] = r.AppMicros
+	}
+	var ratios []float64
+	for _, m := range by {
+		if m[a] > 0 && m[b] > 0 {
+			ratios = append(ratios, pct(m[a], m[b]))
+		}
+	}
+	return medianOf(ratios)
 }
 
 func pct(a, b float64) float64 {
