@@ -34,6 +34,26 @@ type answering struct {
 	ops OpObserver
 }
 
+// answeringShared keeps the shared encodings of a SharedSender (deltas:
+// nothing for the observer).
+type answeringShared struct {
+	answering
+	shared SharedSender
+}
+
+func (a answeringShared) SendShared(ctx context.Context, m *protocol.Shared) error {
+	return a.shared.SendShared(ctx, m)
+}
+
+// observed wraps send to tell ops about answers, keeping what it can do.
+func observed(send Sender, ops OpObserver) Sender {
+	a := answering{Sender: send, ops: ops}
+	if ss, ok := send.(SharedSender); ok {
+		return answeringShared{answering: a, shared: ss}
+	}
+	return a
+}
+
 func (a answering) Send(ctx context.Context, m protocol.Message) error {
 	err := a.Sender.Send(ctx, m)
 	if err == nil && (m.T == protocol.TAck || m.T == protocol.TReject) {

@@ -176,7 +176,7 @@ func New(opt Options, backend Backend, hub Hub, send Sender) *Session {
 		opt.Now = time.Now
 	}
 	if opt.Ops != nil {
-		send = answering{Sender: send, ops: opt.Ops}
+		send = observed(send, opt.Ops)
 	}
 	var limiter *rate.Limiter
 	if opt.Rate > 0 {

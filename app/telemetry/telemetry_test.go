@@ -3,6 +3,7 @@ package telemetry_test
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,6 +57,17 @@ func (c chanSender) Send(ctx context.Context, m protocol.Message) error {
 	}
 }
 
+// sharedSender also takes messages encoded once for many connections.
+type sharedSender struct {
+	chanSender
+	shared *atomic.Int64
+}
+
+func (s sharedSender) SendShared(ctx context.Context, m *protocol.Shared) error {
+	s.shared.Add(1)
+	return s.Send(ctx, m.Msg)
+}
+
 func next(t *testing.T, c chanSender, typ string) protocol.Message {
 	t.Helper()
 	for {
@@ -84,13 +96,14 @@ func TestOpSpanFromReceiptToAck(t *testing.T) {
 	var answered []string
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var shared atomic.Int64
 	start := func(id string) chanSender {
 		out := make(chanSender, 100)
 		s := session.New(session.Options{ID: id, Ops: tel.Ops(id, func(result string, d time.Duration) {
 			mu.Lock()
 			answered = append(answered, result)
 			mu.Unlock()
-		})}, eng, h, out)
+		})}, eng, h, sharedSender{out, &shared})
 		go s.Run(ctx)
 		for _, m := range []protocol.Message{{T: protocol.THello, Client: id}, {T: protocol.TSub, Doc: "forms/f1"}} {
 			if !s.Receive(ctx, m) {
@@ -114,6 +127,9 @@ func TestOpSpanFromReceiptToAck(t *testing.T) {
 		t.Fatalf("ack %+v", ack)
 	}
 	next(t, watcher, protocol.TDelta)
+	if shared.Load() != 1 {
+		t.Errorf("%d deltas sent through the shared encoding, want 1: observing ops must not hide it", shared.Load())
+	}
 
 	var op, commit, deliver sdktrace.ReadOnlySpan
 	deadline := time.Now().Add(5 * time.Second)
