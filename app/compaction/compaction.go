@@ -11,10 +11,12 @@
 //   - trims op-log entries older than the window and moves the document's
 //     LogStart up (a client further behind gets the document itself as its
 //     snapshot);
-//   - drops the idempotency record (Document.Idem) of every client that has
-//     had no op applied to the document for ClientAge (7 days). A retry of
-//     an op of such a client is no longer recognised, so ClientAge is the
-//     longest a client may wait before retrying;
+//   - moves the idempotency record (Document.Idem) of every client that has
+//     had no op applied to the document for ClientAge (7 days) to the
+//     document's gone list, which keeps only its floor: a retry of an op of
+//     such a client is refused op_expired (never applied again), so ClientAge
+//     is the longest a client may wait before retrying and still be answered
+//     with its op's version;
 //   - drops the tombstones (deleted characters) of a text field whose last
 //     delete left the window (merge.CollectText). Every watcher has passed
 //     that delete (a client further behind gets a snapshot), and copies that
@@ -87,7 +89,8 @@ type Options struct {
 	Quiet    time.Duration // a document unchanged this long has its tail archived
 	Window   int           // op-log entries kept per document (as the engine keeps them)
 	// ClientAge: a client with no op applied to a document for this long
-	// loses its idempotency record there (default 7 days).
+	// loses its idempotency record there, keeping only its floor on the
+	// gone list (default 7 days).
 	ClientAge time.Duration
 	// Declared are the collections of the collections config; they are
 	// walked even before anything was observed.
@@ -106,7 +109,7 @@ type Stats struct {
 	Compacted   int // documents written
 	Archived    int // tail changes copied to the op-log keys
 	Trimmed     int // op-log entries deleted
-	Pruned      int // idempotency records of idle clients removed
+	Pruned      int // idempotency records of idle clients moved to the gone list
 	Collected   int // deleted text characters (tombstones) dropped
 	Conflicts   int // documents skipped because they changed meanwhile
 	Errors      int
@@ -526,9 +529,7 @@ func (j *Job) compact(ctx context.Context, k core.Key, st *Stats) error {
 	}
 	if len(p.prune) > 0 {
 		doc.Idem = maps.Clone(stored.Doc.Idem)
-		for _, id := range p.prune {
-			delete(doc.Idem, id)
-		}
+		doc.ForgetClients(p.prune)
 	}
 	collected := 0
 	if p.collect {

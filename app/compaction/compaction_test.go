@@ -104,8 +104,8 @@ func TestPass(t *testing.T) {
 		if after.LogStart != 16 || len(after.Tail) != 0 {
 			t.Fatalf("log start %d, tail %v; want 16 and an archived tail", after.LogStart, after.Tail)
 		}
-		if len(after.Idem) != 0 {
-			t.Fatalf("idempotency records of idle clients kept: %v", after.Idem)
+		if len(after.Idem) != 0 || len(after.Gone) != 3 {
+			t.Fatalf("idempotency records of idle clients kept: %v (gone %v)", after.Idem, after.Gone)
 		}
 		if s.LogLen(k) != 5 {
 			t.Fatalf("%d op-log entries, want the 5 of the window", s.LogLen(k))
@@ -149,13 +149,26 @@ func TestPass(t *testing.T) {
 		if r := write(t, e, k, "a", 3, 2); !r.Dup || r.Version != 3 {
 			t.Fatalf("retry within the client age: %+v", r)
 		}
-		// The documented consequence of pruning an idle client: its op 3 is
-		// no longer recognised as applied.
+		// Pruning an idle client keeps its floor on the gone list: its op 3
+		// is no longer answered with its version, and never applied again.
 		if _, err := job(s, epoch.Add(time.Hour), func(o *compaction.Options) { o.ClientAge = 30 * time.Minute }).Pass(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if r := write(t, e, k, "a", 3, 2); r.Dup || r.Version != 21 {
-			t.Fatalf("retry after pruning: %+v", r)
+		if d := load(t, s, k); len(d.Idem) != 0 || len(d.Gone) != 3 {
+			t.Fatalf("after pruning: records %v, gone %v; want the 3 clients on the gone list", d.Idem, d.Gone)
+		}
+		for _, id := range []uint64{1, 3} {
+			r, _ := e.Do(context.Background(), k, core.Op{ClientID: "a", OpID: id, Ops: []merge.FieldOp{{Op: merge.KindInc, Path: "n", Value: json.RawMessage("1")}}})
+			if core.CodeOf(r.Err) != core.CodeOpExpired || r.Dup {
+				t.Fatalf("retry of a/%d after pruning: %+v (err %v), want op_expired", id, r, r.Err)
+			}
+		}
+		// The client's next op is applied, and it is known again.
+		if r := write(t, e, k, "a", 4, 2); r.Dup || r.Version != 21 {
+			t.Fatalf("a/4 after pruning: %+v", r)
+		}
+		if d := load(t, s, k); d.Data()["n"] != 21.0 || len(d.Gone) != 2 || d.Idem["a"] == nil || d.Idem["a"].Floor != 3 {
+			t.Fatalf("after a/4: n=%v, gone %v, a's record %+v", d.Data()["n"], d.Gone, d.Idem["a"])
 		}
 	})
 

@@ -120,8 +120,14 @@ type Document struct {
 	State   *merge.Doc `json:"state"`
 	// Idem is the idempotency record: per client, the ops recently applied
 	// (see ClientOps).
-	Idem    map[string]*ClientOps `json:"idem,omitempty"`
-	Updated clock.Timestamp       `json:"hlc"`
+	Idem map[string]*ClientOps `json:"idem,omitempty"`
+	// Gone lists clients whose records were dropped, with their floors
+	// (GoneClient); Horizon is the version at which the oldest of them were
+	// forgotten altogether (BeyondHorizon). Both are empty on nearly every
+	// document.
+	Gone    GoneClients     `json:"idem_gone,omitempty"`
+	Horizon int64           `json:"idem_horizon,omitempty"`
+	Updated clock.Timestamp `json:"hlc"`
 	// LogStart is the lowest version still in the op log; a client behind it
 	// needs a snapshot.
 	LogStart int64 `json:"log_start,omitempty"`

@@ -1,13 +1,17 @@
 package core
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"hash/fnv"
+	"maps"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // Idempotency by exact op identity (docs/protocol.md, "Retries and
@@ -23,6 +27,13 @@ import (
 //     (CodeOpExpired); it may or may not have been applied, so it is neither
 //     applied again nor answered as a duplicate.
 //
+// A client whose record is dropped (past IdemClients, or idle past the
+// compaction age) leaves a gone entry with its floor (GoneClient), so its
+// later ops are judged as above. A client the document knows nothing of is
+// new, unless the gone list itself overflowed: then an op whose base is
+// below the document's horizon may be the retry of a forgotten client and is
+// beyond the window (Document.BeyondHorizon).
+//
 // The record is part of the document and written by the same guarded write
 // as the change it records.
 
@@ -35,12 +46,16 @@ const (
 	// for every op.
 	IdemPerClient = 256
 	// IdemPerDocument bounds the remembered ops of all clients of one
-	// document (about 15 KB encoded); past it, the ops with the lowest
-	// versions are forgotten.
+	// document (about 15 KB encoded). Past it, the client that holds the
+	// most records forgets its lowest op id (a fair share): a client that
+	// stalls keeps its few records while others write.
 	IdemPerDocument = 1024
 	// IdemClients bounds the clients a document keeps records for; past it,
-	// the record of the client that wrote least recently is dropped.
+	// the client that wrote least recently moves to the gone list.
 	IdemClients = 256
+	// IdemGone bounds the gone list (about 14 KB encoded at most); past it,
+	// the oldest entry leaves and raises the document's horizon.
+	IdemGone = 1024
 )
 
 // OpRecord is one applied op as the idempotency record remembers it.
@@ -136,18 +151,133 @@ func (c *ClientOps) without(id uint64) *ClientOps {
 	return out
 }
 
-// BoundIdem keeps a document's idempotency records within IdemPerDocument
-// remembered ops and IdemClients clients, forgetting the oldest first. It
-// changes ops (a map the caller owns) but never the records in it.
-func BoundIdem(ops map[string]*ClientOps) {
-	for len(ops) > IdemClients {
-		var drop string
-		for id, c := range ops {
-			if o := ops[drop]; drop == "" || c.Last < o.Last || (c.Last == o.Last && id < drop) {
-				drop = id
-			}
+// GoneClient is a client whose record a document dropped (IdemClients, or
+// compaction's pruning of idle clients): a hash of its id and the highest op
+// id it had recorded. Its ops up to Floor are beyond the window; a later op
+// gives it a fresh record with that floor.
+type GoneClient struct {
+	Hash  uint64 // ClientHash of the client id
+	Floor uint64
+}
+
+// GoneClients is a document's gone list, oldest first. Like ClientOps it is
+// never changed in place once stored.
+type GoneClients []GoneClient
+
+// ClientHash is the 64-bit FNV-1a hash of a client id, as the gone list
+// keeps it.
+func ClientHash(id string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	return h.Sum64()
+}
+
+func (g GoneClients) find(hash uint64) int {
+	for i := len(g) - 1; i >= 0; i-- {
+		if g[i].Hash == hash {
+			return i
 		}
-		delete(ops, drop)
+	}
+	return -1
+}
+
+// IdemRecord returns the idempotency record of client: its own, an empty one
+// with its former floor when it is on the gone list, or nil when the document
+// knows nothing of it.
+func (d *Document) IdemRecord(client string) *ClientOps {
+	if c, ok := d.Idem[client]; ok {
+		return c
+	}
+	if i := d.Gone.find(ClientHash(client)); i >= 0 {
+		return &ClientOps{Floor: d.Gone[i].Floor}
+	}
+	return nil
+}
+
+// BeyondHorizon reports whether op, from a client the document knows nothing
+// of (IdemRecord is nil), may have been applied by a client whose gone entry
+// has since been dropped: the document has a horizon and the op's base (its
+// If-Match version, if higher; 0 without a base) is below it. An op based at
+// or above the horizon would have been applied at a later version, so its
+// client would still be known.
+func (d *Document) BeyondHorizon(op Op) bool {
+	if d.Horizon == 0 {
+		return false
+	}
+	base := op.IfVersion
+	if !op.NoBase {
+		base = max(base, op.Base)
+	}
+	return base < d.Horizon
+}
+
+// Remember records r, applied at wall time now, for client. A client on the
+// gone list leaves it and starts from its former floor.
+func (d *Document) Remember(client string, r OpRecord, now int64) {
+	c, ok := d.Idem[client]
+	if !ok {
+		if i := d.Gone.find(ClientHash(client)); i >= 0 {
+			c = &ClientOps{Floor: d.Gone[i].Floor}
+			d.Gone = slices.Concat(d.Gone[:i], d.Gone[i+1:])
+		}
+	}
+	if d.Idem == nil {
+		d.Idem = map[string]*ClientOps{}
+	}
+	d.Idem[client] = c.With(r, now)
+}
+
+// ForgetClients moves the records of clients to the gone list. It changes
+// d.Idem (a map the caller owns) but never the records in it.
+func (d *Document) ForgetClients(clients []string) {
+	var add GoneClients
+	for _, id := range clients {
+		c, ok := d.Idem[id]
+		if !ok {
+			continue
+		}
+		floor := c.Floor
+		if n := len(c.Recent); n > 0 {
+			floor = max(floor, c.Recent[n-1].OpID)
+		}
+		add = append(add, GoneClient{Hash: ClientHash(id), Floor: floor})
+		delete(d.Idem, id)
+	}
+	if len(add) == 0 {
+		return
+	}
+	gone := make(GoneClients, 0, len(d.Gone)+len(add))
+	for _, g := range d.Gone {
+		if add.find(g.Hash) < 0 {
+			gone = append(gone, g)
+		}
+	}
+	gone = append(gone, add...)
+	if n := len(gone) - IdemGone; n > 0 {
+		// Every op of the dropped clients was applied at or below the
+		// current version.
+		gone = gone[n:]
+		d.Horizon = max(d.Horizon, d.Version)
+	}
+	d.Gone = gone
+}
+
+// BoundIdem keeps a document's idempotency records within IdemClients
+// clients (the least recent move to the gone list) and IdemPerDocument
+// remembered ops (the client holding the most forgets its lowest op id;
+// ties: the client whose oldest record has the lowest version). It changes
+// d.Idem (a map the caller owns) but never the records in it.
+func BoundIdem(d *Document) {
+	ops := d.Idem
+	if n := len(ops) - IdemClients; n > 0 {
+		ids := slices.Collect(maps.Keys(ops))
+		slices.SortFunc(ids, func(a, b string) int {
+			if c := cmp.Compare(ops[a].Last, ops[b].Last); c != 0 {
+				return c
+			}
+			return strings.Compare(a, b)
+		})
+		d.ForgetClients(ids[:n])
 	}
 	n := 0
 	for _, c := range ops {
@@ -155,18 +285,60 @@ func BoundIdem(ops map[string]*ClientOps) {
 	}
 	for ; n > IdemPerDocument; n-- {
 		var (
-			who    string
-			oldest OpRecord
+			who string
+			top *ClientOps
 		)
 		for id, c := range ops {
-			for _, r := range c.Recent {
-				if who == "" || r.Version < oldest.Version {
-					who, oldest = id, r
-				}
+			if len(c.Recent) == 0 {
+				continue
+			}
+			if top == nil || len(c.Recent) > len(top.Recent) ||
+				len(c.Recent) == len(top.Recent) && (c.Recent[0].Version < top.Recent[0].Version ||
+					c.Recent[0].Version == top.Recent[0].Version && id < who) {
+				who, top = id, c
 			}
 		}
-		ops[who] = ops[who].without(oldest.OpID)
+		ops[who] = top.without(top.Recent[0].OpID)
 	}
+}
+
+// MarshalJSON encodes the gone list as one base64url string of, per entry,
+// the 8-byte hash (little endian) and the uvarint floor: 9 to 18 bytes an
+// entry before base64.
+func (g GoneClients) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, len(g)*12)
+	for _, e := range g {
+		b = binary.LittleEndian.AppendUint64(b, e.Hash)
+		b = binary.AppendUvarint(b, e.Floor)
+	}
+	return json.Marshal(base64.RawURLEncoding.EncodeToString(b))
+}
+
+// UnmarshalJSON decodes MarshalJSON's encoding.
+func (g *GoneClients) UnmarshalJSON(data []byte) error {
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return err
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return errIdemFormat
+	}
+	var out GoneClients
+	for len(b) > 0 {
+		if len(b) < 9 {
+			return errIdemFormat
+		}
+		h := binary.LittleEndian.Uint64(b)
+		f, n := binary.Uvarint(b[8:])
+		if n <= 0 {
+			return errIdemFormat
+		}
+		out = append(out, GoneClient{Hash: h, Floor: f})
+		b = b[8+n:]
+	}
+	*g = out
+	return nil
 }
 
 // Encoding: a record is one JSON string, base64url of

@@ -61,35 +61,124 @@ func TestClientOpsWindow(t *testing.T) {
 	}
 }
 
-func TestBoundIdem(t *testing.T) {
-	ops := map[string]*ClientOps{}
-	v := int64(0)
-	opsPer := IdemPerDocument/IdemClients + 2 // more than the document may hold
-	for n := range IdemClients + 10 {
-		var c *ClientOps
-		for id := range uint64(opsPer) {
-			v++
-			c = c.With(OpRecord{OpID: id + 1, Version: v}, int64(n))
+// write records op 1 of client at the document's next version, at wall time
+// v, and bounds the records as the engine does after a commit.
+func write(d *Document, client string, op uint64) {
+	d.Version++
+	d.Remember(client, OpRecord{OpID: op, Version: d.Version, Digest: 1}, d.Version)
+	BoundIdem(d)
+}
+
+// known reports what the document answers for op of client: remembered
+// (dup, at the returned version), expired, or new.
+func known(d *Document, client string, op uint64) (version int64, expired bool) {
+	rec := d.IdemRecord(client)
+	if r, ok := rec.Find(op); ok {
+		return r.Version, false
+	}
+	return 0, rec.Expired(op) || rec == nil && d.BeyondHorizon(Op{ClientID: client, OpID: op, NoBase: true})
+}
+
+// Past IdemClients the least recent client moves to the gone list with its
+// floor: its op 1 is beyond the window, never new again.
+func TestBoundIdemClientsGone(t *testing.T) {
+	var d Document
+	write(&d, "a", 1)
+	for i := range 300 {
+		write(&d, fmt.Sprint("c", i), 1)
+	}
+	if len(d.Idem) != IdemClients || len(d.Gone) != 301-IdemClients || d.Horizon != 0 {
+		t.Fatalf("%d records, %d gone, horizon %d", len(d.Idem), len(d.Gone), d.Horizon)
+	}
+	if v, expired := known(&d, "a", 1); v != 0 || !expired {
+		t.Fatalf("a/1: version %d expired %v, want expired", v, expired)
+	}
+	if v, _ := known(&d, "c299", 1); v != 301 {
+		t.Fatalf("c299/1 at %d", v)
+	}
+	// a comes back: a fresh record from its old floor, off the gone list.
+	write(&d, "a", 2)
+	if c := d.Idem["a"]; c == nil || c.Floor != 1 || d.Gone.find(ClientHash("a")) >= 0 {
+		t.Fatalf("a's record %+v, gone %v", c, d.Gone)
+	}
+	b, err := json.Marshal(&d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Document
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(d.Gone, back.Gone); diff != "" || back.Horizon != d.Horizon {
+		t.Fatalf("gone round trip (-want +got):\n%s", diff)
+	}
+	for _, bad := range []string{`"!!"`, `"AQ"`, `"AQIDBAUGBwg"`, `7`} {
+		var g GoneClients
+		if err := json.Unmarshal([]byte(bad), &g); err == nil {
+			t.Errorf("%s decoded as %+v", bad, g)
 		}
-		ops[fmt.Sprint("c", n)] = c
 	}
-	BoundIdem(ops)
-	if len(ops) != IdemClients {
-		t.Fatalf("%d clients kept", len(ops))
+}
+
+// Past IdemClients + IdemGone clients the oldest gone entries leave and the
+// horizon rises to the version at that moment: an unknown client's op based
+// below it is beyond the window, at or above it new.
+func TestBoundIdemHorizon(t *testing.T) {
+	var d Document
+	write(&d, "a", 1)
+	n := IdemClients + IdemGone + 10
+	for i := range n {
+		write(&d, fmt.Sprint("c", i), 1)
 	}
-	if _, ok := ops["c0"]; ok {
-		t.Fatal("the least recent client was kept")
+	if len(d.Gone) != IdemGone || d.Horizon == 0 || d.Horizon > d.Version {
+		t.Fatalf("%d gone, horizon %d at v%d", len(d.Gone), d.Horizon, d.Version)
+	}
+	if _, expired := known(&d, "a", 1); !expired {
+		t.Fatal("a forgotten client's op 1 is new")
+	}
+	for _, c := range []struct {
+		op   Op
+		want bool
+	}{
+		{Op{NoBase: true}, true},
+		{Op{Base: d.Horizon - 1}, true},
+		{Op{NoBase: true, IfVersion: -1}, true},
+		{Op{Base: d.Horizon}, false},
+		{Op{NoBase: true, IfVersion: d.Version}, false},
+	} {
+		if got := d.BeyondHorizon(c.op); got != c.want {
+			t.Errorf("BeyondHorizon(%+v) = %v at horizon %d", c.op, got, d.Horizon)
+		}
+	}
+}
+
+// The per-document bound takes from the client holding the most records: a
+// client with 4 records keeps them while 30 others write 5,000 ops.
+func TestBoundIdemFairShare(t *testing.T) {
+	var d Document
+	for op := uint64(1); op <= 4; op++ {
+		write(&d, "s", op)
+	}
+	for i := range 5000 {
+		write(&d, fmt.Sprint("w", i%30), uint64(i/30+1))
 	}
 	total := 0
-	for _, c := range ops {
+	for _, c := range d.Idem {
 		total += len(c.Recent)
 	}
 	if total != IdemPerDocument {
 		t.Fatalf("%d ops remembered, want %d", total, IdemPerDocument)
 	}
-	// The oldest versions went first: the most recent client lost nothing.
-	if c := ops[fmt.Sprint("c", IdemClients+9)]; len(c.Recent) != opsPer || c.Floor != 0 {
-		t.Fatalf("most recent client: %+v", c)
+	for op := uint64(1); op <= 4; op++ {
+		if v, _ := known(&d, "s", op); v != int64(op) {
+			t.Fatalf("s/%d at %d, want %d", op, v, op)
+		}
+	}
+	// The writers share the rest evenly.
+	for id, c := range d.Idem {
+		if id != "s" && (len(c.Recent) < (IdemPerDocument-4)/30 || len(c.Recent) > (IdemPerDocument-4)/30+1) {
+			t.Fatalf("%s holds %d records", id, len(c.Recent))
+		}
 	}
 }
 
@@ -154,7 +243,7 @@ func BenchmarkIdemRecordEncode(b *testing.B) {
 		}
 		ops[fmt.Sprintf("%08x-0000-4000-8000-%012x", n, n)] = c
 	}
-	BoundIdem(ops)
+	BoundIdem(&Document{Idem: ops})
 	raw, _ := json.Marshal(ops)
 	b.ResetTimer()
 	for range b.N {

@@ -488,7 +488,7 @@ func (e *Engine) apply(k core.Key, stored core.Stored, batch []request, sizeEach
 	if stored.Doc != nil {
 		c.Archive = stored.Doc.Tail
 	}
-	core.BoundIdem(doc.Idem)
+	core.BoundIdem(doc)
 	doc.Tail = changes
 	c.IndexAdd = !existed && doc.Exists()
 	c.IndexRemove = existed && !doc.Exists()
@@ -509,7 +509,10 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 	var digest uint64
 	if op.ClientID != "" && op.OpID != 0 {
 		digest = core.OpDigest(op)
-		rec := doc.Idem[op.ClientID]
+		rec := doc.IdemRecord(op.ClientID)
+		if rec == nil && doc.BeyondHorizon(op) {
+			return reject(core.CodeOpExpired, map[string]any{"horizon": doc.Horizon}, "document %s no longer remembers every client that wrote before version %d, so whether op id %d of client %q was applied is not known: resend it with a base version (or If-Match) of at least %d", doc.Key, doc.Horizon, op.OpID, op.ClientID, doc.Horizon)
+		}
 		if r, ok := rec.Find(op.OpID); ok {
 			if r.Digest != 0 && r.Digest != digest {
 				return reject(core.CodeOpIDReused, nil, "op id %d of client %q was used for an op with other content", op.OpID, op.ClientID)
@@ -603,10 +606,7 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 	doc.Version = ch.Version
 	doc.Updated = ts
 	if digest != 0 {
-		if doc.Idem == nil {
-			doc.Idem = map[string]*core.ClientOps{}
-		}
-		doc.Idem[op.ClientID] = doc.Idem[op.ClientID].With(core.OpRecord{OpID: op.OpID, Version: ch.Version, Digest: digest}, e.opt.Clock.Now().Wall)
+		doc.Remember(op.ClientID, core.OpRecord{OpID: op.OpID, Version: ch.Version, Digest: digest}, e.opt.Clock.Now().Wall)
 	}
 	*changes = append(*changes, ch)
 	return Result{Version: ch.Version, Change: &ch, Ops: ch.Ops}

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/merge"
@@ -327,5 +329,131 @@ func TestRetriesConvergeToExactlyOnce(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// crowdClock makes the engine's wall clock advance a millisecond per reading,
+// so "the client that wrote least recently" is the one that wrote first.
+func crowdClock(o *engine.Options) {
+	var ms atomic.Int64
+	o.Clock = clock.New("n1", func() time.Time { return time.UnixMilli(1_700_000_000_000 + ms.Add(1)) }, time.Minute)
+	o.LogWindow = 10_000
+}
+
+// retryOnce sends op again and fails the test unless it is answered with
+// version want as a duplicate or refused op_expired; it reports whether it
+// was a duplicate.
+func retryOnce(t *testing.T, f *fixture, op core.Op, want int64) bool {
+	t.Helper()
+	r := f.do(t, op)
+	switch {
+	case r.Err == nil && r.Dup && r.Version == want:
+		return true
+	case r.Err != nil && core.CodeOf(r.Err) == core.CodeOpExpired && !r.Dup:
+		return false
+	}
+	t.Fatalf("retry of %s/%d: %+v (err %v), want dup at v%d or op_expired", op.ClientID, op.OpID, r, r.Err, want)
+	return false
+}
+
+// More clients than a document keeps records for write once each after
+// client a's op 1; a's retry of op 1 must never be applied again.
+func TestCrowdRetryNotAppliedTwice(t *testing.T) {
+	f := newFixture(t, crowdClock)
+	if r := f.do(t, incOp("a", 1)); r.Err != nil || r.Version != 1 {
+		t.Fatalf("op 1: %+v", r)
+	}
+	const crowd = 300
+	for i := range crowd {
+		if r := f.do(t, incOp(fmt.Sprint("c", i), 1)); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	retryOnce(t, f, incOp("a", 1), 1)
+	if v, d := f.data(t); v != crowd+1 || d["n"] != float64(crowd+1) {
+		t.Fatalf("v%d n=%v, want %d: an op was applied twice", v, d["n"], crowd+1)
+	}
+	if f.logged(t, "a")[1] != 1 {
+		t.Fatalf("op a/1 logged %d times", f.logged(t, "a")[1])
+	}
+	// A client that was dropped and writes again is answered for its new
+	// ops and keeps refusing the old one.
+	if r := f.do(t, incOp("a", 2)); r.Err != nil || r.Dup {
+		t.Fatalf("a/2: %+v", r)
+	}
+	retryOnce(t, f, incOp("a", 1), 1)
+}
+
+// Past IdemClients + IdemGone clients the oldest are forgotten altogether:
+// an op of a client the document no longer knows is refused op_expired when
+// its base is below the horizon (it may be such a client's retry) and
+// applied when it is based at or above it.
+func TestCrowdHorizon(t *testing.T) {
+	f := newFixture(t, crowdClock)
+	first := incOp("a", 1)
+	if r := f.do(t, first); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	// The crowd writes with a base (the version it read): once the horizon
+	// is set, a new client needs one.
+	v := int64(1)
+	for i := range core.IdemClients + core.IdemGone + 20 {
+		op := incOp(fmt.Sprint("c", i), 1)
+		op.Base = v
+		r := f.do(t, op)
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		v = r.Version
+	}
+	r := f.do(t, first)
+	if core.CodeOf(r.Err) != core.CodeOpExpired || r.Dup {
+		t.Fatalf("retry of a forgotten client's op: %+v (err %v), want op_expired", r, r.Err)
+	}
+	// A new client without a base (or below the horizon) is refused too;
+	// based at the current version it is applied.
+	for _, op := range []core.Op{
+		{ClientID: "new", OpID: 1, NoBase: true, Ops: []merge.FieldOp{inc("n", 1)}},
+		{ClientID: "new", OpID: 1, Base: 1, Ops: []merge.FieldOp{inc("n", 1)}},
+	} {
+		if r := f.do(t, op); core.CodeOf(r.Err) != core.CodeOpExpired {
+			t.Fatalf("unknown client, base %d: %+v (err %v), want op_expired", op.Base, r, r.Err)
+		}
+	}
+	for _, op := range []core.Op{
+		{ClientID: "new", OpID: 1, Base: v, Ops: []merge.FieldOp{inc("n", 1)}},
+		{ClientID: "new2", OpID: 1, NoBase: true, IfVersion: v + 1, Ops: []merge.FieldOp{inc("n", 1)}},
+	} {
+		if r := f.do(t, op); r.Err != nil || r.Dup {
+			t.Fatalf("unknown client based at the current version: %+v (err %v)", r, r.Err)
+		}
+	}
+	if got, d := f.data(t); got != v+2 || d["n"] != float64(v+2) {
+		t.Fatalf("v%d n=%v, want %d", got, d["n"], v+2)
+	}
+}
+
+// A client that stalls with ops in flight keeps its records while many
+// others write: the per-document bound takes from the clients holding the
+// most records.
+func TestStalledClientKeepsItsWindow(t *testing.T) {
+	f := newFixture(t, crowdClock)
+	var stalled []core.Op
+	for id := uint64(1); id <= 4; id++ {
+		op := incOp("s", id)
+		if r := f.do(t, op); r.Err != nil || r.Version != int64(id) {
+			t.Fatalf("s/%d: %+v", id, r)
+		}
+		stalled = append(stalled, op)
+	}
+	for i := range 5000 {
+		if r := f.do(t, incOp(fmt.Sprint("w", i%30), uint64(i/30+1))); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	for i, op := range stalled {
+		if r := f.do(t, op); r.Err != nil || !r.Dup || r.Version != int64(i+1) {
+			t.Fatalf("retry of s/%d after 5000 writes of others: %+v (err %v), want dup at v%d", op.OpID, r, r.Err, i+1)
+		}
 	}
 }
