@@ -316,13 +316,9 @@ func (g GoneClients) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON decodes MarshalJSON's encoding.
 func (g *GoneClients) UnmarshalJSON(data []byte) error {
-	var s string
-	if err := json.Unmarshal(data, &s); err != nil {
-		return err
-	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	b, err := decodeIdem(data)
 	if err != nil {
-		return errIdemFormat
+		return err
 	}
 	var out GoneClients
 	for len(b) > 0 {
@@ -366,15 +362,25 @@ func (c ClientOps) MarshalJSON() ([]byte, error) {
 
 var errIdemFormat = errors.New("idempotency record: malformed")
 
-// UnmarshalJSON decodes MarshalJSON's encoding.
-func (c *ClientOps) UnmarshalJSON(data []byte) error {
+// decodeIdem returns the bytes of an encoded record: a JSON string of
+// base64url.
+func decodeIdem(data []byte) ([]byte, error) {
 	var s string
 	if err := json.Unmarshal(data, &s); err != nil {
-		return err
+		return nil, err
 	}
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
-		return errIdemFormat
+		return nil, errIdemFormat
+	}
+	return b, nil
+}
+
+// UnmarshalJSON decodes MarshalJSON's encoding.
+func (c *ClientOps) UnmarshalJSON(data []byte) error {
+	b, err := decodeIdem(data)
+	if err != nil {
+		return err
 	}
 	next := func() (uint64, bool) {
 		v, n := binary.Uvarint(b)
