@@ -38,6 +38,8 @@ import (
 // elsewhere), and Redis frozen for 7s, past the 5s store timeout: a relay in
 // front of Redis stops forwarding, as a paused server would look, so the
 // sidecars' calls time out while what they sent still reaches Redis later.
+// A last phase brings 300 more clients to the hot document while 20 others
+// retry ops whose answers they lost.
 //
 // Every op increments the counter n and the writer's own counter. At the
 // end every acknowledged op must be in its document's log exactly once, at
@@ -174,6 +176,9 @@ func TestAckedOpsUnderFaults(t *testing.T) {
 			redis.Pause()
 			time.Sleep(7 * time.Second)
 			redis.Resume()
+		}},
+		{"300 more clients on the hot document, 20 answers lost and retried", func() {
+			crowd(rw[0].urls, led, hot, 20, 300)
 		}},
 	}
 	per := (total + len(phases) - 1) / len(phases)
@@ -369,6 +374,12 @@ func (l *ledger) fail(format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.fails = append(l.fails, fmt.Sprintf(format, args...))
+}
+
+func (l *ledger) failed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.fails) > 0
 }
 
 func (l *ledger) acked(phase int) int {
@@ -746,12 +757,13 @@ func (w *restWriter) run(stop <-chan struct{}, k int) {
 		}
 		op := w.next.Add(1)
 		doc := w.docs[i%len(w.docs)]
-		w.send(w.led.issue(w.id, doc, op), body, k)
+		w.send(w.led.issue(w.id, doc, op), body, k, false)
 	}
 }
 
-// send sends rec's op until it is answered.
-func (w *restWriter) send(rec *opRec, body string, replica int) {
+// send sends rec's op until it is answered. With answerLost the answer is
+// dropped, as if the response never arrived, and the op stays unacknowledged.
+func (w *restWriter) send(rec *opRec, body string, replica int, answerLost bool) {
 	start := time.Now()
 	for attempt := 0; ; attempt++ {
 		url := w.urls[(replica+attempt)%len(w.urls)] + "/v1/docs/" + rec.doc
@@ -766,7 +778,9 @@ func (w *restWriter) send(rec *opRec, body string, replica int) {
 				w.led.fail("%s: op %d on %s: answer %s", w.id, rec.op, rec.doc, res)
 				return
 			}
-			w.led.ack(rec, a.Version, a.Duplicate)
+			if !answerLost {
+				w.led.ack(rec, a.Version, a.Duplicate)
+			}
 			return
 		case err == nil && status < 500 && status != http.StatusTooManyRequests:
 			var e struct {
@@ -803,4 +817,50 @@ func restPatch(url, body, clientID string, op uint64) (int, []byte, error) {
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	return res.StatusCode, b, err
+}
+
+// crowd writes doc from many clients while some answers are lost: each of
+// forgetful fresh clients sends one op and loses the answer, then crowd
+// more clients write one op each, then the forgetful ones send their op
+// again with the same op id (a client retrying a request whose response it
+// never got). The retries must be answered with the original versions: a
+// server that forgets clients by count rather than by time applies them
+// twice.
+func crowd(urls []string, led *ledger, doc string, forgetful, crowd int) {
+	late := make([]*restWriter, forgetful)
+	recs := make([]*opRec, forgetful)
+	for i := range forgetful {
+		late[i] = &restWriter{id: fmt.Sprintf("late%d", i), urls: urls, docs: []string{doc}, led: led}
+		recs[i] = led.issue(late[i].id, doc, 1)
+	}
+	// each runs f(0..n-1) on 16 goroutines, until a writer fails.
+	each := func(n int, f func(i int)) {
+		ids := make(chan int)
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range ids {
+					if !led.failed() {
+						f(i)
+					}
+				}
+			}()
+		}
+		for i := range n {
+			ids <- i
+		}
+		close(ids)
+		wg.Wait()
+	}
+	each(forgetful, func(i int) { late[i].send(recs[i], late[i].body(), i, true) })
+	each(crowd, func(i int) {
+		w := &restWriter{id: fmt.Sprintf("crowd%d", i), urls: urls, docs: []string{doc}, led: led}
+		w.send(led.issue(w.id, doc, 1), w.body(), i, false)
+	})
+	each(forgetful, func(i int) {
+		led.resent(recs[i], false)
+		late[i].send(recs[i], late[i].body(), i, false)
+	})
 }
