@@ -1,5 +1,5 @@
-// Package daprbus implements core.Bus over Dapr pub/sub, and the HTTP
-// endpoints through which daprd delivers the broadcast back to this replica.
+// Package daprbus implements core.Bus over Dapr pub/sub, and the handler
+// through which daprd delivers the broadcast back to this replica.
 //
 // The broadcast component must give every replica its own consumer group
 // (consumerID "{uuid}" or "{podName}"), because Dapr otherwise delivers each
@@ -8,7 +8,6 @@ package daprbus
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -103,24 +102,9 @@ func opsSize(c core.Change) int {
 	return n
 }
 
-// Subscription is one entry of the app's answer to GET /dapr/subscribe.
-type Subscription struct {
-	PubsubName string            `json:"pubsubname"`
-	Topic      string            `json:"topic"`
-	Route      string            `json:"route"`
-	Metadata   map[string]string `json:"metadata,omitempty"`
-	// DeadLetterTopic receives, from daprd, the messages the app answered
-	// DROP or that failed every retry of the component's inbound policy.
-	DeadLetterTopic string `json:"deadLetterTopic,omitempty"`
-	// Handler serves this route's deliveries; nil means the change
-	// broadcast (ServeEvent's own handling).
-	Handler http.Handler `json:"-"`
-}
-
-// Handler serves daprd's subscription callbacks.
+// Handler serves daprd's deliveries of the broadcast (mount it as the
+// broadcast subscription's handler, package daprsub).
 type Handler struct {
-	Subs  []Subscription
-	Token string // APP_API_TOKEN; when set, callbacks must carry it
 	// Deliver is called with every received broadcast; ctx carries the
 	// receipt's span.
 	Deliver func(ctx context.Context, changes []core.Change)
@@ -131,16 +115,6 @@ type Handler struct {
 	// Tracer, when set, records the receipt of each change broadcast as a
 	// span, a child of the span its CloudEvent names (the commit).
 	Tracer trace.Tracer
-}
-
-// ServeSubscribe answers GET /dapr/subscribe.
-func (h *Handler) ServeSubscribe(w http.ResponseWriter, r *http.Request) {
-	if !h.authorized(r) {
-		http.Error(w, "missing or wrong dapr-api-token", http.StatusUnauthorized)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(h.Subs)
 }
 
 // cloudEvent is the envelope daprd delivers (structured CloudEvents JSON).
@@ -155,20 +129,10 @@ type cloudEvent struct {
 	PubsubName  string          `json:"pubsubname"`
 }
 
-// ServeEvent handles one broadcast delivery. A malformed message is dropped
+// ServeHTTP handles one broadcast delivery. A malformed message is dropped
 // (answering DROP, so daprd does not redeliver it forever); sessions repair
 // anything missed from the op log.
-func (h *Handler) ServeEvent(w http.ResponseWriter, r *http.Request) {
-	if !h.authorized(r) {
-		http.Error(w, "missing or wrong dapr-api-token", http.StatusUnauthorized)
-		return
-	}
-	for _, sub := range h.Subs {
-		if sub.Handler != nil && sub.Route == r.URL.Path {
-			sub.Handler.ServeHTTP(w, r)
-			return
-		}
-	}
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	limit := h.MaxBytes
 	if limit <= 0 {
 		limit = 8 << 20
@@ -251,12 +215,4 @@ func (h *Handler) status(w http.ResponseWriter, s string, err error) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = fmt.Fprintf(w, `{"status":%q}`, s)
-}
-
-func (h *Handler) authorized(r *http.Request) bool {
-	if h.Token == "" {
-		return true
-	}
-	got := r.Header.Get("dapr-api-token")
-	return subtle.ConstantTimeCompare([]byte(got), []byte(h.Token)) == 1
 }

@@ -71,7 +71,7 @@ func TestReceiptIsChildOfCommit(t *testing.T) {
 	req := httptest.NewRequest("POST", "/dapr/events/changes", strings.NewReader(body))
 	req.Header.Set("traceparent", daprd)
 	w := httptest.NewRecorder()
-	h.ServeEvent(w, req)
+	h.ServeHTTP(w, req)
 	if !strings.Contains(w.Body.String(), "SUCCESS") {
 		t.Fatalf("answer %s", w.Body)
 	}

@@ -16,7 +16,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/open-autoglm/autoglm/app/core"
-	"github.com/open-autoglm/autoglm/app/daprbus"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/hub"
 	"github.com/open-autoglm/autoglm/app/session"
@@ -31,10 +30,12 @@ type Lister interface {
 // Server holds what the handlers need. Fill the exported fields, then call
 // Handler.
 type Server struct {
-	Engine  *engine.Engine
-	Lister  Lister
-	Hub     *hub.Hub
-	Dapr    *daprbus.Handler
+	Engine *engine.Engine
+	Lister Lister
+	Hub    *hub.Hub
+	// Dapr serves daprd's calls under /dapr/ (subscriptions and their
+	// deliveries); nil serves none.
+	Dapr    http.Handler
 	Log     logrus.FieldLogger
 	Version string
 	Node    string
@@ -111,10 +112,7 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle("GET /metrics", s.Metrics.Handler)
 	}
 	if s.Dapr != nil {
-		mux.HandleFunc("GET /dapr/subscribe", s.Dapr.ServeSubscribe)
-		for _, sub := range s.Dapr.Subs {
-			mux.HandleFunc("POST "+sub.Route, s.Dapr.ServeEvent)
-		}
+		mux.Handle("/dapr/", s.Dapr)
 	}
 	for _, rt := range s.Extra {
 		mux.HandleFunc(rt.Pattern, s.serveRoute(rt))

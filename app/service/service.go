@@ -26,7 +26,9 @@ import (
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/daprbus"
+	"github.com/open-autoglm/autoglm/app/daprkv"
 	"github.com/open-autoglm/autoglm/app/daprstore"
+	"github.com/open-autoglm/autoglm/app/daprsub"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/events"
 	"github.com/open-autoglm/autoglm/app/httpapi"
@@ -154,8 +156,9 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		},
 	})
 	store := daprstore.New(client, cfg.StateStore)
+	state := daprkv.New(client, cfg.StateStore, cfg.LockStore)
 	queue := tasks.New(tasks.Options{
-		Client: client, Pubsub: cfg.TasksPubsub, TopicPrefix: cfg.TasksTopic, StateStore: cfg.StateStore,
+		Publisher: state, Pubsub: cfg.TasksPubsub, TopicPrefix: cfg.TasksTopic, Done: state,
 		Workers: cfg.TaskWorkers, Log: log.WithField("component", "tasks"), OnRetry: m.TaskRetry,
 	})
 	targets, err := webhooks.NewGuard(webhooks.GuardOptions{Allow: cfg.WebhookAllow,
@@ -237,16 +240,18 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 	api := &httpapi.Server{
 		Engine: eng, Lister: store, Hub: h, Log: log, Version: cfg.Version, Node: cfg.NodeID,
 		Ready: probe.Ready,
-		Dapr: &daprbus.Handler{
-			Subs: append([]daprbus.Subscription{{
+		Dapr: &daprsub.Router{
+			Subs: append([]daprsub.Subscription{{
 				PubsubName: cfg.BroadcastPubsub, Topic: cfg.BroadcastTopic, Route: BroadcastRoute,
+				Handler: &daprbus.Handler{
+					Deliver:         h.Deliver,
+					Tracer:          tracer,
+					DeliverPresence: h.RemotePresence,
+					MaxBytes:        16 << 20,
+					OnError:         func(err error) { log.WithError(err).Warn("broadcast dropped") },
+				},
 			}}, queue.Subscriptions()...),
-			Token:           cfg.AppAPIToken,
-			Deliver:         h.Deliver,
-			Tracer:          tracer,
-			DeliverPresence: h.RemotePresence,
-			MaxBytes:        16 << 20,
-			OnError:         func(err error) { log.WithError(err).Warn("broadcast dropped") },
+			Token: cfg.AppAPIToken,
 		},
 		MaxBody: cfg.MaxBodyBytes, Heartbeat: cfg.Heartbeat, SessionQueue: cfg.SessionQueue, MaxSubs: cfg.MaxSubs,
 		BodyTimeout: cfg.BodyTimeout, HelloTimeout: cfg.HelloTimeout, ClientAddrHeader: cfg.ClientAddrHeader,

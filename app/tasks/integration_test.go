@@ -20,7 +20,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/open-autoglm/autoglm/app/daprbus"
+	"github.com/open-autoglm/autoglm/app/daprkv"
+	"github.com/open-autoglm/autoglm/app/daprsub"
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
 	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
@@ -64,20 +65,17 @@ func startApp(t *testing.T, profile string, opt tasks.Options, setup func(q *tas
 	}
 	client := dapr.NewClientWithConnection(conn)
 	t.Cleanup(client.Close)
-	opt.Client = client
+	state := daprkv.New(client, "statestore", "")
+	opt.Publisher = state
 	opt.Pubsub = "tasks"
-	opt.StateStore = "statestore"
+	opt.Done = state
 	if opt.TopicPrefix == "" {
 		opt.TopicPrefix = "tasks-" + uuid.NewString()[:8]
 	}
 	q := tasks.New(opt)
 	setup(q)
-	h := &daprbus.Handler{Subs: q.Subscriptions(), Token: appToken}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /dapr/subscribe", h.ServeSubscribe)
-	for _, s := range h.Subs {
-		mux.HandleFunc("POST "+s.Route, h.ServeEvent)
-	}
+	mux.Handle("/dapr/", &daprsub.Router{Subs: q.Subscriptions(), Token: appToken})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -36,16 +36,15 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	dapr "github.com/dapr/go-sdk/client"
 	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
 
-	"github.com/open-autoglm/autoglm/app/daprbus"
+	"github.com/open-autoglm/autoglm/app/daprsub"
+	"github.com/open-autoglm/autoglm/app/kv"
 )
 
 // Priority of a task.
@@ -110,25 +109,18 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
-// Client is the part of the Dapr client the queue uses.
-type Client interface {
-	PublishEvent(ctx context.Context, pubsubName, topicName string, data interface{}, opts ...dapr.PublishEventOption) error
-	GetState(ctx context.Context, storeName, key string, meta map[string]string) (*dapr.StateItem, error)
-	SaveState(ctx context.Context, storeName, key string, data []byte, meta map[string]string, so ...dapr.StateOption) error
-}
-
 // Options configure a Queue.
 type Options struct {
-	Client Client
-	Pubsub string // the tasks component
+	Publisher kv.Publisher
+	Pubsub    string // the tasks component
 	// TopicPrefix names the topics: <prefix>-high, -medium, -low and -dead.
 	TopicPrefix string
 	// RoutePrefix is where daprd delivers: <prefix>/high, ... /dead.
 	RoutePrefix string
-	// StateStore keeps the ids of finished tasks for DedupTTL; empty turns
+	// Done keeps the ids of finished tasks for DedupTTL; nil turns
 	// deduplication off.
-	StateStore string
-	DedupTTL   time.Duration
+	Done     kv.Records
+	DedupTTL time.Duration
 	// Workers is the number of tasks run at once by this replica.
 	Workers int
 	// Weights are the shares of worker slots given to high, medium and low
@@ -253,15 +245,15 @@ func (q *Queue) DeadTopic() string { return q.opt.TopicPrefix + "-dead" }
 
 // Subscriptions are the entries for GET /dapr/subscribe: one per priority
 // with the dead-letter topic, and the dead-letter topic itself.
-func (q *Queue) Subscriptions() []daprbus.Subscription {
-	subs := make([]daprbus.Subscription, 0, 4)
+func (q *Queue) Subscriptions() []daprsub.Subscription {
+	subs := make([]daprsub.Subscription, 0, 4)
 	for _, p := range Priorities {
-		subs = append(subs, daprbus.Subscription{
+		subs = append(subs, daprsub.Subscription{
 			PubsubName: q.opt.Pubsub, Topic: q.Topic(p), Route: q.opt.RoutePrefix + "/" + string(p),
 			DeadLetterTopic: q.DeadTopic(), Handler: q.deliveryHandler(p),
 		})
 	}
-	subs = append(subs, daprbus.Subscription{
+	subs = append(subs, daprsub.Subscription{
 		PubsubName: q.opt.Pubsub, Topic: q.DeadTopic(), Route: q.opt.RoutePrefix + "/dead",
 		Handler: http.HandlerFunc(q.serveDead),
 	})
@@ -305,12 +297,12 @@ func (q *Queue) publish(ctx context.Context, t Task) error {
 		return err
 	}
 	st := &q.stats[t.Priority.index()]
-	err = q.opt.Client.PublishEvent(ctx, q.opt.Pubsub, q.Topic(t.Priority), body,
-		dapr.PublishEventWithContentType("application/json"),
-		dapr.PublishEventWithMetadata(map[string]string{
+	err = q.opt.Publisher.Publish(ctx, kv.Message{Pubsub: q.opt.Pubsub, Topic: q.Topic(t.Priority), Body: body,
+		ContentType: "application/json",
+		Metadata: map[string]string{
 			"cloudevent.id":   t.ID,
 			"cloudevent.type": "com.autoglm.task." + t.Kind,
-		}))
+		}})
 	if err != nil {
 		st.publishFailed.Add(1)
 		return fmt.Errorf("publish task %s (%s): %w", t.ID, t.Kind, err)
@@ -558,20 +550,18 @@ func (q *Queue) forget(id string) {
 }
 
 func (q *Queue) finished(ctx context.Context, id string) bool {
-	if q.opt.StateStore == "" {
+	if q.opt.Done == nil {
 		return false
 	}
-	item, err := q.opt.Client.GetState(ctx, q.opt.StateStore, doneKey(id), nil)
-	return err == nil && item != nil && len(item.Value) > 0
+	item, err := q.opt.Done.Get(ctx, doneKey(id))
+	return err == nil && item.Exists()
 }
 
 func (q *Queue) markFinished(ctx context.Context, id string) {
-	if q.opt.StateStore == "" {
+	if q.opt.Done == nil {
 		return
 	}
-	ttl := strconv.Itoa(int(q.opt.DedupTTL / time.Second))
-	err := q.opt.Client.SaveState(context.WithoutCancel(ctx), q.opt.StateStore, doneKey(id), []byte("1"),
-		map[string]string{"ttlInSeconds": ttl})
+	err := q.opt.Done.Set(context.WithoutCancel(ctx), doneKey(id), []byte("1"), q.opt.DedupTTL)
 	if err != nil {
 		// The task ran; a redelivery would run it again, which handlers
 		// must tolerate anyway.
