@@ -39,17 +39,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"maps"
-	"math"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	dapr "github.com/dapr/go-sdk/client"
 	"github.com/sirupsen/logrus"
 
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/kv"
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
@@ -61,22 +60,16 @@ type Store interface {
 	Documents(ctx context.Context, collection string, ids []string) ([]*core.Document, error)
 }
 
-// Locker is the Dapr distributed lock API.
-type Locker interface {
-	TryLockAlpha1(ctx context.Context, storeName string, request *dapr.LockRequest) (*dapr.LockResponse, error)
-	UnlockAlpha1(ctx context.Context, storeName string, request *dapr.UnlockRequest) (*dapr.UnlockResponse, error)
-}
-
 // Options configure a Job.
 type Options struct {
 	Store Store
 	// Registry records the collections written in the cluster; nil walks
 	// only Declared and what this replica observed.
 	Registry *Registry
-	// Lock and LockStore name the lease's lock component. HasLock reports at
-	// start whether the sidecar has it; without one the job runs unguarded
-	// (single-replica profiles).
-	Lock      Locker
+	// Lock holds the lease; LockStore names its component (for logs).
+	// HasLock reports at start whether the sidecar has it; without one the
+	// job runs unguarded (single-replica profiles).
+	Lock      kv.Locker
 	LockStore string
 	HasLock   func(ctx context.Context) (bool, error)
 	// Resource is the lease's lock id: one lease per cluster.
@@ -296,7 +289,7 @@ func (j *Job) hold(ctx context.Context) {
 		// expire.
 		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_, _ = j.opt.Lock.UnlockAlpha1(rctx, j.opt.LockStore, &dapr.UnlockRequest{ResourceID: j.opt.Resource, LockOwner: j.opt.Owner})
+		_, _ = j.opt.Lock.Unlock(rctx, j.opt.Resource, j.opt.Owner)
 		log.Info("compaction: lease released")
 	}
 }
@@ -304,13 +297,7 @@ func (j *Job) hold(ctx context.Context) {
 func (j *Job) tryLock(ctx context.Context) (bool, error) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	secs := int32(math.Ceil(j.opt.Lease.Seconds()))
-	r, err := j.opt.Lock.TryLockAlpha1(cctx, j.opt.LockStore, &dapr.LockRequest{
-		ResourceID: j.opt.Resource, LockOwner: j.opt.Owner, ExpiryInSeconds: max(secs, 1)})
-	if err != nil {
-		return false, err
-	}
-	return r.Success, nil
+	return j.opt.Lock.TryLock(cctx, j.opt.Resource, j.opt.Owner, j.opt.Lease)
 }
 
 // renew extends the lease. The lock API has no renewal: the holder releases
@@ -318,9 +305,9 @@ func (j *Job) tryLock(ctx context.Context) (bool, error) {
 // instant in between; then this one has lost the lease and stops.
 func (j *Job) renew(ctx context.Context) bool {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	r, err := j.opt.Lock.UnlockAlpha1(cctx, j.opt.LockStore, &dapr.UnlockRequest{ResourceID: j.opt.Resource, LockOwner: j.opt.Owner})
+	released, err := j.opt.Lock.Unlock(cctx, j.opt.Resource, j.opt.Owner)
 	cancel()
-	if err != nil || (r.Status != "SUCCESS" && r.Status != "LOCK_DOES_NOT_EXIST") {
+	if err != nil || !released {
 		return false // not ours any more, or unknown: let it expire
 	}
 	got, err := j.tryLock(ctx)
@@ -424,7 +411,7 @@ func (j *Job) collections(ctx context.Context) ([]string, error) {
 	}
 	j.mu.Unlock()
 	if j.opt.Registry != nil {
-		names, _, err := j.opt.Registry.Load(ctx)
+		names, err := j.opt.Registry.Load(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -3,14 +3,12 @@ package compaction_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	dapr "github.com/dapr/go-sdk/client"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/open-autoglm/autoglm/app/clock"
@@ -266,57 +264,25 @@ func TestPass(t *testing.T) {
 	})
 }
 
-// locker is the lock.redis semantics in memory: SET NX with an expiry, and
-// unlock by owner only.
-type locker struct {
-	mu      sync.Mutex
-	owner   map[string]string
-	expires map[string]time.Time
-	down    map[string]bool // owners whose calls fail (a partitioned replica)
+// partitioned is a replica's view of the lock: while down, its calls fail
+// as if the lock store were unreachable from it.
+type partitioned struct {
+	*inmem.State
+	down atomic.Bool
 }
 
-func newLocker() *locker {
-	return &locker{owner: map[string]string{}, expires: map[string]time.Time{}, down: map[string]bool{}}
+func (p *partitioned) TryLock(ctx context.Context, resource, owner string, ttl time.Duration) (bool, error) {
+	if p.down.Load() {
+		return false, core.ErrUnavailable
+	}
+	return p.State.TryLock(ctx, resource, owner, ttl)
 }
 
-func (l *locker) TryLockAlpha1(_ context.Context, _ string, r *dapr.LockRequest) (*dapr.LockResponse, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.down[r.LockOwner] {
-		return nil, errors.New("unavailable")
+func (p *partitioned) Unlock(ctx context.Context, resource, owner string) (bool, error) {
+	if p.down.Load() {
+		return false, core.ErrUnavailable
 	}
-	if o, ok := l.owner[r.ResourceID]; ok && o != "" && time.Now().Before(l.expires[r.ResourceID]) {
-		return &dapr.LockResponse{Success: false}, nil
-	}
-	l.owner[r.ResourceID] = r.LockOwner
-	l.expires[r.ResourceID] = time.Now().Add(time.Duration(r.ExpiryInSeconds) * time.Second)
-	return &dapr.LockResponse{Success: true}, nil
-}
-
-func (l *locker) UnlockAlpha1(_ context.Context, _ string, r *dapr.UnlockRequest) (*dapr.UnlockResponse, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.down[r.LockOwner] {
-		return nil, errors.New("unavailable")
-	}
-	o := l.owner[r.ResourceID]
-	switch {
-	case o == "" || !time.Now().Before(l.expires[r.ResourceID]):
-		return &dapr.UnlockResponse{Status: "LOCK_DOES_NOT_EXIST"}, nil
-	case o != r.LockOwner:
-		return &dapr.UnlockResponse{Status: "LOCK_BELONGS_TO_OTHERS"}, nil
-	}
-	delete(l.owner, r.ResourceID)
-	return &dapr.UnlockResponse{Status: "SUCCESS"}, nil
-}
-
-func (l *locker) holder(res string) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if time.Now().Before(l.expires[res]) {
-		return l.owner[res]
-	}
-	return ""
+	return p.State.Unlock(ctx, resource, owner)
 }
 
 func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) time.Duration {
@@ -337,13 +303,14 @@ func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) time.Du
 // lease over at once.
 func TestLease(t *testing.T) {
 	s, _, _ := seeded(t)
-	l := newLocker()
+	l := inmem.NewState()
+	views := map[string]*partitioned{"a": {State: l}, "b": {State: l}}
 	const lease = time.Second
 	var mu sync.Mutex
 	passes := map[string]int{}
 	mk := func(name string) (*compaction.Job, context.CancelFunc) {
 		j := compaction.New(compaction.Options{
-			Store: s, Lock: l, LockStore: "lock", Resource: "compaction:test", Owner: name,
+			Store: s, Lock: views[name], LockStore: "lock", Resource: "compaction:test", Owner: name,
 			Interval: 50 * time.Millisecond, Lease: lease, Window: window, Declared: []string{"forms"},
 			OnPass: func(compaction.Stats) { mu.Lock(); passes[name]++; mu.Unlock() },
 		})
@@ -366,60 +333,25 @@ func TestLease(t *testing.T) {
 	}
 	// Renewals keep the lease for longer than the lease time.
 	time.Sleep(2 * lease)
-	if !a.Holding() || l.holder("compaction:test") != a.Owner() {
-		t.Fatalf("lease not renewed: holder %q", l.holder("compaction:test"))
+	if !a.Holding() || l.Holder("compaction:test") != a.Owner() {
+		t.Fatalf("lease not renewed: holder %q", l.Holder("compaction:test"))
 	}
 
-	l.mu.Lock()
-	l.down[a.Owner()] = true
-	l.mu.Unlock()
+	views["a"].down.Store(true)
 	took := waitFor(t, lease+lease/5+time.Second, "b takes over", b.Holding)
 	t.Logf("takeover %v after the holder stopped renewing (lease %v)", took.Round(time.Millisecond), lease)
 	waitFor(t, 2*time.Second, "a notices it lost the lease", func() bool { return !a.Holding() })
 
 	stopB()
-	l.mu.Lock()
-	l.down[a.Owner()] = false
-	l.mu.Unlock()
+	views["a"].down.Store(false)
 	took = waitFor(t, 2*time.Second, "a takes over after b shut down", a.Holding)
 	if took > lease {
 		t.Fatalf("a released lease was only taken after %v", took)
 	}
 }
 
-// stateClient is a Dapr state API with ETags in memory.
-type stateClient struct {
-	mu   sync.Mutex
-	val  map[string][]byte
-	etag map[string]int
-}
-
-func (c *stateClient) GetState(_ context.Context, _, key string, _ map[string]string) (*dapr.StateItem, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.val[key] == nil {
-		return &dapr.StateItem{Key: key}, nil
-	}
-	return &dapr.StateItem{Key: key, Value: c.val[key], Etag: strconv.Itoa(c.etag[key])}, nil
-}
-
-func (c *stateClient) SaveStateWithETag(_ context.Context, _, key string, data []byte, etag string, _ map[string]string, _ ...dapr.StateOption) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.val == nil {
-		c.val, c.etag = map[string][]byte{}, map[string]int{}
-	}
-	if (etag == "" && c.val[key] != nil) || (etag != "" && etag != strconv.Itoa(c.etag[key])) {
-		return errors.New("possible etag mismatch")
-	}
-	c.val[key] = data
-	c.etag[key]++
-	return nil
-}
-
 func TestRegistry(t *testing.T) {
-	c := &stateClient{}
-	r := compaction.NewRegistry(c, "statestore", "changes")
+	r := compaction.NewRegistry(inmem.NewState(), "changes")
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Add(1)
@@ -431,7 +363,7 @@ func TestRegistry(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	got, _, err := r.Load(context.Background())
+	got, err := r.Load(context.Background())
 	if d := cmp.Diff([]string{"c0", "c1", "c2", "c3", "shared"}, got); d != "" || err != nil {
 		t.Fatalf("registry (-want +got):\n%s %v", d, err)
 	}

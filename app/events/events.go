@@ -31,11 +31,11 @@ import (
 	"sync"
 	"time"
 
-	dapr "github.com/dapr/go-sdk/client"
 	"github.com/sirupsen/logrus"
 
 	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/kv"
 	"github.com/open-autoglm/autoglm/app/tasks"
 )
 
@@ -94,21 +94,19 @@ func (d Data) Attributes() map[string]string {
 	}
 }
 
-// Client is the part of the Dapr client the task path uses.
-type Client interface {
-	PublishEvent(ctx context.Context, pubsubName, topicName string, data interface{}, opts ...dapr.PublishEventOption) error
-	GetState(ctx context.Context, storeName, key string, meta map[string]string) (*dapr.StateItem, error)
-	SaveState(ctx context.Context, storeName, key string, data []byte, meta map[string]string, so ...dapr.StateOption) error
-	SaveStateWithETag(ctx context.Context, storeName, key string, data []byte, etag string, meta map[string]string, so ...dapr.StateOption) error
-	GetMetadata(ctx context.Context) (*dapr.GetMetadataResponse, error)
+// State is what the task path needs of the state port: the per-document
+// publish cursors, the publisher, and whether the events pub/sub exists.
+type State interface {
+	kv.Records
+	kv.Publisher
+	kv.Components
 }
 
 // Options configure the task path.
 type Options struct {
-	Client      Client
+	State       State
 	Pubsub      string // where events go
 	Topic       string
-	Store       string // the state store (per-document publish cursors)
 	Source      string // CloudEvent source: the app id
 	Tasks       *tasks.Queue
 	Changes     func(ctx context.Context, k core.Key, from, to int64) ([]core.Change, error)
@@ -189,16 +187,11 @@ func (p *Publisher) enabled() bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	md, err := p.opt.Client.GetMetadata(ctx)
+	has, err := p.opt.State.Has(ctx, p.opt.Pubsub, "pubsub")
 	if err != nil {
 		return false // ask again next time
 	}
-	p.checked = true
-	for _, c := range md.RegisteredComponents {
-		if c.Name == p.opt.Pubsub && strings.HasPrefix(c.Type, "pubsub.") {
-			p.available = true
-		}
-	}
+	p.checked, p.available = true, has
 	if !p.available {
 		p.opt.Log.WithField("pubsub", p.opt.Pubsub).Info("no events pub/sub component: integration events are off")
 	}
@@ -239,52 +232,41 @@ func (p *Publisher) run(ctx context.Context, t tasks.Task) error {
 	}
 	key := cursorKey(pt.Doc)
 	for range 10 {
-		item, err := p.opt.Client.GetState(ctx, p.opt.Store, key, nil)
-		if err != nil {
-			return err
-		}
-		var cur cursor
-		if item != nil && len(item.Value) > 0 {
-			if err := json.Unmarshal(item.Value, &cur); err != nil {
+		more := false
+		err := kv.Retry(ctx, func(ctx context.Context) error {
+			// A lost race means another replica moved the cursor: read it
+			// again. Events already published may be published again;
+			// consumers deduplicate.
+			var cur cursor
+			etag, err := kv.Load(ctx, p.opt.State, key, &cur)
+			if err != nil || cur.Published >= pt.UpTo {
 				return err
 			}
-		}
-		if cur.Published >= pt.UpTo {
-			return nil
-		}
-		changes, err := p.opt.Changes(ctx, k, cur.Published+1, pt.UpTo)
-		if err != nil {
-			return err
-		}
-		if len(changes) == 0 {
-			p.opt.Log.WithFields(logrus.Fields{"doc": pt.Doc, "from": cur.Published + 1}).
-				Warn("event versions no longer in the op log; skipped")
-		} else {
-			if err := p.publish(ctx, Build(changes)); err != nil {
+			changes, err := p.opt.Changes(ctx, k, cur.Published+1, pt.UpTo)
+			if err != nil {
 				return err
 			}
-		}
-		cur.Published = pt.UpTo
-		if len(changes) > 0 {
-			cur.Published = changes[len(changes)-1].Version
-		}
-		b, _ := json.Marshal(cur)
-		opts := []dapr.StateOption{dapr.WithConcurrency(dapr.StateConcurrencyFirstWrite)}
-		if item == nil || item.Etag == "" {
-			err = p.opt.Client.SaveState(ctx, p.opt.Store, key, b, nil, opts...)
-		} else {
-			err = p.opt.Client.SaveStateWithETag(ctx, p.opt.Store, key, b, item.Etag, nil, opts...)
-		}
-		if err == nil {
-			if cur.Published < pt.UpTo {
-				continue // the log ended early (a concurrent commit): go on
+			if len(changes) == 0 {
+				p.opt.Log.WithFields(logrus.Fields{"doc": pt.Doc, "from": cur.Published + 1}).
+					Warn("event versions no longer in the op log; skipped")
+			} else if err := p.publish(ctx, Build(changes)); err != nil {
+				return err
 			}
+			cur.Published = pt.UpTo
+			if len(changes) > 0 {
+				cur.Published = changes[len(changes)-1].Version
+			}
+			if err := kv.Save(ctx, p.opt.State, key, etag, cur); err != nil {
+				return err
+			}
+			more = cur.Published < pt.UpTo // the log ended early (a concurrent commit): go on
 			return nil
+		})
+		if err != nil || !more {
+			return err
 		}
-		// Another replica moved the cursor: read it again. Events already
-		// published may be published again; consumers deduplicate.
 	}
-	return errors.New("event cursor: too many concurrent updates")
+	return errors.New("event cursor: the op log keeps ending early")
 }
 
 func (p *Publisher) publish(ctx context.Context, d Data) error {
@@ -298,8 +280,8 @@ func (p *Publisher) publish(ctx context.Context, d Data) error {
 	if err != nil {
 		return err
 	}
-	if err := p.opt.Client.PublishEvent(ctx, p.opt.Pubsub, p.opt.Topic, body,
-		dapr.PublishEventWithContentType("application/cloudevents+json")); err != nil {
+	if err := p.opt.State.Publish(ctx, kv.Message{Pubsub: p.opt.Pubsub, Topic: p.opt.Topic, Body: body,
+		ContentType: "application/cloudevents+json"}); err != nil {
 		return fmt.Errorf("publish event %s: %w", ce.ID, err)
 	}
 	return nil

@@ -155,7 +155,7 @@ func (s *State) TryLock(_ context.Context, resource, owner string, ttl time.Dura
 	}
 	now := s.now()
 	if l, ok := s.leases[resource]; ok && now.Before(l.expires) {
-		return l.owner == owner, nil
+		return false, nil // held, even by owner (as lock.redis answers)
 	}
 	s.leases[resource] = lease{owner: owner, expires: now.Add(ttl)}
 	return true, nil
@@ -191,4 +191,14 @@ func (s *State) Has(_ context.Context, name, kind string) (bool, error) {
 		k, n, _ := strings.Cut(c, ":")
 		return k == kind && n == name
 	}), nil
+}
+
+// Holder returns the owner of resource's lease, or "" when nobody holds it.
+func (s *State) Holder(resource string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l, ok := s.leases[resource]; ok && s.now().Before(l.expires) {
+		return l.owner
+	}
+	return ""
 }

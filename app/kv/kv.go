@@ -57,8 +57,8 @@ type Publisher interface {
 
 // Locker hands out expiring leases on named resources.
 type Locker interface {
-	// TryLock takes the lease on resource for owner unless another owner
-	// holds it; it reports whether owner holds it now.
+	// TryLock takes the lease on resource for owner unless it is held (by
+	// anyone, owner included); it reports whether it took it.
 	TryLock(ctx context.Context, resource, owner string, ttl time.Duration) (bool, error)
 	// Unlock releases owner's lease. It reports false when another owner
 	// holds the lease; a lease nobody holds counts as released.

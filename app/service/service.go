@@ -173,7 +173,7 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 	}
 	hooks := webhooks.New(webhooks.Options{
 		Targets: targets, RegistrationClosed: closed,
-		Client: client, Store: cfg.StateStore, Tasks: queue, Changes: store.Changes, Collections: cols,
+		State: state, Tasks: queue, Changes: store.Changes, Collections: cols,
 		// Filter stays nil: every reader of a collection may read all of
 		// its fields today; field-level read rules plug in here.
 		MaxAttempts: cfg.WebhookAttempts, Backoff: cfg.WebhookBackoff, MaxBackoff: cfg.WebhookMaxBackoff,
@@ -186,16 +186,16 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 	store.UseOutbox(daprstore.Outbox{Store: cfg.OutboxStore, HTTP: fmt.Sprintf("http://127.0.0.1:%d", cfg.DaprHTTPPort),
 		Token: cfg.DaprAPIToken, Events: hasEvents})
 	integration := events.New(events.Options{
-		Client: client, Pubsub: cfg.EventsPubsub, Topic: cfg.EventsTopic, Store: cfg.StateStore, Source: cfg.AppID,
+		State: state, Pubsub: cfg.EventsPubsub, Topic: cfg.EventsTopic, Source: cfg.AppID,
 		Tasks: queue, Changes: store.Changes, Collections: cols, ViaOutbox: store.OutboxActive,
 		Log: log.WithField("component", "events"),
 	})
 	comp := compaction.New(compaction.Options{
 		Store:     store,
-		Registry:  compaction.NewRegistry(client, cfg.StateStore, cfg.BroadcastTopic),
-		Lock:      client,
+		Registry:  compaction.NewRegistry(state, cfg.BroadcastTopic),
+		Lock:      state,
 		LockStore: cfg.LockStore,
-		HasLock:   compaction.LockComponent(client, cfg.LockStore),
+		HasLock:   compaction.LockComponent(state, cfg.LockStore),
 		Resource:  "compaction:" + cfg.BroadcastTopic,
 		Owner:     cfg.NodeID,
 		Interval:  cfg.CompactionInterval,

@@ -55,6 +55,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/kv"
 	"github.com/open-autoglm/autoglm/app/tasks"
 )
 
@@ -86,9 +87,10 @@ type Breaker struct {
 
 // Options configure the webhooks.
 type Options struct {
-	Client StateClient
-	Store  string
-	Tasks  *tasks.Queue
+	// State keeps the endpoint registry, the delivery cursors, the retry
+	// lists and the dead letters.
+	State kv.Records
+	Tasks *tasks.Queue
 	// Changes reads logged changes from..to of a document (the engine).
 	Changes func(ctx context.Context, k core.Key, from, to int64) ([]core.Change, error)
 	// Collections declares the configured endpoints.
@@ -340,7 +342,9 @@ func (s *Service) runDeliver(ctx context.Context, t tasks.Task) error {
 	}
 	defer s.lock(dt.Endpoint + "|" + dt.Doc)()
 	key := cursorKey(ep.ID, dt.Doc)
-	for range 20 {
+	// A lost race means another replica moved the cursor: start again from
+	// it.
+	return kv.Retry(ctx, func(ctx context.Context) error {
 		var cur cursor
 		etag, err := s.load(ctx, key, &cur)
 		if err != nil {
@@ -358,20 +362,12 @@ func (s *Service) runDeliver(ctx context.Context, t tasks.Task) error {
 				return err
 			}
 			if dt.UpTo > 0 {
-				err = s.save(ctx, key, etag, &cur)
+				return s.save(ctx, key, etag, &cur)
 			}
-			if errors.Is(err, errConflict) {
-				continue
-			}
-			return err
+			return nil
 		}
-		err = s.pump(ctx, ep, k, key, etag, &cur)
-		if errors.Is(err, errConflict) {
-			continue // another replica moved the cursor: start again from it
-		}
-		return err
-	}
-	return fmt.Errorf("cursor %s: too many concurrent updates", key)
+		return s.pump(ctx, ep, k, key, etag, &cur)
+	})
 }
 
 // pump sends the pending versions in order, saving the cursor after each.
