@@ -1,6 +1,7 @@
-// Package inmem provides in-memory implementations of the core ports, with
-// the same ETag semantics as a Dapr state store, for fast unit tests of the
-// engine and sessions. Production always goes through Dapr.
+// Package inmem provides in-memory implementations of the ports (core.Store,
+// core.Bus, and kv.State for the other state), with the same ETag semantics
+// as a Dapr state store, for fast tests without a sidecar. Production always
+// goes through Dapr.
 package inmem
 
 import (

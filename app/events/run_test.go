@@ -1,0 +1,143 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/open-autoglm/autoglm/app/clock"
+	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/engine"
+	"github.com/open-autoglm/autoglm/app/inmem"
+	"github.com/open-autoglm/autoglm/app/merge"
+	"github.com/open-autoglm/autoglm/app/tasks"
+)
+
+// flaky fails the next puts with an outage, then works again.
+type flaky struct {
+	*inmem.State
+	fail int
+}
+
+func (f *flaky) Put(ctx context.Context, key string, value []byte, etag string) error {
+	if f.fail > 0 {
+		f.fail--
+		return fmt.Errorf("write %s: %w: connection refused", key, core.ErrUnavailable)
+	}
+	return f.State.Put(ctx, key, value, etag)
+}
+
+type fixture struct {
+	state *flaky
+	pub   *Publisher
+	k     core.Key
+}
+
+// newFixture commits n versions of orders/o1 through an engine on an
+// in-memory store, and returns the task path over an in-memory state.
+func newFixture(t *testing.T, n int) *fixture {
+	t.Helper()
+	store := inmem.NewStore()
+	e := engine.New(engine.Options{Store: store, Clock: clock.New("n1", time.Now, time.Minute), LogWindow: 50, Retries: 5})
+	k := core.Key{Collection: "orders", ID: "o1"}
+	for i := range n {
+		_, err := e.Do(context.Background(), k, core.Op{ClientID: "c", OpID: uint64(i + 1), Ops: []merge.FieldOp{
+			{Op: merge.KindSet, Path: "n", Value: json.RawMessage(fmt.Sprint(i))}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := &flaky{State: inmem.NewState()}
+	q := tasks.New(tasks.Options{Publisher: st.State})
+	p := New(Options{State: st, Pubsub: "events", Topic: "doc-events", Source: "test", Tasks: q,
+		Changes: store.Changes, Collections: collections.Default()})
+	return &fixture{state: st, pub: p, k: k}
+}
+
+func (f *fixture) run(t *testing.T, upto int64) error {
+	t.Helper()
+	b, _ := json.Marshal(publishTask{Doc: f.k.String(), UpTo: upto})
+	return f.pub.run(context.Background(), tasks.Task{ID: "t", Kind: KindPublish, Payload: b})
+}
+
+// events returns the (prev, version) of every event published on the topic.
+func (f *fixture) events(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, m := range f.state.Messages() {
+		if m.Topic != "doc-events" {
+			continue
+		}
+		var ce CloudEvent
+		if err := json.Unmarshal(m.Body, &ce); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%d..%d", ce.Data.Prev+1, ce.Data.Version))
+	}
+	return out
+}
+
+func (f *fixture) cursor(t *testing.T) int64 {
+	t.Helper()
+	it, err := f.state.Get(context.Background(), cursorKey(f.k.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c cursor
+	_ = json.Unmarshal(it.Value, &c)
+	return c.Published
+}
+
+// The versions after the cursor go out as one event and the cursor moves;
+// a repeated task publishes nothing.
+func TestRunPublishesOnce(t *testing.T) {
+	f := newFixture(t, 3)
+	if err := f.run(t, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.run(t, 3); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(f.events(t)); got != "[1..3]" || f.cursor(t) != 3 {
+		t.Fatalf("events %s, cursor %d", got, f.cursor(t))
+	}
+}
+
+// A replica that loses the race for the cursor reads it again and goes on
+// from where the winner left it.
+func TestRunLostRace(t *testing.T) {
+	f := newFixture(t, 3)
+	slipped := false
+	f.state.BeforePut = func(key string) {
+		if !slipped {
+			slipped = true
+			if err := f.state.Set(context.Background(), key, []byte(`{"published":2}`), 0); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	if err := f.run(t, 3); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(f.events(t)); got != "[1..3 3..3]" || f.cursor(t) != 3 {
+		t.Fatalf("events %s, cursor %d", got, f.cursor(t))
+	}
+}
+
+// An outage while moving the cursor fails the task (the queue retries it
+// with backoff); it is not taken for a lost race and published again at
+// once.
+func TestRunOutage(t *testing.T) {
+	f := newFixture(t, 3)
+	f.state.fail = 1
+	if err := f.run(t, 3); !errors.Is(err, core.ErrUnavailable) {
+		t.Fatalf("err = %v, want the outage", err)
+	}
+	if got := fmt.Sprint(f.events(t)); got != "[1..3]" || f.cursor(t) != 0 {
+		t.Fatalf("events %s, cursor %d", got, f.cursor(t))
+	}
+}
