@@ -92,6 +92,14 @@ func (f *fixture) cursor(t *testing.T) int64 {
 	return c.Published
 }
 
+// expect checks the events published (as from..to ranges) and the cursor.
+func (f *fixture) expect(t *testing.T, events string, cursor int64) {
+	t.Helper()
+	if got := fmt.Sprint(f.events(t)); got != events || f.cursor(t) != cursor {
+		t.Fatalf("events %s, cursor %d; want %s, %d", got, f.cursor(t), events, cursor)
+	}
+}
+
 // The versions after the cursor go out as one event and the cursor moves;
 // a repeated task publishes nothing.
 func TestRunPublishesOnce(t *testing.T) {
@@ -102,9 +110,7 @@ func TestRunPublishesOnce(t *testing.T) {
 	if err := f.run(t, 3); err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(f.events(t)); got != "[1..3]" || f.cursor(t) != 3 {
-		t.Fatalf("events %s, cursor %d", got, f.cursor(t))
-	}
+	f.expect(t, "[1..3]", 3)
 }
 
 // A replica that loses the race for the cursor reads it again and goes on
@@ -123,9 +129,7 @@ func TestRunLostRace(t *testing.T) {
 	if err := f.run(t, 3); err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(f.events(t)); got != "[1..3 3..3]" || f.cursor(t) != 3 {
-		t.Fatalf("events %s, cursor %d", got, f.cursor(t))
-	}
+	f.expect(t, "[1..3 3..3]", 3)
 }
 
 // An outage while moving the cursor fails the task (the queue retries it
@@ -137,7 +141,5 @@ func TestRunOutage(t *testing.T) {
 	if err := f.run(t, 3); !errors.Is(err, core.ErrUnavailable) {
 		t.Fatalf("err = %v, want the outage", err)
 	}
-	if got := fmt.Sprint(f.events(t)); got != "[1..3]" || f.cursor(t) != 0 {
-		t.Fatalf("events %s, cursor %d", got, f.cursor(t))
-	}
+	f.expect(t, "[1..3]", 0)
 }
