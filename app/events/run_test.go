@@ -17,22 +17,8 @@ import (
 	"github.com/open-autoglm/autoglm/app/tasks"
 )
 
-// flaky fails the next puts with an outage, then works again.
-type flaky struct {
-	*inmem.State
-	fail int
-}
-
-func (f *flaky) Put(ctx context.Context, key string, value []byte, etag string) error {
-	if f.fail > 0 {
-		f.fail--
-		return fmt.Errorf("write %s: %w: connection refused", key, core.ErrUnavailable)
-	}
-	return f.State.Put(ctx, key, value, etag)
-}
-
 type fixture struct {
-	state *flaky
+	state *inmem.State
 	pub   *Publisher
 	k     core.Key
 }
@@ -51,8 +37,8 @@ func newFixture(t *testing.T, n int) *fixture {
 			t.Fatal(err)
 		}
 	}
-	st := &flaky{State: inmem.NewState()}
-	q := tasks.New(tasks.Options{Publisher: st.State})
+	st := inmem.NewState()
+	q := tasks.New(tasks.Options{Publisher: st})
 	p := New(Options{State: st, Pubsub: "events", Topic: "doc-events", Source: "test", Tasks: q,
 		Changes: store.Changes, Collections: collections.Default()})
 	return &fixture{state: st, pub: p, k: k}
@@ -137,7 +123,7 @@ func TestRunLostRace(t *testing.T) {
 // once.
 func TestRunOutage(t *testing.T) {
 	f := newFixture(t, 3)
-	f.state.fail = 1
+	f.state.FailPuts = 1
 	if err := f.run(t, 3); !errors.Is(err, core.ErrUnavailable) {
 		t.Fatalf("err = %v, want the outage", err)
 	}

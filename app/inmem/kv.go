@@ -35,6 +35,9 @@ type State struct {
 	// Fail, if set, makes every call fail with it (an outage; wrap
 	// core.ErrUnavailable to say so).
 	Fail error
+	// FailPuts makes that many of the next Puts fail as an outage
+	// (core.ErrUnavailable), after which the store works again.
+	FailPuts int
 }
 
 type record struct {
@@ -102,6 +105,10 @@ func (s *State) Put(_ context.Context, key string, value []byte, etag string) er
 	defer s.mu.Unlock()
 	if s.Fail != nil {
 		return s.Fail
+	}
+	if s.FailPuts > 0 {
+		s.FailPuts--
+		return fmt.Errorf("put %s: %w: connection refused", key, core.ErrUnavailable)
 	}
 	cur, exists := s.current(key)
 	if (etag == "" && exists) || (etag != "" && cur.etag != etag) {

@@ -83,16 +83,9 @@ func TestUpdateOutageNotRetried(t *testing.T) {
 	ctx := context.Background()
 	s := inmem.NewState()
 	g := &gets{State: s}
-	outage := fmt.Errorf("state store: %w: connection refused", core.ErrUnavailable)
+	s.FailPuts = 1 // the store is down for one write only
 	puts := 0
-	s.BeforePut = func(string) {
-		// The store is down for this one write only.
-		if puts++; puts == 1 {
-			s.Fail = outage
-		} else {
-			s.Fail = nil
-		}
-	}
+	s.BeforePut = func(string) { puts++ }
 	runs := 0
 	err := kv.Update(ctx, g, "k", func(c *counter) (bool, error) { runs++; return incr("x")(c) })
 	if !errors.Is(err, core.ErrUnavailable) || errors.Is(err, core.ErrVersionConflict) {
