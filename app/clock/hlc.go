@@ -11,21 +11,22 @@
 package clock
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/open-autoglm/autoglm/app/internal/errcode"
 )
 
 // ErrSkew reports a remote timestamp further in the future than the clock
 // accepts. Accepting it would drag every later local timestamp forward.
-var ErrSkew = errors.New("clock: timestamp too far in the future")
+var ErrSkew = errcode.New("clock_skew", "clock: timestamp too far in the future")
 
 // ErrFormat reports a timestamp that does not parse.
-var ErrFormat = errors.New("clock: malformed timestamp")
+var ErrFormat = errcode.New("bad_request", "clock: malformed timestamp")
 
 // MaxWall is the largest wall time Parse accepts: 2^53-1 ms, the largest
 // integer a JavaScript client can hold exactly (about the year 287,000).

@@ -17,25 +17,26 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/open-autoglm/autoglm/app/internal/errcode"
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
-// Sentinel errors. The server maps them to wire codes in one place:
-// ErrFieldRule → field_rule, ErrInvalidTransition → invalid_transition,
-// ErrForbidden (and so ErrForbiddenTransition, ErrForbiddenField) →
-// forbidden.
+// Sentinel errors. The rule errors carry their wire codes (errcode.Coded),
+// which core.CodeOf reads: ErrFieldRule → field_rule, ErrInvalidTransition →
+// invalid_transition, ErrForbidden (and so ErrForbiddenTransition,
+// ErrForbiddenField) → forbidden.
 var (
 	// ErrInvalidConfig: the config file is malformed (a *LoadError).
 	ErrInvalidConfig = errors.New("collections: invalid config")
 	// ErrFieldRule: a field breaks its rule (type, required, max_length,
 	// min, max, enum, set).
-	ErrFieldRule = errors.New("field rule violated")
+	ErrFieldRule = errcode.New("field_rule", "field rule violated")
 	// ErrInvalidTransition: a state field moved to a state that is not
 	// declared, along a transition that is not declared, or away from the
 	// initial state on creation.
-	ErrInvalidTransition = errors.New("invalid state transition")
+	ErrInvalidTransition = errcode.New("invalid_transition", "invalid state transition")
 	// ErrForbidden: the caller's roles do not allow the change.
-	ErrForbidden = errors.New("forbidden")
+	ErrForbidden = errcode.New("forbidden", "forbidden")
 	// ErrForbiddenTransition: the transition exists, but not for the
 	// caller's roles. It wraps ErrForbidden.
 	ErrForbiddenTransition = fmt.Errorf("%w: transition not allowed for these roles", ErrForbidden)
@@ -233,6 +234,15 @@ func (e *CheckError) Error() string { return e.Field + ": " + e.Reason }
 
 // Unwrap returns the sentinel.
 func (e *CheckError) Unwrap() error { return e.Err }
+
+// Details names the refused field and, for a transition, its two states.
+func (e *CheckError) Details() any {
+	d := map[string]any{"field": e.Field}
+	if e.From != "" || e.To != "" {
+		d["from"], d["to"] = e.From, e.To
+	}
+	return d
+}
 
 // Check validates a change of one document of the collection: before is the
 // data before the change (nil when the document is being created), after

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/open-autoglm/autoglm/app/clock"
-	"github.com/open-autoglm/autoglm/app/collections"
-	"github.com/open-autoglm/autoglm/app/merge"
+	"github.com/open-autoglm/autoglm/app/internal/errcode"
 )
 
 // Code is a stable, documented error code sent to clients (docs/protocol.md).
@@ -85,27 +83,20 @@ func Errorf(code Code, format string, args ...any) *Error {
 
 // CodeOf maps any error to its wire code. This is the one place that decides
 // what clients are told; the message of an internal error is never sent.
+// Errors of the pure packages (clock, merge, collections) name their own
+// code through errcode.Coded; a core *Error in the chain takes precedence.
 func CodeOf(err error) Code {
-	var e *Error
+	var (
+		e *Error
+		c errcode.Coded
+	)
 	switch {
 	case err == nil:
 		return ""
 	case errors.As(err, &e):
 		return e.Code
-	case errors.Is(err, merge.ErrConflict):
-		return CodeConflict
-	case errors.Is(err, collections.ErrForbidden):
-		return CodeForbidden
-	case errors.Is(err, collections.ErrInvalidTransition):
-		return CodeInvalidTransition
-	case errors.Is(err, collections.ErrFieldRule):
-		return CodeFieldRule
-	case errors.Is(err, merge.ErrInvalidOp):
-		return CodeInvalidOp
-	case errors.Is(err, clock.ErrSkew):
-		return CodeClockSkew
-	case errors.Is(err, clock.ErrFormat):
-		return CodeBadRequest
+	case errors.As(err, &c):
+		return Code(c.Code())
 	case errors.Is(err, ErrVersionConflict):
 		return CodeConflict
 	case errors.Is(err, ErrShuttingDown):
@@ -135,24 +126,19 @@ func PublicMessage(err error) string {
 	}
 }
 
-// DetailsOf returns the structured details attached to err, if any.
+// DetailsOf returns the structured details attached to err, if any: those
+// of a core *Error, else those the error names itself (errcode.Detailed,
+// e.g. a merge conflict or a refused field rule).
 func DetailsOf(err error) any {
 	var (
-		e  *Error
-		ce *merge.ConflictError
-		ke *collections.CheckError
+		e *Error
+		d errcode.Detailed
 	)
 	switch {
 	case errors.As(err, &e):
 		return e.Details
-	case errors.As(err, &ce):
-		return ce // base, current, theirs, yours: what a client needs to merge by hand
-	case errors.As(err, &ke):
-		d := map[string]any{"field": ke.Field}
-		if ke.From != "" || ke.To != "" {
-			d["from"], d["to"] = ke.From, ke.To
-		}
-		return d
+	case errors.As(err, &d):
+		return d.Details()
 	}
 	return nil
 }

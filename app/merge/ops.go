@@ -5,21 +5,23 @@ package merge
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/open-autoglm/autoglm/app/internal/errcode"
 )
 
-// Sentinel errors. Callers map them to wire codes in one place (core.CodeOf).
+// Sentinel errors. Each carries its wire code (errcode.Coded), which
+// core.CodeOf reads.
 var (
 	// ErrInvalidOp reports a field operation that is malformed or does not
 	// fit the document (incrementing a string, a bad path, ...).
-	ErrInvalidOp = errors.New("merge: invalid operation")
+	ErrInvalidOp = errcode.New("invalid_op", "merge: invalid operation")
 	// ErrConflict reports an op that the collection's policy refuses to
 	// merge on its own: a strict op whose base version is not current, or a
 	// manual resolve that has not seen every competing value. The error is
 	// a *ConflictError carrying what the client needs to merge by hand.
-	ErrConflict = errors.New("merge: conflict")
+	ErrConflict = errcode.New("conflict", "merge: conflict")
 )
 
 // Kind names a field operation.
@@ -158,3 +160,7 @@ func (e *ConflictError) Error() string {
 
 // Unwrap makes errors.Is(err, ErrConflict) hold.
 func (e *ConflictError) Unwrap() error { return ErrConflict }
+
+// Details is the error itself: base, current, theirs, yours are what a
+// client needs to merge by hand.
+func (e *ConflictError) Details() any { return e }
