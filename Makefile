@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DAPR_VERSION := 1.14.0
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help run run-cluster run-saga sidecar build daprd test test-unit test-deploy lint fmt tidy tidy-check clean bench bench-smoke
+.PHONY: help run run-cluster run-saga sidecar build daprd test test-unit test-deploy lint deadcode fmt tidy tidy-check clean bench bench-smoke
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -75,10 +75,17 @@ bench-smoke: build sidecar ## a few seconds of the benchmark on the local profil
 test-unit: ## fast tests only (no daprd)
 	$(GO) test -race -count=1 -short ./...
 
-lint: tidy-check ## go vet, gofmt, staticcheck and go.mod tidiness
+lint: tidy-check deadcode ## go vet, gofmt, staticcheck, unreachable code and go.mod tidiness
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l app tools)" || { gofmt -l app tools; exit 1; }
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+# Functions no main package or test reaches. The Go client (app/client) is a
+# library for other programs, so its exported API is exempt.
+deadcode: ## fail on unreachable functions
+	@out="$$($(GO) run golang.org/x/tools/cmd/deadcode@v0.52.0 -test ./...)"; \
+	out="$$(grep -v '^app/client/' <<<"$$out" || true)"; \
+	test -z "$$out" || { echo "$$out"; echo "unreachable functions: delete them"; exit 1; }
 
 fmt: ## format the Go code
 	gofmt -w app tools

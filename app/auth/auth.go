@@ -171,15 +171,6 @@ func (j *JWT) Verify(_ context.Context, token string) (Identity, error) {
 	return Identity{Subject: c.Subject, Roles: roles, Claims: c.Extra, Expires: c.ExpiresAt.Time}, nil
 }
 
-// Off is the verifier used while authentication is disabled: every caller
-// is anonymous and may claim roles (development and demos only).
-type Off struct{}
-
-// Verify accepts anything; a token, if given, is ignored.
-func (Off) Verify(context.Context, string) (Identity, error) {
-	return Identity{Subject: "anonymous", Anonymous: true}, nil
-}
-
 // BearerToken extracts the token from an Authorization header value.
 func BearerToken(header string) string {
 	scheme, token, ok := strings.Cut(header, " ")

@@ -228,24 +228,6 @@ func (t *Text) IDAt(pos int) (TextID, bool) {
 	return TextID{}, false
 }
 
-// Pos returns the visible position of id, or of the first visible character
-// after it when id is deleted; ok is false for an unknown id.
-func (t *Text) Pos(id TextID) (pos int, ok bool) {
-	i, off, ok := t.locate(id)
-	if !ok {
-		return 0, false
-	}
-	for _, r := range t.runs[:i] {
-		if !r.del {
-			pos += r.n
-		}
-	}
-	if !t.runs[i].del {
-		pos += off
-	}
-	return pos, true
-}
-
 // Insert places s with the ids (site, clock), (site, clock+1), ... after
 // the anchor and returns the anchor it ended up right after (the start, or
 // the character now immediately before it), which reproduces the placement

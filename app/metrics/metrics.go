@@ -146,9 +146,6 @@ func (m *Metrics) OpAnswered(result string, d time.Duration) {
 	}
 }
 
-// Registry returns the registry, for extra collectors.
-func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
-
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})

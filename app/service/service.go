@@ -403,9 +403,6 @@ func (s *Service) antiEntropy(ctx context.Context) {
 	}
 }
 
-// Addr is the address the service listens on.
-func (s *Service) Addr() net.Addr { return s.ln.Addr() }
-
 // Done is closed-with-error when serving fails.
 func (s *Service) Done() <-chan error { return s.serveErr }
 

@@ -657,9 +657,3 @@ func (q *Queue) Stats() Stats {
 	q.deadMu.Unlock()
 	return out
 }
-
-// ServeStats answers GET /v1/tasks/stats.
-func (q *Queue) ServeStats(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(q.Stats())
-}

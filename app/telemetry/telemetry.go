@@ -204,14 +204,6 @@ func spanName(r *http.Request) string {
 	return r.Method + " " + route
 }
 
-// Traceparent returns the W3C traceparent of the span in ctx, or "" when
-// ctx carries none.
-func Traceparent(ctx context.Context) string {
-	c := propagation.MapCarrier{}
-	propagation.TraceContext{}.Inject(ctx, c)
-	return c["traceparent"]
-}
-
 // WithTraceparent returns ctx with the remote span a W3C traceparent
 // names as its parent; a malformed tp leaves ctx as it is.
 func WithTraceparent(ctx context.Context, tp, tracestate string) context.Context {

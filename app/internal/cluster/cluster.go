@@ -312,16 +312,6 @@ func (n *Node) StopApp() {
 	}
 }
 
-// AppPid is the app's process id (0 when it is not running).
-func (n *Node) AppPid() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.app == nil {
-		return 0
-	}
-	return n.app.Pid()
-}
-
 // StartSidecar starts daprd on the node's ports and waits until it is
 // healthy.
 func (n *Node) StartSidecar() error {
@@ -433,9 +423,6 @@ func (n *Node) Metric(name string) (float64, error) {
 	}
 	return sum, nil
 }
-
-// Log returns the replica's output so far (app and daprd).
-func (n *Node) Log() string { return n.log.String() }
 
 // logBuffer collects a replica's output, keeping the newest 8 MiB.
 type logBuffer struct {

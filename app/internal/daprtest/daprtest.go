@@ -31,9 +31,6 @@ import (
 // Profiles are the component profiles the core suite runs against.
 var Profiles = []string{"local", "redis", "postgres"}
 
-// RedisAddr is the Redis the redis profile uses.
-func RedisAddr() string { return backend.RedisAddr() }
-
 // Integration fails or skips a test that needs real infrastructure: it
 // skips only under -short outside CI.
 func Integration(t testing.TB) {
@@ -159,16 +156,6 @@ func prepare(t testing.TB, profile, topic string) {
 			_ = backend.Discard(profile, topic)
 		}
 	})
-}
-
-// RequireRedis fails the test when Redis does not answer.
-func RequireRedis(t testing.TB) {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", RedisAddr(), 2*time.Second)
-	if err != nil {
-		t.Fatalf("redis at %s is required: %v", RedisAddr(), err)
-	}
-	c.Close()
 }
 
 func (r *Replica) start() {

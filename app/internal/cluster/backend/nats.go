@@ -102,27 +102,6 @@ func DeleteStream(natsURL, name string) error {
 	return nil
 }
 
-// StreamMessages returns how many messages a stream holds.
-func StreamMessages(natsURL, name string) (uint64, error) {
-	reply, err := natsRequest(natsURL, "$JS.API.STREAM.INFO."+name, nil, 5*time.Second)
-	if err != nil {
-		return 0, err
-	}
-	var r struct {
-		Error *apiError `json:"error"`
-		State struct {
-			Messages uint64 `json:"messages"`
-		} `json:"state"`
-	}
-	if err := json.Unmarshal(reply, &r); err != nil {
-		return 0, err
-	}
-	if r.Error != nil {
-		return 0, fmt.Errorf("stream %s: %s", name, r.Error.Description)
-	}
-	return r.State.Messages, nil
-}
-
 // natsRequest sends one request over a fresh connection with the NATS
 // client protocol and returns the first reply.
 func natsRequest(natsURL, subject string, payload []byte, timeout time.Duration) ([]byte, error) {
