@@ -1,4 +1,4 @@
-// Package clock provides hybrid logical clocks (HLC) and version vectors.
+// Package clock provides hybrid logical clocks (HLC).
 //
 // An HLC timestamp is wall-clock milliseconds plus a logical counter plus the
 // id of the node that issued it. It orders events the way Lamport clocks do
