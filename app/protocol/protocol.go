@@ -117,19 +117,19 @@ func Encode(m Message) ([]byte, error) { return json.Marshal(m) }
 
 // WebSocket close codes. 4000–4499: the client may reconnect (with backoff)
 // and resume; 4500–4999: it must not reconnect without changing something
-// (credentials, code). Documented in docs/protocol.md.
+// (credentials, code). Documented in docs/protocol.md, which also lists 4005
+// and 4502: the server never sends those, the JS client reports them for a
+// fallback request answered HTTP 5xx or 403.
 const (
 	CloseShuttingDown     = 4000 // replica draining; reconnect, possibly elsewhere
 	CloseHeartbeatTimeout = 4001 // no traffic within the heartbeat window
 	CloseSlowConsumer     = 4002 // did not read its messages fast enough
 	CloseTokenExpired     = 4003 // refresh the token, then reconnect
 	CloseRateLimited      = 4004 // too many messages; reconnect after a pause
-	CloseUnavailable      = 4005 // store or sidecar unavailable
 	CloseHelloTimeout     = 4006 // no hello within the hello deadline after the upgrade
 
 	CloseProtocolError = 4500 // malformed or unexpected message
 	CloseUnauthorized  = 4501 // missing or invalid credentials
-	CloseForbidden     = 4502 // not allowed
 	CloseTooLarge      = 4503 // message over the size limit
 	CloseUnsupported   = 4504 // protocol version or encoding not supported
 )
