@@ -57,7 +57,7 @@ func (t Target) Seed(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPut, t.URL+"/v1/docs/"+t.DocName(i), bytes.NewReader(b))
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPut, protocol.DocURL(t.URL, t.DocName(i)), bytes.NewReader(b))
 			req.Header.Set("Content-Type", "application/json")
 			res, err := hc.Do(req)
 			if err != nil {
@@ -219,7 +219,7 @@ func RunLatency(ctx context.Context, t Target, cfg LatencyConfig) (*LatencyResul
 			pollWG.Add(1)
 			go func() {
 				defer pollWG.Done()
-				poll(ctx, hc, t.URL+"/v1/docs/"+t.DocName(s.doc), s, cfg.PollInterval, &pollStop)
+				poll(ctx, hc, protocol.DocURL(t.URL, t.DocName(s.doc)), s, cfg.PollInterval, &pollStop)
 			}()
 		}
 	} else {

@@ -5,17 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/coder/websocket"
 
 	"github.com/open-autoglm/autoglm/app/protocol"
-)
-
-// WebSocket subprotocols of the two encodings.
-const (
-	SubprotocolJSON   = "autoglm.json.v1"
-	SubprotocolBinary = "autoglm.bin.v1"
 )
 
 // wire is the part of a server message the bench looks at; decoding only
@@ -37,18 +30,13 @@ type wsConn struct {
 	bin bool
 }
 
-func wsURL(base string) string {
-	base = strings.TrimSuffix(base, "/")
-	return "ws" + strings.TrimPrefix(base, "http") + "/v1/sync"
-}
-
 // dialWS connects, says hello and waits for welcome.
 func dialWS(ctx context.Context, base string, hc *http.Client, bin bool, client string) (*wsConn, error) {
-	proto := SubprotocolJSON
+	proto := protocol.SubprotocolJSON
 	if bin {
-		proto = SubprotocolBinary
+		proto = protocol.SubprotocolBinary
 	}
-	c, _, err := websocket.Dial(ctx, wsURL(base), &websocket.DialOptions{
+	c, _, err := websocket.Dial(ctx, protocol.SyncURL(base), &websocket.DialOptions{
 		HTTPClient: hc, Subprotocols: []string{proto}, CompressionMode: websocket.CompressionDisabled,
 	})
 	if err != nil {

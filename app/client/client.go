@@ -15,7 +15,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -212,9 +211,9 @@ func (c *Client) URL() string {
 
 func (c *Client) connect(ctx context.Context, i int) error {
 	url := c.urls[i]
-	protos := []string{subBinary, subJSON}
+	protos := []string{protocol.SubprotocolBinary, protocol.SubprotocolJSON}
 	if c.opt.JSON {
-		protos = []string{subJSON}
+		protos = []string{protocol.SubprotocolJSON}
 	}
 	conn, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{
 		Subprotocols: protos, HTTPClient: c.opt.HTTPClient, HTTPHeader: c.opt.Header,
@@ -558,27 +557,11 @@ func Inc(path string, n float64) merge.FieldOp {
 }
 
 // WSURL turns an http(s) base URL into the sync endpoint's ws(s) URL.
-func WSURL(base string) string {
-	base = strings.TrimSuffix(base, "/")
-	switch {
-	case strings.HasPrefix(base, "https://"):
-		base = "wss://" + strings.TrimPrefix(base, "https://")
-	case strings.HasPrefix(base, "http://"):
-		base = "ws://" + strings.TrimPrefix(base, "http://")
-	}
-	return base + "/v1/sync"
-}
-
-// The WebSocket subprotocols (docs/protocol.md): binary frames are
-// preferred; a server that only speaks JSON picks the JSON one.
-const (
-	subBinary = "autoglm.bin.v1"
-	subJSON   = "autoglm.json.v1"
-)
+func WSURL(base string) string { return protocol.SyncURL(base) }
 
 // write sends m in the encoding the server chose for the connection.
 func write(ctx context.Context, conn *websocket.Conn, m protocol.Message) error {
-	if conn.Subprotocol() == subBinary {
+	if conn.Subprotocol() == protocol.SubprotocolBinary {
 		b, err := protocol.EncodeFrames(m)
 		if err != nil {
 			return err
@@ -602,7 +585,7 @@ func read(ctx context.Context, conn *websocket.Conn) ([]protocol.Message, error)
 }
 
 func decode(conn *websocket.Conn, b []byte) ([]protocol.Message, error) {
-	if conn.Subprotocol() == subBinary {
+	if conn.Subprotocol() == protocol.SubprotocolBinary {
 		ms, err := protocol.DecodeFrames(b, len(b)+1)
 		if err == nil && len(ms) == 0 {
 			err = errors.New("empty binary message")

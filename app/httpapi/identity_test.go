@@ -145,9 +145,9 @@ type wsConn struct {
 func openWSAs(binary bool) func(t *testing.T, base, token, client string) (syncConn, protocol.Message) {
 	return func(t *testing.T, base, token, client string) (syncConn, protocol.Message) {
 		t.Helper()
-		sub := httpapi.SubprotocolJSON
+		sub := protocol.SubprotocolJSON
 		if binary {
-			sub = httpapi.SubprotocolBinary
+			sub = protocol.SubprotocolBinary
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -18,6 +18,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/hub"
+	"github.com/open-autoglm/autoglm/app/protocol"
 	"github.com/open-autoglm/autoglm/app/session"
 )
 
@@ -101,7 +102,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/v1/docs/{coll}/{id}", s.serveDoc)
 	mux.HandleFunc("/v1/docs/{coll}/{id}/changes", s.serveChanges)
 	mux.HandleFunc("/v1/docs/{coll}", s.serveList)
-	mux.HandleFunc("/v1/sync", s.serveWS)
+	mux.HandleFunc(protocol.PathSync, s.serveWS)
 	fb := s.fallbackTransports() // SSE + POST and long-poll (sse.go, longpoll.go)
 	mux.HandleFunc("/v1/events", fb.serveEvents)
 	mux.HandleFunc("/v1/events/{session}", fb.servePost)

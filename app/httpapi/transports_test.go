@@ -22,7 +22,6 @@ import (
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
 
-	"github.com/open-autoglm/autoglm/app/httpapi"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
@@ -544,8 +543,8 @@ func TestWebSocketBinary(t *testing.T) {
 	}
 
 	t.Run("NegotiatedAndSyncing", func(t *testing.T) {
-		c := dial(t, httpapi.SubprotocolBinary, httpapi.SubprotocolJSON)
-		if c.Subprotocol() != httpapi.SubprotocolBinary {
+		c := dial(t, protocol.SubprotocolBinary, protocol.SubprotocolJSON)
+		if c.Subprotocol() != protocol.SubprotocolBinary {
 			t.Fatalf("subprotocol %q", c.Subprotocol())
 		}
 		send(t, c, protocol.Message{T: protocol.THello, Client: "bin-1", Roles: []string{"editor"}, Proto: 1})
@@ -566,13 +565,13 @@ func TestWebSocketBinary(t *testing.T) {
 		}
 	})
 	t.Run("JSONStillTheDefault", func(t *testing.T) {
-		c := dial(t, httpapi.SubprotocolJSON)
-		if c.Subprotocol() != httpapi.SubprotocolJSON {
+		c := dial(t, protocol.SubprotocolJSON)
+		if c.Subprotocol() != protocol.SubprotocolJSON {
 			t.Fatalf("subprotocol %q", c.Subprotocol())
 		}
 	})
 	t.Run("BadCRCIsAProtocolError", func(t *testing.T) {
-		c := dial(t, httpapi.SubprotocolBinary)
+		c := dial(t, protocol.SubprotocolBinary)
 		b, _ := protocol.EncodeFrames(protocol.Message{T: protocol.THello, Client: "bin-2"})
 		b[len(b)-1] ^= 0xff
 		if err := c.Write(context.Background(), websocket.MessageBinary, b); err != nil {
@@ -583,7 +582,7 @@ func TestWebSocketBinary(t *testing.T) {
 		}
 	})
 	t.Run("TruncatedFrameIsAProtocolError", func(t *testing.T) {
-		c := dial(t, httpapi.SubprotocolBinary)
+		c := dial(t, protocol.SubprotocolBinary)
 		b, _ := protocol.EncodeFrames(protocol.Message{T: protocol.THello, Client: "bin-3"})
 		if err := c.Write(context.Background(), websocket.MessageBinary, b[:len(b)-2]); err != nil {
 			t.Fatal(err)
@@ -593,7 +592,7 @@ func TestWebSocketBinary(t *testing.T) {
 		}
 	})
 	t.Run("TextOnTheBinarySubprotocol", func(t *testing.T) {
-		c := dial(t, httpapi.SubprotocolBinary)
+		c := dial(t, protocol.SubprotocolBinary)
 		if err := c.Write(context.Background(), websocket.MessageText, []byte(`{"t":"hello"}`)); err != nil {
 			t.Fatal(err)
 		}

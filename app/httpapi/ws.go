@@ -14,14 +14,6 @@ import (
 	"github.com/open-autoglm/autoglm/app/session"
 )
 
-// SubprotocolJSON is the WebSocket subprotocol of the JSON encoding.
-const SubprotocolJSON = "autoglm.json.v1"
-
-// SubprotocolBinary is the WebSocket subprotocol of the binary encoding
-// (protocol.EncodeFrames): each WebSocket message carries the frames of one
-// protocol message. It is preferred when a client offers both.
-const SubprotocolBinary = "autoglm.bin.v1"
-
 type liveSession struct {
 	cancel context.CancelFunc
 }
@@ -106,7 +98,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	opts := &websocket.AcceptOptions{Subprotocols: []string{SubprotocolBinary, SubprotocolJSON}, InsecureSkipVerify: true}
+	opts := &websocket.AcceptOptions{Subprotocols: []string{protocol.SubprotocolBinary, protocol.SubprotocolJSON}, InsecureSkipVerify: true}
 	conn, err := websocket.Accept(w, r, opts)
 	if err != nil {
 		return // Accept has answered the request
@@ -120,7 +112,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	sopt := s.sessionOptions(s.newSessionID())
 	// The session stays transport-independent: only the sender and the
 	// reader below know which encoding the client chose.
-	binary := conn.Subprotocol() == SubprotocolBinary
+	binary := conn.Subprotocol() == protocol.SubprotocolBinary
 	var sender session.Sender = wsSender{conn: conn, timeout: s.WriteTimeout}
 	if binary {
 		sender = wsBinarySender{conn: conn, timeout: s.WriteTimeout}

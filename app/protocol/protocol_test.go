@@ -52,3 +52,19 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestURLHelpers(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://h:1": "ws://h:1/v1/sync",
+		"https://h/": "wss://h/v1/sync",
+		"ws://h:2":   "ws://h:2/v1/sync",
+		"wss://h":    "wss://h/v1/sync",
+	} {
+		if got := protocol.SyncURL(in); got != want {
+			t.Errorf("SyncURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := protocol.DocURL("http://h/", "notes/a"); got != "http://h/v1/docs/notes/a" {
+		t.Errorf("DocURL = %q", got)
+	}
+}

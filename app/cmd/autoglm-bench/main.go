@@ -26,6 +26,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/bench"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
+	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
 func main() {
@@ -419,18 +420,18 @@ func firstRate(r *bench.Result) float64 {
 
 // offersBinary reports whether the server accepts the binary subprotocol.
 func offersBinary(ctx context.Context, url string) bool {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/v1/sync", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+protocol.PathSync, nil)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", "websocket")
 	req.Header.Set("Sec-WebSocket-Version", "13")
 	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-	req.Header.Set("Sec-WebSocket-Protocol", bench.SubprotocolBinary)
+	req.Header.Set("Sec-WebSocket-Protocol", protocol.SubprotocolBinary)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return false
 	}
 	defer res.Body.Close()
-	return res.StatusCode == http.StatusSwitchingProtocols && res.Header.Get("Sec-WebSocket-Protocol") == bench.SubprotocolBinary
+	return res.StatusCode == http.StatusSwitchingProtocols && res.Header.Get("Sec-WebSocket-Protocol") == protocol.SubprotocolBinary
 }
 
 // cpuProfile starts a CPU profile of the app for d and returns a function

@@ -30,6 +30,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
 // Options describe a cluster.
@@ -231,7 +232,7 @@ func (c *Cluster) DumpLogs() {
 func (n *Node) URL() string { return "http://127.0.0.1:" + strconv.Itoa(n.AppPort) }
 
 // WSURL is the sync endpoint.
-func (n *Node) WSURL() string { return "ws://127.0.0.1:" + strconv.Itoa(n.AppPort) + "/v1/sync" }
+func (n *Node) WSURL() string { return protocol.SyncURL("http://127.0.0.1:" + strconv.Itoa(n.AppPort)) }
 
 func (n *Node) env() []string {
 	env := append(n.sidecarOptions().AppEnv(),
