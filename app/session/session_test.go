@@ -62,8 +62,14 @@ type rig struct {
 // hub only when the test publishes them (a lossy broadcast).
 func newRig(t *testing.T, local bool, opt session.Options) *rig {
 	t.Helper()
+	return newRigWindow(t, local, opt, 50)
+}
+
+// newRigWindow is newRig with an op log of window versions per document.
+func newRigWindow(t *testing.T, local bool, opt session.Options, window int) *rig {
+	t.Helper()
 	r := &rig{store: inmem.NewStore(), hub: hub.New(hub.Options{Node: "n1"}), send: &sender{out: make(chan protocol.Message, 10000)}}
-	eo := engine.Options{Store: r.store, Clock: clock.New("n1", nil, time.Minute), LogWindow: 50}
+	eo := engine.Options{Store: r.store, Clock: clock.New("n1", nil, time.Minute), LogWindow: window}
 	if local {
 		eo.Local = r.hub.Publish
 	}
