@@ -131,7 +131,14 @@ func startPeer(ctx context.Context, o PeerOptions, server string) (*peerServer, 
 			so = o.Service(profile)
 			so.DataDir, so.Topic = data, "peers-"+strconv.FormatInt(time.Now().UnixNano()%1e12, 36)
 		}
-		svc, err := StartService(ctx, so)
+		// daprd picks some of its ports itself; on a busy machine one may be
+		// taken by the time it binds, so try again as the main bench does.
+		var svc *Service
+		for attempt := 1; ; attempt++ {
+			if svc, err = StartService(ctx, so); err == nil || attempt == 3 || ctx.Err() != nil {
+				break
+			}
+		}
 		if err != nil {
 			os.RemoveAll(data)
 			return nil, err
