@@ -315,7 +315,7 @@ func runPeer(ctx context.Context, o PeerOptions, server string, w PeerWorkload) 
 		}
 	}
 	for _, d := range subs {
-		if err := d.result(120*time.Second, &ready); err != nil {
+		if err := d.result(5*time.Minute, &ready); err != nil {
 			return run, fmt.Errorf("subscribers: %w", err)
 		}
 	}

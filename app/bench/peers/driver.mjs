@@ -21,6 +21,7 @@ import WebSocket from 'ws'
 import { createInterface } from 'node:readline'
 import { HocuspocusProvider } from '@hocuspocus/provider'
 import { WebsocketProvider } from 'y-websocket'
+import { Awareness } from 'y-protocols/awareness'
 import { encodeFrames, decodeFrames } from '../../web/client.js'
 
 const FIELDS = 100
@@ -46,14 +47,21 @@ class CountingWS extends WebSocket {
 
 // ---- Yjs clients -------------------------------------------------------------
 
+// The clients publish no awareness (presence) state, as our subscribers
+// publish no presence: with it, every connection's state is broadcast to
+// every other one (N² messages while N clients connect). y-websocket's
+// cross-tab BroadcastChannel is off: the clients of one process stand for
+// separate browsers, each synced by the server alone.
 function yjsClient () {
   const ydoc = new Y.Doc()
   let provider
   const synced = new Promise(resolve => {
     if (kind === 'hocuspocus') {
-      provider = new HocuspocusProvider({ url, name: doc, document: ydoc, WebSocketPolyfill: CountingWS, onSynced: () => resolve() })
+      provider = new HocuspocusProvider({ url, name: doc, document: ydoc, WebSocketPolyfill: CountingWS, awareness: null, onSynced: () => resolve() })
     } else {
-      provider = new WebsocketProvider(url, doc, ydoc, { WebSocketPolyfill: CountingWS })
+      const awareness = new Awareness(ydoc)
+      awareness.setLocalState(null)
+      provider = new WebsocketProvider(url, doc, ydoc, { WebSocketPolyfill: CountingWS, awareness, disableBc: true })
       provider.on('sync', s => { if (s) resolve() })
     }
   })

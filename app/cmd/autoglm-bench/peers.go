@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +24,7 @@ type peerFlags struct {
 	rounds   int
 	duration time.Duration
 	servers  string
+	loads    string
 }
 
 func (p *peerFlags) register(fs *flag.FlagSet) {
@@ -31,6 +33,7 @@ func (p *peerFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&p.quick, "peers-quick", false, "peer comparison sanity check: one round of 3 s, 100 subscribers at 200/s, local profile only")
 	fs.IntVar(&p.rounds, "peers-rounds", 3, "peer comparison: interleaved rounds; tables quote the median")
 	fs.DurationVar(&p.duration, "peers-duration", 10*time.Second, "peer comparison: writing time per run")
+	fs.StringVar(&p.loads, "peers-workloads", "100x200,1000x20", "peer comparison: workloads as <subscribers>x<writes per second>, comma-separated")
 	fs.StringVar(&p.servers, "peers-servers", "hocuspocus,y-websocket,ours-json/local,ours-bin/local,ours-json/redis", "peer comparison: servers, ours as ours-json|ours-bin/<profile>")
 }
 
@@ -39,8 +42,16 @@ func (p *peerFlags) register(fs *flag.FlagSet) {
 func runPeers(ctx context.Context, o options) ([]string, error) {
 	p := o.peers
 	po := bench.PeerOptions{Dir: p.dir, Servers: split(p.servers), Duration: p.duration, Rounds: p.rounds,
-		Redis: o.redis, AppBin: o.appBin, Nice: o.nice,
-		Workloads: []bench.PeerWorkload{{Subs: 100, Rate: 200}, {Subs: 1000, Rate: 20}}}
+		Redis: o.redis, AppBin: o.appBin, Nice: o.nice}
+	for _, w := range split(p.loads) {
+		n, r, ok := strings.Cut(w, "x")
+		subs, err1 := strconv.Atoi(n)
+		rate, err2 := strconv.ParseFloat(r, 64)
+		if !ok || err1 != nil || err2 != nil || subs < 2 || rate <= 0 {
+			return nil, fmt.Errorf("-peers-workloads: %q is not <subscribers>x<writes per second>", w)
+		}
+		po.Workloads = append(po.Workloads, bench.PeerWorkload{Subs: subs, Rate: rate})
+	}
 	if p.quick {
 		po.Rounds, po.Duration = 1, 3*time.Second
 		po.Workloads = po.Workloads[:1]
