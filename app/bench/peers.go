@@ -161,12 +161,8 @@ func startPeer(ctx context.Context, o PeerOptions, server string) (*peerServer, 
 		return nil, fmt.Errorf("unknown server %q", server)
 	}
 	cmd.Env = append(os.Environ(), "HOST=127.0.0.1", "PORT="+strconv.Itoa(port))
-	out, err := cmd.StdoutPipe()
+	_, out, err := startPiped(cmd, o.Log)
 	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = o.Log
-	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
@@ -219,19 +215,26 @@ type driver struct {
 
 func startDriver(ctx context.Context, o PeerOptions, ps *peerServer, args ...string) (*driver, error) {
 	cmd := exec.CommandContext(ctx, o.Node, append([]string{filepath.Join(o.Dir, "driver.mjs"), ps.kind, ps.url, ps.doc}, args...)...)
-	in, err := cmd.StdinPipe()
+	in, out, err := startPiped(cmd, o.Log)
 	if err != nil {
-		return nil, err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = o.Log
-	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	return &driver{cmd: cmd, in: in, out: bufio.NewReaderSize(out, 1<<20)}, nil
+}
+
+// startPiped starts cmd with pipes to its stdin and from its stdout, and
+// its stderr to log.
+func startPiped(cmd *exec.Cmd, log io.Writer) (io.WriteCloser, io.ReadCloser, error) {
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd.Stderr = log
+	return in, out, cmd.Start()
 }
 
 func (d *driver) say(s string) error { _, err := io.WriteString(d.in, s+"\n"); return err }

@@ -2,12 +2,8 @@ package session_test
 
 import (
 	"testing"
-	"time"
-
-	"github.com/google/go-cmp/cmp"
 
 	"github.com/open-autoglm/autoglm/app/config"
-	"github.com/open-autoglm/autoglm/app/protocol"
 	"github.com/open-autoglm/autoglm/app/session"
 )
 
@@ -21,19 +17,6 @@ func TestOverflowWithShippedSettingsReplaysEveryChange(t *testing.T) {
 	if 2*queue > cfg.LogWindow {
 		t.Fatalf("session queue %d is more than half the log window %d", queue, cfg.LogWindow)
 	}
-	r := newRigWindow(t, true, session.Options{Queue: queue}, cfg.LogWindow)
-	hello(t, r, "c")
-	r.recv(t, protocol.Message{T: protocol.TSub, Doc: doc})
-	r.expect(t, protocol.TSynced)
-	gate := make(chan struct{})
-	r.send.gate.Store(&gate) // the client stops reading
-	r.write(t, 1)            // the session blocks sending this one
-	time.Sleep(20 * time.Millisecond)
-	n := 1 + queue + queue/2 // overflows the queue by half its length again
-	r.write(t, n-1)
-	close(gate)
-	got := r.expect(t, repeat("delta", n)...)
-	if d := cmp.Diff(dense(n), versions(got)); d != "" {
-		t.Fatal(d)
-	}
+	// Overflows the queue by half its length again.
+	overflowBurst(t, newRigWindow(t, true, session.Options{Queue: queue}, cfg.LogWindow), 1+queue+queue/2)
 }

@@ -244,7 +244,15 @@ func TestCatchUpBeyondLogIsSnapshot(t *testing.T) {
 // A burst larger than the session queue is not lost: the session drops the
 // overflow and resyncs from the store.
 func TestOverflowResyncs(t *testing.T) {
-	r := newRig(t, true, session.Options{Queue: 16})
+	// 40 changes overflow the queue of 16 and stay inside the log window.
+	overflowBurst(t, newRig(t, true, session.Options{Queue: 16}), 40)
+}
+
+// overflowBurst subscribes a client, stops it reading while the session
+// blocks sending the first of n changes, writes the rest, lets the client
+// read again and expects every version as a delta, in order.
+func overflowBurst(t *testing.T, r *rig, n int) {
+	t.Helper()
 	hello(t, r, "c")
 	r.recv(t, protocol.Message{T: protocol.TSub, Doc: doc})
 	r.expect(t, protocol.TSynced)
@@ -252,10 +260,10 @@ func TestOverflowResyncs(t *testing.T) {
 	r.send.gate.Store(&gate) // the client stops reading
 	r.write(t, 1)            // the session blocks sending this one
 	time.Sleep(20 * time.Millisecond)
-	r.write(t, 39) // overflows the queue of 16 (and stays inside the log window)
+	r.write(t, n-1)
 	close(gate)
-	got := r.expect(t, repeat("delta", 40)...)
-	if d := cmp.Diff(dense(40), versions(got)); d != "" {
+	got := r.expect(t, repeat("delta", n)...)
+	if d := cmp.Diff(dense(n), versions(got)); d != "" {
 		t.Fatal(d)
 	}
 }
