@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DAPR_VERSION := 1.14.0
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help run run-cluster run-saga sidecar build daprd test test-unit test-deploy lint deadcode fmt tidy tidy-check clean bench bench-smoke
+.PHONY: help run run-cluster run-saga sidecar build daprd test test-unit test-deploy lint deadcode fmt tidy tidy-check clean bench bench-smoke bench-peers
 
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -63,10 +63,23 @@ test: sidecar ## run the whole test suite (unit, integration against daprd + Red
 
 BENCH_FLAGS ?=
 
-bench: build sidecar ## benchmark delta sync vs full push and polling, throughput, idle memory (local + redis; results in bench/out)
+PEERS := app/bench/peers
+
+bench: build sidecar $(PEERS)/node_modules/.package-lock.json ## benchmark delta sync vs full push and polling, throughput, idle memory, and side by side with Hocuspocus and y-websocket (local + redis; results in bench/out)
 	$(GO) build -trimpath -o bin/autoglm-bench ./app/cmd/autoglm-bench
-	./bin/autoglm-bench -profile local,redis -out bench/out $(BENCH_FLAGS)
+	./bin/autoglm-bench -profile local,redis -out bench/out -peers $(PEERS) $(BENCH_FLAGS)
 	$(MAKE) --no-print-directory bench-text
+
+bench-peers: build sidecar $(PEERS)/node_modules/.package-lock.json ## under a minute: one round of ours vs Hocuspocus and y-websocket (100 subscribers, 200 writes/s, local profile)
+	$(GO) build -trimpath -o bin/autoglm-bench ./app/cmd/autoglm-bench
+	./bin/autoglm-bench -peers-only -peers-quick -peers $(PEERS) -out bench/out $(BENCH_FLAGS)
+
+# The peer servers and their clients, pinned by the committed lockfile;
+# install scripts are skipped (only y-websocket's optional LevelDB
+# persistence has one, and the baseline runs in memory).
+$(PEERS)/node_modules/.package-lock.json: $(PEERS)/package.json $(PEERS)/package-lock.json
+	cd $(PEERS) && npm ci --no-audit --no-fund --ignore-scripts
+	@touch $@
 
 bench-smoke: build sidecar ## a few seconds of the benchmark on the local profile; fails on any missed or duplicated delivery
 	$(GO) build -trimpath -o bin/autoglm-bench ./app/cmd/autoglm-bench

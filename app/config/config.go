@@ -123,7 +123,7 @@ func Default() Config {
 		MaxOpsPerMsg:    256,
 		WriteRetries:    8,
 		Heartbeat:       15 * time.Second,
-		SessionQueue:    1024,
+		SessionQueue:    500,
 		MaxSubs:         1000,
 		ShutdownGrace:   10 * time.Second,
 		ProbeInterval:   2 * time.Second,
@@ -283,6 +283,17 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 		return c, fmt.Errorf("config: %s", strings.Join(errs, "; "))
 	}
 	return c, nil
+}
+
+// SessionQueueLen is the live queue of a session: AUTOGLM_SESSION_QUEUE,
+// but never more than half the op-log window. A session whose queue
+// overflows drops it and replays what it missed from the op log; with the
+// queue at most half the window, the log still holds every version the
+// session missed plus as many again written while it catches up, so the
+// subscriber receives every change as a delta. Only a subscriber that falls
+// further behind than the window gets a snapshot in place of deltas.
+func (c Config) SessionQueueLen() int {
+	return max(1, min(c.SessionQueue, c.LogWindow/2))
 }
 
 // Validate checks the settings that depend on each other. FromEnv calls

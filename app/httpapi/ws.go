@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -18,44 +19,92 @@ type liveSession struct {
 	cancel context.CancelFunc
 }
 
-// wsSender writes JSON text frames with a deadline per write.
+// wsSender writes JSON text frames, each bounded by the connection's
+// writeGuard.
 type wsSender struct {
-	conn    *websocket.Conn
-	timeout time.Duration
+	guard *writeGuard
 }
 
-func (ws wsSender) Send(ctx context.Context, m protocol.Message) error {
-	return ws.write(ctx, websocket.MessageText)(protocol.Encode(m))
+func (ws wsSender) Send(_ context.Context, m protocol.Message) error {
+	return ws.write(websocket.MessageText)(protocol.Encode(m))
 }
 
 // SendShared writes a message shared with other connections, encoded once.
-func (ws wsSender) SendShared(ctx context.Context, m *protocol.Shared) error {
-	return ws.write(ctx, websocket.MessageText)(m.JSON())
+func (ws wsSender) SendShared(_ context.Context, m *protocol.Shared) error {
+	return ws.write(websocket.MessageText)(m.JSON())
 }
 
 // write returns a function writing an encoded message (or failing with the
 // encoding's error) as one WebSocket message of type typ.
-func (ws wsSender) write(ctx context.Context, typ websocket.MessageType) func([]byte, error) error {
+func (ws wsSender) write(typ websocket.MessageType) func([]byte, error) error {
 	return func(b []byte, err error) error {
 		if err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(ctx, ws.timeout)
-		defer cancel()
-		return ws.conn.Write(ctx, typ, b)
+		return ws.guard.write(typ, b)
 	}
+}
+
+// writeGuard bounds the writes on one connection by the write timeout and
+// by the session's context. A write that takes longer than the timeout, or
+// is under way when the context ends, closes the connection, which fails
+// the write. One timer serves the connection's lifetime, re-armed per
+// write: a context with its own timer per write cost a timer, a context and
+// a callback registration per delivery.
+type writeGuard struct {
+	ctx     context.Context
+	conn    *websocket.Conn
+	timeout time.Duration
+	timer   *time.Timer
+	mu      sync.Mutex
+	busy    int // writes under way
+}
+
+func newWriteGuard(ctx context.Context, conn *websocket.Conn, timeout time.Duration) (*writeGuard, func() bool) {
+	g := &writeGuard{ctx: ctx, conn: conn, timeout: timeout}
+	g.timer = time.AfterFunc(time.Hour, g.expire)
+	g.timer.Stop()
+	return g, context.AfterFunc(ctx, g.expire)
+}
+
+func (g *writeGuard) expire() {
+	g.mu.Lock()
+	busy := g.busy > 0
+	g.mu.Unlock()
+	if busy {
+		_ = g.conn.CloseNow()
+	}
+}
+
+func (g *writeGuard) write(typ websocket.MessageType, b []byte) error {
+	if err := g.ctx.Err(); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	if g.busy++; g.busy == 1 {
+		g.timer.Reset(g.timeout)
+	}
+	g.mu.Unlock()
+	// No deadline of its own: the guard closes the connection instead.
+	err := g.conn.Write(context.Background(), typ, b)
+	g.mu.Lock()
+	if g.busy--; g.busy == 0 {
+		g.timer.Stop()
+	}
+	g.mu.Unlock()
+	return err
 }
 
 // wsBinarySender writes each message as binary frames.
 type wsBinarySender wsSender
 
-func (ws wsBinarySender) Send(ctx context.Context, m protocol.Message) error {
-	return wsSender(ws).write(ctx, websocket.MessageBinary)(protocol.EncodeFrames(m))
+func (ws wsBinarySender) Send(_ context.Context, m protocol.Message) error {
+	return wsSender(ws).write(websocket.MessageBinary)(protocol.EncodeFrames(m))
 }
 
 // SendShared writes a message shared with other connections, encoded once.
-func (ws wsBinarySender) SendShared(ctx context.Context, m *protocol.Shared) error {
-	return wsSender(ws).write(ctx, websocket.MessageBinary)(m.Frames())
+func (ws wsBinarySender) SendShared(_ context.Context, m *protocol.Shared) error {
+	return wsSender(ws).write(websocket.MessageBinary)(m.Frames())
 }
 
 // Every transport sends the deltas that watchers share with one encoding.
@@ -113,9 +162,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// The session stays transport-independent: only the sender and the
 	// reader below know which encoding the client chose.
 	binary := conn.Subprotocol() == protocol.SubprotocolBinary
-	var sender session.Sender = wsSender{conn: conn, timeout: s.WriteTimeout}
+	guard, stopGuard := newWriteGuard(ctx, conn, s.WriteTimeout)
+	defer stopGuard()
+	var sender session.Sender = wsSender{guard: guard}
 	if binary {
-		sender = wsBinarySender{conn: conn, timeout: s.WriteTimeout}
+		sender = wsBinarySender{guard: guard}
 	}
 	sess := session.New(sopt, s.Engine, s.Hub, sender)
 	// hello must arrive soon after the upgrade: an idle upgraded socket

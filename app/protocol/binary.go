@@ -73,7 +73,7 @@ const (
 	tagPV      = 10 // zigzag; delta and ack: absent means v-1, other types: absent means 0
 	tagOp      = 11 // uvarint
 	tagBase    = 12 // zigzag
-	tagHLC     = 13 // uvarint wall ms, uvarint counter, str node
+	tagHLC     = 13 // uvarint wall ms, uvarint counter, str node (empty: the node is by)
 	tagOps     = 14 // uvarint count, then per op: kind u8 [str name if kind 0], str path, json value (length 0: none)
 	tagBy      = 15 // str
 	tagFlags   = 16 // u8: 0x01 del, 0x02 new, 0x04 dup, 0x08 full
@@ -287,7 +287,11 @@ func EncodePayload(m Message) ([]byte, error) {
 		e.tag(tagHLC)
 		e.uvarint(uint64(m.HLC.Wall))
 		e.uvarint(uint64(m.HLC.Logical))
-		e.bytes([]byte(m.HLC.Node))
+		if m.By != "" && m.HLC.Node == m.By {
+			e.bytes(nil) // the author's own stamp: the decoder takes by
+		} else {
+			e.bytes([]byte(m.HLC.Node))
+		}
 	}
 	if m.Ops != nil {
 		e.tag(tagOps)
@@ -615,6 +619,9 @@ func decodePayload(op byte, p []byte) (Message, error) {
 	}
 	if !pvSet {
 		m.PV = defaultPV(m.T, m.V)
+	}
+	if !m.HLC.IsZero() && m.HLC.Node == "" {
+		m.HLC.Node = m.By
 	}
 	return m, nil
 }

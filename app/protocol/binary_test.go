@@ -84,7 +84,7 @@ func validMessages() []validVector {
 		{Name: "delta_deleted", JSON: `{"t":"delta","doc":"forms/f2","v":5,"pv":4,"op":3,"hlc":"1764096000002.0.replica-0","by":"c-2","del":true}`},
 		{Name: "delta_explicit_pv", JSON: `{"t":"delta","doc":"forms/f1","v":7,"pv":3,"ops":[{"op":"inc","path":"n","value":1}]}`},
 		{Name: "ack", JSON: `{"t":"ack","doc":"forms/f1","v":43,"pv":42,"op":18,"hlc":"1764096000005.0.c-1"}`},
-		{Name: "ack_dup", JSON: `{"t":"ack","doc":"forms/f1","v":5,"op":4,"dup":true}`},
+		{Name: "ack_dup", JSON: `{"t":"ack","doc":"forms/f1","v":5,"pv":0,"op":4,"dup":true}`},
 		{Name: "ack_effective_ops", JSON: `{"t":"ack","doc":"forms/f1","v":44,"pv":43,"op":19,"hlc":"1764096000006.0.c-1","ops":[{"op":"set","path":"tags","value":["a","b"]}]}`},
 		{Name: "ack_effective_ops_empty", JSON: `{"t":"ack","doc":"forms/f1","v":45,"pv":44,"op":20,"ops":[]}`},
 		{Name: "snap", JSON: `{"t":"snap","doc":"profiles/u1","v":12,"data":{"address":{"city":"Oslo"},"age":41,"name":"Åse ✓ 日本","tags":["a","b"],"vip":true}}`},

@@ -5,6 +5,8 @@ package protocol
 
 import (
 	"encoding/json"
+	"strconv"
+	"strings"
 
 	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/core"
@@ -102,18 +104,57 @@ func Decode(b []byte) (Message, error) {
 	if err := CheckDepth(b, MaxDepth); err != nil {
 		return Message{}, err
 	}
-	var m Message
-	if err := json.Unmarshal(b, &m); err != nil {
+	var w wireJSON
+	if err := json.Unmarshal(b, &w); err != nil {
 		return Message{}, core.Errorf(core.CodeBadRequest, "malformed message: %v", err)
 	}
+	m := w.Message
 	if m.T == "" {
 		return Message{}, core.Errorf(core.CodeBadRequest, "message has no type \"t\"")
+	}
+	m.PV = defaultPV(m.T, m.V)
+	if w.PV != nil {
+		m.PV = *w.PV
+	}
+	if w.HLC != "" {
+		hlc := w.HLC
+		if strings.Count(hlc, ".") == 1 && m.By != "" {
+			hlc += "." + m.By // the author's own stamp
+		}
+		ts, err := clock.Parse(hlc)
+		if err != nil {
+			return Message{}, core.Errorf(core.CodeBadRequest, "malformed message: hlc: %v", err)
+		}
+		m.HLC = ts
 	}
 	return m, nil
 }
 
+// wireJSON is a Message as the JSON encoding carries it: what a receiver
+// can derive is left out. pv of a delta or an ack is present only when it
+// is not v-1 (as in the binary encoding), and an hlc whose node is the
+// author (by) is written "wall.counter".
+type wireJSON struct {
+	Message
+	PV  *int64 `json:"pv,omitempty"`
+	HLC string `json:"hlc,omitempty"`
+}
+
 // Encode renders a message as JSON.
-func Encode(m Message) ([]byte, error) { return json.Marshal(m) }
+func Encode(m Message) ([]byte, error) {
+	w := wireJSON{Message: m}
+	if m.PV != defaultPV(m.T, m.V) {
+		w.PV = &m.PV
+	}
+	if !m.HLC.IsZero() {
+		if m.By != "" && m.HLC.Node == m.By {
+			w.HLC = strconv.FormatInt(m.HLC.Wall, 10) + "." + strconv.FormatUint(uint64(m.HLC.Logical), 10)
+		} else {
+			w.HLC = m.HLC.String()
+		}
+	}
+	return json.Marshal(w)
+}
 
 // WebSocket close codes. 4000–4499: the client may reconnect (with backoff)
 // and resume; 4500–4999: it must not reconnect without changing something

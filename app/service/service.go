@@ -253,7 +253,7 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 			}}, queue.Subscriptions()...),
 			Token: cfg.AppAPIToken,
 		},
-		MaxBody: cfg.MaxBodyBytes, Heartbeat: cfg.Heartbeat, SessionQueue: cfg.SessionQueue, MaxSubs: cfg.MaxSubs,
+		MaxBody: cfg.MaxBodyBytes, Heartbeat: cfg.Heartbeat, SessionQueue: cfg.SessionQueueLen(), MaxSubs: cfg.MaxSubs,
 		BodyTimeout: cfg.BodyTimeout, HelloTimeout: cfg.HelloTimeout, ClientAddrHeader: cfg.ClientAddrHeader,
 		MaxConnsPerAddr: cfg.MaxConnsPerAddr, MaxConnsPerIdentity: cfg.MaxConnsPerIdentity,
 		AllowedOrigins: cfg.AllowedOrigins,

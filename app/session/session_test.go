@@ -62,8 +62,14 @@ type rig struct {
 // hub only when the test publishes them (a lossy broadcast).
 func newRig(t *testing.T, local bool, opt session.Options) *rig {
 	t.Helper()
+	return newRigWindow(t, local, opt, 50)
+}
+
+// newRigWindow is newRig with an op log of window versions per document.
+func newRigWindow(t *testing.T, local bool, opt session.Options, window int) *rig {
+	t.Helper()
 	r := &rig{store: inmem.NewStore(), hub: hub.New(hub.Options{Node: "n1"}), send: &sender{out: make(chan protocol.Message, 10000)}}
-	eo := engine.Options{Store: r.store, Clock: clock.New("n1", nil, time.Minute), LogWindow: 50}
+	eo := engine.Options{Store: r.store, Clock: clock.New("n1", nil, time.Minute), LogWindow: window}
 	if local {
 		eo.Local = r.hub.Publish
 	}
@@ -238,7 +244,15 @@ func TestCatchUpBeyondLogIsSnapshot(t *testing.T) {
 // A burst larger than the session queue is not lost: the session drops the
 // overflow and resyncs from the store.
 func TestOverflowResyncs(t *testing.T) {
-	r := newRig(t, true, session.Options{Queue: 16})
+	// 40 changes overflow the queue of 16 and stay inside the log window.
+	overflowBurst(t, newRig(t, true, session.Options{Queue: 16}), 40)
+}
+
+// overflowBurst subscribes a client, stops it reading while the session
+// blocks sending the first of n changes, writes the rest, lets the client
+// read again and expects every version as a delta, in order.
+func overflowBurst(t *testing.T, r *rig, n int) {
+	t.Helper()
 	hello(t, r, "c")
 	r.recv(t, protocol.Message{T: protocol.TSub, Doc: doc})
 	r.expect(t, protocol.TSynced)
@@ -246,10 +260,10 @@ func TestOverflowResyncs(t *testing.T) {
 	r.send.gate.Store(&gate) // the client stops reading
 	r.write(t, 1)            // the session blocks sending this one
 	time.Sleep(20 * time.Millisecond)
-	r.write(t, 39) // overflows the queue of 16 (and stays inside the log window)
+	r.write(t, n-1)
 	close(gate)
-	got := r.expect(t, repeat("delta", 40)...)
-	if d := cmp.Diff(dense(40), versions(got)); d != "" {
+	got := r.expect(t, repeat("delta", n)...)
+	if d := cmp.Diff(dense(n), versions(got)); d != "" {
 		t.Fatal(d)
 	}
 }

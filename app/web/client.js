@@ -531,6 +531,14 @@ export class FrameError extends Error {
 
 const defaultPV = (t, v) => (t === 'delta' || t === 'ack') && v > 0 ? v - 1 : 0
 
+// expand restores what both encodings leave out of a server message: a
+// delta's or ack's pv when it is v-1, an hlc's node when it is by.
+const expand = m => {
+  if (m.pv === undefined && defaultPV(m.t, m.v || 0)) m.pv = defaultPV(m.t, m.v)
+  if (m.by && /^\d+\.\d+\.?$/.test(m.hlc)) m.hlc = m.hlc.replace(/\.?$/, '.' + m.by)
+  return m
+}
+
 function encodePayload (m) {
   const b = []
   const uv = n => {
@@ -559,7 +567,7 @@ function encodePayload (m) {
   }
   if (m.hlc) {
     const [wall, logical, ...node] = m.hlc.split('.')
-    b.push(13); uv(+wall); uv(+logical); text(node.join('.'))
+    b.push(13); uv(+wall); uv(+logical); text(m.by && node.join('.') === m.by ? '' : node.join('.'))
   }
   if (m.ops) {
     b.push(14); uv(m.ops.length)
@@ -729,16 +737,15 @@ function decodePayload (type, p) {
   const zz = () => { const n = uv(); return n % 2 ? -(n + 1) / 2 : n / 2 }
   const json = what => { const s = text(); try { return JSON.parse(s) } catch { bad(`${what} is not JSON`) } }
   const m = { t: type === NAMED ? undefined : TYPES[type] }
-  let last = -1; let pvSet = false
+  let last = -1
   while (r.left()) {
     const tag = byte()
     if (tag <= last) bad(`field ${tag} after field ${last}`)
     last = tag
     if (FIELDS[tag]) {
       const v = tag === 11 ? uv() : ZIGZAG.has(tag) ? zz() : text()
-      if (tag === 10) pvSet = true
       if (tag === 6 && (v > 2147483647 || v < -2147483648)) bad('proto out of range')
-      if (v) m[FIELDS[tag]] = v
+      if (v || tag === 10) m[FIELDS[tag]] = v // an explicit pv of 0 differs from v-1
       continue
     }
     switch (tag) {
@@ -805,8 +812,7 @@ function decodePayload (type, p) {
     }
   }
   if (!m.t) bad('message has no type')
-  if (!pvSet && defaultPV(m.t, m.v || 0)) m.pv = defaultPV(m.t, m.v)
-  return m
+  return expand(m)
 }
 
 // ---- durable storage -------------------------------------------------------
@@ -931,7 +937,7 @@ export const transports = {
     ws.onmessage = e => {
       let ms
       try {
-        ms = typeof e.data === 'string' ? [JSON.parse(e.data)] : decodeFrames(e.data)
+        ms = typeof e.data === 'string' ? [expand(JSON.parse(e.data))] : decodeFrames(e.data)
       } catch (err) {
         ws.close(4500, String(err.code || 'malformed message'))
         return end(1006, 'undecodable message from the server: ' + err.message)
@@ -967,7 +973,7 @@ export const transports = {
             }
             buf = buf.slice(i + 2)
             if (!ev.data.length) continue
-            const m = JSON.parse(ev.data.join('\n'))
+            const m = expand(JSON.parse(ev.data.join('\n')))
             if (ev.event === 'close') return post.end(m.code, m.reason)
             if (m.t === 'welcome') post.session(m.session)
             h.msg(m)
@@ -990,7 +996,7 @@ export const transports = {
       post.session(r.session)
       h.open('longpoll')
       for (;;) {
-        r.messages.forEach(h.msg)
+        r.messages.forEach(m => h.msg(expand(m)))
         if (r.close) return post.end(r.close.code, r.close.reason)
         res = await fetch(`${c.httpURL}/v1/poll/${r.session || post.sid}?after=${r.seq}`, { signal: ctl.signal, cache: 'no-store', headers: bearer(c) })
         if (!res.ok) return post.end(httpClose(res.status), await errorOf(c, res))

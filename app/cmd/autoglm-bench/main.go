@@ -69,6 +69,7 @@ type options struct {
 	enforce      bool
 	verbose      bool
 	command      string
+	peers        peerFlags
 }
 
 func run(ctx context.Context, args []string) error {
@@ -104,6 +105,7 @@ func run(ctx context.Context, args []string) error {
 	render := fs.String("render", "", "re-render result.md and cdf.png from the result.json in this directory, then exit")
 	fs.StringVar(&o.baselineApp, "baseline-app", "", "with -trace-overhead: also run this service binary (an earlier build) untraced, side by side")
 	traceOverhead := fs.Bool("trace-overhead", false, "instead of the usual runs: delta sync on two replicas side by side, tracing unset and tracing every span to an in-process OTLP receiver, rounds alternating; reports the app's CPU per delivery of each (docs/observability.md)")
+	o.peers.register(fs)
 	smoke := fs.Bool("smoke", false, "a few seconds with small numbers: checks the bench and exactly-once delivery, not performance")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -155,6 +157,9 @@ func run(ctx context.Context, args []string) error {
 		return nil
 	}
 	var failures []string
+	if o.peers.only {
+		o.profiles = nil
+	}
 	for _, p := range o.profiles {
 		res, err := runProfile(ctx, o, p)
 		if err != nil {
@@ -170,6 +175,13 @@ func run(ctx context.Context, args []string) error {
 				}
 			}
 		}
+	}
+	if o.peers.dir != "" {
+		fails, err := runPeers(ctx, o)
+		if err != nil {
+			return fmt.Errorf("peers: %w", err)
+		}
+		failures = append(failures, fails...)
 	}
 	if len(failures) > 0 {
 		return fmt.Errorf("FAILED:\n  %s", strings.Join(failures, "\n  "))

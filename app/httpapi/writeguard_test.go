@@ -1,0 +1,70 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// guardedConn serves one WebSocket whose writes go through a writeGuard; the
+// client never reads, so writes block once the socket buffers are full.
+func guardedConn(t *testing.T, ctx context.Context, timeout time.Duration) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			done <- err
+			return
+		}
+		g, stop := newWriteGuard(ctx, conn, timeout)
+		defer stop()
+		big := []byte(strings.Repeat("x", 1<<20))
+		for {
+			if err := g.write(websocket.MessageBinary, big); err != nil {
+				done <- err
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	c, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return done
+}
+
+func TestWriteGuardEndsAWriteThatOutlastsTheTimeout(t *testing.T) {
+	done := guardedConn(t, context.Background(), 200*time.Millisecond)
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("write to a stalled peer succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write to a peer that never reads was not ended by the write timeout")
+	}
+}
+
+func TestWriteGuardEndsAWriteUnderWayWhenTheSessionEnds(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := guardedConn(t, ctx, time.Hour)
+	// Whether the writes have filled the socket buffers by now or not, the
+	// session's end must end them.
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("write to a stalled peer succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a blocked write outlived its session")
+	}
+}
