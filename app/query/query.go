@@ -42,7 +42,8 @@ const (
 	OpContains = "contains"
 )
 
-var ops = []string{OpEq, OpNe, OpLt, OpLe, OpGt, OpGe, OpIn, OpContains}
+// Operators lists every operator.
+var Operators = []string{OpEq, OpNe, OpLt, OpLe, OpGt, OpGe, OpIn, OpContains}
 
 // Cond is one condition: the value at Path compared with Value by Op.
 type Cond struct {
@@ -180,8 +181,8 @@ func parseCond(i int, raw json.RawMessage) (Cond, error) {
 		return Cond{}, err
 	}
 	var op string
-	if json.Unmarshal(parts[1], &op) != nil || !slices.Contains(ops, op) {
-		return Cond{}, bad("%s: unknown operator %s: want one of %s", what, trunc(string(parts[1])), strings.Join(ops, " "))
+	if json.Unmarshal(parts[1], &op) != nil || !slices.Contains(Operators, op) {
+		return Cond{}, bad("%s: unknown operator %s: want one of %s", what, trunc(string(parts[1])), strings.Join(Operators, " "))
 	}
 	var v any
 	d := json.NewDecoder(bytes.NewReader(parts[2]))

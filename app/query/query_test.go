@@ -1,4 +1,4 @@
-package query
+package query_test
 
 import (
 	"encoding/json"
@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/open-autoglm/autoglm/app/core"
+	. "github.com/open-autoglm/autoglm/app/query"
+	"github.com/open-autoglm/autoglm/app/query/querytest"
 )
 
 func TestParseRefusesWithTheProblemNamed(t *testing.T) {
@@ -81,8 +83,8 @@ func TestMatchSemantics(t *testing.T) {
 func TestQueryProperty(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for round := range 300 {
-		docs := RandomDocs(r, 1+r.IntN(40))
-		q := RandomQuery(r)
+		docs := querytest.RandomDocs(r, 1+r.IntN(40))
+		q := querytest.RandomQuery(r)
 		want := bruteForce(q, docs)
 		all := q
 		all.Limit = 0
@@ -117,91 +119,6 @@ func TestQueryProperty(t *testing.T) {
 	}
 }
 
-// RandomDocs makes n documents over a few fields with values of mixed types.
-func RandomDocs(r *rand.Rand, n int) []Item {
-	out := make([]Item, n)
-	for i := range out {
-		out[i] = Item{ID: fmt.Sprintf("d%02d", r.IntN(100)*100+i), Data: RandomData(r)}
-	}
-	return out
-}
-
-// RandomData is one document's data for property tests.
-func RandomData(r *rand.Rand) map[string]any {
-	d := map[string]any{}
-	for _, f := range []string{"a", "b", "s"} {
-		if r.IntN(5) > 0 {
-			d[f] = randomValue(r)
-		}
-	}
-	if r.IntN(2) == 0 {
-		tags := []any{}
-		for range r.IntN(3) {
-			tags = append(tags, randomValue(r))
-		}
-		d["tags"] = tags
-	}
-	if r.IntN(2) == 0 {
-		d["o"] = map[string]any{"x": randomValue(r)}
-	}
-	return d
-}
-
-func randomValue(r *rand.Rand) any {
-	switch r.IntN(6) {
-	case 0:
-		return nil
-	case 1:
-		return r.IntN(2) == 0
-	case 2, 3:
-		return float64(r.IntN(5))
-	}
-	return string(rune('p' + r.IntN(4)))
-}
-
-// RandomQuery makes a valid query over RandomData's fields.
-func RandomQuery(r *rand.Rand) Query {
-	paths := []string{"a", "b", "s", "tags", "o.x", "o"}
-	var body strings.Builder
-	body.WriteString(`{"where":[`)
-	for i := range r.IntN(3) {
-		if i > 0 {
-			body.WriteString(",")
-		}
-		op := ops[r.IntN(len(ops))]
-		var v any = randomValue(r)
-		switch op {
-		case OpLt, OpLe, OpGt, OpGe:
-			if r.IntN(2) == 0 {
-				v = float64(r.IntN(5))
-			} else {
-				v = string(rune('p' + r.IntN(4)))
-			}
-		case OpIn:
-			v = []any{randomValue(r), randomValue(r)}
-		}
-		b, _ := json.Marshal([]any{paths[r.IntN(len(paths))], op, v})
-		body.Write(b)
-	}
-	body.WriteString(`],"order_by":[`)
-	for i := range r.IntN(3) {
-		if i > 0 {
-			body.WriteString(",")
-		}
-		dir := "asc"
-		if r.IntN(2) == 0 {
-			dir = "desc"
-		}
-		fmt.Fprintf(&body, `[%q,%q]`, paths[r.IntN(len(paths)-1)], dir)
-	}
-	fmt.Fprintf(&body, `],"limit":%d}`, r.IntN(6))
-	q, err := Parse([]byte(body.String()))
-	if err != nil {
-		panic(body.String() + ": " + err.Error())
-	}
-	return q
-}
-
 // bruteForce evaluates q by its documented semantics, without Match or
 // Compare: each condition on its own, then an order by explicit sort keys.
 func bruteForce(q Query, docs []Item) []Item {
@@ -215,11 +132,11 @@ func bruteForce(q Query, docs []Item) []Item {
 			case !has:
 				m = c.Op == OpNe
 			case c.Op == OpEq:
-				m = scalar(v) && v == c.Value
+				m = isScalar(v) && v == c.Value
 			case c.Op == OpNe:
-				m = !(scalar(v) && v == c.Value)
+				m = !(isScalar(v) && v == c.Value)
 			case c.Op == OpIn:
-				m = scalar(v) && slices.Contains(c.Value.([]any), v)
+				m = isScalar(v) && slices.Contains(c.Value.([]any), v)
 			case c.Op == OpContains:
 				if arr, isArr := v.([]any); isArr {
 					m = slices.Contains(arr, c.Value)
@@ -345,3 +262,11 @@ func ids(items []Item) []string {
 func sameIDs(a, b []Item) bool { return slices.Equal(ids(a), ids(b)) }
 
 func describe(q Query) string { b, _ := json.Marshal(q); return string(b) }
+
+func isScalar(v any) bool {
+	switch v.(type) {
+	case nil, bool, float64, string:
+		return true
+	}
+	return false
+}
