@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/query"
@@ -523,4 +524,28 @@ func (s *Sub) insert(d *Doc) {
 	i, _ := slices.BinarySearchFunc(s.win, d, func(a, b *Doc) int { return s.q.Compare(a.item(), b.item()) })
 	s.win = slices.Insert(s.win, i, d)
 	s.in[d.ID] = d
+}
+
+// Visible admits the documents that view (a reader's view of a document
+// under the collection's read rules) does not deny, and whose every field
+// the query reads it shows: a condition or order key on a field the reader
+// may not read never admits the document, so the result leaks nothing
+// about the field. A nil view admits everything.
+func Visible(q query.Query, view func(data map[string]any) collections.View) Admit {
+	if view == nil {
+		return nil
+	}
+	paths := q.Paths()
+	return func(data map[string]any) bool {
+		v := view(data)
+		if v.Denied {
+			return false
+		}
+		for _, p := range paths {
+			if v.Hides(p) {
+				return false
+			}
+		}
+		return true
+	}
 }
