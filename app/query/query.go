@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/open-autoglm/autoglm/app/core"
@@ -275,6 +276,40 @@ func Normalize(v any) any {
 	return v
 }
 
+// EqualityKey returns the query's first "==" condition as a path and the
+// key of its value (see ValueKey): every result holds that value there, so
+// an index on the path narrows the candidates. ok is false when the query
+// has no such condition.
+func (q Query) EqualityKey() (path, key string, ok bool) {
+	for _, c := range q.Where {
+		if c.Op == OpEq {
+			if k, ok := ValueKey(c.Value); ok {
+				return c.Path, k, true
+			}
+		}
+	}
+	return "", "", false
+}
+
+// ValueKey renders a scalar value (null, boolean, number, string) as a
+// string that is equal for equal values; ok is false for other values.
+func ValueKey(v any) (string, bool) {
+	switch x := num(v).(type) {
+	case nil:
+		return "z", true
+	case bool:
+		if x {
+			return "t", true
+		}
+		return "f", true
+	case float64:
+		return "n" + strconv.FormatFloat(x, 'g', -1, 64), true
+	case string:
+		return "s" + x, true
+	}
+	return "", false
+}
+
 // Paths lists the fields the query reads (where and order_by), each once.
 func (q Query) Paths() []string {
 	var out []string
@@ -293,6 +328,10 @@ func (q Query) Paths() []string {
 
 // Lookup returns the value at a dot path of data.
 func Lookup(data map[string]any, path string) (any, bool) {
+	if strings.IndexByte(path, '.') < 0 {
+		v, ok := data[path]
+		return v, ok
+	}
 	var cur any = data
 	for seg := range strings.SplitSeq(path, ".") {
 		m, ok := cur.(map[string]any)

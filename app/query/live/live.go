@@ -117,6 +117,14 @@ type coll struct {
 	docs    map[string]*Doc
 	subs    map[*Sub]struct{}
 	pending []core.Change // arrived while loading
+	// keyed holds the live queries with an equality condition, by its
+	// path and value key: a change concerns only those keyed by the
+	// document's value before or after it (and the unkeyed ones).
+	keyed   map[string]map[string]map[*Sub]struct{}
+	unkeyed map[*Sub]struct{}
+	// eq indexes document ids by the value key at each path an equality
+	// condition of a query has used, to run such queries on candidates.
+	eq map[string]map[string]map[string]struct{}
 }
 
 // New starts an engine over src; Close stops it.
@@ -228,7 +236,9 @@ func (e *Engine) collection(ctx context.Context, name string) (*coll, error) {
 	e.mu.Lock()
 	cl := e.colls[name]
 	if cl == nil {
-		cl = &coll{name: name, loaded: make(chan struct{}), subs: map[*Sub]struct{}{}}
+		cl = &coll{name: name, loaded: make(chan struct{}), subs: map[*Sub]struct{}{},
+			keyed: map[string]map[string]map[*Sub]struct{}{}, unkeyed: map[*Sub]struct{}{},
+			eq: map[string]map[string]map[string]struct{}{}}
 		e.colls[name] = cl
 		go e.load(cl)
 	}
@@ -344,11 +354,58 @@ func (cl *coll) apply(src Source, k core.Key, c core.Change) {
 		}
 	}
 	cl.docs[k.ID] = nd
-	for s := range cl.subs {
+	for path, byKey := range cl.eq {
+		if key, ok := keyAt(old, path); ok {
+			delete(byKey[key], k.ID)
+		}
+		if key, ok := keyAt(nd, path); ok {
+			addTo(byKey, key, k.ID)
+		}
+	}
+	notify := func(s *Sub) {
 		if evs := s.update(cl, nd, delta); len(evs) > 0 {
 			s.sink(s, evs)
 		}
 	}
+	for path, byKey := range cl.keyed {
+		ko, okOld := keyAt(old, path)
+		kn, okNew := keyAt(nd, path)
+		if okOld {
+			for s := range byKey[ko] {
+				notify(s)
+			}
+		}
+		if okNew && (!okOld || kn != ko) {
+			for s := range byKey[kn] {
+				notify(s)
+			}
+		}
+	}
+	for s := range cl.unkeyed {
+		notify(s)
+	}
+}
+
+// keyAt is the value key of d's field at path (none for a missing or
+// deleted document, or a value that is not a scalar).
+func keyAt(d *Doc, path string) (string, bool) {
+	if d == nil || d.Deleted {
+		return "", false
+	}
+	v, ok := query.Lookup(d.Data, path)
+	if !ok {
+		return "", false
+	}
+	return query.ValueKey(v)
+}
+
+func addTo[T comparable](m map[string]map[T]struct{}, key string, v T) {
+	set := m[key]
+	if set == nil {
+		set = map[T]struct{}{}
+		m[key] = set
+	}
+	set[v] = struct{}{}
 }
 
 // Sub is one live query.
@@ -382,14 +439,31 @@ func (e *Engine) Subscribe(ctx context.Context, name string, q query.Query, admi
 		s.in[d.ID] = d
 	}
 	cl.subs[s] = struct{}{}
+	if path, key, ok := q.EqualityKey(); ok {
+		if cl.keyed[path] == nil {
+			cl.keyed[path] = map[string]map[*Sub]struct{}{}
+		}
+		addTo(cl.keyed[path], key, s)
+	} else {
+		cl.unkeyed[s] = struct{}{}
+	}
 	return s, slices.Clone(s.win), nil
 }
 
 // Close ends the live query; its sink is not called after Close returns.
 func (s *Sub) Close() {
 	s.cl.mu.Lock()
+	defer s.cl.mu.Unlock()
 	delete(s.cl.subs, s)
-	s.cl.mu.Unlock()
+	delete(s.cl.unkeyed, s)
+	if path, key, ok := s.q.EqualityKey(); ok {
+		if byKey := s.cl.keyed[path]; byKey != nil {
+			delete(byKey[key], s)
+			if len(byKey[key]) == 0 {
+				delete(byKey, key)
+			}
+		}
+	}
 }
 
 // Query runs q once over the index of collection name, as admit lets the
@@ -410,7 +484,7 @@ func (e *Engine) Query(ctx context.Context, name string, q query.Query, admit Ad
 func (cl *coll) run(q query.Query, admit Admit) ([]*Doc, bool) {
 	var out []*Doc
 	cmp := func(a, b *Doc) int { return q.Compare(a.item(), b.item()) }
-	for _, d := range cl.docs {
+	for d := range cl.candidates(q) {
 		if !matches(q, admit, d) {
 			continue
 		}
@@ -427,6 +501,38 @@ func (cl *coll) run(q query.Query, admit Admit) ([]*Doc, bool) {
 		return out[:q.Limit], true
 	}
 	return out, false
+}
+
+// candidates yields the documents that may match q: those holding the
+// value of its equality condition (indexing that path on first use), or
+// every document.
+func (cl *coll) candidates(q query.Query) func(yield func(*Doc) bool) {
+	return func(yield func(*Doc) bool) {
+		path, key, ok := q.EqualityKey()
+		if !ok {
+			for _, d := range cl.docs {
+				if !yield(d) {
+					return
+				}
+			}
+			return
+		}
+		byKey := cl.eq[path]
+		if byKey == nil {
+			byKey = map[string]map[string]struct{}{}
+			for id, d := range cl.docs {
+				if k, ok := keyAt(d, path); ok {
+					addTo(byKey, k, id)
+				}
+			}
+			cl.eq[path] = byKey
+		}
+		for id := range byKey[key] {
+			if !yield(cl.docs[id]) {
+				return
+			}
+		}
+	}
 }
 
 func matches(q query.Query, admit Admit, d *Doc) bool {
@@ -485,7 +591,7 @@ func (s *Sub) update(cl *coll, nd *Doc, delta *core.Change) []Event {
 		// A document left a full window (or moved past its end): the next
 		// matching document, which may be nd itself, comes in.
 		var next *Doc
-		for _, d := range cl.docs {
+		for d := range cl.candidates(s.q) {
 			if _, in := s.in[d.ID]; !in && matches(s.q, s.admit, d) && (next == nil || cmp(d, next) < 0) {
 				next = d
 			}
