@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/inmem"
@@ -45,12 +47,65 @@ func BenchmarkQueryLimit50(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
+	took := make([]time.Duration, 0, b.N)
 	for range b.N {
+		start := time.Now()
 		docs, _, err := e.Query(context.Background(), "items", q, nil)
+		took = append(took, time.Since(start))
 		if err != nil || len(docs) != 50 {
 			b.Fatal(err, len(docs))
 		}
 	}
+	reportPercentiles(b, took)
+}
+
+// reportPercentiles reports the p50 and p99 of took, in µs.
+func reportPercentiles(b *testing.B, took []time.Duration) {
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(took[len(took)*99/100].Microseconds()), "p99-µs")
+}
+
+// BenchmarkAddedRemovedLatency is the time from a write's call to the
+// added (or removed) event of a live query on the replica, through the
+// write engine, the hub and the live engine, with 1,000 other live queries
+// on the collection.
+func BenchmarkAddedRemovedLatency(b *testing.B) {
+	rg := newRig(b)
+	for i := range 1000 {
+		q, _ := query.Parse([]byte(fmt.Sprintf(`{"where":[["owner","==","u%d"]],"order_by":[["rank","asc"]],"limit":20}`, i)))
+		s, _, err := rg.live.Subscribe(context.Background(), "items", q, nil, func(*live.Sub, []live.Event) {})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(s.Close)
+	}
+	q, _ := query.Parse([]byte(`{"where":[["status","==","open"]]}`))
+	events := make(chan live.Kind, 16)
+	s, _, err := rg.live.Subscribe(context.Background(), "items", q, nil, func(_ *live.Sub, evs []live.Event) {
+		for _, ev := range evs {
+			events <- ev.Kind
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	took := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		status, want := "open", live.Added
+		if i%2 == 1 {
+			status, want = "closed", live.Removed
+		}
+		start := time.Now()
+		rg.write(b, "x", setAll(map[string]any{"status": status, "owner": "u1", "rank": i}))
+		if k := <-events; k != want {
+			b.Fatalf("event %v, want %v", k, want)
+		}
+		took = append(took, time.Since(start))
+	}
+	reportPercentiles(b, took)
 }
 
 // BenchmarkChangeAgainst1000Queries is the matching cost of one change

@@ -32,7 +32,7 @@ type rig struct {
 
 // newRig runs the write engine over the memory store, its commits
 // published through a hub whose change observer feeds the live engine.
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	store := inmem.NewStore()
 	h := hub.New(hub.Options{Node: "n1"})
@@ -44,7 +44,7 @@ func newRig(t *testing.T) *rig {
 	return &rig{store: store, eng: eng, live: l}
 }
 
-func (r *rig) write(t *testing.T, id string, op core.Op) {
+func (r *rig) write(t testing.TB, id string, op core.Op) {
 	t.Helper()
 	op.NoBase = true
 	if _, err := r.eng.Do(context.Background(), core.Key{Collection: "items", ID: id}, op); err != nil {
