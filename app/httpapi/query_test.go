@@ -275,3 +275,31 @@ func m2v(t *testing.T, base, token, doc string) int64 {
 	_ = json.Unmarshal(r.body, &d)
 	return d.Version
 }
+
+// A refreshed token is matched again: documents the new claims hide leave
+// the result, those they show enter it, then synced.
+func TestLiveQueryTokenRefresh(t *testing.T) {
+	for _, tr := range syncTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			base := startAuthedWith(t, readCollections())
+			admin := idToken(t, "root", "admin")
+			put(t, base, admin, "t-lww/r1", `{"team":"red","n":1}`)
+			put(t, base, admin, "t-lww/b1", `{"team":"blue","n":2}`)
+			c, _ := tr.open(t, base, idTokenWith(t, "alice", map[string]string{"team": "red"}), "rq")
+			c.send(t, protocol.Message{T: protocol.TSub, Coll: "t-lww", QID: "all", Query: json.RawMessage(`{}`)})
+			wantKeys(t, "initial", queryMsgs(t, c, "all", 2), "snap t-lww/r1", "synced ")
+			c.send(t, protocol.Message{T: protocol.TAuth, Token: idTokenWith(t, "alice", map[string]string{"team": "blue"})})
+			got := queryMsgs(t, c, "all", 3)
+			wantKeys(t, "refresh", got, "snap t-lww/b1", "removed t-lww/r1", "synced ")
+			if m := c.next(t); m.T != protocol.TAuth {
+				t.Fatalf("after the queries: %+v", m)
+			}
+			// Live changes follow the new claims.
+			put(t, base, admin, "t-lww/r2", `{"team":"red","n":3}`)
+			put(t, base, admin, "t-lww/b2", `{"team":"blue","n":4}`)
+			if m := queryMsgs(t, c, "all", 1); m["added t-lww/b2"].V != 1 {
+				t.Fatalf("after refresh: %+v", m)
+			}
+		})
+	}
+}
