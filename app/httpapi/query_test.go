@@ -5,12 +5,15 @@ package httpapi_test
 // in-process over the in-memory store.
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
@@ -301,5 +304,48 @@ func TestLiveQueryTokenRefresh(t *testing.T) {
 				t.Fatalf("after refresh: %+v", m)
 			}
 		})
+	}
+}
+
+// The Go client keeps a live query's ordered result (binary frames).
+func TestGoClientQuery(t *testing.T) {
+	base := startAuthedWith(t, readCollections())
+	admin := idToken(t, "root", "admin")
+	put(t, base, admin, "t-lww/a", `{"team":"red","rank":2}`)
+	put(t, base, admin, "t-lww/b", `{"team":"red","rank":1}`)
+	put(t, base, admin, "t-lww/x", `{"team":"blue","rank":0}`)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/sync",
+		client.Options{ClientID: "go-q", Token: idTokenWith(t, "alice", map[string]string{"team": "red"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	q, err := c.Query(ctx, "t-lww", client.QuerySpec{OrderBy: [][2]string{{"rank", "asc"}}, Limit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := func() string {
+		var out []string
+		for _, it := range q.Results() {
+			out = append(out, fmt.Sprintf("%s@%d", it.ID, it.Version))
+		}
+		return strings.Join(out, ",")
+	}
+	if got := ids(); got != "b@1,a@1" {
+		t.Fatalf("initial: %s", got)
+	}
+	patchSet(t, base, admin, "t-lww/a", "rank", 0.5)
+	put(t, base, admin, "t-lww/c", `{"team":"red","rank":0}`)
+	for want := "c@1,a@2"; ids() != want; {
+		select {
+		case <-q.Changed():
+		case <-ctx.Done():
+			t.Fatalf("got %s, want %s", ids(), want)
+		}
+	}
+	if _, err := c.Query(ctx, "t-lww", client.QuerySpec{Where: [][3]any{{"rank", "~", 1}}}); err == nil || !strings.Contains(err.Error(), "unknown operator") {
+		t.Fatalf("bad query: %v", err)
 	}
 }
