@@ -29,17 +29,8 @@ func readerView(p auth.Policy, id auth.Identity, coll string) func(map[string]an
 // page when more follow. A condition or order key on a field the caller may
 // not read of a document does not match that document.
 func (s *Server) serveQuery(w http.ResponseWriter, r *http.Request) {
-	coll := r.PathValue("coll")
-	if !core.ValidCollection(coll) {
-		s.fail(w, r, core.Errorf(core.CodeInvalidName, "collection name %q: want [a-z][a-z0-9_-]{0,63}", coll))
-		return
-	}
-	id, err := s.identify(r)
-	if err == nil {
-		err = s.Access.Policy.CanRead(id, coll)
-	}
-	if err != nil {
-		s.fail(w, r, err)
+	coll, id, ok := s.collectionReader(w, r)
+	if !ok {
 		return
 	}
 	var body json.RawMessage

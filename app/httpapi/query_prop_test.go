@@ -24,17 +24,7 @@ import (
 // every message after welcome (pings answered).
 func pumpWS(t *testing.T, base, token string) (send func(protocol.Message), msgs <-chan protocol.Message) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/sync", &websocket.DialOptions{Subprotocols: []string{httpapi.SubprotocolJSON}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.CloseNow() })
-	send = func(m protocol.Message) {
-		b, _ := protocol.Encode(m)
-		_ = c.Write(ctx, websocket.MessageText, b)
-	}
+	ctx, c, send := dialJSON(t, base)
 	ch := make(chan protocol.Message, 1024)
 	go func() {
 		defer close(ch)
@@ -59,6 +49,25 @@ func pumpWS(t *testing.T, base, token string) (send func(protocol.Message), msgs
 		t.Fatalf("hello answered with %+v", m)
 	}
 	return send, ch
+}
+
+// dialJSON opens a JSON WebSocket to base's sync endpoint (closed when
+// the test ends) and returns a context that lives as long, the connection
+// and a send function.
+func dialJSON(t *testing.T, base string) (context.Context, *websocket.Conn, func(protocol.Message)) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/sync", &websocket.DialOptions{Subprotocols: []string{httpapi.SubprotocolJSON}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	c.SetReadLimit(1 << 20)
+	return ctx, c, func(m protocol.Message) {
+		b, _ := protocol.Encode(m)
+		_ = c.Write(ctx, websocket.MessageText, b)
+	}
 }
 
 // queryClient is what a client holds for one live query after applying

@@ -6,7 +6,6 @@
 package httpapi_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -14,9 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
-
-	"github.com/open-autoglm/autoglm/app/httpapi"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
@@ -24,18 +20,7 @@ import (
 // called, so the server's writes back up meanwhile.
 func pumpWSPaused(t *testing.T, base, token string) (send func(protocol.Message), msgs func() <-chan protocol.Message) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/sync", &websocket.DialOptions{Subprotocols: []string{httpapi.SubprotocolJSON}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.CloseNow() })
-	c.SetReadLimit(1 << 20)
-	send = func(m protocol.Message) {
-		b, _ := protocol.Encode(m)
-		_ = c.Write(ctx, websocket.MessageText, b)
-	}
+	ctx, c, send := dialJSON(t, base)
 	read := func() protocol.Message {
 		for {
 			_, b, err := c.Read(ctx)
