@@ -49,7 +49,7 @@ func (s *Server) serveQuery(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, core.Errorf(core.CodeUnavailable, "queries are not served by this replica"))
 		return
 	}
-	s.Queries.Flush() // the caller's own writes on this replica are in
+	s.Queries.Flush() // every change this replica has heard is in
 	view := readerView(s.Access.Policy, id, coll)
 	docs, more, err := s.Queries.Query(r.Context(), coll, q, live.Visible(q, view))
 	if err != nil {

@@ -129,6 +129,16 @@ func TestQueriesEachProfile(t *testing.T) {
 			next, _ = res.Body["next"].(string)
 			return ids, next
 		}
+		// The last write reaches the index just after its acknowledgement.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			ids, next := page("")
+			more, _ := page(next)
+			if len(ids)+len(more) == 5 {
+				break
+			} else if time.Now().After(deadline) {
+				t.Fatalf("indexed %d of 5", len(ids)+len(more))
+			}
+		}
 		ids, next := page("")
 		more, last := page(next)
 		if got := fmt.Sprint(append(ids, more...)); got != fmt.Sprintf("[%[1]s-4 %[1]s-3 %[1]s-2 %[1]s-1 %[1]s-0]", tag) || next == "" || last != "" {

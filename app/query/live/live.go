@@ -202,8 +202,7 @@ func (e *Engine) run() {
 	}
 }
 
-// Flush waits until every change observed before the call is applied
-// (for reading one's own writes on this replica).
+// Flush waits until every change observed before the call is applied.
 func (e *Engine) Flush() {
 	e.qmu.Lock()
 	defer e.qmu.Unlock()
