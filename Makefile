@@ -69,6 +69,10 @@ bench: build sidecar $(PEERS)/node_modules/.package-lock.json ## benchmark delta
 	$(GO) build -trimpath -o bin/autoglm-bench ./app/cmd/autoglm-bench
 	./bin/autoglm-bench -profile local,redis -out bench/out -peers $(PEERS) $(BENCH_FLAGS)
 	$(MAKE) --no-print-directory bench-text
+	$(MAKE) --no-print-directory bench-queries
+
+bench-queries: ## live queries: initial query on 100,000 documents, matching cost against 1,000 live queries, added/removed latency
+	$(GO) test -run '^$$' -bench . -benchtime 3s ./app/query/live
 
 bench-peers: build sidecar $(PEERS)/node_modules/.package-lock.json ## under a minute: one round of ours vs Hocuspocus and y-websocket (100 subscribers, 200 writes/s, local profile)
 	$(GO) build -trimpath -o bin/autoglm-bench ./app/cmd/autoglm-bench
@@ -119,7 +123,7 @@ clean: ## remove build outputs and local data
 # The JavaScript client and the demo page (app/web): node --test and
 # Playwright driving Debian's Chromium, each against a real replica started
 # by app/web/webtest_test.go. npm packages come from the committed lockfile.
-.PHONY: test-js test-browser bench-text
+.PHONY: test-js test-browser bench-text bench-queries
 WEB := app/web
 
 test-js: sidecar $(WEB)/node_modules/.package-lock.json ## JS client tests (node --test) against a real replica

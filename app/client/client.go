@@ -78,6 +78,9 @@ type Client struct {
 	closed   bool
 	connDone chan struct{}
 	err      error
+	// queries are the live queries (query.go).
+	queries map[string]*Query
+	nextQID int
 }
 
 type opKey struct {
@@ -249,6 +252,9 @@ func (c *Client) connect(ctx context.Context, i int) error {
 	for name, d := range c.docs {
 		resend = append(resend, protocol.Message{T: protocol.TSub, Doc: name, Since: d.Version()})
 	}
+	for _, q := range c.queries {
+		resend = append(resend, q.sub())
+	}
 	ops := make([]protocol.Message, 0, len(c.pending))
 	for _, p := range c.pending {
 		ops = append(ops, p.msg)
@@ -369,6 +375,9 @@ func (c *Client) receive(ctx context.Context, conn *websocket.Conn, m protocol.M
 }
 
 func (c *Client) handle(ctx context.Context, conn *websocket.Conn, m protocol.Message) error {
+	if m.QID != "" {
+		return c.queryMessage(ctx, m)
+	}
 	switch m.T {
 	case protocol.TPing:
 		return write(ctx, conn, protocol.Message{T: protocol.TPong, TS: m.TS})

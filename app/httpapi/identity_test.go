@@ -32,6 +32,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/inmem"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
+	"github.com/open-autoglm/autoglm/app/query/live"
 )
 
 const idSecret = "identity-test-secret-identity-test!"
@@ -94,7 +95,10 @@ func startAuthedWith(t *testing.T, file string) string {
 			return policy.CanWrite(auth.Identity{Subject: op.Subject, Roles: op.Roles}, coll, data)
 		},
 	})
-	s := &httpapi.Server{Engine: eng, Lister: store, Hub: h, Log: logrus.New(), Node: "n1",
+	queries := live.New(store)
+	t.Cleanup(queries.Close)
+	h.Observe("live-queries", queries.Observe)
+	s := &httpapi.Server{Engine: eng, Lister: store, Hub: h, Log: logrus.New(), Node: "n1", Queries: queries,
 		Access: httpapi.Access{Verifier: verifier, Policy: policy}}
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(ts.Close)

@@ -311,17 +311,8 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, core.Errorf(core.CodeMethodNotAllowed, "only GET is served on collections"))
 		return
 	}
-	coll := r.PathValue("coll")
-	if !core.ValidCollection(coll) {
-		s.fail(w, r, core.Errorf(core.CodeInvalidName, "collection name %q: want [a-z][a-z0-9_-]{0,63}", coll))
-		return
-	}
-	id, err := s.identify(r)
-	if err == nil {
-		err = s.Access.Policy.CanRead(id, coll)
-	}
-	if err != nil {
-		s.fail(w, r, err)
+	coll, id, ok := s.collectionReader(w, r)
+	if !ok {
 		return
 	}
 	limit := 50
@@ -355,6 +346,26 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// collectionReader checks the collection named in the path and that the
+// caller may read it; on a problem it answers the request itself and
+// returns false.
+func (s *Server) collectionReader(w http.ResponseWriter, r *http.Request) (string, auth.Identity, bool) {
+	coll := r.PathValue("coll")
+	if !core.ValidCollection(coll) {
+		s.fail(w, r, core.Errorf(core.CodeInvalidName, "collection name %q: want [a-z][a-z0-9_-]{0,63}", coll))
+		return "", auth.Identity{}, false
+	}
+	id, err := s.identify(r)
+	if err == nil {
+		err = s.Access.Policy.CanRead(id, coll)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return "", auth.Identity{}, false
+	}
+	return coll, id, true
 }
 
 // decodeBody reads a JSON body within the size limit into v. It answers the

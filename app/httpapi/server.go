@@ -19,6 +19,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/hub"
 	"github.com/open-autoglm/autoglm/app/protocol"
+	"github.com/open-autoglm/autoglm/app/query/live"
 	"github.com/open-autoglm/autoglm/app/session"
 )
 
@@ -58,6 +59,9 @@ type Server struct {
 	Metrics Metrics
 	// Extra are more API routes (tasks, webhooks).
 	Extra []Route
+	// Queries is the live query engine (REST queries and live queries);
+	// nil: queries are refused as unavailable.
+	Queries *live.Engine
 
 	// Connection limits (limits.go). BodyTimeout bounds reading one request
 	// body (408 request_timeout); HelloTimeout closes an upgraded WebSocket
@@ -102,6 +106,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/v1/docs/{coll}/{id}", s.serveDoc)
 	mux.HandleFunc("/v1/docs/{coll}/{id}/changes", s.serveChanges)
 	mux.HandleFunc("/v1/docs/{coll}", s.serveList)
+	mux.HandleFunc("POST /v1/docs/{coll}/query", s.serveQuery)
 	mux.HandleFunc(protocol.PathSync, s.serveWS)
 	fb := s.fallbackTransports() // SSE + POST and long-poll (sse.go, longpoll.go)
 	mux.HandleFunc("/v1/events", fb.serveEvents)
@@ -240,7 +245,7 @@ func (s *Server) Sessions() int {
 func (s *Server) sessionOptions(id string) session.Options {
 	o := session.Options{
 		ID: id, Node: s.Node, Heartbeat: s.Heartbeat, Queue: s.SessionQueue,
-		MaxSubs: s.MaxSubs, NewClientID: uuid.NewString, Admit: s.admitIdentity,
+		MaxSubs: s.MaxSubs, NewClientID: uuid.NewString, Admit: s.admitIdentity, Queries: s.Queries,
 	}
 	if s.Metrics.Session != nil {
 		s.Metrics.Session(&o)

@@ -49,6 +49,8 @@ type Hub struct {
 	mu       sync.RWMutex
 	subs     map[string]map[Subscriber]struct{}
 	presence map[string]map[presenceKey]core.Presence
+	// observers see every change published here (Observe).
+	observers []observer
 	// seen is the newest version published per watched document and when,
 	// for anti-entropy.
 	seen map[string]seenVersion
@@ -97,6 +99,21 @@ func (h *Hub) Unsubscribe(doc string, s Subscriber) {
 	}
 }
 
+type observer struct {
+	name string
+	f    func([]core.Change)
+}
+
+// Observe registers f, under a name, to see every change published here
+// (local commits, broadcasts from other replicas, anti-entropy repairs),
+// whether or not a session watches its document, before the subscribers
+// do. f must not block.
+func (h *Hub) Observe(name string, f func([]core.Change)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.observers = append(h.observers, observer{name, f})
+}
+
 // Publish offers each change to the subscribers of its document.
 func (h *Hub) Publish(changes []core.Change) {
 	h.Deliver(context.Background(), changes)
@@ -109,6 +126,9 @@ func (h *Hub) Publish(changes []core.Change) {
 // one's wait (fanout.go).
 func (h *Hub) Deliver(ctx context.Context, changes []core.Change) {
 	h.mu.Lock()
+	for _, o := range h.observers {
+		o.f(changes)
+	}
 	now := h.opt.Now()
 	for _, c := range changes {
 		if _, watched := h.subs[c.Doc]; watched && c.Version >= h.seen[c.Doc].v {

@@ -31,6 +31,10 @@ const (
 	TAck     = "ack"
 	TReject  = "reject"
 	TError   = "error"
+	// live queries (server → client; sub, unsub, snap, delta and synced
+	// carry the query's qid)
+	TAdded   = "added"
+	TRemoved = "removed"
 	// both ways
 	TPresence = "presence"
 	TAuth     = "auth" // client: a fresh token; server: accepted, with its expiry in ts
@@ -67,6 +71,16 @@ type Message struct {
 	New   bool            `json:"new,omitempty"`
 	Dup   bool            `json:"dup,omitempty"`
 	Data  map[string]any  `json:"data,omitempty"`
+
+	// live queries: sub names a collection and a query (see package
+	// query) under a client-chosen qid, with the versions the client
+	// already has; every message of the query carries the qid, and removed
+	// says why the document left the result.
+	QID   string           `json:"qid,omitempty"`
+	Coll  string           `json:"coll,omitempty"`
+	Query json.RawMessage  `json:"query,omitempty"`
+	Have  map[string]int64 `json:"have,omitempty"`
+	Why   string           `json:"why,omitempty"`
 
 	// errors
 	Code    core.Code `json:"code,omitempty"`

@@ -35,6 +35,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/hub"
 	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 	"github.com/open-autoglm/autoglm/app/metrics"
+	"github.com/open-autoglm/autoglm/app/query/live"
 	"github.com/open-autoglm/autoglm/app/session"
 	"github.com/open-autoglm/autoglm/app/sidecar"
 	"github.com/open-autoglm/autoglm/app/tasks"
@@ -63,6 +64,7 @@ type Service struct {
 	tasks      *tasks.Queue
 	webhooks   *webhooks.Service
 	compacted  chan struct{} // closed when the compaction job has stopped
+	queries    *live.Engine
 
 	stopProbe context.CancelFunc
 	closeAuth func()
@@ -157,6 +159,10 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 	})
 	store := daprstore.New(client, cfg.StateStore)
 	state := daprkv.New(client, cfg.StateStore, cfg.LockStore)
+	// Live queries: an in-memory index of each queried collection, kept up
+	// to date from every change the hub sees.
+	queries := live.New(store)
+	h.Observe("live-queries", queries.Observe)
 	queue := tasks.New(tasks.Options{
 		Publisher: state, Pubsub: cfg.TasksPubsub, TopicPrefix: cfg.TasksTopic, Done: state,
 		Workers: cfg.TaskWorkers, Log: log.WithField("component", "tasks"), OnRetry: m.TaskRetry,
@@ -238,7 +244,7 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		},
 	}
 	api := &httpapi.Server{
-		Engine: eng, Lister: store, Hub: h, Log: log, Version: cfg.Version, Node: cfg.NodeID,
+		Engine: eng, Lister: store, Hub: h, Queries: queries, Log: log, Version: cfg.Version, Node: cfg.NodeID,
 		Ready: probe.Ready,
 		Dapr: &daprsub.Router{
 			Subs: append([]daprsub.Subscription{{
@@ -275,7 +281,7 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 			{Pattern: "POST /v1/webhooks/dead/{id}/replay", Admin: true, Handle: hooks.ReplayDead},
 		},
 	}
-	return &Service{cfg: cfg, log: log, client: client, engine: eng, api: api, probe: probe, hub: h,
+	return &Service{cfg: cfg, log: log, client: client, engine: eng, api: api, probe: probe, hub: h, queries: queries,
 		tasks: queue, webhooks: hooks,
 		metrics: m, telemetry: tel, compaction: comp, closeAuth: closeAuth, serveErr: make(chan error, 1)}, nil
 }
@@ -420,6 +426,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, cerr)
 	}
 	s.api.Drain(ctx)
+	s.queries.Close()
 	if terr := s.tasks.Close(ctx); terr != nil {
 		s.log.WithError(terr).Warn("submitted tasks not all published at shutdown")
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/hub"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
+	"github.com/open-autoglm/autoglm/app/query/live"
 )
 
 // Sender writes one message to the client. It may block up to its own write
@@ -100,6 +101,8 @@ type Options struct {
 	QueueDepth func(n int)
 	// Ops, if set, follows each op from receipt to ack (observe.go).
 	Ops OpObserver
+	// Queries serves live queries (query.go); nil refuses them.
+	Queries *live.Engine
 }
 
 // Close is why a session ended: a WebSocket close code and a reason.
@@ -156,6 +159,8 @@ type Session struct {
 	// present holds the presence data this session set, per document; it is
 	// refreshed every heartbeat and cleared when the session ends.
 	present map[string]map[string]any
+	// qs holds the live queries (query.go).
+	qs queryState
 }
 
 // New returns a session; call Run to serve it.
@@ -195,6 +200,7 @@ func New(opt Options, backend Backend, hub Hub, send Sender) *Session {
 		pending:  map[pendingOp]protocol.Message{},
 		present:  map[string]map[string]any{},
 		limiter:  limiter,
+		qs:       newQueryState(),
 	}
 	s.lastRecv.Store(opt.Now().UnixNano())
 	return s
@@ -296,6 +302,7 @@ func (s *Session) Run(ctx context.Context) Close {
 		if s.opt.Ops != nil {
 			s.opt.Ops.Close()
 		}
+		s.closeQueries()
 	}()
 	tick := time.NewTicker(s.opt.Heartbeat)
 	defer tick.Stop()
@@ -343,6 +350,10 @@ func (s *Session) Run(ctx context.Context) Close {
 			err = s.resync(ctx)
 		case p := <-s.presence:
 			err = s.sendPresence(ctx, p)
+		case b := <-s.qs.events:
+			err = s.queryEvents(ctx, b)
+		case <-s.qs.lost:
+			err = s.resyncQueries(ctx)
 		case <-dead.C:
 			silent := s.opt.Now().Sub(time.Unix(0, s.lastRecv.Load()))
 			if silent >= deadAfter {
@@ -416,8 +427,15 @@ func (s *Session) handle(ctx context.Context, m protocol.Message) error {
 		return s.send.Send(ctx, protocol.Message{T: protocol.TWelcome, Session: s.opt.ID, Client: s.client,
 			Node: s.opt.Node, HB: s.opt.Heartbeat.Milliseconds(), Proto: protocol.Version})
 	case protocol.TSub:
+		if m.QID != "" {
+			return s.subscribeQuery(ctx, m)
+		}
 		return s.subscribe(ctx, m)
 	case protocol.TUnsub:
+		if m.QID != "" {
+			s.unsubscribeQuery(m.QID)
+			return nil
+		}
 		s.unsubscribe(m.Doc)
 		return nil
 	case protocol.TPresence:
@@ -530,6 +548,9 @@ func (s *Session) refresh(ctx context.Context, token string) error {
 		if err := s.reView(ctx, st); err != nil {
 			return err
 		}
+	}
+	if err := s.refreshQueries(ctx, id); err != nil {
+		return err
 	}
 	return s.send.Send(ctx, protocol.Message{T: protocol.TAuth, TS: id.Expires.UnixMilli()})
 }
