@@ -36,8 +36,6 @@ type Options struct {
 	// default the client reconnects with capped, jittered backoff (never
 	// after Close or a close code that forbids it).
 	NoReconnect bool
-	// Deprecated: reconnecting is the default; NoReconnect turns it off.
-	Reconnect bool
 	// JSON speaks JSON text frames (autoglm.json.v1) instead of the binary
 	// encoding (autoglm.bin.v1), e.g. to read the traffic while debugging.
 	JSON bool

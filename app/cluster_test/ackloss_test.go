@@ -91,7 +91,7 @@ func TestAckedOpsUnderFaults(t *testing.T) {
 	for i := range c.Nodes {
 		urls := c.WSURLs(i)
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		s, err := client.Dial(ctx, urls[0], client.Options{ClientID: fmt.Sprintf("sub%d", i), Reconnect: true, URLs: urls[1:],
+		s, err := client.Dial(ctx, urls[0], client.Options{ClientID: fmt.Sprintf("sub%d", i), URLs: urls[1:],
 			MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
 		if err != nil {
 			cancel()

@@ -53,8 +53,8 @@ func TestDeliverySpanPerChange(t *testing.T) {
 	}
 	want := map[string]string{"autoglm.sessions": "3", "autoglm.dropped": "1", "autoglm.doc": "forms/f1"}
 	for _, kv := range spans[0].Attributes() {
-		if w, ok := want[string(kv.Key)]; ok && kv.Value.Emit() != w {
-			t.Errorf("%s = %s, want %s", kv.Key, kv.Value.Emit(), w)
+		if w, ok := want[string(kv.Key)]; ok && kv.Value.String() != w {
+			t.Errorf("%s = %s, want %s", kv.Key, kv.Value.String(), w)
 		}
 		delete(want, string(kv.Key))
 	}

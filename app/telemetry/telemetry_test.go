@@ -175,7 +175,7 @@ func TestOpSpanFromReceiptToAck(t *testing.T) {
 func attr(s sdktrace.ReadOnlySpan, k string) string {
 	for _, a := range s.Attributes() {
 		if string(a.Key) == k {
-			return a.Value.Emit()
+			return a.Value.String()
 		}
 	}
 	return ""
