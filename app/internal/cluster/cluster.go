@@ -186,7 +186,7 @@ func Start(t testing.TB, opt Options) *Cluster {
 			}
 			// Another process took a port between our picking and its
 			// binding: try again with new ones.
-			if attempt < 3 && strings.Contains(n.log.tail(8192), "address already in use") {
+			if attempt < 3 && daprrun.PortRaceLost(n.log.tail(8192)) {
 				n.KillApp()
 				n.StopSidecar()
 				continue

@@ -154,14 +154,39 @@ func NewToken() string {
 	return hex.EncodeToString(b[:])
 }
 
-// FreePort returns a TCP port that was free a moment ago on loopback.
+// handedOut holds the ports FreePort has returned in this process: the
+// kernel may give a just-closed port out again, and two ports picked for
+// one daprd (HTTP and metrics, say) must differ.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// FreePort returns a TCP port that was free a moment ago on loopback and
+// that it has not returned before in this process.
 func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !handedOut.ports[port] {
+			handedOut.ports[port] = true
+			return port, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("no fresh free port after 100 tries")
+}
+
+// PortRaceLost reports whether a process log ends with a failure to bind
+// a port that another process took between picking and binding.
+func PortRaceLost(log string) bool {
+	tail := log[max(len(log)-8192, 0):]
+	return strings.Contains(tail, "address already in use") || strings.Contains(tail, "could not listen on any endpoint")
 }
 
 // Render copies the YAML files of a component profile into dst, replacing

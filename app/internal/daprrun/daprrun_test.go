@@ -160,3 +160,32 @@ func TestExitReasonNamesTheLastError(t *testing.T) {
 		t.Fatalf("reason = %q", got)
 	}
 }
+
+// The ports FreePort hands out in one process never repeat, even when the
+// kernel gives a just-closed port out again: a daprd's HTTP and metrics
+// ports once came out equal and it could not start.
+func TestFreePortNeverRepeats(t *testing.T) {
+	seen := map[int]bool{}
+	for range 500 {
+		p, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[p] {
+			t.Fatalf("port %d handed out twice", p)
+		}
+		seen[p] = true
+	}
+}
+
+func TestPortRaceLost(t *testing.T) {
+	for log, want := range map[string]bool{
+		"listen tcp 127.0.0.1:8080: bind: address already in use\n":                                                   true,
+		"level=fatal msg=\"Fatal error from runtime: failed to start HTTP server: could not listen on any endpoint\"": true,
+		"level=fatal msg=\"component statestore: connection refused\"":                                                false,
+	} {
+		if got := PortRaceLost(log); got != want {
+			t.Errorf("PortRaceLost(%q) = %v, want %v", log, got, want)
+		}
+	}
+}

@@ -218,7 +218,7 @@ func (r *Replica) startOnce(retry bool) (raced bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := sc.WaitHealthy(ctx); err != nil {
-		if out := r.log.String(); retry && strings.Contains(out[max(len(out)-8192, 0):], "address already in use") {
+		if retry && daprrun.PortRaceLost(r.log.String()) {
 			return true
 		}
 		r.DumpLog()
