@@ -184,7 +184,7 @@ func (e *env) startService() {
 	cfg.Collections = filepath.Join(root, "config", "collections.yaml")
 	log := logrus.New()
 	log.SetOutput(e.log)
-	svc, err := service.New(cfg, log)
+	svc, err := service.NewDapr(cfg, log)
 	must(t, err)
 	var ln net.Listener
 	for range 50 {

@@ -260,7 +260,7 @@ func TestBadCollectionsConfigStopsStart(t *testing.T) {
 	cfg.Collections = path
 	log := logrus.New()
 	log.SetOutput(os.Stderr)
-	_, err := service.New(cfg, log)
+	_, err := service.NewDapr(cfg, log)
 	if err == nil {
 		t.Fatal("service started with a bad collections file")
 	}

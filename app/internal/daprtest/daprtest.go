@@ -202,7 +202,7 @@ func (r *Replica) startOnce(retry bool) (raced bool) {
 	log := logrus.New()
 	log.SetOutput(r.log)
 	log.SetLevel(logrus.InfoLevel)
-	svc, err := service.New(cfg, log)
+	svc, err := service.NewDapr(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
