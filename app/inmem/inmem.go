@@ -330,32 +330,27 @@ func (m *member) push(f func()) {
 	}
 }
 
-func (b *Broker) each(f func(*member)) {
+// fanOut hands a copy of items to the receiver that to picks from each
+// member (nil: none).
+func fanOut[T any](b *Broker, items []T, to func(*member) func([]T)) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for m := range b.members {
-		f(m)
+		if receive := to(m); receive != nil {
+			cp := slices.Clone(items)
+			m.push(func() { receive(cp) })
+		}
 	}
 }
 
 // Publish implements core.Bus.
 func (b *Broker) Publish(_ context.Context, changes []core.Change) error {
-	b.each(func(m *member) {
-		if m.changes != nil {
-			cs := slices.Clone(changes)
-			m.push(func() { m.changes(cs) })
-		}
-	})
+	fanOut(b, changes, func(m *member) func([]core.Change) { return m.changes })
 	return nil
 }
 
 // PublishPresence implements core.Bus.
 func (b *Broker) PublishPresence(_ context.Context, ps []core.Presence) error {
-	b.each(func(m *member) {
-		if m.presence != nil {
-			cp := slices.Clone(ps)
-			m.push(func() { m.presence(cp) })
-		}
-	})
+	fanOut(b, ps, func(m *member) func([]core.Presence) { return m.presence })
 	return nil
 }
