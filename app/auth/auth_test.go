@@ -20,6 +20,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/auth"
 	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 )
 
 var secret = []byte("0123456789abcdef0123456789abcdef")
@@ -112,19 +113,15 @@ func TestJWKS(t *testing.T) {
 		"ES256": sign(t, jwt.SigningMethodES256, ecKey, "e1", claims("u3", time.Hour)),
 	} {
 		t.Run(name, func(t *testing.T) {
-			deadline := time.Now().Add(5 * time.Second)
-			for {
-				id, err := v.Verify(context.Background(), tok)
-				if err == nil {
-					if !strings.HasPrefix(id.Subject, "u") {
-						t.Fatalf("identity %+v", id)
-					}
-					return
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("verify: %v", err)
-				}
-				time.Sleep(50 * time.Millisecond) // first key set fetch
+			var id auth.Identity
+			var err error
+			// The first key set fetch runs in the background.
+			testutil.Eventually(t, 5*time.Second, "the token verifies", func() bool {
+				id, err = v.Verify(context.Background(), tok)
+				return err == nil
+			})
+			if !strings.HasPrefix(id.Subject, "u") {
+				t.Fatalf("identity %+v", id)
 			}
 		})
 	}

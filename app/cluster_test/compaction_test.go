@@ -11,6 +11,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/internal/cluster"
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 )
 
 // TestCompactionLease: of two replicas, one holds the compaction lease and
@@ -61,13 +62,13 @@ func TestCompactionLease(t *testing.T) {
 		return nil
 	}
 	var first *cluster.Node
-	waitUntil(t, 10*time.Second, "a replica holds the compaction lease", func() bool { first = holder(); return first != nil })
-	took := waitUntil(t, 20*time.Second, "documents compacted", func() bool { return compacted(t, docs, window) == nil })
+	testutil.Eventually(t, 10*time.Second, "a replica holds the compaction lease", func() bool { first = holder(); return first != nil })
+	took := testutil.Eventually(t, 20*time.Second, "documents compacted", func() bool { return compacted(t, docs, window) == nil })
 	t.Logf("replica %d holds the lease; every document compacted within %v", first.Index, took.Round(time.Millisecond))
 
 	first.KillApp()
 	var next *cluster.Node
-	takeover := waitUntil(t, lease+5*time.Second, "the other replica takes the lease over", func() bool {
+	takeover := testutil.Eventually(t, lease+5*time.Second, "the other replica takes the lease over", func() bool {
 		next = holder()
 		return next != nil && next != first
 	})
@@ -75,7 +76,7 @@ func TestCompactionLease(t *testing.T) {
 		t.Fatalf("takeover after %v; want within the lease (%v) plus one poll", takeover, lease)
 	}
 	write(next, 25, 30)
-	again := waitUntil(t, 20*time.Second, "new writes compacted by the new holder", func() bool { return compacted(t, docs, window) == nil })
+	again := testutil.Eventually(t, 20*time.Second, "new writes compacted by the new holder", func() bool { return compacted(t, docs, window) == nil })
 
 	for _, d := range docs {
 		v, data := stored(t, next.URL(), d)
@@ -92,7 +93,7 @@ func TestCompactionLease(t *testing.T) {
 			t.Fatalf("%s: behind the window wants a snapshot: %s", d, r.Raw)
 		}
 	}
-	waitUntil(t, 10*time.Second, "the watcher converges", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the watcher converges", func() bool {
 		for _, d := range docs {
 			if watcher.docs[d].Version() != 31 {
 				return false
@@ -163,12 +164,12 @@ func TestAntiEntropyAfterCompaction(t *testing.T) {
 	for i := range 5 {
 		mustDo(t, "PATCH", writes.Nodes[0].URL()+"/v1/docs/"+doc, fmt.Sprintf(`{"ops":[{"op":"inc","path":"n","value":1},{"op":"set","path":"last","value":%d}]}`, i))
 	}
-	archived := waitUntil(t, 5*time.Second, "tail archived", func() bool {
+	archived := testutil.Eventually(t, 5*time.Second, "tail archived", func() bool {
 		raw, _ := backend.RedisString(backend.RedisAddr(), "HGET", "autoglm||"+strings.Replace(doc, "/", ":", 1), "data")
 		var d core.Document
 		return json.Unmarshal([]byte(raw), &d) == nil && d.Version == 6 && len(d.Tail) == 0
 	})
-	waitUntil(t, 15*time.Second, "the watcher repairs from the op log", func() bool { return watcher.docs[doc].Version() == 6 })
+	testutil.Eventually(t, 15*time.Second, "the watcher repairs from the op log", func() bool { return watcher.docs[doc].Version() == 6 })
 	if _, data := stored(t, writes.Nodes[0].URL(), doc); checksum(data) != checksum(watcher.docs[doc].Data()) {
 		t.Fatalf("watcher %v, store %v", watcher.docs[doc].Data(), data)
 	}

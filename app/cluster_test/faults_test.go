@@ -10,6 +10,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/internal/cluster"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 )
 
 // load is a set of writers on a cluster's replicas (writer i starts on
@@ -78,7 +79,7 @@ func TestReplicaFailures(t *testing.T) {
 				moved = append(moved, w)
 			}
 		}
-		reconnect := waitUntil(t, 20*time.Second, "clients of the killed replica reconnect elsewhere", func() bool {
+		reconnect := testutil.Eventually(t, 20*time.Second, "clients of the killed replica reconnect elsewhere", func() bool {
 			for _, w := range moved {
 				if !w.c.Connected() || w.c.URL() == victim.WSURL() {
 					return false
@@ -116,7 +117,7 @@ func TestReplicaFailures(t *testing.T) {
 		w := dialWriter(t, "sc", []string{n.WSURL()}, []string{doc})
 		stopped := time.Now()
 		n.StopSidecar()
-		down := waitUntil(t, 10*time.Second, "/readyz 503 without daprd", func() bool { return n.Ready() == http.StatusServiceUnavailable })
+		down := testutil.Eventually(t, 10*time.Second, "/readyz 503 without daprd", func() bool { return n.Ready() == http.StatusServiceUnavailable })
 		r := mustDo(t, "PATCH", n.URL()+"/v1/docs/"+doc, `{"ops":[{"op":"inc","path":"n","value":1}]}`)
 		if r.Status != http.StatusServiceUnavailable || errCode(r) != "unavailable" {
 			t.Fatalf("write without daprd: %d %s", r.Status, r.Raw)
@@ -129,11 +130,11 @@ func TestReplicaFailures(t *testing.T) {
 			t.Fatal(err)
 		}
 		healthy := time.Since(restarted)
-		up := waitUntil(t, 20*time.Second, "/readyz 200 with daprd back", func() bool { return n.Ready() == http.StatusOK })
+		up := testutil.Eventually(t, 20*time.Second, "/readyz 200 with daprd back", func() bool { return n.Ready() == http.StatusOK })
 		// Writes succeed again (the first may still find the app's
 		// connection to daprd reconnecting: retried like any unavailable).
 		var writable time.Duration
-		waitUntil(t, 20*time.Second, "writes accepted again", func() bool {
+		testutil.Eventually(t, 20*time.Second, "writes accepted again", func() bool {
 			r, err := do("PATCH", n.URL()+"/v1/docs/"+doc, `{"ops":[{"op":"inc","path":"n","value":1}]}`,
 				"X-Client-ID", "sc-rest", "X-Op-ID", "1")
 			writable = time.Since(restarted)

@@ -305,15 +305,3 @@ func metricSum(t testing.TB, nodes []*cluster.Node, name string) float64 {
 	}
 	return sum
 }
-
-func waitUntil(t testing.TB, timeout time.Duration, what string, ok func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !ok() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
-}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/internal/cluster"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
@@ -80,7 +81,7 @@ func TestPresenceAcrossReplicas(t *testing.T) {
 	send(protocol.Message{T: protocol.TSub, Doc: doc})
 	send(protocol.Message{T: protocol.TPresence, Doc: doc, Data: map[string]any{"field": "title"}})
 
-	arrived := waitUntil(t, 10*time.Second, "presence from replica B reaches replica A", func() bool {
+	arrived := testutil.Eventually(t, 10*time.Second, "presence from replica B reaches replica A", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		s := others["editor-b"]
@@ -97,7 +98,7 @@ func TestPresenceAcrossReplicas(t *testing.T) {
 
 	killed := time.Now()
 	b.KillApp()
-	waitUntil(t, 10*time.Second, "presence of the killed replica's client vanishes", func() bool {
+	testutil.Eventually(t, 10*time.Second, "presence of the killed replica's client vanishes", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return !others["editor-b"].gone.IsZero()

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 )
 
 // TestTasksRunOnce: the tasks component hands each message to ONE of the
@@ -100,9 +100,9 @@ func TestTasksRunOnce(t *testing.T) {
 				if err := daprrun.Render(filepath.Join(root, "components", profile), res, backend.Vars(profile, t.TempDir(), topic)); err != nil {
 					t.Fatal(err)
 				}
-				var log strings.Builder
+				var log testutil.Buffer
 				sc, err := daprrun.Start(daprrun.Options{AppID: config.DefaultAppID, AppPort: ln.Addr().(*net.TCPAddr).Port,
-					ResourcesDir: res, Output: &syncWriter{b: &log}, APIToken: daprTokens[r], AppAPIToken: appToken})
+					ResourcesDir: res, Output: &log, APIToken: daprTokens[r], AppAPIToken: appToken})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -125,7 +125,7 @@ func TestTasksRunOnce(t *testing.T) {
 					t.Fatalf("publish %d: %d %s", i, r.Status, r.Raw)
 				}
 			}
-			waitUntil(t, 30*time.Second, "every task delivered", func() bool {
+			testutil.Eventually(t, 30*time.Second, "every task delivered", func() bool {
 				mu.Lock()
 				defer mu.Unlock()
 				return len(got) == n
@@ -143,15 +143,4 @@ func TestTasksRunOnce(t *testing.T) {
 			t.Logf("%s: %d tasks on 2 topics, each run once: %d on replica 0, %d on replica 1", profile, n, per[0], per[1])
 		})
 	}
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	b  *strings.Builder
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
 }

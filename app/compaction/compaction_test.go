@@ -16,6 +16,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/inmem"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
@@ -285,18 +286,6 @@ func (p *partitioned) Unlock(ctx context.Context, resource, owner string) (bool,
 	return p.State.Unlock(ctx, resource, owner)
 }
 
-func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !ok() {
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // TestLease: one of two jobs holds the lease and runs the passes; when it
 // stops reaching the lock (as if its replica died) the other takes over
 // within the lease time plus one poll, and a job that shuts down hands the
@@ -321,10 +310,10 @@ func TestLease(t *testing.T) {
 	}
 	a, stopA := mk("a")
 	defer stopA()
-	waitFor(t, 2*time.Second, "a holds the lease", a.Holding)
+	testutil.Eventually(t, 2*time.Second, "a holds the lease", a.Holding)
 	b, stopB := mk("b")
 	defer stopB()
-	waitFor(t, 2*time.Second, "a runs passes", func() bool { mu.Lock(); defer mu.Unlock(); return passes["a"] >= 3 })
+	testutil.Eventually(t, 2*time.Second, "a runs passes", func() bool { mu.Lock(); defer mu.Unlock(); return passes["a"] >= 3 })
 	mu.Lock()
 	bPasses := passes["b"]
 	mu.Unlock()
@@ -338,13 +327,13 @@ func TestLease(t *testing.T) {
 	}
 
 	views["a"].down.Store(true)
-	took := waitFor(t, lease+lease/5+time.Second, "b takes over", b.Holding)
+	took := testutil.Eventually(t, lease+lease/5+time.Second, "b takes over", b.Holding)
 	t.Logf("takeover %v after the holder stopped renewing (lease %v)", took.Round(time.Millisecond), lease)
-	waitFor(t, 2*time.Second, "a notices it lost the lease", func() bool { return !a.Holding() })
+	testutil.Eventually(t, 2*time.Second, "a notices it lost the lease", func() bool { return !a.Holding() })
 
 	stopB()
 	views["a"].down.Store(false)
-	took = waitFor(t, 2*time.Second, "a takes over after b shut down", a.Holding)
+	took = testutil.Eventually(t, 2*time.Second, "a takes over after b shut down", a.Holding)
 	if took > lease {
 		t.Fatalf("a released lease was only taken after %v", took)
 	}

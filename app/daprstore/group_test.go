@@ -8,6 +8,8 @@ import (
 	"time"
 
 	dapr "github.com/dapr/go-sdk/client"
+
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 )
 
 // fakeTx records transactions; a transaction containing the key "bad"
@@ -15,11 +17,16 @@ import (
 type fakeTx struct {
 	mu    sync.Mutex
 	calls [][]string
+	// hold, if set, runs first in every transaction.
+	hold func()
 }
 
 var errStale = errors.New("possible etag mismatch")
 
 func (f *fakeTx) ExecuteStateTransaction(ctx context.Context, store string, meta map[string]string, ops []*dapr.StateOperation) error {
+	if f.hold != nil {
+		f.hold()
+	}
 	time.Sleep(5 * time.Millisecond)
 	var keys []string
 	for _, o := range ops {
@@ -66,17 +73,25 @@ func TestGroupCommit(t *testing.T) {
 	})
 	t.Run("ErrOneConflicts", func(t *testing.T) {
 		var g txGroup
-		f := &fakeTx{}
 		// Hold the store busy so the next three commits queue into one group.
+		entered, gate := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		f := &fakeTx{hold: func() { once.Do(func() { close(entered); <-gate }) }}
 		first := make(chan error, 1)
 		go func() { first <- g.exec(context.Background(), f, "s", op("warm")) }()
-		time.Sleep(time.Millisecond)
+		<-entered
 		results := make([]error, 3)
 		var wg sync.WaitGroup
 		for i, k := range []string{"a", "bad", "c"} {
 			wg.Add(1)
 			go func() { defer wg.Done(); results[i] = g.exec(context.Background(), f, "s", op(k)) }()
 		}
+		testutil.Eventually(t, 5*time.Second, "three commits queued", func() bool {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			return len(g.queue) == 3
+		})
+		close(gate)
 		wg.Wait()
 		if err := <-first; err != nil {
 			t.Fatal(err)

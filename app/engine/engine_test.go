@@ -15,6 +15,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/inmem"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
@@ -138,17 +139,11 @@ func TestIdempotentRetries(t *testing.T) {
 func TestCoalescesQueuedOps(t *testing.T) {
 	var batches []int
 	var mu sync.Mutex
-	gate := make(chan struct{})
 	f := newFixture(t, func(o *engine.Options) {
 		o.Metrics.Batch = func(n int) { mu.Lock(); batches = append(batches, n); mu.Unlock() }
 	})
-	first := true
-	f.store.BeforeCommit = func(core.Commit) {
-		if first {
-			first = false
-			<-gate // hold the first transaction while more ops queue up
-		}
-	}
+	// Hold the first transaction while more ops queue up.
+	entered, release := f.store.HoldNextCommit()
 	var wg sync.WaitGroup
 	results := make([]engine.Result, 51)
 	for i := range 51 {
@@ -158,10 +153,10 @@ func TestCoalescesQueuedOps(t *testing.T) {
 			wg.Done()
 		})
 		if i == 0 {
-			time.Sleep(20 * time.Millisecond) // let the first batch start alone
+			<-entered // the first batch starts alone
 		}
 	}
-	close(gate)
+	release()
 	wg.Wait()
 	for i, r := range results {
 		if r.Err != nil || r.Version != int64(i+1) {
@@ -173,11 +168,8 @@ func TestCoalescesQueuedOps(t *testing.T) {
 	if d := cmp.Diff([]int{1, 50}, batches); d != "" {
 		t.Fatalf("batches (-want +got):\n%s", d)
 	}
-	// Broadcasts follow the acks; give the writer a moment to publish.
-	deadline := time.Now().Add(2 * time.Second)
-	for len(f.bus.Published()) != 51 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	// Broadcasts follow the acks.
+	testutil.Eventually(t, 2*time.Second, "51 changes broadcast", func() bool { return len(f.bus.Published()) >= 51 })
 	if n := len(f.bus.Published()); n != 51 {
 		t.Fatalf("broadcast %d changes", n)
 	}
@@ -286,14 +278,7 @@ func TestRejections(t *testing.T) {
 func TestRejectionInsideBatch(t *testing.T) {
 	f := newFixture(t, nil)
 	f.do(t, core.Op{Ops: []merge.FieldOp{set("name", "x")}})
-	gate := make(chan struct{})
-	first := true
-	f.store.BeforeCommit = func(core.Commit) {
-		if first {
-			first = false
-			<-gate
-		}
-	}
+	entered, release := f.store.HoldNextCommit()
 	var wg sync.WaitGroup
 	res := make([]engine.Result, 4)
 	ops := [][]merge.FieldOp{{set("a", 1)}, {set("b", 1)}, {inc("name", 1)}, {set("c", 1)}}
@@ -301,10 +286,10 @@ func TestRejectionInsideBatch(t *testing.T) {
 		wg.Add(1)
 		f.eng.Submit(key, core.Op{Ops: o}, func(r engine.Result) { res[i] = r; wg.Done() })
 		if i == 0 {
-			time.Sleep(20 * time.Millisecond)
+			<-entered
 		}
 	}
-	close(gate)
+	release()
 	wg.Wait()
 	got := []string{}
 	for _, r := range res {

@@ -12,6 +12,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
@@ -202,9 +203,7 @@ func TestDuplicateInsideBatch(t *testing.T) {
 		f.eng.Submit(key, incOp("c", 7), func(r engine.Result) { results <- r })
 	}
 	f.eng.Submit(key, core.Op{ClientID: "c", OpID: 7, Ops: []merge.FieldOp{set("other", 1)}}, func(r engine.Result) { results <- r })
-	for deadline := time.Now().Add(5 * time.Second); f.eng.Pending() != 3 && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, "3 ops queued", func() bool { return f.eng.Pending() == 3 })
 	release()
 	var got []engine.Result
 	for range 4 {

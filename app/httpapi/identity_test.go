@@ -11,28 +11,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
-	"github.com/sirupsen/logrus"
 
-	"github.com/open-autoglm/autoglm/app/auth"
 	"github.com/open-autoglm/autoglm/app/client"
-	"github.com/open-autoglm/autoglm/app/clock"
-	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
-	"github.com/open-autoglm/autoglm/app/engine"
-	"github.com/open-autoglm/autoglm/app/httpapi"
-	"github.com/open-autoglm/autoglm/app/hub"
-	"github.com/open-autoglm/autoglm/app/inmem"
+	"github.com/open-autoglm/autoglm/app/internal/servicetest"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
-	"github.com/open-autoglm/autoglm/app/query/live"
 )
 
 const idSecret = "identity-test-secret-identity-test!"
@@ -57,15 +47,11 @@ func idToken(t *testing.T, sub string, roles ...string) string {
 // idTokenWith is idToken with extra string claims ("team").
 func idTokenWith(t *testing.T, sub string, extra map[string]string, roles ...string) string {
 	t.Helper()
-	c := jwt.MapClaims{"sub": sub, "roles": roles, "exp": time.Now().Add(time.Hour).Unix()}
+	claims := map[string]any{}
 	for k, v := range extra {
-		c[k] = v
+		claims[k] = v
 	}
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(idSecret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return servicetest.Token(t, idSecret, sub, time.Hour, claims, roles...)
 }
 
 // startAuthed serves the HTTP API with JWT authentication over the
@@ -78,31 +64,7 @@ func startAuthed(t *testing.T) string {
 // startAuthedWith is startAuthed with another collections file.
 func startAuthedWith(t *testing.T, file string) string {
 	t.Helper()
-	cfg, err := collections.Parse("identity.yaml", []byte(file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	verifier, err := auth.NewJWT(context.Background(), auth.Options{Secret: []byte(idSecret)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	policy := auth.Policy{Collections: cfg, Enforce: true}
-	store := inmem.NewStore()
-	h := hub.New(hub.Options{Node: "n1"})
-	eng := engine.New(engine.Options{
-		Store: store, Clock: clock.New("n1", nil, time.Minute), Collections: cfg, Local: h.Publish, LogWindow: 100,
-		Authorize: func(op core.Op, coll string, data map[string]any) error {
-			return policy.CanWrite(auth.Identity{Subject: op.Subject, Roles: op.Roles}, coll, data)
-		},
-	})
-	queries := live.New(store)
-	t.Cleanup(queries.Close)
-	h.Observe("live-queries", queries.Observe)
-	s := &httpapi.Server{Engine: eng, Lister: store, Hub: h, Log: logrus.New(), Node: "n1", Queries: queries,
-		Access: httpapi.Access{Verifier: verifier, Policy: policy}}
-	ts := httptest.NewServer(s.Handler())
-	t.Cleanup(ts.Close)
-	return ts.URL
+	return servicetest.Start(t, servicetest.Options{Collections: file, Secret: idSecret}).URL()
 }
 
 // syncConn is one client connection of any sync transport.

@@ -1,6 +1,6 @@
 package httpapi_test
 
-// Connection limits against a real replica: a request body that trickles in
+// Connection limits against the service in process: a request body that trickles in
 // is cut off at its deadline on every route that reads one, an upgraded
 // WebSocket that does not say hello is closed, long-lived streams outlive
 // both deadlines, and sync sessions per client address are capped on every
@@ -25,7 +25,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/open-autoglm/autoglm/app/config"
-	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/internal/servicetest"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
@@ -34,8 +35,8 @@ const (
 	helloTimeout = 500 * time.Millisecond
 )
 
-func startLimited(t *testing.T, set func(*config.Config)) *daprtest.Replica {
-	return daprtest.Start(t, daprtest.Options{Config: func(c *config.Config) {
+func startLimited(t *testing.T, set func(*config.Config)) *servicetest.Replica {
+	return servicetest.Start(t, servicetest.Options{Config: func(c *config.Config) {
 		c.BodyTimeout, c.HelloTimeout = bodyTimeout, helloTimeout
 		if set != nil {
 			set(c)
@@ -306,7 +307,7 @@ var errRefused = errors.New("refused: 429 rate_limited")
 
 // opener opens a sync session of one transport from addr (the trusted
 // client-address header; empty: none sent) and returns what ends it.
-type opener func(t *testing.T, r *daprtest.Replica, addr string) (end func(), err error)
+type opener func(t *testing.T, r *servicetest.Replica, addr string) (end func(), err error)
 
 func addrHeader(addr string) http.Header {
 	h := http.Header{}
@@ -329,7 +330,7 @@ func refusal(res *http.Response) error {
 }
 
 var openers = map[string]opener{
-	"ws": func(t *testing.T, r *daprtest.Replica, addr string) (func(), error) {
+	"ws": func(t *testing.T, r *servicetest.Replica, addr string) (func(), error) {
 		c, res, err := dialWS(t, r.WSURL(), addrHeader(addr))
 		if err != nil {
 			if res != nil && res.StatusCode == http.StatusTooManyRequests {
@@ -343,7 +344,7 @@ var openers = map[string]opener{
 		}
 		return func() { c.Close(websocket.StatusNormalClosure, "") }, nil
 	},
-	"sse": func(t *testing.T, r *daprtest.Replica, addr string) (func(), error) {
+	"sse": func(t *testing.T, r *servicetest.Replica, addr string) (func(), error) {
 		ctx, cancel := context.WithCancel(context.Background())
 		t.Cleanup(cancel)
 		req, _ := http.NewRequestWithContext(ctx, "GET", r.URL()+"/v1/events?hello="+url.QueryEscape(helloFor("cap-sse")), nil)
@@ -364,7 +365,7 @@ var openers = map[string]opener{
 	},
 	// A long-poll session ends once its client stops polling and answering
 	// pings (2.5 heartbeats).
-	"longpoll": func(t *testing.T, r *daprtest.Replica, addr string) (func(), error) {
+	"longpoll": func(t *testing.T, r *servicetest.Replica, addr string) (func(), error) {
 		req, _ := http.NewRequest("POST", r.URL()+"/v1/poll", strings.NewReader(helloFor("cap-poll")))
 		req.Header = addrHeader(addr)
 		req.Header.Set("Content-Type", "application/json")
@@ -382,19 +383,18 @@ var openers = map[string]opener{
 
 // eventually retries open until it succeeds (a closed session's slot is
 // given back as soon as the server has seen it end).
-func eventually(t *testing.T, r *daprtest.Replica, open opener, addr string) func() {
+func eventually(t *testing.T, r *servicetest.Replica, open opener, addr string) func() {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		end, err := open(t, r, addr)
-		if err == nil {
-			return end
-		}
-		if !errors.Is(err, errRefused) || time.Now().After(deadline) {
+	var end func()
+	testutil.Eventually(t, 10*time.Second, "the ended session's slot given back", func() bool {
+		var err error
+		end, err = open(t, r, addr)
+		if err != nil && !errors.Is(err, errRefused) {
 			t.Fatalf("after a session ended: %v", err)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil
+	})
+	return end
 }
 
 // TestConnectionCapPerAddress: with a cap of 2, a third sync session from

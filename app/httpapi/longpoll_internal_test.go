@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/protocol"
 	"github.com/open-autoglm/autoglm/app/session"
 )
@@ -18,6 +20,16 @@ func mustPoll(t *testing.T, pb *pollBuffer, after uint64, wait time.Duration) po
 		t.Fatal(err)
 	}
 	return res
+}
+
+// waitPolling waits until n polls wait on pb.
+func waitPolling(t *testing.T, pb *pollBuffer, n int) {
+	t.Helper()
+	testutil.Eventually(t, 5*time.Second, fmt.Sprintf("%d polls waiting", n), func() bool {
+		pb.mu.Lock()
+		defer pb.mu.Unlock()
+		return pb.polling == n
+	})
 }
 
 func pings(t *testing.T, res pollResponse) []int64 {
@@ -59,11 +71,11 @@ func TestPollBuffer(t *testing.T) {
 	})
 	t.Run("WaitsForMessages", func(t *testing.T) {
 		pb := newPollBuffer(time.Second)
-		go func() {
-			time.Sleep(30 * time.Millisecond)
-			_ = pb.Send(ctx, protocol.Message{T: protocol.TPing, TS: 7})
-		}()
-		if got := pings(t, mustPoll(t, pb, 0, 5*time.Second)); len(got) != 1 || got[0] != 7 {
+		polled := make(chan pollResponse, 1)
+		go func() { polled <- mustPoll(t, pb, 0, 5*time.Second) }()
+		waitPolling(t, pb, 1)
+		_ = pb.Send(ctx, protocol.Message{T: protocol.TPing, TS: 7})
+		if got := pings(t, <-polled); len(got) != 1 || got[0] != 7 {
 			t.Fatalf("got %v", got)
 		}
 	})
@@ -71,7 +83,7 @@ func TestPollBuffer(t *testing.T) {
 		pb := newPollBuffer(time.Second)
 		done := make(chan pollResponse)
 		go func() { done <- mustPoll(t, pb, 0, 10*time.Second) }()
-		time.Sleep(30 * time.Millisecond)
+		waitPolling(t, pb, 1)
 		go func() { _, _ = pb.poll(ctx, 0, 50*time.Millisecond) }()
 		select {
 		case res := <-done:
@@ -129,12 +141,12 @@ func TestPollBuffer(t *testing.T) {
 	t.Run("IdleTime", func(t *testing.T) {
 		pb := newPollBuffer(time.Second)
 		go func() { _, _ = pb.poll(ctx, 0, 200*time.Millisecond) }()
-		time.Sleep(50 * time.Millisecond)
+		waitPolling(t, pb, 1)
 		if d := pb.idleFor(time.Now().Add(time.Hour)); d != 0 {
 			t.Fatalf("idle %v while a poll waits", d)
 		}
-		time.Sleep(300 * time.Millisecond)
-		if d := pb.idleFor(time.Now()); d <= 0 {
+		waitPolling(t, pb, 0)
+		if d := pb.idleFor(time.Now().Add(time.Millisecond)); d <= 0 {
 			t.Fatalf("idle %v after the poll ended", d)
 		}
 	})

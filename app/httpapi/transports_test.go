@@ -1,8 +1,8 @@
 package httpapi_test
 
-// The SSE, long-poll and binary WebSocket transports against a real replica
-// (app + daprd): subscribe, op, ack, live delta, resume with since, retried
-// ops answered dup, and the errors of each transport.
+// The SSE, long-poll and binary WebSocket transports against the service in
+// process (servicetest): subscribe, op, ack, live delta, resume with since,
+// retried ops answered dup, and the errors of each transport.
 
 import (
 	"bufio"
@@ -22,7 +22,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
 
-	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/internal/servicetest"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
@@ -218,7 +218,7 @@ func wantMsg(t *testing.T, m protocol.Message, typ string, v int64) {
 }
 
 func TestSSE(t *testing.T) {
-	r := daprtest.Start(t, daprtest.Options{})
+	r := servicetest.Start(t, servicetest.Options{})
 	doc := "forms/sse-" + uuid.NewString()[:8]
 	client := "sse-" + uuid.NewString()[:8]
 	hello := fmt.Sprintf(`{"t":"hello","client":%q,"roles":["editor"],"proto":1}`, client)
@@ -309,7 +309,7 @@ func TestSSE(t *testing.T) {
 		if err := r.Svc.Shutdown(ctx); err != nil {
 			t.Fatal(err)
 		}
-		r.Svc = nil // the replica's cleanup stops daprd
+		r.Svc = nil
 		if d := time.Since(start); d > 3*time.Second {
 			t.Fatalf("the app's shutdown took %v", d)
 		}
@@ -416,7 +416,7 @@ func (p *poller) post(t *testing.T, ms ...string) {
 }
 
 func TestLongPoll(t *testing.T) {
-	r := daprtest.Start(t, daprtest.Options{})
+	r := servicetest.Start(t, servicetest.Options{})
 	doc := "forms/lp-" + uuid.NewString()[:8]
 	client := "lp-" + uuid.NewString()[:8]
 	hello := fmt.Sprintf(`{"t":"hello","client":%q,"roles":["editor"],"proto":1}`, client)
@@ -482,7 +482,7 @@ func TestLongPoll(t *testing.T) {
 }
 
 func TestWebSocketBinary(t *testing.T) {
-	r := daprtest.Start(t, daprtest.Options{})
+	r := servicetest.Start(t, servicetest.Options{})
 	doc := "forms/bin-" + uuid.NewString()[:8]
 	dial := func(t *testing.T, protos ...string) *websocket.Conn {
 		t.Helper()

@@ -1,7 +1,8 @@
 // Package inmem provides in-memory implementations of the ports (core.Store,
 // core.Bus, and kv.State for the other state), with the same ETag semantics
-// as a Dapr state store, for fast tests without a sidecar. Production always
-// goes through Dapr.
+// as a Dapr state store, for fast tests without a sidecar and for whole
+// replicas in process (service.MemoryDeps). Production always goes through
+// Dapr.
 package inmem
 
 import (
@@ -251,5 +252,105 @@ func (b *Bus) PublishPresence(_ context.Context, ps []core.Presence) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.Presence = append(b.Presence, ps...)
+	return nil
+}
+
+// Broker is a broadcast topic in memory: every publish reaches every
+// replica joined to it, the publisher included, as the Dapr topic delivers
+// to every replica. Each member receives in publish order on its own
+// goroutine, so a publisher never waits for a receiver.
+type Broker struct {
+	mu      sync.Mutex
+	members map[*member]struct{}
+}
+
+var _ core.Bus = (*Broker)(nil)
+
+type member struct {
+	changes  func([]core.Change)
+	presence func([]core.Presence)
+
+	mu     sync.Mutex
+	queue  []func()
+	wake   chan struct{}
+	closed bool
+}
+
+// Join adds a receiver: changes and presence (either may be nil) are called
+// with what any member publishes from now on. leave removes it and waits
+// until its deliveries in progress have returned.
+func (b *Broker) Join(changes func([]core.Change), presence func([]core.Presence)) (leave func()) {
+	m := &member{changes: changes, presence: presence, wake: make(chan struct{}, 1)}
+	done := make(chan struct{})
+	go m.run(done)
+	b.mu.Lock()
+	if b.members == nil {
+		b.members = map[*member]struct{}{}
+	}
+	b.members[m] = struct{}{}
+	b.mu.Unlock()
+	return func() {
+		b.mu.Lock()
+		delete(b.members, m)
+		b.mu.Unlock()
+		m.mu.Lock()
+		m.closed = true
+		m.mu.Unlock()
+		select {
+		case m.wake <- struct{}{}:
+		default:
+		}
+		<-done
+	}
+}
+
+func (m *member) run(done chan struct{}) {
+	defer close(done)
+	for range m.wake {
+		m.mu.Lock()
+		q, closed := m.queue, m.closed
+		m.queue = nil
+		m.mu.Unlock()
+		if closed {
+			return
+		}
+		for _, f := range q {
+			f()
+		}
+	}
+}
+
+func (m *member) push(f func()) {
+	m.mu.Lock()
+	m.queue = append(m.queue, f)
+	m.mu.Unlock()
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// fanOut hands a copy of items to the receiver that to picks from each
+// member (nil: none).
+func fanOut[T any](b *Broker, items []T, to func(*member) func([]T)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for m := range b.members {
+		if receive := to(m); receive != nil {
+			cp := slices.Clone(items)
+			m.push(func() { receive(cp) })
+		}
+	}
+}
+
+// Publish implements core.Bus.
+func (b *Broker) Publish(_ context.Context, changes []core.Change) error {
+	fanOut(b, changes, func(m *member) func([]core.Change) { return m.changes })
+	return nil
+}
+
+// PublishPresence implements core.Bus.
+func (b *Broker) PublishPresence(_ context.Context, ps []core.Presence) error {
+	fanOut(b, ps, func(m *member) func([]core.Presence) { return m.presence })
 	return nil
 }

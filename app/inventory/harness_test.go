@@ -1,7 +1,6 @@
 package inventory
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -24,6 +23,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
 	"github.com/open-autoglm/autoglm/app/internal/rest"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/service"
 )
 
@@ -45,7 +45,7 @@ type env struct {
 	AutoglmID, InvID string
 	Topic            string
 	dataDir, res     string
-	log              *syncBuffer
+	log              *testutil.Buffer
 	SvcPort, InvPort int
 	svcHTTP, svcGRPC int
 	// The sync service's DAPR_API_TOKEN and APP_API_TOKEN, kept across
@@ -76,7 +76,7 @@ func startEnv(t *testing.T, o envOptions) *env {
 	}
 	id := uuid.NewString()[:8]
 	e := &env{t: t, id: id, AutoglmID: "autoglm-" + id, InvID: "inventory-" + id, Topic: "doc-events-" + id,
-		dataDir: t.TempDir(), res: t.TempDir(), log: &syncBuffer{}, redisState: o.RedisState,
+		dataDir: t.TempDir(), res: t.TempDir(), log: &testutil.Buffer{}, redisState: o.RedisState,
 		svcDaprToken: daprrun.NewToken(), svcAppToken: daprrun.NewToken()}
 	root, err := daprrun.RepoRoot()
 	if err != nil {
@@ -184,7 +184,7 @@ func (e *env) startService() {
 	cfg.Collections = filepath.Join(root, "config", "collections.yaml")
 	log := logrus.New()
 	log.SetOutput(e.log)
-	svc, err := service.New(cfg, log)
+	svc, err := service.NewDapr(cfg, log)
 	must(t, err)
 	var ln net.Listener
 	for range 50 {
@@ -197,7 +197,7 @@ func (e *env) startService() {
 	must(t, svc.Start(ln))
 	e.Svc = svc
 	e.SvcSidecar = e.sidecar(e.AutoglmID, e.SvcPort, e.svcHTTP, e.svcGRPC, e.svcDaprToken, e.svcAppToken)
-	waitUntil(t, 30*time.Second, "sync service ready", svc.Ready)
+	testutil.Eventually(t, 30*time.Second, "sync service ready", svc.Ready)
 	e.stopped = false
 }
 
@@ -241,7 +241,7 @@ func (e *env) startInventory() {
 
 // waitSubscribed waits until appID's sidecar logged its subscriptions.
 func (e *env) waitSubscribed(appID string) {
-	waitUntil(e.t, 30*time.Second, appID+" subscribed", func() bool {
+	testutil.Eventually(e.t, 30*time.Second, appID+" subscribed", func() bool {
 		for _, line := range strings.Split(e.log.String(), "\n") {
 			if strings.Contains(line, "app is subscribed") && strings.Contains(line, "app_id="+appID+" ") {
 				return true
@@ -311,34 +311,6 @@ func (e *env) startSink() {
 	go func() { _ = e.sinkSrv.Serve(ln) }()
 	e.sinkSidecar = e.sidecar("sink-"+e.id, port, freePort(t), freePort(t), "", "")
 	e.waitSubscribed("sink-" + e.id)
-}
-
-func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 type resp = rest.Response

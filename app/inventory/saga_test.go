@@ -12,6 +12,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/events"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
@@ -96,7 +97,7 @@ func TestSaga(t *testing.T) {
 		if r := do(t, "PUT", e.URL()+"/v1/docs/orders/o-short", orderJSON("bob", Item{"apple", 2}, Item{"pear", 1}), "X-Roles", "clerk"); r.Status != 201 {
 			t.Fatalf("create order: %d %s", r.Status, r.Raw)
 		}
-		waitUntil(t, 30*time.Second, "order rejected", func() bool {
+		testutil.Eventually(t, 30*time.Second, "order rejected", func() bool {
 			d := orderData(t, e, "o-short")
 			return d != nil && d["status"] == "rejected"
 		})
@@ -117,7 +118,7 @@ func TestSaga(t *testing.T) {
 		if r := do(t, "PATCH", e.URL()+"/v1/docs/orders/o-ok", body, "X-Roles", "clerk"); r.Status != 200 {
 			t.Fatalf("cancel: %d %s", r.Status, r.Raw)
 		}
-		waitUntil(t, 30*time.Second, "stock released", func() bool { return getStock(t, e, "apple") == 5 })
+		testutil.Eventually(t, 30*time.Second, "stock released", func() bool { return getStock(t, e, "apple") == 5 })
 	})
 
 	t.Run("NeverOversold", func(t *testing.T) {
@@ -137,7 +138,7 @@ func TestSaga(t *testing.T) {
 		}
 		wg.Wait()
 		var reserved, rejected int
-		waitUntil(t, 60*time.Second, "every order settled", func() bool {
+		testutil.Eventually(t, 60*time.Second, "every order settled", func() bool {
 			reserved, rejected = 0, 0
 			for i := range orders {
 				switch orderData(t, e, fmt.Sprintf("o-rush-%02d", i))["status"] {
@@ -180,7 +181,7 @@ func TestOutboxEvents(t *testing.T) {
 			t.Fatalf("refused write answered %d %s", r.Status, r.Raw)
 		}
 	}
-	waitUntil(t, 20*time.Second, "events of the two commits", func() bool { return len(e.Sink.of("orders/o1")) >= 2 })
+	testutil.Eventually(t, 20*time.Second, "events of the two commits", func() bool { return len(e.Sink.of("orders/o1")) >= 2 })
 	time.Sleep(3 * time.Second) // an event of a refused write would be here by now
 	evs := e.Sink.of("orders/o1")
 	if len(evs) != 2 {
@@ -227,7 +228,7 @@ func TestOutboxSurvivesCrash(t *testing.T) {
 		t.Fatalf("the event was published before the sidecar died (%d); the test measured nothing", n)
 	}
 	e.startService()
-	waitUntil(t, 60*time.Second, "the event after the restart", func() bool { return len(e.Sink.of("orders/crash")) > 0 })
+	testutil.Eventually(t, 60*time.Second, "the event after the restart", func() bool { return len(e.Sink.of("orders/crash")) > 0 })
 	arrived := time.Since(killed)
 	time.Sleep(3 * time.Second)
 	evs := e.Sink.of("orders/crash")
@@ -259,7 +260,7 @@ func TestTaskPathEvents(t *testing.T) {
 	if r := do(t, "PATCH", url, `{"base":1,"ops":[{"op":"set","path":"total","value":1}]}`, "X-Roles", "clerk"); r.Status != 409 {
 		t.Fatalf("stale write: %d", r.Status)
 	}
-	waitUntil(t, 20*time.Second, "events up to version 4", func() bool {
+	testutil.Eventually(t, 20*time.Second, "events up to version 4", func() bool {
 		for _, ev := range e.Sink.of("orders/r1") {
 			if ev["docversion"] == "4" {
 				return true

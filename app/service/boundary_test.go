@@ -78,8 +78,8 @@ func TestAuthNeedsAppToken(t *testing.T) {
 	}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	if _, err := service.New(cfg, log); err == nil || !strings.Contains(err.Error(), "APP_API_TOKEN") {
-		t.Fatalf("service.New: %v; want the APP_API_TOKEN error", err)
+	if _, err := service.NewDapr(cfg, log); err == nil || !strings.Contains(err.Error(), "APP_API_TOKEN") {
+		t.Fatalf("service.NewDapr: %v; want the APP_API_TOKEN error", err)
 	}
 	env["APP_API_TOKEN"] = "from-daprd"
 	if _, err := config.FromEnv(lookup); err != nil {
@@ -122,7 +122,7 @@ func TestListenAddress(t *testing.T) {
 			cfg.Port, cfg.DaprHTTPPort, cfg.DaprGRPCPort, cfg.CompactionInterval = ports[0], ports[1], ports[2], 0
 			log := logrus.New()
 			log.SetOutput(io.Discard)
-			svc, err := service.New(cfg, log)
+			svc, err := service.NewDapr(cfg, log)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/config"
-	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/internal/servicetest"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
@@ -22,7 +22,7 @@ import (
 // gets its documented error code (HTTP status + code, or WebSocket close
 // code), the replica stays healthy, and the stored data is unchanged.
 func TestHostileInputs(t *testing.T) {
-	r := daprtest.Start(t, daprtest.Options{})
+	r := servicetest.Start(t, servicetest.Options{})
 	coll := "h" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
 	docs := []string{coll + "/a", coll + "/b", "forms/h-" + coll}
 	for i, d := range docs {

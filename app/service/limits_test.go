@@ -12,7 +12,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/open-autoglm/autoglm/app/config"
-	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/internal/servicetest"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
@@ -22,9 +23,7 @@ import (
 // it connects from; other identities are unaffected, and an ended session
 // gives its slot back.
 func TestConnectionCapPerIdentity(t *testing.T) {
-	r := daprtest.Start(t, daprtest.Options{Config: func(c *config.Config) {
-		c.Auth, c.JWTSecret = "jwt", testSecret
-		c.AppAPIToken, c.DaprAPIToken = "app-token-"+uuid.NewString(), "dapr-token-"+uuid.NewString()
+	r := servicetest.Start(t, servicetest.Options{Secret: testSecret, Config: func(c *config.Config) {
 		c.MaxConnsPerIdentity, c.MaxConnsPerAddr = 2, 0
 	}})
 	ann := token(t, "ann", time.Hour, "user")
@@ -100,16 +99,12 @@ func TestConnectionCapPerIdentity(t *testing.T) {
 	})
 	t.Run("SlotGivenBack", func(t *testing.T) {
 		first.conn.CloseNow()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		testutil.Eventually(t, 10*time.Second, "the ended session's slot given back", func() bool {
 			m, code := openWS(t, ann).next(5 * time.Second)
-			if m.T == protocol.TWelcome {
-				return
-			}
-			if code != protocol.CloseRateLimited || time.Now().After(deadline) {
+			if m.T != protocol.TWelcome && code != protocol.CloseRateLimited {
 				t.Fatalf("after a session ended: %+v / close %d", m, code)
 			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return m.T == protocol.TWelcome
+		})
 	})
 }

@@ -15,7 +15,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/config"
-	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/internal/servicetest"
 	"github.com/open-autoglm/autoglm/app/service"
 )
 
@@ -46,9 +46,9 @@ func sameEverywhere(t testing.TB, want map[string]any, docs ...*client.Doc) {
 }
 
 // TestConflictPolicies runs each collection policy end to end through the
-// service and a real daprd: REST and WebSocket clients editing at once.
+// service (in process): REST and WebSocket clients editing at once.
 func TestConflictPolicies(t *testing.T) {
-	r := daprtest.Start(t, daprtest.Options{})
+	r := servicetest.Start(t, servicetest.Options{})
 	id := uuid.NewString()[:8]
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -260,7 +260,7 @@ func TestBadCollectionsConfigStopsStart(t *testing.T) {
 	cfg.Collections = path
 	log := logrus.New()
 	log.SetOutput(os.Stderr)
-	_, err := service.New(cfg, log)
+	_, err := service.NewDapr(cfg, log)
 	if err == nil {
 		t.Fatal("service started with a bad collections file")
 	}

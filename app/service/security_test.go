@@ -9,11 +9,11 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/internal/servicetest"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
@@ -21,15 +21,11 @@ const testSecret = "test-secret-test-secret-test-secret!"
 
 func token(t testing.TB, sub string, ttl time.Duration, roles ...string) string {
 	t.Helper()
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub": sub, "roles": roles, "exp": time.Now().Add(ttl).Unix(),
-	}).SignedString([]byte(testSecret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return servicetest.Token(t, testSecret, sub, ttl, nil, roles...)
 }
 
+// startSecured starts a replica on daprd with authentication on and API
+// tokens between app and sidecar.
 func startSecured(t *testing.T) *daprtest.Replica {
 	return daprtest.Start(t, daprtest.Options{Config: func(c *config.Config) {
 		c.Auth, c.JWTSecret = "jwt", testSecret
@@ -118,8 +114,10 @@ func (w *rawWS) expectClose(code int, within time.Duration) {
 }
 
 // TestAccess: with authentication on, every path checks who is calling.
+// TestAccess runs the access rules in process: tokens, roles and owners on
+// REST and WebSocket, token expiry and refresh.
 func TestAccess(t *testing.T) {
-	r := startSecured(t)
+	r := servicetest.Start(t, servicetest.Options{Secret: testSecret})
 	id := uuid.NewString()[:8]
 	ann := token(t, "ann", time.Hour, "user")
 	bob := token(t, "bob", time.Hour, "user")
@@ -210,8 +208,14 @@ func TestAccess(t *testing.T) {
 		x.expectClose(protocol.CloseTokenExpired, 5*time.Second)
 	})
 
-	t.Run("SidecarBoundary", func(t *testing.T) {
-		// Anyone who can reach the app could otherwise inject broadcasts.
+}
+
+// TestSidecarBoundary: the routes daprd calls and daprd's own API both
+// demand their token, so anyone who can reach the app cannot inject
+// broadcasts.
+func TestSidecarBoundary(t *testing.T) {
+	r := startSecured(t)
+	t.Run("Tokens", func(t *testing.T) {
 		forged := `{"id":"1","type":"com.dapr.event.sent","data":{"node":"x","changes":[{"doc":"forms/f","v":1,"pv":0}]}}`
 		for _, h := range [][]string{nil, {"dapr-api-token", "wrong"}} {
 			req, _ := http.NewRequest("POST", r.URL()+"/dapr/events/changes", strings.NewReader(forged))

@@ -1,6 +1,8 @@
 // Package service wires the adapters and the domain into one running
-// replica: Dapr client, store, bus, engine, hub, HTTP API and the sidecar
-// probe. The command and the integration tests both start it through here.
+// replica: store, bus and readiness probe (Deps), engine, hub, HTTP API and,
+// on a Dapr sidecar, the task queue, webhooks, events and compaction. The
+// command and the tests start it through here, on the Dapr adapters
+// (DaprDeps) or in process (MemoryDeps).
 package service
 
 import (
@@ -12,12 +14,8 @@ import (
 	"strconv"
 	"time"
 
-	dapr "github.com/dapr/go-sdk/client"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/time/rate"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/open-autoglm/autoglm/app/auth"
 	"github.com/open-autoglm/autoglm/app/clock"
@@ -26,18 +24,14 @@ import (
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/daprbus"
-	"github.com/open-autoglm/autoglm/app/daprkv"
-	"github.com/open-autoglm/autoglm/app/daprstore"
 	"github.com/open-autoglm/autoglm/app/daprsub"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/events"
 	"github.com/open-autoglm/autoglm/app/httpapi"
 	"github.com/open-autoglm/autoglm/app/hub"
-	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 	"github.com/open-autoglm/autoglm/app/metrics"
 	"github.com/open-autoglm/autoglm/app/query/live"
 	"github.com/open-autoglm/autoglm/app/session"
-	"github.com/open-autoglm/autoglm/app/sidecar"
 	"github.com/open-autoglm/autoglm/app/tasks"
 	"github.com/open-autoglm/autoglm/app/telemetry"
 	"github.com/open-autoglm/autoglm/app/webhooks"
@@ -50,10 +44,9 @@ const BroadcastRoute = "/dapr/events/changes"
 type Service struct {
 	cfg    config.Config
 	log    logrus.FieldLogger
-	client dapr.Client
+	deps   Deps
 	engine *engine.Engine
 	api    *httpapi.Server
-	probe  *sidecar.Probe
 	hub    *hub.Hub
 	srv    *http.Server
 	ln     net.Listener
@@ -66,18 +59,38 @@ type Service struct {
 	compacted  chan struct{} // closed when the compaction job has stopped
 	queries    *live.Engine
 
-	stopProbe context.CancelFunc
-	closeAuth func()
-	stopPprof func()
-	serveErr  chan error
+	stopProbe   context.CancelFunc
+	stopReceive func()
+	closeAuth   func()
+	stopPprof   func()
+	serveErr    chan error
 }
 
-// New builds a replica from cfg. It does not listen yet.
-func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
+// NewDapr builds a replica on its Dapr sidecar (DaprDeps). It does not
+// listen yet.
+func NewDapr(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if cfg.AppAPIToken == "" {
+	deps, err := DaprDeps(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := New(cfg, log, deps)
+	if err != nil {
+		deps.Close()
+		return nil, err
+	}
+	return svc, nil
+}
+
+// New builds a replica from cfg on deps. It does not listen yet. Shutdown
+// closes deps.
+func New(cfg config.Config, log logrus.FieldLogger, deps Deps) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if cfg.AppAPIToken == "" && deps.Dapr != nil {
 		log.Warn("APP_API_TOKEN is not set: anyone who reaches the app port can post broadcasts and tasks to the routes daprd calls. " +
 			"The dev runners and test harnesses set one per run; set it wherever the app listens beyond loopback.")
 	}
@@ -108,37 +121,15 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		log.Warn("AUTHENTICATION IS OFF: every caller is anonymous and may claim any role. " +
 			"This is the embedded development default; set AUTOGLM_AUTH=jwt for anything else.")
 	}
-	// The connection is lazy: the app must already listen when daprd starts
-	// (daprd waits for the app port), and calls fail as unavailable until
-	// the sidecar answers. Reconnects back off at most 1s (gRPC's default
-	// grows to 2 minutes), so a replica whose sidecar restarted serves
-	// within a second of reporting ready again.
-	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: 5 * time.Second,
-			Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
-	}
-	opts = append(opts, daprconn.WithToken(cfg.DaprAPIToken)...)
-	// Tracing (off unless OTEL_EXPORTER_OTLP_ENDPOINT is set): the state
-	// and publish calls become spans in the trace of the op they serve.
-	tel, err := telemetry.New(context.Background(), telemetry.Options{Service: "autoglm", Version: cfg.Version,
-		Instance: cfg.NodeID, OnError: func(err error) { log.WithError(err).Warn("trace export") }})
-	if err != nil {
-		return nil, err
-	}
-	if endpoint, _, _ := telemetry.Endpoint(nil); tel.Enabled() {
-		log.WithField("endpoint", endpoint).Info("tracing: exporting spans over OTLP")
+	tel := deps.Telemetry
+	if tel == nil {
+		var err error
+		if tel, err = newTelemetry(cfg, log); err != nil {
+			return nil, err
+		}
 	}
 	tracer := tel.Tracer()
-	opts = append(opts, tel.DialOptions()...)
-	conn, err := grpc.NewClient(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.DaprGRPCPort)), opts...)
-	if err != nil {
-		return nil, fmt.Errorf("dapr client: %w", err)
-	}
-	client := dapr.NewClientWithConnection(conn)
-
-	bus := daprbus.New(client, cfg.BroadcastPubsub, cfg.BroadcastTopic, cfg.NodeID)
+	store, bus := deps.Store, deps.Bus
 	m := metrics.New(nil)
 	m.BuildInfo(cfg.Version)
 	m.TaskKinds(webhooks.KindDeliver, webhooks.KindReplay, events.KindPublish)
@@ -157,12 +148,74 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 			}
 		},
 	})
-	store := daprstore.New(client, cfg.StateStore)
-	state := daprkv.New(client, cfg.StateStore, cfg.LockStore)
 	// Live queries: an in-memory index of each queried collection, kept up
 	// to date from every change the hub sees.
 	queries := live.New(store)
 	h.Observe("live-queries", queries.Observe)
+	s := &Service{cfg: cfg, log: log, deps: deps, hub: h, queries: queries, metrics: m, telemetry: tel, closeAuth: closeAuth,
+		serveErr: make(chan error, 1)}
+	// Commits made here go to the hub and, once cluster-wide, to the
+	// sidecar features that observe them.
+	observers := []func(context.Context, []core.Change){h.Deliver}
+	var extra []httpapi.Route
+	var subs []daprsub.Subscription
+	if deps.Dapr != nil {
+		var err error
+		if observers, extra, subs, err = s.sidecarFeatures(cols, observers); err != nil {
+			return nil, err
+		}
+	}
+	eng := engine.New(engine.Options{
+		Store: store,
+		Bus:   bus,
+		Clock: clock.New(cfg.NodeID, time.Now, cfg.MaxClockSkew),
+		LocalContext: func(ctx context.Context, cs []core.Change) {
+			for _, o := range observers {
+				o(ctx, cs)
+			}
+		},
+		LogWindow:   cfg.LogWindow,
+		Collections: cols,
+		Retries:     cfg.WriteRetries,
+		MaxOps:      cfg.MaxOpsPerMsg,
+		MaxDoc:      cfg.MaxDocBytes,
+		Authorize: func(op core.Op, coll string, data map[string]any) error {
+			return access.Policy.CanWrite(auth.Identity{Subject: op.Subject, Roles: op.Roles}, coll, data)
+		},
+		Log:     log,
+		Metrics: m.Engine(),
+		Tracer:  tracer,
+	})
+	m.WatchSubscriptions(h.Watched)
+	m.WatchQueue("engine_writes", eng.Pending)
+	s.engine = eng
+	s.api = &httpapi.Server{
+		Engine: eng, Lister: store, Hub: h, Queries: queries, Log: log, Version: cfg.Version, Node: cfg.NodeID,
+		Ready:   deps.Probe.Ready,
+		Dapr:    s.router(subs),
+		MaxBody: cfg.MaxBodyBytes, Heartbeat: cfg.Heartbeat, SessionQueue: cfg.SessionQueueLen(), MaxSubs: cfg.MaxSubs,
+		BodyTimeout: cfg.BodyTimeout, HelloTimeout: cfg.HelloTimeout, ClientAddrHeader: cfg.ClientAddrHeader,
+		MaxConnsPerAddr: cfg.MaxConnsPerAddr, MaxConnsPerIdentity: cfg.MaxConnsPerIdentity,
+		AllowedOrigins: cfg.AllowedOrigins,
+		HelloRoles:     cfg.Auth != "jwt",
+		Access:         access,
+		Metrics: httpapi.Metrics{Connection: m.Connection, Handler: m.Handler(), Requests: m.HTTP, Trace: tel.HTTP,
+			Session: func(o *session.Options) {
+				m.Session(o)
+				o.Ops = tel.Ops(o.ID, m.OpAnswered)
+			}},
+		Extra: extra,
+	}
+	return s, nil
+}
+
+// sidecarFeatures builds what runs on the sidecar's state, pub/sub and lock
+// APIs: the task queue, webhooks, integration events and compaction. It
+// returns the commit observers with theirs added, the features' admin
+// routes and the task subscriptions daprd delivers.
+func (s *Service) sidecarFeatures(cols *collections.Config, observers []func(context.Context, []core.Change)) (
+	[]func(context.Context, []core.Change), []httpapi.Route, []daprsub.Subscription, error) {
+	cfg, log, m, store, state := s.cfg, s.log, s.metrics, s.deps.Store, s.deps.Dapr.State
 	queue := tasks.New(tasks.Options{
 		Publisher: state, Pubsub: cfg.TasksPubsub, TopicPrefix: cfg.TasksTopic, Done: state,
 		Workers: cfg.TaskWorkers, Log: log.WithField("component", "tasks"), OnRetry: m.TaskRetry,
@@ -170,7 +223,7 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 	targets, err := webhooks.NewGuard(webhooks.GuardOptions{Allow: cfg.WebhookAllow,
 		Protected: []int{cfg.DaprHTTPPort, cfg.DaprGRPCPort, cfg.Port}})
 	if err != nil {
-		return nil, fmt.Errorf("AUTOGLM_WEBHOOK_ALLOW: %w", err)
+		return nil, nil, nil, fmt.Errorf("AUTOGLM_WEBHOOK_ALLOW: %w", err)
 	}
 	closed := ""
 	if cfg.Auth != "jwt" && !cfg.WebhookAnonymous {
@@ -189,11 +242,9 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 	// One compaction lease and one collections registry per cluster: the
 	// replicas that share the broadcast topic.
 	hasEvents := func(coll string) bool { col, _ := cols.Collection(coll); return col != nil && col.Events }
-	store.UseOutbox(daprstore.Outbox{Store: cfg.OutboxStore, HTTP: fmt.Sprintf("http://127.0.0.1:%d", cfg.DaprHTTPPort),
-		Token: cfg.DaprAPIToken, Events: hasEvents})
 	integration := events.New(events.Options{
 		State: state, Pubsub: cfg.EventsPubsub, Topic: cfg.EventsTopic, Source: cfg.AppID,
-		Tasks: queue, Changes: store.Changes, Collections: cols, ViaOutbox: store.OutboxActive,
+		Tasks: queue, Changes: store.Changes, Collections: cols, ViaOutbox: s.deps.Dapr.UseOutbox(hasEvents),
 		Log: log.WithField("component", "events"),
 	})
 	comp := compaction.New(compaction.Options{
@@ -211,79 +262,42 @@ func New(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
 		Declared:  cols.Names(),
 		Log:       log,
 	})
-	eng := engine.New(engine.Options{
-		Store: store,
-		Bus:   bus,
-		Clock: clock.New(cfg.NodeID, time.Now, cfg.MaxClockSkew),
-		LocalContext: func(ctx context.Context, cs []core.Change) {
-			comp.Observe(cs)
-			h.Deliver(ctx, cs)
-			hooks.Observe(cs)
-			integration.Observe(cs)
-		},
-		LogWindow:   cfg.LogWindow,
-		Collections: cols,
-		Retries:     cfg.WriteRetries,
-		MaxOps:      cfg.MaxOpsPerMsg,
-		MaxDoc:      cfg.MaxDocBytes,
-		Authorize: func(op core.Op, coll string, data map[string]any) error {
-			return access.Policy.CanWrite(auth.Identity{Subject: op.Subject, Roles: op.Roles}, coll, data)
-		},
-		Log:     log,
-		Metrics: m.Engine(),
-		Tracer:  tracer,
-	})
-	m.WatchSubscriptions(h.Watched)
-	m.WatchQueue("engine_writes", eng.Pending)
-	probe := &sidecar.Probe{
-		URL:      fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz/outbound", cfg.DaprHTTPPort),
-		Token:    cfg.DaprAPIToken,
-		Interval: cfg.ProbeInterval,
-		OnChange: func(ready bool) {
-			log.WithField("ready", ready).Info("sidecar readiness changed")
-		},
+	s.tasks, s.webhooks, s.compaction = queue, hooks, comp
+	observers = append([]func(context.Context, []core.Change){func(_ context.Context, cs []core.Change) { comp.Observe(cs) }}, observers...)
+	observers = append(observers, func(_ context.Context, cs []core.Change) { hooks.Observe(cs); integration.Observe(cs) })
+	extra := []httpapi.Route{
+		{Pattern: "GET /v1/tasks/stats", Admin: true, Handle: func(*http.Request) (int, any, error) {
+			return http.StatusOK, queue.Stats(), nil
+		}},
+		{Pattern: "POST /v1/webhooks", Admin: true, Handle: hooks.Create},
+		{Pattern: "GET /v1/webhooks", Admin: true, Handle: hooks.List},
+		{Pattern: "DELETE /v1/webhooks/{id}", Admin: true, Handle: hooks.Delete},
+		{Pattern: "GET /v1/webhooks/dead", Admin: true, Handle: hooks.Dead},
+		{Pattern: "POST /v1/webhooks/dead/{id}/replay", Admin: true, Handle: hooks.ReplayDead},
 	}
-	api := &httpapi.Server{
-		Engine: eng, Lister: store, Hub: h, Queries: queries, Log: log, Version: cfg.Version, Node: cfg.NodeID,
-		Ready: probe.Ready,
-		Dapr: &daprsub.Router{
-			Subs: append([]daprsub.Subscription{{
-				PubsubName: cfg.BroadcastPubsub, Topic: cfg.BroadcastTopic, Route: BroadcastRoute,
-				Handler: &daprbus.Handler{
-					Deliver:         h.Deliver,
-					Tracer:          tracer,
-					DeliverPresence: h.RemotePresence,
-					MaxBytes:        16 << 20,
-					OnError:         func(err error) { log.WithError(err).Warn("broadcast dropped") },
-				},
-			}}, queue.Subscriptions()...),
-			Token: cfg.AppAPIToken,
-		},
-		MaxBody: cfg.MaxBodyBytes, Heartbeat: cfg.Heartbeat, SessionQueue: cfg.SessionQueueLen(), MaxSubs: cfg.MaxSubs,
-		BodyTimeout: cfg.BodyTimeout, HelloTimeout: cfg.HelloTimeout, ClientAddrHeader: cfg.ClientAddrHeader,
-		MaxConnsPerAddr: cfg.MaxConnsPerAddr, MaxConnsPerIdentity: cfg.MaxConnsPerIdentity,
-		AllowedOrigins: cfg.AllowedOrigins,
-		HelloRoles:     cfg.Auth != "jwt",
-		Access:         access,
-		Metrics: httpapi.Metrics{Connection: m.Connection, Handler: m.Handler(), Requests: m.HTTP, Trace: tel.HTTP,
-			Session: func(o *session.Options) {
-				m.Session(o)
-				o.Ops = tel.Ops(o.ID, m.OpAnswered)
-			}},
-		Extra: []httpapi.Route{
-			{Pattern: "GET /v1/tasks/stats", Admin: true, Handle: func(*http.Request) (int, any, error) {
-				return http.StatusOK, queue.Stats(), nil
-			}},
-			{Pattern: "POST /v1/webhooks", Admin: true, Handle: hooks.Create},
-			{Pattern: "GET /v1/webhooks", Admin: true, Handle: hooks.List},
-			{Pattern: "DELETE /v1/webhooks/{id}", Admin: true, Handle: hooks.Delete},
-			{Pattern: "GET /v1/webhooks/dead", Admin: true, Handle: hooks.Dead},
-			{Pattern: "POST /v1/webhooks/dead/{id}/replay", Admin: true, Handle: hooks.ReplayDead},
-		},
+	return observers, extra, queue.Subscriptions(), nil
+}
+
+// router serves the routes daprd delivers subscriptions to: the change
+// broadcast and subs; nil when the replica has no sidecar.
+func (s *Service) router(subs []daprsub.Subscription) http.Handler {
+	if s.deps.Dapr == nil {
+		return nil
 	}
-	return &Service{cfg: cfg, log: log, client: client, engine: eng, api: api, probe: probe, hub: h, queries: queries,
-		tasks: queue, webhooks: hooks,
-		metrics: m, telemetry: tel, compaction: comp, closeAuth: closeAuth, serveErr: make(chan error, 1)}, nil
+	cfg, log, h, tracer := s.cfg, s.log, s.hub, s.telemetry.Tracer()
+	return &daprsub.Router{
+		Subs: append([]daprsub.Subscription{{
+			PubsubName: cfg.BroadcastPubsub, Topic: cfg.BroadcastTopic, Route: BroadcastRoute,
+			Handler: &daprbus.Handler{
+				Deliver:         h.Deliver,
+				Tracer:          tracer,
+				DeliverPresence: h.RemotePresence,
+				MaxBytes:        16 << 20,
+				OnError:         func(err error) { log.WithError(err).Warn("broadcast dropped") },
+			},
+		}}, subs...),
+		Token: cfg.AppAPIToken,
+	}
 }
 
 // Start listens on the configured host and port (or ln, when given) and
@@ -313,12 +327,27 @@ func (s *Service) Start(ln net.Listener) error {
 	}
 	var ctx context.Context
 	ctx, s.stopProbe = context.WithCancel(context.Background())
-	go s.probe.Run(ctx)
+	go s.deps.Probe.Run(ctx)
+	if s.deps.Receive != nil {
+		s.stopReceive = s.deps.Receive(s.hub.Publish, s.hub.RemotePresence)
+	}
 	go s.sweepPresence(ctx)
 	go s.antiEntropy(ctx)
-	s.tasks.Start(s.probe.Ready)
+	if s.deps.Dapr != nil {
+		s.startSidecarFeatures(ctx)
+	}
+	go func() { s.serveErr <- s.srv.Serve(ln) }()
+	s.log.WithField("addr", ln.Addr().String()).Info("listening")
+	return nil
+}
+
+// startSidecarFeatures starts the task workers, the webhook deliveries and
+// compaction once the sidecar answers.
+func (s *Service) startSidecarFeatures(ctx context.Context) {
+	ready := s.deps.Probe.Ready
+	s.tasks.Start(ready)
 	go func() {
-		for !s.probe.Ready() {
+		for !ready() {
 			select {
 			case <-ctx.Done():
 				return
@@ -333,7 +362,7 @@ func (s *Service) Start(ln net.Listener) error {
 			defer close(s.compacted)
 			// A call before the sidecar listens would put the gRPC
 			// connection into reconnect backoff: start once it answers.
-			for !s.probe.Ready() {
+			for !ready() {
 				select {
 				case <-ctx.Done():
 					return
@@ -343,9 +372,6 @@ func (s *Service) Start(ln net.Listener) error {
 			s.compaction.Run(ctx)
 		}()
 	}
-	go func() { s.serveErr <- s.srv.Serve(ln) }()
-	s.log.WithField("addr", ln.Addr().String()).Info("listening")
-	return nil
 }
 
 // sweepPresence expires presence whose client or replica stopped
@@ -412,8 +438,9 @@ func (s *Service) antiEntropy(ctx context.Context) {
 // Done is closed-with-error when serving fails.
 func (s *Service) Done() <-chan error { return s.serveErr }
 
-// Ready reports whether the sidecar is reachable.
-func (s *Service) Ready() bool { return s.probe.Ready() }
+// Ready reports whether the replica's adapters can serve (its sidecar is
+// reachable).
+func (s *Service) Ready() bool { return s.deps.Probe.Ready() }
 
 // Shutdown stops accepting connections, finishes every queued write, then
 // closes sync sessions with the "shutting down" code so clients resume on
@@ -427,17 +454,22 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	}
 	s.api.Drain(ctx)
 	s.queries.Close()
-	if terr := s.tasks.Close(ctx); terr != nil {
-		s.log.WithError(terr).Warn("submitted tasks not all published at shutdown")
+	if s.tasks != nil {
+		if terr := s.tasks.Close(ctx); terr != nil {
+			s.log.WithError(terr).Warn("submitted tasks not all published at shutdown")
+		}
 	}
 	s.stopProbe()
+	if s.stopReceive != nil {
+		s.stopReceive()
+	}
 	if s.compacted != nil {
 		<-s.compacted // the lease is released before the client closes
 	}
 	if s.stopPprof != nil {
 		s.stopPprof()
 	}
-	s.client.Close()
+	s.deps.Close()
 	if terr := s.telemetry.Shutdown(ctx); terr != nil {
 		s.log.WithError(terr).Warn("spans not all exported at shutdown")
 	}

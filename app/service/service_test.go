@@ -16,6 +16,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
 	"github.com/open-autoglm/autoglm/app/internal/rest"
+	"github.com/open-autoglm/autoglm/app/internal/servicetest"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
@@ -380,7 +381,7 @@ func TestRestartResume(t *testing.T) {
 // TestReconnectResendsPendingOps: ops sent while the connection is down are
 // delivered after reconnect, each applied once.
 func TestReconnectResendsPendingOps(t *testing.T) {
-	r := daprtest.Start(t, daprtest.Options{})
+	r := servicetest.Start(t, servicetest.Options{})
 	doc := "forms/rc-" + uuid.NewString()[:8]
 	a := dial(t, r.WSURL(), client.Options{ClientID: "RC", MinBackoff: 20 * time.Millisecond})
 	da := subscribe(t, a, doc, 0)
@@ -415,7 +416,7 @@ func TestReconnectResendsPendingOps(t *testing.T) {
 // TestWebSocketProtocolErrors: bad frames get their documented codes and the
 // replica stays healthy.
 func TestWebSocketProtocolErrors(t *testing.T) {
-	r := daprtest.Start(t, daprtest.Options{})
+	r := servicetest.Start(t, servicetest.Options{})
 	doc := "forms/pe-" + uuid.NewString()[:8]
 	c := dial(t, r.WSURL(), client.Options{ClientID: "PE"})
 	subscribe(t, c, doc, 0)
@@ -574,4 +575,24 @@ func TestAntiEntropyRepairsLostBroadcasts(t *testing.T) {
 		t.Fatalf("repaired copy: %v", db.Data())
 	}
 	t.Logf("converged %v after the last write without any broadcast", time.Since(start).Round(time.Millisecond))
+}
+
+// TestTwoReplicasInProcess: replicas sharing an in-memory store and broker
+// are one cluster. A write on one reaches a subscriber of the other live,
+// through the broadcast alone (anti-entropy is off), and both serve the
+// same stored document.
+func TestTwoReplicasInProcess(t *testing.T) {
+	noRepair := func(c *config.Config) { c.AntiEntropy = 0 }
+	r1 := servicetest.Start(t, servicetest.Options{Config: noRepair})
+	r2 := servicetest.Start(t, servicetest.Options{Store: r1.Store, Broker: r1.Broker, Config: noRepair})
+	doc := "forms/two-" + uuid.NewString()[:8]
+	wantStatus(t, do(t, "PUT", r1.URL()+"/v1/docs/"+doc, `{"title":"a"}`), 201, "")
+	d2 := subscribe(t, dial(t, r2.WSURL(), client.Options{ClientID: "on-r2"}), doc, 0)
+	waitAll(t, 1, d2)
+	wantStatus(t, do(t, "PATCH", r1.URL()+"/v1/docs/"+doc, `{"ops":[{"op":"set","path":"title","value":"b"}]}`), 200, "")
+	waitAll(t, 2, d2)
+	sameEverywhere(t, map[string]any{"title": "b"}, d2)
+	if g := do(t, "GET", r2.URL()+"/v1/docs/"+doc, ""); g.Body["version"] != 2.0 {
+		t.Fatalf("r2 serves %s", g.Raw)
+	}
 }

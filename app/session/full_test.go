@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/protocol"
 	"github.com/open-autoglm/autoglm/app/session"
 )
@@ -37,9 +38,7 @@ func TestFullSubscriptionPushesSnapshots(t *testing.T) {
 		t.Fatalf("after a duplicate got %+v, want version 6", m)
 	}
 	// The hook runs right after the write the test has just read.
-	for i := 0; i < 100 && delivered.Load() < 4; i++ {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, "the Delivered hook saw 4 changes", func() bool { return delivered.Load() >= 4 })
 	if n := delivered.Load(); n != 4 {
 		t.Fatalf("Delivered hook saw %d changes, want the 4 live ones", n)
 	}

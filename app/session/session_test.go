@@ -26,14 +26,22 @@ const doc = "forms/f1"
 var key = core.Key{Collection: "forms", ID: "f1"}
 
 // sender records what a session sends; gate, when set, holds every send
-// until it is closed (a client that does not read).
+// until it is closed (a client that does not read), and held, when set, is
+// signalled each time a send starts waiting at the gate.
 type sender struct {
 	out  chan protocol.Message
 	gate atomic.Pointer[chan struct{}]
+	held atomic.Pointer[chan struct{}]
 }
 
 func (s *sender) Send(ctx context.Context, m protocol.Message) error {
 	if g := s.gate.Load(); g != nil {
+		if h := s.held.Load(); h != nil {
+			select {
+			case *h <- struct{}{}:
+			default:
+			}
+		}
 		select {
 		case <-*g:
 		case <-ctx.Done():
@@ -256,10 +264,11 @@ func overflowBurst(t *testing.T, r *rig, n int) {
 	hello(t, r, "c")
 	r.recv(t, protocol.Message{T: protocol.TSub, Doc: doc})
 	r.expect(t, protocol.TSynced)
-	gate := make(chan struct{})
+	gate, held := make(chan struct{}), make(chan struct{}, 1)
+	r.send.held.Store(&held)
 	r.send.gate.Store(&gate) // the client stops reading
 	r.write(t, 1)            // the session blocks sending this one
-	time.Sleep(20 * time.Millisecond)
+	<-held
 	r.write(t, n-1)
 	close(gate)
 	got := r.expect(t, repeat("delta", n)...)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 )
 
 func TestSmoothWRR(t *testing.T) {
@@ -49,7 +51,7 @@ func TestDispatcherWeights(t *testing.T) {
 			<-ready
 		}
 	}
-	waitFor(t, func() bool {
+	testutil.Eventually(t, 5*time.Second, "300 tasks waiting", func() bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		return len(d.waiting[0])+len(d.waiting[1])+len(d.waiting[2]) == 300
@@ -65,7 +67,7 @@ func TestDispatcherWeights(t *testing.T) {
 	// Only low waits now and then: it gets every slot.
 	d2 := newDispatcher(0, [3]int{8, 3, 1})
 	go func() { _ = d2.acquire(context.Background(), 2); order <- 2 }()
-	waitFor(t, func() bool { d2.mu.Lock(); defer d2.mu.Unlock(); return len(d2.waiting[2]) == 1 })
+	testutil.Eventually(t, 5*time.Second, "the task waiting", func() bool { d2.mu.Lock(); defer d2.mu.Unlock(); return len(d2.waiting[2]) == 1 })
 	d2.release()
 	if p := <-order; p != 2 {
 		t.Fatalf("got %d", p)
@@ -84,17 +86,6 @@ func TestDispatcherCancel(t *testing.T) {
 	// The cancelled waiter left its line: the slot is free again.
 	if err := d.acquire(context.Background(), 2); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in 5s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

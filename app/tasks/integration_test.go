@@ -26,6 +26,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/tasks"
 )
 
@@ -33,7 +34,7 @@ import (
 type app struct {
 	Q       *tasks.Queue
 	Sidecar *daprrun.Sidecar
-	log     *lockedBuffer
+	log     *testutil.Buffer
 }
 
 // startApp runs a queue on a profile's tasks component. The topics are
@@ -82,7 +83,7 @@ func startApp(t *testing.T, profile string, opt tasks.Options, setup func(q *tas
 	}
 	srv := &http.Server{Handler: mux}
 	go func() { _ = srv.Serve(ln) }()
-	a := &app{Q: q, log: &lockedBuffer{}}
+	a := &app{Q: q, log: &testutil.Buffer{}}
 	sc, err := daprrun.Start(daprrun.Options{AppID: "taskstest-" + uuid.NewString()[:8],
 		AppPort: ln.Addr().(*net.TCPAddr).Port, GRPCPort: grpcPort, ResourcesDir: res, Output: a.log, LogLevel: "info",
 		APIToken: daprToken, AppAPIToken: appToken})
@@ -112,40 +113,10 @@ func startApp(t *testing.T, profile string, opt tasks.Options, setup func(q *tas
 		t.Fatalf("%v\n%s", err, a.log.String())
 	}
 	// daprd subscribes once its app channel is up; give it that moment.
-	waitUntil(t, 20*time.Second, func() bool { return bytes.Contains(a.log.Bytes(), []byte("app is subscribed")) })
+	testutil.Eventually(t, 20*time.Second, "the app subscribed", func() bool { return bytes.Contains(a.log.Bytes(), []byte("app is subscribed")) })
 	q.Start(nil)
 	return a
 }
-
-func waitUntil(t testing.TB, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not reached within %s", d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return slices.Clone(b.buf.Bytes())
-}
-
-func (b *lockedBuffer) String() string { return string(b.Bytes()) }
 
 // TestRetryThenDeadLetter runs tasks that fail on a real daprd (local
 // profile): a failing task is retried by daprd with the tasks component's

@@ -19,6 +19,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/webhooks"
 )
 
@@ -212,17 +213,6 @@ func patch(t *testing.T, r *daprtest.Replica, doc string, n int) {
 	}
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestWebhookDeliveries drives one endpoint through failures with a real
 // daprd (local profile): the receiver fails its first calls, then is down
 // long enough for the breaker to open, probe and open again, then comes
@@ -244,7 +234,7 @@ func TestWebhookDeliveries(t *testing.T) {
 			patch(t, r, d, i)
 		}
 	}
-	waitFor(t, 20*time.Second, "phase 1 deliveries", func() bool {
+	testutil.Eventually(t, 20*time.Second, "phase 1 deliveries", func() bool {
 		for _, d := range docs {
 			if len(rc.versions(d)) < 3 {
 				return false
@@ -272,7 +262,7 @@ func TestWebhookDeliveries(t *testing.T) {
 		_ = json.Unmarshal(b, &out)
 		return out.Stats.Endpoints[id]
 	}
-	waitFor(t, 10*time.Second, "breaker opens, half-opens and opens again", func() bool {
+	testutil.Eventually(t, 10*time.Second, "breaker opens, half-opens and opens again", func() bool {
 		n := 0
 		for _, tr := range breaker().Transitions {
 			if tr.From == "half-open" && tr.To == "open" && tr.At.After(downAt) {
@@ -283,7 +273,7 @@ func TestWebhookDeliveries(t *testing.T) {
 	})
 	rc.setDown(false)
 	upAt := time.Now()
-	waitFor(t, 30*time.Second, "every version after the outage", func() bool {
+	testutil.Eventually(t, 30*time.Second, "every version after the outage", func() bool {
 		for _, d := range docs {
 			if len(rc.versions(d)) < 6 {
 				return false
@@ -291,7 +281,7 @@ func TestWebhookDeliveries(t *testing.T) {
 		}
 		return true
 	})
-	waitFor(t, 5*time.Second, "breaker closed", func() bool { return breaker().Breaker == "closed" })
+	testutil.Eventually(t, 5*time.Second, "breaker closed", func() bool { return breaker().Breaker == "closed" })
 
 	rc.mu.Lock()
 	bad, calls := rc.badSigs, rc.calls
@@ -352,7 +342,7 @@ func TestWebhookDeadLetterReplay(t *testing.T) {
 	patch(t, r, doc, 1)
 	patch(t, r, doc, 2)
 	var dead []webhooks.DeadLetter
-	waitFor(t, 20*time.Second, "dead letter", func() bool { dead = deadLetters(t, r); return len(dead) > 0 })
+	testutil.Eventually(t, 20*time.Second, "dead letter", func() bool { dead = deadLetters(t, r); return len(dead) > 0 })
 	l := dead[0]
 	if l.Endpoint != id || l.Doc != doc || l.From != 1 || l.Attempts != 3 {
 		t.Fatalf("dead letter %+v", l)
@@ -363,7 +353,7 @@ func TestWebhookDeadLetterReplay(t *testing.T) {
 	// The range may have ended at 1 or 2 (version 2 may have been queued
 	// after the letter); a new write is delivered either way.
 	patch(t, r, doc, 3)
-	waitFor(t, 10*time.Second, "delivery after the dead letter", func() bool {
+	testutil.Eventually(t, 10*time.Second, "delivery after the dead letter", func() bool {
 		vs := rc.versions(doc)
 		return len(vs) > 0 && vs[len(vs)-1] == 3
 	})
@@ -377,7 +367,7 @@ func TestWebhookDeadLetterReplay(t *testing.T) {
 	if status != http.StatusAccepted || body["task"] == "" {
 		t.Fatalf("replay: %d %v", status, body)
 	}
-	waitFor(t, 10*time.Second, "replayed versions", func() bool {
+	testutil.Eventually(t, 10*time.Second, "replayed versions", func() bool {
 		rc.mu.Lock()
 		defer rc.mu.Unlock()
 		n := 0
@@ -388,7 +378,7 @@ func TestWebhookDeadLetterReplay(t *testing.T) {
 		}
 		return n == int(l.To-l.From+1)
 	})
-	waitFor(t, 5*time.Second, "letter removed", func() bool { return len(deadLetters(t, r)) == len(dead)-1 })
+	testutil.Eventually(t, 5*time.Second, "letter removed", func() bool { return len(deadLetters(t, r)) == len(dead)-1 })
 	if status, _ := call(t, "POST", r.URL()+"/v1/webhooks/dead/nope/replay", ""); status != http.StatusNotFound {
 		t.Fatalf("replay of an unknown letter: %d", status)
 	}
@@ -492,7 +482,7 @@ func TestWebhookDeliveryRefused(t *testing.T) {
 	}
 	patch(t, r, coll+"/d", 1)
 	var dead []webhooks.DeadLetter
-	waitFor(t, 20*time.Second, "dead letter of the refused delivery", func() bool { dead = deadLetters(t, r); return len(dead) > 0 })
+	testutil.Eventually(t, 20*time.Second, "dead letter of the refused delivery", func() bool { dead = deadLetters(t, r); return len(dead) > 0 })
 	if l := dead[0]; l.Endpoint != "inside" || l.Attempts != 1 || !strings.Contains(l.Error, "localhost resolves to") || !strings.Contains(l.Error, "loopback") {
 		t.Fatalf("dead letter %+v; want one attempt refused as loopback after resolving localhost", l)
 	}

@@ -35,7 +35,7 @@ func run(ctx context.Context) error {
 	log := newLogger(cfg)
 	log.WithFields(cfg.Fields()).Info("starting")
 
-	svc, err := service.New(cfg, log)
+	svc, err := service.NewDapr(cfg, log)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@
 package daprtest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -25,6 +24,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/service"
 )
 
@@ -62,7 +62,7 @@ type Replica struct {
 	Svc     *service.Service
 	Cfg     config.Config
 	resDir  string
-	log     *syncBuffer
+	log     *testutil.Buffer
 	// The replica's DAPR_API_TOKEN and APP_API_TOKEN, the same across
 	// restarts.
 	daprToken, appToken string
@@ -118,7 +118,7 @@ func Start(t testing.TB, opt Options) *Replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Replica{t: t, opt: opt, AppPort: port, resDir: res, log: &syncBuffer{},
+	r := &Replica{t: t, opt: opt, AppPort: port, resDir: res, log: &testutil.Buffer{Max: 4 << 20},
 		daprToken: daprrun.NewToken(), appToken: daprrun.NewToken()}
 	r.start()
 	t.Cleanup(func() {
@@ -202,7 +202,7 @@ func (r *Replica) startOnce(retry bool) (raced bool) {
 	log := logrus.New()
 	log.SetOutput(r.log)
 	log.SetLevel(logrus.InfoLevel)
-	svc, err := service.New(cfg, log)
+	svc, err := service.NewDapr(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,26 +328,4 @@ func listenRetry(port int) (net.Listener, error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return nil, err
-}
-
-// syncBuffer collects log output from several goroutines and processes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.buf.Len() > 4<<20 {
-		b.buf.Reset()
-		b.buf.WriteString("[log truncated]\n")
-	}
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.TrimSpace(b.buf.String())
 }

@@ -1,0 +1,56 @@
+package testutil
+
+import (
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeT records a failure instead of ending the test.
+type fakeT struct {
+	testing.TB
+	failed string
+}
+
+func (f *fakeT) Helper() {}
+
+func (f *fakeT) Fatalf(format string, args ...any) {
+	f.failed = fmt.Sprintf(format, args...)
+	panic(f)
+}
+
+func eventually(timeout time.Duration, cond func() bool) (failed string) {
+	f := &fakeT{}
+	defer func() {
+		if r := recover(); r != nil && r != f {
+			panic(r)
+		}
+		failed = f.failed
+	}()
+	Eventually(f, timeout, "the thing", cond)
+	return ""
+}
+
+func TestEventually(t *testing.T) {
+	var n atomic.Int32
+	if failed := eventually(time.Second, func() bool { return n.Add(1) >= 3 }); failed != "" || n.Load() != 3 {
+		t.Fatalf("a condition that holds on the third check: failed %q after %d checks", failed, n.Load())
+	}
+	start := time.Now()
+	if failed := eventually(50*time.Millisecond, func() bool { return false }); failed != "the thing: not within 50ms" {
+		t.Fatalf("a condition that never holds: %q", failed)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("gave up after %v, want about 50ms", d)
+	}
+}
+
+func TestBufferMax(t *testing.T) {
+	b := &Buffer{Max: 4}
+	fmt.Fprint(b, "12345")
+	fmt.Fprint(b, "6")
+	if got := b.String(); got != "[log truncated]\n6" {
+		t.Fatalf("%q", got)
+	}
+}
