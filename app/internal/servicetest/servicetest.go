@@ -56,9 +56,6 @@ func (r *Replica) URL() string { return "http://" + r.addr }
 // WSURL is the sync endpoint.
 func (r *Replica) WSURL() string { return "ws://" + r.addr + "/v1/sync" }
 
-// Log is the replica's log so far.
-func (r *Replica) Log() string { return r.log.String() }
-
 // Start serves a replica on a free loopback port; it stops when the test
 // ends, and its log is written to the test's output if the test failed.
 func Start(t testing.TB, opt Options) *Replica {
