@@ -131,6 +131,72 @@ export interface Change {
   local: boolean
 }
 
+/** A document entered a live query, or its copy was replaced: its whole state, no ops. */
+export interface SnapshotChange {
+  doc: string
+  version: number
+  ops: []
+  snapshot: true
+}
+
+/** Why a document left a live query (docs/protocol.md, "Live queries"). */
+export type RemovalReason = 'no_match' | 'deleted' | 'not_readable' | 'limit' | 'resync'
+
+/** A document left a live query. */
+export interface Removal {
+  doc: string
+  version: number
+  ops: []
+  deleted: boolean
+  why: RemovalReason
+}
+
+/** A query condition: [path, op, value]. */
+export type Where = [string, '==' | '!=' | '<' | '<=' | '>' | '>=' | 'in' | 'contains', Json]
+
+export interface QuerySpec {
+  where?: Where[]
+  orderBy?: [string, ('asc' | 'desc')?][]
+  /** 1..500: a window of the first `limit` results. */
+  limit?: number
+}
+
+/** One document of a query's results. */
+export interface QueryItem<T = JsonObject> {
+  id: string
+  version: number
+  data: T
+}
+
+/** A live query (Sync.query): results follow the server. */
+export declare class Query<T = JsonObject> {
+  readonly collection: string
+  readonly qid: string
+  /** The matching documents the client may read, in the query's order (then by id). */
+  readonly results: QueryItem<T>[]
+  /** True once the server has sent the whole result (`synced`). */
+  readonly synced: boolean
+  /** Resolves with the results at the first `synced`. */
+  readonly ready: Promise<QueryItem<T>[]>
+  close(): void
+  on(type: 'added', fn: (item: QueryItem<T>, change: SnapshotChange) => void): () => void
+  on(type: 'changed', fn: (item: QueryItem<T>, change: Change | SnapshotChange) => void): () => void
+  on(type: 'removed', fn: (item: QueryItem<T>, change: Removal) => void): () => void
+  /** After each update; item is the document it concerned. */
+  on(type: 'change', fn: (results: QueryItem<T>[], item: QueryItem<T>) => void): () => void
+  on(type: 'synced', fn: (results: QueryItem<T>[]) => void): () => void
+  /** A refusal of the query (bad_request, forbidden, too_large, access_revoked). */
+  on(type: 'error', fn: (m: Message) => void): () => void
+}
+
+/** Hooks over all readable documents of a collection (registerSyncHook without "/id"). */
+export interface CollectionHook<T = JsonObject> {
+  /** A document entered (SnapshotChange) or was changed by another client. */
+  onRemoteUpdate?(change: Change | SnapshotChange, state: T): void
+  /** A document left: deleted, or no longer readable. */
+  onRemove?(change: Removal, lastState: T): void
+}
+
 export interface RetryPolicy {
   maxRetries?: number
   backoff?: 'exponential' | 'linear' | 'none'
@@ -293,7 +359,11 @@ export declare class Sync {
   readonly ready: Promise<void>
   /** Throws an Error with code 'invalid_name' for a name that is not "collection/id". */
   doc<T = JsonObject>(name: string): Doc<T>
-  registerSyncHook<T = JsonObject>(name: string, hook: SyncHook<T>): () => void
+  registerSyncHook<T = JsonObject>(name: `${string}/${string}`, hook: SyncHook<T>): () => void
+  /** A collection name (no "/id"): hooks over all its readable documents, as a live query. */
+  registerSyncHook<T = JsonObject>(collection: string, hook: CollectionHook<T>): () => void
+  /** A live query (docs/protocol.md, "Queries"); throws 'invalid_name' for a bad collection name. */
+  query<T = JsonObject>(collection: string, spec?: QuerySpec): Query<T>
   /** text: names of fields edited as text fields (also any field holding text metadata). */
   bindForm(form: HTMLFormElement, name: string, opts?: { presence?: { [key: string]: Json }; text?: string[] }): () => void
   setOffline(offline: boolean): void

@@ -448,6 +448,100 @@ class Emitter {
   }
 }
 
+// ---- live queries ----------------------------------------------------------
+
+// compareValues orders query values as the server does: missing < null <
+// booleans < numbers < strings (by code point) < arrays and objects (by
+// their canonical JSON).
+const rankOf = v => v === undefined ? 0 : v === null ? 1 : { boolean: 2, number: 3, string: 4 }[typeof v] || 5
+
+function compareValues (a, b) {
+  const r = rankOf(a)
+  return r - rankOf(b) || (r < 4 ? (a < b ? -1 : a > b ? 1 : 0) : r > 4 ? byCodePoint(canon(a), canon(b)) : byCodePoint(a, b))
+}
+
+/**
+ * The order of a query's results: its order_by keys, then the id
+ * ascending. orderBy is [[path, 'asc'|'desc'], …].
+ */
+function compareResults (orderBy = []) {
+  return (x, y) => {
+    for (const [path, dir] of orderBy) {
+      const c = compareValues(getPath(x.data, path), getPath(y.data, path))
+      if (c) return dir === 'desc' ? -c : c
+    }
+    return byCodePoint(x.id, y.id)
+  }
+}
+
+/**
+ * A live query (Sync.query): `results` holds the matching documents the
+ * client may read, [{id, version, data}], in the query's order. Events:
+ * added(item, change), changed(item, change), removed(item, change with
+ * `why`), change(results, item) after each update, synced(results), error(m).
+ */
+export class Query extends Emitter {
+  constructor (sync, collection, q, qid) {
+    super()
+    Object.assign(this, { sync, collection, query: q, qid, results: [], synced: false })
+    this._items = new Map()
+    this._cmp = compareResults(q.order_by)
+    this.ready = new Promise(resolve => { this._ready = resolve })
+  }
+
+  /** Ends the query. */
+  close () {
+    this.sync._queries.delete(this.qid)
+    this.sync._send({ t: 'unsub', qid: this.qid })
+    this._closed = true
+  }
+
+  _sub () {
+    const have = {}
+    for (const it of this._items.values()) have[it.id] = it.version
+    this.sync._send({ t: 'sub', coll: this.collection, qid: this.qid, query: this.query, have })
+  }
+
+  _msg (m) {
+    if (m.t === 'error') return this._emit('error', m)
+    if (m.t === 'synced') {
+      this.synced = true
+      this._ready(this.results)
+      return this._emit('synced', this.results)
+    }
+    const id = (m.doc || '').slice(this.collection.length + 1)
+    const held = this._items.get(id)
+    const base = { doc: m.doc, version: m.v, ops: [] }
+    let it = { id, version: m.v, data: m.data || {} }
+    switch (m.t) {
+      case 'snap': case 'added':
+        this._items.set(id, it)
+        this._emit(held ? 'changed' : 'added', it, { ...base, snapshot: true })
+        break
+      case 'delta': {
+        if (held && m.v <= held.version) return
+        if (!held || m.v !== held.version + 1) return this._sub() // a gap: resume from what is held
+        this.sync._observe(m.hlc)
+        it.data = m.new || m.del ? {} : clone(held.data)
+        try { applyOps(it.data, m.ops || []) } catch { this._items.delete(id); return this._sub() }
+        this._items.set(id, it)
+        this._emit('changed', it, { ...base, ops: clone(m.ops || []), by: m.by, op: m.op, hlc: m.hlc, created: !!m.new, deleted: !!m.del, local: m.by === this.sync.clientId })
+        break
+      }
+      case 'removed':
+        if (!held) return
+        this._items.delete(id)
+        it = held
+        this._emit('removed', held, { ...base, version: m.v ?? held.version, deleted: m.why === 'deleted', why: m.why })
+        break
+      default:
+        return
+    }
+    this.results = [...this._items.values()].sort(this._cmp)
+    this._emit('change', this.results, it)
+  }
+}
+
 // ---- reconnect policy ------------------------------------------------------
 
 /**
@@ -1296,9 +1390,39 @@ export class Sync extends Emitter {
    * base} for retryable refusals. Returns the function that removes them.
    */
   registerSyncHook (name, hooks) {
+    if (typeof name === 'string' && !name.includes('/')) {
+      // A collection: every document of it the client may read.
+      const q = this.query(name)
+      const remote = (it, change) => change.local || hooks.onRemoteUpdate?.(change, it.data)
+      q.on('added', remote)
+      q.on('changed', remote)
+      q.on('removed', (it, change) => hooks.onRemove?.(change, it.data))
+      return () => q.close()
+    }
     const d = this.doc(name)
     d.hooks.push(hooks)
     return () => { d.hooks = d.hooks.filter(h => h !== hooks) }
+  }
+
+  /**
+   * A live query over collection: {where: [[path, op, value], …],
+   * orderBy: [[path, 'asc'|'desc'], …], limit} (docs/protocol.md,
+   * "Queries"). Returns a Query whose `results` follow the server.
+   */
+  query (collection, { where, orderBy, limit } = {}) {
+    if (!/^[a-z][a-z0-9_-]{0,63}$/.test(collection)) {
+      throw Object.assign(new Error(`collection name ${JSON.stringify(collection)}: want [a-z][a-z0-9_-]{0,63}`), { code: 'invalid_name' })
+    }
+    const q = {}
+    if (where) q.where = where
+    if (orderBy) q.order_by = orderBy
+    if (limit) q.limit = limit
+    this._queries ||= new Map()
+    this._qid = (this._qid || 0) + 1
+    const query = new Query(this, collection, q, 'q' + this._qid)
+    this._queries.set(query.qid, query)
+    if (this.status === 'online') query._sub()
+    return query
   }
 
   /** Forces the client offline (edits queue) or back online (they replay). */
@@ -1465,6 +1589,8 @@ export class Sync extends Emitter {
       if (d._presence) this._send({ t: 'presence', doc: d.name, data: d._presence })
     }
     for (const p of ops.sort((a, b) => a.op - b.op)) this._sendOp(p)
+    // Live queries resume from the versions they hold.
+    for (const q of this._queries?.values() || []) q._sub()
   }
 
   // _sendOp sends a queued op; `sent` records that it may have reached the
@@ -1569,6 +1695,7 @@ export class Sync extends Emitter {
   // ---- incoming messages
 
   _handle (m) {
+    if (m.qid) return this._queries?.get(m.qid)?._msg(m)
     const d = m.doc && this.docs.get(m.doc)
     switch (m.t) {
       case 'welcome': return this._online(m)

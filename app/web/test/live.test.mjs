@@ -3,6 +3,7 @@
 // these tests fail.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { isDeepStrictEqual } from 'node:util'
 import WebSocket from 'ws'
 import { connect, memoryStorage, decodeFrames } from '../client.js'
 
@@ -202,3 +203,46 @@ test('presence: focus relays to the other watchers and clears when the client le
   a.close()
   await until('Ann left', () => !db.peers.has(a.clientId))
 })
+
+// A live query follows the server on every transport: documents enter,
+// change, leave by match and by the limit window, and after a reconnect
+// the resumed query (with `have`) ends equal to the REST query.
+for (const transport of ['ws', 'ws+bin', 'sse', 'longpoll']) {
+  test(`a live query over ${transport} keeps the matching documents in order, across a reconnect`, async t => {
+    const run = uid()
+    const w = client(t)
+    const r = client(t, transport.startsWith('ws') ? { binary: transport === 'ws+bin' } : { transport, WebSocket: undefined, pingInterval: 200 })
+    const where = [['run', '==', run], ['status', '==', 'open']]
+    const q = r.query('forms', { where, orderBy: [['prio', 'desc']], limit: 2 })
+    const removed = []
+    q.on('removed', (it, c) => removed.push([it.id, c.why]))
+    assert.deepEqual(await q.ready, [])
+    assert.equal(r.transport, transport)
+    const ids = () => q.results.map(it => it.id).join()
+    const put = (id, fields) => w.doc('forms/' + id).update(Object.entries(fields).map(([path, value]) => ({ op: 'set', path, value })))
+    const [d1, d2, d3] = [1, 2, 3].map(i => `q${i}-${run}`)
+    put(d1, { run, status: 'open', prio: 1 })
+    put(d2, { run, status: 'open', prio: 5 })
+    put(d3, { run, status: 'closed', prio: 9 })
+    await until('both open documents, by prio desc', () => ids() === [d2, d1].join())
+    put(d3, { status: 'open' })
+    await until('d3 enters and pushes d1 out of the window', () => ids() === [d3, d2].join())
+    put(d2, { status: 'closed' })
+    await until('d2 leaves by match, d1 comes back', () => ids() === [d3, d1].join())
+    assert.deepEqual(removed, [[d1, 'limit'], [d2, 'no_match']])
+    assert.equal(q.results.find(it => it.id === d3).data.prio, 9)
+
+    r.setOffline(true)
+    put(d1, { prio: 2, note: 'while away' })
+    put(d3, { status: 'closed' })
+    await until('writes settle', () => [d1, d3].every(id => settled(w.doc('forms/' + id))))
+    r.setOffline(false)
+    const body = { where, order_by: [['prio', 'desc']], limit: 2 }
+    await until('the resumed query equals the REST query', async () => {
+      const server = (await rest('POST', '/v1/docs/forms/query', body)).body.items
+      return ids() === [d1].join() && isDeepStrictEqual(q.results, server)
+    })
+    assert.equal(q.results[0].data.note, 'while away')
+    q.close()
+  })
+}

@@ -489,10 +489,12 @@ test('invalid document names throw at the call with code invalid_name', async ()
   const { sync, last } = await online()
   for (const bad of ['forms', 'Forms/a', 'forms/', '/a', 'forms/a/b', 'forms/a..b', 'forms/-a', 'forms/a b', 'x'.repeat(65) + '/a', 'forms/' + 'a'.repeat(129), 42, undefined]) {
     assert.throws(() => sync.doc(bad), e => e.code === 'invalid_name', String(bad))
-    assert.throws(() => sync.registerSyncHook(bad, {}), e => e.code === 'invalid_name', String(bad))
+    // A name without "/" is a collection (a collection-level hook), checked as one.
+    if (bad !== 'forms') assert.throws(() => sync.registerSyncHook(bad, {}), e => e.code === 'invalid_name', String(bad))
   }
   assert.equal(sync.docs.size, 0)
   assert.equal(last().sent.filter(m => m.t === 'sub').length, 0, 'nothing subscribed')
+  assert.throws(() => sync.registerSyncHook('Forms', {}), e => e.code === 'invalid_name')
   for (const ok of ['forms/a', 'a_b-c/X.y@z-1', 'x'.repeat(64) + '/' + 'a'.repeat(128)]) assert.equal(sync.doc(ok).name, ok)
 })
 
@@ -542,4 +544,95 @@ test('replaying a closed tab\'s queue ends only when every op is answered, not w
   h.last().h.msg({ t: 'ack', doc: 'forms/f1', op: 1, v: 1, new: true })
   await tick()
   assert.equal(drained, 1)
+})
+
+// ---- live queries
+
+const subs = conn => conn.sent.filter(m => m.t === 'sub' && m.qid)
+
+test('a live query keeps its results in order through snap, added, delta and removed', async () => {
+  const { sync, last } = await online()
+  const q = sync.query('tasks', { where: [['status', '==', 'open']], orderBy: [['prio', 'desc']], limit: 2 })
+  const conn = last()
+  assert.deepEqual(subs(conn), [{ t: 'sub', coll: 'tasks', qid: q.qid, query: { where: [['status', '==', 'open']], order_by: [['prio', 'desc']], limit: 2 }, have: {} }])
+  const events = []
+  for (const t of ['added', 'changed', 'removed']) q.on(t, (it, c) => events.push([t, it.id, it.version, c.why]))
+  const ids = () => q.results.map(r => r.id + '@' + r.version)
+  conn.h.msg({ t: 'snap', qid: q.qid, doc: 'tasks/a', v: 3, data: { status: 'open', prio: 1 } })
+  conn.h.msg({ t: 'snap', qid: q.qid, doc: 'tasks/b', v: 1, data: { status: 'open', prio: 5 } })
+  conn.h.msg({ t: 'synced', qid: q.qid, coll: 'tasks' })
+  assert.deepEqual(await q.ready, q.results)
+  assert.deepEqual(ids(), ['b@1', 'a@3'], 'ordered by prio desc, whatever the arrival order')
+  // a delta reorders; a stale one is dropped
+  conn.h.msg({ t: 'delta', qid: q.qid, doc: 'tasks/a', v: 4, by: 'other', op: 2, ops: [{ op: 'set', path: 'prio', value: 9 }] })
+  conn.h.msg({ t: 'delta', qid: q.qid, doc: 'tasks/a', v: 4, by: 'other', op: 2, ops: [{ op: 'set', path: 'prio', value: 0 }] })
+  assert.deepEqual(ids(), ['a@4', 'b@1'])
+  assert.equal(q.results[0].data.prio, 9)
+  // the limit window moves: c pushes b out, then a leaves by match and b comes back
+  conn.h.msg({ t: 'added', qid: q.qid, doc: 'tasks/c', v: 1, data: { status: 'open', prio: 7 } })
+  conn.h.msg({ t: 'removed', qid: q.qid, doc: 'tasks/b', v: 1, why: 'limit' })
+  assert.deepEqual(ids(), ['a@4', 'c@1'])
+  conn.h.msg({ t: 'removed', qid: q.qid, doc: 'tasks/a', v: 5, why: 'no_match' })
+  conn.h.msg({ t: 'added', qid: q.qid, doc: 'tasks/b', v: 1, data: { status: 'open', prio: 5 } })
+  assert.deepEqual(ids(), ['c@1', 'b@1'])
+  assert.deepEqual(events, [['added', 'a', 3, undefined], ['added', 'b', 1, undefined], ['changed', 'a', 4, undefined],
+    ['added', 'c', 1, undefined], ['removed', 'b', 1, 'limit'], ['removed', 'a', 4, 'no_match'], ['added', 'b', 1, undefined]])
+  // messages of other queries and documents do not touch it
+  conn.h.msg({ t: 'added', qid: 'other', doc: 'tasks/z', v: 1, data: {} })
+  assert.deepEqual(ids(), ['c@1', 'b@1'])
+  q.close()
+  assert.deepEqual(conn.sent.at(-1), { t: 'unsub', qid: q.qid })
+  conn.h.msg({ t: 'added', qid: q.qid, doc: 'tasks/y', v: 1, data: {} })
+  assert.deepEqual(ids(), ['c@1', 'b@1'], 'nothing after close')
+})
+
+test('a live query resumes with have after a reconnect and after a version gap', async () => {
+  const { sync, last, clock } = await online()
+  const q = sync.query('tasks')
+  let conn = last()
+  conn.h.msg({ t: 'snap', qid: q.qid, doc: 'tasks/a', v: 2, data: { n: 1 } })
+  conn.h.msg({ t: 'snap', qid: q.qid, doc: 'tasks/b', v: 1, data: { n: 2 } })
+  conn.h.msg({ t: 'synced', qid: q.qid, coll: 'tasks' })
+  // a delta that does not follow the held version: resume from what is held
+  conn.h.msg({ t: 'delta', qid: q.qid, doc: 'tasks/a', v: 4, ops: [{ op: 'set', path: 'n', value: 5 }] })
+  assert.equal(q.results[0].version, 2)
+  assert.deepEqual(subs(conn).at(-1).have, { a: 2, b: 1 })
+  conn.drop()
+  clock.advance(60_000)
+  await tick()
+  conn = last()
+  assert.notEqual(conn, undefined)
+  conn.welcome()
+  assert.deepEqual(subs(conn), [{ t: 'sub', coll: 'tasks', qid: q.qid, query: {}, have: { a: 2, b: 1 } }])
+  // the server sends what changed: a delta for a, b no longer in the result
+  const changes = []
+  q.on('change', (results, it) => changes.push(it.id))
+  conn.h.msg({ t: 'delta', qid: q.qid, doc: 'tasks/a', v: 3, ops: [{ op: 'inc', path: 'n', value: 1 }] })
+  conn.h.msg({ t: 'removed', qid: q.qid, doc: 'tasks/b', why: 'resync' })
+  conn.h.msg({ t: 'synced', qid: q.qid, coll: 'tasks' })
+  assert.deepEqual(q.results, [{ id: 'a', version: 3, data: { n: 2 } }])
+  assert.deepEqual(changes, ['a', 'b'])
+})
+
+test('a collection-level hook follows every readable document with change objects', async () => {
+  const { sync, last } = await online()
+  const got = []
+  const off = sync.registerSyncHook('profiles', {
+    onRemoteUpdate: (change, state) => got.push(['update', change, state]),
+    onRemove: (change) => got.push(['remove', change])
+  })
+  const conn = last()
+  const [sub] = subs(conn)
+  assert.deepEqual({ ...sub, qid: 0 }, { t: 'sub', coll: 'profiles', qid: 0, query: {}, have: {} })
+  conn.h.msg({ t: 'snap', qid: sub.qid, doc: 'profiles/u1', v: 1, data: { name: 'Ann' } })
+  conn.h.msg({ t: 'delta', qid: sub.qid, doc: 'profiles/u1', v: 2, by: 'other', op: 4, hlc: '9.0.other', ops: [{ op: 'set', path: 'name', value: 'Bo' }] })
+  conn.h.msg({ t: 'delta', qid: sub.qid, doc: 'profiles/u1', v: 3, by: 'me', op: 1, ops: [{ op: 'set', path: 'x', value: 1 }] })
+  conn.h.msg({ t: 'removed', qid: sub.qid, doc: 'profiles/u1', v: 4, why: 'deleted' })
+  assert.deepEqual(got, [
+    ['update', { doc: 'profiles/u1', version: 1, ops: [], snapshot: true }, { name: 'Ann' }],
+    ['update', { doc: 'profiles/u1', version: 2, ops: [{ op: 'set', path: 'name', value: 'Bo' }], by: 'other', op: 4, hlc: '9.0.other', created: false, deleted: false, local: false }, { name: 'Bo' }],
+    ['remove', { doc: 'profiles/u1', version: 4, ops: [], deleted: true, why: 'deleted' }]
+  ], 'own changes are not reported; removal says why')
+  off()
+  assert.deepEqual(conn.sent.at(-1), { t: 'unsub', qid: sub.qid })
 })

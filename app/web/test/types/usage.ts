@@ -1,7 +1,7 @@
 // Compiled with `tsc --noEmit` by test/types.test.mjs: uses the public API
 // the way an application does. Each @ts-expect-error must stay an error.
 import { connect, checkName, Doc, Sync, backoffDelay, Breaker, applyOps } from '../../client.js'
-import type { Change, ChangeInfo, Rejection, StatusEvent, FieldOp, Json } from '../../client.js'
+import type { Change, QueryItem, Removal, ChangeInfo, Rejection, StatusEvent, FieldOp, Json } from '../../client.js'
 import autoglm from '../../client.js'
 
 interface Profile {
@@ -43,6 +43,23 @@ const wait: number = backoffDelay(3)
 const b = new Breaker({ threshold: 2 })
 const out = applyOps({}, [{ op: 'inc', path: 'n', value: 1 }])
 void [p, confirmed, name, title, n, wait, b.state, out, autoglm.connect]
+
+const q = sync.query<Profile>('profiles', { where: [['age', '>=', 18], ['tags', 'contains', 'team']], orderBy: [['age', 'desc'], ['name']], limit: 20 })
+const first: QueryItem<Profile> | undefined = q.results[0]
+q.on('added', (it, c) => void [it.data.name, c.snapshot])
+q.on('changed', (it, c) => void [it.version, c.ops.length])
+q.on('removed', (it, c: Removal) => void [it.id, c.why === 'limit'])
+q.on('change', (results, it) => void [results.length, it.id])
+void q.ready.then(results => results.map(r => r.data.tags))
+q.close()
+const offAll = sync.registerSyncHook<Profile>('profiles', {
+  onRemoteUpdate (change, state) { void [change.version, state.name] },
+  onRemove (change, last) { void [change.why, last.age] }
+})
+offAll()
+void first
+// @ts-expect-error not a query operator
+sync.query('profiles', { where: [['age', '~=', 1]] })
 
 // @ts-expect-error the state is a Profile: no such field
 void d.state.nope
