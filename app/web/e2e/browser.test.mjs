@@ -51,7 +51,7 @@ async function typeAndMeasure (from, to, sel, text) {
 }
 
 test('typing in one browser shows in the other within a second, with presence and latency', async () => {
-  const q = `form=forms/e2e-${uid()}&board=boards/e2e-${uid()}`
+  const q = `form=forms/e2e-${uid()}&board=e2e-${uid()}`
   const a = await open(q); const b = await open(q)
   const ms = await typeAndMeasure(a, b, '#f-title', 'Quarterly offsite')
   console.log(`# last keystroke reached the other browser after ≤ ${ms} ms`)
@@ -81,7 +81,7 @@ test('typing in one browser shows in the other within a second, with presence an
 
 test('offline switch: edits queue, and switching back merges them per the collection policy', async () => {
   const form = `forms/e2e-${uid()}`
-  const q = `form=${form}&board=boards/e2e-${uid()}`
+  const q = `form=${form}&board=e2e-${uid()}`
   const a = await open(q); const b = await open(q)
   await typeAndMeasure(a, b, '#f-title', 'start')
 
@@ -131,7 +131,7 @@ test('offline switch: edits queue, and switching back merges them per the collec
 
 test('two people type into one textarea at once, one of them offline for a while: both texts, carets stay put', async () => {
   const form = `forms/e2e-${uid()}`
-  const q = `form=${form}&board=boards/e2e-${uid()}`
+  const q = `form=${form}&board=e2e-${uid()}`
   const a = await open(q); const b = await open(q)
   const caretAt = (p, pos) => p.$eval('#f-notes', (el, pos) => { el.focus(); el.setSelectionRange(pos, pos) }, pos)
   const caret = p => p.$eval('#f-notes', el => [el.selectionStart, el.selectionEnd, document.activeElement === el])
@@ -196,7 +196,7 @@ for (const [name, query, initScript, want] of [
   ['long-polling, forced by the transport option', 'transport=longpoll', null, 'longpoll']
 ]) {
   test(`fallback: ${name} still syncs`, async () => {
-    const q = `form=forms/e2e-${uid()}&board=boards/e2e-${uid()}&${query}`
+    const q = `form=forms/e2e-${uid()}&board=e2e-${uid()}&${query}`
     const fb = await open(q, { initScript })
     const ws = await open(q)
     assert.equal(await fb.textContent('#conn-transport'), want)
@@ -211,8 +211,9 @@ for (const [name, query, initScript, want] of [
   })
 }
 
-test('approval board: roles in the dropdown; the server refuses what a role may not do', async () => {
-  const q = `form=forms/e2e-${uid()}&board=boards/e2e-${uid()}`
+test('approval board: a live query of the board\'s requests; roles in the dropdown; the server refuses what a role may not do', async () => {
+  const boardName = `e2e-${uid()}`
+  const q = `form=forms/e2e-${uid()}&board=${boardName}`
   const editor = await open(q, { role: 'editor' })
   const approver = await open(q, { role: 'approver' })
   assert.equal(await approver.$eval('#role', el => el.value), 'approver')
@@ -240,8 +241,23 @@ test('approval board: roles in the dropdown; the server refuses what a role may 
   for (const p of [editor, approver]) await p.waitForSelector('.col[data-status="approved"] .req:has-text("Approved by")', { timeout: 2000 })
   await shot(approver, 'board-approved')
 
+  // The board is a query, not a list of ids: a request written elsewhere
+  // (REST) with this board's name enters it, one of another board does not,
+  // and a page opened later gets the whole result.
+  const put = (id, data) => fetch(`${URL}/v1/docs/approvals/${id}`, { method: 'PUT', headers: { 'content-type': 'application/json', 'x-roles': 'editor' }, body: JSON.stringify(data) })
+  const elsewhere = await put(`e2e-${uid()}`, { title: 'Desk for Noor', status: 'draft', board: boardName })
+  assert.ok(elsewhere.ok, `PUT ${elsewhere.status}: ${await elsewhere.text()}`)
+  assert.ok((await put(`e2e-${uid()}`, { title: 'Chair for Omar', status: 'draft', board: 'e2e-other-' + uid() })).ok)
+  await approver.waitForSelector('.col[data-status="draft"] .req:has-text("Desk for Noor")', { timeout: 2000 })
+  const late = await open(q, { role: 'approver' })
+  await late.waitForSelector('.col[data-status="approved"] .req:has-text("Laptop for Mia")', { timeout: 2000 })
+  await late.waitForSelector('.col[data-status="draft"] .req:has-text("Desk for Noor")', { timeout: 2000 })
+  assert.equal(await late.locator('.req').count(), 2, 'only this board\'s requests')
+  assert.equal(await late.locator('.req:has-text("Chair for Omar")').count(), 0)
+
   // Switching the role reconnects with it.
   await editor.selectOption('#role', 'approver')
   await editor.waitForSelector('#conn[data-status="online"]', { timeout: 5000 })
-  await editor.context().close(); await approver.context().close()
+  for (const p of [editor, approver, late]) assert.deepEqual(p.errors, [])
+  await editor.context().close(); await approver.context().close(); await late.context().close()
 })

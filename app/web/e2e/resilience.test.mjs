@@ -24,7 +24,7 @@ after(() => browser?.close())
 // IndexedDB, localStorage and Web Locks.
 async function tab (ctx, form) {
   const page = await ctx.newPage()
-  await page.goto(`${URL}/?form=${form}&board=boards/e2e-${uid()}`)
+  await page.goto(`${URL}/?form=${form}&board=e2e-${uid()}`)
   await page.waitForSelector('#conn[data-status="online"]', { timeout: 10_000 })
   return page
 }

@@ -1,12 +1,13 @@
 // The demo page: a collaborative form and an approval board on the
-// embedded JavaScript client. Query parameters: form=<doc>, board=<doc>
-// (document names), transport=auto|ws|sse|longpoll, binary=0 (JSON frames).
+// embedded JavaScript client. Query parameters: form=<doc> (a document
+// name), board=<name> (the board's requests: approvals whose board field
+// is that name), transport=auto|ws|sse|longpoll, binary=0 (JSON frames).
 import { connect } from '/v1/client.js'
 
 const $ = sel => document.querySelector(sel)
 const params = new URLSearchParams(location.search)
 const FORM = params.get('form') || 'forms/demo'
-const BOARD = params.get('board') || 'boards/demo'
+const BOARD = params.get('board') || 'demo'
 const ROLES = { viewer: ['viewer'], editor: ['editor'], approver: ['approver', 'editor'] }
 const NAMES = ['Ann', 'Bo', 'Chen', 'Dara', 'Eli', 'Femi', 'Gus', 'Hana', 'Ivo', 'Jun', 'Kai', 'Lina']
 const COLORS = ['#e91e63', '#3f51b5', '#009688', '#ff9800', '#9c27b0', '#4caf50', '#795548', '#00bcd4']
@@ -108,9 +109,23 @@ renderPresence(form.peers)
 
 // ---- the approval board ---------------------------------------------------
 
-const board = sync.doc(BOARD)
-const watched = new Map() // request id → doc
+// A live query: the board's requests, whatever their status, as the server
+// matches them (no list of ids to keep).
+const board = sync.query('approvals', { where: [['board', '==', BOARD]], orderBy: [['title', 'asc']] })
 board.on('change', renderBoard)
+board.on('changed', (it, c) => {
+  if (!c.local && c.ops.some(o => o.path === 'status')) log(`${who(c.by)} moved “${it.data.title}” to ${it.data.status}`)
+})
+board.on('error', m => { $('#board').dataset.error = `${m.code}: ${m.msg}` })
+board.on('synced', () => delete $('#board').dataset.error)
+
+// request opens a request's document to edit it; its pending edits show on
+// the board until the server has them.
+function request (id) {
+  const name = 'approvals/' + id
+  if (!sync.docs.has(name)) sync.doc(name).on('change', renderBoard)
+  return sync.docs.get(name)
+}
 
 $('#new-request').addEventListener('submit', e => {
   e.preventDefault()
@@ -119,11 +134,11 @@ $('#new-request').addEventListener('submit', e => {
   const ops = [
     { op: 'set', path: 'title', value: f.title.value.trim() },
     { op: 'set', path: 'status', value: 'draft' },
-    { op: 'set', path: 'author', value: me.name }
+    { op: 'set', path: 'author', value: me.name },
+    { op: 'set', path: 'board', value: BOARD }
   ]
   if (f.amount.value !== '') ops.push({ op: 'set', path: 'amount', value: +f.amount.value })
-  sync.doc('approvals/' + id).update(ops)
-  board.add('items', id)
+  request(id).update(ops)
   f.reset()
   log(`New request “${ops[0].value}”`)
 })
@@ -140,21 +155,20 @@ const ACTIONS = {
 }
 
 function renderBoard () {
-  const ids = board.state.items || []
-  for (const id of ids) {
-    if (watched.has(id)) continue
-    const d = sync.doc('approvals/' + id)
-    watched.set(id, d)
-    d.on('change', (state, info) => {
-      renderBoard()
-      if (info.remote && info.change.ops.some(o => o.path === 'status')) log(`${who(info.change.by)} moved “${state.title}” to ${state.status}`)
-    })
-  }
   for (const col of document.querySelectorAll('.col .cards')) col.replaceChildren()
   const mine = ROLES[role.value]
-  for (const id of ids) {
-    const d = watched.get(id)
-    const s = d.state
+  const held = new Map(board.results.map(it => [it.id, it]))
+  const shown = new Map(board.results.map(it => [it.id, it.data]))
+  // Requests this tab edits show its copy, pending edits included, once it
+  // is as recent as the query's (a new one at once).
+  for (const [name, d] of sync.docs) {
+    const id = name.slice('approvals/'.length)
+    const it = held.get(id)
+    if (!name.startsWith('approvals/') || d.deleted || d.state.board !== BOARD) continue
+    if (it ? d.synced && d.version >= it.version : d.synced || d.pending.length) shown.set(id, d.state)
+  }
+  for (const [id, s] of shown) {
+    const d = sync.docs.get('approvals/' + id)
     const col = document.querySelector(`.col[data-status="${CSS.escape(s.status || 'draft')}"] .cards`)
     if (!col) continue
     const card = el('article', 'req')
@@ -163,7 +177,7 @@ function renderBoard () {
     const meta = el('p', 'meta', [s.amount != null ? `€${Number(s.amount).toLocaleString()}` : '', s.author ? `by ${s.author}` : ''].filter(Boolean).join(' · '))
     card.append(meta)
     if (s.decision_note) card.append(el('p', 'note', s.decision_note))
-    if (d.pending.length) card.append(el('p', 'pending', 'sending…'))
+    if (d?.pending.length) card.append(el('p', 'pending', 'sending…'))
     const actions = el('div', 'actions')
     for (const a of ACTIONS[s.status] || []) {
       const allowed = mine.includes(a.role)
@@ -173,7 +187,7 @@ function renderBoard () {
       b.addEventListener('click', () => {
         const ops = [{ op: 'set', path: 'status', value: a.to }]
         if (a.role === 'approver') ops.push({ op: 'set', path: 'decision_note', value: `${a.label}d by ${me.name}` })
-        d.update(ops)
+        request(id).update(ops)
       })
       actions.append(b)
     }
