@@ -636,3 +636,14 @@ test('a collection-level hook follows every readable document with change object
   off()
   assert.deepEqual(conn.sent.at(-1), { t: 'unsub', qid: sub.qid })
 })
+
+test('query results sort as the server does: missing < null < booleans < numbers < strings < arrays/objects, ties by id', async () => {
+  const { sync, last } = await online()
+  const q = sync.query('tasks', { orderBy: [['k', 'asc']] })
+  const values = [['h', { a: 1 }], ['g', [1]], ['f', 'b'], ['e', 'a'], ['d', 10], ['c', 9], ['b2', true], ['b1', false], ['a2', null], ['a1', undefined], ['a0', 9]]
+  for (const [id, k] of values) last().h.msg({ t: 'snap', qid: q.qid, doc: 'tasks/' + id, v: 1, data: k === undefined ? {} : { k } })
+  assert.deepEqual(q.results.map(r => r.id), ['a1', 'a2', 'b1', 'b2', 'a0', 'c', 'd', 'e', 'f', 'g', 'h'])
+  const desc = sync.query('tasks', { orderBy: [['k', 'desc']] })
+  for (const [id, k] of values) last().h.msg({ t: 'snap', qid: desc.qid, doc: 'tasks/' + id, v: 1, data: k === undefined ? {} : { k } })
+  assert.deepEqual(desc.results.map(r => r.id), ['h', 'g', 'f', 'e', 'd', 'a0', 'c', 'b2', 'b1', 'a2', 'a1'])
+})
