@@ -7,6 +7,7 @@ require (
 	github.com/coder/websocket v1.8.15
 	github.com/dapr/dapr v1.14.0
 	github.com/dapr/go-sdk v1.11.0
+	github.com/evanw/esbuild v0.28.2
 	github.com/felixge/httpsnoop v1.1.0
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/google/go-cmp v0.7.0

@@ -23,7 +23,9 @@ type asset struct {
 	etag     string
 }
 
-// webAssets loads the embedded client and demo page once per handler.
+// webAssets loads the embedded demo page and declarations, and the
+// client's minified build (made once from the embedded source), once per
+// handler.
 func webAssets() map[string]*asset {
 	out := map[string]*asset{}
 	_ = fs.WalkDir(web.Files(), ".", func(p string, d fs.DirEntry, err error) error {
@@ -34,30 +36,39 @@ func webAssets() map[string]*asset {
 		if err != nil {
 			return err
 		}
-		sum := sha256.Sum256(body)
-		a := &asset{body: body, etag: `"` + hex.EncodeToString(sum[:8]) + `"`, ctype: mime.TypeByExtension(path.Ext(p))}
-		switch path.Ext(p) {
-		case ".js", ".mjs":
-			a.ctype = "text/javascript; charset=utf-8"
-		case ".map":
-			a.ctype = "application/json; charset=utf-8"
-		case ".ts":
-			a.ctype = "text/plain; charset=utf-8" // TypeScript declarations, read by tools
-		}
-		if a.ctype == "" {
-			a.ctype = "application/octet-stream"
-		}
-		var buf bytes.Buffer
-		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-		_, _ = zw.Write(body)
-		_ = zw.Close()
-		if buf.Len() < len(body) {
-			a.gz = buf.Bytes()
-		}
-		out[p] = a
+		out[p] = newAsset(p, body)
 		return nil
 	})
+	if js, srcMap, err := web.Client(); err == nil {
+		out["client.min.js"] = newAsset("client.min.js", js)
+		out["client.min.js.map"] = newAsset("client.min.js.map", srcMap)
+	}
 	return out
+}
+
+// newAsset prepares body, found at p, for serving.
+func newAsset(p string, body []byte) *asset {
+	sum := sha256.Sum256(body)
+	a := &asset{body: body, etag: `"` + hex.EncodeToString(sum[:8]) + `"`, ctype: mime.TypeByExtension(path.Ext(p))}
+	switch path.Ext(p) {
+	case ".js", ".mjs":
+		a.ctype = "text/javascript; charset=utf-8"
+	case ".map":
+		a.ctype = "application/json; charset=utf-8"
+	case ".ts":
+		a.ctype = "text/plain; charset=utf-8" // TypeScript declarations, read by tools
+	}
+	if a.ctype == "" {
+		a.ctype = "application/octet-stream"
+	}
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	_, _ = zw.Write(body)
+	_ = zw.Close()
+	if buf.Len() < len(body) {
+		a.gz = buf.Bytes()
+	}
+	return a
 }
 
 // registerWeb serves the JavaScript client's minified build at
@@ -106,8 +117,8 @@ func (s *Server) registerWeb(mux router) {
 			}
 		}
 	}
-	mux.HandleFunc("GET /v1/client.js", serve("dist/client.min.js", true))
-	mux.HandleFunc("GET /v1/client.min.js.map", serve("dist/client.min.js.map", true))
+	mux.HandleFunc("GET /v1/client.js", serve("client.min.js", true))
+	mux.HandleFunc("GET /v1/client.min.js.map", serve("client.min.js.map", true))
 	mux.HandleFunc("GET /v1/client.d.ts", serve("client.d.ts", true))
 	mux.HandleFunc("GET /{$}", serve("static/index.html", false))
 	mux.HandleFunc("GET /demo/{file}", func(w http.ResponseWriter, r *http.Request) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -26,7 +25,7 @@ func TestWebAssets(t *testing.T) {
 		h.ServeHTTP(w, req)
 		return w.Result()
 	}
-	src, err := fs.ReadFile(web.Files(), "dist/client.min.js")
+	src, _, err := web.Client()
 	if err != nil {
 		t.Fatal(err)
 	}

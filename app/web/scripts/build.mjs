@@ -1,8 +1,8 @@
 // Builds the client for the npm package and the service (docs/client.md,
 // "Packaging"): dist/client.js (ESM), dist/client.min.js (minified ESM)
-// with dist/client.min.js.map. The service embeds the minified build, which
-// is committed so `go build` needs no Node; test/package.test.mjs fails when
-// it is not what this script makes of the current client.js.
+// with dist/client.min.js.map, for the npm package (prepack). dist/ is not
+// committed: the service minifies client.js itself with esbuild's Go API
+// (app/web/web.go), so a Go build needs no Node.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { build } from 'esbuild'
