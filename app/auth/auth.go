@@ -24,6 +24,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/merge"
 )
 
 // Identity is who is calling.
@@ -261,22 +262,8 @@ func (p Policy) CanWrite(id Identity, coll string, data map[string]any) error {
 	if col.OwnerField == "" || data == nil {
 		return nil
 	}
-	if owner, ok := lookup(data, col.OwnerField); ok && owner != id.Subject {
+	if owner, ok := merge.Lookup(data, col.OwnerField); ok && owner != id.Subject {
 		return core.Errorf(core.CodeForbidden, "this document belongs to another user")
 	}
 	return nil
-}
-
-func lookup(data map[string]any, path string) (any, bool) {
-	var cur any = data
-	for _, seg := range strings.Split(path, ".") {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if cur, ok = m[seg]; !ok {
-			return nil, false
-		}
-	}
-	return cur, true
 }

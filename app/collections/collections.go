@@ -263,8 +263,8 @@ func (c *Collection) Check(before, after map[string]any, roles []string) error {
 			return err
 		}
 		if len(f.WritableBy) > 0 && !allowed(f.WritableBy, roles) {
-			bv, bok := lookup(before, p)
-			av, aok := lookup(after, p)
+			bv, bok := merge.Lookup(before, p)
+			av, aok := merge.Lookup(after, p)
 			if bok != aok || bok && !jsonEqual(bv, av) {
 				return &CheckError{Field: p, Reason: fmt.Sprintf("only %v may change it", f.WritableBy), Err: ErrForbiddenField}
 			}
@@ -284,7 +284,7 @@ func (c *Collection) Snapshot(data map[string]any) map[string]any {
 	}
 	out := map[string]any{}
 	keep := func(p string) {
-		v, ok := lookup(data, p)
+		v, ok := merge.Lookup(data, p)
 		if !ok {
 			return
 		}
@@ -333,7 +333,7 @@ func (f *Field) check(data map[string]any) error {
 	fail := func(format string, args ...any) error {
 		return &CheckError{Field: f.Path, Reason: fmt.Sprintf(format, args...), Err: ErrFieldRule}
 	}
-	v, ok := lookup(data, f.Path)
+	v, ok := merge.Lookup(data, f.Path)
 	if !ok {
 		if f.Required {
 			return fail("is required")
@@ -380,8 +380,8 @@ func (f *Field) check(data map[string]any) error {
 }
 
 func (m *StateMachine) check(before, after map[string]any, roles []string) error {
-	bv, bok := lookup(before, m.Field)
-	av, aok := lookup(after, m.Field)
+	bv, bok := merge.Lookup(before, m.Field)
+	av, aok := merge.Lookup(after, m.Field)
 	from, _ := bv.(string)
 	fail := func(err error, to, format string, args ...any) error {
 		return &CheckError{Field: m.Field, From: from, To: to, Reason: fmt.Sprintf(format, args...), Err: err}
@@ -419,25 +419,6 @@ func (m *StateMachine) check(before, after map[string]any, roles []string) error
 		return fail(ErrForbiddenTransition, to, "%q → %q needs one of the roles %v", from, to, declared.Roles)
 	}
 	return nil
-}
-
-func lookup(data map[string]any, path string) (any, bool) {
-	if data == nil {
-		return nil, false
-	}
-	m := data
-	start := 0
-	for i := 0; i < len(path); i++ {
-		if path[i] == '.' {
-			child, ok := m[path[start:i]].(map[string]any)
-			if !ok {
-				return nil, false
-			}
-			m, start = child, i+1
-		}
-	}
-	v, ok := m[path[start:]]
-	return v, ok
 }
 
 func hasType(v any, t Type) bool {

@@ -68,7 +68,7 @@ func (c *Collection) ViewOf(r Reader, data map[string]any) View {
 	}
 	owner := false
 	if c.OwnerField != "" && r.Subject != "" {
-		v, _ := lookup(data, c.OwnerField)
+		v, _ := merge.Lookup(data, c.OwnerField)
 		s, ok := v.(string)
 		owner = ok && s == r.Subject
 	}
@@ -95,7 +95,7 @@ func claimMatch(rules, claims map[string]string, data map[string]any) bool {
 		if !ok {
 			continue
 		}
-		if v, _ := lookup(data, field); v == want && want != "" {
+		if v, _ := merge.Lookup(data, field); v == want && want != "" {
 			return true
 		}
 	}

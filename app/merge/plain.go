@@ -79,6 +79,28 @@ type recorder func(m map[string]any, k string)
 
 func splitPath(p string) []string { return strings.Split(p, ".") }
 
+// Lookup returns the value at the dot path in data and whether it exists,
+// without splitting the path. It is the one path reader of the schema, the
+// access rules and the queries.
+func Lookup(data map[string]any, path string) (any, bool) {
+	if data == nil {
+		return nil, false
+	}
+	m := data
+	start := 0
+	for i := 0; i < len(path); i++ {
+		if path[i] == '.' {
+			child, ok := m[path[start:i]].(map[string]any)
+			if !ok {
+				return nil, false
+			}
+			m, start = child, i+1
+		}
+	}
+	v, ok := m[path[start:]]
+	return v, ok
+}
+
 // getPath returns the value at segs and whether it exists.
 func getPath(data map[string]any, segs []string) (any, bool) {
 	m := data

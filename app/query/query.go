@@ -326,25 +326,6 @@ func (q Query) Paths() []string {
 	return out
 }
 
-// Lookup returns the value at a dot path of data.
-func Lookup(data map[string]any, path string) (any, bool) {
-	if strings.IndexByte(path, '.') < 0 {
-		v, ok := data[path]
-		return v, ok
-	}
-	var cur any = data
-	for seg := range strings.SplitSeq(path, ".") {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if cur, ok = m[seg]; !ok {
-			return nil, false
-		}
-	}
-	return cur, true
-}
-
 // Match reports whether data satisfies every condition. A condition on a
 // missing field matches only "!=" (a missing field equals nothing);
 // "<", "<=", ">", ">=" match only values of the condition's type (numbers
@@ -360,7 +341,7 @@ func (q Query) Match(data map[string]any) bool {
 }
 
 func (c Cond) match(data map[string]any) bool {
-	v, ok := Lookup(data, c.Path)
+	v, ok := merge.Lookup(data, c.Path)
 	if !ok {
 		return c.Op == OpNe
 	}
@@ -509,8 +490,8 @@ type Item struct {
 // the id ascending.
 func (q Query) Compare(a, b Item) int {
 	for _, o := range q.OrderBy {
-		av, aok := Lookup(a.Data, o.Path)
-		bv, bok := Lookup(b.Data, o.Path)
+		av, aok := merge.Lookup(a.Data, o.Path)
+		bv, bok := merge.Lookup(b.Data, o.Path)
 		c := CompareValues(av, aok, bv, bok)
 		if o.Desc {
 			c = -c
@@ -532,7 +513,7 @@ type missing struct {
 func (q Query) CursorOf(it Item) Cursor {
 	c := Cursor{ID: it.ID, Keys: make([]any, len(q.OrderBy))}
 	for i, o := range q.OrderBy {
-		v, ok := Lookup(it.Data, o.Path)
+		v, ok := merge.Lookup(it.Data, o.Path)
 		if !ok {
 			c.Keys[i] = missing{true}
 			continue
@@ -545,7 +526,7 @@ func (q Query) CursorOf(it Item) Cursor {
 // AfterCursor reports whether item comes after cursor c in the order.
 func (q Query) AfterCursor(it Item, c Cursor) bool {
 	for i, o := range q.OrderBy {
-		av, aok := Lookup(it.Data, o.Path)
+		av, aok := merge.Lookup(it.Data, o.Path)
 		cv, cok := c.Keys[i], true
 		if m, isM := cv.(map[string]any); isM && m["$missing"] == true {
 			cv, cok = nil, false

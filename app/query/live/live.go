@@ -391,7 +391,7 @@ func keyAt(d *Doc, path string) (string, bool) {
 	if d == nil || d.Deleted {
 		return "", false
 	}
-	v, ok := query.Lookup(d.Data, path)
+	v, ok := merge.Lookup(d.Data, path)
 	if !ok {
 		return "", false
 	}
