@@ -83,6 +83,9 @@ const (
 	tagDetails = 20 // json
 	tagTS      = 21 // zigzag
 	tagRoles   = 22 // uvarint count, then str each
+	tagH       = 23 // uvarint: the subscription's handle in place of doc (proto 2)
+	tagA       = 24 // uvarint: the author's number (proto 2)
+	tagHLCHere = 25 // uvarint wall ms, uvarint counter: an hlc whose node is the server's (proto 2)
 	tagExt     = 31 // json object: fields this encoding has no tag for
 )
 
@@ -99,6 +102,10 @@ var kindCodes = map[merge.Kind]byte{
 	merge.KindAdd: 4, merge.KindRemove: 5, merge.KindResolve: 6,
 	merge.KindIns: kindIns, merge.KindDel: kindDel, // values in a binary layout (textops.go)
 }
+
+// kindSetString is a set whose value is a JSON string, carried as its raw
+// text (compact forms only; see plainString).
+const kindSetString = 9
 
 var kindNames = func() map[byte]merge.Kind {
 	m := make(map[byte]merge.Kind, len(kindCodes))
@@ -280,7 +287,7 @@ func EncodePayload(m Message) ([]byte, error) {
 		e.uvarint(m.Op)
 	}
 	e.sint(tagBase, m.Base)
-	if !m.HLC.IsZero() {
+	if !m.HLC.IsZero() && !m.Here {
 		if m.HLC.Wall < 0 {
 			return nil, frameErr(ErrCodeNotEncodable, "negative hlc wall time")
 		}
@@ -297,6 +304,12 @@ func EncodePayload(m Message) ([]byte, error) {
 		e.tag(tagOps)
 		e.uvarint(uint64(len(m.Ops)))
 		for _, o := range m.Ops {
+			if s, ok := plainString(o.Value); ok && m.Compact && o.Op == merge.KindSet {
+				e.b = append(e.b, kindSetString)
+				e.bytes([]byte(o.Path))
+				e.bytes(s)
+				continue
+			}
 			k, ok := kindCodes[o.Op]
 			if ok && (k == kindIns || k == kindDel) {
 				if v, compact := encodeTextValue(k, o.Value); compact {
@@ -355,6 +368,22 @@ func EncodePayload(m Message) ([]byte, error) {
 			e.bytes([]byte(r))
 		}
 	}
+	if m.H != 0 {
+		e.tag(tagH)
+		e.uvarint(m.H)
+	}
+	if m.A != 0 {
+		e.tag(tagA)
+		e.uvarint(m.A)
+	}
+	if m.Here && !m.HLC.IsZero() {
+		if m.HLC.Wall < 0 {
+			return nil, frameErr(ErrCodeNotEncodable, "negative hlc wall time")
+		}
+		e.tag(tagHLCHere)
+		e.uvarint(uint64(m.HLC.Wall))
+		e.uvarint(uint64(m.HLC.Logical))
+	}
 	ext, err := extFields(m)
 	if err != nil {
 		return nil, err
@@ -383,6 +412,7 @@ func extFields(m Message) ([]byte, error) {
 	rest.Doc, rest.Since, rest.V, rest.PV, rest.Op, rest.Base = "", 0, 0, 0, 0, 0
 	rest.HLC, rest.Ops, rest.By, rest.Del, rest.New, rest.Dup, rest.Data = clock.Timestamp{}, nil, "", false, false, false, nil
 	rest.Code, rest.Msg, rest.Details, rest.TS, rest.Roles, rest.Full = "", "", nil, 0, nil, false
+	rest.H, rest.A = 0, 0
 	b, err := json.Marshal(rest)
 	if err != nil {
 		return nil, frameErr(ErrCodeNotEncodable, "%v", err)
@@ -597,6 +627,16 @@ func decodePayload(op byte, p []byte) (Message, error) {
 			for i := uint64(0); i < n && d.err == nil; i++ {
 				m.Roles = append(m.Roles, d.str())
 			}
+		case tagH:
+			m.H = d.uvarint()
+		case tagA:
+			m.A = d.uvarint()
+		case tagHLCHere:
+			wall, logical := d.uvarint(), d.uvarint()
+			if wall > clock.MaxWall || logical > math.MaxUint32 || !m.HLC.IsZero() {
+				d.fail("hlc out of range, or twice")
+			}
+			m.HLC, m.Here = clock.Timestamp{Wall: int64(wall), Logical: uint32(logical)}, true
 		case tagExt:
 			raw := d.jsonText("ext")
 			if d.err == nil {
@@ -620,7 +660,7 @@ func decodePayload(op byte, p []byte) (Message, error) {
 	if !pvSet {
 		m.PV = defaultPV(m.T, m.V)
 	}
-	if !m.HLC.IsZero() && m.HLC.Node == "" {
+	if !m.HLC.IsZero() && m.HLC.Node == "" && !m.Here {
 		m.HLC.Node = m.By
 	}
 	return m, nil
@@ -635,6 +675,7 @@ func mergeExt(m, ext Message) Message {
 	m.Doc, m.Since, m.V, m.PV, m.Op, m.Base = known.Doc, known.Since, known.V, known.PV, known.Op, known.Base
 	m.HLC, m.Ops, m.By, m.Del, m.New, m.Dup, m.Data = known.HLC, known.Ops, known.By, known.Del, known.New, known.Dup, known.Data
 	m.Code, m.Msg, m.Details, m.TS, m.Roles, m.Full = known.Code, known.Msg, known.Details, known.TS, known.Roles, known.Full
+	m.H, m.A, m.Here, m.Compact = known.H, known.A, known.Here, known.Compact
 	return m
 }
 
@@ -650,6 +691,16 @@ func (d *dec) ops() []merge.FieldOp {
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		var o merge.FieldOp
 		c := d.byte()
+		if c == kindSetString {
+			o.Op, o.Path = merge.KindSet, d.str()
+			v := d.bytes()
+			if _, ok := plainString(quoted(v)); !ok && d.err == nil {
+				d.fail("op %d: string value needs escaping", i)
+			}
+			o.Value = quoted(v)
+			ops = append(ops, o)
+			continue
+		}
 		if c == 0 {
 			o.Op = merge.Kind(d.str())
 			if o.Op == "" {
@@ -674,4 +725,32 @@ func (d *dec) ops() []merge.FieldOp {
 		ops = append(ops, o)
 	}
 	return ops
+}
+
+// plainString returns the text of a JSON string value that has nothing to
+// escape (no quote, backslash, control character, U+2028 or U+2029, and
+// valid UTF-8): its JSON text is the text in quotes, as every encoder
+// writes it, so carrying the raw text loses nothing.
+func plainString(v json.RawMessage) ([]byte, bool) {
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return nil, false
+	}
+	s := v[1 : len(v)-1]
+	if !utf8.Valid(s) || bytes.ContainsAny(s, `"\`+"\u2028\u2029") {
+		return nil, false
+	}
+	for _, c := range s {
+		if c < 0x20 {
+			return nil, false
+		}
+	}
+	return s, true
+}
+
+// quoted is the JSON text of a plain string.
+func quoted(s []byte) json.RawMessage {
+	q := make([]byte, 0, len(s)+2)
+	q = append(q, '"')
+	q = append(q, s...)
+	return append(q, '"')
 }

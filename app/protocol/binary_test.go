@@ -27,6 +27,7 @@ type vectorFile struct {
 	Comment string          `json:"comment"`
 	CRC     crcInfo         `json:"crc"`
 	Valid   []validVector   `json:"valid"`
+	Compact []validVector   `json:"compact"`
 	Invalid []invalidVector `json:"invalid"`
 }
 
@@ -150,7 +151,10 @@ func invalidVectors(t testing.TB) []invalidVector {
 		{Name: "continuation_first", Hex: h(frame(OpContinuation, tagTS, 2)), Error: ErrCodeOpcode},
 		{Name: "new_message_inside_continuation", Hex: h(cat(long[:258], ping)), Error: ErrCodeOpcode},
 		{Name: "too_large", Hex: h(long), Max: 300, Error: ErrCodeTooLarge},
-		{Name: "unknown_field", Hex: h(frame(0x0c, 23, 0)), Error: ErrCodeBadPayload},
+		{Name: "unknown_field", Hex: h(frame(0x0c, 26, 0)), Error: ErrCodeBadPayload},
+		{Name: "hlc_and_hlc_here", Hex: h(frame(0x07, tagHLC, 1, 0, 0, tagHLCHere, 1, 0)), Error: ErrCodeBadPayload},
+		{Name: "string_set_needs_escaping", Hex: h(frame(0x07, tagOps, 1, kindSetString, 1, 'a', 3, 'x', '"', 'y')), Error: ErrCodeBadPayload},
+		{Name: "string_set_not_utf8", Hex: h(frame(0x07, tagOps, 1, kindSetString, 1, 'a', 1, 0xff)), Error: ErrCodeBadPayload},
 		{Name: "ext_not_object", Hex: h(frame(0x0c, tagExt, 3, '[', '1', ']')), Error: ErrCodeBadPayload},
 		{Name: "fields_out_of_order", Hex: h(frame(0x07, tagV, 2, tagDoc, 1, 'a')), Error: ErrCodeBadPayload},
 		{Name: "field_twice", Hex: h(frame(0x0c, tagTS, 2, tagTS, 2)), Error: ErrCodeBadPayload},
@@ -162,7 +166,7 @@ func invalidVectors(t testing.TB) []invalidVector {
 		{Name: "text_op_bad_form", Hex: h(frame(0x05, tagOps, 1, 7, 1, 'a', 2, 9, 0)), Error: ErrCodeBadPayload},
 		{Name: "text_op_trailing_bytes", Hex: h(frame(0x05, tagOps, 1, 8, 1, 'a', 4, 1, 0, 1, 0)), Error: ErrCodeBadPayload},
 		{Name: "text_op_clock_too_big", Hex: h(frame(0x05, tagOps, 1, 7, 1, 'a', 12, 1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 1, 'x')), Error: ErrCodeBadPayload},
-		{Name: "unknown_op_kind", Hex: h(frame(0x05, tagOps, 1, 9, 1, 'a', 0)), Error: ErrCodeBadPayload},
+		{Name: "unknown_op_kind", Hex: h(frame(0x05, tagOps, 1, 10, 1, 'a', 0)), Error: ErrCodeBadPayload},
 		{Name: "op_count_too_big", Hex: h(frame(0x05, tagOps, 50, 1, 1, 'a', 0)), Error: ErrCodeBadPayload},
 		{Name: "data_not_object", Hex: h(frame(0x06, tagData, 3, '[', '1', ']')), Error: ErrCodeBadPayload},
 		{Name: "unknown_flag", Hex: h(frame(0x07, tagFlags, 0x10)), Error: ErrCodeBadPayload},
@@ -198,7 +202,37 @@ func buildVectors(t testing.TB) vectorFile {
 		v.Hex = hex.EncodeToString(b)
 		f.Valid = append(f.Valid, v)
 	}
+	for _, v := range compactMessages() {
+		b, err := EncodeFrames(mustDecodeCompact(t, v.JSON))
+		if err != nil {
+			t.Fatalf("%s: %v", v.Name, err)
+		}
+		v.Hex = hex.EncodeToString(b)
+		f.Compact = append(f.Compact, v)
+	}
 	return f
+}
+
+// compactMessages are deltas and acks in the compact forms of proto 2, as
+// the server writes them in JSON.
+func compactMessages() []validVector {
+	return []validVector{
+		{Name: "delta_set_handle_author_defined", JSON: `{"t":"delta","v":42,"by":"c-4f9a2b","h":1,"a":7,"hlc":"1764096000000.3","set":{"title":"Hello"}}`},
+		{Name: "delta_set_handle_author_known", JSON: `{"t":"delta","v":43,"h":1,"a":7,"hlc":"1764096000001.0.","set":{"f42":"0000000000000000000000000001764096000001"}}`},
+		{Name: "delta_set_needs_escaping", JSON: `{"t":"delta","v":44,"h":1,"a":7,"hlc":"1764096000002.0","set":{"title":"say \"hi\"\n"}}`},
+		{Name: "delta_set_number", JSON: `{"t":"delta","v":45,"h":2,"a":8,"hlc":"1764096000003.0.c-other","set":{"n":3}}`},
+		{Name: "delta_several_ops", JSON: `{"t":"delta","v":46,"ops":[{"op":"set","path":"a","value":"x"},{"op":"unset","path":"b"}],"h":1,"a":7,"pv":44,"hlc":"1764096000004.1."}`},
+		{Name: "delta_query_keeps_doc", JSON: `{"t":"delta","doc":"requests/r1","v":3,"a":7,"qid":"open","hlc":"1764096000005.0","set":{"status":"done"}}`},
+		{Name: "ack_handle_own_stamp", JSON: `{"t":"ack","v":47,"op":18,"h":1,"hlc":"1764096000006.0"}`},
+		{Name: "ack_server_stamp", JSON: `{"t":"ack","v":48,"op":19,"h":1,"hlc":"1764096000007.2."}`},
+	}
+}
+
+func mustDecodeCompact(t testing.TB, js string) Message {
+	t.Helper()
+	m := mustDecodeJSON(t, js)
+	m.Compact = true
+	return m
 }
 
 func TestVectors(t *testing.T) {
@@ -244,6 +278,33 @@ func TestVectors(t *testing.T) {
 			if len(ms) != 1 {
 				t.Fatalf("decoded %d messages", len(ms))
 			}
+			if d := cmp.Diff(want, ms[0]); d != "" {
+				t.Fatalf("decode (-json +binary):\n%s", d)
+			}
+		})
+	}
+	for _, v := range f.Compact {
+		t.Run("compact/"+v.Name, func(t *testing.T) {
+			want := mustDecodeCompact(t, v.JSON)
+			js, err := Encode(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(js) != v.JSON {
+				t.Fatalf("JSON encode:\n got %s\nwant %s", js, v.JSON)
+			}
+			b, err := EncodeFrames(want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := hex.EncodeToString(b); got != v.Hex {
+				t.Fatalf("encode:\n got %s\nwant %s", got, v.Hex)
+			}
+			ms, err := DecodeFrames(b, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ms[0].Compact = true
 			if d := cmp.Diff(want, ms[0]); d != "" {
 				t.Fatalf("decode (-json +binary):\n%s", d)
 			}

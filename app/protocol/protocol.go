@@ -13,8 +13,16 @@ import (
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
-// Version is the protocol version a welcome announces.
-const Version = 1
+// Version is the newest protocol version; a hello may ask for any version
+// from MinVersion to Version (none: 1) and the welcome answers with it.
+// Version 2 adds the compact forms of deltas and acks (docs/protocol.md,
+// "Compact forms"): a subscription handle h for the document, an author
+// number a for by, an hlc without the server's node, and a single set as
+// "set" (JSON) or a raw string (binary).
+const (
+	Version    = 2
+	MinVersion = 1
+)
 
 // Message types ("t").
 const (
@@ -72,6 +80,17 @@ type Message struct {
 	Dup   bool            `json:"dup,omitempty"`
 	Data  map[string]any  `json:"data,omitempty"`
 
+	// Compact forms (proto 2): H is the handle the client gave the
+	// document in its sub (the message then leaves doc out); A numbers the
+	// author for this connection (by travels with it the first time only).
+	H uint64 `json:"h,omitempty"`
+	A uint64 `json:"a,omitempty"`
+	// Here says the hlc's node is the server's own (the welcome's node)
+	// and was left out. Compact selects the proto 2 forms when encoding.
+	// Neither is a field of its own on the wire.
+	Here    bool `json:"-"`
+	Compact bool `json:"-"`
+
 	// live queries: sub names a collection and a query (see package
 	// query) under a client-chosen qid, with the versions the client
 	// already has; every message of the query carries the qid, and removed
@@ -95,10 +114,46 @@ type Message struct {
 	Trace string `json:"trace,omitempty"`
 }
 
-// Delta renders a change as a delta message.
+// Delta renders a change as a delta message. The op id is left out: only
+// its author can match it, and the author gets an ack instead (a delta of
+// the author's own op, after a reconnect, sets Op itself).
 func Delta(c core.Change) Message {
 	return Message{T: TDelta, Doc: c.Doc, V: c.Version, PV: c.Prev, Ops: c.Ops, By: c.Author,
-		Op: c.OpID, HLC: c.HLC, Del: c.Deleted, New: c.Created}
+		HLC: c.HLC, Del: c.Deleted, New: c.Created}
+}
+
+// CompactFor rewrites a delta or an ack into the proto 2 forms for one
+// connection: h (when not 0) replaces doc, a (when not 0) numbers the
+// author and by is kept only when define is set (the first time the
+// connection hears of a), and an hlc whose node is the author's (by; on an
+// ack the client itself, named by client) or the server's (node) leaves
+// its node out. Other message types are returned unchanged.
+func CompactFor(m Message, h, a uint64, define bool, node, client string) Message {
+	if m.T != TDelta && m.T != TAck {
+		return m
+	}
+	m.Compact = true
+	author := m.By
+	if m.T == TAck {
+		author = client
+	}
+	if h != 0 {
+		m.Doc, m.H = "", h
+	}
+	if a != 0 && m.By != "" {
+		m.A = a
+		if !define {
+			m.By = ""
+		}
+	}
+	switch n := m.HLC.Node; {
+	case m.HLC.IsZero() || n == "":
+	case n == author:
+		m.HLC.Node = ""
+	case n == node:
+		m.HLC.Node, m.Here = "", true
+	}
+	return m
 }
 
 // Change reads a delta message back into a change (clients use it).
@@ -132,8 +187,10 @@ func Decode(b []byte) (Message, error) {
 	}
 	if w.HLC != "" {
 		hlc := w.HLC
-		if strings.Count(hlc, ".") == 1 && m.By != "" {
-			hlc += "." + m.By // the author's own stamp
+		if strings.Count(hlc, ".") == 1 && (m.By != "" || m.A != 0 || m.T == TAck) {
+			hlc += "." + m.By // the author's own stamp (compact forms: by may follow from a)
+		} else if strings.HasSuffix(hlc, ".") && strings.Count(hlc, ".") == 2 {
+			m.Here = true // the server's own stamp
 		}
 		ts, err := clock.Parse(hlc)
 		if err != nil {
@@ -141,17 +198,28 @@ func Decode(b []byte) (Message, error) {
 		}
 		m.HLC = ts
 	}
+	if w.Set != nil {
+		if m.Ops != nil || len(w.Set) != 1 {
+			return Message{}, core.Errorf(core.CodeBadRequest, "malformed message: set names one field, without ops")
+		}
+		for path, v := range w.Set {
+			m.Ops = []merge.FieldOp{{Op: merge.KindSet, Path: path, Value: v}}
+		}
+	}
 	return m, nil
 }
 
 // wireJSON is a Message as the JSON encoding carries it: what a receiver
 // can derive is left out. pv of a delta or an ack is present only when it
 // is not v-1 (as in the binary encoding), and an hlc whose node is the
-// author (by) is written "wall.counter".
+// author (by) is written "wall.counter". In the compact forms an hlc of
+// the server's own node is written "wall.counter." and a single set as
+// "set":{path: value}.
 type wireJSON struct {
 	Message
-	PV  *int64 `json:"pv,omitempty"`
-	HLC string `json:"hlc,omitempty"`
+	PV  *int64                     `json:"pv,omitempty"`
+	HLC string                     `json:"hlc,omitempty"`
+	Set map[string]json.RawMessage `json:"set,omitempty"`
 }
 
 // Encode renders a message as JSON.
@@ -160,12 +228,20 @@ func Encode(m Message) ([]byte, error) {
 	if m.PV != defaultPV(m.T, m.V) {
 		w.PV = &m.PV
 	}
-	if !m.HLC.IsZero() {
-		if m.By != "" && m.HLC.Node == m.By {
-			w.HLC = strconv.FormatInt(m.HLC.Wall, 10) + "." + strconv.FormatUint(uint64(m.HLC.Logical), 10)
-		} else {
+	if m.HLC.Wall != 0 || m.HLC.Logical != 0 || m.HLC.Node != "" {
+		short := strconv.FormatInt(m.HLC.Wall, 10) + "." + strconv.FormatUint(uint64(m.HLC.Logical), 10)
+		switch {
+		case m.Here:
+			w.HLC = short + "."
+		case m.By != "" && m.HLC.Node == m.By || m.Compact && m.HLC.Node == "":
+			w.HLC = short
+		default:
 			w.HLC = m.HLC.String()
 		}
+	}
+	if m.Compact && len(m.Ops) == 1 && m.Ops[0].Op == merge.KindSet && len(m.Ops[0].Value) > 0 {
+		w.Set = map[string]json.RawMessage{m.Ops[0].Path: m.Ops[0].Value}
+		w.Message.Ops = nil
 	}
 	return json.Marshal(w)
 }

@@ -12,6 +12,10 @@ type Shared struct {
 	jsonOnce, framesOnce sync.Once
 	json, frames         []byte
 	jsonErr, framesErr   error
+
+	mu       sync.Mutex
+	keys     []variantKey
+	variants []*Shared
 }
 
 // NewShared wraps m for sharing.
@@ -27,4 +31,34 @@ func (s *Shared) JSON() ([]byte, error) {
 func (s *Shared) Frames() ([]byte, error) {
 	s.framesOnce.Do(func() { s.frames, s.framesErr = EncodeFrames(s.Msg) })
 	return s.frames, s.framesErr
+}
+
+// maxVariants bounds the compact variants one shared message keeps.
+const maxVariants = 16
+
+type variantKey struct {
+	h, a   uint64
+	define bool
+}
+
+// CompactFor is the shared message in the compact forms for a connection
+// that gave the document handle h and numbers its author a (see the
+// function CompactFor; a delta carries no client-specific part, so client
+// is not needed). Connections asking for the same forms share one
+// variant, and so its encodings.
+func (s *Shared) CompactFor(h, a uint64, define bool, node string) *Shared {
+	k := variantKey{h, a, define}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, vk := range s.keys {
+		if vk == k {
+			return s.variants[i]
+		}
+	}
+	v := NewShared(CompactFor(s.Msg, h, a, define, node, ""))
+	if len(s.keys) < maxVariants {
+		s.keys = append(s.keys, k)
+		s.variants = append(s.variants, v)
+	}
+	return v
 }
