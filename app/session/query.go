@@ -210,6 +210,9 @@ func (s *Session) sendQueryDoc(ctx context.Context, lq *liveQuery, t string, d *
 func (s *Session) sendQueryDelta(ctx context.Context, lq *liveQuery, c core.Change, view collections.View) error {
 	m := protocol.Delta(c)
 	m.Ops, m.QID = view.Ops(c.Ops), lq.qid
+	if c.Author == s.client {
+		m.Op = c.OpID // only its author can match it
+	}
 	return s.send.Send(ctx, m)
 }
 

@@ -161,6 +161,8 @@ type Session struct {
 	present map[string]map[string]any
 	// qs holds the live queries (query.go).
 	qs queryState
+	// wire puts messages into the compact forms of proto 2 (wire.go).
+	wire *wire
 }
 
 // New returns a session; call Run to serve it.
@@ -180,6 +182,8 @@ func New(opt Options, backend Backend, hub Hub, send Sender) *Session {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	w := &wire{}
+	send = w.wrap(send)
 	if opt.Ops != nil {
 		send = observed(send, opt.Ops)
 	}
@@ -201,6 +205,7 @@ func New(opt Options, backend Backend, hub Hub, send Sender) *Session {
 		present:  map[string]map[string]any{},
 		limiter:  limiter,
 		qs:       newQueryState(),
+		wire:     w,
 	}
 	s.lastRecv.Store(opt.Now().UnixNano())
 	return s
@@ -397,7 +402,7 @@ func (s *Session) handle(ctx context.Context, m protocol.Message) error {
 		if s.hello {
 			return protocolError("hello sent twice")
 		}
-		if m.Proto != 0 && m.Proto != protocol.Version {
+		if m.Proto != 0 && (m.Proto < protocol.MinVersion || m.Proto > protocol.Version) {
 			return closeErr{Code: protocol.CloseUnsupported, Reason: "unsupported protocol version"}
 		}
 		if err := s.authenticate(ctx, m.Token); err != nil {
@@ -424,8 +429,10 @@ func (s *Session) handle(ctx context.Context, m protocol.Message) error {
 		// With authentication the id is bound to the token's subject, so
 		// no identity can use another's op ids, acks or presence.
 		s.client = auth.ClientID(s.identity, requested)
+		proto := max(m.Proto, protocol.MinVersion)
+		s.wire.start(proto, s.client, s.opt.Node)
 		return s.send.Send(ctx, protocol.Message{T: protocol.TWelcome, Session: s.opt.ID, Client: s.client,
-			Node: s.opt.Node, HB: s.opt.Heartbeat.Milliseconds(), Proto: protocol.Version})
+			Node: s.opt.Node, HB: s.opt.Heartbeat.Milliseconds(), Proto: proto})
 	case protocol.TSub:
 		if m.QID != "" {
 			return s.subscribeQuery(ctx, m)
@@ -468,6 +475,9 @@ func (s *Session) subscribe(ctx context.Context, m protocol.Message) error {
 	if _, ok := s.docs[m.Doc]; !ok && len(s.docs) >= s.opt.MaxSubs {
 		return s.send.Send(ctx, withDoc(protocol.ErrorMessage(protocol.TError,
 			core.Errorf(core.CodeTooLarge, "more than %d subscriptions on one connection", s.opt.MaxSubs)), m.Doc))
+	}
+	if err := s.wire.bind(m.Doc, m.H); err != nil {
+		return s.send.Send(ctx, withDoc(protocol.ErrorMessage(protocol.TError, err), m.Doc))
 	}
 	st := &docState{key: k, last: m.Since, full: m.Full}
 	s.docs[m.Doc] = st
@@ -597,6 +607,7 @@ func (s *Session) unsubscribe(doc string) {
 		s.clearPresence(doc)
 		s.hub.Unsubscribe(doc, s)
 		delete(s.docs, doc)
+		s.wire.unbind(doc)
 	}
 }
 
@@ -919,6 +930,13 @@ func (s *Session) deliver(ctx context.Context, st *docState, c core.Change) erro
 		return nil
 	}
 	m := views.delta(s.backend, c, st.view)
+	if c.Author == s.client && c.OpID != 0 {
+		// The client's own op, sent before a reconnect: the op id lets it
+		// settle the op (a delta names no op id otherwise).
+		own := m.Msg
+		own.Op = c.OpID
+		return s.send.Send(ctx, own)
+	}
 	if ss, ok := s.send.(SharedSender); ok {
 		return ss.SendShared(ctx, m)
 	}
