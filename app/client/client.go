@@ -79,6 +79,12 @@ type Client struct {
 	// queries are the live queries (query.go).
 	queries map[string]*Query
 	nextQID int
+	// The compact forms of protocol version 2: documents by the handle
+	// their sub gave them, authors by the number the connection was told,
+	// and the node of the replica (the welcome's) for stamps without one.
+	byH     map[uint64]*Doc
+	authors map[uint64]string
+	node    string
 }
 
 type opKey struct {
@@ -94,6 +100,7 @@ type pendingOp struct {
 // Doc is the client's copy of one document.
 type Doc struct {
 	Name string
+	h    uint64 // the document's handle in subs (its place among the client's documents)
 
 	mu      sync.Mutex
 	version int64
@@ -242,13 +249,14 @@ func (c *Client) connect(ctx context.Context, i int) error {
 	}
 	c.mu.Lock()
 	c.conn, c.clientID, c.cur = conn, welcome.Client, i
+	c.node, c.authors = welcome.Node, map[uint64]string{}
 	c.connDone = make(chan struct{})
 	done := c.connDone
 	// Resume: resubscribe from the versions held, then resend unanswered ops
 	// in op-id order.
 	var resend []protocol.Message
 	for name, d := range c.docs {
-		resend = append(resend, protocol.Message{T: protocol.TSub, Doc: name, Since: d.Version()})
+		resend = append(resend, protocol.Message{T: protocol.TSub, Doc: name, Since: d.Version(), H: d.h})
 	}
 	for _, q := range c.queries {
 		resend = append(resend, q.sub())
@@ -366,6 +374,7 @@ func (c *Client) fail(err error) {
 }
 
 func (c *Client) receive(ctx context.Context, conn *websocket.Conn, m protocol.Message, size int) error {
+	c.restore(&m)
 	if c.opt.OnMessage != nil {
 		c.opt.OnMessage(m, size)
 	}
@@ -439,6 +448,36 @@ func (c *Client) answer(a Ack) {
 	}
 }
 
+// restore puts back what the compact forms (protocol version 2) leave out
+// of a delta or an ack: the document behind a handle, the author behind a
+// number, and the node of a stamp (the author's, on an ack this client's,
+// or the replica's).
+func (c *Client) restore(m *protocol.Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d := c.byH[m.H]; m.H != 0 && d != nil {
+		m.Doc = d.Name
+	}
+	if m.A != 0 {
+		if m.By != "" {
+			c.authors[m.A] = m.By
+		} else {
+			m.By = c.authors[m.A]
+		}
+	}
+	if !m.HLC.IsZero() && m.HLC.Node == "" {
+		switch {
+		case m.Here:
+			m.HLC.Node = c.node
+		case m.T == protocol.TAck:
+			m.HLC.Node = c.clientID
+		default:
+			m.HLC.Node = m.By
+		}
+	}
+	m.H, m.A, m.Here, m.Compact = 0, 0, false, false
+}
+
 func (c *Client) doc(name string) *Doc {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -454,15 +493,19 @@ func (c *Client) Subscribe(ctx context.Context, doc string, since int64) (*Doc, 
 	c.mu.Lock()
 	d, ok := c.docs[doc]
 	if !ok {
-		d = &Doc{Name: doc, version: since, synced: make(chan struct{}), notify: make(chan struct{}, 1)}
+		d = &Doc{Name: doc, version: since, synced: make(chan struct{}), notify: make(chan struct{}, 1), h: uint64(len(c.docs) + 1)}
 		c.docs[doc] = d
+		if c.byH == nil {
+			c.byH = map[uint64]*Doc{}
+		}
+		c.byH[d.h] = d
 	}
 	conn := c.conn
 	c.mu.Unlock()
 	if conn == nil {
 		return d, errors.New("not connected")
 	}
-	if err := write(ctx, conn, protocol.Message{T: protocol.TSub, Doc: doc, Since: since}); err != nil {
+	if err := write(ctx, conn, protocol.Message{T: protocol.TSub, Doc: doc, Since: since, H: d.h}); err != nil {
 		return d, err
 	}
 	select {
