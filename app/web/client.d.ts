@@ -67,6 +67,12 @@ export interface Message {
   hlc?: string
   ops?: FieldOp[]
   by?: string
+  /** Compact forms (proto 2): the document's handle from its sub, in place of doc. */
+  h?: number
+  /** Compact forms (proto 2): the author's number on this connection (by comes with it once). */
+  a?: number
+  /** Compact forms (proto 2): a single set, {path: value}, in place of ops (JSON only). */
+  set?: { [path: string]: Json }
   del?: boolean
   new?: boolean
   dup?: boolean
@@ -119,8 +125,8 @@ export interface Change {
   ops: FieldOp[]
   /** Client id of the author. */
   by: string
-  /** The author's op id. */
-  op: number
+  /** The op id: set for this client's own ops only (others' deltas do not carry it). */
+  op?: number
   /** The author's HLC stamp ("wall.logical.node"), when known. */
   hlc?: string
   /** The change created the document. */
@@ -394,6 +400,8 @@ export declare function backoffDelay(attempt: number, opts?: { base?: number; ma
 export declare function chooseTransports(option?: 'auto' | TransportName, env?: { WebSocket?: unknown; fetch?: unknown; ReadableStream?: unknown }): TransportName[]
 export declare function encodeFrames(m: Message): Uint8Array
 export declare function decodeFrames(frames: Uint8Array | ArrayBuffer, maxMessage?: number): Message[]
+/** Parses a JSON-encoded message, restoring what the encoding leaves out (pv, the author's hlc node, a single set). */
+export declare function decodeJSON(text: string): Message
 export declare function crc8(bytes: Uint8Array): number
 export declare class FrameError extends Error {
   /** truncated, bad_crc, unknown_opcode, too_large, bad_payload or not_encodable */

@@ -5,7 +5,7 @@
 // in browsers and Node 20+.
 // Usage: docs/client.md. Wire protocol: docs/protocol.md.
 
-const PROTO = 1
+const PROTO = 2
 const SUB_JSON = 'autoglm.json.v1'
 const SUB_BIN = 'autoglm.bin.v1'
 const RETRYABLE = new Set(['rate_limited', 'unavailable', 'shutting_down', 'internal'])
@@ -593,12 +593,12 @@ export class Breaker {
 // ---- binary encoding (docs/client.md, "Binary encoding") -------------------
 
 const TYPES = ['', 'hello', 'welcome', 'sub', 'unsub', 'op', 'snap', 'delta', 'synced', 'ack', 'reject', 'error', 'ping', 'pong', 'presence']
-const KINDS = ['', 'set', 'unset', 'inc', 'add', 'remove', 'resolve', 'ins', 'del']
+const KINDS = ['', 'set', 'unset', 'inc', 'add', 'remove', 'resolve', 'ins', 'del', 'set']
 const NAMED = 0x3f
 const MORE = 0x80
-const KNOWN = new Set(['t', 'client', 'token', 'session', 'node', 'hb', 'proto', 'doc', 'since', 'v', 'pv', 'op', 'base', 'hlc', 'ops', 'by', 'del', 'new', 'dup', 'full', 'data', 'code', 'msg', 'details', 'ts', 'roles'])
+const KNOWN = new Set(['t', 'client', 'token', 'session', 'node', 'hb', 'proto', 'doc', 'since', 'v', 'pv', 'op', 'base', 'hlc', 'ops', 'by', 'del', 'new', 'dup', 'full', 'data', 'code', 'msg', 'details', 'ts', 'roles', 'h', 'a'])
 // Tagged fields by tag: [name, kind]; s string, z zigzag varint, u varint.
-const FIELDS = { 1: 'client', 2: 'token', 3: 'session', 4: 'node', 5: 'hb', 6: 'proto', 7: 'doc', 8: 'since', 9: 'v', 10: 'pv', 11: 'op', 12: 'base', 15: 'by', 18: 'code', 19: 'msg', 21: 'ts' }
+const FIELDS = { 1: 'client', 2: 'token', 3: 'session', 4: 'node', 5: 'hb', 6: 'proto', 7: 'doc', 8: 'since', 9: 'v', 10: 'pv', 11: 'op', 12: 'base', 15: 'by', 18: 'code', 19: 'msg', 21: 'ts', 23: 'h', 24: 'a' }
 const ZIGZAG = new Set([5, 6, 8, 9, 10, 12, 21])
 const FLAGS = [['del', 1], ['new', 2], ['dup', 4], ['full', 8]]
 const CRC = new Uint8Array(256).map((_, i) => {
@@ -626,12 +626,21 @@ export class FrameError extends Error {
 const defaultPV = (t, v) => (t === 'delta' || t === 'ack') && v > 0 ? v - 1 : 0
 
 // expand restores what both encodings leave out of a server message: a
-// delta's or ack's pv when it is v-1, an hlc's node when it is by.
+// delta's or ack's pv when it is v-1, an hlc's node when it is by, a single
+// set written as set: {path: value}. The connection restores the rest of
+// the compact forms (Sync._handle).
 const expand = m => {
   if (m.pv === undefined && defaultPV(m.t, m.v || 0)) m.pv = defaultPV(m.t, m.v)
-  if (m.by && /^\d+\.\d+\.?$/.test(m.hlc)) m.hlc = m.hlc.replace(/\.?$/, '.' + m.by)
+  if (m.by && /^\d+\.\d+$/.test(m.hlc)) m.hlc += '.' + m.by
+  if (isObj(m.set)) {
+    m.ops = Object.entries(m.set).map(([path, value]) => ({ op: 'set', path, value }))
+    delete m.set
+  }
   return m
 }
+
+/** Parses a message of the JSON encoding as the client reads it. */
+export const decodeJSON = s => expand(JSON.parse(s))
 
 function encodePayload (m) {
   const b = []
@@ -684,6 +693,7 @@ function encodePayload (m) {
   if (m.details != null) { b.push(20); text(canon(m.details)) }
   field(21, m.ts)
   if (m.roles) { b.push(22); uv(m.roles.length); m.roles.forEach(text) }
+  field(23, m.h); field(24, m.a)
   const ext = {}
   let hasExt = false
   for (const k in m) if (!KNOWN.has(k) && m[k] !== undefined) { ext[k] = m[k]; hasExt = true }
@@ -837,7 +847,7 @@ function decodePayload (type, p) {
     if (tag <= last) bad(`field ${tag} after field ${last}`)
     last = tag
     if (FIELDS[tag]) {
-      const v = tag === 11 ? uv() : ZIGZAG.has(tag) ? zz() : text()
+      const v = tag === 11 || tag > 22 ? uv() : ZIGZAG.has(tag) ? zz() : text()
       if (tag === 6 && (v > 2147483647 || v < -2147483648)) bad('proto out of range')
       if (v || tag === 10) m[FIELDS[tag]] = v // an explicit pv of 0 differs from v-1
       continue
@@ -850,7 +860,13 @@ function decodePayload (type, p) {
       case 13: {
         const wall = uv(); const logical = uv(); const node = text()
         if (logical > 0xffffffff) bad('hlc out of range')
-        if (wall || logical || node) m.hlc = `${wall}.${logical}.${node}`
+        if (wall || logical || node) m.hlc = `${wall}.${logical}` + (node && '.' + node)
+        break
+      }
+      case 25: { // an hlc of the server's node
+        const wall = uv(); const logical = uv()
+        if (logical > 0xffffffff || m.hlc) bad('hlc out of range, or twice')
+        m.hlc = `${wall}.${logical}.`
         break
       }
       case 14: {
@@ -862,6 +878,12 @@ function decodePayload (type, p) {
           const o = { op: c ? KINDS[c] : text(), path: '' }
           if (!o.op) bad(`op ${k}: unknown kind ${c}`)
           o.path = text()
+          if (c === 9) {
+            o.value = text()
+            if (/["\\\u0000-\u001f\u2028\u2029]/.test(o.value)) bad(`op ${k}: string value needs escaping`)
+            m.ops.push(o)
+            continue
+          }
           if (c === 7 || c === 8) {
             o.value = decodeTextValue(c, raw())
             m.ops.push(o)
@@ -1263,6 +1285,8 @@ export class Sync extends Emitter {
     this.wsURL = base.replace(/^http/, 'ws') + '/v1/sync'
     this.o = o
     this.docs = new Map()
+    this._byH = []
+    this._authors = new Map()
     this.status = 'connecting'
     this.transport = ''
     this.rtt = null
@@ -1377,7 +1401,11 @@ export class Sync extends Emitter {
     if (!d) {
       d = new Doc(this, checkName(name))
       this.docs.set(name, d)
-      if (this.status === 'online') this._send({ t: 'sub', doc: name, since: 0 })
+      // The document's handle on the wire (the server names it by h in
+      // deltas and acks): its place among this client's documents.
+      d.h = this.docs.size
+      this._byH[d.h] = d
+      if (this.status === 'online') this._sub(d, 0)
     }
     return d
   }
@@ -1567,8 +1595,12 @@ export class Sync extends Emitter {
     return true
   }
 
+  _sub (d, since) { this._send({ t: 'sub', doc: d.name, since, h: d.h }) }
+
   _online (m) {
     this.clientId = m.client || this.clientId
+    this._node = m.node
+    this._authors.clear()
     this._setStatus('online', { node: m.node })
     const hb = m.hb || 15000
     // The connection counts as healthy (breaker closed, backoff reset) once
@@ -1584,7 +1616,7 @@ export class Sync extends Emitter {
     // with its original id (the server answers ones it has applied dup:true).
     const ops = []
     for (const d of this.docs.values()) {
-      this._send({ t: 'sub', doc: d.name, since: d.version })
+      this._sub(d, d.version)
       ops.push(...d.pending)
       if (d._presence) this._send({ t: 'presence', doc: d.name, data: d._presence })
     }
@@ -1695,6 +1727,14 @@ export class Sync extends Emitter {
   // ---- incoming messages
 
   _handle (m) {
+    // The compact forms (proto 2): h names a document by the handle of its
+    // sub, a an author told once per connection, and an hlc without its
+    // node is the author's (on an ack: this client's), one ending in "."
+    // the server's (the welcome's node).
+    if (m.h) m.doc = this._byH[m.h]?.name
+    if (m.a) m.by ? this._authors.set(m.a, m.by) : (m.by = this._authors.get(m.a))
+    if (/^\d+\.\d+$/.test(m.hlc)) m.hlc += '.' + (m.t === 'ack' ? this.clientId : m.by)
+    else if (/^\d+\.\d+\.$/.test(m.hlc)) m.hlc += this._node
     if (m.qid) return this._queries?.get(m.qid)?._msg(m)
     const d = m.doc && this.docs.get(m.doc)
     switch (m.t) {
@@ -1727,7 +1767,7 @@ export class Sync extends Emitter {
         if (m.v <= d.version) return p && d._rebase({ ack: true })
         if (m.v !== d.version + 1) {
           // A gap the server should never leave: resubscribe from what we have.
-          return this._send({ t: 'sub', doc: d.name, since: d.version })
+          return this._sub(d, d.version)
         }
         if (m.new || m.del) d.data = {}
         const ops = m.ops ?? p?.ops ?? []
@@ -1737,7 +1777,7 @@ export class Sync extends Emitter {
           // The server applied these ops to the same version, so this copy
           // is not what the server holds: start over from a snapshot.
           d.version = 0
-          return this._send({ t: 'sub', doc: d.name, since: 0 })
+          return this._sub(d, 0)
         }
         Object.assign(d, { version: m.v, deleted: !!m.del })
         const change = { doc: d.name, version: m.v, ops: clone(ops), by: m.t === 'ack' ? this.clientId : m.by, op: m.op, hlc: m.hlc, created: !!m.new, deleted: !!m.del, local: own }

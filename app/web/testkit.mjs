@@ -50,7 +50,7 @@ export function harness (opts = {}, accept = () => true) {
     conn.send = m => conn.sent.push(structuredClone(m))
     conn.close = () => { if (!conn.closed) { conn.closed = true; h.close(1000, 'closed') } }
     conn.drop = (code = 1006, reason = '') => { if (!conn.closed) { conn.closed = true; h.close(code, reason) } }
-    conn.welcome = (extra = {}) => h.msg({ t: 'welcome', client: hello.client, session: 's', node: 'n', hb: 15000, proto: 1, ...extra })
+    conn.welcome = (extra = {}) => h.msg({ t: 'welcome', client: hello.client, session: 's', node: 'n', hb: 15000, proto: 2, ...extra })
     conns.push(conn)
     if (accept(conn)) {
       h.open(name)

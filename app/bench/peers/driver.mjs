@@ -22,9 +22,11 @@ import { createInterface } from 'node:readline'
 import { HocuspocusProvider } from '@hocuspocus/provider'
 import { WebsocketProvider } from 'y-websocket'
 import { Awareness } from 'y-protocols/awareness'
-import { encodeFrames, decodeFrames } from '../../web/client.js'
+import { encodeFrames, decodeFrames, decodeJSON } from '../../web/client.js'
 
 const FIELDS = 100
+// Protocol version of our clients (2: the compact forms of deltas; 1 for comparison).
+const PROTO = Number(process.env.AUTOGLM_BENCH_PROTO || 2)
 const [kind, url, doc, role, a1, a2] = process.argv.slice(2)
 const now = () => process.hrtime.bigint()
 const out = o => process.stdout.write(JSON.stringify(o) + '\n')
@@ -91,7 +93,7 @@ function oursClient () {
   const acks = []
   ws.on('message', (d, isBinary) => {
     countBytes(d)
-    const ms = isBinary ? decodeFrames(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)) : [JSON.parse(d)]
+    const ms = isBinary ? decodeFrames(new Uint8Array(d.buffer, d.byteOffset, d.byteLength)) : [decodeJSON(d)]
     for (const m of ms) {
       if (m.t === 'ping') send({ t: 'pong', ts: m.ts })
       else if (m.t === 'snap') { size = Object.keys(m.data || {}).length; onMsg(m) } else if (m.t === 'delta') {
@@ -106,14 +108,14 @@ function oursClient () {
   const opened = new Promise((resolve, reject) => {
     ws.once('open', () => {
       onMsg = m => { if (m.t === 'welcome') resolve() }
-      send({ t: 'hello', client: 'peer-' + process.pid + '-' + Math.random().toString(36).slice(2, 8), proto: 1 })
+      send({ t: 'hello', client: 'peer-' + process.pid + '-' + Math.random().toString(36).slice(2, 8), proto: PROTO })
     })
     ws.once('error', reject)
   })
   return {
     synced: opened.then(() => new Promise(resolve => {
       onMsg = m => { if (m.t === 'snap' || m.t === 'synced') resolve() }
-      send({ t: 'sub', doc })
+      send({ t: 'sub', doc, h: 1 }) // the compact forms name the document 1
     })),
     opened,
     size: () => size,

@@ -3,7 +3,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
-import { encodeFrames, decodeFrames, crc8, FrameError } from '../client.js'
+import { encodeFrames, decodeFrames, decodeJSON, crc8, FrameError } from '../client.js'
 
 const vectors = JSON.parse(readFileSync(new URL('../../protocol/testdata/binary_vectors.json', import.meta.url)))
 const hex = b => Buffer.from(b).toString('hex')
@@ -21,6 +21,22 @@ for (const v of vectors.valid) {
     assert.deepEqual(decodeFrames(bytes(v.hex)), [m])
   })
 }
+
+// The compact forms (proto 2) only travel from the server: the client
+// decodes both encodings of each to the same message.
+for (const v of vectors.compact) {
+  test(`compact vector ${v.name}: the frames decode as the JSON does`, () => {
+    assert.deepEqual(decodeFrames(bytes(v.hex)), [decodeJSON(v.json)])
+  })
+}
+
+test('a one-field set delta in the compact forms: binary at most 70 bytes, JSON at most 140', () => {
+  const v = vectors.compact.find(v => v.name === 'delta_set_handle_author_known')
+  const m = decodeJSON(v.json)
+  assert.equal(m.ops[0].value.length, 40)
+  console.log(`# one-field set of 40 bytes, compact: JSON ${v.json.length} bytes, binary ${v.hex.length / 2} bytes`)
+  assert.ok(v.hex.length / 2 <= 70 && v.json.length <= 140, `binary ${v.hex.length / 2}, JSON ${v.json.length}`)
+})
 
 for (const v of vectors.invalid) {
   test(`invalid vector ${v.name}: refused with ${v.error}`, () => {

@@ -2,7 +2,7 @@
 // server) with an injected clock.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { Breaker, backoffDelay, chooseTransports, applyOps, memoryStorage, connect, transports } from '../client.js'
+import { Breaker, backoffDelay, chooseTransports, applyOps, memoryStorage, connect, transports, decodeJSON } from '../client.js'
 import { harness, fakeClock, tick } from '../testkit.mjs'
 
 const ops = conn => conn.sent.filter(m => m.t === 'op')
@@ -17,7 +17,7 @@ async function online (opts) {
 test('hello carries the client id, protocol version, token and roles', async () => {
   const { sync, last } = harness({ token: 'tok', roles: ['approver'] })
   await sync.ready
-  assert.deepEqual(last().hello, { t: 'hello', client: 'me', proto: 1, token: 'tok', roles: ['approver'] })
+  assert.deepEqual(last().hello, { t: 'hello', client: 'me', proto: 2, token: 'tok', roles: ['approver'] })
 })
 
 test('welcome resumes: subscribe every document from its version, then queued ops in op order, then presence', async () => {
@@ -133,6 +133,37 @@ test('reconnect replays an op whose ack was lost; catch-up delta and dup ack cou
   assert.equal(d.pending.length, 0)
 })
 
+test('compact forms: documents by handle, authors by number, stamps without a known node', async () => {
+  const h = await online()
+  const { sync, last } = h
+  const seen = []
+  sync.registerSyncHook('forms/f2', { onRemoteUpdate: c => seen.push([c.by, c.hlc, c.op]) })
+  const a = sync.doc('forms/f1')
+  const b = sync.doc('forms/f2')
+  const conn = last()
+  assert.deepEqual(conn.sent.filter(m => m.t === 'sub').map(m => [m.doc, m.h]), [['forms/f2', 1], ['forms/f1', 2]], 'handles in the order the documents were made')
+  conn.h.msg({ t: 'snap', doc: 'forms/f2', v: 1, data: {} })
+  conn.h.msg(decodeJSON('{"t":"delta","v":2,"by":"w","h":1,"a":7,"hlc":"1764096000000.0","set":{"title":"x"}}'))
+  conn.h.msg({ t: 'delta', h: 1, v: 3, a: 7, hlc: '1764096000001.2.', ops: [{ op: 'set', path: 'n', value: 1 }] })
+  assert.deepEqual(b.state, { title: 'x', n: 1 })
+  assert.deepEqual(seen, [['w', '1764096000000.0.w', undefined], ['w', '1764096000001.2.n', undefined]])
+  // An ack by handle, its stamp the client's own.
+  conn.h.msg({ t: 'snap', doc: 'forms/f1', v: 1, data: {} })
+  a.set('t', 1)
+  conn.h.msg({ t: 'ack', h: 2, v: 2, op: 1, hlc: '1764096000002.0' })
+  assert.equal(a.version, 2)
+  assert.equal(a.pending.length, 0)
+  // Author numbers belong to one connection.
+  conn.drop()
+  h.clock.advance(60_000)
+  const next = last()
+  assert.notEqual(next, conn)
+  next.welcome()
+  next.h.msg(decodeJSON('{"t":"delta","v":4,"h":1,"a":7,"set":{"n":2}}'))
+  assert.equal(seen.length, 3)
+  assert.equal(seen.at(-1)[0], undefined)
+})
+
 test('stale deltas are dropped; a gap resubscribes from the version held', async () => {
   const { sync, last } = await online()
   const d = sync.doc('forms/f1')
@@ -142,7 +173,7 @@ test('stale deltas are dropped; a gap resubscribes from the version held', async
   assert.deepEqual(d.state, { a: 1 })
   conn.h.msg({ t: 'delta', doc: 'forms/f1', v: 8, pv: 7, ops: [{ op: 'set', path: 'a', value: 2 }] })
   assert.deepEqual(d.state, { a: 1 })
-  assert.deepEqual(conn.sent.at(-1), { t: 'sub', doc: 'forms/f1', since: 5 })
+  assert.deepEqual(conn.sent.at(-1), { t: 'sub', doc: 'forms/f1', since: 5, h: 1 })
 })
 
 test('hooks: onRemoteUpdate sees others\' changes; onConflict may answer with ops to retry', async () => {
