@@ -92,3 +92,48 @@ collections:
 		t.Fatalf("admin's delta %s, the other view's %s", admin, other)
 	}
 }
+
+// Proto 2 watchers that gave the document the same handle share one
+// compact variant of a delta, encoded once; another handle gets its own.
+// The author's id goes along the first time only.
+func TestCompactVariantsAreShared(t *testing.T) {
+	h := hub.New(hub.Options{Node: "n1"})
+	eng := engine.New(engine.Options{Store: inmem.NewStore(), Clock: clock.New("n1", nil, time.Minute), Local: h.Publish, LogWindow: 10})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	k := core.Key{Collection: "docs", ID: "compact"}
+	handles := []uint64{1, 1, 1, 2}
+	var outs []*sharedSender
+	for i, hd := range handles {
+		out := &sharedSender{sender: sender{out: make(chan protocol.Message, 10)}, shared: make(chan *protocol.Shared, 10)}
+		s := session.New(session.Options{ID: fmt.Sprint("s", i), Node: "n1", Heartbeat: time.Hour}, eng, h, out)
+		go s.Run(ctx)
+		s.Receive(ctx, protocol.Message{T: protocol.THello, Client: fmt.Sprint("c", i), Proto: 2})
+		s.Receive(ctx, protocol.Message{T: protocol.TSub, Doc: k.String(), H: hd})
+		for m := nextMsg(t, &out.sender); m.T != protocol.TSynced; m = nextMsg(t, &out.sender) {
+		}
+		outs = append(outs, out)
+	}
+	for round := range 2 {
+		if _, err := eng.Do(ctx, k, core.Op{ClientID: "writer-with-a-long-id", OpID: uint64(round + 1),
+			Ops: []merge.FieldOp{{Op: merge.KindSet, Path: "name", Value: json.RawMessage(`"n"`)}}}); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]*protocol.Shared, len(outs))
+		for i, out := range outs {
+			select {
+			case got[i] = <-out.shared:
+			case <-time.After(3 * time.Second):
+				t.Fatalf("watcher %d got no shared delta", i)
+			}
+		}
+		if got[0] != got[1] || got[0] != got[2] || got[0] == got[3] {
+			t.Fatalf("round %d: variants %p %p %p %p", round, got[0], got[1], got[2], got[3])
+		}
+		b, _ := got[0].JSON()
+		named := strings.Contains(string(b), "writer-with-a-long-id")
+		if got[0].Msg.H != 1 || got[3].Msg.H != 2 || named != (round == 0) || strings.Contains(string(b), "forms") {
+			t.Fatalf("round %d: %s", round, b)
+		}
+	}
+}
