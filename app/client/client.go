@@ -85,6 +85,9 @@ type Client struct {
 	byH     map[uint64]*Doc
 	authors map[uint64]string
 	node    string
+	// proto is the protocol version spoken (0: protocol.Version); 1 after
+	// a server older than the compact forms refused version 2.
+	proto int
 }
 
 type opKey struct {
@@ -231,7 +234,11 @@ func (c *Client) connect(ctx context.Context, i int) error {
 	}
 	conn.SetReadLimit(64 << 20)
 	c.mu.Lock()
-	hello := protocol.Message{T: protocol.THello, Client: c.clientID, Token: c.opt.Token, Roles: c.opt.Roles, Proto: protocol.Version}
+	proto := c.proto
+	if proto == 0 {
+		proto = protocol.Version
+	}
+	hello := protocol.Message{T: protocol.THello, Client: c.clientID, Token: c.opt.Token, Roles: c.opt.Roles, Proto: proto}
 	c.mu.Unlock()
 	if err := write(ctx, conn, hello); err != nil {
 		conn.CloseNow()
@@ -240,6 +247,13 @@ func (c *Client) connect(ctx context.Context, i int) error {
 	first, err := read(ctx, conn)
 	if err != nil {
 		conn.CloseNow()
+		if websocket.CloseStatus(err) == protocol.CloseUnsupported && proto > protocol.MinVersion {
+			// A server older than the compact forms: speak version 1.
+			c.mu.Lock()
+			c.proto = protocol.MinVersion
+			c.mu.Unlock()
+			return c.connect(ctx, i)
+		}
 		return err
 	}
 	welcome, early := first[0], first[1:]

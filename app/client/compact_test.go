@@ -2,9 +2,14 @@ package client_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/internal/servicetest"
@@ -69,5 +74,47 @@ func TestCompactFormsRestored(t *testing.T) {
 			t.Errorf("json %v: delta sizes %v", json, sizes)
 		}
 		mu.Unlock()
+	}
+}
+
+// A server older than the compact forms closes a proto 2 hello with 4504;
+// the client says hello again with proto 1 and works on.
+func TestFallsBackToProto1(t *testing.T) {
+	var mu sync.Mutex
+	var hellos []int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{protocol.SubprotocolJSON}})
+		if err != nil {
+			return
+		}
+		defer conn.CloseNow()
+		_, b, err := conn.Read(r.Context())
+		if err != nil {
+			return
+		}
+		m, _ := protocol.Decode(b)
+		mu.Lock()
+		hellos = append(hellos, m.Proto)
+		mu.Unlock()
+		if m.Proto != 1 {
+			conn.Close(protocol.CloseUnsupported, "unsupported protocol version")
+			return
+		}
+		welcome, _ := protocol.Encode(protocol.Message{T: protocol.TWelcome, Client: "c-1", Node: "old", HB: 15000, Proto: 1})
+		conn.Write(r.Context(), websocket.MessageText, welcome)
+		conn.Read(r.Context()) // until the client goes
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), client.Options{JSON: true, NoReconnect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(hellos) != 2 || hellos[0] != protocol.Version || hellos[1] != 1 {
+		t.Fatalf("hellos with proto %v", hellos)
 	}
 }

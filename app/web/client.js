@@ -1525,7 +1525,7 @@ export class Sync extends Emitter {
     const kind = this.order[this._ti]
     if (!kind) return this._setStatus('stopped', { code: 4504, reason: 'no transport available' })
     this._setStatus('connecting')
-    const hello = { t: 'hello', client: this.clientId, proto: PROTO }
+    const hello = { t: 'hello', client: this.clientId, proto: this._proto || PROTO }
     if (this.o.token) hello.token = this.o.token
     if (this.o.roles?.length) hello.roles = this.o.roles
     let welcomed = false; let opened = false
@@ -1558,6 +1558,11 @@ export class Sync extends Emitter {
     this._emit('disconnect', { code, reason })
     if (this._offline) return
     if (now) return this._connect()
+    // A server older than the compact forms refuses proto 2: speak 1.
+    if (code === 4504 && !welcomed && reason === 'unsupported protocol version' && !this._proto) {
+      this._proto = 1
+      return this._connect()
+    }
     const stable = welcomed && this._now() - this._welcomed >= (this.o.stableAfter ?? 5000)
     if (stable) {
       this._attempt = 0

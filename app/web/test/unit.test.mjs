@@ -164,6 +164,22 @@ test('compact forms: documents by handle, authors by number, stamps without a kn
   assert.equal(seen.at(-1)[0], undefined)
 })
 
+test('a server that refuses proto 2 gets proto 1, and its deltas name the document', async () => {
+  const h = harness()
+  await h.sync.ready
+  const first = h.last()
+  assert.equal(first.hello.proto, 2)
+  first.drop(4504, 'unsupported protocol version')
+  const conn = h.last()
+  assert.notEqual(conn, first)
+  assert.equal(conn.hello.proto, 1)
+  conn.welcome({ proto: 1 })
+  const d = h.sync.doc('forms/f1')
+  conn.h.msg({ t: 'snap', doc: 'forms/f1', v: 1, data: {} })
+  conn.h.msg({ t: 'delta', doc: 'forms/f1', v: 2, by: 'w', hlc: '1764096000000.0.w', ops: [{ op: 'set', path: 'a', value: 1 }] })
+  assert.deepEqual(d.state, { a: 1 })
+})
+
 test('stale deltas are dropped; a gap resubscribes from the version held', async () => {
   const { sync, last } = await online()
   const d = sync.doc('forms/f1')
