@@ -39,15 +39,16 @@ const maxVariants = 16
 type variantKey struct {
 	h, a   uint64
 	define bool
+	node   string
 }
 
 // CompactFor is the shared message in the compact forms for a connection
 // that gave the document handle h and numbers its author a (see the
 // function CompactFor; a delta carries no client-specific part, so client
-// is not needed). Connections asking for the same forms share one
-// variant, and so its encodings.
+// is not needed). Connections asking for the same forms (the connections
+// of one replica share node) share one variant, and so its encodings.
 func (s *Shared) CompactFor(h, a uint64, define bool, node string) *Shared {
-	k := variantKey{h, a, define}
+	k := variantKey{h, a, define, node}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, vk := range s.keys {
