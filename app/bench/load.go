@@ -234,7 +234,7 @@ func RunLatency(ctx context.Context, t Target, cfg LatencyConfig) (*LatencyResul
 			s := subs[i]
 			readers.Add(1)
 			go func() { defer readers.Done(); readSubscriber(ctx, c, s) }()
-			return c.send(ctx, protocol.Message{T: protocol.TSub, Doc: t.DocName(s.doc), Full: cfg.Mode == ModeFull})
+			return c.sub(ctx, t.DocName(s.doc), cfg.Mode == ModeFull)
 		})
 		defer func() {
 			closeAll(conns)

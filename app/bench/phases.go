@@ -272,7 +272,7 @@ func RunIdle(ctx context.Context, t Target, n int, binary bool, settle time.Dura
 			return fmt.Errorf("idle conn %d: %w", i, err)
 		}
 		conns[i] = c
-		if err := c.send(ctx, protocol.Message{T: protocol.TSub, Doc: t.Collection + "/idle" + strconv.Itoa(i%100)}); err != nil {
+		if err := c.sub(ctx, t.Collection+"/idle"+strconv.Itoa(i%100), false); err != nil {
 			return err
 		}
 		readers.Add(1)

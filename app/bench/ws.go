@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sync"
 
 	"github.com/coder/websocket"
 
@@ -22,12 +23,41 @@ type wire struct {
 	Code string `json:"code"`
 	Msg  string `json:"msg"`
 	TS   int64  `json:"ts"`
+	H    uint64 `json:"h"`
 }
 
 // wsConn is one sync connection in either encoding.
 type wsConn struct {
 	c   *websocket.Conn
 	bin bool
+	// docs maps the handles given in subs to document names: a proto 2
+	// delta names its document by the handle alone.
+	mu   sync.Mutex
+	docs map[uint64]string
+}
+
+// sub watches doc under the next handle.
+func (w *wsConn) sub(ctx context.Context, doc string, full bool) error {
+	w.mu.Lock()
+	if w.docs == nil {
+		w.docs = map[uint64]string{}
+	}
+	h := uint64(len(w.docs) + 1)
+	w.docs[h] = doc
+	w.mu.Unlock()
+	return w.send(ctx, protocol.Message{T: protocol.TSub, Doc: doc, H: h, Full: full})
+}
+
+// named fills in the document of messages that carry only a handle.
+func (w *wsConn) named(ms []wire) []wire {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := range ms {
+		if ms[i].Doc == "" && ms[i].H != 0 {
+			ms[i].Doc = w.docs[ms[i].H]
+		}
+	}
+	return ms
 }
 
 // dialWS connects, says hello and waits for welcome.
@@ -91,15 +121,15 @@ func (w *wsConn) read(ctx context.Context) ([]wire, error) {
 		}
 		out := make([]wire, len(ms))
 		for i, m := range ms {
-			out[i] = wire{T: m.T, Doc: m.Doc, V: m.V, Op: m.Op, Dup: m.Dup, Code: string(m.Code), Msg: m.Msg, TS: m.TS}
+			out[i] = wire{T: m.T, Doc: m.Doc, V: m.V, Op: m.Op, Dup: m.Dup, Code: string(m.Code), Msg: m.Msg, TS: m.TS, H: m.H}
 		}
-		return out, nil
+		return w.named(out), nil
 	}
 	var m wire
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, err
 	}
-	return []wire{m}, nil
+	return w.named([]wire{m}), nil
 }
 
 // pong answers a server ping so the session does not time out.
