@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 
@@ -10,6 +11,13 @@ import (
 	"github.com/open-autoglm/autoglm/app/query"
 	"github.com/open-autoglm/autoglm/app/query/live"
 )
+
+// StoreQuerier runs a query through the state store's own query engine
+// (package daprquery). ok is false when it cannot serve the query; the
+// in-memory index then does.
+type StoreQuerier interface {
+	Query(ctx context.Context, coll string, q query.Query, admit live.Admit) (docs []*live.Doc, more, ok bool, err error)
+}
 
 // DefaultQueryLimit is the page size of a REST query without "limit".
 const DefaultQueryLimit = 100
@@ -49,9 +57,20 @@ func (s *Server) serveQuery(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, core.Errorf(core.CodeUnavailable, "queries are not served by this replica"))
 		return
 	}
-	s.Queries.Flush() // every change this replica has heard is in
 	view := readerView(s.Access.Policy, id, coll)
-	docs, more, err := s.Queries.Query(r.Context(), coll, q, live.Visible(q, view))
+	admit := live.Visible(q, view)
+	var (
+		docs        []*live.Doc
+		more, found bool
+	)
+	if s.StoreQueries != nil {
+		// The store holds every acknowledged write.
+		docs, more, found, err = s.StoreQueries.Query(r.Context(), coll, q, admit)
+	}
+	if !found && err == nil {
+		s.Queries.Flush() // every change this replica has heard is in
+		docs, more, err = s.Queries.Query(r.Context(), coll, q, admit)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -62,6 +62,9 @@ type Server struct {
 	// Queries is the live query engine (REST queries and live queries);
 	// nil: queries are refused as unavailable.
 	Queries *live.Engine
+	// StoreQueries, when set, runs REST queries through the state store's
+	// query engine where it can (query.go); the others use Queries.
+	StoreQueries StoreQuerier
 
 	// Connection limits (limits.go). BodyTimeout bounds reading one request
 	// body (408 request_timeout); HelloTimeout closes an upgraded WebSocket

@@ -17,6 +17,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/daprbus"
 	"github.com/open-autoglm/autoglm/app/daprkv"
+	"github.com/open-autoglm/autoglm/app/daprquery"
 	"github.com/open-autoglm/autoglm/app/daprstore"
 	"github.com/open-autoglm/autoglm/app/inmem"
 	"github.com/open-autoglm/autoglm/app/internal/daprconn"
@@ -71,6 +72,9 @@ type Dapr struct {
 	// publish integration events, and returns whether a collection's commits
 	// go through it.
 	UseOutbox func(events func(collection string) bool) (viaOutbox func(ctx context.Context, collection string) bool)
+	// Queries, when set, serves REST queries through the state store's
+	// query API where the store has one.
+	Queries *daprquery.Engine
 }
 
 // DaprDeps connects to the replica's sidecar (cfg.DaprGRPCPort and
@@ -100,7 +104,13 @@ func DaprDeps(cfg config.Config, log logrus.FieldLogger) (Deps, error) {
 		return Deps{}, fmt.Errorf("dapr client: %w", err)
 	}
 	client := dapr.NewClientWithConnection(conn)
-	store := daprstore.New(client, cfg.StateStore)
+	// On state.postgresql the transport stores documents as JSON, which
+	// the store's query API reads (package daprquery).
+	transport := daprquery.NewTransport(client, fmt.Sprintf("http://127.0.0.1:%d", cfg.DaprHTTPPort), cfg.DaprAPIToken, cfg.AppID)
+	store := daprstore.New(transport, cfg.StateStore)
+	queries := daprquery.New(daprquery.Options{Client: client, Store: cfg.StateStore, Transport: transport, Lister: store,
+		Eligible: func(ctx context.Context, coll string) bool { return !store.OutboxActive(ctx, coll) },
+		Log:      log.WithField("component", "daprquery")})
 	return Deps{
 		Store: store,
 		Bus:   daprbus.New(client, cfg.BroadcastPubsub, cfg.BroadcastTopic, cfg.NodeID),
@@ -113,7 +123,8 @@ func DaprDeps(cfg config.Config, log logrus.FieldLogger) (Deps, error) {
 			},
 		},
 		Dapr: &Dapr{
-			State: daprkv.New(client, cfg.StateStore, cfg.LockStore),
+			State:   daprkv.New(client, cfg.StateStore, cfg.LockStore),
+			Queries: queries,
 			UseOutbox: func(events func(string) bool) func(context.Context, string) bool {
 				store.UseOutbox(daprstore.Outbox{Store: cfg.OutboxStore, HTTP: fmt.Sprintf("http://127.0.0.1:%d", cfg.DaprHTTPPort),
 					Token: cfg.DaprAPIToken, Events: events})

@@ -206,6 +206,9 @@ func New(cfg config.Config, log logrus.FieldLogger, deps Deps) (*Service, error)
 			}},
 		Extra: extra,
 	}
+	if deps.Dapr != nil && deps.Dapr.Queries != nil {
+		s.api.StoreQueries = deps.Dapr.Queries
+	}
 	return s, nil
 }
 

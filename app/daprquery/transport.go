@@ -1,0 +1,286 @@
+// Package daprquery serves queries through the Dapr state query API
+// (QueryStateAlpha1) on state stores that have one: state.postgresql (v1).
+//
+// The query API filters on the JSON of stored values, so documents must be
+// stored as JSON, not as opaque bytes. Dapr stores a value as JSON only when
+// it arrives as JSON: through the HTTP state API, or through gRPC SaveState
+// with contentType application/json; a gRPC transaction always stores bytes
+// (base64 in a jsonb string). Transport is the state client of the store
+// on such profiles: it sends transactions over daprd's HTTP API with the
+// values as JSON, and marks every document with its app and collection
+// ("_coll": "<app>/<collection>"), since the query API can filter only on
+// the value, never on the key, and sees every app's rows of the table.
+//
+// A collection is served by the query API only once every one of its
+// documents is known to be stored as JSON: its marker key
+// "<collection>:_query" exists. Engine writes the marker after rewriting
+// the collection's documents as JSON (a backfill, once per collection); a
+// transaction the transport cannot send as JSON (a value PostgreSQL's jsonb
+// refuses, or one carrying outbox metadata) deletes the marker in the same
+// transaction, so the collection falls back to the in-memory index until
+// the next backfill.
+package daprquery
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	dapr "github.com/dapr/go-sdk/client"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/open-autoglm/autoglm/app/daprstore"
+)
+
+// CollField is the value field naming a document's app and collection.
+const CollField = "_coll"
+
+// markerID is the reserved id of a collection's marker key (document ids
+// never start with '_').
+const markerID = "_query"
+
+// MarkerKey is the key whose presence says every document of coll is
+// stored as JSON.
+func MarkerKey(coll string) string { return coll + ":" + markerID }
+
+// docColl returns the collection of a document key ("<coll>:<id>"): one
+// ':' and an id that is not reserved.
+func docColl(key string) (string, bool) {
+	coll, id, ok := strings.Cut(key, ":")
+	if !ok || id == "" || strings.Contains(id, ":") || id[0] == '_' {
+		return "", false
+	}
+	return coll, true
+}
+
+// Transport is a daprstore.Client whose transactions store values as JSON.
+type Transport struct {
+	daprstore.Client
+	// HTTP is daprd's HTTP API base URL, e.g. http://127.0.0.1:3500.
+	HTTP string
+	// Token is the DAPR_API_TOKEN ("" when none).
+	Token string
+	// App is this service's Dapr app id.
+	App string
+	// HTTPClient defaults to a client with a 30 s timeout.
+	HTTPClient *http.Client
+
+	mu   sync.Mutex
+	json map[string]bool // per store: its transactions go as JSON
+}
+
+// storesJSON reports whether store is state.postgresql v1, whose query API
+// reads JSON values (asked once from the sidecar's metadata API). On any
+// other store the transport passes transactions through unchanged.
+func (t *Transport) storesJSON(ctx context.Context, store string) (bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if v, ok := t.json[store]; ok {
+		return v, nil
+	}
+	md, err := t.Client.GetMetadata(ctx)
+	if err != nil {
+		return false, err
+	}
+	found, v := false, false
+	for _, c := range md.RegisteredComponents {
+		if c.Name == store {
+			found, v = true, postgresV1(c)
+		}
+	}
+	if !found {
+		return false, fmt.Errorf("state store %q is not registered with the sidecar", store)
+	}
+	if t.json == nil {
+		t.json = map[string]bool{}
+	}
+	t.json[store] = v
+	return v, nil
+}
+
+// postgresV1 reports whether c is the PostgreSQL state store with the
+// query API (v2 has none).
+func postgresV1(c *dapr.MetadataRegisteredComponents) bool {
+	return c.Type == "state.postgresql" && (c.Version == "v1" || c.Version == "")
+}
+
+// NewTransport returns a Transport over c.
+func NewTransport(c daprstore.Client, httpURL, token, app string) *Transport {
+	return &Transport{Client: c, HTTP: strings.TrimRight(httpURL, "/"), Token: token, App: app,
+		HTTPClient: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// Tag returns body (a JSON object) with the document's "_coll" field first.
+// Decoders of core.Document ignore the field.
+func (t *Transport) Tag(coll string, body []byte) ([]byte, bool) {
+	b := bytes.TrimLeft(body, " \t\r\n")
+	if len(b) < 2 || b[0] != '{' {
+		return nil, false
+	}
+	tag, _ := json.Marshal(t.App + "/" + coll)
+	out := make([]byte, 0, len(b)+len(tag)+16)
+	out = append(out, `{"`+CollField+`":`...)
+	out = append(out, tag...)
+	rest := bytes.TrimLeft(b[1:], " \t\r\n")
+	if len(rest) > 0 && rest[0] != '}' {
+		out = append(out, ',')
+	}
+	return append(out, rest...), true
+}
+
+// jsonable reports whether b can be stored in a jsonb column: valid JSON
+// without a NUL character (\u0000), which jsonb refuses.
+func jsonable(b []byte) bool {
+	return json.Valid(b) && !bytes.Contains(b, []byte(`\u0000`))
+}
+
+type httpOp struct {
+	Operation string      `json:"operation"`
+	Request   httpRequest `json:"request"`
+}
+
+type httpRequest struct {
+	Key      string            `json:"key"`
+	Value    json.RawMessage   `json:"value,omitempty"`
+	ETag     string            `json:"etag,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+	Options  *httpOptions      `json:"options,omitempty"`
+}
+
+type httpOptions struct {
+	Concurrency string `json:"concurrency,omitempty"`
+	Consistency string `json:"consistency,omitempty"`
+}
+
+// ExecuteStateTransaction runs ops as one transaction. With no metadata
+// and every value storable as JSON, it goes over the HTTP API with the
+// values as JSON and the documents tagged; otherwise over gRPC as bytes,
+// with the markers of the collections whose documents it writes deleted in
+// the same transaction.
+func (t *Transport) ExecuteStateTransaction(ctx context.Context, store string, meta map[string]string, ops []*dapr.StateOperation) error {
+	// Not knowing the store, the transport fails the transaction rather
+	// than store a document as bytes without dropping its marker.
+	if ok, err := t.storesJSON(ctx, store); err != nil {
+		return status.Error(codes.Unavailable, "state store metadata: "+err.Error())
+	} else if !ok {
+		return t.Client.ExecuteStateTransaction(ctx, store, meta, ops)
+	}
+	out := make([]httpOp, 0, len(ops))
+	asJSON := len(meta) == 0
+	colls := map[string]bool{}
+	for _, op := range ops {
+		if op == nil || op.Item == nil {
+			continue
+		}
+		it := op.Item
+		coll, isDoc := docColl(it.Key)
+		if isDoc && op.Type == dapr.StateOperationTypeUpsert {
+			colls[coll] = true
+		}
+		if !asJSON || len(it.Metadata) > 0 {
+			asJSON = false
+			continue
+		}
+		r := httpRequest{Key: it.Key}
+		if it.Etag != nil {
+			r.ETag = it.Etag.Value
+		}
+		if o := it.Options; o != nil {
+			r.Options = &httpOptions{Concurrency: concurrency(o.Concurrency), Consistency: consistency(o.Consistency)}
+		}
+		kind := "delete"
+		if op.Type == dapr.StateOperationTypeUpsert {
+			kind = "upsert"
+			v := it.Value
+			if isDoc {
+				if tagged, ok := t.Tag(coll, v); ok {
+					v = tagged
+				}
+			}
+			if !jsonable(v) {
+				asJSON = false
+				continue
+			}
+			r.Value = v
+		}
+		out = append(out, httpOp{Operation: kind, Request: r})
+	}
+	if asJSON {
+		return t.postTransaction(ctx, store, out)
+	}
+	for coll := range colls {
+		ops = append(ops, &dapr.StateOperation{Type: dapr.StateOperationTypeDelete,
+			Item: &dapr.SetStateItem{Key: MarkerKey(coll)}})
+	}
+	return t.Client.ExecuteStateTransaction(ctx, store, meta, ops)
+}
+
+func concurrency(c dapr.StateConcurrency) string {
+	switch c {
+	case dapr.StateConcurrencyFirstWrite:
+		return "first-write"
+	case dapr.StateConcurrencyLastWrite:
+		return "last-write"
+	}
+	return ""
+}
+
+func consistency(c dapr.StateConsistency) string {
+	switch c {
+	case dapr.StateConsistencyStrong:
+		return "strong"
+	case dapr.StateConsistencyEventual:
+		return "eventual"
+	}
+	return ""
+}
+
+func (t *Transport) postTransaction(ctx context.Context, store string, ops []httpOp) error {
+	body, err := json.Marshal(map[string]any{"operations": ops})
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.HTTP+"/v1.0/state/"+store+"/transaction", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if t.Token != "" {
+		req.Header.Set("dapr-api-token", t.Token)
+	}
+	hc := t.HTTPClient
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode/100 == 2 {
+		return nil
+	}
+	// The same error as the gRPC API's, for daprstore to classify (an
+	// ETag mismatch reads "possible etag mismatch").
+	var e struct {
+		Code    string `json:"errorCode"`
+		Message string `json:"message"`
+	}
+	_ = json.Unmarshal(msg, &e)
+	if e.Message == "" {
+		e.Message = strings.TrimSpace(string(msg))
+	}
+	code := codes.Internal
+	if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout {
+		code = codes.Unavailable
+	}
+	return status.Error(code, fmt.Sprintf("state transaction: %d %s: %s", resp.StatusCode, e.Code, e.Message))
+}
