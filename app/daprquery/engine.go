@@ -192,7 +192,13 @@ func (e *Engine) Query(ctx context.Context, coll string, q query.Query, admit li
 	body, _ := json.Marshal(map[string]any{"filter": filter})
 	resp, err := e.opt.Client.QueryStateAlpha1(ctx, e.opt.Store, string(body), nil)
 	if err != nil {
-		return nil, false, false, core.Errorf(core.CodeUnavailable, "query %s: %v", coll, err)
+		// The candidates may exceed the largest answer daprd sends
+		// (--max-body-size, 4 MB by default); the index answers.
+		if ctx.Err() != nil {
+			return nil, false, false, core.Errorf(core.CodeUnavailable, "query %s: %v", coll, err)
+		}
+		e.opt.Log.WithError(err).WithField("collection", coll).Warn("state query API failed; the index answers")
+		return nil, false, false, nil
 	}
 	for _, r := range resp.Results {
 		c, isDoc := docColl(r.Key)
