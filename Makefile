@@ -71,8 +71,10 @@ bench: build sidecar $(PEERS)/node_modules/.package-lock.json ## benchmark delta
 	$(MAKE) --no-print-directory bench-text
 	$(MAKE) --no-print-directory bench-queries
 
-bench-queries: ## live queries: initial query on 100,000 documents, matching cost against 1,000 live queries, added/removed latency
-	$(GO) test -run '^$$' -bench . -benchtime 3s ./app/query/live
+bench-queries: sidecar ## queries: initial query on 100,000 documents (index; postgres query API), matching cost against 1,000 live queries, added/removed latency (one replica; across two at 200 writes/s)
+	$(GO) test -run '^$$' -bench '^Benchmark(QueryLimit50|ChangeAgainst1000Queries|AddedRemovedLatency)$$' -benchtime 3s ./app/query/live
+	$(GO) test -run '^$$' -bench '^BenchmarkAddedRemovedAcrossReplicas$$' -benchtime 2000x ./app/query/live
+	$(GO) test -run '^$$' -bench '^BenchmarkQueryLimit50Postgres$$' -benchtime 30x -timeout 30m ./app/daprquery
 
 bench-peers: build sidecar $(PEERS)/node_modules/.package-lock.json ## under a minute: one round of ours vs Hocuspocus and y-websocket (100 subscribers, 200 writes/s, local profile)
 	$(GO) build -trimpath -o bin/autoglm-bench ./app/cmd/autoglm-bench

@@ -101,3 +101,37 @@ func BenchmarkQueryLimit50Postgres(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCommitPostgres is a write's store work (load the document,
+// commit the next version) on PostgreSQL, with documents stored as bytes
+// over gRPC transactions (grpc) and as tagged JSON over the HTTP
+// transaction API (transport), interleaved in one run.
+func BenchmarkCommitPostgres(b *testing.B) {
+	r := daprtest.Start(b, daprtest.Options{Profile: "postgres"})
+	c := r.DaprClient(b)
+	tr := daprquery.NewTransport(c, r.DaprURL(), r.Cfg.DaprAPIToken, r.Cfg.AppID)
+	coll := fmt.Sprintf("qcommit%d", time.Now().UnixNano()%1_000_000)
+	data := map[string]any{"title": "a document of a few fields", "status": "open", "rank": 7,
+		"tags": []any{"a", "b"}, "owner": map[string]any{"id": "u1", "name": "someone"}}
+	for _, v := range []struct {
+		name   string
+		client daprstore.Client
+	}{{"grpc", c}, {"transport", tr}} {
+		b.Run(v.name, func(b *testing.B) {
+			s := daprstore.New(v.client, r.Cfg.StateStore)
+			k := core.Key{Collection: coll, ID: v.name}
+			ctx := context.Background()
+			b.ResetTimer()
+			for range b.N {
+				st, err := s.Load(ctx, k)
+				if err != nil {
+					b.Fatal(err)
+				}
+				d := &core.Document{Key: k, Version: st.Version() + 1, State: &merge.Doc{Data: data}}
+				if err := s.Commit(ctx, core.Commit{Key: k, ETag: st.ETag, Doc: d, IndexAdd: st.Doc == nil}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
