@@ -81,8 +81,18 @@ func TestTag(t *testing.T) {
 	if _, ok := tr.Tag("orders", []byte(`"str"`)); ok {
 		t.Fatal("tagged a non-object")
 	}
-	if jsonable([]byte(`{"a":"x\u0000y"}`)) {
-		t.Fatal("jsonb refuses NUL")
+	for text, want := range map[string]bool{
+		`{"a":"x\u0000y"}`:                                       false, // jsonb refuses NUL
+		`{"op":9007199254740993}`:                                false, // daprd would round it
+		`{"op":-9007199254740993}`:                               false,
+		`{"op":9007199254740992,"v":[1,2.5e300]}`:                true,
+		`{"f":0.30000000000000004,"g":123456789012345678901234}`: true, // float64s
+		`{"s":"9007199254740993","t":"\"9007199254740993"}`:      true, // strings
+		`{"e":9007199254740993e0}`:                               true,
+	} {
+		if got := jsonable([]byte(text)); got != want {
+			t.Errorf("jsonable(%s) = %v", text, got)
+		}
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -135,10 +136,49 @@ func (t *Transport) Tag(coll string, body []byte) ([]byte, bool) {
 	return append(out, rest...), true
 }
 
-// jsonable reports whether b can be stored in a jsonb column: valid JSON
-// without a NUL character (\u0000), which jsonb refuses.
+// jsonable reports whether b can be stored in a jsonb column through
+// daprd's HTTP API unchanged: valid JSON without a NUL character
+// (\u0000), which jsonb refuses, and without an integer beyond 2^53, which
+// daprd (decoding the request's values as float64) would round.
 func jsonable(b []byte) bool {
-	return json.Valid(b) && !bytes.Contains(b, []byte(`\u0000`))
+	return json.Valid(b) && !bytes.Contains(b, []byte(`\u0000`)) && exactNumbers(b)
+}
+
+// exactNumbers reports whether every integer literal of the JSON text b
+// (outside strings) is at most 2^53 in magnitude. Literals too long for a
+// uint64 are float64 values (the service's integers are at most 64 bits),
+// which survive the round trip.
+func exactNumbers(b []byte) bool {
+	inStr := false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inStr:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inStr = false
+			}
+		case c == '"':
+			inStr = true
+		case c >= '0' && c <= '9':
+			j := i
+			for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+				j++
+			}
+			integer := j == len(b) || (b[j] != '.' && b[j] != 'e' && b[j] != 'E')
+			if integer && j-i >= 16 {
+				if n, err := strconv.ParseUint(string(b[i:j]), 10, 64); err == nil && n > 1<<53 {
+					return false
+				}
+			}
+			for j < len(b) && strings.IndexByte("0123456789.eE+-", b[j]) >= 0 {
+				j++
+			}
+			i = j - 1
+		}
+	}
+	return true
 }
 
 type httpOp struct {
