@@ -61,6 +61,7 @@ type Config struct {
 	OutboxStore        string        // AUTOGLM_OUTBOX_STORE: state component with Dapr's outbox; used when the sidecar has it
 	WebhookAllow       string        // AUTOGLM_WEBHOOK_ALLOW: internal webhook receivers allowed despite the address rules (docs/events.md#targets)
 	WebhookAnonymous   bool          // AUTOGLM_WEBHOOK_ANONYMOUS: POST /v1/webhooks accepted while authentication is off
+	QueryAPI           bool          // AUTOGLM_QUERY_API: on state.postgresql, store documents as JSON and answer REST queries through the state query API
 
 	// Op-log compaction (app/compaction): a singleton job under a lease on
 	// the lock component; without one (local profile) it runs unguarded.
@@ -242,6 +243,13 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 		}
 		c.WebhookAnonymous = b
 	}
+	if v, ok := lookup("AUTOGLM_QUERY_API"); ok && v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("AUTOGLM_QUERY_API=%q: want true or false", v))
+		}
+		c.QueryAPI = b
+	}
 	dur("AUTOGLM_COMPACTION_QUIET", &c.CompactionQuiet)
 	dur("AUTOGLM_MAX_CLOCK_SKEW", &c.MaxClockSkew)
 	str("AUTOGLM_LOG_FORMAT", &c.LogFormat)
@@ -343,7 +351,7 @@ func (c Config) Fields() map[string]any {
 		"tasks_topic": c.TasksTopic, "task_workers": c.TaskWorkers, "webhook_attempts": c.WebhookAttempts,
 		"webhook_backoff": c.WebhookBackoff.String(), "webhook_breaker_open": c.WebhookBreakerOpen.String(),
 		"events_pubsub": c.EventsPubsub, "events_topic": c.EventsTopic, "outbox_store": c.OutboxStore,
-		"webhook_allow": c.WebhookAllow, "webhook_anonymous": c.WebhookAnonymous,
+		"webhook_allow": c.WebhookAllow, "webhook_anonymous": c.WebhookAnonymous, "query_api": c.QueryAPI,
 		"compaction_interval": c.CompactionInterval.String(), "compaction_lease": c.CompactionLease.String(), "compaction_quiet": c.CompactionQuiet.String(),
 		"body_timeout": c.BodyTimeout.String(), "hello_timeout": c.HelloTimeout.String(),
 		"max_conns_per_addr": c.MaxConnsPerAddr,

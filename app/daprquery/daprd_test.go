@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/daprquery"
 	"github.com/open-autoglm/autoglm/app/daprstore"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
@@ -28,7 +29,7 @@ type engines struct {
 // start runs a postgres-profile replica (whose commits go through the
 // transport) and both engines over its sidecar.
 func start(t *testing.T) (*daprtest.Replica, engines) {
-	r := daprtest.Start(t, daprtest.Options{Profile: "postgres"})
+	r := daprtest.Start(t, daprtest.Options{Profile: "postgres", Config: func(c *config.Config) { c.QueryAPI = true }})
 	c := r.DaprClient(t)
 	lister := daprstore.New(c, r.Cfg.StateStore)
 	tr := daprquery.NewTransport(c, r.DaprURL(), r.Cfg.DaprAPIToken, r.Cfg.AppID)

@@ -70,6 +70,11 @@ type Transport struct {
 	Token string
 	// App is this service's Dapr app id.
 	App string
+	// JSON stores documents as JSON (NewTransport sets it). Without it the
+	// transactions go over gRPC as bytes, still dropping the markers of
+	// the collections they write, so a later switch to JSON never trusts
+	// a marker older than a document stored as bytes.
+	JSON bool
 	// HTTPClient defaults to a client with a 30 s timeout.
 	HTTPClient *http.Client
 
@@ -114,7 +119,7 @@ func postgresV1(c *dapr.MetadataRegisteredComponents) bool {
 
 // NewTransport returns a Transport over c.
 func NewTransport(c daprstore.Client, httpURL, token, app string) *Transport {
-	return &Transport{Client: c, HTTP: strings.TrimRight(httpURL, "/"), Token: token, App: app,
+	return &Transport{Client: c, HTTP: strings.TrimRight(httpURL, "/"), Token: token, App: app, JSON: true,
 		HTTPClient: &http.Client{Timeout: 30 * time.Second}}
 }
 
@@ -213,7 +218,7 @@ func (t *Transport) ExecuteStateTransaction(ctx context.Context, store string, m
 		return t.Client.ExecuteStateTransaction(ctx, store, meta, ops)
 	}
 	out := make([]httpOp, 0, len(ops))
-	asJSON := len(meta) == 0
+	asJSON := t.JSON && len(meta) == 0
 	colls := map[string]bool{}
 	for _, op := range ops {
 		if op == nil || op.Item == nil {

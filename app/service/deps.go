@@ -105,12 +105,17 @@ func DaprDeps(cfg config.Config, log logrus.FieldLogger) (Deps, error) {
 	}
 	client := dapr.NewClientWithConnection(conn)
 	// On state.postgresql the transport stores documents as JSON, which
-	// the store's query API reads (package daprquery).
+	// the store's query API reads (package daprquery), when
+	// AUTOGLM_QUERY_API is on; off, it only keeps the query markers right.
 	transport := daprquery.NewTransport(client, fmt.Sprintf("http://127.0.0.1:%d", cfg.DaprHTTPPort), cfg.DaprAPIToken, cfg.AppID)
+	transport.JSON = cfg.QueryAPI
 	store := daprstore.New(transport, cfg.StateStore)
-	queries := daprquery.New(daprquery.Options{Client: client, Store: cfg.StateStore, Transport: transport, Lister: store,
-		Eligible: func(ctx context.Context, coll string) bool { return !store.OutboxActive(ctx, coll) },
-		Log:      log.WithField("component", "daprquery")})
+	var queries *daprquery.Engine
+	if cfg.QueryAPI {
+		queries = daprquery.New(daprquery.Options{Client: client, Store: cfg.StateStore, Transport: transport, Lister: store,
+			Eligible: func(ctx context.Context, coll string) bool { return !store.OutboxActive(ctx, coll) },
+			Log:      log.WithField("component", "daprquery")})
+	}
 	return Deps{
 		Store: store,
 		Bus:   daprbus.New(client, cfg.BroadcastPubsub, cfg.BroadcastTopic, cfg.NodeID),
