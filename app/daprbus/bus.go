@@ -7,11 +7,13 @@
 package daprbus
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 
 	dapr "github.com/dapr/go-sdk/client"
 	"go.opentelemetry.io/otel/attribute"
@@ -30,6 +32,18 @@ type Publisher interface {
 	PublishEvent(ctx context.Context, pubsubName, topicName string, data interface{}, opts ...dapr.PublishEventOption) error
 }
 
+// Inspector is the part of the Dapr client that tells which component
+// type the broadcast pub/sub is. A Publisher that is also an Inspector
+// lets the bus skip broadcasts nobody else can receive (see Bus).
+type Inspector interface {
+	GetMetadata(ctx context.Context) (*dapr.GetMetadataResponse, error)
+}
+
+// LocalOnly is the pub/sub component type whose messages never leave the
+// sidecar that publishes them: the only subscriber it can reach is this
+// replica, which has already delivered its own commits locally.
+const LocalOnly = "pubsub.in-memory"
+
 // Message is the broadcast payload: change summaries from one commit, or
 // presence updates.
 type Message struct {
@@ -39,11 +53,23 @@ type Message struct {
 }
 
 // Bus publishes change summaries to the broadcast topic.
+//
+// When the broadcast component is pubsub.in-memory (LocalOnly), a
+// broadcast could only come back to the replica that sent it, which
+// delivered its commits and presence locally before publishing and drops
+// its own echoes (Handler.Node): the bus then publishes nothing, sparing
+// the sidecar the publish and the callback to the app per write. It asks
+// the sidecar once (when the Publisher is an Inspector); until it knows,
+// it publishes.
 type Bus struct {
 	pub    Publisher
 	pubsub string
 	topic  string
 	node   string
+
+	mu    sync.Mutex
+	kind  string // the broadcast component's type, once known
+	asked bool   // kind is settled (known, or no Inspector)
 }
 
 var _ core.Bus = (*Bus)(nil)
@@ -70,7 +96,38 @@ func (b *Bus) PublishPresence(ctx context.Context, ps []core.Presence) error {
 	return b.publish(ctx, Message{Node: b.node, Presence: ps})
 }
 
+// Local reports whether the broadcast component can reach no other
+// replica (pubsub.in-memory), asking the sidecar on the first call that
+// it answers.
+func (b *Bus) Local(ctx context.Context) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.asked {
+		return b.kind == LocalOnly
+	}
+	in, ok := b.pub.(Inspector)
+	if !ok {
+		b.asked = true
+		return false
+	}
+	md, err := in.GetMetadata(ctx)
+	if err != nil {
+		return false // publish meanwhile; ask again next time
+	}
+	for _, c := range md.RegisteredComponents {
+		if c.Name == b.pubsub {
+			b.kind = c.Type
+		}
+	}
+	// A component not (yet) registered is asked about again.
+	b.asked = b.kind != ""
+	return b.kind == LocalOnly
+}
+
 func (b *Bus) publish(ctx context.Context, msg Message) error {
+	if b.Local(ctx) {
+		return nil
+	}
 	body, err := json.Marshal(msg)
 	if err != nil {
 		return err
@@ -105,6 +162,12 @@ func opsSize(c core.Change) int {
 // Handler serves daprd's deliveries of the broadcast (mount it as the
 // broadcast subscription's handler, package daprsub).
 type Handler struct {
+	// Node is this replica's node id. A broadcast this replica sent comes
+	// back to it (every replica subscribes to the topic); its changes and
+	// presence were delivered locally before the publish, so the echo is
+	// answered at once and not delivered again. Node ids are unique per
+	// replica (they also tell the replicas' clock stamps apart).
+	Node string
 	// Deliver is called with every received broadcast; ctx carries the
 	// receipt's span.
 	Deliver func(ctx context.Context, changes []core.Change)
@@ -153,9 +216,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if len(data) > 0 && data[0] == '"' && json.Unmarshal(data, &s) == nil {
 		data = json.RawMessage(s)
 	}
+	if h.echo(data) {
+		h.status(w, "SUCCESS", nil)
+		return
+	}
 	var msg Message
 	if err := json.Unmarshal(data, &msg); err != nil {
 		h.status(w, "DROP", fmt.Errorf("broadcast payload: %w", err))
+		return
+	}
+	if h.Node != "" && msg.Node == h.Node {
+		h.status(w, "SUCCESS", nil)
 		return
 	}
 	valid := msg.Changes[:0]
@@ -185,6 +256,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.DeliverPresence(ps)
 	}
 	h.status(w, "SUCCESS", nil)
+}
+
+// echo reports, without decoding the changes, whether data is a message
+// this replica published: Bus encodes the node first.
+func (h *Handler) echo(data []byte) bool {
+	if h.Node == "" {
+		return false
+	}
+	node, _ := json.Marshal(h.Node)
+	rest, ok := bytes.CutPrefix(data, []byte(`{"node":`))
+	if !ok {
+		return false
+	}
+	rest, ok = bytes.CutPrefix(rest, node)
+	return ok && len(rest) > 0 && (rest[0] == ',' || rest[0] == '}')
 }
 
 // startReceipt starts the span of a broadcast's receipt: a child of the

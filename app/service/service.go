@@ -292,6 +292,7 @@ func (s *Service) router(subs []daprsub.Subscription) http.Handler {
 		Subs: append([]daprsub.Subscription{{
 			PubsubName: cfg.BroadcastPubsub, Topic: cfg.BroadcastTopic, Route: BroadcastRoute,
 			Handler: &daprbus.Handler{
+				Node:            cfg.NodeID,
 				Deliver:         h.Deliver,
 				Tracer:          tracer,
 				DeliverPresence: h.RemotePresence,
