@@ -31,6 +31,14 @@ import (
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
+// WriteLoader is a Store that can load a document for a guarded write more
+// cheaply than for a read: what it returns may be stale only in ways the
+// commit's ETag check refuses (a conflict, after which the engine reloads
+// with Load).
+type WriteLoader interface {
+	LoadForWrite(ctx context.Context, k core.Key) (core.Stored, error)
+}
+
 // Result is the outcome of one submitted op.
 type Result struct {
 	Key     core.Key
@@ -94,11 +102,12 @@ type Engine struct {
 	closed  bool
 	active  sync.WaitGroup
 
-	publishing chan struct{} // semaphore of broadcasts in flight
+	// Commits waiting for their broadcast, sent by one publishLoop at a
+	// time (pubRunning).
+	pubMu      sync.Mutex
+	pubQueue   []pubItem
+	pubRunning bool
 	pubWG      sync.WaitGroup
-	// lastPub is, per document, a channel closed when its latest broadcast
-	// is done (guarded by mu); the next one waits for it.
-	lastPub map[core.Key]chan struct{}
 }
 
 // New returns an Engine.
@@ -123,8 +132,7 @@ func New(opt Options) *Engine {
 		l.SetLevel(logrus.WarnLevel)
 		opt.Log = l
 	}
-	return &Engine{opt: opt, writers: map[core.Key]*writer{}, publishing: make(chan struct{}, maxPublishing),
-		lastPub: map[core.Key]chan struct{}{}}
+	return &Engine{opt: opt, writers: map[core.Key]*writer{}}
 }
 
 type request struct {
@@ -292,7 +300,11 @@ func (e *Engine) process(w *writer, batch []request) {
 	}
 	for ; ; attempt++ {
 		var stored core.Stored
-		stored, err = e.opt.Store.Load(ctx, k)
+		if wl, ok := e.opt.Store.(WriteLoader); ok && attempt == 0 {
+			stored, err = wl.LoadForWrite(ctx, k)
+		} else {
+			stored, err = e.opt.Store.Load(ctx, k)
+		}
 		if err != nil {
 			break
 		}
@@ -396,51 +408,127 @@ func endCommit(span trace.Span, size, changes, retries int, lostRace bool, err e
 	span.End()
 }
 
-// maxPublishing bounds broadcasts in flight. The broadcast is a hint, so a
-// slow or stalled broker must not hold up writes: past this bound a
-// broadcast is dropped, and the other replicas repair from the op log
-// (anti-entropy) as they do for a lost message.
-const maxPublishing = 1024
+// maxPublishing bounds the commits waiting for their broadcast. The
+// broadcast is a hint, so a slow or stalled broker must not hold up writes:
+// past this bound a commit's broadcast is dropped, and the other replicas
+// repair from the op log (anti-entropy) as they do for a lost message.
+const maxPublishing = 4096
 
-// publish broadcasts a commit's changes without making the writer wait. The
-// broadcasts of one document still leave in commit order: each waits for
-// the previous one.
+// One broadcast message carries at most maxPublishBatch commits and about
+// maxPublishBytes of changes (the smallest common message limit of the
+// brokers is NATS's 1 MB).
+const (
+	maxPublishBatch = 256
+	maxPublishBytes = 256 << 10
+)
+
+// pubItem is one commit waiting for its broadcast.
+type pubItem struct {
+	key     core.Key
+	changes []core.Change
+	span    trace.SpanContext // the commit's span; invalid when untraced
+	size    int               // estimated encoded size of changes
+}
+
+// publish queues a commit's changes for broadcast without making the
+// writer wait. One broadcast is in flight at a time; the commits of every
+// document that are committed meanwhile leave together in the next
+// message, in commit order, so each document's broadcasts stay in order
+// and a busy replica sends (and every replica receives) one message per
+// round trip rather than one per commit.
 func (e *Engine) publish(k core.Key, changes []core.Change, commit trace.SpanContext) {
-	select {
-	case e.publishing <- struct{}{}:
-	default:
-		e.publishFailed(k, errors.New("too many broadcasts in flight"))
+	e.pubMu.Lock()
+	if len(e.pubQueue) >= maxPublishing {
+		e.pubMu.Unlock()
+		e.publishFailed(k, errors.New("too many broadcasts waiting"))
 		return
 	}
-	done := make(chan struct{})
-	e.mu.Lock()
-	prev := e.lastPub[k]
-	e.lastPub[k] = done
-	e.mu.Unlock()
-	e.pubWG.Add(1)
-	go func() {
-		defer e.pubWG.Done()
-		defer func() { <-e.publishing }()
-		defer func() {
-			close(done)
-			e.mu.Lock()
-			if e.lastPub[k] == done {
-				delete(e.lastPub, k)
+	e.pubQueue = append(e.pubQueue, pubItem{key: k, changes: changes, span: commit, size: changesSize(changes)})
+	if !e.pubRunning {
+		e.pubRunning = true
+		e.pubWG.Add(1)
+		go e.publishLoop()
+	}
+	e.pubMu.Unlock()
+}
+
+// publishLoop sends queued commits, a message at a time, until none wait.
+func (e *Engine) publishLoop() {
+	defer e.pubWG.Done()
+	for {
+		e.pubMu.Lock()
+		n := nextPublish(e.pubQueue)
+		if n == 0 {
+			e.pubRunning = false
+			e.pubQueue = nil
+			e.pubMu.Unlock()
+			return
+		}
+		batch := e.pubQueue[:n:n]
+		e.pubQueue = e.pubQueue[n:]
+		e.pubMu.Unlock()
+		e.send(batch)
+	}
+}
+
+// nextPublish returns how many of the queued commits the next message
+// carries: at least one, within the message bounds, and commits of at most
+// one trace, so that every receipt stays a child of the commit it carries.
+func nextPublish(q []pubItem) int {
+	if len(q) == 0 {
+		return 0
+	}
+	span, size := q[0].span, q[0].size
+	n := 1
+	for ; n < len(q) && n < maxPublishBatch; n++ {
+		it := q[n]
+		if size+it.size > maxPublishBytes {
+			break
+		}
+		if it.span.IsValid() {
+			if span.IsValid() && !span.Equal(it.span) {
+				break
 			}
-			e.mu.Unlock()
-		}()
-		if prev != nil {
-			<-prev
+			span = it.span
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if commit.IsValid() {
-			ctx = trace.ContextWithSpanContext(ctx, commit)
+		size += it.size
+	}
+	return n
+}
+
+// send publishes one message with the changes of batch.
+func (e *Engine) send(batch []pubItem) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var changes []core.Change
+	if len(batch) == 1 {
+		changes = batch[0].changes
+	}
+	for _, it := range batch {
+		if it.span.IsValid() {
+			ctx = trace.ContextWithSpanContext(ctx, it.span)
 		}
-		if err := e.opt.Bus.Publish(ctx, changes); err != nil {
-			e.publishFailed(k, err)
+		if len(batch) > 1 {
+			changes = append(changes, it.changes...)
 		}
-	}()
+	}
+	if err := e.opt.Bus.Publish(ctx, changes); err != nil {
+		for _, it := range batch {
+			e.publishFailed(it.key, err)
+		}
+	}
+}
+
+// changesSize estimates the encoded size of changes.
+func changesSize(changes []core.Change) int {
+	n := 0
+	for _, c := range changes {
+		n += 160 + len(c.Doc) + len(c.Author)
+		for _, o := range c.Ops {
+			n += 24 + len(o.Path) + len(o.Value)
+		}
+	}
+	return n
 }
 
 // publishFailed records a commit that was not broadcast; other replicas

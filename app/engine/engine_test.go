@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/core"
@@ -363,6 +366,9 @@ type stalledBus struct {
 	release chan struct{}
 	mu      sync.Mutex
 	got     []int64
+	// Every publish: its changes and the span in its context.
+	calls [][]core.Change
+	spans []trace.SpanContext
 }
 
 func (b *stalledBus) Publish(ctx context.Context, cs []core.Change) error {
@@ -376,6 +382,8 @@ func (b *stalledBus) Publish(ctx context.Context, cs []core.Change) error {
 	for _, c := range cs {
 		b.got = append(b.got, c.Version)
 	}
+	b.calls = append(b.calls, slices.Clone(cs))
+	b.spans = append(b.spans, trace.SpanContextFromContext(ctx))
 	return nil
 }
 
@@ -409,5 +417,96 @@ func TestStalledBrokerDoesNotBlockWrites(t *testing.T) {
 	}
 	if d := cmp.Diff(want, bus.got); d != "" {
 		t.Fatalf("broadcast order (-want +got):\n%s", d)
+	}
+}
+
+// Commits of many documents made while a broadcast is in flight leave
+// together in the next message: fewer messages than commits, each change
+// exactly once, and every document's changes in version order.
+func TestBroadcastsOfManyDocumentsShareMessages(t *testing.T) {
+	bus := &stalledBus{release: make(chan struct{})}
+	f := newFixture(t, func(o *engine.Options) { o.Bus = bus })
+	const docs, writes = 10, 5
+	var wg sync.WaitGroup
+	for d := range docs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k := core.Key{Collection: "forms", ID: fmt.Sprintf("d%d", d)}
+			for i := 1; i <= writes; i++ {
+				r, err := f.eng.Do(context.Background(), k, core.Op{Ops: []merge.FieldOp{inc("n", 1)}})
+				if err != nil || r.Version != int64(i) {
+					t.Errorf("%s write %d: %+v %v", k, i, r, err)
+				}
+			}
+		}()
+	}
+	wg.Wait() // every write is durable while the first broadcast stalls
+	close(bus.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.eng.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bus.mu.Lock()
+	defer bus.mu.Unlock()
+	if len(bus.calls) >= docs*writes/2 {
+		t.Errorf("%d commits took %d messages; commits made during a publish should share them", docs*writes, len(bus.calls))
+	}
+	next := map[string]int64{}
+	for _, call := range bus.calls {
+		for _, c := range call {
+			if c.Version != next[c.Doc]+1 {
+				t.Fatalf("%s: version %d after %d", c.Doc, c.Version, next[c.Doc])
+			}
+			next[c.Doc] = c.Version
+		}
+	}
+	if len(next) != docs {
+		t.Fatalf("%d documents broadcast, want %d", len(next), docs)
+	}
+	for doc, v := range next {
+		if v != writes {
+			t.Errorf("%s broadcast up to version %d, want %d", doc, v, writes)
+		}
+	}
+}
+
+// A message never carries commits of two traces: each receipt is the
+// child of the commit span it carries.
+func TestBroadcastMessagesKeepOneTrace(t *testing.T) {
+	bus := &stalledBus{release: make(chan struct{})}
+	tp := sdktrace.NewTracerProvider()
+	f := newFixture(t, func(o *engine.Options) { o.Bus = bus; o.Tracer = tp.Tracer("test") })
+	const docs = 6
+	var wg sync.WaitGroup
+	for d := range docs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, span := tp.Tracer("test").Start(context.Background(), "op")
+			defer span.End()
+			k := core.Key{Collection: "forms", ID: fmt.Sprintf("d%d", d)}
+			if _, err := f.eng.Do(ctx, k, core.Op{Ops: []merge.FieldOp{inc("n", 1)}}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(bus.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.eng.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bus.mu.Lock()
+	defer bus.mu.Unlock()
+	if len(bus.calls) != docs {
+		t.Fatalf("%d traced commits in %d messages, want one each", docs, len(bus.calls))
+	}
+	for i, sc := range bus.spans {
+		if !sc.IsValid() {
+			t.Errorf("message %d carries no commit span", i)
+		}
 	}
 }
