@@ -79,13 +79,16 @@ type Store struct {
 type writtenDoc struct {
 	body []byte
 	doc  *core.Document
+	// etag is the ETag the write gave the document, when the store's ETags
+	// can be foretold (Redis: a counter the write increments); "" if not.
+	etag string
 }
 
 // maxWritten bounds the remembered documents; past it an arbitrary entry
 // makes room (a miss only costs a decode).
 const maxWritten = 4096
 
-func (s *Store) remember(key string, body []byte, d *core.Document) {
+func (s *Store) remember(key string, body []byte, d *core.Document, etag string) {
 	s.writtenMu.Lock()
 	defer s.writtenMu.Unlock()
 	if s.written == nil {
@@ -97,7 +100,20 @@ func (s *Store) remember(key string, body []byte, d *core.Document) {
 			break
 		}
 	}
-	s.written[key] = writtenDoc{body: body, doc: d}
+	s.written[key] = writtenDoc{body: body, doc: d, etag: etag}
+}
+
+// take hands out the remembered document of key with the ETag its write
+// gave it, if that ETag is known (once, like recall).
+func (s *Store) take(key string) (*core.Document, string) {
+	s.writtenMu.Lock()
+	defer s.writtenMu.Unlock()
+	w, ok := s.written[key]
+	if !ok || w.etag == "" {
+		return nil, ""
+	}
+	delete(s.written, key)
+	return w.doc, w.etag
 }
 
 // recall returns the remembered document if body is what was written.
@@ -155,6 +171,35 @@ func (s *Store) Load(ctx context.Context, k core.Key) (core.Stored, error) {
 	}
 	d.Key = k
 	return core.Stored{Doc: &d, ETag: item.Etag}, nil
+}
+
+// LoadForWrite is Load for a writer, whose commit is guarded by the ETag
+// it gets. After this replica's own commit on Redis, whose ETag is a
+// version counter each write increments, it returns the committed document
+// with the ETag that write produced, without reading it back: if another
+// writer changed the document since, the guarded commit fails as an ETag
+// conflict, and the writer retries with Load. Elsewhere (and for readers,
+// who have no such guard) it is Load.
+func (s *Store) LoadForWrite(ctx context.Context, k core.Key) (core.Stored, error) {
+	if d, etag := s.take(docKey(k)); d != nil {
+		d.Key = k
+		return core.Stored{Doc: d, ETag: etag}, nil
+	}
+	return s.Load(ctx, k)
+}
+
+// nextRedisETag is the ETag Dapr's Redis state store gives a document
+// written with etag: its version counter, incremented by each write (a
+// new document starts at 1). "" when etag is not such a counter.
+func nextRedisETag(etag string) string {
+	if etag == "" {
+		return "1"
+	}
+	n, err := strconv.ParseUint(etag, 10, 63)
+	if err != nil {
+		return ""
+	}
+	return strconv.FormatUint(n+1, 10)
 }
 
 // Commit writes the document with its new changes (in Doc.Tail) guarded by
@@ -232,7 +277,7 @@ func (s *Store) Commit(ctx context.Context, c core.Commit) error {
 		if err != nil {
 			return classify("commit "+c.Key.String(), err)
 		}
-		s.remember(docItem.Key, body, c.Doc)
+		s.remember(docItem.Key, body, c.Doc, "")
 		return nil
 	}
 
@@ -244,7 +289,11 @@ func (s *Store) Commit(ctx context.Context, c core.Commit) error {
 	if err := s.client.SaveStateWithETag(ctx, s.name, docItem.Key, docItem.Value, c.ETag, nil, docOptions()...); err != nil {
 		return classify("commit "+c.Key.String(), err)
 	}
-	s.remember(docItem.Key, body, c.Doc)
+	etag := ""
+	if s.redis() {
+		etag = nextRedisETag(c.ETag)
+	}
+	s.remember(docItem.Key, body, c.Doc, etag)
 	if c.IndexAdd || c.IndexRemove {
 		// The document is durable; the listing catches up with its own
 		// compare-and-swap loop.
@@ -264,6 +313,13 @@ func (s *Store) Commit(ctx context.Context, c core.Commit) error {
 func docOptions() []dapr.StateOption {
 	return []dapr.StateOption{dapr.WithConcurrency(dapr.StateConcurrencyFirstWrite),
 		dapr.WithConsistency(dapr.StateConsistencyStrong)}
+}
+
+// redis reports whether the store is Redis (known after atomic).
+func (s *Store) redis() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.kind == "state.redis"
 }
 
 // singleWriter reports whether the store is SQLite (known after atomic).
