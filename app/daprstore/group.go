@@ -6,6 +6,8 @@ import (
 	"time"
 
 	dapr "github.com/dapr/go-sdk/client"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // maxGroup bounds the commits merged into one transaction.
@@ -89,5 +91,97 @@ func (g *txGroup) run(c txClient, store string) {
 			}
 		}
 		cancel()
+	}
+}
+
+// loadGroup batches document reads on SQLite the way txGroup batches
+// commits: a read that finds none running goes at once, reads that arrive
+// meanwhile wait and go together as one bulk get (one query on SQLite), so
+// a replica writing many documents makes one round trip to the sidecar for
+// all their reads instead of one each.
+type loadGroup struct {
+	mu      sync.Mutex
+	queue   []*loadReq
+	running bool
+}
+
+type loadReq struct {
+	key  string
+	item *dapr.StateItem
+	err  error
+	done chan struct{}
+}
+
+type loadClient interface {
+	GetState(ctx context.Context, storeName, key string, meta map[string]string) (*dapr.StateItem, error)
+	GetBulkState(ctx context.Context, storeName string, keys []string, meta map[string]string, parallelism int32) ([]*dapr.BulkStateItem, error)
+}
+
+func (g *loadGroup) get(ctx context.Context, c loadClient, store, key string) (*dapr.StateItem, error) {
+	r := &loadReq{key: key, done: make(chan struct{})}
+	g.mu.Lock()
+	g.queue = append(g.queue, r)
+	if !g.running {
+		g.running = true
+		go g.run(c, store)
+	}
+	g.mu.Unlock()
+	select {
+	case <-r.done:
+		return r.item, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// run reads queued keys, group by group, until the queue is empty.
+func (g *loadGroup) run(c loadClient, store string) {
+	for {
+		g.mu.Lock()
+		n := min(len(g.queue), maxGroup)
+		if n == 0 {
+			g.running = false
+			g.queue = nil
+			g.mu.Unlock()
+			return
+		}
+		group := g.queue[:n:n]
+		g.queue = g.queue[n:]
+		g.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if len(group) == 1 {
+			group[0].item, group[0].err = c.GetState(ctx, store, group[0].key, nil)
+			close(group[0].done)
+			cancel()
+			continue
+		}
+		keys := make([]string, 0, len(group))
+		seen := make(map[string]bool, len(group))
+		for _, r := range group {
+			if !seen[r.key] {
+				seen[r.key] = true
+				keys = append(keys, r.key)
+			}
+		}
+		items, err := c.GetBulkState(ctx, store, keys, nil, 1)
+		cancel()
+		byKey := make(map[string]*dapr.BulkStateItem, len(items))
+		for _, it := range items {
+			byKey[it.Key] = it
+		}
+		for _, r := range group {
+			switch it := byKey[r.key]; {
+			case err != nil:
+				r.err = err
+			case it == nil:
+				r.item = &dapr.StateItem{Key: r.key} // not stored
+			case it.Error != "":
+				r.err = status.Error(codes.Unavailable, "read "+r.key+": "+it.Error)
+			default:
+				r.item = &dapr.StateItem{Key: it.Key, Value: it.Value, Etag: it.Etag, Metadata: it.Metadata}
+			}
+			close(r.done)
+		}
 	}
 }

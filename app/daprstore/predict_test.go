@@ -3,6 +3,8 @@ package daprstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -91,5 +93,83 @@ func TestLoadForWriteAfterCommitOnRedis(t *testing.T) {
 	}
 	if err := commit(s, fresh, 6); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// bulkCounting is the real sidecar client, counting read round trips.
+type bulkCounting struct {
+	dapr.Client
+	trips atomic.Int64
+}
+
+func (c *bulkCounting) GetState(ctx context.Context, store, key string, meta map[string]string) (*dapr.StateItem, error) {
+	c.trips.Add(1)
+	return c.Client.GetState(ctx, store, key, meta)
+}
+
+func (c *bulkCounting) GetBulkState(ctx context.Context, store string, keys []string, meta map[string]string, par int32) ([]*dapr.BulkStateItem, error) {
+	c.trips.Add(1)
+	return c.Client.GetBulkState(ctx, store, keys, meta, par)
+}
+
+// On SQLite, loads of many documents at once share round trips to the
+// sidecar, and each still gets its own document and ETag (a missing one
+// reads as missing, and the ETag guards the next commit).
+func TestConcurrentLoadsShareReadsOnSQLite(t *testing.T) {
+	r := daprtest.Start(t, daprtest.Options{Profile: "local"})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := &bulkCounting{Client: r.DaprClient(t)}
+	s := daprstore.New(c, config.DefaultStateStore)
+	const docs = 40
+	keys := make([]core.Key, docs)
+	for i := range keys {
+		keys[i] = core.Key{Collection: "bulk", ID: fmt.Sprintf("d%d-%s", i, uuid.NewString()[:6])}
+		if i%4 == 3 {
+			continue // never written
+		}
+		d := docAt(keys[i], int64(i+1))
+		d.Tail = []core.Change{change(keys[i], int64(i+1))}
+		if err := s.Commit(ctx, core.Commit{Key: keys[i], Doc: d, Changes: d.Tail, IndexAdd: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.trips.Store(0)
+	got := make([]core.Stored, docs)
+	var wg sync.WaitGroup
+	for i := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if got[i], err = s.Load(ctx, keys[i]); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	for i, st := range got {
+		switch {
+		case i%4 == 3 && st.Doc != nil:
+			t.Fatalf("%s was never written but loads as version %d", keys[i], st.Doc.Version)
+		case i%4 != 3 && (st.Doc == nil || st.Doc.Version != int64(i+1) || st.ETag == ""):
+			t.Fatalf("%s: loaded %+v", keys[i], st)
+		}
+	}
+	if n := c.trips.Load(); n >= docs {
+		t.Fatalf("%d concurrent loads took %d round trips", docs, n)
+	}
+	t.Logf("%d loads in %d round trips", docs, c.trips.Load())
+	// Every ETag read in bulk guards a commit.
+	for i, st := range got {
+		if st.Doc == nil {
+			continue
+		}
+		v := st.Doc.Version + 1
+		d := docAt(keys[i], v)
+		d.Tail = []core.Change{change(keys[i], v)}
+		if err := s.Commit(ctx, core.Commit{Key: keys[i], ETag: st.ETag, Doc: d, Changes: d.Tail, Archive: st.Doc.Tail}); err != nil {
+			t.Fatalf("commit on the ETag read in bulk: %v", err)
+		}
 	}
 }

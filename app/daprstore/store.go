@@ -72,8 +72,10 @@ type Store struct {
 	writtenMu sync.Mutex
 	written   map[string]writtenDoc
 
-	// group commits this replica's transactions on SQLite together.
+	// group commits this replica's transactions on SQLite together, and
+	// loads reads its documents together.
 	group txGroup
+	loads loadGroup
 }
 
 type writtenDoc struct {
@@ -154,7 +156,13 @@ func shardOf(id string) int {
 
 // Load reads a document and its ETag. A missing document is a zero Stored.
 func (s *Store) Load(ctx context.Context, k core.Key) (core.Stored, error) {
-	item, err := s.client.GetState(ctx, s.name, docKey(k), nil)
+	var item *dapr.StateItem
+	var err error
+	if s.singleWriter() {
+		item, err = s.loads.get(ctx, s.client, s.name, docKey(k))
+	} else {
+		item, err = s.client.GetState(ctx, s.name, docKey(k), nil)
+	}
 	if err != nil {
 		return core.Stored{}, classify("load "+k.String(), err)
 	}
