@@ -101,3 +101,92 @@ func TestGroupCommit(t *testing.T) {
 		}
 	})
 }
+
+// fakeReads serves reads from a map; each round trip takes a moment, so
+// reads queue. A bulk read fails as a whole when it asks for "down".
+type fakeReads struct {
+	mu    sync.Mutex
+	data  map[string]string
+	trips [][]string
+}
+
+func (f *fakeReads) GetState(ctx context.Context, store, key string, meta map[string]string) (*dapr.StateItem, error) {
+	time.Sleep(5 * time.Millisecond)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.trips = append(f.trips, []string{key})
+	if key == "down" {
+		return nil, errors.New("store unreachable")
+	}
+	return &dapr.StateItem{Key: key, Value: []byte(f.data[key]), Etag: "e-" + key}, nil
+}
+
+func (f *fakeReads) GetBulkState(ctx context.Context, store string, keys []string, meta map[string]string, par int32) ([]*dapr.BulkStateItem, error) {
+	time.Sleep(5 * time.Millisecond)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.trips = append(f.trips, keys)
+	var out []*dapr.BulkStateItem
+	for _, k := range keys {
+		if k == "down" {
+			return nil, errors.New("store unreachable")
+		}
+		if v, ok := f.data[k]; ok {
+			out = append(out, &dapr.BulkStateItem{Key: k, Value: []byte(v), Etag: "e-" + k})
+		}
+	}
+	return out, nil
+}
+
+// Reads queued behind a running one go together; each gets its own value
+// and ETag, a key read twice gets the same answer, a missing key reads as
+// empty, and a failed bulk read fails every read in it.
+func TestLoadGroupReadsTogether(t *testing.T) {
+	f := &fakeReads{data: map[string]string{"a": "1", "b": "2", "c": "3"}}
+	var g loadGroup
+	ctx := context.Background()
+	type answer struct {
+		value, etag string
+		err         error
+	}
+	read := func(keys ...string) []answer {
+		out := make([]answer, len(keys))
+		var wg sync.WaitGroup
+		for i, k := range keys {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				it, err := g.get(ctx, f, "s", k)
+				if err == nil {
+					out[i] = answer{value: string(it.Value), etag: it.Etag}
+				} else {
+					out[i] = answer{err: err}
+				}
+			}()
+			if i == 0 {
+				time.Sleep(time.Millisecond) // the first read runs alone
+			}
+		}
+		wg.Wait()
+		return out
+	}
+	got := read("a", "b", "c", "b", "missing")
+	want := []answer{{"1", "e-a", nil}, {"2", "e-b", nil}, {"3", "e-c", nil}, {"2", "e-b", nil}, {"", "", nil}}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("read %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if len(f.trips) != 2 {
+		t.Errorf("5 reads took round trips %v, want 2 (the first alone, the rest together)", f.trips)
+	}
+	got = read("a", "b", "down")
+	if got[0].err != nil || got[1].err == nil || got[2].err == nil {
+		t.Errorf("a bulk read that failed: %+v", got)
+	}
+	testutil.Eventually(t, time.Second, "the group goes idle", func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return !g.running && len(g.queue) == 0
+	})
+}
