@@ -11,22 +11,25 @@ import (
 	"github.com/coder/websocket"
 )
 
-// guardedConn serves one WebSocket whose writes go through a writeGuard; the
-// client never reads, so writes block once the socket buffers are full.
+// guardedConn serves one WebSocket whose writes go through wsOut and its
+// writeGuard; the client never reads, so writes block once the socket
+// buffers are full.
 func guardedConn(t *testing.T, ctx context.Context, timeout time.Duration) <-chan error {
 	t.Helper()
 	done := make(chan error, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, err := websocket.Accept(w, r, nil)
+		out := newWSOut()
+		conn, err := websocket.Accept(hijackResponse{w, out}, r, nil)
 		if err != nil {
 			done <- err
 			return
 		}
-		g, stop := newWriteGuard(ctx, conn, timeout)
+		g, stop := newWriteGuard(ctx, func() { _ = conn.CloseNow() }, timeout)
 		defer stop()
+		out.guard = g
 		big := []byte(strings.Repeat("x", 1<<20))
 		for {
-			if err := g.write(websocket.MessageBinary, big); err != nil {
+			if err := out.send(opBinary, big); err != nil {
 				done <- err
 				return
 			}

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"sync"
@@ -19,49 +20,56 @@ type liveSession struct {
 	cancel context.CancelFunc
 }
 
-// wsSender writes JSON text frames, each bounded by the connection's
-// writeGuard.
+// wsSender writes JSON text frames through the connection's wsOut.
 type wsSender struct {
-	guard *writeGuard
+	out *wsOut
 }
 
 func (ws wsSender) Send(_ context.Context, m protocol.Message) error {
-	return ws.write(websocket.MessageText)(protocol.Encode(m))
+	b, err := protocol.Encode(m)
+	if err != nil {
+		return err
+	}
+	return ws.out.send(opText, b)
 }
 
 // SendShared writes a message shared with other connections, encoded once.
 func (ws wsSender) SendShared(_ context.Context, m *protocol.Shared) error {
-	return ws.write(websocket.MessageText)(m.JSON())
-}
-
-// write returns a function writing an encoded message (or failing with the
-// encoding's error) as one WebSocket message of type typ.
-func (ws wsSender) write(typ websocket.MessageType) func([]byte, error) error {
-	return func(b []byte, err error) error {
-		if err != nil {
-			return err
-		}
-		return ws.guard.write(typ, b)
+	b, err := m.JSON()
+	if err != nil {
+		return err
 	}
+	return ws.out.send(opText, b)
 }
 
-// writeGuard bounds the writes on one connection by the write timeout and
-// by the session's context. A write that takes longer than the timeout, or
-// is under way when the context ends, closes the connection, which fails
-// the write. One timer serves the connection's lifetime, re-armed per
-// write: a context with its own timer per write cost a timer, a context and
-// a callback registration per delivery.
+// QueueShared hands a shared message to the connection without blocking
+// (the fan-out's path to an idle session).
+func (ws wsSender) QueueShared(m *protocol.Shared) bool {
+	b, err := m.JSON()
+	return err == nil && ws.out.queue(opText, b)
+}
+
+// Pending and Flush serve what QueueShared buffered.
+func (ws wsSender) Pending() <-chan struct{} { return ws.out.pending }
+func (ws wsSender) Flush() error             { return ws.out.flush() }
+
+// writeGuard bounds the blocking writes on one connection by the write
+// timeout and by the session's context. A write that takes longer than the
+// timeout, or is under way when the context ends, closes the connection,
+// which fails the write. One timer serves the connection's lifetime,
+// re-armed per blocking write (the non-blocking ones, wsOut.queue, need
+// none).
 type writeGuard struct {
 	ctx     context.Context
-	conn    *websocket.Conn
+	close   func() // closes the connection at once
 	timeout time.Duration
 	timer   *time.Timer
 	mu      sync.Mutex
 	busy    int // writes under way
 }
 
-func newWriteGuard(ctx context.Context, conn *websocket.Conn, timeout time.Duration) (*writeGuard, func() bool) {
-	g := &writeGuard{ctx: ctx, conn: conn, timeout: timeout}
+func newWriteGuard(ctx context.Context, closeNow func(), timeout time.Duration) (*writeGuard, func() bool) {
+	g := &writeGuard{ctx: ctx, close: closeNow, timeout: timeout}
 	g.timer = time.AfterFunc(time.Hour, g.expire)
 	g.timer.Stop()
 	return g, context.AfterFunc(ctx, g.expire)
@@ -72,11 +80,12 @@ func (g *writeGuard) expire() {
 	busy := g.busy > 0
 	g.mu.Unlock()
 	if busy {
-		_ = g.conn.CloseNow()
+		g.close()
 	}
 }
 
-func (g *writeGuard) write(typ websocket.MessageType, b []byte) error {
+// write writes b to w, which must be the connection's own.
+func (g *writeGuard) write(w io.Writer, b []byte) error {
 	if err := g.ctx.Err(); err != nil {
 		return err
 	}
@@ -86,7 +95,7 @@ func (g *writeGuard) write(typ websocket.MessageType, b []byte) error {
 	}
 	g.mu.Unlock()
 	// No deadline of its own: the guard closes the connection instead.
-	err := g.conn.Write(context.Background(), typ, b)
+	_, err := w.Write(b)
 	g.mu.Lock()
 	if g.busy--; g.busy == 0 {
 		g.timer.Stop()
@@ -99,18 +108,37 @@ func (g *writeGuard) write(typ websocket.MessageType, b []byte) error {
 type wsBinarySender wsSender
 
 func (ws wsBinarySender) Send(_ context.Context, m protocol.Message) error {
-	return wsSender(ws).write(websocket.MessageBinary)(protocol.EncodeFrames(m))
+	b, err := protocol.EncodeFrames(m)
+	if err != nil {
+		return err
+	}
+	return ws.out.send(opBinary, b)
 }
 
 // SendShared writes a message shared with other connections, encoded once.
 func (ws wsBinarySender) SendShared(_ context.Context, m *protocol.Shared) error {
-	return wsSender(ws).write(websocket.MessageBinary)(m.Frames())
+	b, err := m.Frames()
+	if err != nil {
+		return err
+	}
+	return ws.out.send(opBinary, b)
 }
 
-// Every transport sends the deltas that watchers share with one encoding.
+// QueueShared hands a shared message to the connection without blocking.
+func (ws wsBinarySender) QueueShared(m *protocol.Shared) bool {
+	b, err := m.Frames()
+	return err == nil && ws.out.queue(opBinary, b)
+}
+
+// Pending and Flush serve what QueueShared buffered.
+func (ws wsBinarySender) Pending() <-chan struct{} { return ws.out.pending }
+func (ws wsBinarySender) Flush() error             { return ws.out.flush() }
+
+// Every transport sends the deltas that watchers share with one encoding;
+// the WebSocket ones also take them from the fan-out without blocking.
 var (
-	_ session.SharedSender = wsSender{}
-	_ session.SharedSender = wsBinarySender{}
+	_ session.QueueSender  = wsSender{}
+	_ session.QueueSender  = wsBinarySender{}
 	_ session.SharedSender = (*sseSender)(nil)
 	_ session.SharedSender = (*pollBuffer)(nil)
 )
@@ -148,7 +176,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release()
 	opts := &websocket.AcceptOptions{Subprotocols: []string{protocol.SubprotocolBinary, protocol.SubprotocolJSON}, InsecureSkipVerify: true}
-	conn, err := websocket.Accept(w, r, opts)
+	// Data frames bypass the library's writer (wsOut); it keeps the
+	// handshake, the reading, and the control frames.
+	out := newWSOut()
+	conn, err := websocket.Accept(hijackResponse{w, out}, r, opts)
 	if err != nil {
 		return // Accept has answered the request
 	}
@@ -162,11 +193,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// The session stays transport-independent: only the sender and the
 	// reader below know which encoding the client chose.
 	binary := conn.Subprotocol() == protocol.SubprotocolBinary
-	guard, stopGuard := newWriteGuard(ctx, conn, s.WriteTimeout)
+	guard, stopGuard := newWriteGuard(ctx, func() { _ = conn.CloseNow() }, s.WriteTimeout)
 	defer stopGuard()
-	var sender session.Sender = wsSender{guard: guard}
+	out.guard = guard
+	var sender session.Sender = wsSender{out: out}
 	if binary {
-		sender = wsBinarySender{guard: guard}
+		sender = wsBinarySender{out: out}
 	}
 	sess := session.New(sopt, s.Engine, s.Hub, sender)
 	// hello must arrive soon after the upgrade: an idle upgraded socket

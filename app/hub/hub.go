@@ -46,8 +46,11 @@ type presenceKey struct {
 type Hub struct {
 	opt Options
 
-	mu       sync.RWMutex
-	subs     map[string]map[Subscriber]struct{}
+	mu   sync.RWMutex
+	subs map[string]map[Subscriber]struct{}
+	// lists holds each document's subscribers as a slice that is replaced,
+	// never changed, so Deliver can offer outside the lock.
+	lists    map[string][]Subscriber
 	presence map[string]map[presenceKey]core.Presence
 	// observers see every change published here (Observe).
 	observers []observer
@@ -69,7 +72,7 @@ func New(opt Options) *Hub {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	return &Hub{opt: opt, subs: map[string]map[Subscriber]struct{}{}, presence: map[string]map[presenceKey]core.Presence{},
+	return &Hub{opt: opt, subs: map[string]map[Subscriber]struct{}{}, lists: map[string][]Subscriber{}, presence: map[string]map[presenceKey]core.Presence{},
 		seen: map[string]seenVersion{}}
 }
 
@@ -83,6 +86,15 @@ func (h *Hub) Subscribe(doc string, s Subscriber) {
 		h.subs[doc] = m
 	}
 	m[s] = struct{}{}
+	h.lists[doc] = listOf(m)
+}
+
+func listOf(m map[Subscriber]struct{}) []Subscriber {
+	l := make([]Subscriber, 0, len(m))
+	for s := range m {
+		l = append(l, s)
+	}
+	return l
 }
 
 // Unsubscribe removes s from doc.
@@ -91,8 +103,10 @@ func (h *Hub) Unsubscribe(doc string, s Subscriber) {
 	defer h.mu.Unlock()
 	if m, ok := h.subs[doc]; ok {
 		delete(m, s)
+		h.lists[doc] = listOf(m)
 		if len(m) == 0 {
 			delete(h.subs, doc)
+			delete(h.lists, doc)
 			delete(h.presence, doc)
 			delete(h.seen, doc)
 		}
@@ -124,7 +138,14 @@ func (h *Hub) Publish(changes []core.Change) {
 // span of ctx (not one per session), ended when every session it was
 // offered to has handled it, with the number of sessions and the slowest
 // one's wait (fanout.go).
+//
+// The offers are made outside the hub's lock (an offer may write to an
+// idle connection), to the subscribers registered when Deliver began: one
+// registering later reads the store after these changes were committed,
+// and one that left ignores what it no longer watches.
 func (h *Hub) Deliver(ctx context.Context, changes []core.Change) {
+	var buf [8][]Subscriber
+	lists := buf[:0]
 	h.mu.Lock()
 	for _, o := range h.observers {
 		o.f(changes)
@@ -134,18 +155,17 @@ func (h *Hub) Deliver(ctx context.Context, changes []core.Change) {
 		if _, watched := h.subs[c.Doc]; watched && c.Version >= h.seen[c.Doc].v {
 			h.seen[c.Doc] = seenVersion{v: c.Version, at: now}
 		}
+		lists = append(lists, h.lists[c.Doc])
 	}
 	h.mu.Unlock()
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	for _, c := range changes {
-		subs := h.subs[c.Doc]
+	for i, c := range changes {
+		subs := lists[i]
 		var f *fanout
 		if h.opt.Tracer != nil && len(subs) > 0 {
 			f = startFanout(ctx, h.opt.Tracer, c, len(subs))
 			c.Fanout = f
 		}
-		for s := range subs {
+		for _, s := range subs {
 			if !s.Offer(c) {
 				if f != nil {
 					f.drop()

@@ -17,6 +17,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -128,12 +129,26 @@ type pendingOp struct {
 }
 
 // Session is one client connection's sync state. Receive is called by the
-// transport's reader; everything else runs on the goroutine that calls Run.
+// transport's reader; everything else runs on the goroutine that calls Run,
+// except the delivery of a live change to an idle session, which the hub's
+// fan-out does itself when the transport can take it without blocking
+// (Offer, inline.go).
 type Session struct {
 	opt     Options
 	backend Backend
 	hub     Hub
 	send    Sender
+	// inline is the transport when it can take a delta without blocking
+	// (nil: every live change goes through the queue).
+	inline QueueSender
+
+	// mu guards the state below "Owned by the Run goroutine": Run holds it
+	// while it handles anything, and Offer takes it only when it is free.
+	mu sync.Mutex
+	// ended is set under mu when Run returns: no more inline deliveries;
+	// gone is the same for Offer's queue, which then takes nothing.
+	ended bool
+	gone  atomic.Bool
 
 	inbox chan protocol.Message
 	// events and results hold pointers: their buffers are allocated up
@@ -182,6 +197,7 @@ func New(opt Options, backend Backend, hub Hub, send Sender) *Session {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	inline, _ := send.(QueueSender) // the transport's own: queueDelta applies the wire forms
 	w := &wire{}
 	send = w.wrap(send)
 	if opt.Ops != nil {
@@ -192,7 +208,7 @@ func New(opt Options, backend Backend, hub Hub, send Sender) *Session {
 		limiter = rate.NewLimiter(opt.Rate, max(opt.Burst, 1))
 	}
 	s := &Session{
-		opt: opt, backend: backend, hub: hub, send: send,
+		opt: opt, backend: backend, hub: hub, send: send, inline: inline,
 		inbox:    make(chan protocol.Message),
 		events:   make(chan *core.Change, opt.Queue),
 		presence: make(chan core.Presence, 64),
@@ -214,12 +230,29 @@ func New(opt Options, backend Backend, hub Hub, send Sender) *Session {
 // Client returns the client id (after hello).
 func (s *Session) Client() string { return s.client }
 
-// Offer takes a live change from the hub without blocking. When the queue is
-// full the change is dropped and the session resyncs its documents from the
-// store, so a burst never costs the client a message.
+// Offer takes a live change from the hub without blocking. An idle session
+// whose transport takes the delta without blocking gets it delivered here,
+// on the caller's goroutine (offerInline); otherwise it is queued for Run.
+// When the queue is full the change is dropped and the session resyncs its
+// documents from the store, so a burst never costs the client a message.
 func (s *Session) Offer(c core.Change) bool {
+	if s.inline != nil && len(s.events) == 0 && s.mu.TryLock() {
+		// Nothing queued and Run idle: c is the next thing this session
+		// handles either way, so handling it here keeps the order.
+		done := !s.ended && len(s.events) == 0 && s.offerInline(&c)
+		s.mu.Unlock()
+		if done {
+			return true
+		}
+	}
+	if s.gone.Load() {
+		// Offered by a fan-out that began before the session left.
+		handled(&c)
+		return true
+	}
+	queued := c // only a queued change lives on the heap
 	select {
-	case s.events <- &c:
+	case s.events <- &queued:
 		return true
 	default:
 		select {
@@ -294,6 +327,10 @@ func (s *Session) Fail(code int, reason string) {
 // means the replica is shutting down.
 func (s *Session) Run(ctx context.Context) Close {
 	defer func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.ended = true
+		s.gone.Store(true)
 		if s.release != nil {
 			s.release()
 		}
@@ -322,6 +359,10 @@ func (s *Session) Run(ctx context.Context) Close {
 			s.expiry.Stop()
 		}
 	}()
+	var pending <-chan struct{}
+	if s.inline != nil {
+		pending = s.inline.Pending()
+	}
 	for {
 		var err error
 		var expired <-chan time.Time
@@ -341,24 +382,42 @@ func (s *Session) Run(ctx context.Context) Close {
 		case c := <-s.failed:
 			return c
 		case m := <-s.inbox:
+			s.mu.Lock()
 			err = s.handle(ctx, m)
+			s.mu.Unlock()
 		case r := <-s.results:
 			<-s.inflight
+			s.mu.Lock()
 			err = s.result(ctx, *r)
+			s.mu.Unlock()
 		case c := <-s.events:
 			if s.opt.QueueDepth != nil {
 				s.opt.QueueDepth(len(s.events))
 			}
+			s.mu.Lock()
 			err = s.change(ctx, *c)
+			s.mu.Unlock()
 			handled(c)
+		case <-pending:
+			// What the fan-out left buffered when the connection could
+			// not take it at once; Offer goes on buffering meanwhile.
+			err = s.inline.Flush()
 		case <-s.lost:
+			s.mu.Lock()
 			err = s.resync(ctx)
+			s.mu.Unlock()
 		case p := <-s.presence:
+			s.mu.Lock()
 			err = s.sendPresence(ctx, p)
+			s.mu.Unlock()
 		case b := <-s.qs.events:
+			s.mu.Lock()
 			err = s.queryEvents(ctx, b)
+			s.mu.Unlock()
 		case <-s.qs.lost:
+			s.mu.Lock()
 			err = s.resyncQueries(ctx)
+			s.mu.Unlock()
 		case <-dead.C:
 			silent := s.opt.Now().Sub(time.Unix(0, s.lastRecv.Load()))
 			if silent >= deadAfter {
@@ -366,10 +425,12 @@ func (s *Session) Run(ctx context.Context) Close {
 			}
 			dead.Reset(deadAfter - silent)
 		case <-tick.C:
+			s.mu.Lock()
 			err = s.send.Send(ctx, protocol.Message{T: protocol.TPing, TS: s.opt.Now().UnixMilli()})
 			for doc, data := range s.present {
 				s.hub.SetPresence(s, s.presenceOf(doc, data))
 			}
+			s.mu.Unlock()
 		}
 		if err != nil {
 			var c closeErr
