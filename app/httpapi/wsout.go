@@ -21,9 +21,6 @@ const (
 // overflow repair from the op log) takes over.
 const maxQueuedOut = 256 << 10
 
-// errOutClosed is a write on a connection whose writes have failed before.
-var errOutClosed = errors.New("websocket: connection closed for writing")
-
 // wsOut is the outbound side of one WebSocket connection. The WebSocket
 // library reads, answers the handshake and writes control frames; data
 // frames are framed here and written to the hijacked connection directly,
