@@ -28,6 +28,8 @@ type queueSender struct {
 	offers  int
 	inline  atomic.Int64
 	pending chan struct{}
+	// refuse decides on the nth offer (from 1); nil: every third.
+	refuse func(n int) bool
 }
 
 func newQueueSender() *queueSender { return &queueSender{pending: make(chan struct{})} }
@@ -46,7 +48,8 @@ func (q *queueSender) SendShared(ctx context.Context, m *protocol.Shared) error 
 func (q *queueSender) QueueShared(m *protocol.Shared) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.offers++; q.offers%3 == 0 {
+	q.offers++
+	if q.refuse != nil && q.refuse(q.offers) || q.refuse == nil && q.offers%3 == 0 {
 		return false
 	}
 	q.out = append(q.out, m.Msg)
@@ -163,5 +166,49 @@ func waitFor(t *testing.T, ok func() bool) {
 			t.Fatal("timed out")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// On a proto 2 connection an author's number is defined (sent with its
+// name) by the first delta that reaches the client: when the transport
+// refuses the fan-out's delta, the one that goes through the queue
+// instead still carries the name.
+func TestInlineRefusalKeepsTheAuthorDefinition(t *testing.T) {
+	h := hub.New(hub.Options{Node: "n1"})
+	eng := engine.New(engine.Options{Store: inmem.NewStore(), Clock: clock.New("n1", nil, time.Minute), LogWindow: 100,
+		Local: h.Publish})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	q := newQueueSender()
+	q.refuse = func(n int) bool { return n == 1 }
+	s := session.New(session.Options{ID: "s1", Node: "n1", Heartbeat: time.Hour}, eng, h, q)
+	go s.Run(ctx)
+	s.Receive(ctx, protocol.Message{T: protocol.THello, Client: "me", Proto: 2})
+	s.Receive(ctx, protocol.Message{T: protocol.TSub, Doc: doc, H: 3})
+	waitFor(t, func() bool { _, subs := h.Watched(); return subs == 1 })
+	for op := uint64(1); op <= 2; op++ {
+		if _, err := eng.Do(ctx, key, core.Op{ClientID: "w", OpID: op,
+			Ops: []merge.FieldOp{{Op: merge.KindSet, Path: "title", Value: json.RawMessage(`"x"`)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var deltas []protocol.Message
+	waitFor(t, func() bool {
+		deltas = deltas[:0]
+		for _, m := range q.messages() {
+			if m.T == protocol.TDelta {
+				deltas = append(deltas, m)
+			}
+		}
+		return len(deltas) == 2
+	})
+	if deltas[0].A == 0 || deltas[0].By != "w" {
+		t.Fatalf("the first delta the client got does not define its author: %+v", deltas[0])
+	}
+	if deltas[1].A != deltas[0].A || deltas[1].By != "" {
+		t.Fatalf("second delta: %+v", deltas[1])
+	}
+	if q.inline.Load() != 1 {
+		t.Fatalf("%d deltas went inline, want the second only", q.inline.Load())
 	}
 }
