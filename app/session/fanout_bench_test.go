@@ -10,12 +10,10 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/auth"
-	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
-	"github.com/open-autoglm/autoglm/app/hub"
-	"github.com/open-autoglm/autoglm/app/inmem"
+	"github.com/open-autoglm/autoglm/app/internal/stacktest"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 	"github.com/open-autoglm/autoglm/app/session"
@@ -90,9 +88,8 @@ func benchFanOut(b *testing.B, rules, inline bool) {
 		b.Fatal(err)
 	}
 	policy := auth.Policy{Collections: cfg, Enforce: true}
-	store := inmem.NewStore()
-	h := hub.New(hub.Options{Node: "n1"})
-	eng := engine.New(engine.Options{Store: store, Clock: clock.New("n1", nil, time.Minute), Collections: cfg, LogWindow: 100})
+	st := stacktest.New(stacktest.Options{Engine: engine.Options{Collections: cfg, LogWindow: 100}, Lossy: true})
+	h, eng := st.Hub, st.Eng
 	k := core.Key{Collection: "peers", ID: "d1"}
 	res, err := eng.Do(context.Background(), k, core.Op{ClientID: "w", OpID: 1, Ops: []merge.FieldOp{
 		{Op: merge.KindSet, Path: "owner", Value: json.RawMessage(`"someone"`)},

@@ -18,12 +18,12 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/auth"
-	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/hub"
 	"github.com/open-autoglm/autoglm/app/inmem"
+	"github.com/open-autoglm/autoglm/app/internal/stacktest"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 	"github.com/open-autoglm/autoglm/app/session"
@@ -251,9 +251,8 @@ func runReadProperty(t *testing.T, policyName string, seed uint64) {
 	policy := auth.Policy{Collections: cfg, Enforce: true}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	store := inmem.NewStore()
-	h := hub.New(hub.Options{Node: "n1"})
-	eng := engine.New(engine.Options{Store: store, Clock: clock.New("n1", nil, time.Minute), Collections: cfg, Local: h.Publish, LogWindow: 1000})
+	st := stacktest.New(stacktest.Options{Engine: engine.Options{Collections: cfg, LogWindow: 1000}})
+	store, h, eng := st.Store, st.Hub, st.Eng
 	load := func() *core.Document {
 		st, err := eng.Load(ctx, propKey)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/hub"
 	"github.com/open-autoglm/autoglm/app/inmem"
+	"github.com/open-autoglm/autoglm/app/internal/stacktest"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 	"github.com/open-autoglm/autoglm/app/session"
@@ -76,12 +77,8 @@ func newRig(t *testing.T, local bool, opt session.Options) *rig {
 // newRigWindow is newRig with an op log of window versions per document.
 func newRigWindow(t *testing.T, local bool, opt session.Options, window int) *rig {
 	t.Helper()
-	r := &rig{store: inmem.NewStore(), hub: hub.New(hub.Options{Node: "n1"}), send: &sender{out: make(chan protocol.Message, 10000)}}
-	eo := engine.Options{Store: r.store, Clock: clock.New("n1", nil, time.Minute), LogWindow: window}
-	if local {
-		eo.Local = r.hub.Publish
-	}
-	r.eng = engine.New(eo)
+	st := stacktest.New(stacktest.Options{Engine: engine.Options{LogWindow: window}, Lossy: !local})
+	r := &rig{store: st.Store, hub: st.Hub, eng: st.Eng, send: &sender{out: make(chan protocol.Message, 10000)}}
 	if opt.ID == "" {
 		opt.ID = "s1"
 	}
@@ -407,9 +404,8 @@ func TestBadRequestsKeepSessionOpen(t *testing.T) {
 }
 
 func TestPresence(t *testing.T) {
-	store := inmem.NewStore()
-	h := hub.New(hub.Options{Node: "n1"})
-	eng := engine.New(engine.Options{Store: store, Clock: clock.New("n1", nil, 0)})
+	st := stacktest.New(stacktest.Options{Engine: engine.Options{Clock: clock.New("n1", nil, 0)}, Lossy: true})
+	h, eng := st.Hub, st.Eng
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	start := func(id string) (*session.Session, *sender, chan session.Close) {

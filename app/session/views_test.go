@@ -9,12 +9,10 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/auth"
-	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
-	"github.com/open-autoglm/autoglm/app/hub"
-	"github.com/open-autoglm/autoglm/app/inmem"
+	"github.com/open-autoglm/autoglm/app/internal/stacktest"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 	"github.com/open-autoglm/autoglm/app/session"
@@ -44,8 +42,8 @@ collections:
 		t.Fatal(err)
 	}
 	policy := auth.Policy{Collections: cfg, Enforce: true}
-	h := hub.New(hub.Options{Node: "n1"})
-	eng := engine.New(engine.Options{Store: inmem.NewStore(), Clock: clock.New("n1", nil, time.Minute), Collections: cfg, Local: h.Publish, LogWindow: 10})
+	st := stacktest.New(stacktest.Options{Engine: engine.Options{Collections: cfg, LogWindow: 10}})
+	h, eng := st.Hub, st.Eng
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	k := core.Key{Collection: "docs", ID: "d"}

@@ -11,10 +11,9 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/hub"
-	"github.com/open-autoglm/autoglm/app/inmem"
+	"github.com/open-autoglm/autoglm/app/internal/stacktest"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 	"github.com/open-autoglm/autoglm/app/session"
@@ -89,9 +88,8 @@ func next(t *testing.T, c chanSender, typ string) protocol.Message {
 func TestOpSpanFromReceiptToAck(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tel := telemetry.WithProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
-	h := hub.New(hub.Options{Node: "n1", Tracer: tel.Tracer()})
-	eng := engine.New(engine.Options{Store: inmem.NewStore(), Clock: clock.New("n1", nil, time.Minute),
-		LocalContext: h.Deliver, Tracer: tel.Tracer()})
+	st := stacktest.New(stacktest.Options{Hub: hub.Options{Tracer: tel.Tracer()}, Engine: engine.Options{Tracer: tel.Tracer()}})
+	h, eng := st.Hub, st.Eng
 	var mu sync.Mutex
 	var answered []string
 	ctx, cancel := context.WithCancel(context.Background())

@@ -12,12 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
-	"github.com/open-autoglm/autoglm/app/hub"
 	"github.com/open-autoglm/autoglm/app/inmem"
+	"github.com/open-autoglm/autoglm/app/internal/stacktest"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/query"
 	"github.com/open-autoglm/autoglm/app/query/live"
@@ -34,14 +33,11 @@ type rig struct {
 // published through a hub whose change observer feeds the live engine.
 func newRig(t testing.TB) *rig {
 	t.Helper()
-	store := inmem.NewStore()
-	h := hub.New(hub.Options{Node: "n1"})
-	eng := engine.New(engine.Options{Store: store, Clock: clock.New("n1", nil, time.Minute),
-		Collections: collections.Default(), Local: h.Publish, LogWindow: 100})
-	l := live.New(store)
-	h.Observe("live-queries", l.Observe)
+	st := stacktest.New(stacktest.Options{Engine: engine.Options{Collections: collections.Default(), LogWindow: 100}})
+	l := live.New(st.Store)
+	st.Hub.Observe("live-queries", l.Observe)
 	t.Cleanup(l.Close)
-	return &rig{store: store, eng: eng, live: l}
+	return &rig{store: st.Store, eng: st.Eng, live: l}
 }
 
 func (r *rig) write(t testing.TB, id string, op core.Op) {
