@@ -206,30 +206,10 @@ func (pb *pollBuffer) drained() bool {
 // the session id to poll).
 func (fb *fallback) serveOpen(w http.ResponseWriter, r *http.Request) {
 	s := fb.s
-	if !s.corsOK(w, r) {
-		return
-	}
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST, OPTIONS")
-		s.fail(w, r, core.Errorf(core.CodeMethodNotAllowed, "%s is not served here; POST a hello to open a session", r.Method))
-		return
-	}
-	if s.draining.Load() {
-		s.fail(w, r, core.ErrShuttingDown)
-		return
-	}
-	body, ok := s.readJSONBody(w, r)
+	hello, release, ok := fb.admitOpen(w, r, http.MethodPost, "%s is not served here; POST a hello to open a session", func() ([]byte, bool) {
+		return s.readJSONBody(w, r)
+	})
 	if !ok {
-		return
-	}
-	hello, err := decodeHello(body)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	release, err := s.admitAddr(r)
-	if err != nil {
-		s.fail(w, r, err)
 		return
 	}
 	pb := newPollBuffer(s.WriteTimeout)
@@ -286,12 +266,7 @@ func (fb *fallback) servePollSession(w http.ResponseWriter, r *http.Request) {
 		fb.servePost(w, r)
 		return
 	}
-	if !s.corsOK(w, r) {
-		return
-	}
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", "GET, POST, OPTIONS")
-		s.fail(w, r, core.Errorf(core.CodeMethodNotAllowed, "%s is not served on a long-poll session", r.Method))
+	if !s.corsOK(w, r) || !s.methodIs(w, r, http.MethodGet, "GET, POST, OPTIONS", "%s is not served on a long-poll session") {
 		return
 	}
 	fs := fb.session(w, r)

@@ -186,31 +186,15 @@ func (fb *fallback) hookShutdown(r *http.Request) {
 // JSON. The stream's last event is "close" with the session's close code.
 func (fb *fallback) serveEvents(w http.ResponseWriter, r *http.Request) {
 	s := fb.s
-	if !s.corsOK(w, r) {
-		return
-	}
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", "GET, OPTIONS")
-		s.fail(w, r, core.Errorf(core.CodeMethodNotAllowed, "%s is not served on the event stream", r.Method))
-		return
-	}
-	if s.draining.Load() {
-		s.fail(w, r, core.ErrShuttingDown)
-		return
-	}
-	raw := r.URL.Query().Get("hello")
-	if len(raw) > maxHelloQuery {
-		s.fail(w, r, core.Errorf(core.CodeTooLarge, "hello over %d bytes", maxHelloQuery))
-		return
-	}
-	hello, err := decodeHello([]byte(raw))
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	release, err := s.admitAddr(r)
-	if err != nil {
-		s.fail(w, r, err)
+	hello, release, ok := fb.admitOpen(w, r, http.MethodGet, "%s is not served on the event stream", func() ([]byte, bool) {
+		raw := r.URL.Query().Get("hello")
+		if len(raw) > maxHelloQuery {
+			s.fail(w, r, core.Errorf(core.CodeTooLarge, "hello over %d bytes", maxHelloQuery))
+			return nil, false
+		}
+		return []byte(raw), true
+	})
+	if !ok {
 		return
 	}
 	defer release()
@@ -299,6 +283,47 @@ func (ss *sseSender) write(b []byte) error {
 	return ss.rc.Flush()
 }
 
+// admitOpen runs, in order, the checks a request that opens a fallback
+// session passes: the origin, the method (notServed is the refusal's
+// message, with the method for %s), the service not draining, the hello
+// message that readHello returns, and a connection slot for the client's
+// address. When one fails, the request has been answered and ok is false;
+// otherwise release gives the slot back.
+func (fb *fallback) admitOpen(w http.ResponseWriter, r *http.Request, method, notServed string, readHello func() ([]byte, bool)) (hello protocol.Message, release func(), ok bool) {
+	s := fb.s
+	if !s.corsOK(w, r) || !s.methodIs(w, r, method, method+", OPTIONS", notServed) {
+		return hello, nil, false
+	}
+	if s.draining.Load() {
+		s.fail(w, r, core.ErrShuttingDown)
+		return hello, nil, false
+	}
+	raw, ok := readHello()
+	if !ok {
+		return hello, nil, false
+	}
+	hello, err := decodeHello(raw)
+	if err == nil {
+		release, err = s.admitAddr(r)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return hello, nil, false
+	}
+	return hello, release, true
+}
+
+// methodIs answers 405 with allow as the Allow header and notServed (the
+// method for %s) as the message unless r's method is method.
+func (s *Server) methodIs(w http.ResponseWriter, r *http.Request, method, allow, notServed string) bool {
+	if r.Method == method {
+		return true
+	}
+	w.Header().Set("Allow", allow)
+	s.fail(w, r, core.Errorf(core.CodeMethodNotAllowed, notServed, r.Method))
+	return false
+}
+
 // decodeHello reads the hello message that opens a fallback session.
 func decodeHello(b []byte) (protocol.Message, error) {
 	if len(b) == 0 {
@@ -319,12 +344,7 @@ func decodeHello(b []byte) (protocol.Message, error) {
 // has taken them all (backpressure is the request's latency).
 func (fb *fallback) servePost(w http.ResponseWriter, r *http.Request) {
 	s := fb.s
-	if !s.corsOK(w, r) {
-		return
-	}
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST, OPTIONS")
-		s.fail(w, r, core.Errorf(core.CodeMethodNotAllowed, "%s is not served here; POST messages", r.Method))
+	if !s.corsOK(w, r) || !s.methodIs(w, r, http.MethodPost, "POST, OPTIONS", "%s is not served here; POST messages") {
 		return
 	}
 	fs := fb.session(w, r)
