@@ -16,7 +16,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -25,18 +24,12 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/bench"
+	"github.com/open-autoglm/autoglm/app/internal/cmdmain"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "autoglm-bench:", err)
-		os.Exit(1)
-	}
-}
+func main() { cmdmain.Run("autoglm-bench", run) }
 
 type options struct {
 	profiles     []string

@@ -21,24 +21,16 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
-	"syscall"
 
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
+	"github.com/open-autoglm/autoglm/app/internal/cmdmain"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "autoglm-dev:", err)
-		os.Exit(1)
-	}
-}
+func main() { cmdmain.Run("autoglm-dev", run) }
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("autoglm-dev", flag.ContinueOnError)
@@ -69,16 +61,15 @@ func run(ctx context.Context, args []string) error {
 		fmt.Println("using", b)
 		return nil
 	}
-	explicit := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	explicit := cmdmain.Explicit(fs)
 	if *profile == "local" && *replicas != 1 {
 		return errors.New("the local profile (SQLite + in-memory pub/sub) runs one replica; use -profile redis for a cluster")
 	}
-	daprd, err := daprrun.FindDaprd(false)
+	dev, err := daprrun.OpenDevRun(*dataDir, os.Stdout)
 	if err != nil {
 		return err
 	}
-	fmt.Println("using", daprd)
+	defer dev.Close()
 	os.Setenv("REDIS_ADDR", *redis)
 	if err := backend.Require(*profile); err != nil {
 		return err
@@ -87,32 +78,9 @@ func run(ctx context.Context, args []string) error {
 	if err := backend.Prepare(*profile, config.DefaultBroadcastTopic); err != nil {
 		return err
 	}
-	root, err := daprrun.RepoRoot()
-	if err != nil {
-		return err
-	}
-	data, err := filepath.Abs(*dataDir)
-	if err != nil {
-		return err
-	}
-	unlock, err := daprrun.LockDir(data)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	for _, f := range []*string{collectionsFile, daprConfig} {
-		if *f != "" && !filepath.IsAbs(*f) {
-			*f = filepath.Join(root, *f)
-		}
-	}
+	root, data := dev.Root, dev.Data
+	dev.InRoot(collectionsFile, daprConfig)
 
-	var running []*daprrun.Pair
-	defer func() {
-		for i := len(running) - 1; i >= 0; i-- {
-			running[i].Stop()
-		}
-		fmt.Println("stopped")
-	}()
 	var ports daprrun.Ports
 	nonce := daprrun.NewToken()[:8]
 	for i := range *replicas {
@@ -151,7 +119,8 @@ func run(ctx context.Context, args []string) error {
 		}
 		ports.Notes = nil
 		node := fmt.Sprintf("replica-%d-%s", i, nonce)
-		p, err := daprrun.StartPair(ctx, daprrun.PairOptions{
+		tokens := filepath.Join(rdir, "tokens.env")
+		if _, err := dev.Start(ctx, daprrun.PairOptions{
 			Name: fmt.Sprintf("replica %d", i), Bin: *appBin, Out: os.Stderr,
 			LogFile: filepath.Join(rdir, "daprd.log"), NodeID: node,
 			Env: []string{
@@ -160,16 +129,10 @@ func run(ctx context.Context, args []string) error {
 				"AUTOGLM_NODE_ID=" + node,
 				"AUTOGLM_COLLECTIONS=" + *collectionsFile,
 			},
-			Sidecar: daprrun.Options{Daprd: daprd.Path, AppID: *appID, AppPort: appPort, HTTPPort: httpPort,
+			Sidecar: daprrun.Options{AppID: *appID, AppPort: appPort, HTTPPort: httpPort,
 				GRPCPort: gPort, MetricsPort: mPort, InternalPort: iPort, ResourcesDir: res, Dir: data,
 				ConfigFile: *daprConfig, LogLevel: *logLevel, Env: daprrun.LoopbackEnv, Args: daprrun.LoopbackArgs},
-		})
-		if err != nil {
-			return err
-		}
-		running = append(running, p)
-		tokens := filepath.Join(rdir, "tokens.env")
-		if err := p.WriteTokens(tokens); err != nil {
+		}, tokens); err != nil {
 			return err
 		}
 		fmt.Printf("replica %d ready: app http://127.0.0.1:%d  (demo page http://127.0.0.1:%d/, WebSocket ws://127.0.0.1:%d/v1/sync, app id %s, daprd http://127.0.0.1:%d grpc %d metrics %d, log %s, API tokens %s)\n",
@@ -177,5 +140,5 @@ func run(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("profile %s, data in %s. Press Ctrl-C to stop.\n", *profile, data)
 	// Stop everything when any process dies on its own.
-	return daprrun.Supervise(ctx, running)
+	return dev.Supervise(ctx)
 }

@@ -24,46 +24,13 @@ import (
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
 )
 
-// runnerBin builds the runner once per test process; the service binary
-// comes from cluster.App.
-var runnerBin struct {
-	once sync.Once
-	path string
-	err  error
-}
+func TestMain(m *testing.M) { os.Exit(cluster.Main(m)) }
 
-func TestMain(m *testing.M) {
-	code := cluster.Main(m)
-	if runnerBin.path != "" {
-		os.RemoveAll(filepath.Dir(runnerBin.path))
-	}
-	os.Exit(code)
-}
-
+// build builds the runner and the service from the tree under test, once
+// per test process.
 func build(t *testing.T) (runner, app string) {
 	t.Helper()
-	runnerBin.once.Do(func() {
-		root, err := daprrun.RepoRoot()
-		if err != nil {
-			runnerBin.err = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "autoglm-dev-test-")
-		if err != nil {
-			runnerBin.err = err
-			return
-		}
-		runnerBin.path = filepath.Join(dir, "autoglm-dev")
-		cmd := exec.Command("go", "build", "-o", runnerBin.path, "./app/cmd/autoglm-dev")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			runnerBin.err = fmt.Errorf("build the runner: %v\n%s", err, out)
-		}
-	})
-	if runnerBin.err != nil {
-		t.Fatal(runnerBin.err)
-	}
-	return runnerBin.path, cluster.App(t)
+	return cluster.Command(t, "autoglm-dev"), cluster.App(t)
 }
 
 // clone lays out what a developer's clone gives the runner — components/,

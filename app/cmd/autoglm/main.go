@@ -5,28 +5,20 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/internal/cmdmain"
 	"github.com/open-autoglm/autoglm/app/service"
 )
 
 // version is set at build time: -ldflags "-X main.version=...".
 var version = "dev"
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "autoglm:", err)
-		os.Exit(1)
-	}
-}
+func main() { cmdmain.Run("autoglm", run) }
 
-func run(ctx context.Context) error {
+func run(ctx context.Context, _ []string) error {
 	cfg, err := config.FromEnv(os.LookupEnv)
 	if err != nil {
 		return err

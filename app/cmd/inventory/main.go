@@ -5,28 +5,23 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/open-autoglm/autoglm/app/internal/cmdmain"
 	"github.com/open-autoglm/autoglm/app/inventory"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+func main() { cmdmain.Run("inventory", run) }
+
+// run serves until ctx ends; a configuration error exits with 2.
+func run(ctx context.Context, _ []string) error {
 	log := logrus.New()
 	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
 	cfg, err := inventory.ConfigFromEnv(os.LookupEnv)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "inventory:", err)
-		os.Exit(2)
+		return cmdmain.WithCode(2, err)
 	}
-	if err := inventory.Run(ctx, cfg, log); err != nil {
-		fmt.Fprintln(os.Stderr, "inventory:", err)
-		os.Exit(1)
-	}
+	return inventory.Run(ctx, cfg, log)
 }

@@ -14,23 +14,15 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
-	"syscall"
 
 	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/internal/cmdmain"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "saga-dev:", err)
-		os.Exit(1)
-	}
-}
+func main() { cmdmain.Run("saga-dev", run) }
 
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("saga-dev", flag.ContinueOnError)
@@ -48,29 +40,14 @@ func run(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	explicit := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
-	daprd, err := daprrun.FindDaprd(false)
+	explicit := cmdmain.Explicit(fs)
+	dev, err := daprrun.OpenDevRun(*dataDir, os.Stdout)
 	if err != nil {
 		return err
 	}
-	fmt.Println("using", daprd)
-	root, err := daprrun.RepoRoot()
-	if err != nil {
-		return err
-	}
-	data, err := filepath.Abs(*dataDir)
-	if err != nil {
-		return err
-	}
-	unlock, err := daprrun.LockDir(data)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if !filepath.IsAbs(*daprConfig) {
-		*daprConfig = filepath.Join(root, *daprConfig)
-	}
+	defer dev.Close()
+	root, data := dev.Root, dev.Data
+	dev.InRoot(daprConfig)
 	// The inventory's sidecar takes any free ports: only its app port is
 	// used from outside.
 	var ports daprrun.Ports
@@ -97,27 +74,16 @@ func run(ctx context.Context, args []string) error {
 	if err := daprrun.Render(filepath.Join(root, "components", "saga"), res, vars); err != nil {
 		return fmt.Errorf("render components: %w", err)
 	}
-	var running []*daprrun.Pair
-	defer func() {
-		for i := len(running) - 1; i >= 0; i-- {
-			running[i].Stop()
-		}
-		fmt.Println("stopped")
-	}()
 	start := func(name, appID, bin string, appPort, httpPort, grpcPort, metricsPort int, node string, env []string) error {
 		logFile := filepath.Join(data, name+"-daprd.log")
-		p, err := daprrun.StartPair(ctx, daprrun.PairOptions{
+		tokens := filepath.Join(data, name+"-tokens.env")
+		p, err := dev.Start(ctx, daprrun.PairOptions{
 			Name: name, Bin: filepath.Join(root, bin), Env: env, Out: os.Stderr, LogFile: logFile, NodeID: node,
-			Sidecar: daprrun.Options{Daprd: daprd.Path, AppID: appID, AppPort: appPort, HTTPPort: httpPort, GRPCPort: grpcPort,
+			Sidecar: daprrun.Options{AppID: appID, AppPort: appPort, HTTPPort: httpPort, GRPCPort: grpcPort,
 				MetricsPort: metricsPort, ResourcesDir: res, Dir: data, ConfigFile: *daprConfig, LogLevel: *logLevel,
 				Env: daprrun.LoopbackEnv, Args: daprrun.LoopbackArgs},
-		})
+		}, tokens)
 		if err != nil {
-			return err
-		}
-		running = append(running, p)
-		tokens := filepath.Join(data, name+"-tokens.env")
-		if err := p.WriteTokens(tokens); err != nil {
 			return err
 		}
 		fmt.Printf("%s ready: app http://127.0.0.1:%d, daprd http://127.0.0.1:%d (log %s, API tokens %s)\n", name, appPort, p.Sidecar.HTTPPort, logFile, tokens)
@@ -145,5 +111,5 @@ The saga is running. Try it:
 Watch an order live on ws://127.0.0.1:%[1]d/v1/sync (docs/protocol.md). Press Ctrl-C to stop.
 `, *port, *invPort)
 
-	return daprrun.Supervise(ctx, running)
+	return dev.Supervise(ctx)
 }
