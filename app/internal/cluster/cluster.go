@@ -75,19 +75,28 @@ type Node struct {
 	sidecar *daprrun.Sidecar
 }
 
-var build struct {
-	once sync.Once
+// builds are the commands built for this test process, by name under
+// app/cmd, all in one temporary folder.
+var builds struct {
+	mu   sync.Mutex
 	dir  string
+	bins map[string]*built
+}
+
+type built struct {
+	once sync.Once
 	bin  string
 	err  error
 }
 
-// Main runs a test binary's tests and then removes the service binary
-// built for them: call it from TestMain.
+// Main runs a test binary's tests and then removes the binaries built for
+// them: call it from TestMain.
 func Main(m *testing.M) int {
 	code := m.Run()
-	if build.dir != "" {
-		os.RemoveAll(build.dir)
+	builds.mu.Lock()
+	defer builds.mu.Unlock()
+	if builds.dir != "" {
+		os.RemoveAll(builds.dir)
 	}
 	return code
 }
@@ -96,26 +105,50 @@ func Main(m *testing.M) int {
 // process.
 func App(t testing.TB) string {
 	t.Helper()
-	build.once.Do(func() {
+	return Command(t, "autoglm")
+}
+
+// Command builds app/cmd/<name> from the tree under test, once per test
+// process, and returns the binary's path.
+func Command(t testing.TB, name string) string {
+	t.Helper()
+	builds.mu.Lock()
+	b := builds.bins[name]
+	if b == nil {
+		b = &built{}
+		if builds.bins == nil {
+			builds.bins = map[string]*built{}
+		}
+		builds.bins[name] = b
+	}
+	builds.mu.Unlock()
+	b.once.Do(func() {
 		root, err := daprrun.RepoRoot()
 		if err != nil {
-			build.err = err
+			b.err = err
 			return
 		}
-		if build.dir, build.err = os.MkdirTemp("", "autoglm-cluster-"); build.err != nil {
+		builds.mu.Lock()
+		if builds.dir == "" {
+			builds.dir, err = os.MkdirTemp("", "autoglm-cluster-")
+		}
+		dir := builds.dir
+		builds.mu.Unlock()
+		if err != nil {
+			b.err = err
 			return
 		}
-		build.bin = filepath.Join(build.dir, "autoglm")
-		cmd := exec.Command("go", "build", "-o", build.bin, "./app/cmd/autoglm")
+		b.bin = filepath.Join(dir, name)
+		cmd := exec.Command("go", "build", "-o", b.bin, "./app/cmd/"+name)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			build.err = fmt.Errorf("build the service: %v\n%s", err, out)
+			b.err = fmt.Errorf("build %s: %v\n%s", name, err, out)
 		}
 	})
-	if build.err != nil {
-		t.Fatal(build.err)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return build.bin
+	return b.bin
 }
 
 // Start starts the replicas one after the other, waits until each is
@@ -292,23 +325,30 @@ func (n *Node) StartApp() error {
 }
 
 // KillApp ends the app process at once (SIGKILL), as a crash would.
-func (n *Node) KillApp() {
-	n.mu.Lock()
-	p := n.app
-	n.app = nil
-	n.mu.Unlock()
-	if p != nil {
-		p.Kill()
-	}
-}
+func (n *Node) KillApp() { end(n, &n.app, true) }
 
 // StopApp stops the app gracefully (it drains its sessions).
-func (n *Node) StopApp() {
+func (n *Node) StopApp() { end(n, &n.app, false) }
+
+// process is what a node runs: its app and its daprd.
+type process interface {
+	*daprrun.Process | *daprrun.Sidecar
+	Kill()
+	Stop(grace time.Duration) error
+}
+
+// end takes the process in slot out of the node, so that nothing else ends
+// it, and ends it: at once (SIGKILL) when kill, else gracefully.
+func end[P process](n *Node, slot *P, kill bool) {
 	n.mu.Lock()
-	p := n.app
-	n.app = nil
+	p := *slot
+	*slot = nil
 	n.mu.Unlock()
-	if p != nil {
+	switch {
+	case p == nil:
+	case kill:
+		p.Kill()
+	default:
 		_ = p.Stop(10 * time.Second)
 	}
 }
@@ -342,26 +382,10 @@ func (n *Node) SidecarPid() int {
 }
 
 // KillSidecar ends daprd at once (SIGKILL), as a crash would.
-func (n *Node) KillSidecar() {
-	n.mu.Lock()
-	sc := n.sidecar
-	n.sidecar = nil
-	n.mu.Unlock()
-	if sc != nil {
-		sc.Kill()
-	}
-}
+func (n *Node) KillSidecar() { end(n, &n.sidecar, true) }
 
 // StopSidecar stops daprd gracefully.
-func (n *Node) StopSidecar() {
-	n.mu.Lock()
-	sc := n.sidecar
-	n.sidecar = nil
-	n.mu.Unlock()
-	if sc != nil {
-		_ = sc.Stop(10 * time.Second)
-	}
-}
+func (n *Node) StopSidecar() { end(n, &n.sidecar, false) }
 
 // Ready returns the status of the app's /readyz (0 when it does not
 // answer).
