@@ -20,76 +20,73 @@ import (
 // as core.ErrUnavailable, never one as the other: kv.Update retries only
 // the first.
 func TestClassification(t *testing.T) {
-	for _, profile := range daprtest.Profiles {
-		t.Run(profile, func(t *testing.T) {
-			t.Parallel()
-			r := daprtest.Start(t, daprtest.Options{Profile: profile})
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			s := daprkv.New(r.DaprClient(t), config.DefaultStateStore, config.DefaultLockStore)
-			key := "_kvtest:" + uuid.NewString()[:8]
+	daprtest.EachProfile(t, func(t *testing.T, profile string) {
+		r := daprtest.Start(t, daprtest.Options{Profile: profile})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		s := daprkv.New(r.DaprClient(t), config.DefaultStateStore, config.DefaultLockStore)
+		key := "_kvtest:" + uuid.NewString()[:8]
 
-			if it, err := s.Get(ctx, key); err != nil || it.Exists() || it.ETag != "" {
-				t.Fatalf("missing record: %+v %v", it, err)
+		if it, err := s.Get(ctx, key); err != nil || it.Exists() || it.ETag != "" {
+			t.Fatalf("missing record: %+v %v", it, err)
+		}
+		if err := s.Put(ctx, key, []byte(`{"n":1}`), ""); err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		if err := s.Put(ctx, key, []byte(`{"n":2}`), ""); !errors.Is(err, core.ErrVersionConflict) {
+			t.Fatalf("second create: %v, want a version conflict", err)
+		}
+		first, err := s.Get(ctx, key)
+		if err != nil || string(first.Value) != `{"n":1}` || first.ETag == "" {
+			t.Fatalf("read: %+v %v", first, err)
+		}
+		if err := s.Put(ctx, key, []byte(`{"n":3}`), first.ETag); err != nil {
+			t.Fatalf("guarded write: %v", err)
+		}
+		if err := s.Put(ctx, key, []byte(`{"n":4}`), first.ETag); !errors.Is(err, core.ErrVersionConflict) {
+			t.Fatalf("stale ETag: %v, want a version conflict", err)
+		}
+		// Lost races are retried by Update, which ends with its change.
+		type rec struct{ N int }
+		if err := kv.Update(ctx, s, key, func(v *rec) (bool, error) { v.N += 10; return true, nil }); err != nil {
+			t.Fatal(err)
+		}
+		if it, _ := s.Get(ctx, key); string(it.Value) != `{"N":13}` {
+			t.Fatalf("after update: %s", it.Value)
+		}
+		if err := s.Set(ctx, key+":ttl", []byte("1"), time.Hour); err != nil {
+			t.Fatalf("set with a ttl: %v", err)
+		}
+		if has, err := s.Has(ctx, config.DefaultStateStore, "state"); err != nil || !has {
+			t.Fatalf("state store component: %v %v", has, err)
+		}
+		if has, _ := s.Has(ctx, config.DefaultLockStore, "lock"); has {
+			res := "kvtest:" + uuid.NewString()[:8]
+			if ok, err := s.TryLock(ctx, res, "a", time.Minute); err != nil || !ok {
+				t.Fatalf("lock: %v %v", ok, err)
 			}
-			if err := s.Put(ctx, key, []byte(`{"n":1}`), ""); err != nil {
-				t.Fatalf("create: %v", err)
+			if ok, err := s.TryLock(ctx, res, "b", time.Minute); err != nil || ok {
+				t.Fatalf("second lock: %v %v", ok, err)
 			}
-			if err := s.Put(ctx, key, []byte(`{"n":2}`), ""); !errors.Is(err, core.ErrVersionConflict) {
-				t.Fatalf("second create: %v, want a version conflict", err)
+			if ok, err := s.Unlock(ctx, res, "b"); err != nil || ok {
+				t.Fatalf("unlock by another owner: %v %v", ok, err)
 			}
-			first, err := s.Get(ctx, key)
-			if err != nil || string(first.Value) != `{"n":1}` || first.ETag == "" {
-				t.Fatalf("read: %+v %v", first, err)
+			t.Log("lock component checked")
+			if ok, err := s.Unlock(ctx, res, "a"); err != nil || !ok {
+				t.Fatalf("unlock: %v %v", ok, err)
 			}
-			if err := s.Put(ctx, key, []byte(`{"n":3}`), first.ETag); err != nil {
-				t.Fatalf("guarded write: %v", err)
-			}
-			if err := s.Put(ctx, key, []byte(`{"n":4}`), first.ETag); !errors.Is(err, core.ErrVersionConflict) {
-				t.Fatalf("stale ETag: %v, want a version conflict", err)
-			}
-			// Lost races are retried by Update, which ends with its change.
-			type rec struct{ N int }
-			if err := kv.Update(ctx, s, key, func(v *rec) (bool, error) { v.N += 10; return true, nil }); err != nil {
-				t.Fatal(err)
-			}
-			if it, _ := s.Get(ctx, key); string(it.Value) != `{"N":13}` {
-				t.Fatalf("after update: %s", it.Value)
-			}
-			if err := s.Set(ctx, key+":ttl", []byte("1"), time.Hour); err != nil {
-				t.Fatalf("set with a ttl: %v", err)
-			}
-			if has, err := s.Has(ctx, config.DefaultStateStore, "state"); err != nil || !has {
-				t.Fatalf("state store component: %v %v", has, err)
-			}
-			if has, _ := s.Has(ctx, config.DefaultLockStore, "lock"); has {
-				res := "kvtest:" + uuid.NewString()[:8]
-				if ok, err := s.TryLock(ctx, res, "a", time.Minute); err != nil || !ok {
-					t.Fatalf("lock: %v %v", ok, err)
-				}
-				if ok, err := s.TryLock(ctx, res, "b", time.Minute); err != nil || ok {
-					t.Fatalf("second lock: %v %v", ok, err)
-				}
-				if ok, err := s.Unlock(ctx, res, "b"); err != nil || ok {
-					t.Fatalf("unlock by another owner: %v %v", ok, err)
-				}
-				t.Log("lock component checked")
-				if ok, err := s.Unlock(ctx, res, "a"); err != nil || !ok {
-					t.Fatalf("unlock: %v %v", ok, err)
-				}
-			}
+		}
 
-			r.StopSidecar()
-			dctx, dcancel := context.WithTimeout(ctx, 3*time.Second)
-			defer dcancel()
-			for _, err := range []error{
-				func() error { _, err := s.Get(dctx, key); return err }(),
-				s.Put(dctx, key, []byte(`{}`), first.ETag),
-			} {
-				if !errors.Is(err, core.ErrUnavailable) || errors.Is(err, core.ErrVersionConflict) {
-					t.Fatalf("sidecar down: %v, want unavailable", err)
-				}
+		r.StopSidecar()
+		dctx, dcancel := context.WithTimeout(ctx, 3*time.Second)
+		defer dcancel()
+		for _, err := range []error{
+			func() error { _, err := s.Get(dctx, key); return err }(),
+			s.Put(dctx, key, []byte(`{}`), first.ETag),
+		} {
+			if !errors.Is(err, core.ErrUnavailable) || errors.Is(err, core.ErrVersionConflict) {
+				t.Fatalf("sidecar down: %v, want unavailable", err)
 			}
-		})
-	}
+		}
+	})
 }

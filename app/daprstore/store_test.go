@@ -33,76 +33,73 @@ func change(k core.Key, v int64) core.Change {
 // TestETagSemantics pins how each real state store reports a lost race, so
 // the engine's retry keeps working when a store or Dapr version changes.
 func TestETagSemantics(t *testing.T) {
-	for _, profile := range daprtest.Profiles {
-		t.Run(profile, func(t *testing.T) {
-			t.Parallel()
-			r := daprtest.Start(t, daprtest.Options{Profile: profile})
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			c := r.DaprClient(t)
-			s := daprstore.New(c, config.DefaultStateStore)
-			k := core.Key{Collection: "etag", ID: uuid.NewString()[:8]}
-			commit := func(etag string, v int64, prevTail []core.Change) error {
-				d := docAt(k, v)
-				d.Tail = []core.Change{change(k, v)}
-				return s.Commit(ctx, core.Commit{Key: k, ETag: etag, Doc: d, Changes: d.Tail, Archive: prevTail, IndexAdd: v == 1})
-			}
+	daprtest.EachProfile(t, func(t *testing.T, profile string) {
+		r := daprtest.Start(t, daprtest.Options{Profile: profile})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c := r.DaprClient(t)
+		s := daprstore.New(c, config.DefaultStateStore)
+		k := core.Key{Collection: "etag", ID: uuid.NewString()[:8]}
+		commit := func(etag string, v int64, prevTail []core.Change) error {
+			d := docAt(k, v)
+			d.Tail = []core.Change{change(k, v)}
+			return s.Commit(ctx, core.Commit{Key: k, ETag: etag, Doc: d, Changes: d.Tail, Archive: prevTail, IndexAdd: v == 1})
+		}
 
-			// Create, then a second create of the same key loses.
-			if err := commit("", 1, nil); err != nil {
-				t.Fatalf("create: %v", err)
-			}
-			if err := commit("", 1, nil); !errors.Is(err, core.ErrVersionConflict) {
-				t.Fatalf("second create: %v, want a version conflict", err)
-			}
-			st, err := s.Load(ctx, k)
-			if err != nil || st.Doc.Version != 1 || st.ETag == "" {
-				t.Fatalf("load: %+v %v", st, err)
-			}
-			stale := st.ETag
-			if err := commit(stale, 2, st.Doc.Tail); err != nil {
-				t.Fatalf("update: %v", err)
-			}
-			// A commit with a stale ETag fails as a version conflict and
-			// leaves no trace of its version.
-			if err := commit(stale, 3, st.Doc.Tail); !errors.Is(err, core.ErrVersionConflict) {
-				t.Fatalf("stale commit: %v, want a version conflict", err)
-			}
-			cs, err := s.Changes(ctx, k, 1, 5)
-			if err != nil || len(cs) != 2 || cs[0].Version != 1 || cs[1].Version != 2 {
-				t.Fatalf("log after stale write: %v %v", cs, err)
-			}
-			if st, _ := s.Load(ctx, k); st.Doc.Version != 2 {
-				t.Fatalf("document after stale write at version %d", st.Doc.Version)
-			}
-			// A single save with a stale ETag (gRPC Aborted) classifies the same.
-			err = c.SaveStateWithETag(ctx, config.DefaultStateStore, "etag:"+k.ID, []byte(`{}`), stale, nil,
-				dapr.WithConcurrency(dapr.StateConcurrencyFirstWrite))
-			if err == nil {
-				t.Fatal("stale single save succeeded")
-			}
-			if cerr := daprstore.Classify("save", err); !errors.Is(cerr, core.ErrVersionConflict) {
-				t.Fatalf("single save error %v classified as %v", err, cerr)
-			}
-			// Trims delete the named log entries.
-			st, _ = s.Load(ctx, k)
-			d := docAt(k, 3)
-			d.Tail, d.LogStart = []core.Change{change(k, 3)}, 2
-			if err := s.Commit(ctx, core.Commit{Key: k, ETag: st.ETag, Doc: d, Changes: d.Tail, Archive: st.Doc.Tail, TrimFrom: 1, TrimTo: 1}); err != nil {
-				t.Fatal(err)
-			}
-			if cs, _ := s.Changes(ctx, k, 1, 3); len(cs) != 0 {
-				t.Fatalf("trimmed entry still read: %v", cs)
-			}
-			if cs, _ := s.Changes(ctx, k, 2, 3); len(cs) != 2 {
-				t.Fatalf("kept entries: %v", cs)
-			}
-			page, err := s.List(ctx, "etag", "", 100)
-			if err != nil || !contains(page.IDs, k.ID) {
-				t.Fatalf("index: %v %v", page, err)
-			}
-		})
-	}
+		// Create, then a second create of the same key loses.
+		if err := commit("", 1, nil); err != nil {
+			t.Fatalf("create: %v", err)
+		}
+		if err := commit("", 1, nil); !errors.Is(err, core.ErrVersionConflict) {
+			t.Fatalf("second create: %v, want a version conflict", err)
+		}
+		st, err := s.Load(ctx, k)
+		if err != nil || st.Doc.Version != 1 || st.ETag == "" {
+			t.Fatalf("load: %+v %v", st, err)
+		}
+		stale := st.ETag
+		if err := commit(stale, 2, st.Doc.Tail); err != nil {
+			t.Fatalf("update: %v", err)
+		}
+		// A commit with a stale ETag fails as a version conflict and
+		// leaves no trace of its version.
+		if err := commit(stale, 3, st.Doc.Tail); !errors.Is(err, core.ErrVersionConflict) {
+			t.Fatalf("stale commit: %v, want a version conflict", err)
+		}
+		cs, err := s.Changes(ctx, k, 1, 5)
+		if err != nil || len(cs) != 2 || cs[0].Version != 1 || cs[1].Version != 2 {
+			t.Fatalf("log after stale write: %v %v", cs, err)
+		}
+		if st, _ := s.Load(ctx, k); st.Doc.Version != 2 {
+			t.Fatalf("document after stale write at version %d", st.Doc.Version)
+		}
+		// A single save with a stale ETag (gRPC Aborted) classifies the same.
+		err = c.SaveStateWithETag(ctx, config.DefaultStateStore, "etag:"+k.ID, []byte(`{}`), stale, nil,
+			dapr.WithConcurrency(dapr.StateConcurrencyFirstWrite))
+		if err == nil {
+			t.Fatal("stale single save succeeded")
+		}
+		if cerr := daprstore.Classify("save", err); !errors.Is(cerr, core.ErrVersionConflict) {
+			t.Fatalf("single save error %v classified as %v", err, cerr)
+		}
+		// Trims delete the named log entries.
+		st, _ = s.Load(ctx, k)
+		d := docAt(k, 3)
+		d.Tail, d.LogStart = []core.Change{change(k, 3)}, 2
+		if err := s.Commit(ctx, core.Commit{Key: k, ETag: st.ETag, Doc: d, Changes: d.Tail, Archive: st.Doc.Tail, TrimFrom: 1, TrimTo: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if cs, _ := s.Changes(ctx, k, 1, 3); len(cs) != 0 {
+			t.Fatalf("trimmed entry still read: %v", cs)
+		}
+		if cs, _ := s.Changes(ctx, k, 2, 3); len(cs) != 2 {
+			t.Fatalf("kept entries: %v", cs)
+		}
+		page, err := s.List(ctx, "etag", "", 100)
+		if err != nil || !contains(page.IDs, k.ID) {
+			t.Fatalf("index: %v %v", page, err)
+		}
+	})
 }
 
 func contains(ids []string, id string) bool {

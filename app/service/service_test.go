@@ -40,20 +40,11 @@ func wantStatus(t testing.TB, r resp, status int, code string) {
 	}
 }
 
-func eachProfile(t *testing.T, f func(t *testing.T, profile string)) {
-	for _, p := range daprtest.Profiles {
-		t.Run(p, func(t *testing.T) {
-			t.Parallel()
-			f(t, p)
-		})
-	}
-}
-
 // TestREST exercises the document API against a real daprd on every
 // profile, including the failure paths, and checks that failed requests
 // leave stored data exactly as it was.
 func TestREST(t *testing.T) {
-	eachProfile(t, func(t *testing.T, profile string) {
+	daprtest.EachProfile(t, func(t *testing.T, profile string) {
 		r := daprtest.Start(t, daprtest.Options{Profile: profile})
 		coll := "p" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
 		doc := r.URL() + "/v1/docs/" + coll + "/u1"
@@ -288,7 +279,7 @@ func dense(from, to int64) []int64 {
 // TestTwoClientsThousandOps: A sends 1,000 ops on one document; B receives
 // every version exactly once, in order; both copies end identical.
 func TestTwoClientsThousandOps(t *testing.T) {
-	eachProfile(t, func(t *testing.T, profile string) {
+	daprtest.EachProfile(t, func(t *testing.T, profile string) {
 		r := daprtest.Start(t, daprtest.Options{Profile: profile})
 		doc := "forms/f-" + uuid.NewString()[:8]
 		var recA, recB recorder
@@ -343,7 +334,7 @@ func TestTwoClientsThousandOps(t *testing.T) {
 // daprd; a client resumes from its version and receives only what it
 // missed.
 func TestRestartResume(t *testing.T) {
-	eachProfile(t, func(t *testing.T, profile string) {
+	daprtest.EachProfile(t, func(t *testing.T, profile string) {
 		r := daprtest.Start(t, daprtest.Options{Profile: profile})
 		doc := "profiles/r-" + uuid.NewString()[:8]
 		url := r.URL() + "/v1/docs/" + doc

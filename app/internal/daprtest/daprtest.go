@@ -30,6 +30,17 @@ import (
 // Profiles are the component profiles the core suite runs against.
 var Profiles = []string{"local", "redis", "postgres"}
 
+// EachProfile runs f once per profile in Profiles, each a parallel
+// subtest named after its profile.
+func EachProfile(t *testing.T, f func(t *testing.T, profile string)) {
+	for _, p := range Profiles {
+		t.Run(p, func(t *testing.T) {
+			t.Parallel()
+			f(t, p)
+		})
+	}
+}
+
 // Integration fails or skips a test that needs real infrastructure: it
 // skips only under -short outside CI.
 func Integration(t testing.TB) {
