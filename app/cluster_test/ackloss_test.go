@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -161,14 +160,13 @@ func TestAckedOpsUnderFaults(t *testing.T) {
 			}
 		}},
 		{"replica 2's daprd paused 7s (SIGSTOP)", func() {
-			pid := c.Nodes[2].SidecarPid()
-			continueLater(t, pid, 20*time.Second)
-			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			resume, err := pause(c.Nodes[2].SidecarPid(), 20*time.Second)
+			if err != nil {
 				t.Error(err)
 				return
 			}
 			time.Sleep(7 * time.Second)
-			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			if err := resume(); err != nil {
 				t.Error(err)
 			}
 		}},

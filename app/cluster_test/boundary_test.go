@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/client"
+	"github.com/open-autoglm/autoglm/app/internal/clienttest"
 	"github.com/open-autoglm/autoglm/app/internal/cluster"
 )
 
@@ -23,19 +24,7 @@ func TestForgedBroadcastRefused(t *testing.T) {
 	defer cancel()
 	var subs []*client.Doc
 	for _, n := range c.Nodes {
-		cl, err := client.Dial(ctx, n.WSURL(), client.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cl.Close()
-		d, err := cl.Subscribe(ctx, doc, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := d.WaitVersion(ctx, 1); err != nil {
-			t.Fatal(err)
-		}
-		subs = append(subs, d)
+		subs = append(subs, clienttest.Watch(t, ctx, n.WSURL(), client.Options{}, doc, 1))
 	}
 	forged := fmt.Sprintf(`{"id":"forged","type":"com.dapr.event.sent","topic":%q,"data":{"node":"intruder",`+
 		`"changes":[{"doc":%q,"v":2,"pv":1,"ops":[{"op":"set","path":"n","value":"forged"}],"hlc":"%d.0.intruder"}]}}`,

@@ -63,17 +63,9 @@ func TestLostBroadcasts(t *testing.T) {
 				}
 			}
 		}()
-		pid := paused.SidecarPid()
-		continueLater(t, pid, 20*time.Second)
-		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		resume, err := pause(paused.SidecarPid(), 20*time.Second)
+		if err != nil {
 			t.Fatal(err)
-		}
-		resumed := false
-		resume := func() {
-			if !resumed {
-				resumed = true
-				_ = syscall.Kill(pid, syscall.SIGCONT)
-			}
 		}
 		defer resume()
 		stop := make(chan struct{})
@@ -109,16 +101,9 @@ func TestLostBroadcasts(t *testing.T) {
 		failed0 := metricSum(t, c.Nodes, "autoglm_broadcast_publish_failures_total?")
 		time.Sleep(time.Second)
 		before := l.acked()
-		continueLater(t, pid, 15*time.Second)
-		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		resume, err := pause(pid, 15*time.Second)
+		if err != nil {
 			t.Fatal(err)
-		}
-		resumed := false
-		resume := func() {
-			if !resumed {
-				resumed = true
-				_ = syscall.Kill(pid, syscall.SIGCONT)
-			}
 		}
 		defer resume()
 		time.Sleep(3 * time.Second)
@@ -135,17 +120,29 @@ func TestLostBroadcasts(t *testing.T) {
 	})
 }
 
-// continueLater makes sure a process this test pauses runs again even if
-// the test binary dies first (a timeout): a detached shell sends SIGCONT
-// after d, which does nothing to a process that is already running.
-func continueLater(t testing.TB, pid int, d time.Duration) {
-	t.Helper()
-	cmd := exec.Command("sh", "-c", fmt.Sprintf("sleep %d; kill -CONT %d 2>/dev/null", int(d.Seconds()), pid))
+// pause stops process pid (SIGSTOP) until resume is called; calls after
+// the first do nothing, so a test may both defer it and call it. The
+// process runs again even if the test binary dies first (a timeout): a
+// detached shell sends SIGCONT after safety, which does nothing to a
+// process that is already running.
+func pause(pid int, safety time.Duration) (resume func() error, err error) {
+	cmd := exec.Command("sh", "-c", fmt.Sprintf("sleep %d; kill -CONT %d 2>/dev/null", int(safety.Seconds()), pid))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("SIGCONT safety net: %v", err)
+		return nil, fmt.Errorf("SIGCONT safety net: %w", err)
 	}
 	go func() { _ = cmd.Wait() }()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return nil, err
+	}
+	resumed := false
+	return func() error {
+		if resumed {
+			return nil
+		}
+		resumed = true
+		return syscall.Kill(pid, syscall.SIGCONT)
+	}, nil
 }
 
 // natsPid finds the local NATS server to pause.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/client"
+	"github.com/open-autoglm/autoglm/app/internal/clienttest"
 	"github.com/open-autoglm/autoglm/app/internal/cluster"
 	"github.com/open-autoglm/autoglm/app/internal/otlpsink"
 )
@@ -37,18 +38,7 @@ func TestTraceOneChange(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	watcher, err := client.Dial(ctx, reader.WSURL(), client.Options{ClientID: "watcher"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer watcher.Close()
-	d, err := watcher.Subscribe(ctx, doc, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.WaitVersion(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
+	d := clienttest.Watch(t, ctx, reader.WSURL(), client.Options{ClientID: "watcher"}, doc, 1)
 
 	traceID, callerSpan := randomHex(16), randomHex(8)
 	r := mustDo(t, "PATCH", writer.URL()+"/v1/docs/"+doc, `{"ops":[{"op":"set","path":"n","value":1}]}`,

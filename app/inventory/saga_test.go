@@ -12,6 +12,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/events"
+	"github.com/open-autoglm/autoglm/app/internal/clienttest"
 	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
@@ -57,7 +58,7 @@ func TestSaga(t *testing.T) {
 	t.Run("Reserved", func(t *testing.T) {
 		var mu sync.Mutex
 		var seen []string
-		c, err := client.Dial(ctx, client.WSURL(e.URL()), client.Options{ClientID: "watcher-" + e.id, Roles: []string{"clerk"},
+		c := clienttest.Dial(t, ctx, client.WSURL(e.URL()), client.Options{ClientID: "watcher-" + e.id, Roles: []string{"clerk"},
 			OnMessage: func(m protocol.Message, _ int) {
 				if m.T == "delta" || m.T == "snap" || m.T == "synced" {
 					mu.Lock()
@@ -65,14 +66,7 @@ func TestSaga(t *testing.T) {
 					mu.Unlock()
 				}
 			}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		doc, err := c.Subscribe(ctx, "orders/o-ok", 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		doc := clienttest.Subscribe(t, ctx, c, "orders/o-ok", 0)
 		start := time.Now()
 		if r := do(t, "PUT", e.URL()+"/v1/docs/orders/o-ok", orderJSON("ann", Item{"apple", 2}), "X-Roles", "clerk"); r.Status != 201 {
 			t.Fatalf("create order: %d %s", r.Status, r.Raw)

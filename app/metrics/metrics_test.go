@@ -17,6 +17,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/internal/clienttest"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
 	"github.com/open-autoglm/autoglm/app/metrics"
 	"github.com/open-autoglm/autoglm/app/session"
@@ -207,15 +208,8 @@ func TestScrapeAfterTraffic(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	c, err := client.Dial(ctx, r.WSURL(), client.Options{ClientID: "watcher"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	doc, err := c.Subscribe(ctx, "metrics/d1", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := clienttest.Dial(t, ctx, r.WSURL(), client.Options{ClientID: "watcher"})
+	doc := clienttest.Subscribe(t, ctx, c, "metrics/d1", 0)
 	const writes = 5
 	for i := 1; i <= writes; i++ {
 		req, _ := http.NewRequest(http.MethodPatch, r.URL()+"/v1/docs/metrics/d1",

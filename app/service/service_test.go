@@ -14,6 +14,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/internal/clienttest"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
 	"github.com/open-autoglm/autoglm/app/internal/rest"
 	"github.com/open-autoglm/autoglm/app/internal/servicetest"
@@ -249,23 +250,14 @@ func dial(t testing.TB, url string, opt client.Options) *client.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, url, opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return clienttest.Dial(t, ctx, url, opt)
 }
 
 func subscribe(t testing.TB, c *client.Client, doc string, since int64) *client.Doc {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	d, err := c.Subscribe(ctx, doc, since)
-	if err != nil {
-		t.Fatalf("subscribe %s: %v", doc, err)
-	}
-	return d
+	return clienttest.Subscribe(t, ctx, c, doc, since)
 }
 
 func dense(from, to int64) []int64 {
