@@ -20,8 +20,7 @@ import (
 // as core.ErrUnavailable, never one as the other: kv.Update retries only
 // the first.
 func TestClassification(t *testing.T) {
-	daprtest.EachProfile(t, func(t *testing.T, profile string) {
-		r := daprtest.Start(t, daprtest.Options{Profile: profile})
+	daprtest.EachProfile(t, func(t *testing.T, r *daprtest.Replica) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		s := daprkv.New(r.DaprClient(t), config.DefaultStateStore, config.DefaultLockStore)

@@ -96,11 +96,20 @@ func TestOutboxCommit(t *testing.T) {
 		Changes: []core.Change{ch}, Archive: []core.Change{{Doc: "orders/o1", Version: 1}}}
 	events := func(coll string) bool { return coll == "orders" }
 	ctx := context.Background()
+	// store is a store using the outbox on f, after the transactions of
+	// the subtests before are forgotten.
+	store := func(f *fakeSidecar) *daprstore.Store {
+		mu.Lock()
+		txs = nil
+		mu.Unlock()
+		s := daprstore.New(f, "statestore")
+		s.UseOutbox(daprstore.Outbox{Store: "outbox", HTTP: daprd.URL, Token: "tok", Events: events})
+		return s
+	}
 
 	t.Run("OneTransactionWithProjection", func(t *testing.T) {
 		f := &fakeSidecar{etag: "e1", outbox: true}
-		s := daprstore.New(f, "statestore")
-		s.UseOutbox(daprstore.Outbox{Store: "outbox", HTTP: daprd.URL, Token: "tok", Events: events})
+		s := store(f)
 		if !s.OutboxActive(ctx, "orders") || s.OutboxActive(ctx, "notes") {
 			t.Fatal("outbox should be active for orders only")
 		}
@@ -133,12 +142,8 @@ func TestOutboxCommit(t *testing.T) {
 	})
 
 	t.Run("StaleETagSendsNothing", func(t *testing.T) {
-		mu.Lock()
-		txs = nil
-		mu.Unlock()
 		f := &fakeSidecar{etag: "e2", outbox: true}
-		s := daprstore.New(f, "statestore")
-		s.UseOutbox(daprstore.Outbox{Store: "outbox", HTTP: daprd.URL, Token: "tok", Events: events})
+		s := store(f)
 		err := s.Commit(ctx, commit)
 		if !errors.Is(err, core.ErrVersionConflict) {
 			t.Fatalf("commit on a changed document: %v", err)
@@ -151,12 +156,8 @@ func TestOutboxCommit(t *testing.T) {
 	})
 
 	t.Run("CompactionWritesNoEvent", func(t *testing.T) {
-		mu.Lock()
-		txs = nil
-		mu.Unlock()
 		f := &fakeSidecar{etag: "e1", outbox: true}
-		s := daprstore.New(f, "statestore")
-		s.UseOutbox(daprstore.Outbox{Store: "outbox", HTTP: daprd.URL, Token: "tok", Events: events})
+		s := store(f)
 		quiet := core.Commit{Key: k, ETag: "e1", Doc: &core.Document{Key: k, Version: 2, State: merge.NewDoc()},
 			Archive: []core.Change{ch}}
 		if err := s.Commit(ctx, quiet); err != nil {
@@ -171,8 +172,7 @@ func TestOutboxCommit(t *testing.T) {
 
 	t.Run("WithoutComponent", func(t *testing.T) {
 		f := &fakeSidecar{etag: "e1"}
-		s := daprstore.New(f, "statestore")
-		s.UseOutbox(daprstore.Outbox{Store: "outbox", HTTP: daprd.URL, Token: "tok", Events: events})
+		s := store(f)
 		if s.OutboxActive(ctx, "orders") {
 			t.Fatal("outbox active without its component")
 		}

@@ -33,8 +33,7 @@ func change(k core.Key, v int64) core.Change {
 // TestETagSemantics pins how each real state store reports a lost race, so
 // the engine's retry keeps working when a store or Dapr version changes.
 func TestETagSemantics(t *testing.T) {
-	daprtest.EachProfile(t, func(t *testing.T, profile string) {
-		r := daprtest.Start(t, daprtest.Options{Profile: profile})
+	daprtest.EachProfile(t, func(t *testing.T, r *daprtest.Replica) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		c := r.DaprClient(t)

@@ -18,8 +18,7 @@ import (
 // decoding it (the sidecar returns the bytes written), exactly once; a
 // write by another replica is never hidden by it.
 func TestLoadAfterCommitReusesDocument(t *testing.T) {
-	daprtest.EachProfile(t, func(t *testing.T, profile string) {
-		r := daprtest.Start(t, daprtest.Options{Profile: profile})
+	daprtest.EachProfile(t, func(t *testing.T, r *daprtest.Replica) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		c := r.DaprClient(t)

@@ -103,8 +103,7 @@ func watch(t *testing.T, r *daprtest.Replica) (send func(protocol.Message), next
 // documents written before the first query), a REST query pages it in
 // order, and a live query hears what enters and leaves.
 func TestQueriesEachProfile(t *testing.T) {
-	daprtest.EachProfile(t, func(t *testing.T, profile string) {
-		r := daprtest.Start(t, daprtest.Options{Profile: profile})
+	daprtest.EachProfile(t, func(t *testing.T, r *daprtest.Replica) {
 		coll := "tickets"
 		tag := "t" + uuid.NewString()[:8]
 		for i := range 5 {

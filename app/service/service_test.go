@@ -45,8 +45,7 @@ func wantStatus(t testing.TB, r resp, status int, code string) {
 // profile, including the failure paths, and checks that failed requests
 // leave stored data exactly as it was.
 func TestREST(t *testing.T) {
-	daprtest.EachProfile(t, func(t *testing.T, profile string) {
-		r := daprtest.Start(t, daprtest.Options{Profile: profile})
+	daprtest.EachProfile(t, func(t *testing.T, r *daprtest.Replica) {
 		coll := "p" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
 		doc := r.URL() + "/v1/docs/" + coll + "/u1"
 
@@ -271,12 +270,11 @@ func dense(from, to int64) []int64 {
 // TestTwoClientsThousandOps: A sends 1,000 ops on one document; B receives
 // every version exactly once, in order; both copies end identical.
 func TestTwoClientsThousandOps(t *testing.T) {
-	daprtest.EachProfile(t, func(t *testing.T, profile string) {
-		r := daprtest.Start(t, daprtest.Options{Profile: profile})
+	daprtest.EachProfile(t, func(t *testing.T, r *daprtest.Replica) {
 		doc := "forms/f-" + uuid.NewString()[:8]
 		var recA, recB recorder
-		a := dial(t, r.WSURL(), client.Options{ClientID: "A-" + profile, OnMessage: recA.hook})
-		b := dial(t, r.WSURL(), client.Options{ClientID: "B-" + profile, OnMessage: recB.hook})
+		a := dial(t, r.WSURL(), client.Options{ClientID: "A-" + r.Profile(), OnMessage: recA.hook})
+		b := dial(t, r.WSURL(), client.Options{ClientID: "B-" + r.Profile(), OnMessage: recB.hook})
 		da := subscribe(t, a, doc, 0)
 		db := subscribe(t, b, doc, 0)
 
@@ -318,7 +316,7 @@ func TestTwoClientsThousandOps(t *testing.T) {
 		if d := cmp.Diff(stored.Body["data"], any(db.Data())); d != "" {
 			t.Fatalf("client copy differs from the store (-store +B):\n%s", d)
 		}
-		t.Logf("%s: %d ops acked in %v (%.0f ops/s)", profile, n, elapsed.Round(time.Millisecond), n/elapsed.Seconds())
+		t.Logf("%s: %d ops acked in %v (%.0f ops/s)", r.Profile(), n, elapsed.Round(time.Millisecond), n/elapsed.Seconds())
 	})
 }
 
@@ -326,8 +324,7 @@ func TestTwoClientsThousandOps(t *testing.T) {
 // daprd; a client resumes from its version and receives only what it
 // missed.
 func TestRestartResume(t *testing.T) {
-	daprtest.EachProfile(t, func(t *testing.T, profile string) {
-		r := daprtest.Start(t, daprtest.Options{Profile: profile})
+	daprtest.EachProfile(t, func(t *testing.T, r *daprtest.Replica) {
 		doc := "profiles/r-" + uuid.NewString()[:8]
 		url := r.URL() + "/v1/docs/" + doc
 		for i := range 5 {

@@ -30,13 +30,13 @@ import (
 // Profiles are the component profiles the core suite runs against.
 var Profiles = []string{"local", "redis", "postgres"}
 
-// EachProfile runs f once per profile in Profiles, each a parallel
-// subtest named after its profile.
-func EachProfile(t *testing.T, f func(t *testing.T, profile string)) {
+// EachProfile runs f on a replica of each profile in Profiles, each a
+// parallel subtest named after its profile.
+func EachProfile(t *testing.T, f func(t *testing.T, r *Replica)) {
 	for _, p := range Profiles {
 		t.Run(p, func(t *testing.T) {
 			t.Parallel()
-			f(t, p)
+			f(t, Start(t, Options{Profile: p}))
 		})
 	}
 }
@@ -77,6 +77,9 @@ type Replica struct {
 	// restarts.
 	daprToken, appToken string
 }
+
+// Profile is the replica's component profile.
+func (r *Replica) Profile() string { return r.opt.Profile }
 
 // URL is the app's base URL.
 func (r *Replica) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", r.AppPort) }
