@@ -381,40 +381,31 @@ func RunLatency(ctx context.Context, t Target, cfg LatencyConfig) (*LatencyResul
 
 func readSubscriber(ctx context.Context, c *wsConn, s *subscriber) {
 	synced := false
-	for {
-		ms, err := c.read(ctx)
-		if err != nil {
-			if ctx.Err() == nil && !synced {
-				s.errs.Add(1)
+	_ = c.serve(ctx, func(now time.Time, m wire) {
+		switch m.T {
+		case protocol.TSnap, protocol.TDelta:
+			s.mu.Lock()
+			if !synced {
+				s.stream.Start(m.V)
+			} else {
+				s.stream.Receive(m.V, now)
+			}
+			s.mu.Unlock()
+		case protocol.TSynced:
+			if !synced {
+				synced = true
+				s.mu.Lock()
+				s.stream.Start(m.V)
+				s.mu.Unlock()
 				close(s.synced)
 			}
-			return
+		case protocol.TError:
+			s.errs.Add(1)
 		}
-		now := time.Now()
-		for _, m := range ms {
-			switch m.T {
-			case protocol.TSnap, protocol.TDelta:
-				s.mu.Lock()
-				if !synced {
-					s.stream.Start(m.V)
-				} else {
-					s.stream.Receive(m.V, now)
-				}
-				s.mu.Unlock()
-			case protocol.TSynced:
-				if !synced {
-					synced = true
-					s.mu.Lock()
-					s.stream.Start(m.V)
-					s.mu.Unlock()
-					close(s.synced)
-				}
-			case protocol.TPing:
-				c.pong(ctx, m.TS)
-			case protocol.TError:
-				s.errs.Add(1)
-			}
-		}
+	})
+	if ctx.Err() == nil && !synced {
+		s.errs.Add(1)
+		close(s.synced)
 	}
 }
 
@@ -531,35 +522,27 @@ func (w *writer) run(ctx context.Context, t Target, first time.Time, every time.
 }
 
 func (w *writer) readAcks(ctx context.Context) {
-	for {
-		ms, err := w.c.read(ctx)
-		if err != nil {
+	_ = w.c.serve(ctx, func(at time.Time, m wire) {
+		if m.T != protocol.TAck && m.T != protocol.TReject {
 			return
 		}
-		now := time.Now().UnixNano()
-		for _, m := range ms {
-			switch m.T {
-			case protocol.TAck, protocol.TReject:
-				w.mu.Lock()
-				op, ok := w.sent[m.Op]
-				delete(w.sent, m.Op)
-				if ok {
-					if m.T == protocol.TAck {
-						w.nAcked++
-						w.ackLat = append(w.ackLat, time.Duration(now-op.at))
-					} else {
-						w.nRejected++
-					}
-				}
-				w.mu.Unlock()
-				if ok && m.T == protocol.TAck && !m.Dup {
-					w.log.put(op.doc, m.V, op.at)
-				}
-			case protocol.TPing:
-				w.c.pong(ctx, m.TS)
+		now := at.UnixNano()
+		w.mu.Lock()
+		op, ok := w.sent[m.Op]
+		delete(w.sent, m.Op)
+		if ok {
+			if m.T == protocol.TAck {
+				w.nAcked++
+				w.ackLat = append(w.ackLat, time.Duration(now-op.at))
+			} else {
+				w.nRejected++
 			}
 		}
-	}
+		w.mu.Unlock()
+		if ok && m.T == protocol.TAck && !m.Dup {
+			w.log.put(op.doc, m.V, op.at)
+		}
+	})
 }
 
 func allAnswered(ws []*writer) bool {

@@ -148,35 +148,26 @@ func RunThroughput(ctx context.Context, t Target, cfg ThroughputConfig) (*Throug
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			for {
-				ms, err := c.read(ctx)
-				if err != nil {
+			_ = c.serve(ctx, func(now time.Time, m wire) {
+				if m.T != protocol.TAck && m.T != protocol.TReject {
 					return
 				}
-				now := time.Now()
-				for _, m := range ms {
-					switch m.T {
-					case protocol.TAck, protocol.TReject:
-						if at, ok := sentAt.LoadAndDelete(m.Op); ok {
-							if m.T == protocol.TAck {
-								accepted.Add(1)
-								mu.Lock()
-								lat = append(lat, now.Sub(at.(time.Time)))
-								mu.Unlock()
-							} else {
-								rejected.Add(1)
-								mu.Lock()
-								codes[m.Code]++
-								mu.Unlock()
-							}
-							lastAck.Store(now.UnixNano())
-							<-tokens
-						}
-					case protocol.TPing:
-						c.pong(ctx, m.TS)
+				if at, ok := sentAt.LoadAndDelete(m.Op); ok {
+					if m.T == protocol.TAck {
+						accepted.Add(1)
+						mu.Lock()
+						lat = append(lat, now.Sub(at.(time.Time)))
+						mu.Unlock()
+					} else {
+						rejected.Add(1)
+						mu.Lock()
+						codes[m.Code]++
+						mu.Unlock()
 					}
+					lastAck.Store(now.UnixNano())
+					<-tokens
 				}
-			}
+			})
 		}()
 		senders.Add(1)
 		go func() {
@@ -278,17 +269,7 @@ func RunIdle(ctx context.Context, t Target, n int, binary bool, settle time.Dura
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			for {
-				ms, err := c.read(ctx)
-				if err != nil {
-					return
-				}
-				for _, m := range ms {
-					if m.T == protocol.TPing {
-						c.pong(ctx, m.TS)
-					}
-				}
-			}
+			_ = c.serve(ctx, func(time.Time, wire) {})
 		}()
 		return nil
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -135,6 +136,26 @@ func (w *wsConn) read(ctx context.Context) ([]wire, error) {
 // pong answers a server ping so the session does not time out.
 func (w *wsConn) pong(ctx context.Context, ts int64) {
 	_ = w.send(ctx, protocol.Message{T: protocol.TPong, TS: ts})
+}
+
+// serve reads until the connection fails or ctx ends (the error), answers
+// the server's heartbeats, and hands every other message to handle with the
+// time its frame was read.
+func (w *wsConn) serve(ctx context.Context, handle func(now time.Time, m wire)) error {
+	for {
+		ms, err := w.read(ctx)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		for _, m := range ms {
+			if m.T == protocol.TPing {
+				w.pong(ctx, m.TS)
+				continue
+			}
+			handle(now, m)
+		}
+	}
 }
 
 func (w *wsConn) close() { _ = w.c.Close(websocket.StatusNormalClosure, "bench done") }
