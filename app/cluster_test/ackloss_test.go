@@ -130,6 +130,17 @@ func TestAckedOpsUnderFaults(t *testing.T) {
 	}
 	defer finish()
 
+	// crash kills a process (SIGKILL), leaves it down for down, and starts
+	// it again.
+	crash := func(kill func(), down time.Duration, start func() error) func() {
+		return func() {
+			kill()
+			time.Sleep(down)
+			if err := start(); err != nil {
+				t.Error(err)
+			}
+		}
+	}
 	phases := []struct {
 		name  string
 		fault func()
@@ -143,22 +154,8 @@ func TestAckedOpsUnderFaults(t *testing.T) {
 				time.Sleep(300 * time.Millisecond)
 			}
 		}},
-		{"kill -9 of replica 1's daprd, down 3s", func() {
-			n := c.Nodes[1]
-			n.KillSidecar()
-			time.Sleep(3 * time.Second)
-			if err := n.StartSidecar(); err != nil {
-				t.Error(err)
-			}
-		}},
-		{"kill -9 of replica 0's app, down 2s", func() {
-			n := c.Nodes[0]
-			n.KillApp()
-			time.Sleep(2 * time.Second)
-			if err := n.StartApp(); err != nil {
-				t.Error(err)
-			}
-		}},
+		{"kill -9 of replica 1's daprd, down 3s", crash(c.Nodes[1].KillSidecar, 3*time.Second, c.Nodes[1].StartSidecar)},
+		{"kill -9 of replica 0's app, down 2s", crash(c.Nodes[0].KillApp, 2*time.Second, c.Nodes[0].StartApp)},
 		{"replica 2's daprd paused 7s (SIGSTOP)", func() {
 			resume, err := pause(c.Nodes[2].SidecarPid(), 20*time.Second)
 			if err != nil {

@@ -34,14 +34,8 @@ func do(method, url, body string, hdr ...string) (resp, error) {
 	return rest.Do(method, url, body, hdr...)
 }
 
-func mustDo(t testing.TB, method, url, body string, hdr ...string) resp {
-	t.Helper()
-	r, err := do(method, url, body, hdr...)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	return r
-}
+// mustDo sends a request; an error sending it fails the test.
+var mustDo = rest.Must
 
 func errCode(r resp) string { return r.Code() }
 

@@ -10,6 +10,19 @@ import (
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
+// roundTrip encodes d as JSON and decodes it again.
+func roundTrip(t *testing.T, d *Document) (back Document, encoded []byte) {
+	t.Helper()
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	return back, b
+}
+
 func TestClientOpsEncoding(t *testing.T) {
 	var c *ClientOps
 	for i, id := range []uint64{7, 3, 1 << 62, 12, 5} {
@@ -17,14 +30,7 @@ func TestClientOpsEncoding(t *testing.T) {
 	}
 	c.Floor = 2
 	doc := Document{Version: 100, Idem: map[string]*ClientOps{"alice": c, "bob": (*ClientOps)(nil).With(OpRecord{OpID: 1, Version: 1, Digest: 1}, 5)}}
-	b, err := json.Marshal(&doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back Document
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatal(err)
-	}
+	back, b := roundTrip(t, &doc)
 	if d := cmp.Diff(doc.Idem, back.Idem); d != "" {
 		t.Fatalf("round trip (-want +got):\n%s\n%s", d, b)
 	}
@@ -101,14 +107,7 @@ func TestBoundIdemClientsGone(t *testing.T) {
 	if c := d.Idem["a"]; c == nil || c.Floor != 1 || d.Gone.find(ClientHash("a")) >= 0 {
 		t.Fatalf("a's record %+v, gone %v", c, d.Gone)
 	}
-	b, err := json.Marshal(&d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back Document
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatal(err)
-	}
+	back, _ := roundTrip(t, &d)
 	if diff := cmp.Diff(d.Gone, back.Gone); diff != "" || back.Horizon != d.Horizon {
 		t.Fatalf("gone round trip (-want +got):\n%s", diff)
 	}

@@ -156,26 +156,18 @@ func openSSEAs(t *testing.T, base, hello, token string) *sseStream {
 func (s *sseStream) next(t *testing.T) protocol.Message {
 	t.Helper()
 	for {
-		select {
-		case ev, ok := <-s.events:
-			if !ok {
-				t.Fatal("event stream ended")
-			}
-			if ev.name == "close" {
-				t.Fatalf("stream closed: %s", ev.data)
-			}
-			m, err := protocol.Decode([]byte(ev.data))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if m.T == protocol.TPing {
-				s.post(t, fmt.Sprintf(`{"t":"pong","ts":%d}`, m.TS))
-				continue
-			}
-			return m
-		case <-time.After(10 * time.Second):
-			t.Fatal("no event within 10s")
+		ev := s.event(t, "event stream ended")
+		if ev.name == "close" {
+			t.Fatalf("stream closed: %s", ev.data)
 		}
+		m, err := protocol.Decode([]byte(ev.data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.T != protocol.TPing {
+			return m
+		}
+		s.post(t, fmt.Sprintf(`{"t":"pong","ts":%d}`, m.TS))
 	}
 }
 
@@ -183,23 +175,31 @@ func (s *sseStream) next(t *testing.T) protocol.Message {
 func (s *sseStream) closed(t *testing.T) (code int, reason string) {
 	t.Helper()
 	for {
-		select {
-		case ev, ok := <-s.events:
-			if !ok {
-				t.Fatal("stream ended without a close event")
+		if ev := s.event(t, "stream ended without a close event"); ev.name == "close" {
+			var c struct {
+				Code   int
+				Reason string
 			}
-			if ev.name == "close" {
-				var c struct {
-					Code   int
-					Reason string
-				}
-				_ = json.Unmarshal([]byte(ev.data), &c)
-				return c.Code, c.Reason
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("no close event within 10s")
+			_ = json.Unmarshal([]byte(ev.data), &c)
+			return c.Code, c.Reason
 		}
 	}
+}
+
+// event returns the next event, waiting up to 10s for it; the test fails
+// with ended when the stream ends first.
+func (s *sseStream) event(t *testing.T, ended string) sseEvent {
+	t.Helper()
+	select {
+	case ev, ok := <-s.events:
+		if !ok {
+			t.Fatal(ended)
+		}
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event within 10s")
+	}
+	return sseEvent{}
 }
 
 func (s *sseStream) post(t *testing.T, ms ...string) {

@@ -46,14 +46,7 @@ func guardedConn(t *testing.T, ctx context.Context, timeout time.Duration) <-cha
 
 func TestWriteGuardEndsAWriteThatOutlastsTheTimeout(t *testing.T) {
 	done := guardedConn(t, context.Background(), 200*time.Millisecond)
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("write to a stalled peer succeeded")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("a write to a peer that never reads was not ended by the write timeout")
-	}
+	writeEnded(t, done, "a write to a peer that never reads was not ended by the write timeout")
 }
 
 func TestWriteGuardEndsAWriteUnderWayWhenTheSessionEnds(t *testing.T) {
@@ -62,12 +55,19 @@ func TestWriteGuardEndsAWriteUnderWayWhenTheSessionEnds(t *testing.T) {
 	// Whether the writes have filled the socket buffers by now or not, the
 	// session's end must end them.
 	cancel()
+	writeEnded(t, done, "a blocked write outlived its session")
+}
+
+// writeEnded waits up to 10s for the writes to the stalled peer to end with
+// an error; the test fails with outlived when they go on.
+func writeEnded(t *testing.T, done <-chan error, outlived string) {
+	t.Helper()
 	select {
 	case err := <-done:
 		if err == nil {
 			t.Fatal("write to a stalled peer succeeded")
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("a blocked write outlived its session")
+		t.Fatal(outlived)
 	}
 }

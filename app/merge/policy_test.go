@@ -78,6 +78,19 @@ func TestParsePolicy(t *testing.T) {
 	}
 }
 
+// wantEitherOrder applies a and b under LWW in both orders; each leaves
+// want.
+func wantEitherOrder(t *testing.T, a, b Input, want string) {
+	t.Helper()
+	for _, order := range [][]Input{{a, b}, {b, a}} {
+		s := newState()
+		for _, in := range order {
+			s.mustApply(t, LWW, in)
+		}
+		wantData(t, s.doc.Data, want)
+	}
+}
+
 func TestLWW(t *testing.T) {
 	t.Run("DifferentFieldsBothSurvive", func(t *testing.T) {
 		s := newState()
@@ -88,24 +101,12 @@ func TestLWW(t *testing.T) {
 	t.Run("LaterStampWinsInEitherOrder", func(t *testing.T) {
 		early := Input{Client: "a", HLC: ts(10, "a"), Ops: MustOps(t, `[{"op":"set","path":"name","value":"early"}]`)}
 		late := Input{Client: "b", HLC: ts(11, "b"), Ops: MustOps(t, `[{"op":"set","path":"name","value":"late"}]`)}
-		for _, order := range [][]Input{{early, late}, {late, early}} {
-			s := newState()
-			for _, in := range order {
-				s.mustApply(t, LWW, in)
-			}
-			wantData(t, s.doc.Data, `{"name":"late"}`)
-		}
+		wantEitherOrder(t, early, late, `{"name":"late"}`)
 	})
 	t.Run("TieBrokenByClient", func(t *testing.T) {
 		x := Input{Client: "a", HLC: clock.Timestamp{Wall: 10, Node: "n"}, Ops: MustOps(t, `[{"op":"set","path":"v","value":"a"}]`)}
 		y := Input{Client: "b", HLC: clock.Timestamp{Wall: 10, Node: "n"}, Ops: MustOps(t, `[{"op":"set","path":"v","value":"b"}]`)}
-		for _, order := range [][]Input{{x, y}, {y, x}} {
-			s := newState()
-			for _, in := range order {
-				s.mustApply(t, LWW, in)
-			}
-			wantData(t, s.doc.Data, `{"v":"b"}`)
-		}
+		wantEitherOrder(t, x, y, `{"v":"b"}`)
 	})
 	t.Run("UnsetIsATombstone", func(t *testing.T) {
 		s := newState()

@@ -211,22 +211,31 @@ const propCases = 1000
 // Convergence: 3–5 clients' concurrent sequences, delivered in several
 // random orders, give the same document.
 func TestPropConverges(t *testing.T) {
+	propCheck(t, 1, "× 4 delivery orders", func(t *testing.T, p Policy, g gen, i int) {
+		sc := g.scenario(p, 3+g.r.IntN(3), 4)
+		first := g.interleave(sc.clients...)
+		want := canonical(run(t, p, sc, first).Data)
+		for range 3 {
+			order := g.interleave(sc.clients...)
+			if got := canonical(run(t, p, sc, order).Data); got != want {
+				t.Fatalf("case %d: orders disagree\n  %s\n  %s\n%s", i, want, got, describe(sc, first, order))
+			}
+		}
+	})
+}
+
+// propCheck runs check on propCases cases for LWW and for CRDT, each
+// policy a parallel subtest with a generator seeded with seed; note says
+// what a case is made of, in the log.
+func propCheck(t *testing.T, seed uint64, note string, check func(t *testing.T, p Policy, g gen, i int)) {
 	for _, p := range []Policy{LWW, CRDT} {
 		t.Run(string(p), func(t *testing.T) {
 			t.Parallel()
-			g := newGen(1)
+			g := newGen(seed)
 			for i := range propCases {
-				sc := g.scenario(p, 3+g.r.IntN(3), 4)
-				first := g.interleave(sc.clients...)
-				want := canonical(run(t, p, sc, first).Data)
-				for range 3 {
-					order := g.interleave(sc.clients...)
-					if got := canonical(run(t, p, sc, order).Data); got != want {
-						t.Fatalf("case %d: orders disagree\n  %s\n  %s\n%s", i, want, got, describe(sc, first, order))
-					}
-				}
+				check(t, p, g, i)
 			}
-			t.Logf("%d cases × 4 delivery orders", propCases)
+			t.Logf("%d cases %s", propCases, note)
 		})
 	}
 }
@@ -234,43 +243,29 @@ func TestPropConverges(t *testing.T) {
 // Commutativity: two concurrent ops from different clients applied in
 // either order give the same document.
 func TestPropCommutative(t *testing.T) {
-	for _, p := range []Policy{LWW, CRDT} {
-		t.Run(string(p), func(t *testing.T) {
-			t.Parallel()
-			g := newGen(2)
-			for i := range propCases {
-				sc := g.scenario(p, 2, 1)
-				x, y := sc.clients[0], sc.clients[1]
-				xy := canonical(run(t, p, sc, append(append([]Input{}, x...), y...)).Data)
-				yx := canonical(run(t, p, sc, append(append([]Input{}, y...), x...)).Data)
-				if xy != yx {
-					t.Fatalf("case %d: x·y = %s, y·x = %s\n%s", i, xy, yx, describe(sc, append(x, y...)))
-				}
-			}
-			t.Logf("%d cases", propCases)
-		})
-	}
+	propCheck(t, 2, "of two ops", func(t *testing.T, p Policy, g gen, i int) {
+		sc := g.scenario(p, 2, 1)
+		x, y := sc.clients[0], sc.clients[1]
+		xy := canonical(run(t, p, sc, append(append([]Input{}, x...), y...)).Data)
+		yx := canonical(run(t, p, sc, append(append([]Input{}, y...), x...)).Data)
+		if xy != yx {
+			t.Fatalf("case %d: x·y = %s, y·x = %s\n%s", i, xy, yx, describe(sc, append(x, y...)))
+		}
+	})
 }
 
 // Associativity: merging three clients' logs as (A ⊔ B) ⊔ C or as
 // A ⊔ (B ⊔ C), where ⊔ interleaves two logs, gives the same document.
 func TestPropAssociative(t *testing.T) {
-	for _, p := range []Policy{LWW, CRDT} {
-		t.Run(string(p), func(t *testing.T) {
-			t.Parallel()
-			g := newGen(3)
-			for i := range propCases {
-				sc := g.scenario(p, 3, 3)
-				a, b, c := sc.clients[0], sc.clients[1], sc.clients[2]
-				left := g.interleave(g.interleave(a, b), c)
-				right := g.interleave(a, g.interleave(b, c))
-				if l, r := canonical(run(t, p, sc, left).Data), canonical(run(t, p, sc, right).Data); l != r {
-					t.Fatalf("case %d: (A⊔B)⊔C = %s, A⊔(B⊔C) = %s\n%s", i, l, r, describe(sc, left, right))
-				}
-			}
-			t.Logf("%d cases", propCases)
-		})
-	}
+	propCheck(t, 3, "of three logs", func(t *testing.T, p Policy, g gen, i int) {
+		sc := g.scenario(p, 3, 3)
+		a, b, c := sc.clients[0], sc.clients[1], sc.clients[2]
+		left := g.interleave(g.interleave(a, b), c)
+		right := g.interleave(a, g.interleave(b, c))
+		if l, r := canonical(run(t, p, sc, left).Data), canonical(run(t, p, sc, right).Data); l != r {
+			t.Fatalf("case %d: (A⊔B)⊔C = %s, A⊔(B⊔C) = %s\n%s", i, l, r, describe(sc, left, right))
+		}
+	})
 }
 
 // For every policy, a client that applies the effective ops of each change

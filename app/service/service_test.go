@@ -23,14 +23,8 @@ import (
 
 type resp = rest.Response
 
-func do(t testing.TB, method, url, body string, hdr ...string) resp {
-	t.Helper()
-	r, err := rest.Do(method, url, body, hdr...)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	return r
-}
+// do sends a request; an error sending it fails the test.
+var do = rest.Must
 
 func errCode(r resp) string { return r.Code() }
 

@@ -91,6 +91,20 @@ func newRigWindow(t *testing.T, local bool, opt session.Options, window int) *ri
 	return r
 }
 
+// closed waits up to 2s for the session to end with code; without an end
+// the test fails with missing.
+func (r *rig) closed(t *testing.T, code int, missing string) {
+	t.Helper()
+	select {
+	case c := <-r.done:
+		if c.Code != code {
+			t.Fatalf("closed with %+v", c)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal(missing)
+	}
+}
+
 func (r *rig) recv(t *testing.T, m protocol.Message) {
 	t.Helper()
 	if !r.sess.Receive(r.ctx, m) {
@@ -276,14 +290,7 @@ func overflowBurst(t *testing.T, r *rig, n int) {
 
 func TestSilentPeerTimesOut(t *testing.T) {
 	r := newRig(t, false, session.Options{Heartbeat: 40 * time.Millisecond})
-	select {
-	case c := <-r.done:
-		if c.Code != protocol.CloseHeartbeatTimeout {
-			t.Fatalf("closed with %+v", c)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("silent peer not detected")
-	}
+	r.closed(t, protocol.CloseHeartbeatTimeout, "silent peer not detected")
 }
 
 // TestSilentPeerClosedAfterTwoAndAHalfHeartbeats: a client that answers the
@@ -366,14 +373,7 @@ func TestAdmitAtHello(t *testing.T) {
 func TestHelloFirst(t *testing.T) {
 	r := newRig(t, false, session.Options{})
 	r.recv(t, protocol.Message{T: protocol.TSub, Doc: doc})
-	select {
-	case c := <-r.done:
-		if c.Code != protocol.CloseProtocolError {
-			t.Fatalf("closed with %+v", c)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("sub before hello accepted")
-	}
+	r.closed(t, protocol.CloseProtocolError, "sub before hello accepted")
 }
 
 func TestBadRequestsKeepSessionOpen(t *testing.T) {

@@ -165,16 +165,7 @@ func Start(t testing.TB, opt Options) *Cluster {
 	if opt.Topic == "" {
 		opt.Topic = "changes-" + uuid.NewString()[:8]
 	}
-	if err := backend.Require(opt.Profile); err != nil {
-		t.Fatal(err)
-	}
-	if opt.Profile == "postgres" {
-		release, err := backend.Share(5 * time.Minute)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(release)
-	}
+	daprtest.Backends(t, opt.Profile)
 	if err := backend.Prepare(opt.Profile, opt.Topic); err != nil {
 		t.Fatal(err)
 	}

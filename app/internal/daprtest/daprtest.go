@@ -105,18 +105,7 @@ func Start(t testing.TB, opt Options) *Replica {
 	if opt.DataDir == "" {
 		opt.DataDir = t.TempDir()
 	}
-	if err := backend.Require(opt.Profile); err != nil {
-		t.Fatal(err)
-	}
-	if opt.Profile == "postgres" {
-		// Fault tests restart PostgreSQL and pause NATS under an exclusive
-		// hold of this lock.
-		release, err := backend.Share(5 * time.Minute)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(release)
-	}
+	Backends(t, opt.Profile)
 	prepare(t, opt.Profile, opt.Topic)
 	root, err := daprrun.RepoRoot()
 	if err != nil {
@@ -150,6 +139,23 @@ var prepared = struct {
 	sync.Mutex
 	n map[string]int
 }{n: map[string]int{}}
+
+// Backends fails the test unless the services profile needs answer. On
+// postgres it holds the backends lock shared until the test ends: fault
+// tests restart PostgreSQL and pause NATS under an exclusive hold of it.
+func Backends(t testing.TB, profile string) {
+	t.Helper()
+	if err := backend.Require(profile); err != nil {
+		t.Fatal(err)
+	}
+	if profile == "postgres" {
+		release, err := backend.Share(5 * time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(release)
+	}
+}
 
 func prepare(t testing.TB, profile, topic string) {
 	t.Helper()

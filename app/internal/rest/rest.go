@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -29,6 +30,17 @@ func (r Response) Code() string {
 }
 
 var client = &http.Client{Timeout: 30 * time.Second}
+
+// Must is Do in a test: an error sending the request or reading the
+// answer fails the test.
+func Must(t testing.TB, method, url, body string, hdr ...string) Response {
+	t.Helper()
+	r, err := Do(method, url, body, hdr...)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	return r
+}
 
 // Do sends a request; a non-empty body is sent as application/json, and
 // hdr holds header name/value pairs (they may override the content type).
