@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/open-autoglm/autoglm/app/core"
@@ -65,46 +66,46 @@ func New(now func() time.Time) *Metrics {
 	}
 	reg := prometheus.NewRegistry()
 	m := &Metrics{reg: reg, now: now}
-	f := promauto(reg)
-	m.connections = f.gaugeVec(prometheus.GaugeOpts{Name: "connections",
-		Help: "Open client connections by transport (ws, sse, longpoll)."}, "transport")
-	m.opsAccepted = f.counter(prometheus.CounterOpts{Name: "ops_accepted_total",
+	f := promauto.With(reg)
+	m.connections = f.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: "connections",
+		Help: "Open client connections by transport (ws, sse, longpoll)."}, []string{"transport"})
+	m.opsAccepted = f.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "ops_accepted_total",
 		Help: "Ops durably stored (each got a version)."})
-	m.opsRejected = f.counterVec(prometheus.CounterOpts{Name: "ops_rejected_total",
-		Help: "Ops rejected, by error code."}, "code")
-	m.conflicts = f.counter(prometheus.CounterOpts{Name: "etag_conflicts_total",
+	m.opsRejected = f.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "ops_rejected_total",
+		Help: "Ops rejected, by error code."}, []string{"code"})
+	m.conflicts = f.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "etag_conflicts_total",
 		Help: "Write batches that lost an ETag race to another replica and were retried."})
-	m.batchSize = f.histogram(prometheus.HistogramOpts{Name: "write_batch_size",
+	m.batchSize = f.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: "write_batch_size",
 		Help:    "Ops coalesced into one state transaction.",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256}})
-	m.propagation = f.histogram(prometheus.HistogramOpts{Name: "propagation_seconds",
+	m.propagation = f.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: "propagation_seconds",
 		Help: "Time from a change's HLC stamp (taken when the replica applied it, or the client's own stamp) " +
 			"to its delivery to a local session's connection.",
 		Buckets: []float64{.0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .1, .25, .5, 1, 2.5, 5}})
-	m.gapsRepaired = f.counter(prometheus.CounterOpts{Name: "gaps_repaired_total",
+	m.gapsRepaired = f.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "gaps_repaired_total",
 		Help: "Version gaps a session pulled from the op log before delivering (lost or reordered broadcasts)."})
-	m.resyncs = f.counter(prometheus.CounterOpts{Name: "resyncs_total",
+	m.resyncs = f.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "resyncs_total",
 		Help: "Session resyncs from the store (queue overflow, or a gap older than the op log)."})
-	m.dropped = f.counter(prometheus.CounterOpts{Name: "hub_dropped_total",
+	m.dropped = f.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "hub_dropped_total",
 		Help: "Live changes a session's full queue could not take (the session resyncs)."})
-	m.sessionQueue = f.histogram(prometheus.HistogramOpts{Name: "session_queue_depth",
+	m.sessionQueue = f.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: "session_queue_depth",
 		Help:    "Live changes still queued for a session when it takes the next one.",
 		Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}})
-	m.publishFailures = f.counterVec(prometheus.CounterOpts{Name: "broadcast_publish_failures_total",
-		Help: "Broadcasts that could not be published to the other replicas (they repair from the op log), by kind."}, "kind")
-	m.taskRetries = f.counterVec(prometheus.CounterOpts{Name: "task_retries_total",
-		Help: "Background task attempts that failed and were scheduled again, by task kind."}, "task")
-	m.opAck = f.histogramVec(prometheus.HistogramOpts{Name: "op_ack_seconds",
+	m.publishFailures = f.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "broadcast_publish_failures_total",
+		Help: "Broadcasts that could not be published to the other replicas (they repair from the op log), by kind."}, []string{"kind"})
+	m.taskRetries = f.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "task_retries_total",
+		Help: "Background task attempts that failed and were scheduled again, by task kind."}, []string{"task"})
+	m.opAck = f.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "op_ack_seconds",
 		Help:    "Time from receiving a sync op (WebSocket, SSE, long-poll) to writing its ack or reject, by result.",
-		Buckets: latencyBuckets}, "result")
-	m.commit = f.histogram(prometheus.HistogramOpts{Name: "commit_seconds",
+		Buckets: latencyBuckets}, []string{"result"})
+	m.commit = f.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: "commit_seconds",
 		Help:    "Time a write batch took from its first load to durable, ETag retries included.",
 		Buckets: latencyBuckets})
-	m.httpRequests = f.counterVec(prometheus.CounterOpts{Name: "http_requests_total",
-		Help: "HTTP requests served, by route (the pattern matched) and status class (2xx, 4xx, ...)."}, "route", "code")
-	m.httpDuration = f.histogramVec(prometheus.HistogramOpts{Name: "http_request_duration_seconds",
+	m.httpRequests = f.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "http_requests_total",
+		Help: "HTTP requests served, by route (the pattern matched) and status class (2xx, 4xx, ...)."}, []string{"route", "code"})
+	m.httpDuration = f.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "http_request_duration_seconds",
 		Help:    "Time to serve an HTTP request, by route; WebSocket and SSE streams are left out (they last a connection).",
-		Buckets: latencyBuckets}, "route")
+		Buckets: latencyBuckets}, []string{"route"})
 	for _, c := range core.Codes {
 		m.opsRejected.WithLabelValues(string(c))
 	}
@@ -235,44 +236,4 @@ func (m *Metrics) WatchQueue(queue string, f func() int) {
 		Help:        "Items waiting in a queue (engine_writes: ops queued behind in-flight transactions).",
 		ConstLabels: prometheus.Labels{"queue": queue}},
 		func() float64 { return float64(f()) }))
-}
-
-// factory creates collectors in the namespace and registers them.
-type factory struct{ reg prometheus.Registerer }
-
-func promauto(reg prometheus.Registerer) factory { return factory{reg} }
-
-func (f factory) counter(o prometheus.CounterOpts) prometheus.Counter {
-	o.Namespace = Namespace
-	c := prometheus.NewCounter(o)
-	f.reg.MustRegister(c)
-	return c
-}
-
-func (f factory) counterVec(o prometheus.CounterOpts, labels ...string) *prometheus.CounterVec {
-	o.Namespace = Namespace
-	c := prometheus.NewCounterVec(o, labels)
-	f.reg.MustRegister(c)
-	return c
-}
-
-func (f factory) gaugeVec(o prometheus.GaugeOpts, labels ...string) *prometheus.GaugeVec {
-	o.Namespace = Namespace
-	g := prometheus.NewGaugeVec(o, labels)
-	f.reg.MustRegister(g)
-	return g
-}
-
-func (f factory) histogramVec(o prometheus.HistogramOpts, labels ...string) *prometheus.HistogramVec {
-	o.Namespace = Namespace
-	h := prometheus.NewHistogramVec(o, labels)
-	f.reg.MustRegister(h)
-	return h
-}
-
-func (f factory) histogram(o prometheus.HistogramOpts) prometheus.Histogram {
-	o.Namespace = Namespace
-	h := prometheus.NewHistogram(o)
-	f.reg.MustRegister(h)
-	return h
 }
