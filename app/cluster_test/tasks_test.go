@@ -28,16 +28,7 @@ func TestTasksRunOnce(t *testing.T) {
 	for _, profile := range []string{"redis", "postgres"} {
 		t.Run(profile, func(t *testing.T) {
 			daprtest.Integration(t)
-			if err := backend.Require(profile); err != nil {
-				t.Fatal(err)
-			}
-			if profile == "postgres" {
-				release, err := backend.Share(5 * time.Minute)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer release()
-			}
+			daprtest.Backends(t, profile)
 			topic := "changes-" + uuid.NewString()[:8]
 			if err := backend.Prepare(profile, topic); err != nil {
 				t.Fatal(err)

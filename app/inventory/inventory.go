@@ -195,6 +195,19 @@ func decisionKey(order string) string { return "order:" + order }
 
 // getOrder reads an order through Dapr service invocation of the sync
 // service.
+// pendingOrder reads order id and reports whether it still waits for a
+// decision; when it does not, settled is logged with its status.
+func (s *Service) pendingOrder(ctx context.Context, id string, log logrus.FieldLogger, settled string) (o order, pending bool, err error) {
+	if o, err = s.getOrder(ctx, id); err != nil {
+		return o, false, err
+	}
+	if o.Data.Status != "" && o.Data.Status != "pending" {
+		log.WithField("status", o.Data.Status).Info(settled)
+		return o, false, nil
+	}
+	return o, true, nil
+}
+
 func (s *Service) getOrder(ctx context.Context, id string) (order, error) {
 	var o order
 	url := fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/%s/method/v1/docs/orders/%s", s.cfg.DaprHTTPPort, s.cfg.OrdersApp, id)
@@ -228,13 +241,9 @@ func (s *Service) reserve(ctx context.Context, id string, log logrus.FieldLogger
 		// Decided before (a redelivery): publish the outcome again.
 		return s.publishOutcome(ctx, id, dec)
 	}
-	o, err := s.getOrder(ctx, id)
-	if err != nil {
+	o, pending, err := s.pendingOrder(ctx, id, log, "order no longer pending; nothing to reserve")
+	if err != nil || !pending {
 		return err
-	}
-	if o.Data.Status != "" && o.Data.Status != "pending" {
-		log.WithField("status", o.Data.Status).Info("order no longer pending; nothing to reserve")
-		return nil
 	}
 	need := map[string]int64{}
 	for _, it := range o.Data.Items {
@@ -389,13 +398,9 @@ func (s *Service) serveInventoryEvent(w http.ResponseWriter, r *http.Request) {
 // is based on). The (client, op) pair makes a retried update apply once.
 func (s *Service) updateOrder(ctx context.Context, id string, ops []map[string]any, log logrus.FieldLogger) error {
 	for attempt := 0; attempt < 10; attempt++ {
-		o, err := s.getOrder(ctx, id)
-		if err != nil {
+		o, pending, err := s.pendingOrder(ctx, id, log, "order already settled")
+		if err != nil || !pending {
 			return err
-		}
-		if o.Data.Status != "" && o.Data.Status != "pending" {
-			log.WithField("status", o.Data.Status).Info("order already settled")
-			return nil
 		}
 		body, _ := json.Marshal(map[string]any{"base": o.Version, "ops": ops})
 		url := fmt.Sprintf("http://127.0.0.1:%d/v1.0/invoke/%s/method/v1/docs/orders/%s", s.cfg.DaprHTTPPort, s.cfg.OrdersApp, id)

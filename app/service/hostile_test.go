@@ -42,12 +42,7 @@ func TestHostileInputs(t *testing.T) {
 	t.Run("REST", func(t *testing.T) {
 		deep := strings.Repeat(`{"a":`, 5000) + "1" + strings.Repeat("}", 5000)
 		longPath := strings.Repeat("a.", 20) + "z"
-		cases := []struct {
-			name, method, url, body string
-			hdr                     []string
-			status                  int
-			code                    string
-		}{
+		n += runREST(t, []restCase{
 			{"TruncatedJSON", "PUT", doc, `{"title":`, nil, 400, "bad_request"},
 			{"JSONNull", "PUT", doc, `null`, nil, 400, "bad_request"},
 			{"JSONArray", "PUT", doc, `[{"title":"x"}]`, nil, 400, "bad_request"},
@@ -73,13 +68,7 @@ func TestHostileInputs(t *testing.T) {
 			{"ClockFromFuture", "PATCH", doc, fmt.Sprintf(`{"hlc":"%d.0.x","ops":[{"op":"inc","path":"n","value":1}]}`, time.Now().Add(24*time.Hour).UnixMilli()), nil, 422, "clock_skew"},
 			{"SinceNegative", "GET", doc + "/changes?since=-5", "", nil, 400, "bad_request"},
 			{"TraceMethod", "TRACE", doc, "", nil, 405, "method_not_allowed"},
-		}
-		for _, c := range cases {
-			n++
-			t.Run(c.name, func(t *testing.T) {
-				wantStatus(t, do(t, c.method, c.url, c.body, c.hdr...), c.status, c.code)
-			})
-		}
+		})
 	})
 
 	t.Run("WebSocketJSON", func(t *testing.T) {

@@ -28,6 +28,26 @@ var do = rest.Must
 
 func errCode(r resp) string { return r.Code() }
 
+// restCase is a request (hdr: header name/value pairs) and the error
+// answer it must get.
+type restCase struct {
+	name, method, url, body string
+	hdr                     []string
+	status                  int
+	code                    string
+}
+
+// runREST sends each case in a subtest of its own and checks the answer;
+// it returns how many cases it ran.
+func runREST(t *testing.T, cases []restCase) int {
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			wantStatus(t, do(t, c.method, c.url, c.body, c.hdr...), c.status, c.code)
+		})
+	}
+	return len(cases)
+}
+
 func wantStatus(t testing.TB, r resp, status int, code string) {
 	t.Helper()
 	if r.Status != status || errCode(r) != code {
@@ -94,12 +114,7 @@ func TestREST(t *testing.T) {
 		t.Run("BadInput", func(t *testing.T) {
 			before := do(t, "GET", doc, "").Raw
 			big := `{"x":"` + strings.Repeat("a", 2<<20) + `"}`
-			cases := []struct {
-				name, method, url, body string
-				hdr                     []string
-				status                  int
-				code                    string
-			}{
+			runREST(t, []restCase{
 				{"MalformedJSON", "PUT", doc, `{"name":`, nil, 400, "bad_request"},
 				{"NotAnObject", "PUT", doc, `[1,2]`, nil, 400, "bad_request"},
 				{"TrailingData", "PUT", doc, `{"a":1} {"b":2}`, nil, 400, "bad_request"},
@@ -122,12 +137,7 @@ func TestREST(t *testing.T) {
 				{"BadCursor", "GET", r.URL() + "/v1/docs/" + coll + "?cursor=zz", "", nil, 400, "bad_request"},
 				{"Method", "POST", doc, `{}`, nil, 405, "method_not_allowed"},
 				{"NoRoute", "GET", r.URL() + "/v2/nothing", "", nil, 404, "not_found"},
-			}
-			for _, c := range cases {
-				t.Run(c.name, func(t *testing.T) {
-					wantStatus(t, do(t, c.method, c.url, c.body, c.hdr...), c.status, c.code)
-				})
-			}
+			})
 			if after := do(t, "GET", doc, "").Raw; after != before {
 				t.Fatalf("stored document changed by bad input:\nbefore %s\nafter  %s", before, after)
 			}
