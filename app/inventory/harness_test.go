@@ -313,7 +313,5 @@ func (e *env) startSink() {
 	e.waitSubscribed("sink-" + e.id)
 }
 
-type resp = rest.Response
-
 // do sends a request; an error sending it fails the test.
 var do = rest.Must
