@@ -21,8 +21,6 @@ import (
 	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
-	"github.com/open-autoglm/autoglm/app/hub"
-	"github.com/open-autoglm/autoglm/app/inmem"
 	"github.com/open-autoglm/autoglm/app/internal/stacktest"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
@@ -200,11 +198,11 @@ func (h *holder) want(t *testing.T, policy auth.Policy, id auth.Identity, d *cor
 	}
 }
 
-func propSession(t *testing.T, ctx context.Context, store *inmem.Store, h *hub.Hub, eng *engine.Engine, policy auth.Policy, id auth.Identity, name string) (*session.Session, *sender) {
+func propSession(t *testing.T, ctx context.Context, st *stacktest.Stack, policy auth.Policy, id auth.Identity, name string) (*session.Session, *sender) {
 	t.Helper()
 	out := &sender{out: make(chan protocol.Message, 1000)}
 	s := session.New(session.Options{ID: name, Policy: policy, Heartbeat: time.Hour,
-		Authenticate: func(context.Context, string) (auth.Identity, error) { return id, nil }}, eng, h, out)
+		Authenticate: func(context.Context, string) (auth.Identity, error) { return id, nil }}, st.Eng, st.Hub, out)
 	go s.Run(ctx)
 	if !s.Receive(ctx, protocol.Message{T: protocol.THello, Client: name, Token: "t"}) {
 		t.Fatal("session ended")
@@ -252,7 +250,7 @@ func runReadProperty(t *testing.T, policyName string, seed uint64) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st := stacktest.New(stacktest.Options{Engine: engine.Options{Collections: cfg, LogWindow: 1000}})
-	store, h, eng := st.Store, st.Hub, st.Eng
+	eng := st.Eng
 	load := func() *core.Document {
 		st, err := eng.Load(ctx, propKey)
 		if err != nil {
@@ -294,7 +292,7 @@ func runReadProperty(t *testing.T, policyName string, seed uint64) {
 	// (a snapshot per change).
 	for i, id := range append(propIdentities, propIdentities[rng.IntN(len(propIdentities))]) {
 		full := i == len(propIdentities)
-		s, out := propSession(t, ctx, store, h, eng, policy, id, fmt.Sprintf("r%d", i))
+		s, out := propSession(t, ctx, st, policy, id, fmt.Sprintf("r%d", i))
 		r := &reader{id: id, sess: s, out: out}
 		readers = append(readers, r)
 		if !s.Receive(ctx, protocol.Message{T: protocol.TSub, Doc: propKey.String(), Full: full}) {
@@ -351,7 +349,7 @@ func runReadProperty(t *testing.T, policyName string, seed uint64) {
 			continue
 		}
 		from := r.history[rng.IntN(len(r.history))]
-		s, out := propSession(t, ctx, store, h, eng, policy, r.id, fmt.Sprintf("c%d", i))
+		s, out := propSession(t, ctx, st, policy, r.id, fmt.Sprintf("c%d", i))
 		if !s.Receive(ctx, protocol.Message{T: protocol.TSub, Doc: propKey.String(), Since: from.v}) {
 			t.Fatal("session ended")
 		}
