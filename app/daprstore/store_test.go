@@ -20,6 +20,17 @@ import (
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
+// eachStore runs f on a replica of every profile, with 30 seconds for
+// the test and a document store on the replica's sidecar.
+func eachStore(t *testing.T, f func(t *testing.T, ctx context.Context, c dapr.Client, s *daprstore.Store)) {
+	daprtest.EachProfile(t, func(t *testing.T, r *daprtest.Replica) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c := r.DaprClient(t)
+		f(t, ctx, c, daprstore.New(c, config.DefaultStateStore))
+	})
+}
+
 func docAt(k core.Key, v int64) *core.Document {
 	d := merge.NewDoc()
 	d.Data["v"] = float64(v)
@@ -33,11 +44,7 @@ func change(k core.Key, v int64) core.Change {
 // TestETagSemantics pins how each real state store reports a lost race, so
 // the engine's retry keeps working when a store or Dapr version changes.
 func TestETagSemantics(t *testing.T) {
-	daprtest.EachProfile(t, func(t *testing.T, r *daprtest.Replica) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c := r.DaprClient(t)
-		s := daprstore.New(c, config.DefaultStateStore)
+	eachStore(t, func(t *testing.T, ctx context.Context, c dapr.Client, s *daprstore.Store) {
 		k := core.Key{Collection: "etag", ID: uuid.NewString()[:8]}
 		commit := func(etag string, v int64, prevTail []core.Change) error {
 			d := docAt(k, v)

@@ -3,26 +3,21 @@ package daprstore_test
 import (
 	"context"
 	"testing"
-	"time"
 
+	dapr "github.com/dapr/go-sdk/client"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/daprstore"
-	"github.com/open-autoglm/autoglm/app/internal/daprtest"
 )
 
 // After a commit, the next load gets the committed document back without
 // decoding it (the sidecar returns the bytes written), exactly once; a
 // write by another replica is never hidden by it.
 func TestLoadAfterCommitReusesDocument(t *testing.T) {
-	daprtest.EachProfile(t, func(t *testing.T, r *daprtest.Replica) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c := r.DaprClient(t)
-		s := daprstore.New(c, config.DefaultStateStore)
+	eachStore(t, func(t *testing.T, ctx context.Context, c dapr.Client, s *daprstore.Store) {
 		other := daprstore.New(c, config.DefaultStateStore) // another replica
 		k := core.Key{Collection: "written", ID: uuid.NewString()[:8]}
 

@@ -221,7 +221,7 @@ func TestSSE(t *testing.T) {
 	r := servicetest.Start(t, servicetest.Options{})
 	doc := "forms/sse-" + uuid.NewString()[:8]
 	client := "sse-" + uuid.NewString()[:8]
-	hello := fmt.Sprintf(`{"t":"hello","client":%q,"roles":["editor"],"proto":1}`, client)
+	hello := helloFor(client)
 
 	t.Run("SubscribeOpAckDelta", func(t *testing.T) {
 		s := openSSE(t, r.URL(), hello)
@@ -419,7 +419,7 @@ func TestLongPoll(t *testing.T) {
 	r := servicetest.Start(t, servicetest.Options{})
 	doc := "forms/lp-" + uuid.NewString()[:8]
 	client := "lp-" + uuid.NewString()[:8]
-	hello := fmt.Sprintf(`{"t":"hello","client":%q,"roles":["editor"],"proto":1}`, client)
+	hello := helloFor(client)
 
 	t.Run("SubscribeOpAckDelta", func(t *testing.T) {
 		p := openPoll(t, r.URL(), hello)
