@@ -95,8 +95,8 @@ collections:
 // compact variant of a delta, encoded once; another handle gets its own.
 // The author's id goes along the first time only.
 func TestCompactVariantsAreShared(t *testing.T) {
-	h := hub.New(hub.Options{Node: "n1"})
-	eng := engine.New(engine.Options{Store: inmem.NewStore(), Clock: clock.New("n1", nil, time.Minute), Local: h.Publish, LogWindow: 10})
+	st := stacktest.New(stacktest.Options{Engine: engine.Options{LogWindow: 10}})
+	h, eng := st.Hub, st.Eng
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	k := core.Key{Collection: "docs", ID: "compact"}

@@ -9,8 +9,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
-	"github.com/open-autoglm/autoglm/app/hub"
-	"github.com/open-autoglm/autoglm/app/inmem"
+	"github.com/open-autoglm/autoglm/app/internal/stacktest"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 	"github.com/open-autoglm/autoglm/app/session"
@@ -28,8 +27,8 @@ func (s msgSharedSender) SendShared(ctx context.Context, m *protocol.Shared) err
 // replica's node named n1, as its clock stamps.
 func newSharedRig(t *testing.T) *rig {
 	t.Helper()
-	r := &rig{store: inmem.NewStore(), hub: hub.New(hub.Options{Node: "n1"}), send: &sender{out: make(chan protocol.Message, 1000)}}
-	r.eng = engine.New(engine.Options{Store: r.store, Clock: clock.New("n1", nil, time.Minute), LogWindow: 50, Local: r.hub.Publish})
+	st := stacktest.New(stacktest.Options{Engine: engine.Options{LogWindow: 50}})
+	r := &rig{store: st.Store, hub: st.Hub, eng: st.Eng, send: &sender{out: make(chan protocol.Message, 1000)}}
 	r.sess = session.New(session.Options{ID: "s1", Node: "n1"}, r.eng, r.hub, msgSharedSender{r.send})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
