@@ -26,7 +26,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -38,6 +37,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/open-autoglm/autoglm/app/daprstore"
+	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 )
 
 // CollField is the value field naming a document's app and collection.
@@ -288,44 +288,5 @@ func consistency(c dapr.StateConsistency) string {
 }
 
 func (t *Transport) postTransaction(ctx context.Context, store string, ops []httpOp) error {
-	body, err := json.Marshal(map[string]any{"operations": ops})
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.HTTP+"/v1.0/state/"+store+"/transaction", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if t.Token != "" {
-		req.Header.Set("dapr-api-token", t.Token)
-	}
-	hc := t.HTTPClient
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return status.Error(codes.Unavailable, err.Error())
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode/100 == 2 {
-		return nil
-	}
-	// The same error as the gRPC API's, for daprstore to classify (an
-	// ETag mismatch reads "possible etag mismatch").
-	var e struct {
-		Code    string `json:"errorCode"`
-		Message string `json:"message"`
-	}
-	_ = json.Unmarshal(msg, &e)
-	if e.Message == "" {
-		e.Message = strings.TrimSpace(string(msg))
-	}
-	code := codes.Internal
-	if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout {
-		code = codes.Unavailable
-	}
-	return status.Error(code, fmt.Sprintf("state transaction: %d %s: %s", resp.StatusCode, e.Code, e.Message))
+	return daprconn.HTTPTransaction(ctx, t.HTTPClient, t.HTTP, t.Token, store, "state transaction", ops)
 }

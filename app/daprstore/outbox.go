@@ -1,22 +1,18 @@
 package daprstore
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
 	dapr "github.com/dapr/go-sdk/client"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/events"
+	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 )
 
 // Outbox makes the commits of event collections publish an integration
@@ -132,41 +128,7 @@ func (s *Store) commitOutbox(ctx context.Context, c core.Commit, body []byte, si
 }
 
 func (s *Store) outboxTransaction(ctx context.Context, ops []txOp) error {
-	b, err := json.Marshal(map[string]any{"operations": ops})
-	if err != nil {
-		return err
-	}
-	url := strings.TrimSuffix(s.outbox.HTTP, "/") + "/v1.0/state/" + s.outbox.Store + "/transaction"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if s.outbox.Token != "" {
-		req.Header.Set("dapr-api-token", s.outbox.Token)
-	}
-	resp, err := s.outbox.Client.Do(req)
-	if err != nil {
-		return status.Error(codes.Unavailable, err.Error())
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode/100 == 2 {
-		return nil
-	}
-	var e struct {
-		Code    string `json:"errorCode"`
-		Message string `json:"message"`
-	}
-	_ = json.Unmarshal(msg, &e)
-	if e.Message == "" {
-		e.Message = strings.TrimSpace(string(msg))
-	}
-	code := codes.Internal
-	if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout {
-		code = codes.Unavailable
-	}
-	return status.Error(code, fmt.Sprintf("outbox transaction: %d %s: %s", resp.StatusCode, e.Code, e.Message))
+	return daprconn.HTTPTransaction(ctx, s.outbox.Client, s.outbox.HTTP, s.outbox.Token, s.outbox.Store, "outbox transaction", ops)
 }
 
 // indexCAS brings the collection listing in step after a commit written
