@@ -24,9 +24,44 @@ const maxGroup = 64
 // each commit runs alone to get its own outcome (an ETag conflict stays
 // the conflict of the document that had it).
 type txGroup struct {
+	batches batcher[*txReq]
+}
+
+// batcher queues requests while a batch of earlier ones runs; the next
+// batch carries every request that queued meanwhile (up to maxGroup).
+type batcher[R any] struct {
 	mu      sync.Mutex
-	queue   []*txReq
+	queue   []R
 	running bool
+}
+
+// add queues r, starting a goroutine that runs batches until the queue is
+// empty if none is running.
+func (b *batcher[R]) add(r R, run func(group []R)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.queue = append(b.queue, r)
+	if !b.running {
+		b.running = true
+		go b.drain(run)
+	}
+}
+
+func (b *batcher[R]) drain(run func(group []R)) {
+	for {
+		b.mu.Lock()
+		n := min(len(b.queue), maxGroup)
+		if n == 0 {
+			b.running = false
+			b.queue = nil
+			b.mu.Unlock()
+			return
+		}
+		group := b.queue[:n:n]
+		b.queue = b.queue[n:]
+		b.mu.Unlock()
+		run(group)
+	}
 }
 
 type txReq struct {
@@ -40,13 +75,7 @@ type txClient interface {
 
 func (g *txGroup) exec(ctx context.Context, c txClient, store string, ops []*dapr.StateOperation) error {
 	r := &txReq{ops: ops, done: make(chan error, 1)}
-	g.mu.Lock()
-	g.queue = append(g.queue, r)
-	if !g.running {
-		g.running = true
-		go g.run(c, store)
-	}
-	g.mu.Unlock()
+	g.batches.add(r, func(group []*txReq) { runTx(c, store, group) })
 	select {
 	case err := <-r.done:
 		return err
@@ -57,40 +86,27 @@ func (g *txGroup) exec(ctx context.Context, c txClient, store string, ops []*dap
 	}
 }
 
-// run executes queued commits, group by group, until the queue is empty.
-func (g *txGroup) run(c txClient, store string) {
-	for {
-		g.mu.Lock()
-		n := min(len(g.queue), maxGroup)
-		if n == 0 {
-			g.running = false
-			g.mu.Unlock()
-			return
-		}
-		group := g.queue[:n:n]
-		g.queue = g.queue[n:]
-		g.mu.Unlock()
-
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if len(group) == 1 {
-			group[0].done <- c.ExecuteStateTransaction(ctx, store, nil, group[0].ops)
-			cancel()
-			continue
-		}
-		var all []*dapr.StateOperation
+// runTx commits one group: alone, or merged into one transaction and, if
+// that fails, each on its own.
+func runTx(c txClient, store string, group []*txReq) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if len(group) == 1 {
+		group[0].done <- c.ExecuteStateTransaction(ctx, store, nil, group[0].ops)
+		return
+	}
+	var all []*dapr.StateOperation
+	for _, r := range group {
+		all = append(all, r.ops...)
+	}
+	if err := c.ExecuteStateTransaction(ctx, store, nil, all); err == nil {
 		for _, r := range group {
-			all = append(all, r.ops...)
+			r.done <- nil
 		}
-		if err := c.ExecuteStateTransaction(ctx, store, nil, all); err == nil {
-			for _, r := range group {
-				r.done <- nil
-			}
-		} else {
-			for _, r := range group {
-				r.done <- c.ExecuteStateTransaction(ctx, store, nil, r.ops)
-			}
-		}
-		cancel()
+		return
+	}
+	for _, r := range group {
+		r.done <- c.ExecuteStateTransaction(ctx, store, nil, r.ops)
 	}
 }
 
@@ -100,9 +116,7 @@ func (g *txGroup) run(c txClient, store string) {
 // a replica writing many documents makes one round trip to the sidecar for
 // all their reads instead of one each.
 type loadGroup struct {
-	mu      sync.Mutex
-	queue   []*loadReq
-	running bool
+	batches batcher[*loadReq]
 }
 
 type loadReq struct {
@@ -119,13 +133,7 @@ type loadClient interface {
 
 func (g *loadGroup) get(ctx context.Context, c loadClient, store, key string) (*dapr.StateItem, error) {
 	r := &loadReq{key: key, done: make(chan struct{})}
-	g.mu.Lock()
-	g.queue = append(g.queue, r)
-	if !g.running {
-		g.running = true
-		go g.run(c, store)
-	}
-	g.mu.Unlock()
+	g.batches.add(r, func(group []*loadReq) { runLoad(c, store, group) })
 	select {
 	case <-r.done:
 		return r.item, r.err
@@ -134,54 +142,39 @@ func (g *loadGroup) get(ctx context.Context, c loadClient, store, key string) (*
 	}
 }
 
-// run reads queued keys, group by group, until the queue is empty.
-func (g *loadGroup) run(c loadClient, store string) {
-	for {
-		g.mu.Lock()
-		n := min(len(g.queue), maxGroup)
-		if n == 0 {
-			g.running = false
-			g.queue = nil
-			g.mu.Unlock()
-			return
+// runLoad reads one group's keys: one get, or one bulk get for all.
+func runLoad(c loadClient, store string, group []*loadReq) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if len(group) == 1 {
+		group[0].item, group[0].err = c.GetState(ctx, store, group[0].key, nil)
+		close(group[0].done)
+		return
+	}
+	keys := make([]string, 0, len(group))
+	seen := make(map[string]bool, len(group))
+	for _, r := range group {
+		if !seen[r.key] {
+			seen[r.key] = true
+			keys = append(keys, r.key)
 		}
-		group := g.queue[:n:n]
-		g.queue = g.queue[n:]
-		g.mu.Unlock()
-
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if len(group) == 1 {
-			group[0].item, group[0].err = c.GetState(ctx, store, group[0].key, nil)
-			close(group[0].done)
-			cancel()
-			continue
+	}
+	items, err := c.GetBulkState(ctx, store, keys, nil, 1)
+	byKey := make(map[string]*dapr.BulkStateItem, len(items))
+	for _, it := range items {
+		byKey[it.Key] = it
+	}
+	for _, r := range group {
+		switch it := byKey[r.key]; {
+		case err != nil:
+			r.err = err
+		case it == nil:
+			r.item = &dapr.StateItem{Key: r.key} // not stored
+		case it.Error != "":
+			r.err = status.Error(codes.Unavailable, "read "+r.key+": "+it.Error)
+		default:
+			r.item = &dapr.StateItem{Key: it.Key, Value: it.Value, Etag: it.Etag, Metadata: it.Metadata}
 		}
-		keys := make([]string, 0, len(group))
-		seen := make(map[string]bool, len(group))
-		for _, r := range group {
-			if !seen[r.key] {
-				seen[r.key] = true
-				keys = append(keys, r.key)
-			}
-		}
-		items, err := c.GetBulkState(ctx, store, keys, nil, 1)
-		cancel()
-		byKey := make(map[string]*dapr.BulkStateItem, len(items))
-		for _, it := range items {
-			byKey[it.Key] = it
-		}
-		for _, r := range group {
-			switch it := byKey[r.key]; {
-			case err != nil:
-				r.err = err
-			case it == nil:
-				r.item = &dapr.StateItem{Key: r.key} // not stored
-			case it.Error != "":
-				r.err = status.Error(codes.Unavailable, "read "+r.key+": "+it.Error)
-			default:
-				r.item = &dapr.StateItem{Key: it.Key, Value: it.Value, Etag: it.Etag, Metadata: it.Metadata}
-			}
-			close(r.done)
-		}
+		close(r.done)
 	}
 }

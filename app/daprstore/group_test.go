@@ -87,9 +87,9 @@ func TestGroupCommit(t *testing.T) {
 			go func() { defer wg.Done(); results[i] = g.exec(context.Background(), f, "s", op(k)) }()
 		}
 		testutil.Eventually(t, 5*time.Second, "three commits queued", func() bool {
-			g.mu.Lock()
-			defer g.mu.Unlock()
-			return len(g.queue) == 3
+			g.batches.mu.Lock()
+			defer g.batches.mu.Unlock()
+			return len(g.batches.queue) == 3
 		})
 		close(gate)
 		wg.Wait()
@@ -185,8 +185,8 @@ func TestLoadGroupReadsTogether(t *testing.T) {
 		t.Errorf("a bulk read that failed: %+v", got)
 	}
 	testutil.Eventually(t, time.Second, "the group goes idle", func() bool {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		return !g.running && len(g.queue) == 0
+		g.batches.mu.Lock()
+		defer g.batches.mu.Unlock()
+		return !g.batches.running && len(g.batches.queue) == 0
 	})
 }
