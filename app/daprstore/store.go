@@ -580,7 +580,10 @@ func classify(op string, err error) error {
 		strings.Contains(msg, "no item was updated"): // PostgreSQL: the same
 		return fmt.Errorf("%s: %w: %s", op, core.ErrVersionConflict, st.Message())
 	case st.Code() == codes.Unavailable, st.Code() == codes.DeadlineExceeded,
-		strings.Contains(msg, "connection refused"), strings.Contains(msg, "circuit breaker"):
+		strings.Contains(msg, "connection refused"),
+		// daprd's resiliency breaker: open, or half-open and already
+		// letting its one trial request through.
+		strings.Contains(msg, "circuit breaker"), strings.Contains(msg, "too many requests"):
 		return fmt.Errorf("%s: %w: %s", op, core.ErrUnavailable, st.Message())
 	case unreachable(msg):
 		// The store (not the sidecar) is down or restarting; a write may or
