@@ -14,13 +14,18 @@ import (
 )
 
 // State is a kv.State in memory: records with ETags and expiry, published
-// messages kept in order, and expiring leases.
+// messages kept in order and delivered to the subscribers of their topic
+// (Subscribe), and expiring leases.
 type State struct {
 	mu      sync.Mutex
 	records map[string]record
 	etag    int64
 	msgs    []kv.Message
 	leases  map[string]lease
+	groups  map[string]*group
+
+	// Redelivery is how a message whose handler failed is delivered again.
+	Redelivery Redelivery
 
 	// Now is the clock of expiry (time.Now when nil).
 	Now func() time.Time
@@ -30,8 +35,6 @@ type State struct {
 	// BeforePut, if set, runs at the start of every Put (tests use it to
 	// slip in a competing write).
 	BeforePut func(key string)
-	// Deliver, if set, receives every published message.
-	Deliver func(kv.Message)
 	// Fail, if set, makes every call fail with it (an outage; wrap
 	// core.ErrUnavailable to say so).
 	Fail error
@@ -138,11 +141,8 @@ func (s *State) Publish(_ context.Context, m kv.Message) error {
 	}
 	m.Body = slices.Clone(m.Body)
 	s.msgs = append(s.msgs, m)
-	deliver := s.Deliver
+	s.dispatch(m)
 	s.mu.Unlock()
-	if deliver != nil {
-		deliver(m)
-	}
 	return nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/daprbus"
 	"github.com/open-autoglm/autoglm/app/daprkv"
 	"github.com/open-autoglm/autoglm/app/daprquery"
+	"github.com/open-autoglm/autoglm/app/daprsub"
 	"github.com/open-autoglm/autoglm/app/daprstore"
 	"github.com/open-autoglm/autoglm/app/inmem"
 	"github.com/open-autoglm/autoglm/app/internal/daprconn"
@@ -41,10 +42,10 @@ type Deps struct {
 	Receive func(changes func([]core.Change), presence func([]core.Presence)) (stop func())
 	// Probe reports whether the adapters can serve; readiness follows it.
 	Probe Probe
-	// Dapr runs the features kept in the sidecar's state, pub/sub and lock
-	// APIs: the task queue, webhooks, integration events and compaction.
-	// Without it those features are off and their routes absent.
-	Dapr *Dapr
+	// Features runs the features kept on the state port: the task queue,
+	// webhooks, integration events and compaction. Without it those
+	// features are off and their routes absent.
+	Features *Features
 	// Telemetry, when set, is the tracing the adapters were built with;
 	// nil: New sets it up from the environment.
 	Telemetry *telemetry.Telemetry
@@ -65,12 +66,20 @@ type Probe interface {
 	Run(ctx context.Context)
 }
 
-// Dapr is the sidecar the non-document features run on.
-type Dapr struct {
+// Features is what the non-document features run on.
+type Features struct {
+	// State keeps their records, publishes their tasks and events, and
+	// holds the compaction lease.
 	State kv.State
-	// UseOutbox turns the transactional outbox on for the collections that
-	// publish integration events, and returns whether a collection's commits
-	// go through it.
+	// Subscribe, when set, delivers the task queue's subscriptions in
+	// process: the service calls it once, at start, and calls what it
+	// returns at shutdown. Nil: daprd delivers them to the app's
+	// /dapr/ routes.
+	Subscribe func(subs []daprsub.Subscription) (stop func())
+	// UseOutbox, when set, turns the transactional outbox on for the
+	// collections that publish integration events, and returns whether a
+	// collection's commits go through it. Nil: every event goes through
+	// the task queue.
 	UseOutbox func(events func(collection string) bool) (viaOutbox func(ctx context.Context, collection string) bool)
 	// Queries, when set, serves REST queries through the state store's
 	// query API where the store has one.
@@ -127,7 +136,7 @@ func DaprDeps(cfg config.Config, log logrus.FieldLogger) (Deps, error) {
 				log.WithField("ready", ready).Info("sidecar readiness changed")
 			},
 		},
-		Dapr: &Dapr{
+		Features: &Features{
 			State:   daprkv.New(client, cfg.StateStore, cfg.LockStore),
 			Queries: queries,
 			UseOutbox: func(events func(string) bool) func(context.Context, string) bool {
@@ -154,16 +163,18 @@ func newTelemetry(cfg config.Config, log logrus.FieldLogger) (*telemetry.Telemet
 	return tel, nil
 }
 
-// MemoryDeps runs a replica on store and broker, in process: replicas
-// given the same store and broker form one cluster. The replica is always
-// ready; the sidecar features (Deps.Dapr) are off.
-func MemoryDeps(store *inmem.Store, broker *inmem.Broker) Deps {
+// MemoryDeps runs a replica in process on store, broker and state:
+// replicas given the same three form one cluster. Broadcasts reach every
+// replica of the broker; tasks are delivered by state, each to one replica
+// (inmem.State.Subscribe). The replica is always ready.
+func MemoryDeps(store *inmem.Store, broker *inmem.Broker, state *inmem.State) Deps {
 	return Deps{
-		Store:   store,
-		Bus:     broker,
-		Receive: broker.Join,
-		Probe:   alwaysReady{},
-		Close:   func() {},
+		Store:    store,
+		Bus:      broker,
+		Receive:  broker.Join,
+		Probe:    alwaysReady{},
+		Features: &Features{State: state, Subscribe: state.Subscribe},
+		Close:    func() {},
 	}
 }
 

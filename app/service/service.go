@@ -1,6 +1,7 @@
 // Package service wires the adapters and the domain into one running
 // replica: store, bus and readiness probe (Deps), engine, hub, HTTP API and,
-// on a Dapr sidecar, the task queue, webhooks, events and compaction. The
+// on the state port (Deps.Features), the task queue, webhooks, events and
+// compaction. The
 // command and the tests start it through here, on the Dapr adapters
 // (DaprDeps) or in process (MemoryDeps).
 package service
@@ -61,6 +62,10 @@ type Service struct {
 
 	stopProbe   context.CancelFunc
 	stopReceive func()
+	// subs are the task queue's subscriptions; stopSubscribe ends their
+	// in-process delivery (Features.Subscribe).
+	subs          []daprsub.Subscription
+	stopSubscribe func()
 	closeAuth   func()
 	stopPprof   func()
 	serveErr    chan error
@@ -90,7 +95,7 @@ func New(cfg config.Config, log logrus.FieldLogger, deps Deps) (*Service, error)
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if cfg.AppAPIToken == "" && deps.Dapr != nil {
+	if cfg.AppAPIToken == "" && deps.Receive == nil {
 		log.Warn("APP_API_TOKEN is not set: anyone who reaches the app port can post broadcasts and tasks to the routes daprd calls. " +
 			"The dev runners and test harnesses set one per run; set it wherever the app listens beyond loopback.")
 	}
@@ -158,10 +163,9 @@ func New(cfg config.Config, log logrus.FieldLogger, deps Deps) (*Service, error)
 	// sidecar features that observe them.
 	observers := []func(context.Context, []core.Change){h.Deliver}
 	var extra []httpapi.Route
-	var subs []daprsub.Subscription
-	if deps.Dapr != nil {
+	if deps.Features != nil {
 		var err error
-		if observers, extra, subs, err = s.sidecarFeatures(cols, observers); err != nil {
+		if observers, extra, s.subs, err = s.features(cols, observers); err != nil {
 			return nil, err
 		}
 	}
@@ -192,7 +196,7 @@ func New(cfg config.Config, log logrus.FieldLogger, deps Deps) (*Service, error)
 	s.api = &httpapi.Server{
 		Engine: eng, Lister: store, Hub: h, Queries: queries, Log: log, Version: cfg.Version, Node: cfg.NodeID,
 		Ready:   deps.Probe.Ready,
-		Dapr:    s.router(subs),
+		Dapr:    s.router(),
 		MaxBody: cfg.MaxBodyBytes, Heartbeat: cfg.Heartbeat, SessionQueue: cfg.SessionQueueLen(), MaxSubs: cfg.MaxSubs,
 		BodyTimeout: cfg.BodyTimeout, HelloTimeout: cfg.HelloTimeout, ClientAddrHeader: cfg.ClientAddrHeader,
 		MaxConnsPerAddr: cfg.MaxConnsPerAddr, MaxConnsPerIdentity: cfg.MaxConnsPerIdentity,
@@ -206,19 +210,19 @@ func New(cfg config.Config, log logrus.FieldLogger, deps Deps) (*Service, error)
 			}},
 		Extra: extra,
 	}
-	if deps.Dapr != nil && deps.Dapr.Queries != nil {
-		s.api.StoreQueries = deps.Dapr.Queries
+	if deps.Features != nil && deps.Features.Queries != nil {
+		s.api.StoreQueries = deps.Features.Queries
 	}
 	return s, nil
 }
 
-// sidecarFeatures builds what runs on the sidecar's state, pub/sub and lock
-// APIs: the task queue, webhooks, integration events and compaction. It
-// returns the commit observers with theirs added, the features' admin
-// routes and the task subscriptions daprd delivers.
-func (s *Service) sidecarFeatures(cols *collections.Config, observers []func(context.Context, []core.Change)) (
+// features builds what runs on the state port (deps.Features): the task
+// queue, webhooks, integration events and compaction. It returns the
+// commit observers with theirs added, the features' admin routes and the
+// task queue's subscriptions.
+func (s *Service) features(cols *collections.Config, observers []func(context.Context, []core.Change)) (
 	[]func(context.Context, []core.Change), []httpapi.Route, []daprsub.Subscription, error) {
-	cfg, log, m, store, state := s.cfg, s.log, s.metrics, s.deps.Store, s.deps.Dapr.State
+	cfg, log, m, store, state := s.cfg, s.log, s.metrics, s.deps.Store, s.deps.Features.State
 	queue := tasks.New(tasks.Options{
 		Publisher: state, Pubsub: cfg.TasksPubsub, TopicPrefix: cfg.TasksTopic, Done: state,
 		Workers: cfg.TaskWorkers, Log: log.WithField("component", "tasks"), OnRetry: m.TaskRetry,
@@ -244,10 +248,13 @@ func (s *Service) sidecarFeatures(cols *collections.Config, observers []func(con
 	})
 	// One compaction lease and one collections registry per cluster: the
 	// replicas that share the broadcast topic.
-	hasEvents := func(coll string) bool { col, _ := cols.Collection(coll); return col != nil && col.Events }
+	var viaOutbox func(context.Context, string) bool
+	if use := s.deps.Features.UseOutbox; use != nil {
+		viaOutbox = use(func(coll string) bool { col, _ := cols.Collection(coll); return col != nil && col.Events })
+	}
 	integration := events.New(events.Options{
 		State: state, Pubsub: cfg.EventsPubsub, Topic: cfg.EventsTopic, Source: cfg.AppID,
-		Tasks: queue, Changes: store.Changes, Collections: cols, ViaOutbox: s.deps.Dapr.UseOutbox(hasEvents),
+		Tasks: queue, Changes: store.Changes, Collections: cols, ViaOutbox: viaOutbox,
 		Log: log.WithField("component", "events"),
 	})
 	comp := compaction.New(compaction.Options{
@@ -282,10 +289,15 @@ func (s *Service) sidecarFeatures(cols *collections.Config, observers []func(con
 }
 
 // router serves the routes daprd delivers subscriptions to: the change
-// broadcast and subs; nil when the replica has no sidecar.
-func (s *Service) router(subs []daprsub.Subscription) http.Handler {
-	if s.deps.Dapr == nil {
+// broadcast and the task queue's; nil when the replica receives in process
+// (deps.Receive).
+func (s *Service) router() http.Handler {
+	if s.deps.Receive != nil {
 		return nil
+	}
+	subs := s.subs
+	if f := s.deps.Features; f != nil && f.Subscribe != nil {
+		subs = nil
 	}
 	cfg, log, h, tracer := s.cfg, s.log, s.hub, s.telemetry.Tracer()
 	return &daprsub.Router{
@@ -337,17 +349,20 @@ func (s *Service) Start(ln net.Listener) error {
 	}
 	go s.sweepPresence(ctx)
 	go s.antiEntropy(ctx)
-	if s.deps.Dapr != nil {
-		s.startSidecarFeatures(ctx)
+	if s.deps.Features != nil {
+		if sub := s.deps.Features.Subscribe; sub != nil {
+			s.stopSubscribe = sub(s.subs)
+		}
+		s.startFeatures(ctx)
 	}
 	go func() { s.serveErr <- s.srv.Serve(ln) }()
 	s.log.WithField("addr", ln.Addr().String()).Info("listening")
 	return nil
 }
 
-// startSidecarFeatures starts the task workers, the webhook deliveries and
-// compaction once the sidecar answers.
-func (s *Service) startSidecarFeatures(ctx context.Context) {
+// startFeatures starts the task workers, the webhook deliveries and
+// compaction once the adapters answer.
+func (s *Service) startFeatures(ctx context.Context) {
 	ready := s.deps.Probe.Ready
 	s.tasks.Start(ready)
 	go func() {
@@ -462,6 +477,9 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		if terr := s.tasks.Close(ctx); terr != nil {
 			s.log.WithError(terr).Warn("submitted tasks not all published at shutdown")
 		}
+	}
+	if s.stopSubscribe != nil {
+		s.stopSubscribe()
 	}
 	s.stopProbe()
 	if s.stopReceive != nil {

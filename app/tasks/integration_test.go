@@ -22,6 +22,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/daprkv"
 	"github.com/open-autoglm/autoglm/app/daprsub"
+	"github.com/open-autoglm/autoglm/app/inmem"
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
 	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
@@ -118,13 +119,41 @@ func startApp(t *testing.T, profile string, opt tasks.Options, setup func(q *tas
 	return a
 }
 
-// TestRetryThenDeadLetter runs tasks that fail on a real daprd (local
-// profile): a failing task is retried by daprd with the tasks component's
-// exponential backoff (components/local/resiliency.yaml: 5 retries) and then
-// lands on the dead-letter topic; a flaky one succeeds on a retry; a
-// permanent failure is dead-lettered at once; a task published twice runs
-// once.
+// startInProcess runs a queue on an in-memory state that delivers its
+// subscriptions as daprd does (inmem.State.Subscribe), with the retry
+// policy's shape (exponential, 5 retries) on a shorter scale.
+func startInProcess(t *testing.T, opt tasks.Options, setup func(q *tasks.Queue)) *app {
+	t.Helper()
+	st := inmem.NewState()
+	st.Redelivery = inmem.Redelivery{Retries: 5, Backoff: 20 * time.Millisecond, MaxBackoff: time.Second}
+	opt.Publisher, opt.Done, opt.Pubsub = st, st, "tasks"
+	q := tasks.New(opt)
+	setup(q)
+	stop := st.Subscribe(q.Subscriptions())
+	q.Start(nil)
+	t.Cleanup(func() {
+		_ = q.Close(context.Background())
+		stop()
+	})
+	return &app{Q: q}
+}
+
+// TestRetryThenDeadLetter runs tasks that fail, in process and on a real
+// daprd (local profile): a failing task is redelivered with the tasks
+// component's exponential backoff (components/local/resiliency.yaml: 5
+// retries) and then lands on the dead-letter topic; a flaky one succeeds on
+// a retry; a permanent failure is dead-lettered at once; a task published
+// twice runs once.
 func TestRetryThenDeadLetter(t *testing.T) {
+	t.Run("InProcess", func(t *testing.T) { retryThenDeadLetter(t, startInProcess) })
+	t.Run("Dapr", func(t *testing.T) {
+		retryThenDeadLetter(t, func(t *testing.T, opt tasks.Options, setup func(q *tasks.Queue)) *app {
+			return startApp(t, "local", opt, setup)
+		})
+	})
+}
+
+func retryThenDeadLetter(t *testing.T, startQueue func(t *testing.T, opt tasks.Options, setup func(q *tasks.Queue)) *app) {
 	var (
 		mu     sync.Mutex
 		runs   = map[string][]time.Time{}
@@ -136,7 +165,7 @@ func TestRetryThenDeadLetter(t *testing.T) {
 		runs[id] = append(runs[id], time.Now())
 		return len(runs[id])
 	}
-	a := startApp(t, "local", tasks.Options{Workers: 4}, func(q *tasks.Queue) {
+	a := startQueue(t, tasks.Options{Workers: 4}, func(q *tasks.Queue) {
 		q.Register("always-fails", func(ctx context.Context, tk tasks.Task) error {
 			record(tk.ID)
 			return fmt.Errorf("the endpoint is down")

@@ -1,7 +1,8 @@
 // Package servicetest serves the whole HTTP API in process on the in-memory
 // adapters (service.MemoryDeps): real HTTP on a loopback listener, the real
-// configuration and collections loader, JWT authentication when asked, and
-// no daprd. Replica answers URL and WSURL as daprtest.Replica does, so a
+// configuration and collections loader, JWT authentication when asked, the
+// task queue, webhooks, integration events and compaction on an in-memory
+// state, and no daprd. Replica answers URL and WSURL as daprtest.Replica does, so a
 // test body runs against either.
 package servicetest
 
@@ -34,10 +35,12 @@ type Options struct {
 	Secret string
 	// Config, if set, adjusts the configuration last.
 	Config func(*config.Config)
-	// Store and Broker are shared by the replicas of one cluster; nil
-	// means new ones.
+	// Store, Broker and State are shared by the replicas of one cluster;
+	// nil means new ones. A new State redelivers failed tasks after 20ms,
+	// doubling up to 200ms, and has the configured lock component.
 	Store  *inmem.Store
 	Broker *inmem.Broker
+	State  *inmem.State
 }
 
 // Replica is one service in process.
@@ -46,6 +49,7 @@ type Replica struct {
 	Cfg    config.Config
 	Store  *inmem.Store
 	Broker *inmem.Broker
+	State  *inmem.State
 	addr   string
 	log    *testutil.Buffer
 }
@@ -84,10 +88,15 @@ func Start(t testing.TB, opt Options) *Replica {
 	if opt.Config != nil {
 		opt.Config(&cfg)
 	}
-	r := &Replica{Cfg: cfg, Store: opt.Store, Broker: opt.Broker, addr: ln.Addr().String(), log: &testutil.Buffer{Max: 4 << 20}}
+	if opt.State == nil {
+		opt.State = inmem.NewState()
+		opt.State.Components = []string{"lock:" + cfg.LockStore}
+		opt.State.Redelivery = inmem.Redelivery{Backoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
+	}
+	r := &Replica{Cfg: cfg, Store: opt.Store, Broker: opt.Broker, State: opt.State, addr: ln.Addr().String(), log: &testutil.Buffer{Max: 4 << 20}}
 	log := logrus.New()
 	log.SetOutput(r.log)
-	svc, err := service.New(cfg, log, service.MemoryDeps(opt.Store, opt.Broker))
+	svc, err := service.New(cfg, log, service.MemoryDeps(opt.Store, opt.Broker, opt.State))
 	if err != nil {
 		ln.Close()
 		t.Fatal(err)
