@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"sync"
 
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/web"
@@ -74,12 +75,13 @@ func newAsset(p string, body []byte) *asset {
 // registerWeb serves the JavaScript client's minified build at
 // /v1/client.js (its source map at /v1/client.min.js.map, declarations at
 // /v1/client.d.ts) and the demo page at / with its files
-// under /demo/.
+// under /demo/. The assets are prepared on the first request for one of
+// them, so a replica starts without minifying and compressing.
 func (s *Server) registerWeb(mux router) {
-	assets := webAssets()
+	assets := sync.OnceValue(webAssets)
 	serve := func(name string, cors bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			a := assets[name]
+			a := assets()[name]
 			if a == nil {
 				s.fail(w, r, core.Errorf(core.CodeNotFound, "no route %s", r.URL.Path))
 				return
