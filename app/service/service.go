@@ -66,9 +66,9 @@ type Service struct {
 	// in-process delivery (Features.Subscribe).
 	subs          []daprsub.Subscription
 	stopSubscribe func()
-	closeAuth   func()
-	stopPprof   func()
-	serveErr    chan error
+	closeAuth     func()
+	stopPprof     func()
+	serveErr      chan error
 }
 
 // NewDapr builds a replica on its Dapr sidecar (DaprDeps). It does not

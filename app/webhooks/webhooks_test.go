@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/internal/servicetest"
 	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/webhooks"
 )
@@ -173,7 +172,7 @@ func errorOf(body map[string]any) map[string]any {
 	return e
 }
 
-func register(t *testing.T, r *daprtest.Replica, coll string, rc *receiver) string {
+func register(t *testing.T, r replica, coll string, rc *receiver) string {
 	t.Helper()
 	status, ep := call(t, "POST", r.URL()+"/v1/webhooks",
 		fmt.Sprintf(`{"collection":%q,"url":"http://%s/hook"}`, coll, rc.addr))
@@ -189,11 +188,15 @@ func register(t *testing.T, r *daprtest.Replica, coll string, rc *receiver) stri
 	return ep["id"].(string)
 }
 
-// startReplica starts a replica whose webhooks may be registered without
-// authentication and may reach receivers on 127.0.0.1 (the tests'
-// receivers); f adjusts the configuration further.
-func startReplica(t *testing.T, f func(*config.Config)) *daprtest.Replica {
-	return daprtest.Start(t, daprtest.Options{Profile: "local", Config: func(c *config.Config) {
+// replica is a running service: in process (servicetest) or beside daprd
+// (daprtest).
+type replica interface{ URL() string }
+
+// startReplica starts a replica in process whose webhooks may be
+// registered without authentication and may reach receivers on 127.0.0.1
+// (the tests' receivers); f adjusts the configuration further.
+func startReplica(t *testing.T, f func(*config.Config)) replica {
+	return servicetest.Start(t, servicetest.Options{Config: func(c *config.Config) {
 		c.WebhookAllow, c.WebhookAnonymous = "127.0.0.1", true
 		c.TasksTopic = "tasks-" + uuid.NewString()[:8]
 		c.WebhookBackoff = 40 * time.Millisecond
@@ -205,7 +208,7 @@ func startReplica(t *testing.T, f func(*config.Config)) *daprtest.Replica {
 	}})
 }
 
-func patch(t *testing.T, r *daprtest.Replica, doc string, n int) {
+func patch(t *testing.T, r replica, doc string, n int) {
 	t.Helper()
 	status, body := call(t, "PATCH", r.URL()+"/v1/docs/"+doc, fmt.Sprintf(`{"ops":[{"op":"set","path":"n","value":%d}]}`, n))
 	if status/100 != 2 {
@@ -213,12 +216,13 @@ func patch(t *testing.T, r *daprtest.Replica, doc string, n int) {
 	}
 }
 
-// TestWebhookDeliveries drives one endpoint through failures with a real
-// daprd (local profile): the receiver fails its first calls, then is down
+// TestWebhookDeliveries drives one endpoint through failures on a replica
+// in process: the receiver fails its first calls, then is down
 // long enough for the breaker to open, probe and open again, then comes
 // back. Every call must carry a valid signature, and every document's
 // versions must arrive complete and in order.
 func TestWebhookDeliveries(t *testing.T) {
+	t.Parallel()
 	r := startReplica(t, func(c *config.Config) { c.WebhookAttempts = 40 })
 	rc := newReceiver(t)
 	coll := "wh" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
@@ -315,7 +319,7 @@ func TestWebhookDeliveries(t *testing.T) {
 	}
 }
 
-func deadLetters(t *testing.T, r *daprtest.Replica) []webhooks.DeadLetter {
+func deadLetters(t *testing.T, r replica) []webhooks.DeadLetter {
 	_, body := call(t, "GET", r.URL()+"/v1/webhooks/dead", "")
 	var out struct {
 		Letters []webhooks.DeadLetter `json:"dead_letters"`
@@ -330,6 +334,7 @@ func deadLetters(t *testing.T, r *daprtest.Replica) []webhooks.DeadLetter {
 // writes are still delivered; a replay sends the dead versions again,
 // flagged, and clears the letter.
 func TestWebhookDeadLetterReplay(t *testing.T) {
+	t.Parallel()
 	r := startReplica(t, func(c *config.Config) { c.WebhookAttempts = 3 })
 	rc := newReceiver(t)
 	coll := "wd" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
@@ -388,6 +393,7 @@ func TestWebhookDeadLetterReplay(t *testing.T) {
 // TestWebhookAPI checks registration, listing without secrets, and
 // deletion.
 func TestWebhookAPI(t *testing.T) {
+	t.Parallel()
 	r := startReplica(t, func(*config.Config) {})
 	status, _ := call(t, "POST", r.URL()+"/v1/webhooks", `{"collection":"orders","url":"ftp://x"}`)
 	if status != http.StatusBadRequest {
@@ -463,17 +469,12 @@ func TestWebhookTargetsOnReplica(t *testing.T) {
 // host name resolves to loopback is never called: its delivery is refused
 // after name resolution and dead-lettered at once with the reason.
 func TestWebhookDeliveryRefused(t *testing.T) {
+	t.Parallel()
 	rc := newReceiver(t)
 	_, port, _ := net.SplitHostPort(rc.addr)
 	coll := "wr" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
-	file := filepath.Join(t.TempDir(), "collections.yaml")
 	yaml := fmt.Sprintf("collections:\n  %s:\n    webhooks:\n      - {id: inside, url: \"http://localhost:%s/hook\", secret_env: WEBHOOK_TEST_UNSET}\n", coll, port)
-	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r := daprtest.Start(t, daprtest.Options{Profile: "local", Config: func(c *config.Config) {
-		c.Collections = file
-		c.TasksTopic = "tasks-" + uuid.NewString()[:8]
+	r := servicetest.Start(t, servicetest.Options{Collections: yaml, Config: func(c *config.Config) {
 		c.WebhookTick = 50 * time.Millisecond
 	}})
 	status, body := call(t, "POST", r.URL()+"/v1/webhooks", fmt.Sprintf(`{"collection":%q,"url":"https://93.184.216.34/h"}`, coll))

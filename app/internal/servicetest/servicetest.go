@@ -37,7 +37,8 @@ type Options struct {
 	Config func(*config.Config)
 	// Store, Broker and State are shared by the replicas of one cluster;
 	// nil means new ones. A new State redelivers failed tasks after 20ms,
-	// doubling up to 200ms, and has the configured lock component.
+	// doubling up to 200ms, and has the configured lock component and
+	// events pub/sub.
 	Store  *inmem.Store
 	Broker *inmem.Broker
 	State  *inmem.State
@@ -90,7 +91,7 @@ func Start(t testing.TB, opt Options) *Replica {
 	}
 	if opt.State == nil {
 		opt.State = inmem.NewState()
-		opt.State.Components = []string{"lock:" + cfg.LockStore}
+		opt.State.Components = []string{"lock:" + cfg.LockStore, "pubsub:" + cfg.EventsPubsub}
 		opt.State.Redelivery = inmem.Redelivery{Backoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond}
 	}
 	r := &Replica{Cfg: cfg, Store: opt.Store, Broker: opt.Broker, State: opt.State, addr: ln.Addr().String(), log: &testutil.Buffer{Max: 4 << 20}}
