@@ -260,7 +260,11 @@ func (s *flakyStore) Commit(ctx context.Context, c core.Commit) error {
 // writing: every op ends up applied exactly once, and every answer for an op
 // names the version that holds it.
 func TestRetriesConvergeToExactlyOnce(t *testing.T) {
-	for seed := range uint64(30) {
+	seeds := uint64(30)
+	if testing.Short() {
+		seeds = 8 // make test-unit; make test runs all thirty
+	}
+	for seed := range seeds {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rnd := rand.New(rand.NewPCG(seed, 7))
 			f := newFixture(t, func(o *engine.Options) {

@@ -206,7 +206,14 @@ func describe(sc scenario, orders ...[]Input) string {
 	return b.String()
 }
 
-const propCases = 1000
+// propCases is the number of generated cases per property: 1000, or 100
+// under -short (make test-unit); make test runs them all.
+func propCases() int {
+	if testing.Short() {
+		return 100
+	}
+	return 1000
+}
 
 // Convergence: 3–5 clients' concurrent sequences, delivered in several
 // random orders, give the same document.
@@ -232,10 +239,10 @@ func propCheck(t *testing.T, seed uint64, note string, check func(t *testing.T, 
 		t.Run(string(p), func(t *testing.T) {
 			t.Parallel()
 			g := newGen(seed)
-			for i := range propCases {
+			for i := range propCases() {
 				check(t, p, g, i)
 			}
-			t.Logf("%d cases %s", propCases, note)
+			t.Logf("%d cases %s", propCases(), note)
 		})
 	}
 }
@@ -279,7 +286,7 @@ func TestPropPlainReplay(t *testing.T) {
 			t.Parallel()
 			g := newGen(5)
 			accepted, refused, conflicted, resolved := 0, 0, 0, 0
-			for i := range propCases {
+			for i := range propCases() {
 				s := newState()
 				seen := map[string]int64{}
 				hlc := map[string]clock.Timestamp{}
@@ -339,8 +346,8 @@ func TestPropPlainReplay(t *testing.T) {
 					}
 				}
 			}
-			t.Logf("%d cases (%d ops accepted, %d refused; %d left a conflict open, %d resolves)", propCases, accepted, refused, conflicted, resolved)
+			t.Logf("%d cases (%d ops accepted, %d refused; %d left a conflict open, %d resolves)", propCases(), accepted, refused, conflicted, resolved)
 		})
 	}
-	t.Logf("%d cases in all", propCases*len(Policies()))
+	t.Logf("%d cases in all", propCases()*len(Policies()))
 }

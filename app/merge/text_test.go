@@ -288,8 +288,13 @@ func checkVisible(tb testing.TB, t *Text, inserted, deleted map[TextID]bool) {
 
 // TestTextConverges: 3-5 replicas, random concurrent inserts and deletes,
 // random causal delivery orders, one replica offline for half the run.
+// 200 scenarios, 40 under -short.
 func TestTextConverges(t *testing.T) {
-	for c := range 200 {
+	n := 200
+	if testing.Short() {
+		n = 40
+	}
+	for c := range n {
 		r := rand.New(rand.NewPCG(uint64(c), 7))
 		n := 3 + c%3
 		t.Run(fmt.Sprint(c), func(t *testing.T) { runTextScenario(t, r, n, 20+r.IntN(60)) })
