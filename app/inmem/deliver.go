@@ -58,14 +58,20 @@ type subscriber struct {
 	sub daprsub.Subscription
 	ctx context.Context // ends when the subscriber leaves
 	wg  *sync.WaitGroup // its deliveries in progress
+	// gone is set, under State.mu, when the subscriber leaves: no
+	// delivery to it starts after that.
+	gone bool
 }
 
 // group is the subscribers of one pub/sub component and topic: as a Dapr
 // consumer group (the replicas of one app id), each message goes to one of
-// them.
+// them. Its messages are delivered one at a time, in publish order, as
+// pubsub.in-memory (the local profile) delivers a topic.
 type group struct {
 	members []*subscriber
 	next    int
+	queue   []kv.Message
+	busy    bool // a goroutine is draining queue
 }
 
 func topicKey(pubsub, topic string) string { return pubsub + "\x00" + topic }
@@ -74,7 +80,8 @@ func topicKey(pubsub, topic string) string { return pubsub + "\x00" + topic }
 // delivers them to an app's programmatic subscriptions: a structured
 // CloudEvent POSTed to the subscription's handler, each message to one of
 // the subscribers of its topic (those of every Subscribe call: the
-// replicas of one app), concurrently. The handler's answer decides what
+// replicas of one app), one message of a topic at a time, in publish order
+// (topics are delivered concurrently). The handler's answer decides what
 // happens next, as with daprd:
 //
 //	200 with SUCCESS or no status   delivered
@@ -118,6 +125,7 @@ func (s *State) Subscribe(subs []daprsub.Subscription) (stop func()) {
 		once.Do(func() {
 			s.mu.Lock()
 			for _, m := range mine {
+				m.gone = true
 				k := topicKey(m.sub.PubsubName, m.sub.Topic)
 				g := s.groups[k]
 				for i, x := range g.members {
@@ -134,23 +142,46 @@ func (s *State) Subscribe(subs []daprsub.Subscription) (stop func()) {
 	}
 }
 
-// pick returns the subscriber of m's topic next in turn, or nil; the caller
-// holds s.mu.
-func (s *State) pick(m kv.Message) *subscriber {
-	g := s.groups[topicKey(m.Pubsub, m.Topic)]
-	if g == nil || len(g.members) == 0 {
+// pick returns the subscriber of g next in turn, with a delivery to it
+// counted in progress, or nil; the caller holds s.mu.
+func (g *group) pick() *subscriber {
+	if len(g.members) == 0 {
 		return nil
 	}
 	g.next = (g.next + 1) % len(g.members)
-	return g.members[g.next]
+	to := g.members[g.next]
+	to.wg.Add(1)
+	return to
 }
 
-// dispatch starts the delivery of m to a subscriber of its topic, if it has
-// one; the caller holds s.mu.
+// dispatch queues m for its topic's subscribers; the caller holds s.mu. A
+// topic nobody subscribes to keeps nothing (Messages still lists it).
 func (s *State) dispatch(m kv.Message) {
-	if to := s.pick(m); to != nil {
-		to.wg.Add(1)
-		go s.deliver(to, m, 0)
+	g := s.groups[topicKey(m.Pubsub, m.Topic)]
+	if g == nil || len(g.members) == 0 {
+		return
+	}
+	g.queue = append(g.queue, m)
+	if !g.busy {
+		g.busy = true
+		go s.drain(g)
+	}
+}
+
+// drain delivers g's queue until it is empty.
+func (s *State) drain(g *group) {
+	for {
+		s.mu.Lock()
+		if len(g.queue) == 0 {
+			g.busy = false
+			s.mu.Unlock()
+			return
+		}
+		m := g.queue[0]
+		g.queue = g.queue[1:]
+		to := g.pick()
+		s.mu.Unlock()
+		s.deliver(g, to, m)
 	}
 }
 
@@ -163,39 +194,37 @@ const (
 	drop
 )
 
-func (s *State) deliver(to *subscriber, m kv.Message, attempt int) {
-	defer to.wg.Done()
-	for {
-		switch post(to, m) {
-		case delivered:
-			return
-		case drop:
-			s.deadLetter(to.sub, m)
-			return
-		}
-		if attempt >= s.Redelivery.retries() {
-			s.deadLetter(to.sub, m)
-			return
-		}
-		t := time.NewTimer(s.Redelivery.delay(attempt))
-		select {
-		case <-t.C:
-		case <-to.ctx.Done():
-			t.Stop()
-		}
-		attempt++
-		if to.ctx.Err() != nil {
-			// The subscriber left: the broker hands the message to
-			// another one.
-			s.mu.Lock()
-			next := s.pick(m)
-			if next != nil {
-				next.wg.Add(1)
-				go s.deliver(next, m, attempt)
+// deliver hands m to to (counted in progress by pick), redelivering it as
+// Redelivery says, to another subscriber if to leaves meanwhile.
+func (s *State) deliver(g *group, to *subscriber, m kv.Message) {
+	for attempt := 0; to != nil; attempt++ {
+		out := post(to, m)
+		if out == retry && attempt < s.Redelivery.retries() {
+			t := time.NewTimer(s.Redelivery.delay(attempt))
+			select {
+			case <-t.C:
+			case <-to.ctx.Done():
+				t.Stop()
 			}
-			s.mu.Unlock()
+		}
+		sub := to.sub
+		to.wg.Done()
+		switch {
+		case out == delivered:
+			return
+		case out == drop || attempt >= s.Redelivery.retries():
+			s.deadLetter(sub, m)
 			return
 		}
+		s.mu.Lock()
+		if to.gone {
+			// The subscriber left: the broker hands the message to
+			// another one, or loses it when none is left.
+			to = g.pick()
+		} else {
+			to.wg.Add(1)
+		}
+		s.mu.Unlock()
 	}
 }
 
