@@ -7,6 +7,16 @@
 // writer; ops that queue up behind an in-flight write are coalesced into the
 // next transaction. ETag conflicts therefore only happen between replicas,
 // and are resolved by reloading and re-applying the batch.
+//
+// Commit observers (Options.Observers, each named) see the changes of every
+// commit this engine makes and of no other: each commit is observed once in
+// the cluster, on the replica that made it. They see it after it is durable
+// and after its ops were acknowledged, before it is broadcast, in version
+// order per document, on the document's writer (so they must not block).
+// A replica that stops between a commit and its observers leaves that
+// commit unobserved: an observer that must not miss one keeps its own
+// cursor and reads the op log (webhooks and events do). Changes committed by
+// other replicas reach the hub's observers instead (package hub).
 package engine
 
 import (
@@ -78,6 +88,9 @@ type Options struct {
 	// the first traced op in it, linked to the others); the broadcast
 	// carries the commit span's context to the other replicas.
 	Tracer trace.Tracer
+	// Observers see every commit made here, once, after Local (see the
+	// package comment).
+	Observers []Observer
 }
 
 // Metrics receives counters; nil fields are ignored.
@@ -358,12 +371,7 @@ func (e *Engine) process(w *writer, batch []request) {
 	if e.opt.Metrics.Accepted != nil {
 		e.opt.Metrics.Accepted(len(changes))
 	}
-	switch {
-	case e.opt.LocalContext != nil:
-		e.opt.LocalContext(ctx, changes)
-	case e.opt.Local != nil:
-		e.opt.Local(changes)
-	}
+	e.observe(ctx, changes)
 	if e.opt.Bus != nil {
 		e.publish(k, changes, trace.SpanContextFromContext(ctx))
 	}

@@ -3,6 +3,15 @@
 // subscriber whose queue is full is told it lost messages and repairs from
 // the op log. The hub also keeps the presence table of the documents watched
 // here, merged from local sessions and other replicas, with expiry.
+//
+// Change observers (Observe, each named) see every change published to this
+// hub, watched or not, before the sessions do: commits of this replica,
+// broadcasts of other replicas' commits and anti-entropy repairs. A change
+// may therefore reach them more than once (a broadcast can be redelivered,
+// a repair repeats what a lost broadcast carried) and, after a lost
+// broadcast, late; they must not block and must tolerate repeats. Consumers
+// that must see each commit exactly once in the cluster observe the engine
+// instead (package engine).
 package hub
 
 import (

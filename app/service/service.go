@@ -156,12 +156,14 @@ func New(cfg config.Config, log logrus.FieldLogger, deps Deps) (*Service, error)
 	// Live queries: an in-memory index of each queried collection, kept up
 	// to date from every change the hub sees.
 	queries := live.New(store)
+	// A hub observer: live queries follow every change, wherever it was
+	// committed.
 	h.Observe("live-queries", queries.Observe)
 	s := &Service{cfg: cfg, log: log, deps: deps, hub: h, queries: queries, metrics: m, telemetry: tel, closeAuth: closeAuth,
 		serveErr: make(chan error, 1)}
-	// Commits made here go to the hub and, once cluster-wide, to the
-	// sidecar features that observe them.
-	observers := []func(context.Context, []core.Change){h.Deliver}
+	// Commits made here go to the hub (the local fast path) and to the
+	// features that see each commit once cluster-wide (engine.Observer).
+	observers := []engine.Observer{{Name: "hub", Changes: h.Deliver}}
 	var extra []httpapi.Route
 	if deps.Features != nil {
 		var err error
@@ -170,14 +172,10 @@ func New(cfg config.Config, log logrus.FieldLogger, deps Deps) (*Service, error)
 		}
 	}
 	eng := engine.New(engine.Options{
-		Store: store,
-		Bus:   bus,
-		Clock: clock.New(cfg.NodeID, time.Now, cfg.MaxClockSkew),
-		LocalContext: func(ctx context.Context, cs []core.Change) {
-			for _, o := range observers {
-				o(ctx, cs)
-			}
-		},
+		Store:       store,
+		Bus:         bus,
+		Clock:       clock.New(cfg.NodeID, time.Now, cfg.MaxClockSkew),
+		Observers:   observers,
 		LogWindow:   cfg.LogWindow,
 		Collections: cols,
 		Retries:     cfg.WriteRetries,
@@ -220,8 +218,8 @@ func New(cfg config.Config, log logrus.FieldLogger, deps Deps) (*Service, error)
 // queue, webhooks, integration events and compaction. It returns the
 // commit observers with theirs added, the features' admin routes and the
 // task queue's subscriptions.
-func (s *Service) features(cols *collections.Config, observers []func(context.Context, []core.Change)) (
-	[]func(context.Context, []core.Change), []httpapi.Route, []daprsub.Subscription, error) {
+func (s *Service) features(cols *collections.Config, observers []engine.Observer) (
+	[]engine.Observer, []httpapi.Route, []daprsub.Subscription, error) {
 	cfg, log, m, store, state := s.cfg, s.log, s.metrics, s.deps.Store, s.deps.Features.State
 	queue := tasks.New(tasks.Options{
 		Publisher: state, Pubsub: cfg.TasksPubsub, TopicPrefix: cfg.TasksTopic, Done: state,
@@ -273,8 +271,13 @@ func (s *Service) features(cols *collections.Config, observers []func(context.Co
 		Log:       log,
 	})
 	s.tasks, s.webhooks, s.compaction = queue, hooks, comp
-	observers = append([]func(context.Context, []core.Change){func(_ context.Context, cs []core.Change) { comp.Observe(cs) }}, observers...)
-	observers = append(observers, func(_ context.Context, cs []core.Change) { hooks.Observe(cs); integration.Observe(cs) })
+	// Compaction learns of new collections before the hub's sessions see
+	// their first change; webhooks and events queue their tasks after.
+	observers = append([]engine.Observer{{Name: "compaction", Changes: func(_ context.Context, cs []core.Change) { comp.Observe(cs) }}},
+		observers...)
+	observers = append(observers,
+		engine.Observer{Name: "webhooks", Changes: func(_ context.Context, cs []core.Change) { hooks.Observe(cs) }},
+		engine.Observer{Name: "events", Changes: func(_ context.Context, cs []core.Change) { integration.Observe(cs) }})
 	extra := []httpapi.Route{
 		{Pattern: "GET /v1/tasks/stats", Admin: true, Handle: func(*http.Request) (int, any, error) {
 			return http.StatusOK, queue.Stats(), nil
