@@ -13,6 +13,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
@@ -106,31 +107,28 @@ func TestRetryAfterUnavailableIsStored(t *testing.T) {
 	// A later op of the same client: retried with its own id until the
 	// replica's connection to daprd is back.
 	var later resp
-	for deadline := time.Now().Add(30 * time.Second); ; {
+	testutil.Eventually(t, 30*time.Second, "op 2 answered by a replica back on daprd", func() bool {
 		later = patch("2", inc1)
-		if later.Status != http.StatusServiceUnavailable || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return later.Status != http.StatusServiceUnavailable
+	})
 	wantStatus(t, later, 200, "")
 	if later.Body["version"] != 2.0 || later.Body["duplicate"] != nil {
 		t.Fatalf("op 2: %s", later.Raw)
 	}
-	for {
+	testutil.Eventually(t, 30*time.Second, "ws op 2 acknowledged", func() bool {
 		ws.op(wsDoc, 2, 1, `[{"op":"inc","path":"n","value":1}]`)
 		m := ws.answer()
 		if m.T == protocol.TAck {
 			if m.V != 2 || m.Dup {
 				t.Fatalf("ws op 2: %+v", m)
 			}
-			break
+			return true
 		}
 		if m.Code != "unavailable" {
 			t.Fatalf("ws op 2: %+v", m)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return false
+	})
 
 	t.Run("REST", func(t *testing.T) {
 		retry := patch("1", inc1)

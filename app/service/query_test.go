@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
@@ -129,15 +130,11 @@ func TestQueriesEachProfile(t *testing.T) {
 			return ids, next
 		}
 		// The last write reaches the index just after its acknowledgement.
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		testutil.Eventually(t, 10*time.Second, "all 5 indexed", func() bool {
 			ids, next := page("")
 			more, _ := page(next)
-			if len(ids)+len(more) == 5 {
-				break
-			} else if time.Now().After(deadline) {
-				t.Fatalf("indexed %d of 5", len(ids)+len(more))
-			}
-		}
+			return len(ids)+len(more) == 5
+		})
 		ids, next := page("")
 		more, last := page(next)
 		if got := fmt.Sprint(append(ids, more...)); got != fmt.Sprintf("[%[1]s-4 %[1]s-3 %[1]s-2 %[1]s-1 %[1]s-0]", tag) || next == "" || last != "" {
