@@ -122,11 +122,6 @@ type Collection struct {
 	StateMachines map[string]*StateMachine
 	// Declared is false for the default used for an unknown collection.
 	Declared bool
-	// Events publishes an integration event (a CloudEvent with the change
-	// summary) for every committed change; see docs/events.md.
-	Events bool
-	// Webhooks receive every change of the collection (see docs/events.md).
-	Webhooks []Webhook
 
 	readable  []string // sorted paths of the fields with ReadableBy
 	rulePaths []string // document fields the read rules look at
@@ -141,6 +136,25 @@ type Webhook struct {
 	SecretEnv string
 }
 
+// Integration is what a collection sends out of the service. It is not
+// part of the schema: the collections file declares it beside the schema,
+// the loader reads it into Config.Integrations, and the events and webhooks
+// packages consume it.
+type Integration struct {
+	// Events publishes an integration event (a CloudEvent with the change
+	// summary) for every committed change; see docs/events.md.
+	Events bool
+	// Webhooks receive every change of the collection (see docs/events.md).
+	Webhooks []Webhook
+}
+
+// Integrations are the integrations of the declared collections, by name;
+// a collection that has none is absent.
+type Integrations map[string]Integration
+
+// Events reports whether collection publishes integration events.
+func (in Integrations) Events(collection string) bool { return in[collection].Events }
+
 // Config is a loaded collections file.
 type Config struct {
 	File string
@@ -149,6 +163,8 @@ type Config struct {
 	// allow_unknown: false.
 	AllowUnknown bool
 	Defaults     Collection
+	// Integrations are the collections' events and webhooks.
+	Integrations Integrations
 	collections  map[string]*Collection
 }
 

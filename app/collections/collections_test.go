@@ -351,11 +351,11 @@ collections:
 
 func TestEventsAndWebhooks(t *testing.T) {
 	c := MustParse(t, "collections:\n  a:\n    events: true\n    webhooks:\n      - {id: audit, url: 'https://example.test/hook', secret_env: AUDIT_SECRET}\n  b: {}\n")
-	a, _ := c.Collection("a")
-	if !a.Events || len(a.Webhooks) != 1 || a.Webhooks[0] != (Webhook{ID: "audit", URL: "https://example.test/hook", SecretEnv: "AUDIT_SECRET"}) {
+	a := c.Integrations["a"]
+	if !a.Events || !c.Integrations.Events("a") || len(a.Webhooks) != 1 || a.Webhooks[0] != (Webhook{ID: "audit", URL: "https://example.test/hook", SecretEnv: "AUDIT_SECRET"}) {
 		t.Fatalf("a: events %v webhooks %+v", a.Events, a.Webhooks)
 	}
-	if b, _ := c.Collection("b"); b.Events || len(b.Webhooks) != 0 {
+	if b, ok := c.Integrations["b"]; ok || c.Integrations.Events("b") || len(b.Webhooks) != 0 {
 		t.Fatalf("b: %+v", b)
 	}
 }

@@ -249,10 +249,17 @@ func (l *loader) config(c *Config, n *yaml.Node) error {
 		}
 		col := &Collection{Name: name, Policy: c.Defaults.Policy, Limits: c.Defaults.Limits, Declared: true,
 			Fields: map[string]*Field{}, StateMachines: map[string]*StateMachine{}}
-		if err := l.collection(col, v); err != nil {
+		in, err := l.collection(col, v)
+		if err != nil {
 			return err
 		}
 		c.collections[name] = col
+		if in.Events || len(in.Webhooks) > 0 {
+			if c.Integrations == nil {
+				c.Integrations = Integrations{}
+			}
+			c.Integrations[name] = in
+		}
 		return nil
 	})
 }
@@ -284,8 +291,11 @@ func (l *loader) common(col *Collection, key string, v *yaml.Node, where string)
 	return nil
 }
 
-func (l *loader) collection(col *Collection, n *yaml.Node) error {
+// collection reads a collection's schema into col and returns its
+// integration (events and webhooks).
+func (l *loader) collection(col *Collection, n *yaml.Node) (Integration, error) {
 	where := "collection " + col.Name
+	var in Integration
 	var machines *yaml.Node
 	err := l.mapping(n, where, collectionKeys, func(key string, _, v *yaml.Node) (err error) {
 		switch key {
@@ -309,9 +319,9 @@ func (l *loader) collection(col *Collection, n *yaml.Node) error {
 		case "state_machines":
 			machines = v // after fields, to cross-check their types
 		case "events":
-			col.Events, err = l.boolean(v, where+": events")
+			in.Events, err = l.boolean(v, where+": events")
 		case "webhooks":
-			err = l.webhooks(col, v, where)
+			in.Webhooks, err = l.webhooks(v, where)
 		case "read_rules":
 			err = l.readRules(col, v, where)
 		}
@@ -321,9 +331,9 @@ func (l *loader) collection(col *Collection, n *yaml.Node) error {
 		err = l.checkReadRules(col, n, where)
 	}
 	if err != nil || machines == nil {
-		return err
+		return in, err
 	}
-	return l.mapping(machines, where+": state_machines", nil, func(p string, k, v *yaml.Node) error {
+	return in, l.mapping(machines, where+": state_machines", nil, func(p string, k, v *yaml.Node) error {
 		if merge.ValidatePath(p) != nil {
 			return l.errf(k, "%s: state machine field %q: want a dot path of keys not starting with '_'", where, p)
 		}
@@ -545,11 +555,12 @@ func jsonText(v any) string {
 func jsonEqual(a, b any) bool { return jsonText(a) == jsonText(b) }
 
 // webhooks reads a collection's webhook list: [{id, url, secret_env}].
-func (l *loader) webhooks(col *Collection, n *yaml.Node, where string) error {
+func (l *loader) webhooks(n *yaml.Node, where string) ([]Webhook, error) {
 	n = resolve(n)
 	if n.Kind != yaml.SequenceNode {
-		return l.errf(n, "%s: webhooks: want a list of {id, url, secret_env}", where)
+		return nil, l.errf(n, "%s: webhooks: want a list of {id, url, secret_env}", where)
 	}
+	var out []Webhook
 	for _, item := range n.Content {
 		var w Webhook
 		err := l.mapping(item, where+": webhook", webhookKeys, func(key string, _, v *yaml.Node) (err error) {
@@ -564,25 +575,25 @@ func (l *loader) webhooks(col *Collection, n *yaml.Node, where string) error {
 			return err
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		u, perr := url.Parse(w.URL)
 		switch {
 		case !webhookID.MatchString(w.ID):
-			return l.errf(item, "%s: webhook id %q: want [a-z0-9][a-z0-9_-]{0,63}", where, w.ID)
+			return nil, l.errf(item, "%s: webhook id %q: want [a-z0-9][a-z0-9_-]{0,63}", where, w.ID)
 		case perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-			return l.errf(item, "%s: webhook %s: url %q is not an http(s) URL", where, w.ID, w.URL)
+			return nil, l.errf(item, "%s: webhook %s: url %q is not an http(s) URL", where, w.ID, w.URL)
 		case w.SecretEnv == "":
-			return l.errf(item, "%s: webhook %s: secret_env (the variable holding its signing secret) is required", where, w.ID)
+			return nil, l.errf(item, "%s: webhook %s: secret_env (the variable holding its signing secret) is required", where, w.ID)
 		}
-		for _, o := range col.Webhooks {
+		for _, o := range out {
 			if o.ID == w.ID {
-				return l.errf(item, "%s: webhook id %q is used twice", where, w.ID)
+				return nil, l.errf(item, "%s: webhook id %q is used twice", where, w.ID)
 			}
 		}
-		col.Webhooks = append(col.Webhooks, w)
+		out = append(out, w)
 	}
-	return nil
+	return out, nil
 }
 
 var webhookID = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)

@@ -104,13 +104,15 @@ type State interface {
 
 // Options configure the task path.
 type Options struct {
-	State       State
-	Pubsub      string // where events go
-	Topic       string
-	Source      string // CloudEvent source: the app id
-	Tasks       *tasks.Queue
-	Changes     func(ctx context.Context, k core.Key, from, to int64) ([]core.Change, error)
-	Collections *collections.Config
+	State   State
+	Pubsub  string // where events go
+	Topic   string
+	Source  string // CloudEvent source: the app id
+	Tasks   *tasks.Queue
+	Changes func(ctx context.Context, k core.Key, from, to int64) ([]core.Change, error)
+	// Integrations say which collections publish events (those with
+	// `events: true` in the collections file).
+	Integrations collections.Integrations
 	// ViaOutbox reports whether the store publishes the collection's events
 	// itself (Dapr outbox); the task path then stays out of the way.
 	ViaOutbox func(ctx context.Context, collection string) bool
@@ -140,9 +142,6 @@ func New(opt Options) *Publisher {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	if opt.Collections == nil {
-		opt.Collections = collections.Default()
-	}
 	p := &Publisher{opt: opt}
 	opt.Tasks.Register(KindPublish, p.run)
 	return p
@@ -159,7 +158,7 @@ func (p *Publisher) Observe(changes []core.Change) {
 	last := map[string]int64{}
 	for _, c := range changes {
 		coll, _, _ := strings.Cut(c.Doc, "/")
-		if col, _ := p.opt.Collections.Collection(coll); col == nil || !col.Events {
+		if !p.opt.Integrations.Events(coll) {
 			continue
 		}
 		last[c.Doc] = max(last[c.Doc], c.Version)

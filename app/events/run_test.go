@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/clock"
-	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/inmem"
@@ -40,7 +39,7 @@ func newFixture(t *testing.T, n int) *fixture {
 	st := inmem.NewState()
 	q := tasks.New(tasks.Options{Publisher: st})
 	p := New(Options{State: st, Pubsub: "events", Topic: "doc-events", Source: "test", Tasks: q,
-		Changes: store.Changes, Collections: collections.Default()})
+		Changes: store.Changes})
 	return &fixture{state: st, pub: p, k: k}
 }
 

@@ -237,7 +237,7 @@ func (s *Service) features(cols *collections.Config, observers []engine.Observer
 	}
 	hooks := webhooks.New(webhooks.Options{
 		Targets: targets, RegistrationClosed: closed,
-		State: state, Tasks: queue, Changes: store.Changes, Collections: cols,
+		State: state, Tasks: queue, Changes: store.Changes, Integrations: cols.Integrations,
 		// Filter stays nil: every reader of a collection may read all of
 		// its fields today; field-level read rules plug in here.
 		MaxAttempts: cfg.WebhookAttempts, Backoff: cfg.WebhookBackoff, MaxBackoff: cfg.WebhookMaxBackoff,
@@ -248,11 +248,11 @@ func (s *Service) features(cols *collections.Config, observers []engine.Observer
 	// replicas that share the broadcast topic.
 	var viaOutbox func(context.Context, string) bool
 	if use := s.deps.Features.UseOutbox; use != nil {
-		viaOutbox = use(func(coll string) bool { col, _ := cols.Collection(coll); return col != nil && col.Events })
+		viaOutbox = use(cols.Integrations.Events)
 	}
 	integration := events.New(events.Options{
 		State: state, Pubsub: cfg.EventsPubsub, Topic: cfg.EventsTopic, Source: cfg.AppID,
-		Tasks: queue, Changes: store.Changes, Collections: cols, ViaOutbox: viaOutbox,
+		Tasks: queue, Changes: store.Changes, Integrations: cols.Integrations, ViaOutbox: viaOutbox,
 		Log: log.WithField("component", "events"),
 	})
 	comp := compaction.New(compaction.Options{

@@ -35,8 +35,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,8 +86,8 @@ type Options struct {
 	Tasks *tasks.Queue
 	// Changes reads logged changes from..to of a document (the engine).
 	Changes func(ctx context.Context, k core.Key, from, to int64) ([]core.Change, error)
-	// Collections declares the configured endpoints.
-	Collections *collections.Config
+	// Integrations declare the endpoints of the collections file.
+	Integrations collections.Integrations
 	// Getenv reads the secrets of configured endpoints (os.Getenv).
 	Getenv func(string) string
 	// Filter is applied to every change before it is sent; it may strip
@@ -160,9 +162,6 @@ func New(opt Options) *Service {
 	if opt.Getenv == nil {
 		opt.Getenv = os.Getenv
 	}
-	if opt.Collections == nil {
-		opt.Collections = collections.Default()
-	}
 	if opt.Log == nil {
 		l := logrus.New()
 		l.SetOutput(io.Discard)
@@ -184,9 +183,8 @@ func ptr[T any](v T) *T { return &v }
 // configured lists the endpoints of the collections file.
 func (s *Service) configured() []Endpoint {
 	var out []Endpoint
-	for _, name := range s.opt.Collections.Names() {
-		col, _ := s.opt.Collections.Collection(name)
-		for _, w := range col.Webhooks {
+	for _, name := range slices.Sorted(maps.Keys(s.opt.Integrations)) {
+		for _, w := range s.opt.Integrations[name].Webhooks {
 			secret := s.opt.Getenv(w.SecretEnv)
 			if secret == "" {
 				s.opt.Log.WithFields(logrus.Fields{"webhook": w.ID, "variable": w.SecretEnv}).
