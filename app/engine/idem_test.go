@@ -260,6 +260,7 @@ func (s *flakyStore) Commit(ctx context.Context, c core.Commit) error {
 // writing: every op ends up applied exactly once, and every answer for an op
 // names the version that holds it.
 func TestRetriesConvergeToExactlyOnce(t *testing.T) {
+	t.Parallel() // thousands of commits each: they share the cores
 	seeds := uint64(30)
 	if testing.Short() {
 		seeds = 8 // make test-unit; make test runs all thirty
@@ -362,6 +363,7 @@ func retryOnce(t *testing.T, f *fixture, op core.Op, want int64) bool {
 // More clients than a document keeps records for write once each after
 // client a's op 1; a's retry of op 1 must never be applied again.
 func TestCrowdRetryNotAppliedTwice(t *testing.T) {
+	t.Parallel() // thousands of commits each: they share the cores
 	f := newFixture(t, crowdClock)
 	if r := f.do(t, incOp("a", 1)); r.Err != nil || r.Version != 1 {
 		t.Fatalf("op 1: %+v", r)
@@ -392,6 +394,7 @@ func TestCrowdRetryNotAppliedTwice(t *testing.T) {
 // its base is below the horizon (it may be such a client's retry) and
 // applied when it is based at or above it.
 func TestCrowdHorizon(t *testing.T) {
+	t.Parallel() // thousands of commits each: they share the cores
 	f := newFixture(t, crowdClock)
 	first := incOp("a", 1)
 	if r := f.do(t, first); r.Err != nil {
@@ -440,6 +443,7 @@ func TestCrowdHorizon(t *testing.T) {
 // others write: the per-document bound takes from the clients holding the
 // most records.
 func TestStalledClientKeepsItsWindow(t *testing.T) {
+	t.Parallel() // thousands of commits each: they share the cores
 	f := newFixture(t, crowdClock)
 	var stalled []core.Op
 	for id := uint64(1); id <= 4; id++ {
