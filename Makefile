@@ -149,7 +149,7 @@ FUZZTIME ?= 1m
 FUZZ_TARGETS := \
 	./app/protocol:FuzzDecode ./app/protocol:FuzzDecodeFrames \
 	./app/merge:FuzzApply ./app/merge:FuzzFieldOpValidate ./app/merge:FuzzMergeConverges ./app/merge:FuzzTextConverges \
-	./app/clock:FuzzParseTimestamp ./app/collections:FuzzParse
+	./app/clock:FuzzParseTimestamp ./app/collections/schemafile:FuzzParse
 
 fuzz: ## run every fuzz target for FUZZTIME each (not in CI)
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \

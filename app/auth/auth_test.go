@@ -18,7 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/open-autoglm/autoglm/app/auth"
-	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/internal/testutil"
 )
@@ -138,7 +138,7 @@ func TestJWKS(t *testing.T) {
 }
 
 func TestPolicy(t *testing.T) {
-	cfg, err := collections.Parse("test.yaml", []byte(`
+	cfg, err := schemafile.Parse("test.yaml", []byte(`
 collections:
   profiles:
     owner_field: user_id

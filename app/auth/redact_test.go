@@ -8,12 +8,13 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/auth"
 	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
 func TestRedact(t *testing.T) {
-	cfg, err := collections.Parse("test.yaml", []byte(`
+	cfg, err := schemafile.Parse("test.yaml", []byte(`
 collections:
   vault:
     policy: strict
@@ -80,7 +81,7 @@ collections:
 // the fields it may not read; a caller the row rules shut out gets what a
 // caller without read access gets.
 func TestRedactIn(t *testing.T) {
-	cfg, err := collections.Parse("test.yaml", []byte(`
+	cfg, err := schemafile.Parse("test.yaml", []byte(`
 collections:
   people:
     policy: strict

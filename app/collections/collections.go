@@ -1,11 +1,13 @@
-// Package collections reads the collections config file: per collection,
-// its conflict policy, limits, field rules, access roles and state machines
-// (approval workflows). It validates the file when it is loaded, reporting
-// the file, line and column of every mistake, and checks document changes
-// against the rules. It is pure: Load reads the file, nothing else does I/O.
+// Package collections is the schema of the collections: per collection,
+// its conflict policy, limits, field rules, access roles, read rules and
+// state machines (approval workflows). It checks document changes against
+// the rules and evaluates what each reader may see. It is pure: no file
+// I/O and no file format. Package schemafile reads the collections file
+// into it, building each collection with the validation API here
+// (Field.Validate, Collection.Validate, NewConfig).
 //
-// The format is documented in config/collections.yaml (the shipped example)
-// and docs/conflicts.md.
+// The format of the file is documented in config/collections.yaml (the
+// shipped example) and docs/conflicts.md.
 package collections
 
 import (
@@ -26,7 +28,8 @@ import (
 // invalid_transition, ErrForbidden (and so ErrForbiddenTransition,
 // ErrForbiddenField) → forbidden.
 var (
-	// ErrInvalidConfig: the config file is malformed (a *LoadError).
+	// ErrInvalidConfig: the schema breaks an invariant (a *SchemaError), or
+	// the file it was read from is malformed (a schemafile.LoadError).
 	ErrInvalidConfig = errors.New("collections: invalid config")
 	// ErrFieldRule: a field breaks its rule (type, required, max_length,
 	// min, max, enum, set).

@@ -2,13 +2,13 @@ package collections_test
 
 import (
 	"encoding/json"
-	"errors"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile"
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
@@ -31,7 +31,7 @@ collections:
 `
 
 func TestViewOf(t *testing.T) {
-	cfg, err := collections.Parse("read.yaml", []byte(readRules))
+	cfg, err := schemafile.Parse("read.yaml", []byte(readRules))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestViewOf(t *testing.T) {
 }
 
 func TestViewFilters(t *testing.T) {
-	cfg, err := collections.Parse("read.yaml", []byte(readRules))
+	cfg, err := schemafile.Parse("read.yaml", []byte(readRules))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,31 +129,11 @@ func TestViewFilters(t *testing.T) {
 	}
 }
 
-func TestReadRulesLoadErrors(t *testing.T) {
-	for _, tc := range []struct{ name, yaml, want string }{
-		{"EmptyRules", "collections:\n  c:\n    read_rules: {}\n", "declare at least one of owner, claims, roles"},
-		{"OwnerWithoutOwnerField", "collections:\n  c:\n    read_rules: {owner: true}\n", "no owner_field"},
-		{"OwnerFieldRuleWithoutOwnerField", "collections:\n  c:\n    fields:\n      e: {readable_by: [owner]}\n", "no owner_field"},
-		{"UnknownRuleKey", "collections:\n  c:\n    read_rules: {team: x}\n", `unknown key "team"`},
-		{"EmptyClaim", "collections:\n  c:\n    read_rules: {claims: {team: \"\"}}\n", "claim name is empty"},
-		{"BadClaimField", "collections:\n  c:\n    read_rules: {claims: {_t: team}}\n", "want a dot path"},
-		{"EmptyReadableBy", "collections:\n  c:\n    fields:\n      e: {readable_by: []}\n", "at least one role"},
-		{"NestedReadableBy", "collections:\n  c:\n    fields:\n      a.b: {readable_by: [x]}\n", "top-level fields only"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := collections.Parse("bad.yaml", []byte(tc.yaml))
-			if !errors.Is(err, collections.ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v, want one containing %q", err, tc.want)
-			}
-		})
-	}
-}
-
 // The shipped file: a profile is read by its user and admins only, its
 // email likewise; a project by its team and admins, its budget by leads
 // and admins.
 func TestShippedReadRules(t *testing.T) {
-	cfg, err := collections.Load("../../config/collections.yaml")
+	cfg, err := schemafile.Load("../../config/collections.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,7 @@ package engine_test
 import (
 	"testing"
 
-	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/merge"
@@ -13,7 +13,7 @@ import (
 // "Writes without a base"): it is based on the document as it is, except
 // that strict and a manual resolve need a base.
 func TestWritesWithoutBase(t *testing.T) {
-	cfg, err := collections.Parse("test.yaml", []byte(`
+	cfg, err := schemafile.Parse("test.yaml", []byte(`
 collections:
   l: {policy: lww}
   c: {policy: crdt}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/merge"
@@ -20,7 +21,7 @@ func textOp(kind merge.Kind, v string) merge.FieldOp {
 // typing, keeps its rules (max_length counts visible characters), and the
 // size limit counts the stored metadata.
 func TestTextField(t *testing.T) {
-	conf, err := collections.Parse("test.yaml", []byte(`
+	conf, err := schemafile.Parse("test.yaml", []byte(`
 collections:
   forms:
     policy: lww

@@ -12,7 +12,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
 
-	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile"
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/internal/servicetest"
 	"github.com/open-autoglm/autoglm/app/protocol"
@@ -216,7 +216,7 @@ func TestHostileInputs(t *testing.T) {
 		for name, body := range cases {
 			n++
 			t.Run(name, func(t *testing.T) {
-				_, err := collections.Parse("bad.yaml", []byte(body))
+				_, err := schemafile.Parse("bad.yaml", []byte(body))
 				if err == nil || !strings.Contains(err.Error(), "bad.yaml:") {
 					t.Fatalf("got %v, want an error naming bad.yaml and its line", err)
 				}

@@ -21,6 +21,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/auth"
 	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile"
 	"github.com/open-autoglm/autoglm/app/compaction"
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/core"
@@ -102,7 +103,7 @@ func New(cfg config.Config, log logrus.FieldLogger, deps Deps) (*Service, error)
 	cols := collections.Default()
 	if cfg.Collections != "" {
 		var err error
-		if cols, err = collections.Load(cfg.Collections); err != nil {
+		if cols, err = schemafile.Load(cfg.Collections); err != nil {
 			return nil, err // names the file, line and problem
 		}
 		log.WithFields(logrus.Fields{"file": cfg.Collections, "collections": cols.Names()}).Info("collections loaded")

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/auth"
-	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/internal/stacktest"
@@ -83,7 +83,7 @@ func benchFanOut(b *testing.B, rules, inline bool) {
 	if !rules {
 		file = "collections:\n  peers: {}\n"
 	}
-	cfg, err := collections.Parse("bench.yaml", []byte(file))
+	cfg, err := schemafile.Parse("bench.yaml", []byte(file))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/auth"
 	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/internal/stacktest"
@@ -241,7 +242,7 @@ func TestReadRulesProperty(t *testing.T) {
 func runReadProperty(t *testing.T, policyName string, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 14))
 	yaml := randomRules(rng, policyName)
-	cfg, err := collections.Parse("prop.yaml", []byte(yaml))
+	cfg, err := schemafile.Parse("prop.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatalf("%v\n%s", err, yaml)
 	}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/auth"
-	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/internal/stacktest"
@@ -32,7 +32,7 @@ func (s *sharedSender) SendShared(_ context.Context, m *protocol.Shared) error {
 // Watchers of a document with the same view get one delta message, encoded
 // once; each view gets its own, without what it may not read.
 func TestWatchersShareOneDeltaPerView(t *testing.T) {
-	cfg, err := collections.Parse("views.yaml", []byte(`
+	cfg, err := schemafile.Parse("views.yaml", []byte(`
 collections:
   docs:
     fields:

@@ -1,10 +1,11 @@
-package collections_test
+package schemafile_test
 
 import (
 	"errors"
 	"testing"
 
 	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile"
 )
 
 // FuzzParse: any file either loads or fails with a positioned config error;
@@ -19,7 +20,7 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		cfg, err := collections.Parse("fuzz.yaml", b)
+		cfg, err := schemafile.Parse("fuzz.yaml", b)
 		if err != nil {
 			if !errors.Is(err, collections.ErrInvalidConfig) {
 				t.Fatalf("error is not a config error: %v", err)

@@ -1,4 +1,13 @@
-package collections
+// Package schemafile reads a collections file (YAML) into the schema of
+// package collections. It validates the file as it reads it and reports
+// the file, line and column of every mistake; the schema's own invariants
+// (collections.Field.Validate, collections.Collection.Validate) are checked
+// through the schema's API, with their position in the file. It is the
+// only package that knows the file format.
+//
+// The format is documented in config/collections.yaml (the shipped example)
+// and docs/conflicts.md.
+package schemafile
 
 import (
 	"encoding/json"
@@ -14,6 +23,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
@@ -35,11 +45,11 @@ func (e *LoadError) Error() string {
 	return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Column, e.Msg)
 }
 
-// Unwrap makes errors.Is(err, ErrInvalidConfig) hold.
-func (e *LoadError) Unwrap() error { return ErrInvalidConfig }
+// Unwrap makes errors.Is(err, collections.ErrInvalidConfig) hold.
+func (e *LoadError) Unwrap() error { return collections.ErrInvalidConfig }
 
 // Load reads and validates a collections file.
-func Load(path string) (*Config, error) {
+func Load(path string) (*collections.Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("collections: %w", err)
@@ -48,21 +58,33 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse validates a collections file's contents; name is used in errors.
-func Parse(name string, data []byte) (*Config, error) {
+func Parse(name string, data []byte) (*collections.Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, yamlError(name, err)
 	}
-	c := Default()
-	c.File = name
-	if len(root.Content) == 0 {
-		return c, nil // an empty file: all defaults
+	f := &file{allowUnknown: true, defaults: collections.Default().Defaults}
+	if len(root.Content) > 0 { // else an empty file: all defaults
+		l := &loader{file: name}
+		if err := l.config(f, root.Content[0]); err != nil {
+			return nil, err
+		}
 	}
-	l := &loader{file: name}
-	if err := l.config(c, root.Content[0]); err != nil {
-		return nil, err
+	c, err := collections.NewConfig(name, f.allowUnknown, f.defaults, f.cols, f.integrations)
+	if err != nil {
+		// Not reached: the loader checked the same invariants with their
+		// positions.
+		return nil, &LoadError{File: name, Msg: err.Error()}
 	}
 	return c, nil
+}
+
+// file is what the loader read, for collections.NewConfig.
+type file struct {
+	allowUnknown bool
+	defaults     collections.Collection
+	cols         []*collections.Collection
+	integrations collections.Integrations
 }
 
 // yamlError turns a yaml.v3 syntax error ("yaml: line 3: ...") into a
@@ -221,19 +243,17 @@ var (
 	fieldKeys      = []string{"type", "required", "max_length", "min", "max", "enum", "writable_by", "readable_by"}
 	machineKeys    = []string{"initial", "states", "transitions"}
 	transitionKeys = []string{"from", "to", "roles"}
-	// collectionName is the service's collection-name syntax.
-	collectionName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
 )
 
-func (l *loader) config(c *Config, n *yaml.Node) error {
+func (l *loader) config(c *file, n *yaml.Node) error {
 	var cols *yaml.Node
 	err := l.mapping(n, "the file", topKeys, func(key string, _, v *yaml.Node) (err error) {
 		switch key {
 		case "allow_unknown":
-			c.AllowUnknown, err = l.boolean(v, "allow_unknown")
+			c.allowUnknown, err = l.boolean(v, "allow_unknown")
 		case "defaults":
 			err = l.mapping(v, "defaults", defaultKeys, func(key string, _, v *yaml.Node) error {
-				return l.common(&c.Defaults, key, v, "defaults")
+				return l.common(&c.defaults, key, v, "defaults")
 			})
 		case "collections":
 			cols = v // after defaults, wherever they appear
@@ -244,28 +264,28 @@ func (l *loader) config(c *Config, n *yaml.Node) error {
 		return err
 	}
 	return l.mapping(cols, "collections", nil, func(name string, k, v *yaml.Node) error {
-		if !collectionName.MatchString(name) {
+		if !collections.ValidName(name) {
 			return l.errf(k, "collection name %q: want [a-z][a-z0-9_-]{0,63}", name)
 		}
-		col := &Collection{Name: name, Policy: c.Defaults.Policy, Limits: c.Defaults.Limits, Declared: true,
-			Fields: map[string]*Field{}, StateMachines: map[string]*StateMachine{}}
+		col := &collections.Collection{Name: name, Policy: c.defaults.Policy, Limits: c.defaults.Limits, Declared: true,
+			Fields: map[string]*collections.Field{}, StateMachines: map[string]*collections.StateMachine{}}
 		in, err := l.collection(col, v)
 		if err != nil {
 			return err
 		}
-		c.collections[name] = col
+		c.cols = append(c.cols, col)
 		if in.Events || len(in.Webhooks) > 0 {
-			if c.Integrations == nil {
-				c.Integrations = Integrations{}
+			if c.integrations == nil {
+				c.integrations = collections.Integrations{}
 			}
-			c.Integrations[name] = in
+			c.integrations[name] = in
 		}
 		return nil
 	})
 }
 
 // common reads the keys a collection shares with the defaults.
-func (l *loader) common(col *Collection, key string, v *yaml.Node, where string) error {
+func (l *loader) common(col *collections.Collection, key string, v *yaml.Node, where string) error {
 	switch key {
 	case "policy":
 		s, err := l.str(v, where+": policy")
@@ -293,9 +313,9 @@ func (l *loader) common(col *Collection, key string, v *yaml.Node, where string)
 
 // collection reads a collection's schema into col and returns its
 // integration (events and webhooks).
-func (l *loader) collection(col *Collection, n *yaml.Node) (Integration, error) {
+func (l *loader) collection(col *collections.Collection, n *yaml.Node) (collections.Integration, error) {
 	where := "collection " + col.Name
-	var in Integration
+	var in collections.Integration
 	var machines *yaml.Node
 	err := l.mapping(n, where, collectionKeys, func(key string, _, v *yaml.Node) (err error) {
 		switch key {
@@ -337,7 +357,7 @@ func (l *loader) collection(col *Collection, n *yaml.Node) (Integration, error) 
 		if merge.ValidatePath(p) != nil {
 			return l.errf(k, "%s: state machine field %q: want a dot path of keys not starting with '_'", where, p)
 		}
-		if f, ok := col.Fields[p]; ok && f.Type != TypeString && f.Type != TypeAny {
+		if f, ok := col.Fields[p]; ok && f.Type != collections.TypeString && f.Type != collections.TypeAny {
 			return l.errf(k, "%s: state machine field %q is declared as %s; states are strings", where, p, f.Type)
 		}
 		m, err := l.machine(p, v, where)
@@ -346,8 +366,8 @@ func (l *loader) collection(col *Collection, n *yaml.Node) (Integration, error) 
 	})
 }
 
-func (l *loader) field(p string, n *yaml.Node, where string) (*Field, error) {
-	f := &Field{Path: p, MaxLength: -1}
+func (l *loader) field(p string, n *yaml.Node, where string) (*collections.Field, error) {
+	f := &collections.Field{Path: p, MaxLength: -1}
 	what := fmt.Sprintf("%s: field %s", where, p)
 	var maxLen, enum, minN, maxN *yaml.Node
 	err := l.mapping(n, what, fieldKeys, func(key string, _, v *yaml.Node) (err error) {
@@ -355,10 +375,10 @@ func (l *loader) field(p string, n *yaml.Node, where string) (*Field, error) {
 		case "type":
 			var s string
 			if s, err = l.str(v, what+": type"); err == nil {
-				if !slices.Contains(types, Type(s)) {
+				if s == "" || !collections.Type(s).Valid() {
 					return l.errf(v, "%s: unknown type %q (want string, text, number, integer, bool, object, array or set)", what, s)
 				}
-				f.Type = Type(s)
+				f.Type = collections.Type(s)
 			}
 		case "required":
 			f.Required, err = l.boolean(v, what+": required")
@@ -398,24 +418,17 @@ func (l *loader) field(p string, n *yaml.Node, where string) (*Field, error) {
 	if err != nil {
 		return f, err
 	}
-	switch {
-	case maxLen != nil && f.Type != TypeString && f.Type != TypeText && f.Type != TypeArray && f.Type != TypeSet:
-		return f, l.errf(maxLen, "%s: max_length needs type string, text, array or set", what)
-	case enum != nil && f.Type == TypeText:
-		return f, l.errf(enum, "%s: a text field takes no enum (use type string)", what)
-	case minN != nil && f.Type != TypeNumber && f.Type != TypeInteger:
-		return f, l.errf(minN, "%s: min needs type number or integer", what)
-	case maxN != nil && f.Type != TypeNumber && f.Type != TypeInteger:
-		return f, l.errf(maxN, "%s: max needs type number or integer", what)
-	case f.Min != nil && f.Max != nil && *f.Min > *f.Max:
-		return f, l.errf(maxN, "%s: max %v is below min %v", what, *f.Max, *f.Min)
-	}
-	if enum != nil && f.Type != TypeAny {
-		for i, e := range f.Enum {
-			if !hasType(e, f.Type) {
-				return f, l.errf(resolve(enum).Content[i], "%s: enum value %s is not of type %s", what, jsonText(e), f.Type)
-			}
+	var se *collections.SchemaError
+	if err := f.Validate(); errors.As(err, &se) {
+		// The rule at fault, in the file: the key's value or, for an enum
+		// value, the value itself.
+		at := map[string]*yaml.Node{"max_length": maxLen, "enum": enum, "min": minN, "max": maxN}[se.Key]
+		if at == nil {
+			at = n
+		} else if se.Index >= 0 {
+			at = resolve(at).Content[se.Index]
 		}
+		return f, l.errf(at, "%s: %s", what, se.Msg)
 	}
 	return f, nil
 }
@@ -453,7 +466,7 @@ func (l *loader) enum(n *yaml.Node, what string) ([]any, error) {
 		default:
 			return nil, l.errf(e, "%s: enum value %q has unsupported type %s", what, e.Value, e.Tag)
 		}
-		if slices.ContainsFunc(out, func(o any) bool { return jsonEqual(o, v) }) {
+		if slices.ContainsFunc(out, func(o any) bool { return jsonText(o) == jsonText(v) }) {
 			return nil, l.errf(e, "%s: enum value %s listed twice", what, jsonText(v))
 		}
 		out = append(out, v)
@@ -461,8 +474,8 @@ func (l *loader) enum(n *yaml.Node, what string) ([]any, error) {
 	return out, nil
 }
 
-func (l *loader) machine(p string, n *yaml.Node, where string) (*StateMachine, error) {
-	m := &StateMachine{Field: p}
+func (l *loader) machine(p string, n *yaml.Node, where string) (*collections.StateMachine, error) {
+	m := &collections.StateMachine{Field: p}
 	what := fmt.Sprintf("%s: state machine %s", where, p)
 	var initial, states, transitions *yaml.Node
 	err := l.mapping(n, what, machineKeys, func(key string, _, v *yaml.Node) (err error) {
@@ -534,16 +547,17 @@ func (l *loader) machine(p string, n *yaml.Node, where string) (*StateMachine, e
 				if f == s {
 					return m, l.errf(toN, "%s: transition from %q to itself", what, f)
 				}
-				if slices.ContainsFunc(m.Transitions, func(x Transition) bool { return x.From == f && x.To == s }) {
+				if slices.ContainsFunc(m.Transitions, func(x collections.Transition) bool { return x.From == f && x.To == s }) {
 					return m, l.errf(t, "%s: transition %q → %q declared twice", what, f, s)
 				}
-				m.Transitions = append(m.Transitions, Transition{From: f, To: s, Roles: roles})
+				m.Transitions = append(m.Transitions, collections.Transition{From: f, To: s, Roles: roles})
 			}
 		}
 	}
 	return m, nil
 }
 
+// jsonText is a value as the error messages show it: its JSON.
 func jsonText(v any) string {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -552,17 +566,15 @@ func jsonText(v any) string {
 	return string(b)
 }
 
-func jsonEqual(a, b any) bool { return jsonText(a) == jsonText(b) }
-
 // webhooks reads a collection's webhook list: [{id, url, secret_env}].
-func (l *loader) webhooks(n *yaml.Node, where string) ([]Webhook, error) {
+func (l *loader) webhooks(n *yaml.Node, where string) ([]collections.Webhook, error) {
 	n = resolve(n)
 	if n.Kind != yaml.SequenceNode {
 		return nil, l.errf(n, "%s: webhooks: want a list of {id, url, secret_env}", where)
 	}
-	var out []Webhook
+	var out []collections.Webhook
 	for _, item := range n.Content {
-		var w Webhook
+		var w collections.Webhook
 		err := l.mapping(item, where+": webhook", webhookKeys, func(key string, _, v *yaml.Node) (err error) {
 			switch key {
 			case "id":
@@ -599,9 +611,9 @@ func (l *loader) webhooks(n *yaml.Node, where string) ([]Webhook, error) {
 var webhookID = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
 // readRules reads a collection's row rules: {owner, claims, roles}.
-func (l *loader) readRules(col *Collection, n *yaml.Node, where string) error {
+func (l *loader) readRules(col *collections.Collection, n *yaml.Node, where string) error {
 	what := where + ": read_rules"
-	rows := &ReadRules{}
+	rows := &collections.ReadRules{}
 	err := l.mapping(n, what, readRuleKeys, func(key string, _, v *yaml.Node) (err error) {
 		switch key {
 		case "owner":
@@ -634,30 +646,16 @@ func (l *loader) readRules(col *Collection, n *yaml.Node, where string) error {
 	return nil
 }
 
-// checkReadRules cross-checks the read rules once the collection is read,
-// and records the fields they look at.
-func (l *loader) checkReadRules(col *Collection, n *yaml.Node, where string) error {
-	ownerUsed := col.Rows != nil && col.Rows.Owner
-	for p, f := range col.Fields {
-		if len(f.ReadableBy) > 0 {
-			col.readable = append(col.readable, p)
-			ownerUsed = ownerUsed || slices.Contains(f.ReadableBy, OwnerRole)
+// checkReadRules cross-checks the read rules once the collection is read
+// (collections.Collection.Validate), and records the fields they look at.
+func (l *loader) checkReadRules(col *collections.Collection, n *yaml.Node, where string) error {
+	var se *collections.SchemaError
+	if err := col.Validate(); errors.As(err, &se) {
+		msg := se.Msg
+		if se.Path != "" {
+			msg = "field " + se.Path + ": " + msg
 		}
+		return l.errf(n, "%s: %s", where, msg)
 	}
-	slices.Sort(col.readable)
-	if ownerUsed && col.OwnerField == "" {
-		return l.errf(n, "%s: read rules name the owner, but the collection has no owner_field", where)
-	}
-	if ownerUsed {
-		col.rulePaths = append(col.rulePaths, col.OwnerField)
-	}
-	if col.Rows != nil {
-		for p := range col.Rows.Claims {
-			if !slices.Contains(col.rulePaths, p) {
-				col.rulePaths = append(col.rulePaths, p)
-			}
-		}
-	}
-	slices.Sort(col.rulePaths)
 	return nil
 }
