@@ -16,6 +16,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/daprstore"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
 	"github.com/open-autoglm/autoglm/app/internal/rest"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/query"
 	"github.com/open-autoglm/autoglm/app/query/live"
 	"github.com/open-autoglm/autoglm/app/query/querytest"
@@ -54,18 +55,13 @@ func put(t *testing.T, r *daprtest.Replica, coll, id string, data map[string]any
 func ready(t *testing.T, e engines, coll string) {
 	t.Helper()
 	q, _ := query.Parse([]byte(`{"where":[["a","==",1]]}`))
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	testutil.Eventually(t, 60*time.Second, "the query API serving the collection", func() bool {
 		_, _, ok, err := e.store.Query(context.Background(), coll, q, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the query API never served the collection")
-		}
-	}
+		return ok
+	})
 }
 
 func render(docs []*live.Doc, more bool) string {
