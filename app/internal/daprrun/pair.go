@@ -131,7 +131,11 @@ func (p *Pair) waitOwn(ctx context.Context, node string) error {
 			if err == nil {
 				err = fmt.Errorf("%s answers as node %q, not this run's app (%s): another process holds the port or the app id", u, got, node)
 			}
-			last = err
+			// A request cut off by the deadline says less than the answer
+			// before it (another node, a refused connection): keep that.
+			if last == nil || ctx.Err() == nil {
+				last = err
+			}
 			if e := sc.LastError(); i == 1 && strings.Contains(e, "couldn't find name resolver") {
 				return fmt.Errorf("%s was built without the name resolver its configuration (%s) names: "+
 					"use a Dapr release build (`dapr init --slim`, DAPRD=) or bin/daprd (`make daprd`)", sc.Daprd, sc.ConfigFile)
