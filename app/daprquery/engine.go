@@ -27,7 +27,6 @@ type Client interface {
 	GetBulkState(ctx context.Context, storeName string, keys []string, meta map[string]string, parallelism int32) ([]*dapr.BulkStateItem, error)
 	SaveState(ctx context.Context, storeName, key string, data []byte, meta map[string]string, so ...dapr.StateOption) error
 	SaveStateWithETag(ctx context.Context, storeName, key string, data []byte, etag string, meta map[string]string, so ...dapr.StateOption) error
-	GetMetadata(ctx context.Context) (*dapr.GetMetadataResponse, error)
 }
 
 // Lister pages through a collection's ids (daprstore.Store.List).
@@ -52,9 +51,8 @@ type Options struct {
 type Engine struct {
 	opt Options
 
-	mu        sync.Mutex
-	supported *bool
-	filling   map[string]bool
+	mu      sync.Mutex
+	filling map[string]bool
 	// failed holds when a collection's last backfill failed; it is not
 	// tried again for retryAfter.
 	failed map[string]time.Time
@@ -81,23 +79,9 @@ func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }
 // Supported reports whether the state store has a query API this engine
 // speaks: state.postgresql v1 (v2 has none).
 func (e *Engine) Supported(ctx context.Context) (bool, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.supported != nil {
-		return *e.supported, nil
-	}
-	md, err := e.opt.Client.GetMetadata(ctx)
-	if err != nil {
-		return false, err
-	}
-	ok := false
-	for _, c := range md.RegisteredComponents {
-		if c.Name == e.opt.Store {
-			ok = postgresV1(c)
-		}
-	}
-	e.supported = &ok
-	return ok, nil
+	// The transport asked the sidecar once already: it stores JSON on
+	// exactly these stores.
+	return e.opt.Transport.storesJSON(ctx, e.opt.Store)
 }
 
 // segment is a path key the query language can address: it is put
