@@ -53,6 +53,9 @@ type apiError struct {
 // different configuration).
 const errStreamNameInUse = 10058
 
+// errStreamStoreFailed is JetStream's "error creating store for stream".
+const errStreamStoreFailed = 10049
+
 // EnsureStream creates s on the NATS server at natsURL, or leaves an existing
 // stream of that name as it is.
 func EnsureStream(natsURL string, s Stream) error {
@@ -70,20 +73,29 @@ func EnsureStream(natsURL string, s Stream) error {
 		cfg["duplicate_window"] = int64(s.MaxAge) // may not exceed max_age
 	}
 	body, _ := json.Marshal(cfg)
-	reply, err := natsRequest(natsURL, "$JS.API.STREAM.CREATE."+s.Name, body, 5*time.Second)
-	if err != nil {
-		return fmt.Errorf("create stream %s: %w", s.Name, err)
+	for attempt := 0; ; attempt++ {
+		reply, err := natsRequest(natsURL, "$JS.API.STREAM.CREATE."+s.Name, body, 5*time.Second)
+		if err != nil {
+			return fmt.Errorf("create stream %s: %w", s.Name, err)
+		}
+		var r struct {
+			Error *apiError `json:"error"`
+		}
+		if err := json.Unmarshal(reply, &r); err != nil {
+			return fmt.Errorf("create stream %s: %s", s.Name, reply)
+		}
+		if r.Error == nil || r.Error.ErrCode == errStreamNameInUse {
+			return nil
+		}
+		// The server removes an account's storage directory with its last
+		// stream; a create racing that removal (test packages create and
+		// delete streams at once) fails to make its directory. It succeeds
+		// when tried again.
+		if r.Error.ErrCode != errStreamStoreFailed || attempt >= 4 {
+			return fmt.Errorf("create stream %s: %s (%d)", s.Name, r.Error.Description, r.Error.ErrCode)
+		}
+		time.Sleep(time.Duration(50<<attempt) * time.Millisecond)
 	}
-	var r struct {
-		Error *apiError `json:"error"`
-	}
-	if err := json.Unmarshal(reply, &r); err != nil {
-		return fmt.Errorf("create stream %s: %s", s.Name, reply)
-	}
-	if r.Error != nil && r.Error.ErrCode != errStreamNameInUse {
-		return fmt.Errorf("create stream %s: %s (%d)", s.Name, r.Error.Description, r.Error.ErrCode)
-	}
-	return nil
 }
 
 // DeleteStream removes a stream; a missing stream is not an error.
