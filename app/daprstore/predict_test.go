@@ -18,15 +18,30 @@ import (
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
 )
 
-// countingClient is the real sidecar client, counting document reads.
+// countingClient is the real sidecar client, counting read round trips
+// (single and bulk).
 type countingClient struct {
 	dapr.Client
-	gets atomic.Int64
+	trips atomic.Int64
 }
 
 func (c *countingClient) GetState(ctx context.Context, store, key string, meta map[string]string) (*dapr.StateItem, error) {
-	c.gets.Add(1)
+	c.trips.Add(1)
 	return c.Client.GetState(ctx, store, key, meta)
+}
+
+func (c *countingClient) GetBulkState(ctx context.Context, store string, keys []string, meta map[string]string, par int32) ([]*dapr.BulkStateItem, error) {
+	c.trips.Add(1)
+	return c.Client.GetBulkState(ctx, store, keys, meta, par)
+}
+
+// countingStore starts a replica of profile and returns it with a document
+// store on its sidecar whose read round trips c counts.
+func countingStore(t *testing.T, profile string) (*daprtest.Replica, *countingClient, *daprstore.Store) {
+	t.Helper()
+	r := daprtest.Start(t, daprtest.Options{Profile: profile})
+	c := &countingClient{Client: r.DaprClient(t)}
+	return r, c, daprstore.New(c, config.DefaultStateStore)
 }
 
 // On Redis, a writer's load right after this replica's own commit needs no
@@ -35,33 +50,26 @@ func (c *countingClient) GetState(ctx context.Context, store, key string, meta m
 // foretold ETag is stale and the commit fails as a conflict, never
 // overwriting that write.
 func TestLoadForWriteAfterCommitOnRedis(t *testing.T) {
-	r := daprtest.Start(t, daprtest.Options{Profile: "redis"})
+	r, c, s := countingStore(t, "redis")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c := &countingClient{Client: r.DaprClient(t)}
-	s := daprstore.New(c, config.DefaultStateStore)
 	other := daprstore.New(r.DaprClient(t), config.DefaultStateStore) // another replica
 	k := core.Key{Collection: "predict", ID: uuid.NewString()[:8]}
 
 	commit := func(s *daprstore.Store, st core.Stored, v int64) error {
-		d := docAt(k, v)
-		d.Tail = []core.Change{change(k, v)}
-		var archive []core.Change
-		if st.Doc != nil {
-			archive = st.Doc.Tail
-		}
-		return s.Commit(ctx, core.Commit{Key: k, ETag: st.ETag, Doc: d, Changes: d.Tail, Archive: archive, IndexAdd: v == 1})
+		_, err := commitOver(ctx, s, k, st, v)
+		return err
 	}
 	if err := commit(s, core.Stored{}, 1); err != nil {
 		t.Fatal(err)
 	}
 	for v := int64(2); v <= 4; v++ {
-		before := c.gets.Load()
+		before := c.trips.Load()
 		st, err := s.LoadForWrite(ctx, k)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := c.gets.Load() - before; n != 0 || st.Doc == nil || st.Doc.Version != v-1 {
+		if n := c.trips.Load() - before; n != 0 || st.Doc == nil || st.Doc.Version != v-1 {
 			t.Fatalf("load for write %d: %d reads, version %v", v, n, st.Doc)
 		}
 		if err := commit(s, st, v); err != nil {
@@ -96,31 +104,13 @@ func TestLoadForWriteAfterCommitOnRedis(t *testing.T) {
 	}
 }
 
-// bulkCounting is the real sidecar client, counting read round trips.
-type bulkCounting struct {
-	dapr.Client
-	trips atomic.Int64
-}
-
-func (c *bulkCounting) GetState(ctx context.Context, store, key string, meta map[string]string) (*dapr.StateItem, error) {
-	c.trips.Add(1)
-	return c.Client.GetState(ctx, store, key, meta)
-}
-
-func (c *bulkCounting) GetBulkState(ctx context.Context, store string, keys []string, meta map[string]string, par int32) ([]*dapr.BulkStateItem, error) {
-	c.trips.Add(1)
-	return c.Client.GetBulkState(ctx, store, keys, meta, par)
-}
-
 // On SQLite, loads of many documents at once share round trips to the
 // sidecar, and each still gets its own document and ETag (a missing one
 // reads as missing, and the ETag guards the next commit).
 func TestConcurrentLoadsShareReadsOnSQLite(t *testing.T) {
-	r := daprtest.Start(t, daprtest.Options{Profile: "local"})
+	_, c, s := countingStore(t, "local")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c := &bulkCounting{Client: r.DaprClient(t)}
-	s := daprstore.New(c, config.DefaultStateStore)
 	const docs = 40
 	keys := make([]core.Key, docs)
 	for i := range keys {
@@ -128,9 +118,7 @@ func TestConcurrentLoadsShareReadsOnSQLite(t *testing.T) {
 		if i%4 == 3 {
 			continue // never written
 		}
-		d := docAt(keys[i], int64(i+1))
-		d.Tail = []core.Change{change(keys[i], int64(i+1))}
-		if err := s.Commit(ctx, core.Commit{Key: keys[i], Doc: d, Changes: d.Tail, IndexAdd: true}); err != nil {
+		if _, err := commitOver(ctx, s, keys[i], core.Stored{}, int64(i+1)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -165,10 +153,7 @@ func TestConcurrentLoadsShareReadsOnSQLite(t *testing.T) {
 		if st.Doc == nil {
 			continue
 		}
-		v := st.Doc.Version + 1
-		d := docAt(keys[i], v)
-		d.Tail = []core.Change{change(keys[i], v)}
-		if err := s.Commit(ctx, core.Commit{Key: keys[i], ETag: st.ETag, Doc: d, Changes: d.Tail, Archive: st.Doc.Tail}); err != nil {
+		if _, err := commitOver(ctx, s, keys[i], st, st.Doc.Version+1); err != nil {
 			t.Fatalf("commit on the ETag read in bulk: %v", err)
 		}
 	}

@@ -41,6 +41,20 @@ func change(k core.Key, v int64) core.Change {
 	return core.Change{Doc: k.String(), Version: v, Prev: v - 1}
 }
 
+// commitOver commits version v of k on s over st, the state a load
+// returned: st's ETag guards the write, st's tail goes to the op log, and
+// a document that was not there yet (st.Doc nil) joins the index. It
+// returns the document committed.
+func commitOver(ctx context.Context, s *daprstore.Store, k core.Key, st core.Stored, v int64) (*core.Document, error) {
+	d := docAt(k, v)
+	d.Tail = []core.Change{change(k, v)}
+	var archive []core.Change
+	if st.Doc != nil {
+		archive = st.Doc.Tail
+	}
+	return d, s.Commit(ctx, core.Commit{Key: k, ETag: st.ETag, Doc: d, Changes: d.Tail, Archive: archive, IndexAdd: st.Doc == nil})
+}
+
 // TestETagSemantics pins how each real state store reports a lost race, so
 // the engine's retry keeps working when a store or Dapr version changes.
 func TestETagSemantics(t *testing.T) {

@@ -21,9 +21,8 @@ func TestLoadAfterCommitReusesDocument(t *testing.T) {
 		other := daprstore.New(c, config.DefaultStateStore) // another replica
 		k := core.Key{Collection: "written", ID: uuid.NewString()[:8]}
 
-		d1 := docAt(k, 1)
-		d1.Tail = []core.Change{change(k, 1)}
-		if err := s.Commit(ctx, core.Commit{Key: k, Doc: d1, Changes: d1.Tail, IndexAdd: true}); err != nil {
+		d1, err := commitOver(ctx, s, k, core.Stored{}, 1)
+		if err != nil {
 			t.Fatal(err)
 		}
 		st, err := s.Load(ctx, k)
@@ -45,18 +44,15 @@ func TestLoadAfterCommitReusesDocument(t *testing.T) {
 		}
 
 		// s remembers version 2; another replica writes version 3.
-		d2 := docAt(k, 2)
-		d2.Tail = []core.Change{change(k, 2)}
-		if err := s.Commit(ctx, core.Commit{Key: k, ETag: again.ETag, Doc: d2, Changes: d2.Tail, Archive: again.Doc.Tail}); err != nil {
+		d2, err := commitOver(ctx, s, k, again, 2)
+		if err != nil {
 			t.Fatal(err)
 		}
 		st2, err := other.Load(ctx, k)
 		if err != nil {
 			t.Fatal(err)
 		}
-		d3 := docAt(k, 3)
-		d3.Tail = []core.Change{change(k, 3)}
-		if err := other.Commit(ctx, core.Commit{Key: k, ETag: st2.ETag, Doc: d3, Changes: d3.Tail, Archive: st2.Doc.Tail}); err != nil {
+		if _, err := commitOver(ctx, other, k, st2, 3); err != nil {
 			t.Fatal(err)
 		}
 		st3, err := s.Load(ctx, k)
