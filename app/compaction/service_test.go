@@ -3,13 +3,13 @@ package compaction_test
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/internal/rest"
 	"github.com/open-autoglm/autoglm/app/internal/servicetest"
 	"github.com/open-autoglm/autoglm/app/internal/testutil"
 )
@@ -29,15 +29,9 @@ func TestCompactionInProcess(t *testing.T) {
 		if i == 2 {
 			r = b
 		}
-		req, _ := http.NewRequest("PATCH", r.URL()+"/v1/docs/"+k.String(), strings.NewReader(fmt.Sprintf(`{"ops":[{"op":"set","path":"n","value":%d}]}`, i)))
-		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		if res.StatusCode/100 != 2 {
-			t.Fatalf("patch %d: %d", i, res.StatusCode)
+		body := fmt.Sprintf(`{"ops":[{"op":"set","path":"n","value":%d}]}`, i)
+		if res := rest.Must(t, "PATCH", r.URL()+"/v1/docs/"+k.String(), body); res.Status/100 != 2 {
+			t.Fatalf("patch %d: %d %s", i, res.Status, res.Raw)
 		}
 	}
 	resource := "compaction:" + a.Cfg.BroadcastTopic

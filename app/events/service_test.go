@@ -3,12 +3,11 @@ package events_test
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/events"
+	"github.com/open-autoglm/autoglm/app/internal/rest"
 	"github.com/open-autoglm/autoglm/app/internal/servicetest"
 	"github.com/open-autoglm/autoglm/app/internal/testutil"
 )
@@ -28,16 +27,9 @@ func TestEventsInProcess(t *testing.T) {
 			r = b
 		}
 		for _, doc := range []string{"orders/o1", "notes/x"} {
-			req, _ := http.NewRequest("PATCH", r.URL()+"/v1/docs/"+doc,
-				strings.NewReader(fmt.Sprintf(`{"ops":[{"op":"set","path":"n","value":%d}]}`, i)))
-			req.Header.Set("Content-Type", "application/json")
-			res, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res.Body.Close()
-			if res.StatusCode/100 != 2 {
-				t.Fatalf("patch %s: %d", doc, res.StatusCode)
+			body := fmt.Sprintf(`{"ops":[{"op":"set","path":"n","value":%d}]}`, i)
+			if res := rest.Must(t, "PATCH", r.URL()+"/v1/docs/"+doc, body); res.Status/100 != 2 {
+				t.Fatalf("patch %s: %d %s", doc, res.Status, res.Raw)
 			}
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/internal/clienttest"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/internal/rest"
 	"github.com/open-autoglm/autoglm/app/metrics"
 	"github.com/open-autoglm/autoglm/app/session"
 )
@@ -212,26 +212,15 @@ func TestScrapeAfterTraffic(t *testing.T) {
 	doc := clienttest.Subscribe(t, ctx, c, "metrics/d1", 0)
 	const writes = 5
 	for i := 1; i <= writes; i++ {
-		req, _ := http.NewRequest(http.MethodPatch, r.URL()+"/v1/docs/metrics/d1",
-			strings.NewReader(fmt.Sprintf(`{"ops":[{"op":"set","path":"n","value":%d}]}`, i)))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		if res.StatusCode/100 != 2 {
-			t.Fatalf("PATCH %d: status %d", i, res.StatusCode)
+		body := fmt.Sprintf(`{"ops":[{"op":"set","path":"n","value":%d}]}`, i)
+		res := rest.Must(t, http.MethodPatch, r.URL()+"/v1/docs/metrics/d1", body,
+			"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+		if res.Status/100 != 2 {
+			t.Fatalf("PATCH %d: status %d %s", i, res.Status, res.Raw)
 		}
 	}
 	// A stale base on a strict precondition is rejected and counted.
-	req, _ := http.NewRequest(http.MethodPut, r.URL()+"/v1/docs/metrics/d1", strings.NewReader(`{"n":0}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("If-Match", `"1"`)
-	if res, err := http.DefaultClient.Do(req); err == nil {
-		res.Body.Close()
-	}
+	_, _ = rest.Do(http.MethodPut, r.URL()+"/v1/docs/metrics/d1", `{"n":0}`, "If-Match", `"1"`)
 	if err := doc.WaitVersion(ctx, writes); err != nil {
 		t.Fatal(err)
 	}
