@@ -29,6 +29,35 @@ func (s *sharedSender) SendShared(_ context.Context, m *protocol.Shared) error {
 	return nil
 }
 
+// watch runs a session of st on a new sharedSender until ctx ends, sends
+// it hello and sub, and reads what it sends up to the subscription's
+// synced.
+func watch(t *testing.T, ctx context.Context, st *stacktest.Stack, opt session.Options, hello, sub protocol.Message) *sharedSender {
+	t.Helper()
+	out := &sharedSender{sender: sender{out: make(chan protocol.Message, 10)}, shared: make(chan *protocol.Shared, 10)}
+	s := session.New(opt, st.Eng, st.Hub, out)
+	go s.Run(ctx)
+	s.Receive(ctx, hello)
+	s.Receive(ctx, sub)
+	for m := nextMsg(t, &out.sender); m.T != protocol.TSynced; m = nextMsg(t, &out.sender) {
+	}
+	return out
+}
+
+// nextShared takes the next shared delta of each watcher.
+func nextShared(t *testing.T, outs []*sharedSender) []*protocol.Shared {
+	t.Helper()
+	got := make([]*protocol.Shared, len(outs))
+	for i, out := range outs {
+		select {
+		case got[i] = <-out.shared:
+		case <-time.After(3 * time.Second):
+			t.Fatalf("watcher %d got no shared delta", i)
+		}
+	}
+	return got
+}
+
 // Watchers of a document with the same view get one delta message, encoded
 // once; each view gets its own, without what it may not read.
 func TestWatchersShareOneDeltaPerView(t *testing.T) {
@@ -43,7 +72,7 @@ collections:
 	}
 	policy := auth.Policy{Collections: cfg, Enforce: true}
 	st := stacktest.New(stacktest.Options{Engine: engine.Options{Collections: cfg, LogWindow: 10}})
-	h, eng := st.Hub, st.Eng
+	eng := st.Eng
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	k := core.Key{Collection: "docs", ID: "d"}
@@ -53,29 +82,16 @@ collections:
 		if i%2 == 0 {
 			id.Roles = []string{"admin"}
 		}
-		out := &sharedSender{sender: sender{out: make(chan protocol.Message, 10)}, shared: make(chan *protocol.Shared, 10)}
-		s := session.New(session.Options{ID: id.Subject, Policy: policy, Heartbeat: time.Hour,
-			Authenticate: func(context.Context, string) (auth.Identity, error) { return id, nil }}, eng, h, out)
-		go s.Run(ctx)
-		s.Receive(ctx, protocol.Message{T: protocol.THello, Token: "t"})
-		s.Receive(ctx, protocol.Message{T: protocol.TSub, Doc: k.String()})
-		for m := nextMsg(t, &out.sender); m.T != protocol.TSynced; m = nextMsg(t, &out.sender) {
-		}
-		outs = append(outs, out)
+		outs = append(outs, watch(t, ctx, st, session.Options{ID: id.Subject, Policy: policy, Heartbeat: time.Hour,
+			Authenticate: func(context.Context, string) (auth.Identity, error) { return id, nil }},
+			protocol.Message{T: protocol.THello, Token: "t"}, protocol.Message{T: protocol.TSub, Doc: k.String()}))
 	}
 	if _, err := eng.Do(ctx, k, core.Op{ClientID: "w", OpID: 1, Ops: []merge.FieldOp{
 		{Op: merge.KindSet, Path: "secret", Value: json.RawMessage(`"s3cr3t"`)},
 		{Op: merge.KindSet, Path: "name", Value: json.RawMessage(`"n"`)}}}); err != nil {
 		t.Fatal(err)
 	}
-	got := make([]*protocol.Shared, len(outs))
-	for i, out := range outs {
-		select {
-		case got[i] = <-out.shared:
-		case <-time.After(3 * time.Second):
-			t.Fatalf("watcher %d got no shared delta", i)
-		}
-	}
+	got := nextShared(t, outs)
 	for i := range got {
 		if got[i] != got[i%2] {
 			t.Fatalf("watcher %d has the view of watcher %d but another message", i, i%2)
@@ -96,35 +112,23 @@ collections:
 // The author's id goes along the first time only.
 func TestCompactVariantsAreShared(t *testing.T) {
 	st := stacktest.New(stacktest.Options{Engine: engine.Options{LogWindow: 10}})
-	h, eng := st.Hub, st.Eng
+	eng := st.Eng
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	k := core.Key{Collection: "docs", ID: "compact"}
 	handles := []uint64{1, 1, 1, 2}
 	var outs []*sharedSender
 	for i, hd := range handles {
-		out := &sharedSender{sender: sender{out: make(chan protocol.Message, 10)}, shared: make(chan *protocol.Shared, 10)}
-		s := session.New(session.Options{ID: fmt.Sprint("s", i), Node: "n1", Heartbeat: time.Hour}, eng, h, out)
-		go s.Run(ctx)
-		s.Receive(ctx, protocol.Message{T: protocol.THello, Client: fmt.Sprint("c", i), Proto: 2})
-		s.Receive(ctx, protocol.Message{T: protocol.TSub, Doc: k.String(), H: hd})
-		for m := nextMsg(t, &out.sender); m.T != protocol.TSynced; m = nextMsg(t, &out.sender) {
-		}
-		outs = append(outs, out)
+		outs = append(outs, watch(t, ctx, st, session.Options{ID: fmt.Sprint("s", i), Node: "n1", Heartbeat: time.Hour},
+			protocol.Message{T: protocol.THello, Client: fmt.Sprint("c", i), Proto: 2},
+			protocol.Message{T: protocol.TSub, Doc: k.String(), H: hd}))
 	}
 	for round := range 2 {
 		if _, err := eng.Do(ctx, k, core.Op{ClientID: "writer-with-a-long-id", OpID: uint64(round + 1),
 			Ops: []merge.FieldOp{{Op: merge.KindSet, Path: "name", Value: json.RawMessage(`"n"`)}}}); err != nil {
 			t.Fatal(err)
 		}
-		got := make([]*protocol.Shared, len(outs))
-		for i, out := range outs {
-			select {
-			case got[i] = <-out.shared:
-			case <-time.After(3 * time.Second):
-				t.Fatalf("watcher %d got no shared delta", i)
-			}
-		}
+		got := nextShared(t, outs)
 		if got[0] != got[1] || got[0] != got[2] || got[0] == got[3] {
 			t.Fatalf("round %d: variants %p %p %p %p", round, got[0], got[1], got[2], got[3])
 		}
