@@ -85,6 +85,16 @@ func TestHS256(t *testing.T) {
 	}
 }
 
+// enforced is the enforced policy of the collections file text.
+func enforced(t testing.TB, text string) auth.Policy {
+	t.Helper()
+	cfg, err := schemafile.Parse("test.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return auth.Policy{Collections: cfg, Enforce: true}
+}
+
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 // TestJWKS verifies RS256 and ES256 tokens against a key set served over
@@ -138,17 +148,13 @@ func TestJWKS(t *testing.T) {
 }
 
 func TestPolicy(t *testing.T) {
-	cfg, err := schemafile.Parse("test.yaml", []byte(`
+	p := enforced(t, `
 collections:
   profiles:
     owner_field: user_id
     read_roles: [user]
     write_roles: [user]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := auth.Policy{Collections: cfg, Enforce: true}
+`)
 	ann := auth.Identity{Subject: "ann", Roles: []string{"user"}}
 	bob := auth.Identity{Subject: "bob", Roles: []string{"user"}}
 	guest := auth.Identity{Subject: "guest"}
@@ -166,7 +172,7 @@ collections:
 		{"GiveAway", p.CanWrite(ann, "profiles", map[string]any{"user_id": "bob"}), core.CodeForbidden},
 		{"WriteWithoutRole", p.CanWrite(guest, "profiles", nil), core.CodeForbidden},
 		{"UnlistedCollection", p.CanWrite(guest, "misc", nil), ""},
-		{"Off", auth.Policy{Collections: cfg}.CanWrite(guest, "profiles", annDoc), ""},
+		{"Off", auth.Policy{Collections: p.Collections}.CanWrite(guest, "profiles", annDoc), ""},
 	}
 	for _, c := range cases {
 		if got := core.CodeOf(c.err); got != c.want {

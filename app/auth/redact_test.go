@@ -8,13 +8,12 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/auth"
 	"github.com/open-autoglm/autoglm/app/collections"
-	"github.com/open-autoglm/autoglm/app/collections/schemafile"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
 func TestRedact(t *testing.T) {
-	cfg, err := schemafile.Parse("test.yaml", []byte(`
+	p := enforced(t, `
 collections:
   vault:
     policy: strict
@@ -28,11 +27,7 @@ collections:
         initial: draft
         transitions:
           - {from: draft, to: secret-state}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := auth.Policy{Collections: cfg, Enforce: true}
+`)
 	reader, writer := auth.Identity{Subject: "r", Roles: []string{"reader"}}, auth.Identity{Subject: "w", Roles: []string{"writer"}}
 
 	conflict := &merge.ConflictError{Base: 1, Current: 2, Theirs: map[string]any{"title": "secret"},
@@ -72,7 +67,7 @@ collections:
 			}
 		})
 	}
-	if err := (auth.Policy{Collections: cfg}).Redact(writer, "vault", conflict); err != conflict {
+	if err := (auth.Policy{Collections: p.Collections}).Redact(writer, "vault", conflict); err != conflict {
 		t.Fatalf("authentication off: %v", err)
 	}
 }
@@ -81,7 +76,7 @@ collections:
 // the fields it may not read; a caller the row rules shut out gets what a
 // caller without read access gets.
 func TestRedactIn(t *testing.T) {
-	cfg, err := schemafile.Parse("test.yaml", []byte(`
+	p := enforced(t, `
 collections:
   people:
     policy: strict
@@ -89,11 +84,7 @@ collections:
     read_rules: {owner: true, roles: [staff]}
     fields:
       salary: {type: number, max: 10, readable_by: [owner, hr]}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := auth.Policy{Collections: cfg, Enforce: true}
+`)
 	doc := map[string]any{"owner": "ann", "salary": 5.0, "name": "Ann"}
 	staff := auth.Identity{Subject: "sam", Roles: []string{"staff"}}
 	ann := auth.Identity{Subject: "ann"}
