@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 	"github.com/open-autoglm/autoglm/app/query"
@@ -128,120 +129,114 @@ func (qc *queryClient) list(q query.Query) []query.Item {
 // order and data) equals running the query on the server's documents as
 // the reader may see them.
 func TestLiveQueryWireProperty(t *testing.T) {
-	seeds := uint64(12)
-	if testing.Short() {
-		seeds = 3 // make test-unit; make test runs all twelve
-	}
-	for seed := range seeds {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			r := rand.New(rand.NewPCG(seed, 99))
-			base := startAuthedWith(t, readCollections())
-			admin := idToken(t, "root", "admin")
-			red := idTokenWith(t, "alice", map[string]string{"team": "red"})
-			ids := []string{"d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7"}
-			randData := func() map[string]any {
-				d := map[string]any{"team": []string{"red", "blue"}[r.IntN(2)]}
-				if r.IntN(4) > 0 {
-					d["status"] = []string{"open", "closed"}[r.IntN(2)]
-				}
-				if r.IntN(4) > 0 {
-					d["rank"] = float64(r.IntN(5))
-				}
-				if r.IntN(2) == 0 {
-					d["budget"] = float64(r.IntN(4))
-				}
-				return d
+	// make test-unit runs three seeds; make test runs all twelve.
+	testutil.Seeded(t, 12, 3, 99, func(t *testing.T, r *rand.Rand) {
+		base := startAuthedWith(t, readCollections())
+		admin := idToken(t, "root", "admin")
+		red := idTokenWith(t, "alice", map[string]string{"team": "red"})
+		ids := []string{"d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7"}
+		randData := func() map[string]any {
+			d := map[string]any{"team": []string{"red", "blue"}[r.IntN(2)]}
+			if r.IntN(4) > 0 {
+				d["status"] = []string{"open", "closed"}[r.IntN(2)]
 			}
-			exists := map[string]bool{}
-			write := func() {
-				id := ids[r.IntN(len(ids))]
-				switch k := r.IntN(5); {
-				case k == 0 && exists[id]:
-					if res := rest(t, "DELETE", base+"/v1/docs/t-lww/"+id, admin, ""); res.status != 200 {
-						t.Fatalf("delete: %d %s", res.status, res.body)
+			if r.IntN(4) > 0 {
+				d["rank"] = float64(r.IntN(5))
+			}
+			if r.IntN(2) == 0 {
+				d["budget"] = float64(r.IntN(4))
+			}
+			return d
+		}
+		exists := map[string]bool{}
+		write := func() {
+			id := ids[r.IntN(len(ids))]
+			switch k := r.IntN(5); {
+			case k == 0 && exists[id]:
+				if res := rest(t, "DELETE", base+"/v1/docs/t-lww/"+id, admin, ""); res.status != 200 {
+					t.Fatalf("delete: %d %s", res.status, res.body)
+				}
+				exists[id] = false
+			case k <= 2 || !exists[id]:
+				b, _ := json.Marshal(randData())
+				put(t, base, admin, "t-lww/"+id, string(b))
+				exists[id] = true
+			default:
+				field := []string{"status", "rank", "budget", "team"}[r.IntN(4)]
+				patchSet(t, base, admin, "t-lww/"+id, field, randData()[field])
+			}
+		}
+		for range 5 {
+			write()
+		}
+		wheres := []string{`["status","==","open"]`, `["rank",">=",2]`, `["budget",">",0]`, `["team","in",["red","blue"]]`, `["status","!=","closed"]`}
+		orders := []string{``, `["rank","asc"]`, `["rank","desc"]`, `["status","asc"]`}
+		send, msgs := pumpWS(t, base, red)
+		queries := map[string]query.Query{}
+		clients := map[string]*queryClient{}
+		for i := range 3 {
+			var w []string
+			for range r.IntN(3) {
+				w = append(w, wheres[r.IntN(len(wheres))])
+			}
+			body := fmt.Sprintf(`{"where":[%s],"order_by":[%s],"limit":%d}`, strings.Join(w, ","), orders[r.IntN(len(orders))], r.IntN(4))
+			q, err := query.Parse([]byte(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			qid := fmt.Sprint("q", i)
+			queries[qid], clients[qid] = q, &queryClient{docs: map[string]query.Item{}, vers: map[string]int64{}}
+			send(protocol.Message{T: protocol.TSub, Coll: "t-lww", QID: qid, Query: json.RawMessage(body)})
+		}
+		for step := range 30 {
+			write()
+			if step%5 != 4 {
+				continue
+			}
+			truth := map[string][]query.Item{}
+			all := listed(t, base, "t-lww", admin)
+			for qid, q := range queries {
+				var items []query.Item
+				for id, data := range all {
+					if data["team"] != "red" || slices.Contains(q.Paths(), "budget") {
+						continue // row rule, and a field alice may not read
 					}
-					exists[id] = false
-				case k <= 2 || !exists[id]:
-					b, _ := json.Marshal(randData())
-					put(t, base, admin, "t-lww/"+id, string(b))
-					exists[id] = true
-				default:
-					field := []string{"status", "rank", "budget", "team"}[r.IntN(4)]
-					patchSet(t, base, admin, "t-lww/"+id, field, randData()[field])
+					shown := maps.Clone(data)
+					delete(shown, "budget")
+					items = append(items, query.Item{ID: id, Data: shown})
 				}
+				truth[qid], _ = q.Run(items)
 			}
-			for range 5 {
-				write()
-			}
-			wheres := []string{`["status","==","open"]`, `["rank",">=",2]`, `["budget",">",0]`, `["team","in",["red","blue"]]`, `["status","!=","closed"]`}
-			orders := []string{``, `["rank","asc"]`, `["rank","desc"]`, `["status","asc"]`}
-			send, msgs := pumpWS(t, base, red)
-			queries := map[string]query.Query{}
-			clients := map[string]*queryClient{}
-			for i := range 3 {
-				var w []string
-				for range r.IntN(3) {
-					w = append(w, wheres[r.IntN(len(wheres))])
-				}
-				body := fmt.Sprintf(`{"where":[%s],"order_by":[%s],"limit":%d}`, strings.Join(w, ","), orders[r.IntN(len(orders))], r.IntN(4))
-				q, err := query.Parse([]byte(body))
-				if err != nil {
-					t.Fatal(err)
-				}
-				qid := fmt.Sprint("q", i)
-				queries[qid], clients[qid] = q, &queryClient{docs: map[string]query.Item{}, vers: map[string]int64{}}
-				send(protocol.Message{T: protocol.TSub, Coll: "t-lww", QID: qid, Query: json.RawMessage(body)})
-			}
-			for step := range 30 {
-				write()
-				if step%5 != 4 {
-					continue
-				}
-				truth := map[string][]query.Item{}
-				all := listed(t, base, "t-lww", admin)
+			deadline := time.After(5 * time.Second)
+			for {
+				same := true
 				for qid, q := range queries {
-					var items []query.Item
-					for id, data := range all {
-						if data["team"] != "red" || slices.Contains(q.Paths(), "budget") {
-							continue // row rule, and a field alice may not read
-						}
-						shown := maps.Clone(data)
-						delete(shown, "budget")
-						items = append(items, query.Item{ID: id, Data: shown})
+					got := clients[qid].list(q)
+					if !clients[qid].synced || !reflect.DeepEqual(got, truth[qid]) && !(len(got) == 0 && len(truth[qid]) == 0) {
+						same = false
 					}
-					truth[qid], _ = q.Run(items)
 				}
-				deadline := time.After(5 * time.Second)
-				for {
-					same := true
+				if same {
+					break
+				}
+				select {
+				case m, ok := <-msgs:
+					if !ok {
+						t.Fatal("connection closed")
+					}
+					qc := clients[m.QID]
+					if qc == nil {
+						t.Fatalf("message without a known qid: %+v", m)
+					}
+					qc.apply(t, m)
+				case <-deadline:
 					for qid, q := range queries {
-						got := clients[qid].list(q)
-						if !clients[qid].synced || !reflect.DeepEqual(got, truth[qid]) && !(len(got) == 0 && len(truth[qid]) == 0) {
-							same = false
-						}
+						b, _ := json.Marshal(q)
+						t.Errorf("%s %s:\n got %v\nwant %v", qid, b, clients[qid].list(q), truth[qid])
 					}
-					if same {
-						break
-					}
-					select {
-					case m, ok := <-msgs:
-						if !ok {
-							t.Fatal("connection closed")
-						}
-						qc := clients[m.QID]
-						if qc == nil {
-							t.Fatalf("message without a known qid: %+v", m)
-						}
-						qc.apply(t, m)
-					case <-deadline:
-						for qid, q := range queries {
-							b, _ := json.Marshal(q)
-							t.Errorf("%s %s:\n got %v\nwant %v", qid, b, clients[qid].list(q), truth[qid])
-						}
-						t.Fatalf("step %d: results differ", step)
-					}
+					t.Fatalf("step %d: results differ", step)
 				}
 			}
-		})
-	}
+		}
+	})
 }

@@ -5,6 +5,8 @@ package testutil
 
 import (
 	"bytes"
+	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
@@ -58,3 +60,17 @@ func (b *Buffer) Bytes() []byte {
 
 // String returns what was written.
 func (b *Buffer) String() string { return string(b.Bytes()) }
+
+// Seeded runs f as one subtest a seed, seeds 0 to full-1 (to short-1 under
+// -short), each with the random source of its seed and stream, so a
+// failure names the seed that reproduces it.
+func Seeded(t *testing.T, full, short, stream uint64, f func(t *testing.T, rnd *rand.Rand)) {
+	t.Helper()
+	n := full
+	if testing.Short() {
+		n = short
+	}
+	for seed := range n {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { f(t, rand.New(rand.NewPCG(seed, stream))) })
+	}
+}

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -52,5 +53,26 @@ func TestBufferMax(t *testing.T) {
 	fmt.Fprint(b, "6")
 	if got := b.String(); got != "[log truncated]\n6" {
 		t.Fatalf("%q", got)
+	}
+}
+
+func TestSeeded(t *testing.T) {
+	var names []string
+	var draws []uint64
+	Seeded(t, 3, 2, 5, func(t *testing.T, rnd *rand.Rand) {
+		names = append(names, t.Name())
+		draws = append(draws, rnd.Uint64())
+	})
+	want := 3
+	if testing.Short() {
+		want = 2
+	}
+	if len(names) != want || names[0] != "TestSeeded/0" || names[want-1] != fmt.Sprintf("TestSeeded/%d", want-1) {
+		t.Fatalf("subtests %q, want seeds 0 to %d", names, want-1)
+	}
+	for seed, got := range draws {
+		if w := rand.New(rand.NewPCG(uint64(seed), 5)).Uint64(); got != w {
+			t.Fatalf("seed %d drew %d, want %d from its own source", seed, got, w)
+		}
 	}
 }
