@@ -150,9 +150,7 @@ func (w wsConn) send(t *testing.T, m protocol.Message) {
 func (w wsConn) next(t *testing.T) protocol.Message {
 	t.Helper()
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, b, err := w.c.Read(ctx)
-		cancel()
+		_, b, err := readFrame(w.c)
 		if err != nil {
 			t.Fatal(err)
 		}

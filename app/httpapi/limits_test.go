@@ -136,13 +136,18 @@ func TestSlowBodyIsCutOff(t *testing.T) {
 	})
 }
 
+// readFrame reads c's next frame, waiting at most ten seconds for it.
+func readFrame(c *websocket.Conn) (websocket.MessageType, []byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return c.Read(ctx)
+}
+
 // wsRead reads the next message of c that is not a ping, answering pings.
 func wsRead(t *testing.T, c *websocket.Conn) (protocol.Message, error) {
 	t.Helper()
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, b, err := c.Read(ctx)
-		cancel()
+		_, b, err := readFrame(c)
 		if err != nil {
 			return protocol.Message{}, err
 		}

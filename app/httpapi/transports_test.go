@@ -217,11 +217,15 @@ func wantMsg(t *testing.T, m protocol.Message, typ string, v int64) {
 	}
 }
 
+// startTransport starts a replica for a transport's test and names a new
+// document and the hello of a new client, both named after the transport.
+func startTransport(t *testing.T, transport string) (r *servicetest.Replica, doc, hello string) {
+	r = servicetest.Start(t, servicetest.Options{})
+	return r, "forms/" + transport + "-" + uuid.NewString()[:8], helloFor(transport + "-" + uuid.NewString()[:8])
+}
+
 func TestSSE(t *testing.T) {
-	r := servicetest.Start(t, servicetest.Options{})
-	doc := "forms/sse-" + uuid.NewString()[:8]
-	client := "sse-" + uuid.NewString()[:8]
-	hello := helloFor(client)
+	r, doc, hello := startTransport(t, "sse")
 
 	t.Run("SubscribeOpAckDelta", func(t *testing.T) {
 		s := openSSE(t, r.URL(), hello)
@@ -416,10 +420,7 @@ func (p *poller) post(t *testing.T, ms ...string) {
 }
 
 func TestLongPoll(t *testing.T) {
-	r := servicetest.Start(t, servicetest.Options{})
-	doc := "forms/lp-" + uuid.NewString()[:8]
-	client := "lp-" + uuid.NewString()[:8]
-	hello := helloFor(client)
+	r, doc, hello := startTransport(t, "lp")
 
 	t.Run("SubscribeOpAckDelta", func(t *testing.T) {
 		p := openPoll(t, r.URL(), hello)
@@ -508,9 +509,7 @@ func TestWebSocketBinary(t *testing.T) {
 	recv := func(t *testing.T, c *websocket.Conn) protocol.Message {
 		t.Helper()
 		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			typ, b, err := c.Read(ctx)
-			cancel()
+			typ, b, err := readFrame(c)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -529,9 +528,7 @@ func TestWebSocketBinary(t *testing.T) {
 	closeOf := func(t *testing.T, c *websocket.Conn) (websocket.StatusCode, string) {
 		t.Helper()
 		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_, _, err := c.Read(ctx)
-			cancel()
+			_, _, err := readFrame(c)
 			if err != nil {
 				var ce websocket.CloseError
 				if !errors.As(err, &ce) {
