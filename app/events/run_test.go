@@ -49,6 +49,14 @@ func (f *fixture) run(t *testing.T, upto int64) error {
 	return f.pub.run(context.Background(), tasks.Task{ID: "t", Kind: KindPublish, Payload: b})
 }
 
+// mustRun runs the task for versions up to upto; an error fails the test.
+func (f *fixture) mustRun(t *testing.T, upto int64) {
+	t.Helper()
+	if err := f.run(t, upto); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // events returns the (prev, version) of every event published on the topic.
 func (f *fixture) events(t *testing.T) []string {
 	t.Helper()
@@ -89,12 +97,8 @@ func (f *fixture) expect(t *testing.T, events string, cursor int64) {
 // a repeated task publishes nothing.
 func TestRunPublishesOnce(t *testing.T) {
 	f := newFixture(t, 3)
-	if err := f.run(t, 3); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.run(t, 3); err != nil {
-		t.Fatal(err)
-	}
+	f.mustRun(t, 3)
+	f.mustRun(t, 3)
 	f.expect(t, "[1..3]", 3)
 }
 
@@ -111,9 +115,7 @@ func TestRunLostRace(t *testing.T) {
 			}
 		}
 	}
-	if err := f.run(t, 3); err != nil {
-		t.Fatal(err)
-	}
+	f.mustRun(t, 3)
 	f.expect(t, "[1..3 3..3]", 3)
 }
 
