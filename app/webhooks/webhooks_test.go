@@ -73,6 +73,13 @@ func newReceiver(t *testing.T) *receiver {
 	return rc
 }
 
+// failNext makes the receiver answer 500 to its next n calls.
+func (rc *receiver) failNext(n int) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.failFirst = n
+}
+
 func (rc *receiver) serve(ln net.Listener) {
 	rc.srv = &http.Server{Handler: http.HandlerFunc(rc.handle)}
 	go func() { _ = rc.srv.Serve(ln) }()
@@ -208,6 +215,23 @@ func startReplica(t *testing.T, f func(*config.Config)) replica {
 	}})
 }
 
+// newCollection names a collection no other test uses, starting with
+// prefix.
+func newCollection(prefix string) string {
+	return prefix + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
+}
+
+// startRegistered starts a replica in process that tries a delivery
+// attempts times, and a receiver registered as an endpoint (id) for a new
+// collection coll named after prefix.
+func startRegistered(t *testing.T, prefix string, attempts int) (r replica, rc *receiver, coll, id string) {
+	t.Helper()
+	r = startReplica(t, func(c *config.Config) { c.WebhookAttempts = attempts })
+	rc = newReceiver(t)
+	coll = newCollection(prefix)
+	return r, rc, coll, register(t, r, coll, rc)
+}
+
 func patch(t *testing.T, r replica, doc string, n int) {
 	t.Helper()
 	status, body := call(t, "PATCH", r.URL()+"/v1/docs/"+doc, fmt.Sprintf(`{"ops":[{"op":"set","path":"n","value":%d}]}`, n))
@@ -223,16 +247,11 @@ func patch(t *testing.T, r replica, doc string, n int) {
 // versions must arrive complete and in order.
 func TestWebhookDeliveries(t *testing.T) {
 	t.Parallel()
-	r := startReplica(t, func(c *config.Config) { c.WebhookAttempts = 40 })
-	rc := newReceiver(t)
-	coll := "wh" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
-	id := register(t, r, coll, rc)
+	r, rc, coll, id := startRegistered(t, "wh", 40)
 	docs := []string{coll + "/a", coll + "/b", coll + "/c"}
 
 	// Phase 1: the first 4 calls fail; deliveries are retried in order.
-	rc.mu.Lock()
-	rc.failFirst = 4
-	rc.mu.Unlock()
+	rc.failNext(4)
 	for i := 1; i <= 3; i++ {
 		for _, d := range docs {
 			patch(t, r, d, i)
@@ -335,15 +354,10 @@ func deadLetters(t *testing.T, r replica) []webhooks.DeadLetter {
 // flagged, and clears the letter.
 func TestWebhookDeadLetterReplay(t *testing.T) {
 	t.Parallel()
-	r := startReplica(t, func(c *config.Config) { c.WebhookAttempts = 3 })
-	rc := newReceiver(t)
-	coll := "wd" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
-	id := register(t, r, coll, rc)
+	r, rc, coll, id := startRegistered(t, "wd", 3)
 	doc := coll + "/x"
 
-	rc.mu.Lock()
-	rc.failFirst = 1 << 20
-	rc.mu.Unlock()
+	rc.failNext(1 << 20)
 	patch(t, r, doc, 1)
 	patch(t, r, doc, 2)
 	var dead []webhooks.DeadLetter
@@ -352,9 +366,7 @@ func TestWebhookDeadLetterReplay(t *testing.T) {
 	if l.Endpoint != id || l.Doc != doc || l.From != 1 || l.Attempts != 3 {
 		t.Fatalf("dead letter %+v", l)
 	}
-	rc.mu.Lock()
-	rc.failFirst = 0
-	rc.mu.Unlock()
+	rc.failNext(0)
 	// The range may have ended at 1 or 2 (version 2 may have been queued
 	// after the letter); a new write is delivered either way.
 	patch(t, r, doc, 3)
@@ -472,7 +484,7 @@ func TestWebhookDeliveryRefused(t *testing.T) {
 	t.Parallel()
 	rc := newReceiver(t)
 	_, port, _ := net.SplitHostPort(rc.addr)
-	coll := "wr" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
+	coll := newCollection("wr")
 	yaml := fmt.Sprintf("collections:\n  %s:\n    webhooks:\n      - {id: inside, url: \"http://localhost:%s/hook\", secret_env: WEBHOOK_TEST_UNSET}\n", coll, port)
 	r := servicetest.Start(t, servicetest.Options{Collections: yaml, Config: func(c *config.Config) {
 		c.WebhookTick = 50 * time.Millisecond
