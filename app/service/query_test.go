@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/google/uuid"
 
+	"github.com/open-autoglm/autoglm/app/internal/clienttest"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
 	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/protocol"
@@ -60,43 +60,14 @@ func TestLiveQueryAcrossReplicas(t *testing.T) {
 	}
 }
 
-// watch opens a JSON WebSocket session on r (hello done) and returns
-// functions to send and to read the next message that is not a ping.
+// watch opens a JSON WebSocket session on r (hello done) for the rest of
+// the test and returns functions to send and to read the next message
+// that is not a ping.
 func watch(t *testing.T, r *daprtest.Replica) (send func(protocol.Message), next func() protocol.Message) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	c, _, err := websocket.Dial(ctx, r.WSURL(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.CloseNow() })
-	send = func(m protocol.Message) {
-		b, _ := protocol.Encode(m)
-		if err := c.Write(ctx, websocket.MessageText, b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	next = func() protocol.Message {
-		for {
-			_, b, err := c.Read(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			m, err := protocol.Decode(b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if m.T != protocol.TPing {
-				return m
-			}
-			send(protocol.Message{T: protocol.TPong, TS: m.TS})
-		}
-	}
-	send(protocol.Message{T: protocol.THello, Client: "watcher", Proto: protocol.Version})
-	if m := next(); m.T != protocol.TWelcome {
-		t.Fatalf("hello: %+v", m)
-	}
+	_, send, next = clienttest.Session(t, ctx, r.WSURL(), "watcher")
 	return send, next
 }
 

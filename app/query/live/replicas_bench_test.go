@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/open-autoglm/autoglm/app/inmem"
+	"github.com/open-autoglm/autoglm/app/internal/clienttest"
 	"github.com/open-autoglm/autoglm/app/internal/servicetest"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
@@ -30,38 +31,8 @@ func BenchmarkAddedRemovedAcrossReplicas(b *testing.B) {
 	rb := servicetest.Start(b, servicetest.Options{Store: store, Broker: broker})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, rb.WSURL(), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.CloseNow()
+	c, send, next := clienttest.Session(b, ctx, rb.WSURL(), "bench")
 	c.SetReadLimit(16 << 20)
-	send := func(m protocol.Message) {
-		buf, _ := protocol.Encode(m)
-		if err := c.Write(ctx, websocket.MessageText, buf); err != nil {
-			b.Fatal(err)
-		}
-	}
-	next := func() protocol.Message {
-		for {
-			_, buf, err := c.Read(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
-			m, err := protocol.Decode(buf)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if m.T != protocol.TPing {
-				return m
-			}
-			send(protocol.Message{T: protocol.TPong, TS: m.TS})
-		}
-	}
-	send(protocol.Message{T: protocol.THello, Client: "bench", Proto: protocol.Version})
-	if m := next(); m.T != protocol.TWelcome {
-		b.Fatalf("hello: %+v", m)
-	}
 	send(protocol.Message{T: protocol.TSub, Coll: "items", QID: "open", Query: []byte(`{"where":[["status","==","open"]]}`)})
 	for m := next(); m.T != protocol.TSynced; m = next() {
 	}
