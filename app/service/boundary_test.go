@@ -120,15 +120,7 @@ func TestListenAddress(t *testing.T) {
 				}
 			}
 			cfg.Port, cfg.DaprHTTPPort, cfg.DaprGRPCPort, cfg.CompactionInterval = ports[0], ports[1], ports[2], 0
-			log := logrus.New()
-			log.SetOutput(io.Discard)
-			svc, err := service.NewDapr(cfg, log)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := svc.Start(nil); err != nil {
-				t.Fatal(err)
-			}
+			svc := daprtest.Serve(t, cfg, io.Discard, nil)
 			t.Cleanup(func() {
 				// Nothing is queued; the bound only skips waiting for the
 				// sidecar this test does not start.

@@ -9,6 +9,7 @@ package daprtest
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -218,16 +219,7 @@ func (r *Replica) startOnce(retry bool) (raced bool) {
 		r.opt.Config(&cfg)
 	}
 	r.Cfg = cfg
-	log := logrus.New()
-	log.SetOutput(r.log)
-	log.SetLevel(logrus.InfoLevel)
-	svc, err := service.NewDapr(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Start(ln); err != nil {
-		t.Fatal(err)
-	}
+	svc := Serve(t, cfg, r.log, ln)
 	r.Svc = svc
 	sc, err := r.runSidecar(daprd)
 	if err != nil {
@@ -252,6 +244,24 @@ func (r *Replica) startOnce(retry bool) (raced bool) {
 		}
 	}
 	return false
+}
+
+// Serve builds the Dapr-backed service of cfg, logging at info level to
+// out, and starts it on ln (nil: on cfg's host and port); a failure fails
+// the test. Shutting it down is the caller's.
+func Serve(t testing.TB, cfg config.Config, out io.Writer, ln net.Listener) *service.Service {
+	t.Helper()
+	log := logrus.New()
+	log.SetOutput(out)
+	log.SetLevel(logrus.InfoLevel)
+	svc, err := service.NewDapr(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Start(ln); err != nil {
+		t.Fatal(err)
+	}
+	return svc
 }
 
 func (r *Replica) runSidecar(daprd string) (*daprrun.Sidecar, error) {
