@@ -39,6 +39,14 @@ async function open (query, { role, initScript } = {}) {
 }
 
 const shot = (page, name) => page.screenshot({ path: join(ARTIFACTS, name + '.png'), fullPage: true })
+
+// finish saves a screenshot of each page under its name, checks that no
+// page raised an uncaught error, and closes the pages' browser contexts.
+async function finish (pages) {
+  for (const [name, page] of Object.entries(pages)) await shot(page, name)
+  assert.deepEqual(Object.values(pages).flatMap(p => p.errors), [])
+  for (const page of Object.values(pages)) await page.context().close()
+}
 const value = (page, sel) => page.$eval(sel, el => el.value)
 const serverDoc = async doc => (await (await fetch(`${URL}/v1/docs/${doc}`)).json()).data
 
@@ -73,10 +81,7 @@ test('typing in one browser shows in the other within a second, with presence an
   assert.equal(await value(b, '#f-owner'), 'Bo')
   await a.waitForFunction(() => /\d+ ms/.test(document.querySelector('#conn-rtt').textContent), null, { timeout: 10_000 })
   assert.match(await a.textContent('#conn-transport'), /^ws/)
-  await shot(a, 'form-a')
-  await shot(b, 'form-b')
-  assert.deepEqual([...a.errors, ...b.errors], [])
-  await a.context().close(); await b.context().close()
+  await finish({ 'form-a': a, 'form-b': b })
 })
 
 test('offline switch: edits queue, and switching back merges them per the collection policy', async () => {
@@ -166,10 +171,7 @@ test('two people type into one textarea at once, one of them offline for a while
     if (data?.notes !== final) await new Promise(resolve => setTimeout(resolve, 100))
   }
   assert.equal(data.notes, final)
-  await shot(a, 'text-merged-a')
-  await shot(b, 'text-merged-b')
-  assert.deepEqual([...a.errors, ...b.errors], [])
-  await a.context().close(); await b.context().close()
+  await finish({ 'text-merged-a': a, 'text-merged-b': b })
 })
 
 test('the offline queue survives a reload (IndexedDB) and replays with the original op ids', async () => {

@@ -20,6 +20,20 @@ before(async () => {
 })
 after(() => browser?.close())
 
+// profileTest is a test whose body runs in a new browser profile (ctx)
+// with a new form document; the profile is closed after the body, even a
+// failed one.
+function profileTest (name, body) {
+  test(name, async () => {
+    const ctx = await browser.newContext()
+    try {
+      await body(ctx, `forms/e2e-${uid()}`)
+    } finally {
+      await ctx.close()
+    }
+  })
+}
+
 // A browser context is one browser profile: its pages are tabs sharing
 // IndexedDB, localStorage and Web Locks.
 async function tab (ctx, form) {
@@ -69,9 +83,7 @@ async function countedOnce (page, form) {
   assert.equal((await serverDoc(form, () => true)).responses, 1, 'counted once')
 }
 
-test('an offline edit in a tab that is then closed is sent by the next tab, exactly once', async () => {
-  const ctx = await browser.newContext()
-  const form = `forms/e2e-${uid()}`
+profileTest('an offline edit in a tab that is then closed is sent by the next tab, exactly once', async (ctx, form) => {
   const a = await tab(ctx, form)
   const q = await editOffline(a, form, 'from a closed tab')
   await a.close()
@@ -83,12 +95,9 @@ test('an offline edit in a tab that is then closed is sent by the next tab, exac
   await b.reload()
   await b.waitForSelector('#conn[data-status="online"]', { timeout: 10_000 })
   await countedOnce(b, form)
-  await ctx.close()
 })
 
-test('a tab left open sends the queue of a tab closed beside it; tabs open together use distinct ids', async () => {
-  const ctx = await browser.newContext()
-  const form = `forms/e2e-${uid()}`
+profileTest('a tab left open sends the queue of a tab closed beside it; tabs open together use distinct ids', async (ctx, form) => {
   const a = await tab(ctx, form)
   const b = await tab(ctx, form)
   const ids = await Promise.all([a, b].map(p => p.evaluate(() => window.autoglm.clientId)))
@@ -102,12 +111,9 @@ test('a tab left open sends the queue of a tab closed beside it; tabs open toget
   const c = await tab(ctx, form)
   assert.equal(await c.evaluate(() => window.autoglm.clientId), q.client)
   await countedOnce(c, form)
-  await ctx.close()
 })
 
-test('a queue database of an earlier client version is sent once and removed', async () => {
-  const ctx = await browser.newContext()
-  const form = `forms/e2e-${uid()}`
+profileTest('a queue database of an earlier client version is sent once and removed', async (ctx, form) => {
   const a = await tab(ctx, form)
   const old = 'c-old' + uid()
   // The layout earlier versions wrote: one database per tab, "kv" store.
@@ -125,12 +131,9 @@ test('a queue database of an earlier client version is sent once and removed', a
   const b = await tab(ctx, form)
   await serverDoc(form, d => d.owner === 'from an old tab' && d.responses === 1)
   await b.waitForFunction(n => indexedDB.databases().then(dbs => !dbs.some(d => d.name === 'autoglm-' + n)), old, { timeout: 10_000, polling: 200 })
-  await ctx.close()
 })
 
-test('after a 10 s outage of the server the page is online again within 6 s', async () => {
-  const ctx = await browser.newContext()
-  const form = `forms/e2e-${uid()}`
+profileTest('after a 10 s outage of the server the page is online again within 6 s', async (ctx, form) => {
   const page = await tab(ctx, form)
   const post = async path => assert.equal((await fetch(CONTROL + path, { method: 'POST' })).status, 200)
   await post('/stop')
@@ -147,7 +150,6 @@ test('after a 10 s outage of the server the page is online again within 6 s', as
   console.log(`# online ${ms} ms after the server was back (outage ${back - down} ms)`)
   assert.ok(ms < 6000, `${ms} ms`)
   await serverDoc(form, d => d.notes === 'typed during the outage' && d.responses === 1)
-  await ctx.close()
 })
 
 test('a page on an origin the server does not allow is told so (origin_not_allowed), not left retrying', async t => {
