@@ -54,21 +54,16 @@ func TestOwnEchoIsNotDelivered(t *testing.T) {
 // any other replica: pubsub.in-memory (the local profile) does not, so
 // nothing is published there; Redis streams do.
 func TestLocalOnlyComponentIsDetected(t *testing.T) {
-	for _, tc := range []struct {
-		profile string
-		local   bool
-	}{{"local", true}, {"redis", false}} {
-		t.Run(tc.profile, func(t *testing.T) {
-			r := daprtest.Start(t, daprtest.Options{Profile: tc.profile})
-			client := r.DaprClient(t)
-			bus := daprbus.New(client, r.Cfg.BroadcastPubsub, r.Cfg.BroadcastTopic, "probe")
-			if got := bus.Local(context.Background()); got != tc.local {
-				t.Fatalf("Local() = %v, want %v", got, tc.local)
-			}
-			// Publishing still works (or is skipped) without error.
-			if err := bus.Publish(context.Background(), []core.Change{{Doc: "a/b", Version: 1}}); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
+	daprtest.OnProfiles(t, []string{"local", "redis"}, func(t *testing.T, r *daprtest.Replica) {
+		local := r.Profile() == "local"
+		client := r.DaprClient(t)
+		bus := daprbus.New(client, r.Cfg.BroadcastPubsub, r.Cfg.BroadcastTopic, "probe")
+		if got := bus.Local(context.Background()); got != local {
+			t.Fatalf("Local() = %v, want %v", got, local)
+		}
+		// Publishing still works (or is skipped) without error.
+		if err := bus.Publish(context.Background(), []core.Change{{Doc: "a/b", Version: 1}}); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

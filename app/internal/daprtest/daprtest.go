@@ -42,6 +42,14 @@ func EachProfile(t *testing.T, f func(t *testing.T, r *Replica)) {
 	}
 }
 
+// OnProfiles runs f on a replica of each of profiles, one subtest after
+// another, each named after its profile.
+func OnProfiles(t *testing.T, profiles []string, f func(t *testing.T, r *Replica)) {
+	for _, p := range profiles {
+		t.Run(p, func(t *testing.T) { f(t, Start(t, Options{Profile: p})) })
+	}
+}
+
 // Integration fails or skips a test that needs real infrastructure: it
 // skips only under -short outside CI.
 func Integration(t testing.TB) {
