@@ -15,9 +15,8 @@ package protocol
 //     final xor) over opcode, length and payload.
 //
 // Payload (the frames' payloads concatenated): fields as tag u8 + value,
-// tags strictly increasing, each at most once. Value kinds: uvarint
-// (LEB128), zigzag (signed LEB128 as in protobuf sint64), str and json
-// (uvarint byte length + UTF-8 / JSON text), flags (one byte).
+// tags strictly increasing, each at most once. The field table (fields.go)
+// gives each tag its Message field and value layout.
 
 import (
 	"bytes"
@@ -57,44 +56,6 @@ var typeNames = func() map[byte]string {
 	}
 	return m
 }()
-
-// Field tags, in the order they must appear.
-const (
-	tagType    = 0  // str: message type (only with OpNamed)
-	tagClient  = 1  // str
-	tagToken   = 2  // str
-	tagSession = 3  // str
-	tagNode    = 4  // str
-	tagHB      = 5  // zigzag
-	tagProto   = 6  // zigzag
-	tagDoc     = 7  // str
-	tagSince   = 8  // zigzag
-	tagV       = 9  // zigzag
-	tagPV      = 10 // zigzag; delta and ack: absent means v-1, other types: absent means 0
-	tagOp      = 11 // uvarint
-	tagBase    = 12 // zigzag
-	tagHLC     = 13 // uvarint wall ms, uvarint counter, str node (empty: the node is by)
-	tagOps     = 14 // uvarint count, then per op: kind u8 [str name if kind 0], str path, json value (length 0: none)
-	tagBy      = 15 // str
-	tagFlags   = 16 // u8: 0x01 del, 0x02 new, 0x04 dup, 0x08 full
-	tagData    = 17 // json object
-	tagCode    = 18 // str
-	tagMsg     = 19 // str
-	tagDetails = 20 // json
-	tagTS      = 21 // zigzag
-	tagRoles   = 22 // uvarint count, then str each
-	tagH       = 23 // uvarint: the subscription's handle in place of doc (proto 2)
-	tagA       = 24 // uvarint: the author's number (proto 2)
-	tagHLCHere = 25 // uvarint wall ms, uvarint counter: an hlc whose node is the server's (proto 2)
-	tagExt     = 31 // json object: fields this encoding has no tag for
-)
-
-const (
-	flagDel  = 0x01
-	flagNew  = 0x02
-	flagDup  = 0x04
-	flagFull = 0x08
-)
 
 // Field op kinds; 0 means the kind's name follows as a string.
 var kindCodes = map[merge.Kind]byte{
@@ -165,8 +126,10 @@ func CRC8(b []byte) byte {
 }
 
 // EncodeFrames renders m as binary frames (one WebSocket message).
-func EncodeFrames(m Message) ([]byte, error) {
-	p, err := EncodePayload(m)
+func EncodeFrames(m Message) ([]byte, error) { return encodeFrames(&m) }
+
+func encodeFrames(m *Message) ([]byte, error) {
+	b, err := encodePayload(m)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +137,13 @@ func EncodeFrames(m Message) ([]byte, error) {
 	if !ok {
 		op = OpNamed
 	}
-	n := max(1, (len(p)+MaxFramePayload-1)/MaxFramePayload)
+	p := b[frameHeader:]
+	if len(p) <= MaxFramePayload {
+		// One frame, in place: the payload follows room for its header.
+		b[0], b[1] = op, byte(len(p))
+		return append(b, CRC8(b)), nil
+	}
+	n := (len(p) + MaxFramePayload - 1) / MaxFramePayload
 	out := make([]byte, 0, len(p)+3*n)
 	for i := 0; i < n; i++ {
 		chunk := p[i*MaxFramePayload : min(len(p), (i+1)*MaxFramePayload)]
@@ -237,11 +206,10 @@ func DecodeFrames(b []byte, maxMessage int) ([]Message, error) {
 		pos += 3 + n
 		open = more
 		if !more {
-			m, err := decodePayload(typ, payload)
-			if err != nil {
+			out = append(out, Message{})
+			if err := decodePayload(typ, payload, &out[len(out)-1]); err != nil {
 				return nil, err
 			}
-			out = append(out, m)
 		}
 	}
 	if open {
@@ -262,137 +230,173 @@ func frameLen(b []byte) int {
 
 // EncodePayload renders the fields of m (without framing).
 func EncodePayload(m Message) ([]byte, error) {
-	var e enc
-	if _, ok := opcodes[m.T]; !ok {
-		if m.T == "" {
-			return nil, frameErr(ErrCodeNotEncodable, "message has no type")
-		}
-		e.str(tagType, m.T)
-	}
-	e.str(tagClient, m.Client)
-	e.str(tagToken, m.Token)
-	e.str(tagSession, m.Session)
-	e.str(tagNode, m.Node)
-	e.sint(tagHB, m.HB)
-	e.sint(tagProto, int64(m.Proto))
-	e.str(tagDoc, m.Doc)
-	e.sint(tagSince, m.Since)
-	e.sint(tagV, m.V)
-	if m.PV != defaultPV(m.T, m.V) {
-		e.tag(tagPV)
-		e.zigzag(m.PV)
-	}
-	if m.Op != 0 {
-		e.tag(tagOp)
-		e.uvarint(m.Op)
-	}
-	e.sint(tagBase, m.Base)
-	if !m.HLC.IsZero() && !m.Here {
-		if m.HLC.Wall < 0 {
-			return nil, frameErr(ErrCodeNotEncodable, "negative hlc wall time")
-		}
-		e.tag(tagHLC)
-		e.uvarint(uint64(m.HLC.Wall))
-		e.uvarint(uint64(m.HLC.Logical))
-		if m.By != "" && m.HLC.Node == m.By {
-			e.bytes(nil) // the author's own stamp: the decoder takes by
-		} else {
-			e.bytes([]byte(m.HLC.Node))
-		}
-	}
-	if m.Ops != nil {
-		e.tag(tagOps)
-		e.uvarint(uint64(len(m.Ops)))
-		for _, o := range m.Ops {
-			if s, ok := plainString(o.Value); ok && m.Compact && o.Op == merge.KindSet {
-				e.b = append(e.b, kindSetString)
-				e.bytes([]byte(o.Path))
-				e.bytes(s)
-				continue
-			}
-			k, ok := kindCodes[o.Op]
-			if ok && (k == kindIns || k == kindDel) {
-				if v, compact := encodeTextValue(k, o.Value); compact {
-					e.b = append(e.b, k)
-					e.bytes([]byte(o.Path))
-					e.bytes(v)
-					continue
-				}
-				k, ok = 0, false // by name, with its JSON value
-			}
-			e.b = append(e.b, k)
-			if !ok {
-				if o.Op == "" {
-					return nil, frameErr(ErrCodeNotEncodable, "field op without a kind")
-				}
-				e.bytes([]byte(o.Op))
-			}
-			e.bytes([]byte(o.Path))
-			e.bytes(o.Value)
-		}
-	}
-	e.str(tagBy, m.By)
-	var flags byte
-	if m.Del {
-		flags |= flagDel
-	}
-	if m.New {
-		flags |= flagNew
-	}
-	if m.Dup {
-		flags |= flagDup
-	}
-	if m.Full {
-		flags |= flagFull
-	}
-	if flags != 0 {
-		e.b = append(e.b, tagFlags, flags)
-	}
-	if m.Data != nil {
-		if err := e.json(tagData, m.Data); err != nil {
-			return nil, err
-		}
-	}
-	e.str(tagCode, string(m.Code))
-	e.str(tagMsg, m.Msg)
-	if m.Details != nil {
-		if err := e.json(tagDetails, m.Details); err != nil {
-			return nil, err
-		}
-	}
-	e.sint(tagTS, m.TS)
-	if m.Roles != nil {
-		e.tag(tagRoles)
-		e.uvarint(uint64(len(m.Roles)))
-		for _, r := range m.Roles {
-			e.bytes([]byte(r))
-		}
-	}
-	if m.H != 0 {
-		e.tag(tagH)
-		e.uvarint(m.H)
-	}
-	if m.A != 0 {
-		e.tag(tagA)
-		e.uvarint(m.A)
-	}
-	if m.Here && !m.HLC.IsZero() {
-		if m.HLC.Wall < 0 {
-			return nil, frameErr(ErrCodeNotEncodable, "negative hlc wall time")
-		}
-		e.tag(tagHLCHere)
-		e.uvarint(uint64(m.HLC.Wall))
-		e.uvarint(uint64(m.HLC.Logical))
-	}
-	ext, err := extFields(m)
+	b, err := encodePayload(&m)
 	if err != nil {
 		return nil, err
 	}
-	if ext != nil {
-		e.tag(tagExt)
-		e.bytes(ext)
+	return b[frameHeader:], nil
+}
+
+// frameHeader is the room encodePayload leaves before the payload, so that
+// a message of one frame is framed in place.
+const frameHeader = 2
+
+// encodePayload walks the field table in tag order and writes every field
+// that is set, after frameHeader bytes of room.
+func encodePayload(m *Message) ([]byte, error) {
+	e := enc{b: make([]byte, frameHeader, 128)}
+	var flags byte
+	for i, f := range fields {
+		switch {
+		case f.wire == wireExt:
+			continue
+		case f.wire == wireFlag:
+			if *f.ref(m).(*bool) {
+				flags |= f.bit
+			}
+			if last := i+1 == len(fields) || fields[i+1].tag != f.tag; last && flags != 0 {
+				e.b = append(e.b, f.tag, flags)
+			}
+		default:
+			if err := e.field(&fields[i], m); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if hasExt(m) {
+		ext, err := extFields(m)
+		if err != nil {
+			return nil, err
+		}
+		if ext != nil {
+			e.tag(tagExt)
+			e.bytes(ext)
+		}
 	}
 	return e.b, nil
+}
+
+// field writes one field of m (not a flag, not ext) unless it is left out.
+func (e *enc) field(f *field, m *Message) error {
+	switch p := f.ref(m); f.wire {
+	case wireType:
+		if _, ok := opcodes[m.T]; !ok {
+			if m.T == "" {
+				return frameErr(ErrCodeNotEncodable, "message has no type")
+			}
+			e.str(f.tag, m.T)
+		}
+	case wireStr:
+		e.str(f.tag, *strRef(p))
+	case wireZigzag:
+		e.sint(f.tag, *p.(*int64))
+	case wireInt32:
+		e.sint(f.tag, int64(*p.(*int)))
+	case wirePrev:
+		if v := *p.(*int64); v != defaultPV(m.T, m.V) {
+			e.tag(f.tag)
+			e.zigzag(v)
+		}
+	case wireUvarint:
+		if v := *p.(*uint64); v != 0 {
+			e.tag(f.tag)
+			e.uvarint(v)
+		}
+	case wireHLC, wireHLCHere:
+		return e.hlc(f, *p.(*clock.Timestamp), m)
+	case wireOps:
+		if ops := *p.(*[]merge.FieldOp); ops != nil {
+			return e.ops(f.tag, ops, m.Compact)
+		}
+	case wireObject, wireAnyJSON:
+		if v := jsonValue(p); v != nil {
+			return e.json(f.tag, v)
+		}
+	case wireStrs:
+		if list := *p.(*[]string); list != nil {
+			e.tag(f.tag)
+			e.uvarint(uint64(len(list)))
+			for _, s := range list {
+				e.bytes([]byte(s))
+			}
+		}
+	}
+	return nil
+}
+
+// strRef is the string behind a wireStr field.
+func strRef(p any) *string {
+	if c, ok := p.(*core.Code); ok {
+		return (*string)(c)
+	}
+	return p.(*string)
+}
+
+// jsonValue is the value of a wireObject or wireAnyJSON field; nil when it
+// is absent.
+func jsonValue(p any) any {
+	if obj, ok := p.(*map[string]any); ok {
+		if *obj == nil {
+			return nil
+		}
+		return *obj
+	}
+	return *p.(*any)
+}
+
+// hlc writes a stamp: wireHLC unless its node is the server's (Here), then
+// wireHLCHere without the node.
+func (e *enc) hlc(f *field, h clock.Timestamp, m *Message) error {
+	if h.IsZero() || m.Here != (f.wire == wireHLCHere) {
+		return nil
+	}
+	if h.Wall < 0 {
+		return frameErr(ErrCodeNotEncodable, "negative hlc wall time")
+	}
+	e.tag(f.tag)
+	e.uvarint(uint64(h.Wall))
+	e.uvarint(uint64(h.Logical))
+	switch {
+	case m.Here:
+	case m.By != "" && h.Node == m.By:
+		e.bytes(nil) // the author's own stamp: the decoder takes by
+	default:
+		e.bytes([]byte(h.Node))
+	}
+	return nil
+}
+
+func (e *enc) ops(tag byte, ops []merge.FieldOp, compact bool) error {
+	e.tag(tag)
+	e.uvarint(uint64(len(ops)))
+	for _, o := range ops {
+		if s, ok := plainString(o.Value); ok && compact && o.Op == merge.KindSet {
+			e.b = append(e.b, kindSetString)
+			e.bytes([]byte(o.Path))
+			e.bytes(s)
+			continue
+		}
+		k, ok := kindCodes[o.Op]
+		if ok && (k == kindIns || k == kindDel) {
+			if v, compact := encodeTextValue(k, o.Value); compact {
+				e.b = append(e.b, k)
+				e.bytes([]byte(o.Path))
+				e.bytes(v)
+				continue
+			}
+			k, ok = 0, false // by name, with its JSON value
+		}
+		e.b = append(e.b, k)
+		if !ok {
+			if o.Op == "" {
+				return frameErr(ErrCodeNotEncodable, "field op without a kind")
+			}
+			e.bytes([]byte(o.Op))
+		}
+		e.bytes([]byte(o.Path))
+		e.bytes(o.Value)
+	}
+	return nil
 }
 
 // defaultPV is the previous version a decoder assumes when the field is
@@ -402,33 +406,6 @@ func defaultPV(t string, v int64) int64 {
 		return v - 1
 	}
 	return 0
-}
-
-// extFields renders the fields of m this encoding has no tag for (fields
-// added to Message later), as a JSON object; nil when there are none.
-func extFields(m Message) ([]byte, error) {
-	rest := m
-	rest.T, rest.Client, rest.Token, rest.Session, rest.Node, rest.HB, rest.Proto = "", "", "", "", "", 0, 0
-	rest.Doc, rest.Since, rest.V, rest.PV, rest.Op, rest.Base = "", 0, 0, 0, 0, 0
-	rest.HLC, rest.Ops, rest.By, rest.Del, rest.New, rest.Dup, rest.Data = clock.Timestamp{}, nil, "", false, false, false, nil
-	rest.Code, rest.Msg, rest.Details, rest.TS, rest.Roles, rest.Full = "", "", nil, 0, nil, false
-	rest.H, rest.A = 0, 0
-	b, err := json.Marshal(rest)
-	if err != nil {
-		return nil, frameErr(ErrCodeNotEncodable, "%v", err)
-	}
-	if string(b) == `{"t":""}` {
-		return nil, nil
-	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(b, &fields); err != nil {
-		return nil, frameErr(ErrCodeNotEncodable, "%v", err)
-	}
-	delete(fields, "t")
-	if len(fields) == 0 {
-		return nil, nil
-	}
-	return json.Marshal(fields)
 }
 
 type enc struct{ b []byte }
@@ -483,26 +460,18 @@ func (d *dec) byte() byte {
 	return c
 }
 
-func (d *dec) uvarint() uint64 {
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail("bad varint")
-		d.b = nil
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
+func (d *dec) uvarint() uint64 { v, n := binary.Uvarint(d.b); d.skipVarint(n); return v }
+func (d *dec) zigzag() int64   { v, n := binary.Varint(d.b); d.skipVarint(n); return v }
 
-func (d *dec) zigzag() int64 {
-	v, n := binary.Varint(d.b)
+// skipVarint moves past a varint of n bytes; n <= 0 is a bad one (read as
+// 0).
+func (d *dec) skipVarint(n int) {
 	if n <= 0 {
 		d.fail("bad varint")
 		d.b = nil
-		return 0
+		return
 	}
 	d.b = d.b[n:]
-	return v
 }
 
 func (d *dec) bytes() []byte {
@@ -533,9 +502,10 @@ func (d *dec) jsonText(what string) json.RawMessage {
 	return p
 }
 
-func decodePayload(op byte, p []byte) (Message, error) {
+// decodePayload reads the fields of a payload into m (zero on entry): each
+// tag, in increasing order, names its rows of the field table.
+func decodePayload(op byte, p []byte, m *Message) error {
 	d := &dec{b: p}
-	var m Message
 	if op != OpNamed {
 		m.T = typeNames[op]
 	}
@@ -548,114 +518,20 @@ func decodePayload(op byte, p []byte) (Message, error) {
 			break
 		}
 		last = t
-		switch t {
-		case tagType:
-			if op != OpNamed {
-				d.fail("type field on opcode 0x%02x", op)
-			}
-			m.T = d.str()
-		case tagClient:
-			m.Client = d.str()
-		case tagToken:
-			m.Token = d.str()
-		case tagSession:
-			m.Session = d.str()
-		case tagNode:
-			m.Node = d.str()
-		case tagHB:
-			m.HB = d.zigzag()
-		case tagProto:
-			v := d.zigzag()
-			if v < math.MinInt32 || v > math.MaxInt32 {
-				d.fail("proto out of range")
-			}
-			m.Proto = int(v)
-		case tagDoc:
-			m.Doc = d.str()
-		case tagSince:
-			m.Since = d.zigzag()
-		case tagV:
-			m.V = d.zigzag()
-		case tagPV:
-			m.PV, pvSet = d.zigzag(), true
-		case tagOp:
-			m.Op = d.uvarint()
-		case tagBase:
-			m.Base = d.zigzag()
-		case tagHLC:
-			wall, logical := d.uvarint(), d.uvarint()
-			node := d.str()
-			if wall > clock.MaxWall || logical > math.MaxUint32 {
-				d.fail("hlc out of range")
-			}
-			m.HLC = clock.Timestamp{Wall: int64(wall), Logical: uint32(logical), Node: node}
-		case tagOps:
-			m.Ops = d.ops()
-		case tagBy:
-			m.By = d.str()
-		case tagFlags:
-			f := d.byte()
-			if f&^(flagDel|flagNew|flagDup|flagFull) != 0 {
-				d.fail("unknown flags 0x%02x", f)
-			}
-			m.Del, m.New, m.Dup, m.Full = f&flagDel != 0, f&flagNew != 0, f&flagDup != 0, f&flagFull != 0
-		case tagData:
-			raw := d.jsonText("data")
-			if d.err == nil {
-				if err := json.Unmarshal(raw, &m.Data); err != nil || m.Data == nil {
-					d.fail("data is not a JSON object")
-				}
-			}
-		case tagCode:
-			m.Code = core.Code(d.str())
-		case tagMsg:
-			m.Msg = d.str()
-		case tagDetails:
-			raw := d.jsonText("details")
-			if d.err == nil {
-				_ = json.Unmarshal(raw, &m.Details) // valid JSON always decodes into any
-			}
-		case tagTS:
-			m.TS = d.zigzag()
-		case tagRoles:
-			n := d.uvarint()
-			if n > uint64(len(d.b)) {
-				d.fail("%d roles in %d bytes", n, len(d.b))
-				break
-			}
-			m.Roles = make([]string, 0, n)
-			for i := uint64(0); i < n && d.err == nil; i++ {
-				m.Roles = append(m.Roles, d.str())
-			}
-		case tagH:
-			m.H = d.uvarint()
-		case tagA:
-			m.A = d.uvarint()
-		case tagHLCHere:
-			wall, logical := d.uvarint(), d.uvarint()
-			if wall > clock.MaxWall || logical > math.MaxUint32 || !m.HLC.IsZero() {
-				d.fail("hlc out of range, or twice")
-			}
-			m.HLC, m.Here = clock.Timestamp{Wall: int64(wall), Logical: uint32(logical)}, true
-		case tagExt:
-			raw := d.jsonText("ext")
-			if d.err == nil {
-				var ext Message
-				if !bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) || json.Unmarshal(raw, &ext) != nil {
-					d.fail("ext is not a JSON object of message fields")
-					break
-				}
-				m = mergeExt(m, ext)
-			}
+		switch {
+		case t == tagExt:
+			d.ext(m)
+		case t < tagExt && byTag[t] != nil:
+			pvSet = d.field(byTag[t], op, m) || pvSet
 		default:
 			d.fail("unknown field %d", t)
 		}
 	}
 	if d.err != nil {
-		return Message{}, d.err
+		return d.err
 	}
 	if m.T == "" {
-		return Message{}, frameErr(ErrCodeBadPayload, "message has no type")
+		return frameErr(ErrCodeBadPayload, "message has no type")
 	}
 	if !pvSet {
 		m.PV = defaultPV(m.T, m.V)
@@ -663,20 +539,111 @@ func decodePayload(op byte, p []byte) (Message, error) {
 	if !m.HLC.IsZero() && m.HLC.Node == "" && !m.Here {
 		m.HLC.Node = m.By
 	}
-	return m, nil
+	return nil
 }
 
-// mergeExt keeps the tagged fields of m and takes every other field from
-// ext (fields this encoding has no tag for).
-func mergeExt(m, ext Message) Message {
-	known := m
-	m = ext
-	m.T, m.Client, m.Token, m.Session, m.Node, m.HB, m.Proto = known.T, known.Client, known.Token, known.Session, known.Node, known.HB, known.Proto
-	m.Doc, m.Since, m.V, m.PV, m.Op, m.Base = known.Doc, known.Since, known.V, known.PV, known.Op, known.Base
-	m.HLC, m.Ops, m.By, m.Del, m.New, m.Dup, m.Data = known.HLC, known.Ops, known.By, known.Del, known.New, known.Dup, known.Data
-	m.Code, m.Msg, m.Details, m.TS, m.Roles, m.Full = known.Code, known.Msg, known.Details, known.TS, known.Roles, known.Full
-	m.H, m.A, m.Here, m.Compact = known.H, known.A, known.Here, known.Compact
-	return m
+// field reads the value of one tag into its rows (one row, or the flags);
+// it reports whether that was an explicit pv.
+func (d *dec) field(rows []*field, op byte, m *Message) (pv bool) {
+	f := rows[0]
+	switch p := f.ref(m); f.wire {
+	case wireType:
+		if op != OpNamed {
+			d.fail("type field on opcode 0x%02x", op)
+		}
+		*p.(*string) = d.str()
+	case wireStr:
+		*strRef(p) = d.str()
+	case wireZigzag:
+		*p.(*int64) = d.zigzag()
+	case wireInt32:
+		v := d.zigzag()
+		if v < math.MinInt32 || v > math.MaxInt32 {
+			d.fail("%s out of range", f.name)
+		}
+		*p.(*int) = int(v)
+	case wirePrev:
+		*p.(*int64) = d.zigzag()
+		return true
+	case wireUvarint:
+		*p.(*uint64) = d.uvarint()
+	case wireHLC, wireHLCHere:
+		d.hlc(f, p.(*clock.Timestamp), m)
+	case wireOps:
+		*p.(*[]merge.FieldOp) = d.ops()
+	case wireFlag:
+		d.flags(rows, m)
+	case wireObject:
+		if raw := d.jsonText(f.name); d.err == nil {
+			if obj := p.(*map[string]any); json.Unmarshal(raw, obj) != nil || *obj == nil {
+				d.fail("%s is not a JSON object", f.name)
+			}
+		}
+	case wireAnyJSON:
+		if raw := d.jsonText(f.name); d.err == nil {
+			_ = json.Unmarshal(raw, p) // valid JSON always decodes into any
+		}
+	case wireStrs:
+		*p.(*[]string) = d.strs(f.name)
+	}
+	return false
+}
+
+func (d *dec) hlc(f *field, h *clock.Timestamp, m *Message) {
+	wall, logical := d.uvarint(), d.uvarint()
+	if f.wire == wireHLCHere {
+		if wall > clock.MaxWall || logical > math.MaxUint32 || !h.IsZero() {
+			d.fail("hlc out of range, or twice")
+		}
+		*h, m.Here = clock.Timestamp{Wall: int64(wall), Logical: uint32(logical)}, true
+		return
+	}
+	node := d.str()
+	if wall > clock.MaxWall || logical > math.MaxUint32 {
+		d.fail("hlc out of range")
+	}
+	*h = clock.Timestamp{Wall: int64(wall), Logical: uint32(logical), Node: node}
+}
+
+func (d *dec) flags(rows []*field, m *Message) {
+	b := d.byte()
+	var known byte
+	for _, f := range rows {
+		known |= f.bit
+		*f.ref(m).(*bool) = b&f.bit != 0
+	}
+	if b&^known != 0 {
+		d.fail("unknown flags 0x%02x", b)
+	}
+}
+
+func (d *dec) strs(name string) []string {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.fail("%d %s in %d bytes", n, name, len(d.b))
+		return nil
+	}
+	list := make([]string, 0, n)
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		list = append(list, d.str())
+	}
+	return list
+}
+
+// ext reads the object of fields without a tag: the ones this build
+// knows are set (the tagged fields win), the others ignored like unknown
+// JSON fields.
+func (d *dec) ext(m *Message) {
+	raw := d.jsonText("ext")
+	if d.err != nil {
+		return
+	}
+	var ext Message
+	if !bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) || json.Unmarshal(raw, &ext) != nil {
+		d.fail("ext is not a JSON object of message fields")
+		return
+	}
+	copyExt(m, &ext)
 }
 
 func (d *dec) ops() []merge.FieldOp {

@@ -26,17 +26,11 @@ func TestJSONLeavesOutDerivableFields(t *testing.T) {
 			`{"t":"ack","doc":"forms/f1","v":5,"op":4,"dup":true,"pv":0}`},
 		{Message{T: TSnap, Doc: "forms/f1", V: 7}, `{"t":"snap","doc":"forms/f1","v":7}`},
 	} {
-		b, err := Encode(c.m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(b) != c.want {
+		b := mustEncodeJSON(t, c.m)
+		if b != c.want {
 			t.Errorf("encode:\n got %s\nwant %s", b, c.want)
 		}
-		back, err := Decode(b)
-		if err != nil {
-			t.Fatal(err)
-		}
+		back := mustDecodeJSON(t, b)
 		if d := cmp.Diff(c.m, back); d != "" {
 			t.Errorf("round trip of %s (-sent +decoded):\n%s", b, d)
 		}
@@ -70,17 +64,11 @@ func TestCompactFor(t *testing.T) {
 		{"snap unchanged", Message{T: TSnap, Doc: "forms/f1", V: 9}, 3, 5, true, `{"t":"snap","doc":"forms/f1","v":9}`},
 	} {
 		got := CompactFor(c.m, c.h, c.a, c.define, "replica-0", "c-me")
-		b, err := Encode(got)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(b) != c.want {
+		b := mustEncodeJSON(t, got)
+		if b != c.want {
 			t.Errorf("%s:\n got %s\nwant %s", c.name, b, c.want)
 		}
-		back, err := Decode(b)
-		if err != nil {
-			t.Fatal(err)
-		}
+		back := mustDecodeJSON(t, b)
 		// What the receiving connection restores.
 		if back.H == c.h && c.h != 0 {
 			back.Doc, back.H = "forms/f1", 0

@@ -29,7 +29,7 @@ func (s *Shared) JSON() ([]byte, error) {
 
 // Frames returns EncodeFrames(Msg), encoded once.
 func (s *Shared) Frames() ([]byte, error) {
-	s.framesOnce.Do(func() { s.frames, s.framesErr = EncodeFrames(s.Msg) })
+	s.framesOnce.Do(func() { s.frames, s.framesErr = encodeFrames(&s.Msg) })
 	return s.frames, s.framesErr
 }
 
