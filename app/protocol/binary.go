@@ -246,19 +246,21 @@ const frameHeader = 2
 func encodePayload(m *Message) ([]byte, error) {
 	e := enc{b: make([]byte, frameHeader, 128)}
 	var flags byte
-	for i, f := range fields {
-		switch {
-		case f.wire == wireExt:
-			continue
-		case f.wire == wireFlag:
+	for i := range fields {
+		switch f := &fields[i]; f.wire {
+		case wireExt:
+		case wireFlag:
 			if *f.ref(m).(*bool) {
 				flags |= f.bit
 			}
-			if last := i+1 == len(fields) || fields[i+1].tag != f.tag; last && flags != 0 {
-				e.b = append(e.b, f.tag, flags)
+			if i+1 == len(fields) || fields[i+1].tag != f.tag { // the tag's last flag
+				if flags != 0 {
+					e.b = append(e.b, f.tag, flags)
+				}
+				flags = 0
 			}
 		default:
-			if err := e.field(&fields[i], m); err != nil {
+			if err := e.field(f, m); err != nil {
 				return nil, err
 			}
 		}
@@ -280,11 +282,11 @@ func encodePayload(m *Message) ([]byte, error) {
 func (e *enc) field(f *field, m *Message) error {
 	switch p := f.ref(m); f.wire {
 	case wireType:
-		if _, ok := opcodes[m.T]; !ok {
-			if m.T == "" {
+		if t := *p.(*string); opcodes[t] == 0 {
+			if t == "" {
 				return frameErr(ErrCodeNotEncodable, "message has no type")
 			}
-			e.str(f.tag, m.T)
+			e.str(f.tag, t)
 		}
 	case wireStr:
 		e.str(f.tag, *strRef(p))
