@@ -2,15 +2,17 @@ package daprstore
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	dapr "github.com/dapr/go-sdk/client"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/open-autoglm/autoglm/app/internal/batch"
 )
 
-// maxGroup bounds the commits merged into one transaction.
+// maxGroup bounds the commits merged into one transaction (and the reads
+// merged into one bulk get).
 const maxGroup = 64
 
 // txGroup group-commits transactions on a store that admits one writer at
@@ -24,44 +26,11 @@ const maxGroup = 64
 // each commit runs alone to get its own outcome (an ETag conflict stays
 // the conflict of the document that had it).
 type txGroup struct {
-	batches batcher[*txReq]
+	batches *batch.Batcher[*txReq]
 }
 
-// batcher queues requests while a batch of earlier ones runs; the next
-// batch carries every request that queued meanwhile (up to maxGroup).
-type batcher[R any] struct {
-	mu      sync.Mutex
-	queue   []R
-	running bool
-}
-
-// add queues r, starting a goroutine that runs batches until the queue is
-// empty if none is running.
-func (b *batcher[R]) add(r R, run func(group []R)) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.queue = append(b.queue, r)
-	if !b.running {
-		b.running = true
-		go b.drain(run)
-	}
-}
-
-func (b *batcher[R]) drain(run func(group []R)) {
-	for {
-		b.mu.Lock()
-		n := min(len(b.queue), maxGroup)
-		if n == 0 {
-			b.running = false
-			b.queue = nil
-			b.mu.Unlock()
-			return
-		}
-		group := b.queue[:n:n]
-		b.queue = b.queue[n:]
-		b.mu.Unlock()
-		run(group)
-	}
+func newTxGroup(c txClient, store string) *txGroup {
+	return &txGroup{batches: batch.New(func(group []*txReq) { runTx(c, store, group) }, batch.UpTo[*txReq](maxGroup), 0)}
 }
 
 type txReq struct {
@@ -73,9 +42,9 @@ type txClient interface {
 	ExecuteStateTransaction(ctx context.Context, storeName string, meta map[string]string, ops []*dapr.StateOperation) error
 }
 
-func (g *txGroup) exec(ctx context.Context, c txClient, store string, ops []*dapr.StateOperation) error {
+func (g *txGroup) exec(ctx context.Context, ops []*dapr.StateOperation) error {
 	r := &txReq{ops: ops, done: make(chan error, 1)}
-	g.batches.add(r, func(group []*txReq) { runTx(c, store, group) })
+	g.batches.Add(r)
 	select {
 	case err := <-r.done:
 		return err
@@ -116,7 +85,11 @@ func runTx(c txClient, store string, group []*txReq) {
 // a replica writing many documents makes one round trip to the sidecar for
 // all their reads instead of one each.
 type loadGroup struct {
-	batches batcher[*loadReq]
+	batches *batch.Batcher[*loadReq]
+}
+
+func newLoadGroup(c loadClient, store string) *loadGroup {
+	return &loadGroup{batches: batch.New(func(group []*loadReq) { runLoad(c, store, group) }, batch.UpTo[*loadReq](maxGroup), 0)}
 }
 
 type loadReq struct {
@@ -131,9 +104,9 @@ type loadClient interface {
 	GetBulkState(ctx context.Context, storeName string, keys []string, meta map[string]string, parallelism int32) ([]*dapr.BulkStateItem, error)
 }
 
-func (g *loadGroup) get(ctx context.Context, c loadClient, store, key string) (*dapr.StateItem, error) {
+func (g *loadGroup) get(ctx context.Context, key string) (*dapr.StateItem, error) {
 	r := &loadReq{key: key, done: make(chan struct{})}
-	g.batches.add(r, func(group []*loadReq) { runLoad(c, store, group) })
+	g.batches.Add(r)
 	select {
 	case <-r.done:
 		return r.item, r.err

@@ -49,15 +49,15 @@ func op(key string) []*dapr.StateOperation {
 
 func TestGroupCommit(t *testing.T) {
 	t.Run("OK", func(t *testing.T) {
-		var g txGroup
 		f := &fakeTx{}
+		g := newTxGroup(f, "s")
 		var wg sync.WaitGroup
 		const n = 50
 		for i := range n {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := g.exec(context.Background(), f, "s", op("k"+string(rune('A'+i)))); err != nil {
+				if err := g.exec(context.Background(), op("k"+string(rune('A'+i)))); err != nil {
 					t.Error(err)
 				}
 			}()
@@ -72,24 +72,22 @@ func TestGroupCommit(t *testing.T) {
 		}
 	})
 	t.Run("ErrOneConflicts", func(t *testing.T) {
-		var g txGroup
 		// Hold the store busy so the next three commits queue into one group.
 		entered, gate := make(chan struct{}), make(chan struct{})
 		var once sync.Once
 		f := &fakeTx{hold: func() { once.Do(func() { close(entered); <-gate }) }}
+		g := newTxGroup(f, "s")
 		first := make(chan error, 1)
-		go func() { first <- g.exec(context.Background(), f, "s", op("warm")) }()
+		go func() { first <- g.exec(context.Background(), op("warm")) }()
 		<-entered
 		results := make([]error, 3)
 		var wg sync.WaitGroup
 		for i, k := range []string{"a", "bad", "c"} {
 			wg.Add(1)
-			go func() { defer wg.Done(); results[i] = g.exec(context.Background(), f, "s", op(k)) }()
+			go func() { defer wg.Done(); results[i] = g.exec(context.Background(), op(k)) }()
 		}
 		testutil.Eventually(t, 5*time.Second, "three commits queued", func() bool {
-			g.batches.mu.Lock()
-			defer g.batches.mu.Unlock()
-			return len(g.batches.queue) == 3
+			return g.batches.Waiting() == 3
 		})
 		close(gate)
 		wg.Wait()
@@ -143,7 +141,7 @@ func (f *fakeReads) GetBulkState(ctx context.Context, store string, keys []strin
 // empty, and a failed bulk read fails every read in it.
 func TestLoadGroupReadsTogether(t *testing.T) {
 	f := &fakeReads{data: map[string]string{"a": "1", "b": "2", "c": "3"}}
-	var g loadGroup
+	g := newLoadGroup(f, "s")
 	ctx := context.Background()
 	type answer struct {
 		value, etag string
@@ -156,7 +154,7 @@ func TestLoadGroupReadsTogether(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				it, err := g.get(ctx, f, "s", k)
+				it, err := g.get(ctx, k)
 				if err == nil {
 					out[i] = answer{value: string(it.Value), etag: it.Etag}
 				} else {
@@ -184,9 +182,11 @@ func TestLoadGroupReadsTogether(t *testing.T) {
 	if got[0].err != nil || got[1].err == nil || got[2].err == nil {
 		t.Errorf("a bulk read that failed: %+v", got)
 	}
-	testutil.Eventually(t, time.Second, "the group goes idle", func() bool {
-		g.batches.mu.Lock()
-		defer g.batches.mu.Unlock()
-		return !g.batches.running && len(g.batches.queue) == 0
-	})
+	idle := make(chan struct{})
+	go func() { g.batches.Wait(); close(idle) }()
+	select {
+	case <-idle:
+	case <-time.After(time.Second):
+		t.Error("the group did not go idle")
+	}
 }

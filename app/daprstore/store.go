@@ -74,8 +74,8 @@ type Store struct {
 
 	// group commits this replica's transactions on SQLite together, and
 	// loads reads its documents together.
-	group txGroup
-	loads loadGroup
+	group *txGroup
+	loads *loadGroup
 }
 
 type writtenDoc struct {
@@ -136,7 +136,9 @@ func (s *Store) recall(key string, body []byte) *core.Document {
 var _ core.Store = (*Store)(nil)
 
 // New returns a Store using the state store component name.
-func New(client Client, name string) *Store { return &Store{client: client, name: name} }
+func New(client Client, name string) *Store {
+	return &Store{client: client, name: name, group: newTxGroup(client, name), loads: newLoadGroup(client, name)}
+}
 
 func docKey(k core.Key) string { return k.Collection + ":" + k.ID }
 
@@ -159,7 +161,7 @@ func (s *Store) Load(ctx context.Context, k core.Key) (core.Stored, error) {
 	var item *dapr.StateItem
 	var err error
 	if s.singleWriter() {
-		item, err = s.loads.get(ctx, s.client, s.name, docKey(k))
+		item, err = s.loads.get(ctx, docKey(k))
 	} else {
 		item, err = s.client.GetState(ctx, s.name, docKey(k), nil)
 	}
@@ -278,7 +280,7 @@ func (s *Store) Commit(ctx context.Context, c core.Commit) error {
 			}
 		}
 		if s.singleWriter() {
-			err = s.group.exec(ctx, s.client, s.name, ops)
+			err = s.group.exec(ctx, ops)
 		} else {
 			err = s.client.ExecuteStateTransaction(ctx, s.name, nil, ops)
 		}

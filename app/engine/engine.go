@@ -38,6 +38,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/internal/batch"
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
@@ -115,12 +116,8 @@ type Engine struct {
 	closed  bool
 	active  sync.WaitGroup
 
-	// Commits waiting for their broadcast, sent by one publishLoop at a
-	// time (pubRunning).
-	pubMu      sync.Mutex
-	pubQueue   []pubItem
-	pubRunning bool
-	pubWG      sync.WaitGroup
+	// Commits waiting for their broadcast, sent a message at a time.
+	broadcasts *batch.Batcher[pubItem]
 }
 
 // New returns an Engine.
@@ -145,7 +142,9 @@ func New(opt Options) *Engine {
 		l.SetLevel(logrus.WarnLevel)
 		opt.Log = l
 	}
-	return &Engine{opt: opt, writers: map[core.Key]*writer{}}
+	e := &Engine{opt: opt, writers: map[core.Key]*writer{}}
+	e.broadcasts = batch.New(e.send, nextPublish, maxPublishing)
+	return e
 }
 
 type request struct {
@@ -226,7 +225,7 @@ func (e *Engine) Close(ctx context.Context) error {
 	e.closed = true
 	e.mu.Unlock()
 	done := make(chan struct{})
-	go func() { e.active.Wait(); e.pubWG.Wait(); close(done) }()
+	go func() { e.active.Wait(); e.broadcasts.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
@@ -445,37 +444,8 @@ type pubItem struct {
 // and a busy replica sends (and every replica receives) one message per
 // round trip rather than one per commit.
 func (e *Engine) publish(k core.Key, changes []core.Change, commit trace.SpanContext) {
-	e.pubMu.Lock()
-	if len(e.pubQueue) >= maxPublishing {
-		e.pubMu.Unlock()
+	if !e.broadcasts.Add(pubItem{key: k, changes: changes, span: commit, size: changesSize(changes)}) {
 		e.publishFailed(k, errors.New("too many broadcasts waiting"))
-		return
-	}
-	e.pubQueue = append(e.pubQueue, pubItem{key: k, changes: changes, span: commit, size: changesSize(changes)})
-	if !e.pubRunning {
-		e.pubRunning = true
-		e.pubWG.Add(1)
-		go e.publishLoop()
-	}
-	e.pubMu.Unlock()
-}
-
-// publishLoop sends queued commits, a message at a time, until none wait.
-func (e *Engine) publishLoop() {
-	defer e.pubWG.Done()
-	for {
-		e.pubMu.Lock()
-		n := nextPublish(e.pubQueue)
-		if n == 0 {
-			e.pubRunning = false
-			e.pubQueue = nil
-			e.pubMu.Unlock()
-			return
-		}
-		batch := e.pubQueue[:n:n]
-		e.pubQueue = e.pubQueue[n:]
-		e.pubMu.Unlock()
-		e.send(batch)
 	}
 }
 
