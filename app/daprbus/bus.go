@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 )
 
 // MaxInlineOps is the largest encoded ops list a broadcast carries; larger
@@ -114,10 +115,8 @@ func (b *Bus) Local(ctx context.Context) bool {
 	if err != nil {
 		return false // publish meanwhile; ask again next time
 	}
-	for _, c := range md.RegisteredComponents {
-		if c.Name == b.pubsub {
-			b.kind = c.Type
-		}
+	if c := daprconn.Component(md, b.pubsub); c != nil {
+		b.kind = c.Type
 	}
 	// A component not (yet) registered is asked about again.
 	b.asked = b.kind != ""

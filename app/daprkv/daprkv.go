@@ -16,6 +16,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/daprstore"
+	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 	"github.com/open-autoglm/autoglm/app/kv"
 )
 
@@ -123,10 +124,6 @@ func (s *State) Has(ctx context.Context, name, kind string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("metadata: %w: %v", core.ErrUnavailable, err)
 	}
-	for _, c := range md.RegisteredComponents {
-		if c.Name == name && strings.HasPrefix(c.Type, kind+".") {
-			return true, nil
-		}
-	}
-	return false, nil
+	c := daprconn.Component(md, name)
+	return c != nil && strings.HasPrefix(c.Type, kind+"."), nil
 }

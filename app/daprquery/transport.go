@@ -95,15 +95,11 @@ func (t *Transport) storesJSON(ctx context.Context, store string) (bool, error) 
 	if err != nil {
 		return false, err
 	}
-	found, v := false, false
-	for _, c := range md.RegisteredComponents {
-		if c.Name == store {
-			found, v = true, postgresV1(c)
-		}
-	}
-	if !found {
+	c := daprconn.Component(md, store)
+	if c == nil {
 		return false, fmt.Errorf("state store %q is not registered with the sidecar", store)
 	}
+	v := postgresV1(c)
 	if t.json == nil {
 		t.json = map[string]bool{}
 	}

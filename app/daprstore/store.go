@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 )
 
 // IndexShards is the number of index keys per collection. Creates of
@@ -351,13 +352,11 @@ func (s *Store) atomic(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, classify("metadata", err)
 	}
-	for _, c := range md.RegisteredComponents {
-		if c.Name == s.name {
-			s.kind = c.Type
-		}
-		if s.outbox != nil && c.Name == s.outbox.Store {
-			s.outboxFound = true
-		}
+	if c := daprconn.Component(md, s.name); c != nil {
+		s.kind = c.Type
+	}
+	if s.outbox != nil && daprconn.Component(md, s.outbox.Store) != nil {
+		s.outboxFound = true
 	}
 	if s.kind == "" {
 		return false, fmt.Errorf("state store %q is not registered with the sidecar: %w", s.name, core.ErrUnavailable)
