@@ -48,6 +48,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/internal/logs"
 	"github.com/open-autoglm/autoglm/app/kv"
 	"github.com/open-autoglm/autoglm/app/merge"
 )
@@ -159,9 +160,7 @@ func New(opt Options) *Job {
 	_, _ = rand.Read(b[:])
 	opt.Owner += "/" + hex.EncodeToString(b[:]) // a restarted process is a new owner
 	if opt.Log == nil {
-		l := logrus.New()
-		l.SetLevel(logrus.WarnLevel)
-		opt.Log = l
+		opt.Log = logs.Warnings()
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now

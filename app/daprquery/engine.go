@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/internal/logs"
 	"github.com/open-autoglm/autoglm/app/query"
 	"github.com/open-autoglm/autoglm/app/query/live"
 )
@@ -65,16 +66,10 @@ const retryAfter = 10 * time.Minute
 // New returns an Engine.
 func New(opt Options) *Engine {
 	if opt.Log == nil {
-		l := logrus.New()
-		l.SetOutput(nopWriter{})
-		opt.Log = l
+		opt.Log = logs.Discard()
 	}
 	return &Engine{opt: opt, filling: map[string]bool{}, failed: map[string]time.Time{}}
 }
-
-type nopWriter struct{}
-
-func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }
 
 // Supported reports whether the state store has a query API this engine
 // speaks: state.postgresql v1 (v2 has none).

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	dapr "github.com/dapr/go-sdk/client"
@@ -144,35 +143,6 @@ func (s *Store) indexCAS(ctx context.Context, k core.Key, add bool) {
 			return
 		}
 	}
-}
-
-// lockKey serialises this replica's commits of one document.
-func (s *Store) lockKey(key string) func() {
-	s.keyMu.Lock()
-	if s.keyLocks == nil {
-		s.keyLocks = map[string]*keyLock{}
-	}
-	l := s.keyLocks[key]
-	if l == nil {
-		l = &keyLock{}
-		s.keyLocks[key] = l
-	}
-	l.refs++
-	s.keyMu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		s.keyMu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(s.keyLocks, key)
-		}
-		s.keyMu.Unlock()
-	}
-}
-
-type keyLock struct {
-	mu   sync.Mutex
-	refs int
 }
 
 func (s *Store) outboxFor(collection string) bool {

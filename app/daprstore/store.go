@@ -31,6 +31,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/internal/daprconn"
+	"github.com/open-autoglm/autoglm/app/internal/keylock"
 )
 
 // IndexShards is the number of index keys per collection. Creates of
@@ -60,8 +61,7 @@ type Store struct {
 	// commits of event collections (outbox.go).
 	outbox      *Outbox
 	outboxFound bool
-	keyMu       sync.Mutex
-	keyLocks    map[string]*keyLock
+	keyLocks    keylock.Set // this replica's outbox commits of a document, one at a time
 
 	// written keeps, per document key, the body this replica last
 	// committed and the document it encoded. Writes to a document are
@@ -264,7 +264,7 @@ func (s *Store) Commit(ctx context.Context, c core.Commit) error {
 		// One commit of the document at a time in this replica (the
 		// engine's and compaction's), so nothing of ours slips between the
 		// ETag check of an outbox commit and its transaction.
-		defer s.lockKey(docItem.Key)()
+		defer s.keyLocks.Lock(docItem.Key)()
 		if len(c.Changes) > 0 { // compaction writes no change and no event
 			return s.commitOutbox(ctx, c, body, side)
 		}

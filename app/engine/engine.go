@@ -39,6 +39,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/internal/batch"
+	"github.com/open-autoglm/autoglm/app/internal/logs"
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
@@ -138,9 +139,7 @@ func New(opt Options) *Engine {
 		opt.Collections = collections.Default()
 	}
 	if opt.Log == nil {
-		l := logrus.New()
-		l.SetLevel(logrus.WarnLevel)
-		opt.Log = l
+		opt.Log = logs.Warnings()
 	}
 	e := &Engine{opt: opt, writers: map[core.Key]*writer{}}
 	e.broadcasts = batch.New(e.send, nextPublish, maxPublishing)

@@ -25,7 +25,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +34,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/internal/logs"
 	"github.com/open-autoglm/autoglm/app/kv"
 	"github.com/open-autoglm/autoglm/app/tasks"
 )
@@ -135,9 +135,7 @@ type Publisher struct {
 // New returns the publisher and registers its task kind.
 func New(opt Options) *Publisher {
 	if opt.Log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		opt.Log = l
+		opt.Log = logs.Discard()
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now

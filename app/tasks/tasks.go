@@ -44,6 +44,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/open-autoglm/autoglm/app/daprsub"
+	"github.com/open-autoglm/autoglm/app/internal/logs"
 	"github.com/open-autoglm/autoglm/app/kv"
 )
 
@@ -207,9 +208,7 @@ func New(opt Options) *Queue {
 		opt.Buffer = 4096
 	}
 	if opt.Log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		opt.Log = l
+		opt.Log = logs.Discard()
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now

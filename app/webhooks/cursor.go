@@ -10,7 +10,6 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -20,11 +19,6 @@ import (
 	"github.com/open-autoglm/autoglm/app/kv"
 	"github.com/open-autoglm/autoglm/app/tasks"
 )
-
-type docLock struct {
-	mu   sync.Mutex
-	refs int
-}
 
 func cursorKey(endpoint, doc string) string {
 	return "_webhooks:cursor:" + endpoint + ":" + strings.Replace(doc, "/", ":", 1)
@@ -38,26 +32,6 @@ type cursor struct {
 	Attempts  int    `json:"attempts,omitempty"`
 	NextAt    int64  `json:"next_at,omitempty"` // Unix ms of the next try while parked
 	LastError string `json:"last_error,omitempty"`
-}
-
-func (s *Service) lock(key string) func() {
-	s.lockMu.Lock()
-	l := s.locks[key]
-	if l == nil {
-		l = &docLock{}
-		s.locks[key] = l
-	}
-	l.refs++
-	s.lockMu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		s.lockMu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(s.locks, key)
-		}
-		s.lockMu.Unlock()
-	}
 }
 
 // runDeliver brings one endpoint's cursor of one document up to date.
@@ -79,7 +53,7 @@ func (s *Service) runDeliver(ctx context.Context, t tasks.Task) error {
 			return nil // the endpoint was removed
 		}
 	}
-	defer s.lock(dt.Endpoint + "|" + dt.Doc)()
+	defer s.locks.Lock(dt.Endpoint + "|" + dt.Doc)()
 	key := cursorKey(ep.ID, dt.Doc)
 	// A lost race means another replica moved the cursor: start again from
 	// it.

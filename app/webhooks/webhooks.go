@@ -34,7 +34,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -48,6 +47,8 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/internal/keylock"
+	"github.com/open-autoglm/autoglm/app/internal/logs"
 	"github.com/open-autoglm/autoglm/app/kv"
 	"github.com/open-autoglm/autoglm/app/tasks"
 )
@@ -127,8 +128,7 @@ type Service struct {
 	brMu     sync.Mutex
 	breakers map[string]*breaker
 
-	lockMu sync.Mutex
-	locks  map[string]*docLock
+	locks keylock.Set // one delivery run per (endpoint, document) at a time
 
 	sent, failures, deadLettered atomic.Int64
 }
@@ -163,14 +163,12 @@ func New(opt Options) *Service {
 		opt.Getenv = os.Getenv
 	}
 	if opt.Log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		opt.Log = l
+		opt.Log = logs.Discard()
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	s := &Service{opt: opt, http: opt.Targets.Client(deliveryTimeout), breakers: map[string]*breaker{}, locks: map[string]*docLock{}}
+	s := &Service{opt: opt, http: opt.Targets.Client(deliveryTimeout), breakers: map[string]*breaker{}}
 	s.endpoints.Store(ptr(s.configured()))
 	opt.Tasks.Register(KindDeliver, s.runDeliver)
 	opt.Tasks.Register(KindReplay, s.runReplay)
