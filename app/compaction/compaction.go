@@ -57,8 +57,7 @@ import (
 type Store interface {
 	Load(ctx context.Context, k core.Key) (core.Stored, error)
 	Commit(ctx context.Context, c core.Commit) error
-	List(ctx context.Context, collection, cursor string, limit int) (core.Page, error)
-	Documents(ctx context.Context, collection string, ids []string) ([]*core.Document, error)
+	core.Lister
 }
 
 // Options configure a Job.

@@ -203,6 +203,13 @@ type Store interface {
 	List(ctx context.Context, collection, cursor string, limit int) (Page, error)
 }
 
+// Lister pages through a collection's ids and reads the documents of a
+// page.
+type Lister interface {
+	List(ctx context.Context, collection, cursor string, limit int) (Page, error)
+	Documents(ctx context.Context, collection string, ids []string) ([]*Document, error)
+}
+
 // Bus is the broadcast port: it publishes change summaries to every replica.
 // Delivery is a hint; the op log is the truth.
 type Bus interface {

@@ -234,7 +234,7 @@ func (t *Transport) ExecuteStateTransaction(ctx context.Context, store string, m
 			r.ETag = it.Etag.Value
 		}
 		if o := it.Options; o != nil {
-			r.Options = &httpOptions{Concurrency: concurrency(o.Concurrency), Consistency: consistency(o.Consistency)}
+			r.Options = &httpOptions{Concurrency: concurrencyNames[o.Concurrency], Consistency: consistencyNames[o.Consistency]}
 		}
 		kind := "delete"
 		if op.Type == dapr.StateOperationTypeUpsert {
@@ -263,25 +263,13 @@ func (t *Transport) ExecuteStateTransaction(ctx context.Context, store string, m
 	return t.Client.ExecuteStateTransaction(ctx, store, meta, ops)
 }
 
-func concurrency(c dapr.StateConcurrency) string {
-	switch c {
-	case dapr.StateConcurrencyFirstWrite:
-		return "first-write"
-	case dapr.StateConcurrencyLastWrite:
-		return "last-write"
-	}
-	return ""
-}
-
-func consistency(c dapr.StateConsistency) string {
-	switch c {
-	case dapr.StateConsistencyStrong:
-		return "strong"
-	case dapr.StateConsistencyEventual:
-		return "eventual"
-	}
-	return ""
-}
+// The HTTP API's names of the gRPC options; an unset option has none.
+var (
+	concurrencyNames = map[dapr.StateConcurrency]string{
+		dapr.StateConcurrencyFirstWrite: "first-write", dapr.StateConcurrencyLastWrite: "last-write"}
+	consistencyNames = map[dapr.StateConsistency]string{
+		dapr.StateConsistencyStrong: "strong", dapr.StateConsistencyEventual: "eventual"}
+)
 
 func (t *Transport) postTransaction(ctx context.Context, store string, ops []httpOp) error {
 	return daprconn.HTTPTransaction(ctx, t.HTTPClient, t.HTTP, t.Token, store, "state transaction", ops)

@@ -23,17 +23,11 @@ import (
 	"github.com/open-autoglm/autoglm/app/session"
 )
 
-// Lister pages through collections.
-type Lister interface {
-	List(ctx context.Context, collection, cursor string, limit int) (core.Page, error)
-	Documents(ctx context.Context, collection string, ids []string) ([]*core.Document, error)
-}
-
 // Server holds what the handlers need. Fill the exported fields, then call
 // Handler.
 type Server struct {
 	Engine *engine.Engine
-	Lister Lister
+	Lister core.Lister
 	Hub    *hub.Hub
 	// Dapr serves daprd's calls under /dapr/ (subscriptions and their
 	// deliveries); nil serves none.

@@ -20,33 +20,45 @@ type liveSession struct {
 	cancel context.CancelFunc
 }
 
-// wsSender writes JSON text frames through the connection's wsOut.
+// wsSender writes messages through the connection's wsOut in the
+// encoding the client chose: JSON text frames, or binary frames.
 type wsSender struct {
-	out *wsOut
+	out          *wsOut
+	op           byte // opText or opBinary
+	encode       func(protocol.Message) ([]byte, error)
+	encodeShared func(*protocol.Shared) ([]byte, error)
+}
+
+func textSender(out *wsOut) wsSender {
+	return wsSender{out: out, op: opText, encode: protocol.Encode, encodeShared: (*protocol.Shared).JSON}
+}
+
+func binarySender(out *wsOut) wsSender {
+	return wsSender{out: out, op: opBinary, encode: protocol.EncodeFrames, encodeShared: (*protocol.Shared).Frames}
 }
 
 func (ws wsSender) Send(_ context.Context, m protocol.Message) error {
-	b, err := protocol.Encode(m)
+	b, err := ws.encode(m)
 	if err != nil {
 		return err
 	}
-	return ws.out.send(opText, b)
+	return ws.out.send(ws.op, b)
 }
 
 // SendShared writes a message shared with other connections, encoded once.
 func (ws wsSender) SendShared(_ context.Context, m *protocol.Shared) error {
-	b, err := m.JSON()
+	b, err := ws.encodeShared(m)
 	if err != nil {
 		return err
 	}
-	return ws.out.send(opText, b)
+	return ws.out.send(ws.op, b)
 }
 
 // QueueShared hands a shared message to the connection without blocking
 // (the fan-out's path to an idle session).
 func (ws wsSender) QueueShared(m *protocol.Shared) bool {
-	b, err := m.JSON()
-	return err == nil && ws.out.queue(opText, b)
+	b, err := ws.encodeShared(m)
+	return err == nil && ws.out.queue(ws.op, b)
 }
 
 // Pending and Flush serve what QueueShared buffered.
@@ -104,41 +116,10 @@ func (g *writeGuard) write(w io.Writer, b []byte) error {
 	return err
 }
 
-// wsBinarySender writes each message as binary frames.
-type wsBinarySender wsSender
-
-func (ws wsBinarySender) Send(_ context.Context, m protocol.Message) error {
-	b, err := protocol.EncodeFrames(m)
-	if err != nil {
-		return err
-	}
-	return ws.out.send(opBinary, b)
-}
-
-// SendShared writes a message shared with other connections, encoded once.
-func (ws wsBinarySender) SendShared(_ context.Context, m *protocol.Shared) error {
-	b, err := m.Frames()
-	if err != nil {
-		return err
-	}
-	return ws.out.send(opBinary, b)
-}
-
-// QueueShared hands a shared message to the connection without blocking.
-func (ws wsBinarySender) QueueShared(m *protocol.Shared) bool {
-	b, err := m.Frames()
-	return err == nil && ws.out.queue(opBinary, b)
-}
-
-// Pending and Flush serve what QueueShared buffered.
-func (ws wsBinarySender) Pending() <-chan struct{} { return ws.out.pending }
-func (ws wsBinarySender) Flush() error             { return ws.out.flush() }
-
 // Every transport sends the deltas that watchers share with one encoding;
 // the WebSocket ones also take them from the fan-out without blocking.
 var (
 	_ session.QueueSender  = wsSender{}
-	_ session.QueueSender  = wsBinarySender{}
 	_ session.SharedSender = (*sseSender)(nil)
 	_ session.SharedSender = (*pollBuffer)(nil)
 )
@@ -196,9 +177,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	guard, stopGuard := newWriteGuard(ctx, func() { _ = conn.CloseNow() }, s.WriteTimeout)
 	defer stopGuard()
 	out.guard = guard
-	var sender session.Sender = wsSender{out: out}
+	sender := textSender(out)
 	if binary {
-		sender = wsBinarySender{out: out}
+		sender = binarySender(out)
 	}
 	sess := session.New(sopt, s.Engine, s.Hub, sender)
 	// hello must arrive soon after the upgrade: an idle upgraded socket

@@ -56,7 +56,7 @@ type Deps struct {
 // Store is what the service reads and writes documents through.
 type Store interface {
 	core.Store
-	Documents(ctx context.Context, collection string, ids []string) ([]*core.Document, error)
+	core.Lister
 }
 
 // Probe tells whether the replica's adapters answer.

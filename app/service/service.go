@@ -370,14 +370,9 @@ func (s *Service) startFeatures(ctx context.Context) {
 	ready := s.deps.Probe.Ready
 	s.tasks.Start(ready)
 	go func() {
-		for !ready() {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
+		if waitReady(ctx, ready) {
+			s.webhooks.Run(ctx)
 		}
-		s.webhooks.Run(ctx)
 	}()
 	if s.cfg.CompactionInterval > 0 {
 		s.compacted = make(chan struct{})
@@ -385,16 +380,23 @@ func (s *Service) startFeatures(ctx context.Context) {
 			defer close(s.compacted)
 			// A call before the sidecar listens would put the gRPC
 			// connection into reconnect backoff: start once it answers.
-			for !ready() {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(100 * time.Millisecond):
-				}
+			if waitReady(ctx, ready) {
+				s.compaction.Run(ctx)
 			}
-			s.compaction.Run(ctx)
 		}()
 	}
+}
+
+// waitReady polls ready until it reports true (true) or ctx ends (false).
+func waitReady(ctx context.Context, ready func() bool) bool {
+	for !ready() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return true
 }
 
 // sweepPresence expires presence whose client or replica stopped

@@ -33,8 +33,7 @@ import (
 // Source is what the index reads from the store: the listing to load a
 // collection, and single documents to repair a gap.
 type Source interface {
-	List(ctx context.Context, coll, cursor string, limit int) (core.Page, error)
-	Documents(ctx context.Context, coll string, ids []string) ([]*core.Document, error)
+	core.Lister
 	Load(ctx context.Context, k core.Key) (core.Stored, error)
 }
 
