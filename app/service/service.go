@@ -402,14 +402,19 @@ func waitReady(ctx context.Context, ready func() bool) bool {
 // sweepPresence expires presence whose client or replica stopped
 // refreshing it.
 func (s *Service) sweepPresence(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	every(ctx, time.Second, s.hub.Sweep)
+}
+
+// every calls f at every tick of interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.hub.Sweep()
+			f()
 		}
 	}
 }
@@ -420,43 +425,39 @@ func (s *Service) sweepPresence(ctx context.Context) {
 // drop what they have and pull any older gap from the op log. One store
 // read per quiet document per interval, whatever the number of sessions.
 func (s *Service) antiEntropy(ctx context.Context) {
-	if s.cfg.AntiEntropy <= 0 {
-		return
+	if s.cfg.AntiEntropy > 0 {
+		every(ctx, s.cfg.AntiEntropy, func() { s.repairQuiet(ctx) })
 	}
-	t := time.NewTicker(s.cfg.AntiEntropy)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+}
+
+// repairQuiet hands the hub the changes of the quiet watched documents
+// that the store has and their watchers lack.
+func (s *Service) repairQuiet(ctx context.Context) {
+	for doc, known := range s.hub.Quiet(s.cfg.AntiEntropy) {
+		k, err := core.ParseKey(doc)
+		if err != nil {
+			continue
 		}
-		for doc, known := range s.hub.Quiet(s.cfg.AntiEntropy) {
-			k, err := core.ParseKey(doc)
-			if err != nil {
-				continue
-			}
-			st, err := s.engine.Load(ctx, k)
-			if err != nil || st.Doc == nil {
-				continue
-			}
-			var missed []core.Change
-			for _, c := range st.Doc.Tail {
-				if c.Version > known {
-					missed = append(missed, c)
-				}
-			}
-			if len(missed) == 0 && st.Doc.Version > known {
-				// Compaction archived the tail to the op log: a pull hint
-				// makes sessions read the versions they miss from there.
-				missed = []core.Change{{Doc: doc, Version: st.Doc.Version, Prev: st.Doc.Version - 1, Pull: true}}
-			}
-			if len(missed) > 0 {
-				s.log.WithFields(logrus.Fields{"doc": doc, "seen": known, "stored": st.Doc.Version}).Debug("anti-entropy: broadcast missed")
-				s.hub.Publish(missed)
-			}
-			s.hub.Checked(doc, st.Doc.Version)
+		st, err := s.engine.Load(ctx, k)
+		if err != nil || st.Doc == nil {
+			continue
 		}
+		var missed []core.Change
+		for _, c := range st.Doc.Tail {
+			if c.Version > known {
+				missed = append(missed, c)
+			}
+		}
+		if len(missed) == 0 && st.Doc.Version > known {
+			// Compaction archived the tail to the op log: a pull hint
+			// makes sessions read the versions they miss from there.
+			missed = []core.Change{{Doc: doc, Version: st.Doc.Version, Prev: st.Doc.Version - 1, Pull: true}}
+		}
+		if len(missed) > 0 {
+			s.log.WithFields(logrus.Fields{"doc": doc, "seen": known, "stored": st.Doc.Version}).Debug("anti-entropy: broadcast missed")
+			s.hub.Publish(missed)
+		}
+		s.hub.Checked(doc, st.Doc.Version)
 	}
 }
 
