@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -30,77 +31,77 @@ const (
 
 // Config is every setting of the service. Secrets are masked by String.
 type Config struct {
-	Port    int    // AUTOGLM_PORT: HTTP port for clients and the sidecar
-	Host    string // AUTOGLM_HOST: address the HTTP port is bound to; loopback by default, 0.0.0.0 in containers
-	AppID   string // AUTOGLM_APP_ID: Dapr app id (for logs and self-invocation)
-	NodeID  string // AUTOGLM_NODE_ID: replica id stamped on HLC timestamps; default hostname+pid
+	Port    int    `env:"AUTOGLM_PORT" min:"1"` // HTTP port for clients and the sidecar
+	Host    string `env:"AUTOGLM_HOST"`         // address the HTTP port is bound to; loopback by default, 0.0.0.0 in containers
+	AppID   string `env:"AUTOGLM_APP_ID"`       // Dapr app id (for logs and self-invocation)
+	NodeID  string `env:"AUTOGLM_NODE_ID"`      // replica id stamped on HLC timestamps; default hostname+pid
 	Version string // set at build time; not from the environment
 
-	DaprGRPCPort int    // DAPR_GRPC_PORT (set by the sidecar injector)
-	DaprHTTPPort int    // DAPR_HTTP_PORT
-	DaprAPIToken string // DAPR_API_TOKEN: sent to daprd (secret)
-	AppAPIToken  string // APP_API_TOKEN: required from daprd on callbacks (secret)
+	DaprGRPCPort int    `env:"DAPR_GRPC_PORT" min:"1"` // set by the sidecar injector
+	DaprHTTPPort int    `env:"DAPR_HTTP_PORT" min:"1"`
+	DaprAPIToken string `env:"DAPR_API_TOKEN"` // sent to daprd (secret)
+	AppAPIToken  string `env:"APP_API_TOKEN"`  // required from daprd on callbacks (secret)
 
-	StateStore      string // AUTOGLM_STATE_STORE
-	BroadcastPubsub string // AUTOGLM_BROADCAST_PUBSUB
-	BroadcastTopic  string // AUTOGLM_BROADCAST_TOPIC
-	TasksPubsub     string // AUTOGLM_TASKS_PUBSUB
-	LockStore       string // AUTOGLM_LOCK_STORE
+	StateStore      string `env:"AUTOGLM_STATE_STORE"`
+	BroadcastPubsub string `env:"AUTOGLM_BROADCAST_PUBSUB"`
+	BroadcastTopic  string `env:"AUTOGLM_BROADCAST_TOPIC"`
+	TasksPubsub     string `env:"AUTOGLM_TASKS_PUBSUB"`
+	LockStore       string `env:"AUTOGLM_LOCK_STORE"`
 
 	// Background tasks, webhooks and integration events (docs/events.md).
-	TasksTopic         string        // AUTOGLM_TASKS_TOPIC: topic prefix: <prefix>-high, -medium, -low, -dead
-	TaskWorkers        int           // AUTOGLM_TASK_WORKERS: tasks run at once by a replica
-	WebhookAttempts    int           // AUTOGLM_WEBHOOK_ATTEMPTS: tries before a delivery is dead-lettered
-	WebhookBackoff     time.Duration // AUTOGLM_WEBHOOK_BACKOFF: first retry delay (doubles, full jitter)
-	WebhookMaxBackoff  time.Duration // AUTOGLM_WEBHOOK_MAX_BACKOFF
-	WebhookBreakerOpen time.Duration // AUTOGLM_WEBHOOK_BREAKER_OPEN: open time before a probe
-	WebhookBreakerTrip int           // AUTOGLM_WEBHOOK_BREAKER_TRIP: consecutive failures that open it
-	WebhookTick        time.Duration // AUTOGLM_WEBHOOK_TICK: how often parked deliveries are checked
-	EventsPubsub       string        // AUTOGLM_EVENTS_PUBSUB: where integration events go
-	EventsTopic        string        // AUTOGLM_EVENTS_TOPIC
-	OutboxStore        string        // AUTOGLM_OUTBOX_STORE: state component with Dapr's outbox; used when the sidecar has it
-	WebhookAllow       string        // AUTOGLM_WEBHOOK_ALLOW: internal webhook receivers allowed despite the address rules (docs/events.md#targets)
-	WebhookAnonymous   bool          // AUTOGLM_WEBHOOK_ANONYMOUS: POST /v1/webhooks accepted while authentication is off
-	QueryAPI           bool          // AUTOGLM_QUERY_API: on state.postgresql, store documents as JSON and answer REST queries through the state query API
+	TasksTopic         string        `env:"AUTOGLM_TASKS_TOPIC"`              // topic prefix: <prefix>-high, -medium, -low, -dead
+	TaskWorkers        int           `env:"AUTOGLM_TASK_WORKERS" min:"1"`     // tasks run at once by a replica
+	WebhookAttempts    int           `env:"AUTOGLM_WEBHOOK_ATTEMPTS" min:"1"` // tries before a delivery is dead-lettered
+	WebhookBackoff     time.Duration `env:"AUTOGLM_WEBHOOK_BACKOFF"`          // first retry delay (doubles, full jitter)
+	WebhookMaxBackoff  time.Duration `env:"AUTOGLM_WEBHOOK_MAX_BACKOFF"`
+	WebhookBreakerOpen time.Duration `env:"AUTOGLM_WEBHOOK_BREAKER_OPEN"`         // open time before a probe
+	WebhookBreakerTrip int           `env:"AUTOGLM_WEBHOOK_BREAKER_TRIP" min:"1"` // consecutive failures that open it
+	WebhookTick        time.Duration `env:"AUTOGLM_WEBHOOK_TICK"`                 // how often parked deliveries are checked
+	EventsPubsub       string        `env:"AUTOGLM_EVENTS_PUBSUB"`                // where integration events go
+	EventsTopic        string        `env:"AUTOGLM_EVENTS_TOPIC"`
+	OutboxStore        string        `env:"AUTOGLM_OUTBOX_STORE"`      // state component with Dapr's outbox; used when the sidecar has it
+	WebhookAllow       string        `env:"AUTOGLM_WEBHOOK_ALLOW"`     // internal webhook receivers allowed despite the address rules (docs/events.md#targets)
+	WebhookAnonymous   bool          `env:"AUTOGLM_WEBHOOK_ANONYMOUS"` // POST /v1/webhooks accepted while authentication is off
+	QueryAPI           bool          `env:"AUTOGLM_QUERY_API"`         // on state.postgresql, store documents as JSON and answer REST queries through the state query API
 
 	// Op-log compaction (app/compaction): a singleton job under a lease on
 	// the lock component; without one (local profile) it runs unguarded.
-	CompactionInterval time.Duration // AUTOGLM_COMPACTION_INTERVAL: time between passes; 0 turns it off
-	CompactionLease    time.Duration // AUTOGLM_COMPACTION_LEASE: lock lease; a dead holder is replaced after it
-	CompactionQuiet    time.Duration // AUTOGLM_COMPACTION_QUIET: a document unchanged this long has its tail archived
+	CompactionInterval time.Duration `env:"AUTOGLM_COMPACTION_INTERVAL" off:"0"` // time between passes; 0 turns it off
+	CompactionLease    time.Duration `env:"AUTOGLM_COMPACTION_LEASE"`            // lock lease; a dead holder is replaced after it
+	CompactionQuiet    time.Duration `env:"AUTOGLM_COMPACTION_QUIET"`            // a document unchanged this long has its tail archived
 
-	Collections    string        // AUTOGLM_COLLECTIONS: collections config file (YAML); empty: every collection lww
-	LogWindow      int           // AUTOGLM_LOG_WINDOW: op-log entries kept per document
-	MaxBodyBytes   int64         // AUTOGLM_MAX_BODY: REST body and WebSocket message limit
-	MaxDocBytes    int           // AUTOGLM_MAX_DOC: stored document size limit
-	MaxOpsPerMsg   int           // AUTOGLM_MAX_OPS: field operations in one op
-	WriteRetries   int           // AUTOGLM_WRITE_RETRIES: ETag-conflict retries per batch
-	Heartbeat      time.Duration // AUTOGLM_HEARTBEAT: WebSocket ping interval
-	SessionQueue   int           // AUTOGLM_SESSION_QUEUE: per-session outbound queue length
-	MaxSubs        int           // AUTOGLM_MAX_SUBS: documents one connection may watch
-	ShutdownGrace  time.Duration // AUTOGLM_SHUTDOWN_GRACE: drain time on stop
-	ProbeInterval  time.Duration // AUTOGLM_PROBE_INTERVAL: sidecar health poll
-	AntiEntropy    time.Duration // AUTOGLM_ANTI_ENTROPY: how often quiet watched documents are re-checked against the store
-	MaxClockSkew   time.Duration // AUTOGLM_MAX_CLOCK_SKEW: future HLC stamps refused past this
-	LogFormat      string        // AUTOGLM_LOG_FORMAT: text or json
-	LogLevel       string        // AUTOGLM_LOG_LEVEL
-	AllowedOrigins []string      // AUTOGLM_ALLOWED_ORIGINS: comma list; empty = same host only, "*" = any
+	Collections    string        `env:"AUTOGLM_COLLECTIONS"`            // collections config file (YAML); empty: every collection lww
+	LogWindow      int           `env:"AUTOGLM_LOG_WINDOW" min:"1"`     // op-log entries kept per document
+	MaxBodyBytes   int64         `env:"AUTOGLM_MAX_BODY" min:"1024"`    // REST body and WebSocket message limit
+	MaxDocBytes    int           `env:"AUTOGLM_MAX_DOC" min:"1024"`     // stored document size limit
+	MaxOpsPerMsg   int           `env:"AUTOGLM_MAX_OPS" min:"1"`        // field operations in one op
+	WriteRetries   int           `env:"AUTOGLM_WRITE_RETRIES" min:"0"`  // ETag-conflict retries per batch
+	Heartbeat      time.Duration `env:"AUTOGLM_HEARTBEAT"`              // WebSocket ping interval
+	SessionQueue   int           `env:"AUTOGLM_SESSION_QUEUE" min:"16"` // per-session outbound queue length
+	MaxSubs        int           `env:"AUTOGLM_MAX_SUBS" min:"1"`       // documents one connection may watch
+	ShutdownGrace  time.Duration `env:"AUTOGLM_SHUTDOWN_GRACE"`         // drain time on stop
+	ProbeInterval  time.Duration `env:"AUTOGLM_PROBE_INTERVAL"`         // sidecar health poll
+	AntiEntropy    time.Duration `env:"AUTOGLM_ANTI_ENTROPY"`           // how often quiet watched documents are re-checked against the store
+	MaxClockSkew   time.Duration `env:"AUTOGLM_MAX_CLOCK_SKEW"`         // future HLC stamps refused past this
+	LogFormat      string        `env:"AUTOGLM_LOG_FORMAT"`             // text or json
+	LogLevel       string        `env:"AUTOGLM_LOG_LEVEL"`
+	AllowedOrigins []string      `env:"AUTOGLM_ALLOWED_ORIGINS"` // comma list; empty = same host only, "*" = any
 
 	// Connection limits (docs/security.md).
-	BodyTimeout         time.Duration // AUTOGLM_BODY_TIMEOUT: time to read one request body (408 request_timeout)
-	HelloTimeout        time.Duration // AUTOGLM_HELLO_TIMEOUT: a WebSocket without hello this long after the upgrade is closed (4006)
-	MaxConnsPerAddr     int           // AUTOGLM_MAX_CONNS_PER_ADDR: sync sessions open at once per client address; 0: no cap
-	MaxConnsPerIdentity int           // AUTOGLM_MAX_CONNS_PER_IDENTITY: sync sessions open at once per token subject; 0: no cap
-	ClientAddrHeader    string        // AUTOGLM_CLIENT_ADDR_HEADER: header a trusted proxy sets to the client address; empty (default): none is trusted
+	BodyTimeout         time.Duration `env:"AUTOGLM_BODY_TIMEOUT"`                   // time to read one request body (408 request_timeout)
+	HelloTimeout        time.Duration `env:"AUTOGLM_HELLO_TIMEOUT"`                  // a WebSocket without hello this long after the upgrade is closed (4006)
+	MaxConnsPerAddr     int           `env:"AUTOGLM_MAX_CONNS_PER_ADDR" min:"0"`     // sync sessions open at once per client address; 0: no cap
+	MaxConnsPerIdentity int           `env:"AUTOGLM_MAX_CONNS_PER_IDENTITY" min:"0"` // sync sessions open at once per token subject; 0: no cap
+	ClientAddrHeader    string        `env:"AUTOGLM_CLIENT_ADDR_HEADER"`             // header a trusted proxy sets to the client address; empty (default): none is trusted
 
-	Auth         string  // AUTOGLM_AUTH: off (default) or jwt
-	JWTSecret    string  // AUTOGLM_JWT_SECRET: HS256 shared secret, ≥ 32 bytes (secret)
-	JWKSURL      string  // AUTOGLM_JWKS_URL: RS256/ES256 keys
-	JWTIssuer    string  // AUTOGLM_JWT_ISSUER: required iss, if set
-	JWTAudience  string  // AUTOGLM_JWT_AUDIENCE: required aud, if set
-	ConnRate     float64 // AUTOGLM_CONN_RATE: messages per second per sync connection (burst 2×)
-	IdentityRate float64 // AUTOGLM_IDENTITY_RATE: REST requests per second per identity (burst 2×)
-	Pprof        string  // AUTOGLM_PPROF: address of the Go profiler (127.0.0.1:6060); empty = off
+	Auth         string  `env:"AUTOGLM_AUTH"`          // off (default) or jwt
+	JWTSecret    string  `env:"AUTOGLM_JWT_SECRET"`    // HS256 shared secret, ≥ 32 bytes (secret)
+	JWKSURL      string  `env:"AUTOGLM_JWKS_URL"`      // RS256/ES256 keys
+	JWTIssuer    string  `env:"AUTOGLM_JWT_ISSUER"`    // required iss, if set
+	JWTAudience  string  `env:"AUTOGLM_JWT_AUDIENCE"`  // required aud, if set
+	ConnRate     float64 `env:"AUTOGLM_CONN_RATE"`     // messages per second per sync connection (burst 2×)
+	IdentityRate float64 `env:"AUTOGLM_IDENTITY_RATE"` // REST requests per second per identity (burst 2×)
+	Pprof        string  `env:"AUTOGLM_PPROF"`         // address of the Go profiler (127.0.0.1:6060); empty = off
 }
 
 // Default returns the configuration with every default applied.
@@ -160,130 +161,26 @@ func Default() Config {
 }
 
 // FromEnv returns the defaults overridden by the environment as read by
-// lookup (os.LookupEnv in production).
+// lookup (os.LookupEnv in production): each field tagged env reads the
+// variable the tag names, and an unset or empty variable keeps the
+// default. Integers must be at least the tag min, durations positive (the
+// tag off names the value that turns the setting off), rates at least 0.
 func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	c := Default()
 	var errs []string
-	str := func(name string, dst *string) {
+	fields := reflect.ValueOf(&c).Elem()
+	for i := range fields.NumField() {
+		f := fields.Type().Field(i)
+		name := f.Tag.Get("env")
+		if name == "" {
+			continue
+		}
 		if v, ok := lookup(name); ok && v != "" {
-			*dst = v
-		}
-	}
-	num := func(name string, dst *int, minimum int) {
-		if v, ok := lookup(name); ok && v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < minimum {
-				errs = append(errs, fmt.Sprintf("%s=%q: want an integer >= %d", name, v, minimum))
-				return
-			}
-			*dst = n
-		}
-	}
-	dur := func(name string, dst *time.Duration) {
-		if v, ok := lookup(name); ok && v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				errs = append(errs, fmt.Sprintf("%s=%q: want a positive duration such as 15s", name, v))
-				return
-			}
-			*dst = d
-		}
-	}
-	num("AUTOGLM_PORT", &c.Port, 1)
-	str("AUTOGLM_HOST", &c.Host)
-	str("AUTOGLM_APP_ID", &c.AppID)
-	str("AUTOGLM_NODE_ID", &c.NodeID)
-	num("DAPR_GRPC_PORT", &c.DaprGRPCPort, 1)
-	num("DAPR_HTTP_PORT", &c.DaprHTTPPort, 1)
-	str("DAPR_API_TOKEN", &c.DaprAPIToken)
-	str("APP_API_TOKEN", &c.AppAPIToken)
-	str("AUTOGLM_STATE_STORE", &c.StateStore)
-	str("AUTOGLM_BROADCAST_PUBSUB", &c.BroadcastPubsub)
-	str("AUTOGLM_BROADCAST_TOPIC", &c.BroadcastTopic)
-	str("AUTOGLM_TASKS_PUBSUB", &c.TasksPubsub)
-	str("AUTOGLM_LOCK_STORE", &c.LockStore)
-	str("AUTOGLM_COLLECTIONS", &c.Collections)
-	num("AUTOGLM_LOG_WINDOW", &c.LogWindow, 1)
-	var maxBody int
-	num("AUTOGLM_MAX_BODY", &maxBody, 1024)
-	if maxBody > 0 {
-		c.MaxBodyBytes = int64(maxBody)
-	}
-	num("AUTOGLM_MAX_DOC", &c.MaxDocBytes, 1024)
-	num("AUTOGLM_MAX_OPS", &c.MaxOpsPerMsg, 1)
-	num("AUTOGLM_WRITE_RETRIES", &c.WriteRetries, 0)
-	dur("AUTOGLM_HEARTBEAT", &c.Heartbeat)
-	num("AUTOGLM_SESSION_QUEUE", &c.SessionQueue, 16)
-	num("AUTOGLM_MAX_SUBS", &c.MaxSubs, 1)
-	dur("AUTOGLM_SHUTDOWN_GRACE", &c.ShutdownGrace)
-	dur("AUTOGLM_PROBE_INTERVAL", &c.ProbeInterval)
-	dur("AUTOGLM_ANTI_ENTROPY", &c.AntiEntropy)
-	if v, _ := lookup("AUTOGLM_COMPACTION_INTERVAL"); v == "0" {
-		c.CompactionInterval = 0
-	} else {
-		dur("AUTOGLM_COMPACTION_INTERVAL", &c.CompactionInterval)
-	}
-	dur("AUTOGLM_COMPACTION_LEASE", &c.CompactionLease)
-	str("AUTOGLM_TASKS_TOPIC", &c.TasksTopic)
-	num("AUTOGLM_TASK_WORKERS", &c.TaskWorkers, 1)
-	num("AUTOGLM_WEBHOOK_ATTEMPTS", &c.WebhookAttempts, 1)
-	dur("AUTOGLM_WEBHOOK_BACKOFF", &c.WebhookBackoff)
-	dur("AUTOGLM_WEBHOOK_MAX_BACKOFF", &c.WebhookMaxBackoff)
-	dur("AUTOGLM_WEBHOOK_BREAKER_OPEN", &c.WebhookBreakerOpen)
-	num("AUTOGLM_WEBHOOK_BREAKER_TRIP", &c.WebhookBreakerTrip, 1)
-	dur("AUTOGLM_WEBHOOK_TICK", &c.WebhookTick)
-	str("AUTOGLM_EVENTS_PUBSUB", &c.EventsPubsub)
-	str("AUTOGLM_EVENTS_TOPIC", &c.EventsTopic)
-	str("AUTOGLM_OUTBOX_STORE", &c.OutboxStore)
-	str("AUTOGLM_WEBHOOK_ALLOW", &c.WebhookAllow)
-	if v, ok := lookup("AUTOGLM_WEBHOOK_ANONYMOUS"); ok && v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("AUTOGLM_WEBHOOK_ANONYMOUS=%q: want true or false", v))
-		}
-		c.WebhookAnonymous = b
-	}
-	if v, ok := lookup("AUTOGLM_QUERY_API"); ok && v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("AUTOGLM_QUERY_API=%q: want true or false", v))
-		}
-		c.QueryAPI = b
-	}
-	dur("AUTOGLM_COMPACTION_QUIET", &c.CompactionQuiet)
-	dur("AUTOGLM_MAX_CLOCK_SKEW", &c.MaxClockSkew)
-	str("AUTOGLM_LOG_FORMAT", &c.LogFormat)
-	str("AUTOGLM_LOG_LEVEL", &c.LogLevel)
-	str("AUTOGLM_PPROF", &c.Pprof)
-	if v, ok := lookup("AUTOGLM_ALLOWED_ORIGINS"); ok && v != "" {
-		for _, o := range strings.Split(v, ",") {
-			if o = strings.TrimSpace(o); o != "" {
-				c.AllowedOrigins = append(c.AllowedOrigins, o)
+			if err := setFromEnv(fields.Field(i), f.Tag, v); err != nil {
+				errs = append(errs, fmt.Sprintf("%s=%q: %v", name, v, err))
 			}
 		}
 	}
-	dur("AUTOGLM_BODY_TIMEOUT", &c.BodyTimeout)
-	dur("AUTOGLM_HELLO_TIMEOUT", &c.HelloTimeout)
-	num("AUTOGLM_MAX_CONNS_PER_ADDR", &c.MaxConnsPerAddr, 0)
-	num("AUTOGLM_MAX_CONNS_PER_IDENTITY", &c.MaxConnsPerIdentity, 0)
-	str("AUTOGLM_CLIENT_ADDR_HEADER", &c.ClientAddrHeader)
-	str("AUTOGLM_AUTH", &c.Auth)
-	str("AUTOGLM_JWT_SECRET", &c.JWTSecret)
-	str("AUTOGLM_JWKS_URL", &c.JWKSURL)
-	str("AUTOGLM_JWT_ISSUER", &c.JWTIssuer)
-	str("AUTOGLM_JWT_AUDIENCE", &c.JWTAudience)
-	flt := func(name string, dst *float64) {
-		if v, ok := lookup(name); ok && v != "" {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || f < 0 {
-				errs = append(errs, fmt.Sprintf("%s=%q: want a number >= 0 (0: unlimited)", name, v))
-				return
-			}
-			*dst = f
-		}
-	}
-	flt("AUTOGLM_CONN_RATE", &c.ConnRate)
-	flt("AUTOGLM_IDENTITY_RATE", &c.IdentityRate)
 	if err := c.Validate(); err != nil {
 		errs = append(errs, err.Error())
 	}
@@ -291,6 +188,52 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 		return c, fmt.Errorf("config: %s", strings.Join(errs, "; "))
 	}
 	return c, nil
+}
+
+// setFromEnv parses v into the field dst as its type and tag say.
+func setFromEnv(dst reflect.Value, tag reflect.StructTag, v string) error {
+	switch dst.Interface().(type) {
+	case string:
+		dst.SetString(v)
+	case int, int64:
+		minimum, _ := strconv.Atoi(tag.Get("min"))
+		n, err := strconv.Atoi(v)
+		if err != nil || n < minimum {
+			return fmt.Errorf("want an integer >= %d", minimum)
+		}
+		dst.SetInt(int64(n))
+	case time.Duration:
+		if off, ok := tag.Lookup("off"); ok && v == off {
+			dst.SetInt(0)
+			return nil
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return errors.New("want a positive duration such as 15s")
+		}
+		dst.SetInt(int64(d))
+	case float64:
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 {
+			return errors.New("want a number >= 0 (0: unlimited)")
+		}
+		dst.SetFloat(f)
+	case bool:
+		b, err := strconv.ParseBool(v)
+		dst.SetBool(b)
+		if err != nil {
+			return errors.New("want true or false")
+		}
+	case []string: // a comma list
+		for _, o := range strings.Split(v, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				dst.Set(reflect.Append(dst, reflect.ValueOf(o)))
+			}
+		}
+	default:
+		panic(fmt.Sprintf("config: no reader for a %s from the environment", dst.Type()))
+	}
+	return nil
 }
 
 // SessionQueueLen is the live queue of a session: AUTOGLM_SESSION_QUEUE,
