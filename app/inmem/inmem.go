@@ -79,6 +79,13 @@ func (s *Store) Load(_ context.Context, k core.Key) (core.Stored, error) {
 	return core.Stored{Doc: &d, ETag: st.etag}, nil
 }
 
+// stale reports whether a write guarded by etag ("": the key must not
+// exist) misses the current record, as a Dapr state store's ETag check
+// refuses it.
+func stale(etag string, exists bool, current string) bool {
+	return (etag == "" && exists) || (etag != "" && current != etag)
+}
+
 // Commit implements core.Store.
 func (s *Store) Commit(_ context.Context, c core.Commit) error {
 	if s.BeforeCommit != nil {
@@ -90,7 +97,7 @@ func (s *Store) Commit(_ context.Context, c core.Commit) error {
 		return s.Fail
 	}
 	cur, exists := s.docs[c.Key]
-	if (c.ETag == "" && exists) || (c.ETag != "" && cur.etag != c.ETag) {
+	if stale(c.ETag, exists, cur.etag) {
 		return fmt.Errorf("commit %s: %w", c.Key, core.ErrVersionConflict)
 	}
 	body, err := json.Marshal(c.Doc)

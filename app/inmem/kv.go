@@ -114,7 +114,7 @@ func (s *State) Put(_ context.Context, key string, value []byte, etag string) er
 		return fmt.Errorf("put %s: %w: connection refused", key, core.ErrUnavailable)
 	}
 	cur, exists := s.current(key)
-	if (etag == "" && exists) || (etag != "" && cur.etag != etag) {
+	if stale(etag, exists, cur.etag) {
 		return fmt.Errorf("put %s: %w", key, core.ErrVersionConflict)
 	}
 	s.write(key, value, 0)
