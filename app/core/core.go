@@ -112,29 +112,31 @@ type Fanout interface {
 	Done()
 }
 
-// Document is a stored document with its version stamp.
+// Document is a stored document with its version stamp. It is stored as
+// its Record (EncodeDocument, DecodeDocument), which fixes the stored field
+// names; its JSON encoding is that record's.
 type Document struct {
-	Key     Key        `json:"-"`
-	Version int64      `json:"v"`
-	Deleted bool       `json:"del,omitempty"`
-	State   *merge.Doc `json:"state"`
+	Key     Key
+	Version int64
+	Deleted bool
+	State   *merge.Doc
 	// Idem is the idempotency record: per client, the ops recently applied
 	// (see ClientOps).
-	Idem map[string]*ClientOps `json:"idem,omitempty"`
+	Idem map[string]*ClientOps
 	// Gone lists clients whose records were dropped, with their floors
 	// (GoneClient); Horizon is the version at which the oldest of them were
 	// forgotten altogether (BeyondHorizon). Both are empty on nearly every
 	// document.
-	Gone    GoneClients     `json:"idem_gone,omitempty"`
-	Horizon int64           `json:"idem_horizon,omitempty"`
-	Updated clock.Timestamp `json:"hlc"`
+	Gone    GoneClients
+	Horizon int64
+	Updated clock.Timestamp
 	// LogStart is the lowest version still in the op log; a client behind it
 	// needs a snapshot.
-	LogStart int64 `json:"log_start,omitempty"`
+	LogStart int64
 	// Tail holds the changes of the latest commit. They are written with the
 	// document itself, in the same guarded write, and copied to the op-log
 	// keys by the next commit; readers take them from here until then.
-	Tail []Change `json:"tail,omitempty"`
+	Tail []Change
 }
 
 // Data returns the document's plain JSON data.

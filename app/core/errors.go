@@ -36,6 +36,7 @@ const (
 	CodeRequestTimeout     Code = "request_timeout"     // the request body did not arrive in time
 	CodeUnavailable        Code = "unavailable"         // sidecar or store unreachable; retry
 	CodeShuttingDown       Code = "shutting_down"       // replica is draining; reconnect elsewhere
+	CodeStorageFormat      Code = "storage_format"      // the stored document is in a newer format than this replica reads; retry elsewhere
 	CodeInternal           Code = "internal"            // a bug or an unexpected store failure
 )
 
@@ -43,12 +44,12 @@ const (
 var Codes = []Code{CodeBadRequest, CodeInvalidName, CodeInvalidOp, CodeTooLarge, CodeNotFound, CodeConflict,
 	CodeFieldRule, CodeInvalidTransition, CodePreconditionFailed, CodeClockSkew, CodeUnsupportedMedia,
 	CodeMethodNotAllowed, CodeUnauthorized, CodeForbidden, CodeRateLimited, CodeUnavailable, CodeShuttingDown,
-	CodeInternal}
+	CodeStorageFormat, CodeInternal}
 
 // Retryable reports whether a client may retry the same request unchanged.
 func (c Code) Retryable() bool {
 	switch c {
-	case CodeRateLimited, CodeUnavailable, CodeShuttingDown, CodeInternal:
+	case CodeRateLimited, CodeUnavailable, CodeShuttingDown, CodeStorageFormat, CodeInternal:
 		return true
 	}
 	return false
@@ -121,6 +122,8 @@ func PublicMessage(err error) string {
 		return "store unavailable, retry later"
 	case CodeShuttingDown:
 		return "replica is shutting down, reconnect"
+	case CodeStorageFormat:
+		return "the document is stored in a newer format than this replica reads, retry later"
 	default:
 		return err.Error()
 	}

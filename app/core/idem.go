@@ -416,41 +416,6 @@ func (c *ClientOps) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
-// legacyMark is the idempotency mark of the former format: the highest op id
-// of a client and the version it produced.
-type legacyMark struct {
-	OpID    uint64 `json:"op"`
-	Version int64  `json:"v"`
-}
-
-// UnmarshalJSON decodes a document, migrating the former per-client marks
-// (the highest op id seen): the mark's own op is remembered with its version
-// and unknown content, and every lower id is beyond the window, since
-// whether it was applied is not known.
-func (d *Document) UnmarshalJSON(b []byte) error {
-	type plain Document
-	var v struct {
-		plain
-		Legacy map[string]legacyMark `json:"clients,omitempty"`
-	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	*d = Document(v.plain)
-	for id, m := range v.Legacy {
-		if _, ok := d.Idem[id]; ok || m.OpID == 0 {
-			continue
-		}
-		if d.Idem == nil {
-			d.Idem = map[string]*ClientOps{}
-		}
-		// When the client last wrote is not known; the document's last write
-		// is the closest bound.
-		d.Idem[id] = &ClientOps{Floor: m.OpID - 1, Recent: []OpRecord{{OpID: m.OpID, Version: m.Version}}, Last: d.Updated.Wall}
-	}
-	return nil
-}
-
 // OpDigest is the digest of an op's content, as the idempotency record keeps
 // it: its field ops (kind, path and value, values compared as JSON data, so
 // the spelling of the JSON does not matter), the delete and replace flags,

@@ -38,7 +38,7 @@ func statusOf(c core.Code) int {
 		return http.StatusTooManyRequests
 	case core.CodeRequestTimeout:
 		return http.StatusRequestTimeout
-	case core.CodeUnavailable, core.CodeShuttingDown:
+	case core.CodeUnavailable, core.CodeShuttingDown, core.CodeStorageFormat:
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError

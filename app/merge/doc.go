@@ -1,11 +1,9 @@
 package merge
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
-	"strconv"
 
 	"github.com/open-autoglm/autoglm/app/clock"
 )
@@ -65,75 +63,10 @@ func (s Stamp) wins(o Stamp) bool {
 	return c > 0 || c == 0 && s.By > o.By
 }
 
-// MarshalJSON writes the compact form ["hlc", version] (author omitted when
-// it is the HLC's node, the usual case) or ["hlc", version, "author"]:
-// stamps are stored with every document, so their size counts.
-func (s Stamp) MarshalJSON() ([]byte, error) {
-	// Every stored document carries a stamp per field, so this runs for
-	// each of them on every write: plain strings (the usual case) are
-	// written directly rather than through reflection.
-	if hlc := s.HLC.String(); plainJSON(hlc) && plainJSON(s.By) {
-		b := make([]byte, 0, len(hlc)+len(s.By)+32)
-		b = append(b, '[', '"')
-		b = append(b, hlc...)
-		b = append(b, '"', ',')
-		b = strconv.AppendInt(b, s.V, 10)
-		if s.By != s.HLC.Node {
-			b = append(b, ',', '"')
-			b = append(b, s.By...)
-			b = append(b, '"')
-		}
-		return append(b, ']'), nil
-	}
-	if s.By == s.HLC.Node {
-		return json.Marshal([]any{s.HLC.String(), s.V})
-	}
-	return json.Marshal([]any{s.HLC.String(), s.V, s.By})
-}
-
-// UnmarshalJSON reads the array form, or a bare HLC string (a stamp written
-// before stamps carried versions).
-func (s *Stamp) UnmarshalJSON(b []byte) error {
-	if out, ok := parseStamp(b); ok {
-		*s = out
-		return nil
-	}
-	var str string
-	if json.Unmarshal(b, &str) == nil {
-		ts, err := clock.Parse(str)
-		if err != nil {
-			return err
-		}
-		*s = Stamp{HLC: ts, By: ts.Node}
-		return nil
-	}
-	var arr []json.RawMessage
-	if err := json.Unmarshal(b, &arr); err != nil || len(arr) < 2 || len(arr) > 3 {
-		return fmt.Errorf("merge: stamp %s: want [hlc, version] or [hlc, version, author]", b)
-	}
-	var out Stamp
-	if err := json.Unmarshal(arr[0], &str); err != nil {
-		return fmt.Errorf("merge: stamp %s: %w", b, err)
-	}
-	ts, err := clock.Parse(str)
-	if err != nil {
-		return err
-	}
-	out.HLC, out.By = ts, ts.Node
-	if err := json.Unmarshal(arr[1], &out.V); err != nil {
-		return fmt.Errorf("merge: stamp %s: %w", b, err)
-	}
-	if len(arr) == 3 {
-		if err := json.Unmarshal(arr[2], &out.By); err != nil {
-			return fmt.Errorf("merge: stamp %s: %w", b, err)
-		}
-	}
-	*s = out
-	return nil
-}
-
 // Doc is the mergeable state of one document: its plain JSON data plus the
-// per-field metadata the policies need. It serialises to JSON as stored.
+// per-field metadata the policies need. It is stored as core.StateRecord,
+// which fixes its stored form apart from this type; its own JSON encoding
+// (stamps as objects) is for tests and debugging only.
 //
 // Data holds only JSON types (map[string]any, []any, string, float64, bool,
 // nil), exactly what a client holds after decoding the same document, so the
@@ -248,69 +181,4 @@ func theirs(data map[string]any, ops []FieldOp) map[string]any {
 		}
 	}
 	return out
-}
-
-// plainJSON reports whether s can be written between JSON quotes as it is:
-// printable ASCII without quote or backslash.
-func plainJSON(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
-			return false
-		}
-	}
-	return true
-}
-
-// parseStamp reads the array form ["hlc",v] or ["hlc",v,"by"] written by
-// MarshalJSON when it holds plain strings; anything else (escapes,
-// whitespace, the old bare-string form) is left to the general decoder.
-func parseStamp(b []byte) (Stamp, bool) {
-	str := func(b []byte) (string, []byte, bool) {
-		if len(b) == 0 || b[0] != '"' {
-			return "", nil, false
-		}
-		for i := 1; i < len(b); i++ {
-			switch c := b[i]; {
-			case c == '"':
-				return string(b[1:i]), b[i+1:], true
-			case c == '\\' || c < 0x20 || c > 0x7e:
-				return "", nil, false
-			}
-		}
-		return "", nil, false
-	}
-	if len(b) < 2 || b[0] != '[' || b[len(b)-1] != ']' {
-		return Stamp{}, false
-	}
-	hlc, rest, ok := str(b[1:])
-	if !ok || len(rest) == 0 || rest[0] != ',' {
-		return Stamp{}, false
-	}
-	rest = rest[1:]
-	n := 0
-	for n < len(rest) && (rest[n] >= '0' && rest[n] <= '9' || n == 0 && rest[n] == '-') {
-		n++
-	}
-	v, err := strconv.ParseInt(string(rest[:n]), 10, 64)
-	if err != nil {
-		return Stamp{}, false
-	}
-	ts, err := clock.Parse(hlc)
-	if err != nil {
-		return Stamp{}, false
-	}
-	out := Stamp{HLC: ts, By: ts.Node, V: v}
-	rest = rest[n:]
-	switch {
-	case len(rest) == 1: // "]"
-		return out, true
-	case rest[0] == ',':
-		by, tail, ok := str(rest[1:])
-		if !ok || len(tail) != 1 {
-			return Stamp{}, false
-		}
-		out.By = by
-		return out, true
-	}
-	return Stamp{}, false
 }

@@ -407,38 +407,10 @@ func TestApplyAtomic(t *testing.T) {
 	}
 }
 
-func TestDocJSON(t *testing.T) {
+func TestDocClone(t *testing.T) {
 	s := newState()
 	s.mustApply(t, CRDT, Input{Client: "a", HLC: clock.Timestamp{Wall: 5, Logical: 2, Node: "a"}, Ops: MustOps(t, `[{"op":"set","path":"x.y","value":1},{"op":"add","path":"t","value":"q"}]`)})
 	s.mustApply(t, CRDT, Input{Client: "b", HLC: clock.Timestamp{Wall: 6, Node: "srv"}, Base: 1, Ops: MustOps(t, `[{"op":"set","path":"z","value":true}]`)})
-	b, err := json.Marshal(s.doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const want = `{"data":{"t":["q"],"x":{"y":1},"z":true},"stamps":{"x.y":["5.2.a",1],"z":["6.0.srv",2,"b"]},"elems":{"t":{"\"q\"":{"a":1}}}}`
-	if string(b) != want {
-		t.Fatalf("stored form\n got %s\nwant %s", b, want)
-	}
-	var back Doc
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(s.doc, &back); diff != "" {
-		t.Fatalf("round trip (-want +got):\n%s", diff)
-	}
-	var legacy Doc
-	if err := json.Unmarshal([]byte(`{"data":{},"stamps":{"a":"5.0.c"}}`), &legacy); err != nil {
-		t.Fatal(err)
-	}
-	if got := legacy.Stamps["a"]; got != (Stamp{HLC: ts(5, "c"), By: "c"}) {
-		t.Fatalf("legacy stamp = %+v", got)
-	}
-	for _, bad := range []string{`{"stamps":{"a":[1]}}`, `{"stamps":{"a":["x",1]}}`, `{"stamps":{"a":"x"}}`, `{"stamps":{"a":["1.0.c","v"]}}`} {
-		var d Doc
-		if err := json.Unmarshal([]byte(bad), &d); err == nil {
-			t.Errorf("Unmarshal(%s) accepted", bad)
-		}
-	}
 	c := s.doc.Clone()
 	c.Elems["t"]["\"q\""]["a"] = 99
 	if s.doc.Elems["t"]["\"q\""]["a"] != 1 {

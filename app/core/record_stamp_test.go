@@ -1,4 +1,4 @@
-package merge
+package core
 
 import (
 	"encoding/json"
@@ -9,8 +9,8 @@ import (
 
 // The direct stamp encoder and parser agree with the general JSON path for
 // plain and awkward strings alike.
-func TestStampJSONFastPath(t *testing.T) {
-	for _, s := range []Stamp{
+func TestStampRecordFastPath(t *testing.T) {
+	for _, s := range []StampRecord{
 		{HLC: clock.Timestamp{Wall: 1764096000000, Logical: 3, Node: "c1"}, By: "c1", V: 7},
 		{HLC: clock.Timestamp{Wall: 1764096000000, Node: "n1"}, By: "alice", V: 1},
 		{HLC: clock.Timestamp{Wall: 5, Logical: 4294967295, Node: "x"}, By: "x", V: -1},
@@ -32,13 +32,13 @@ func TestStampJSONFastPath(t *testing.T) {
 		if string(b) != string(wb) {
 			t.Errorf("encoded %s, want %s", b, wb)
 		}
-		var got Stamp
+		var got StampRecord
 		if err := json.Unmarshal(b, &got); err != nil || got != s {
 			t.Errorf("round trip of %s: %+v, %v; want %+v", b, got, err, s)
 		}
 	}
 	for _, in := range []string{`[ "1.0.n", 2 ]`, `["1.0.n",2,"b"]`, `"1.0.n"`, `["1.0.\u006e",2]`} {
-		var got Stamp
+		var got StampRecord
 		if err := got.UnmarshalJSON([]byte(in)); err != nil {
 			t.Errorf("%s: %v", in, err)
 		}
@@ -47,18 +47,18 @@ func TestStampJSONFastPath(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{`[]`, `["1.0.n"]`, `["1.0.n",x]`, `["1.0.n",2,"b","c"]`, `["nope",1]`} {
-		var s Stamp
+		var s StampRecord
 		if err := s.UnmarshalJSON([]byte(bad)); err == nil {
 			t.Errorf("%s: want an error", bad)
 		}
 	}
 }
 
-func BenchmarkStampJSON(b *testing.B) {
-	s := Stamp{HLC: clock.Timestamp{Wall: 1764096000000, Logical: 3, Node: "c1"}, By: "c1", V: 7}
+func BenchmarkStampRecordJSON(b *testing.B) {
+	s := StampRecord{HLC: clock.Timestamp{Wall: 1764096000000, Logical: 3, Node: "c1"}, By: "c1", V: 7}
 	for b.Loop() {
 		buf, _ := s.MarshalJSON()
-		var out Stamp
+		var out StampRecord
 		_ = out.UnmarshalJSON(buf)
 	}
 }

@@ -1,0 +1,300 @@
+package core
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/open-autoglm/autoglm/app/clock"
+	"github.com/open-autoglm/autoglm/app/internal/errcode"
+	"github.com/open-autoglm/autoglm/app/merge"
+)
+
+// The stored document (docs/operations.md, "Stored documents").
+//
+// Record is the persistence contract: what the engine hands to the store
+// ports is a *Document, and every adapter writes and reads it as the JSON of
+// its Record (EncodeDocument, DecodeDocument). The record's field names and
+// encodings are fixed here, apart from merge's and the rest of core's types,
+// so those can change without changing what is stored; a change to the
+// stored form is a new RecordFormat.
+
+// RecordFormat is the format version of the records this code writes, and
+// the newest it reads. Records written before the format was versioned
+// carry none and are format 1.
+const RecordFormat = 1
+
+// ErrRecordFormat: a stored document is in a format newer than this replica
+// reads (a newer replica wrote it). It is refused rather than misread; its
+// wire code is storage_format.
+var ErrRecordFormat = errcode.New(string(CodeStorageFormat), "stored document is in a newer format than this replica reads")
+
+// Record is a document as stored.
+type Record struct {
+	// Format is the record's format version; 0 (absent) is format 1.
+	Format  int          `json:"fmt"`
+	Version int64        `json:"v"`
+	Deleted bool         `json:"del,omitempty"`
+	State   *StateRecord `json:"state"`
+	// Idem, Gone and Horizon are the idempotency records (ClientOps,
+	// GoneClients), each in its compact encoding.
+	Idem     map[string]*ClientOps `json:"idem,omitempty"`
+	Gone     GoneClients           `json:"idem_gone,omitempty"`
+	Horizon  int64                 `json:"idem_horizon,omitempty"`
+	Updated  clock.Timestamp       `json:"hlc"`
+	LogStart int64                 `json:"log_start,omitempty"`
+	// Tail holds the latest commit's changes, as the op log stores them.
+	Tail []Change `json:"tail,omitempty"`
+	// Clients holds the idempotency marks of records written before Idem
+	// (the highest op id of each client). It is read, never written.
+	Clients map[string]legacyMark `json:"clients,omitempty"`
+}
+
+// StateRecord is a document's mergeable state as stored (merge.Doc).
+type StateRecord struct {
+	// Data is the document's JSON data, including the reserved keys
+	// merge.ConflictsKey and merge.TextKey, whose layout is part of the
+	// format.
+	Data    map[string]any                         `json:"data"`
+	Stamps  map[string]StampRecord                 `json:"stamps,omitempty"`
+	Elems   map[string]map[string]map[string]int64 `json:"elems,omitempty"`
+	TextDel map[string]int64                       `json:"textdel,omitempty"`
+}
+
+// StampRecord is a merge.Stamp as stored: ["hlc", version], or
+// ["hlc", version, "author"] when the author is not the HLC's node. Records
+// of the first format may hold a bare "hlc" string (version 0).
+type StampRecord struct {
+	HLC clock.Timestamp
+	By  string
+	V   int64
+}
+
+// legacyMark is the idempotency mark of the records written before Idem:
+// the highest op id of a client and the version it produced.
+type legacyMark struct {
+	OpID    uint64 `json:"op"`
+	Version int64  `json:"v"`
+}
+
+// RecordOf returns d's record (nil for nil, stored as JSON null, which
+// reads back as an empty document). It shares d's maps and slices; it
+// copies only the stamps, into their stored type.
+func RecordOf(d *Document) *Record {
+	if d == nil {
+		return nil
+	}
+	r := &Record{Format: RecordFormat, Version: d.Version, Deleted: d.Deleted, Idem: d.Idem, Gone: d.Gone,
+		Horizon: d.Horizon, Updated: d.Updated, LogStart: d.LogStart, Tail: d.Tail}
+	if s := d.State; s != nil {
+		r.State = &StateRecord{Data: s.Data, Elems: s.Elems, TextDel: s.TextDel}
+		if s.Stamps != nil {
+			r.State.Stamps = make(map[string]StampRecord, len(s.Stamps))
+			for p, st := range s.Stamps {
+				r.State.Stamps[p] = StampRecord{HLC: st.HLC, By: st.By, V: st.V}
+			}
+		}
+	}
+	return r
+}
+
+// Document returns the document r records (without its Key), or an error
+// wrapping ErrRecordFormat when r is in a format newer than RecordFormat.
+// The idempotency marks of the first records become records: the mark's
+// own op is remembered with its version and unknown content, and every
+// lower id is beyond the window, since whether it was applied is not known.
+func (r *Record) Document() (*Document, error) {
+	if r.Format < 0 || r.Format > RecordFormat {
+		return nil, fmt.Errorf("%w: format %d, this replica reads up to %d", ErrRecordFormat, r.Format, RecordFormat)
+	}
+	d := &Document{Version: r.Version, Deleted: r.Deleted, Idem: r.Idem, Gone: r.Gone, Horizon: r.Horizon,
+		Updated: r.Updated, LogStart: r.LogStart, Tail: r.Tail}
+	if s := r.State; s != nil {
+		d.State = &merge.Doc{Data: s.Data, Elems: s.Elems, TextDel: s.TextDel}
+		if s.Stamps != nil {
+			d.State.Stamps = make(map[string]merge.Stamp, len(s.Stamps))
+			for p, st := range s.Stamps {
+				d.State.Stamps[p] = merge.Stamp{HLC: st.HLC, By: st.By, V: st.V}
+			}
+		}
+	}
+	for id, m := range r.Clients {
+		if _, ok := d.Idem[id]; ok || m.OpID == 0 {
+			continue
+		}
+		if d.Idem == nil {
+			d.Idem = map[string]*ClientOps{}
+		}
+		// When the client last wrote is not known; the document's last write
+		// is the closest bound.
+		d.Idem[id] = &ClientOps{Floor: m.OpID - 1, Recent: []OpRecord{{OpID: m.OpID, Version: m.Version}}, Last: d.Updated.Wall}
+	}
+	return d, nil
+}
+
+// EncodeDocument returns the stored form of d: the JSON of its Record.
+func EncodeDocument(d *Document) ([]byte, error) { return json.Marshal(RecordOf(d)) }
+
+// DecodeDocument reads a stored document written in any format up to
+// RecordFormat (errors wrapping ErrRecordFormat for a newer one). The
+// document's Key is left for the caller, who knows where it was stored.
+func DecodeDocument(b []byte) (*Document, error) {
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	return r.Document()
+}
+
+// StateSize is the size of s as stored: what a collection's max_doc_bytes
+// counts.
+func StateSize(s *merge.Doc) int {
+	b, err := json.Marshal(RecordOf(&Document{State: s}).State)
+	if err != nil {
+		return 0
+	}
+	return len(b)
+}
+
+// MarshalJSON writes the stored form (EncodeDocument).
+func (d Document) MarshalJSON() ([]byte, error) { return EncodeDocument(&d) }
+
+// UnmarshalJSON reads the stored form (DecodeDocument).
+func (d *Document) UnmarshalJSON(b []byte) error {
+	out, err := DecodeDocument(b)
+	if err != nil {
+		return err
+	}
+	*d = *out
+	return nil
+}
+
+// MarshalJSON writes the compact form.
+func (s StampRecord) MarshalJSON() ([]byte, error) {
+	// Every stored document carries a stamp per field, so this runs for
+	// each of them on every write: plain strings (the usual case) are
+	// written directly rather than through reflection.
+	if hlc := s.HLC.String(); plainJSON(hlc) && plainJSON(s.By) {
+		b := make([]byte, 0, len(hlc)+len(s.By)+32)
+		b = append(b, '[', '"')
+		b = append(b, hlc...)
+		b = append(b, '"', ',')
+		b = strconv.AppendInt(b, s.V, 10)
+		if s.By != s.HLC.Node {
+			b = append(b, ',', '"')
+			b = append(b, s.By...)
+			b = append(b, '"')
+		}
+		return append(b, ']'), nil
+	}
+	if s.By == s.HLC.Node {
+		return json.Marshal([]any{s.HLC.String(), s.V})
+	}
+	return json.Marshal([]any{s.HLC.String(), s.V, s.By})
+}
+
+// UnmarshalJSON reads the array form, or a bare HLC string (a stamp written
+// before stamps carried versions).
+func (s *StampRecord) UnmarshalJSON(b []byte) error {
+	if out, ok := parseStamp(b); ok {
+		*s = out
+		return nil
+	}
+	var str string
+	if json.Unmarshal(b, &str) == nil {
+		ts, err := clock.Parse(str)
+		if err != nil {
+			return err
+		}
+		*s = StampRecord{HLC: ts, By: ts.Node}
+		return nil
+	}
+	var arr []json.RawMessage
+	if err := json.Unmarshal(b, &arr); err != nil || len(arr) < 2 || len(arr) > 3 {
+		return fmt.Errorf("stamp %s: want [hlc, version] or [hlc, version, author]", b)
+	}
+	var out StampRecord
+	if err := json.Unmarshal(arr[0], &str); err != nil {
+		return fmt.Errorf("stamp %s: %w", b, err)
+	}
+	ts, err := clock.Parse(str)
+	if err != nil {
+		return err
+	}
+	out.HLC, out.By = ts, ts.Node
+	if err := json.Unmarshal(arr[1], &out.V); err != nil {
+		return fmt.Errorf("stamp %s: %w", b, err)
+	}
+	if len(arr) == 3 {
+		if err := json.Unmarshal(arr[2], &out.By); err != nil {
+			return fmt.Errorf("stamp %s: %w", b, err)
+		}
+	}
+	*s = out
+	return nil
+}
+
+// plainJSON reports whether s can be written between JSON quotes as it is:
+// printable ASCII without quote or backslash.
+func plainJSON(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// parseStamp reads the array form ["hlc",v] or ["hlc",v,"by"] written by
+// MarshalJSON when it holds plain strings; anything else (escapes,
+// whitespace, the old bare-string form) is left to the general decoder.
+func parseStamp(b []byte) (StampRecord, bool) {
+	str := func(b []byte) (string, []byte, bool) {
+		if len(b) == 0 || b[0] != '"' {
+			return "", nil, false
+		}
+		for i := 1; i < len(b); i++ {
+			switch c := b[i]; {
+			case c == '"':
+				return string(b[1:i]), b[i+1:], true
+			case c == '\\' || c < 0x20 || c > 0x7e:
+				return "", nil, false
+			}
+		}
+		return "", nil, false
+	}
+	if len(b) < 2 || b[0] != '[' || b[len(b)-1] != ']' {
+		return StampRecord{}, false
+	}
+	hlc, rest, ok := str(b[1:])
+	if !ok || len(rest) == 0 || rest[0] != ',' {
+		return StampRecord{}, false
+	}
+	rest = rest[1:]
+	n := 0
+	for n < len(rest) && (rest[n] >= '0' && rest[n] <= '9' || n == 0 && rest[n] == '-') {
+		n++
+	}
+	v, err := strconv.ParseInt(string(rest[:n]), 10, 64)
+	if err != nil {
+		return StampRecord{}, false
+	}
+	ts, err := clock.Parse(hlc)
+	if err != nil {
+		return StampRecord{}, false
+	}
+	out := StampRecord{HLC: ts, By: ts.Node, V: v}
+	rest = rest[n:]
+	switch {
+	case len(rest) == 1: // "]"
+		return out, true
+	case rest[0] == ',':
+		by, tail, ok := str(rest[1:])
+		if !ok || len(tail) != 1 {
+			return StampRecord{}, false
+		}
+		out.By = by
+		return out, true
+	}
+	return StampRecord{}, false
+}

@@ -1,0 +1,236 @@
+package core
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/open-autoglm/autoglm/app/clock"
+	"github.com/open-autoglm/autoglm/app/merge"
+)
+
+// recordView is a document as plain data, independent of any codec: the
+// golden files' .view.json were written from it by the code that wrote the
+// records, before Record existed.
+func recordView(d *Document) map[string]any {
+	out := map[string]any{"Version": d.Version, "Deleted": d.Deleted, "Horizon": d.Horizon, "Updated": d.Updated.String(), "LogStart": d.LogStart}
+	if d.State != nil {
+		st := map[string]any{"Data": d.State.Data, "Elems": d.State.Elems, "TextDel": d.State.TextDel}
+		stamps := map[string]any{}
+		for p, s := range d.State.Stamps {
+			stamps[p] = []any{s.HLC.String(), s.By, s.V}
+		}
+		st["Stamps"] = stamps
+		out["State"] = st
+	}
+	idem := map[string]any{}
+	for c, r := range d.Idem {
+		idem[c] = map[string]any{"Floor": r.Floor, "Last": r.Last, "Recent": r.Recent}
+	}
+	out["Idem"] = idem
+	out["Gone"] = []GoneClient(d.Gone)
+	out["Tail"] = d.Tail
+	return out
+}
+
+// Records written before the format was versioned (testdata/record: a
+// plain lww document, crdt sets and counters, a text field with
+// tombstones, manual conflicts, idempotency records with gone clients and
+// a horizon, a deleted document, and the older stamp and idempotency-mark
+// forms) decode to what they decoded to then (.view.json), and encode
+// again as they were, with the format version in front (.out.json where
+// the older forms were rewritten then too).
+func TestRecordGolden(t *testing.T) {
+	files, err := filepath.Glob("testdata/record/*.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range files {
+		base, ok := strings.CutSuffix(f, ".json")
+		if !ok || strings.HasSuffix(base, ".view") || strings.HasSuffix(base, ".out") {
+			continue
+		}
+		n++
+		t.Run(filepath.Base(base), func(t *testing.T) {
+			stored, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored = bytes.TrimSpace(stored)
+			wantView, err := os.ReadFile(base + ".view.json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rewritten := stored
+			if b, err := os.ReadFile(base + ".out.json"); err == nil {
+				rewritten = bytes.TrimSpace(b)
+			}
+
+			d, err := DecodeDocument(stored)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := json.MarshalIndent(recordView(d), "", " ")
+			if diff := cmp.Diff(strings.TrimSpace(string(wantView)), string(got)); diff != "" {
+				t.Fatalf("decoded document (-want +got):\n%s", diff)
+			}
+			var viaJSON Document
+			if err := json.Unmarshal(stored, &viaJSON); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(d, &viaJSON); diff != "" {
+				t.Fatalf("json.Unmarshal differs from DecodeDocument (-want +got):\n%s", diff)
+			}
+
+			enc, err := EncodeDocument(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := `{"fmt":1,` + string(rewritten[1:])
+			if string(enc) != want {
+				t.Fatalf("encoded\n got %s\nwant %s", enc, want)
+			}
+			if viaJSON, _ := json.Marshal(d); !bytes.Equal(viaJSON, enc) {
+				t.Fatalf("json.Marshal differs from EncodeDocument:\n%s\n%s", viaJSON, enc)
+			}
+			// The earlier encoding is the new one without the version.
+			var old map[string]json.RawMessage
+			if err := json.Unmarshal(rewritten, &old); err != nil {
+				t.Fatal(err)
+			}
+			if got := StateSize(d.State); got != len(old["state"]) {
+				t.Fatalf("StateSize = %d, the stored state is %d bytes", got, len(old["state"]))
+			}
+			again, err := DecodeDocument(enc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(d, again); diff != "" {
+				t.Fatalf("round trip (-want +got):\n%s", diff)
+			}
+		})
+	}
+	if n < 7 {
+		t.Fatalf("%d golden records", n)
+	}
+}
+
+// A record of a newer format is refused with storage_format, not read as
+// far as its fields happen to match.
+func TestRecordNewerFormat(t *testing.T) {
+	for _, body := range []string{
+		`{"fmt":2,"v":3,"state":{"data":{"a":1}},"hlc":"5.0.n"}`,
+		`{"fmt":99,"v":3,"doc":{"a":1}}`,
+		`{"fmt":-1,"v":3,"state":{"data":{}}}`,
+	} {
+		d, err := DecodeDocument([]byte(body))
+		if !errors.Is(err, ErrRecordFormat) || d != nil {
+			t.Fatalf("%s: %v, %v", body, d, err)
+		}
+		if c := CodeOf(fmt.Errorf("load x/y: %w", err)); c != CodeStorageFormat || !c.Retryable() {
+			t.Fatalf("%s: code %s", body, c)
+		}
+		if m := PublicMessage(fmt.Errorf("load x/y: %w", err)); strings.Contains(m, "x/y") || !strings.Contains(m, "newer format") {
+			t.Fatalf("%s: public message %q", body, m)
+		}
+		var viaJSON Document
+		if err := json.Unmarshal([]byte(body), &viaJSON); !errors.Is(err, ErrRecordFormat) {
+			t.Fatalf("json.Unmarshal(%s): %v", body, err)
+		}
+	}
+	for _, body := range []string{`{"v":1,"state":{"data":{}}}`, `{"fmt":1,"v":1,"state":{"data":{}}}`, `{"fmt":0,"v":1}`} {
+		if _, err := DecodeDocument([]byte(body)); err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+	}
+}
+
+// The stored form of a merge state, field by field.
+func TestStateRecordJSON(t *testing.T) {
+	s := merge.NewDoc()
+	apply := func(in merge.Input, ops string) {
+		t.Helper()
+		var fo []merge.FieldOp
+		if err := json.Unmarshal([]byte(ops), &fo); err != nil {
+			t.Fatal(err)
+		}
+		in.Ops = fo
+		if _, err := merge.Apply(merge.CRDT, s, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(merge.Input{Client: "a", HLC: clock.Timestamp{Wall: 5, Logical: 2, Node: "a"}}, `[{"op":"set","path":"x.y","value":1},{"op":"add","path":"t","value":"q"}]`)
+	apply(merge.Input{Client: "b", HLC: clock.Timestamp{Wall: 6, Node: "srv"}, Base: 1, Current: 1}, `[{"op":"set","path":"z","value":true}]`)
+	b, err := json.Marshal(RecordOf(&Document{State: s}).State)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"data":{"t":["q"],"x":{"y":1},"z":true},"stamps":{"x.y":["5.2.a",1],"z":["6.0.srv",2,"b"]},"elems":{"t":{"\"q\"":{"a":1}}}}`
+	if string(b) != want {
+		t.Fatalf("stored form\n got %s\nwant %s", b, want)
+	}
+	d, err := DecodeDocument([]byte(`{"state":` + want + `}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(s, d.State); diff != "" {
+		t.Fatalf("round trip (-want +got):\n%s", diff)
+	}
+	d, err = DecodeDocument([]byte(`{"state":{"data":{},"stamps":{"a":"5.0.c"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.State.Stamps["a"]; got != (merge.Stamp{HLC: clock.Timestamp{Wall: 5, Node: "c"}, By: "c"}) {
+		t.Fatalf("legacy stamp = %+v", got)
+	}
+	for _, bad := range []string{`{"stamps":{"a":[1]}}`, `{"stamps":{"a":["x",1]}}`, `{"stamps":{"a":"x"}}`, `{"stamps":{"a":["1.0.c","v"]}}`} {
+		if _, err := DecodeDocument([]byte(`{"state":` + bad + `}`)); err == nil {
+			t.Errorf("state %s accepted", bad)
+		}
+	}
+}
+
+// benchRecord is a document of 200 writes by 8 clients to 50 fields.
+func benchRecord() *Document {
+	d := &Document{State: merge.NewDoc(), Updated: clock.Timestamp{Wall: 1_764_000_000_000, Node: "n1"}}
+	for i := range 200 {
+		v, _ := json.Marshal(fmt.Sprintf("value %d", i))
+		c := fmt.Sprintf("c%d", i%8)
+		in := merge.Input{Client: c, HLC: clock.Timestamp{Wall: 1_764_000_000_000 + int64(i), Node: c}, Base: d.Version, Current: d.Version,
+			Ops: []merge.FieldOp{{Op: merge.KindSet, Path: fmt.Sprintf("f%d.x", i%50), Value: v}}}
+		if _, err := merge.Apply(merge.LWW, d.State, in); err != nil {
+			panic(err)
+		}
+		d.Version++
+		d.Remember(c, OpRecord{OpID: uint64(i + 1), Version: d.Version, Digest: uint64(i)*7919 + 1}, int64(i))
+	}
+	return d
+}
+
+// The write path encodes the document on every commit.
+func BenchmarkRecordEncode(b *testing.B) {
+	d := benchRecord()
+	for b.Loop() {
+		if _, err := EncodeDocument(d); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRecordDecode(b *testing.B) {
+	body, _ := EncodeDocument(benchRecord())
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, err := DecodeDocument(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
