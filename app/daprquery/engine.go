@@ -185,8 +185,8 @@ func (e *Engine) Query(ctx context.Context, coll string, q query.Query, admit li
 			continue
 		}
 		id := r.Key[len(coll)+1:]
-		var d core.Document
-		if err := json.Unmarshal(r.Value, &d); err != nil {
+		d, err := core.DecodeDocument(r.Value)
+		if err != nil {
 			return nil, false, false, fmt.Errorf("query %s: decode %s: %w", coll, r.Key, err)
 		}
 		if d.Deleted || d.Version == 0 {

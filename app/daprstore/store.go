@@ -176,12 +176,12 @@ func (s *Store) Load(ctx context.Context, k core.Key) (core.Stored, error) {
 		d.Key = k
 		return core.Stored{Doc: d, ETag: item.Etag}, nil
 	}
-	var d core.Document
-	if err := json.Unmarshal(item.Value, &d); err != nil {
+	d, err := core.DecodeDocument(item.Value)
+	if err != nil {
 		return core.Stored{}, fmt.Errorf("load %s: decode: %w", k, err)
 	}
 	d.Key = k
-	return core.Stored{Doc: &d, ETag: item.Etag}, nil
+	return core.Stored{Doc: d, ETag: item.Etag}, nil
 }
 
 // LoadForWrite is Load for a writer, whose commit is guarded by the ETag
@@ -230,7 +230,7 @@ func (s *Store) Commit(ctx context.Context, c core.Commit) error {
 	if err != nil {
 		return err
 	}
-	body, err := json.Marshal(c.Doc)
+	body, err := core.EncodeDocument(c.Doc)
 	if err != nil {
 		return fmt.Errorf("commit %s: encode: %w", c.Key, err)
 	}
@@ -541,12 +541,12 @@ func (s *Store) Documents(ctx context.Context, coll string, ids []string) ([]*co
 		if len(byKey[key]) == 0 {
 			continue
 		}
-		var d core.Document
-		if err := json.Unmarshal(byKey[key], &d); err != nil {
+		d, err := core.DecodeDocument(byKey[key])
+		if err != nil {
 			return nil, fmt.Errorf("list %s: decode %s: %w", coll, key, err)
 		}
 		d.Key = core.Key{Collection: coll, ID: ids[i]}
-		out = append(out, &d)
+		out = append(out, d)
 	}
 	return out, nil
 }

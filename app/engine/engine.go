@@ -21,7 +21,6 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -320,7 +319,7 @@ func (e *Engine) process(w *writer, batch []request) {
 			break
 		}
 		outs, commit = e.apply(k, stored, batch, false)
-		if len(commit.Changes) > 0 && encodedSize(commit.Doc.State) > e.maxDoc(e.collection(k)) {
+		if len(commit.Changes) > 0 && core.StateSize(commit.Doc.State) > e.maxDoc(e.collection(k)) {
 			// Some op pushed the document over its limit: apply the batch
 			// again checking the size after every op, to refuse just those.
 			if stored, err = e.opt.Store.Load(ctx, k); err != nil {
@@ -659,8 +658,8 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 				return Result{Err: err}
 			}
 		}
-		if limit := e.maxDoc(col); sizeEach && encodedSize(state) > limit {
-			size := encodedSize(state)
+		if limit := e.maxDoc(col); sizeEach && core.StateSize(state) > limit {
+			size := core.StateSize(state)
 			undo()
 			return reject(core.CodeTooLarge, nil, "document would be %d bytes (limit %d)", size, limit)
 		}
@@ -753,12 +752,4 @@ func cloneDoc(k core.Key, d *core.Document) *core.Document {
 	// The records themselves are never changed in place (ClientOps.With).
 	c.Idem = maps.Clone(d.Idem)
 	return &c
-}
-
-func encodedSize(s *merge.Doc) int {
-	b, err := json.Marshal(s)
-	if err != nil {
-		return 0
-	}
-	return len(b)
 }

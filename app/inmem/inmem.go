@@ -71,12 +71,12 @@ func (s *Store) Load(_ context.Context, k core.Key) (core.Stored, error) {
 	if !ok {
 		return core.Stored{}, nil
 	}
-	var d core.Document
-	if err := json.Unmarshal(st.body, &d); err != nil {
+	d, err := core.DecodeDocument(st.body)
+	if err != nil {
 		return core.Stored{}, err
 	}
 	d.Key = k
-	return core.Stored{Doc: &d, ETag: st.etag}, nil
+	return core.Stored{Doc: d, ETag: st.etag}, nil
 }
 
 // stale reports whether a write guarded by etag ("": the key must not
@@ -100,7 +100,7 @@ func (s *Store) Commit(_ context.Context, c core.Commit) error {
 	if stale(c.ETag, exists, cur.etag) {
 		return fmt.Errorf("commit %s: %w", c.Key, core.ErrVersionConflict)
 	}
-	body, err := json.Marshal(c.Doc)
+	body, err := core.EncodeDocument(c.Doc)
 	if err != nil {
 		return err
 	}
@@ -153,8 +153,8 @@ func (s *Store) Changes(_ context.Context, k core.Key, from, to int64) ([]core.C
 	}
 	if v <= to {
 		if st, ok := s.docs[k]; ok {
-			var d core.Document
-			if err := json.Unmarshal(st.body, &d); err != nil {
+			d, err := core.DecodeDocument(st.body)
+			if err != nil {
 				return nil, err
 			}
 			for _, ch := range d.Tail {
