@@ -6,6 +6,8 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+
+	"github.com/open-autoglm/autoglm/app/merge"
 )
 
 // SchemaError is a schema that breaks one of its invariants. Key names the
@@ -77,16 +79,108 @@ func (f *Field) Validate() error {
 	return nil
 }
 
-// Validate checks the collection's fields (Field.Validate) and its read
-// rules against the rest of it, and indexes the rules for ViewOf,
-// RulePaths and Touches: rules that name the owner (read_rules owner, or
-// owner in a field's readable_by) need an owner_field. Call it once the
-// collection's fields and read rules are set, and again after changing
-// them. It returns a *SchemaError (Key "read_rules" for the owner rule).
+// Validate checks that the state machine fits together: at least one
+// state, each named once and not empty; an initial state among them; every
+// transition between two declared states, not from a state to itself, and
+// declared once, with its roles named once and not empty. It returns a
+// *SchemaError whose Key names the rule at fault: "states" (Index: the
+// state, or -1 for the list), "initial", or, with Index the transition,
+// "from", "to" (an undeclared state, or the state it comes from),
+// "transitions" (declared twice) or "roles". Undeclared states are looked
+// for first, every from before every to, then each transition in turn.
+func (m *StateMachine) Validate() error {
+	fail := func(key string, i int, format string, args ...any) error {
+		return &SchemaError{Path: m.Field, Key: key, Index: i, Msg: fmt.Sprintf(format, args...)}
+	}
+	if len(m.States) == 0 {
+		return fail("states", -1, "needs a non-empty list of states")
+	}
+	if err := distinct(m.States, func(i int, msg string) error { return fail("states", i, "states: %s", msg) }); err != nil {
+		return err
+	}
+	if !slices.Contains(m.States, m.Initial) {
+		return fail("initial", -1, "initial state %q is not declared in states", m.Initial)
+	}
+	for i, t := range m.Transitions {
+		if !slices.Contains(m.States, t.From) {
+			return fail("from", i, "transition from undeclared state %q", t.From)
+		}
+	}
+	for i, t := range m.Transitions {
+		if !slices.Contains(m.States, t.To) {
+			return fail("to", i, "transition to undeclared state %q", t.To)
+		}
+	}
+	for i, t := range m.Transitions {
+		if t.From == t.To {
+			return fail("to", i, "transition from %q to itself", t.From)
+		}
+		if slices.ContainsFunc(m.Transitions[:i], func(x Transition) bool { return x.From == t.From && x.To == t.To }) {
+			return fail("transitions", i, "transition %q → %q declared twice", t.From, t.To)
+		}
+		if err := distinct(t.Roles, func(_ int, msg string) error { return fail("roles", i, "roles: %s", msg) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// distinct checks that a list of names has no empty and no repeated name;
+// fail builds the error for the i-th.
+func distinct(names []string, fail func(i int, msg string) error) error {
+	for i, s := range names {
+		if s == "" {
+			return fail(i, "empty string")
+		}
+		if slices.Contains(names[:i], s) {
+			return fail(i, fmt.Sprintf("%q listed twice", s))
+		}
+	}
+	return nil
+}
+
+// CheckStateField checks that path p can hold a state machine of c: a dot
+// path of keys not starting with '_', and, if c declares the field, a string
+// (or untyped) one. It returns a *SchemaError with Key "state_machines".
+func (c *Collection) CheckStateField(p string) error {
+	fail := func(format string, args ...any) error {
+		return &SchemaError{Collection: c.Name, Key: "state_machines", Index: -1, Msg: fmt.Sprintf(format, args...)}
+	}
+	if merge.ValidatePath(p) != nil {
+		return fail("state machine field %q: want a dot path of keys not starting with '_'", p)
+	}
+	if f, ok := c.Fields[p]; ok && f.Type != TypeString && f.Type != TypeAny {
+		return fail("state machine field %q is declared as %s; states are strings", p, f.Type)
+	}
+	return nil
+}
+
+// Validate checks the collection's fields (Field.Validate), its state
+// machines (CheckStateField, StateMachine.Validate, each keyed by its own
+// field) and its read rules against the rest of it, and indexes the rules
+// for ViewOf, RulePaths and Touches: rules that name the owner (read_rules
+// owner, or owner in a field's readable_by) need an owner_field. Call it
+// once the collection's fields, state machines and read rules are set, and
+// again after changing them. It returns a *SchemaError (Key "read_rules"
+// for the owner rule).
 func (c *Collection) Validate() error {
 	c.readable, c.rulePaths = nil, nil
 	for _, p := range slices.Sorted(maps.Keys(c.Fields)) {
 		if err := c.Fields[p].Validate(); err != nil {
+			err.(*SchemaError).Collection = c.Name
+			return err
+		}
+	}
+	for _, p := range slices.Sorted(maps.Keys(c.StateMachines)) {
+		m := c.StateMachines[p]
+		if err := c.CheckStateField(p); err != nil {
+			return err
+		}
+		if m == nil || m.Field != p {
+			return &SchemaError{Collection: c.Name, Path: p, Key: "state_machines", Index: -1,
+				Msg: "the state machine declared for this field is missing or names another field"}
+		}
+		if err := m.Validate(); err != nil {
 			err.(*SchemaError).Collection = c.Name
 			return err
 		}

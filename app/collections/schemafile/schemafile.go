@@ -354,11 +354,9 @@ func (l *loader) collection(col *collections.Collection, n *yaml.Node) (collecti
 		return in, err
 	}
 	return in, l.mapping(machines, where+": state_machines", nil, func(p string, k, v *yaml.Node) error {
-		if merge.ValidatePath(p) != nil {
-			return l.errf(k, "%s: state machine field %q: want a dot path of keys not starting with '_'", where, p)
-		}
-		if f, ok := col.Fields[p]; ok && f.Type != collections.TypeString && f.Type != collections.TypeAny {
-			return l.errf(k, "%s: state machine field %q is declared as %s; states are strings", where, p, f.Type)
+		var se *collections.SchemaError
+		if errors.As(col.CheckStateField(p), &se) {
+			return l.errf(k, "%s: %s", where, se.Msg)
 		}
 		m, err := l.machine(p, v, where)
 		col.StateMachines[p] = m
@@ -474,6 +472,10 @@ func (l *loader) enum(n *yaml.Node, what string) ([]any, error) {
 	return out, nil
 }
 
+// machineEntry is the transition entry of the file a transition of a state
+// machine comes from: its nodes by key ("transitions" for the entry itself).
+type machineEntry struct{ nodes map[string]*yaml.Node }
+
 func (l *loader) machine(p string, n *yaml.Node, where string) (*collections.StateMachine, error) {
 	m := &collections.StateMachine{Field: p}
 	what := fmt.Sprintf("%s: state machine %s", where, p)
@@ -494,15 +496,33 @@ func (l *loader) machine(p string, n *yaml.Node, where string) (*collections.Sta
 	switch {
 	case err != nil:
 		return m, err
-	case states == nil || len(m.States) == 0:
-		return m, l.errf(n, "%s: needs a non-empty list of states", what)
-	case initial == nil:
+	case len(m.States) > 0 && initial == nil:
 		return m, l.errf(n, "%s: needs an initial state", what)
-	case !slices.Contains(m.States, m.Initial):
-		return m, l.errf(initial, "%s: initial state %q is not declared in states", what, m.Initial)
 	}
-	if transitions == nil {
-		return m, nil // a field fixed at its initial state
+	// The machine's invariants are its own (StateMachine.Validate), checked
+	// after each transition entry so the first mistake in the file is the
+	// one reported; the entries' nodes place the errors.
+	var entries []machineEntry
+	check := func() error {
+		var se *collections.SchemaError
+		if !errors.As(m.Validate(), &se) {
+			return nil
+		}
+		at := n
+		switch se.Key {
+		case "initial":
+			at = initial
+		case "states":
+			if se.Index >= 0 {
+				at = resolve(states).Content[se.Index]
+			}
+		case "from", "to", "transitions", "roles":
+			at = entries[se.Index].nodes[se.Key]
+		}
+		return l.errf(at, "%s: %s", what, se.Msg)
+	}
+	if err := check(); err != nil || transitions == nil {
+		return m, err // no transitions: a field fixed at its initial state
 	}
 	tn := resolve(transitions)
 	if tn.Kind != yaml.SequenceNode {
@@ -510,14 +530,13 @@ func (l *loader) machine(p string, n *yaml.Node, where string) (*collections.Sta
 	}
 	for _, t := range tn.Content {
 		var from, to, roles []string
-		var fromN, toN *yaml.Node
+		nodes := map[string]*yaml.Node{"transitions": t}
 		err := l.mapping(t, what+": transition", transitionKeys, func(key string, _, v *yaml.Node) (err error) {
+			nodes[key] = v
 			switch key {
 			case "from":
-				fromN = v
 				from, err = l.strs(v, what+": from", true)
 			case "to":
-				toN = v
 				to, err = l.strs(v, what+": to", true)
 			case "roles":
 				roles, err = l.strs(v, what+": roles", false)
@@ -529,29 +548,17 @@ func (l *loader) machine(p string, n *yaml.Node, where string) (*collections.Sta
 			return m, err
 		case resolve(t).Kind != yaml.MappingNode:
 			return m, l.errf(t, "%s: a transition must be a mapping with from, to and roles", what)
-		case fromN == nil || toN == nil:
+		case nodes["from"] == nil || nodes["to"] == nil:
 			return m, l.errf(t, "%s: a transition needs from and to", what)
-		}
-		for _, s := range from {
-			if !slices.Contains(m.States, s) {
-				return m, l.errf(fromN, "%s: transition from undeclared state %q", what, s)
-			}
-		}
-		for _, s := range to {
-			if !slices.Contains(m.States, s) {
-				return m, l.errf(toN, "%s: transition to undeclared state %q", what, s)
-			}
 		}
 		for _, f := range from {
 			for _, s := range to {
-				if f == s {
-					return m, l.errf(toN, "%s: transition from %q to itself", what, f)
-				}
-				if slices.ContainsFunc(m.Transitions, func(x collections.Transition) bool { return x.From == f && x.To == s }) {
-					return m, l.errf(t, "%s: transition %q → %q declared twice", what, f, s)
-				}
 				m.Transitions = append(m.Transitions, collections.Transition{From: f, To: s, Roles: roles})
+				entries = append(entries, machineEntry{nodes: nodes})
 			}
+		}
+		if err := check(); err != nil {
+			return m, err
 		}
 	}
 	return m, nil
