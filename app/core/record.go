@@ -3,6 +3,8 @@ package core
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 
 	"github.com/open-autoglm/autoglm/app/clock"
@@ -56,10 +58,15 @@ type StateRecord struct {
 	// merge.ConflictsKey and merge.TextKey, whose layout is part of the
 	// format.
 	Data    map[string]any                         `json:"data"`
-	Stamps  map[string]StampRecord                 `json:"stamps,omitempty"`
+	Stamps  StampsRecord                           `json:"stamps,omitempty"`
 	Elems   map[string]map[string]map[string]int64 `json:"elems,omitempty"`
 	TextDel map[string]int64                       `json:"textdel,omitempty"`
 }
+
+// StampsRecord is a document's stamps (merge.Doc.Stamps) as stored: an
+// object of path → StampRecord. It is written straight from merge's map:
+// every commit writes one stamp per field.
+type StampsRecord map[string]merge.Stamp
 
 // StampRecord is a merge.Stamp as stored: ["hlc", version], or
 // ["hlc", version, "author"] when the author is not the HLC's node. Records
@@ -78,8 +85,7 @@ type legacyMark struct {
 }
 
 // RecordOf returns d's record (nil for nil, stored as JSON null, which
-// reads back as an empty document). It shares d's maps and slices; it
-// copies only the stamps, into their stored type.
+// reads back as an empty document). It shares d's maps and slices.
 func RecordOf(d *Document) *Record {
 	if d == nil {
 		return nil
@@ -87,13 +93,7 @@ func RecordOf(d *Document) *Record {
 	r := &Record{Format: RecordFormat, Version: d.Version, Deleted: d.Deleted, Idem: d.Idem, Gone: d.Gone,
 		Horizon: d.Horizon, Updated: d.Updated, LogStart: d.LogStart, Tail: d.Tail}
 	if s := d.State; s != nil {
-		r.State = &StateRecord{Data: s.Data, Elems: s.Elems, TextDel: s.TextDel}
-		if s.Stamps != nil {
-			r.State.Stamps = make(map[string]StampRecord, len(s.Stamps))
-			for p, st := range s.Stamps {
-				r.State.Stamps[p] = StampRecord{HLC: st.HLC, By: st.By, V: st.V}
-			}
-		}
+		r.State = &StateRecord{Data: s.Data, Stamps: s.Stamps, Elems: s.Elems, TextDel: s.TextDel}
 	}
 	return r
 }
@@ -110,13 +110,7 @@ func (r *Record) Document() (*Document, error) {
 	d := &Document{Version: r.Version, Deleted: r.Deleted, Idem: r.Idem, Gone: r.Gone, Horizon: r.Horizon,
 		Updated: r.Updated, LogStart: r.LogStart, Tail: r.Tail}
 	if s := r.State; s != nil {
-		d.State = &merge.Doc{Data: s.Data, Elems: s.Elems, TextDel: s.TextDel}
-		if s.Stamps != nil {
-			d.State.Stamps = make(map[string]merge.Stamp, len(s.Stamps))
-			for p, st := range s.Stamps {
-				d.State.Stamps[p] = merge.Stamp{HLC: st.HLC, By: st.By, V: st.V}
-			}
-		}
+		d.State = &merge.Doc{Data: s.Data, Stamps: s.Stamps, Elems: s.Elems, TextDel: s.TextDel}
 	}
 	for id, m := range r.Clients {
 		if _, ok := d.Idem[id]; ok || m.OpID == 0 {
@@ -169,13 +163,64 @@ func (d *Document) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// MarshalJSON writes the object in key order, as encoding/json writes a
+// map, each stamp in its compact form, without a map of StampRecord in
+// between.
+func (m StampsRecord) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, 2+len(m)*48)
+	b = append(b, '{')
+	for i, p := range slices.Sorted(maps.Keys(m)) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if plainJSON(p) {
+			b = append(b, '"')
+			b = append(b, p...)
+			b = append(b, '"')
+		} else {
+			k, err := json.Marshal(p)
+			if err != nil {
+				return nil, err
+			}
+			b = append(b, k...)
+		}
+		b = append(b, ':')
+		var err error
+		if b, err = StampRecord(m[p]).appendJSON(b); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, '}'), nil
+}
+
+// UnmarshalJSON reads an object of stamps.
+func (m *StampsRecord) UnmarshalJSON(b []byte) error {
+	var in map[string]StampRecord
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	if in == nil {
+		*m = nil
+		return nil
+	}
+	out := make(StampsRecord, len(in))
+	for p, s := range in {
+		out[p] = merge.Stamp(s)
+	}
+	*m = out
+	return nil
+}
+
 // MarshalJSON writes the compact form.
-func (s StampRecord) MarshalJSON() ([]byte, error) {
+func (s StampRecord) MarshalJSON() ([]byte, error) { return s.appendJSON(nil) }
+
+// appendJSON appends the compact form to b.
+func (s StampRecord) appendJSON(b []byte) ([]byte, error) {
 	// Every stored document carries a stamp per field, so this runs for
 	// each of them on every write: plain strings (the usual case) are
 	// written directly rather than through reflection.
 	if hlc := s.HLC.String(); plainJSON(hlc) && plainJSON(s.By) {
-		b := make([]byte, 0, len(hlc)+len(s.By)+32)
+		b = slices.Grow(b, len(hlc)+len(s.By)+32)
 		b = append(b, '[', '"')
 		b = append(b, hlc...)
 		b = append(b, '"', ',')
@@ -187,10 +232,12 @@ func (s StampRecord) MarshalJSON() ([]byte, error) {
 		}
 		return append(b, ']'), nil
 	}
-	if s.By == s.HLC.Node {
-		return json.Marshal([]any{s.HLC.String(), s.V})
+	arr := []any{s.HLC.String(), s.V}
+	if s.By != s.HLC.Node {
+		arr = append(arr, s.By)
 	}
-	return json.Marshal([]any{s.HLC.String(), s.V, s.By})
+	out, err := json.Marshal(arr)
+	return append(b, out...), err
 }
 
 // UnmarshalJSON reads the array form, or a bare HLC string (a stamp written
@@ -234,11 +281,12 @@ func (s *StampRecord) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// plainJSON reports whether s can be written between JSON quotes as it is:
-// printable ASCII without quote or backslash.
+// plainJSON reports whether encoding/json writes s between quotes as it
+// is: printable ASCII without quote, backslash and the characters it
+// escapes for HTML (<, > and &).
 func plainJSON(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
 			return false
 		}
 	}

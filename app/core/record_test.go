@@ -198,6 +198,44 @@ func TestStateRecordJSON(t *testing.T) {
 	}
 }
 
+// Stamps are written as encoding/json writes a map of their compact forms,
+// whatever the paths and authors hold.
+func TestStampsRecordJSON(t *testing.T) {
+	ts := func(node string) clock.Timestamp {
+		return clock.Timestamp{Wall: 1_764_000_000_000, Logical: 2, Node: node}
+	}
+	m := StampsRecord{
+		"a":        {HLC: ts("n1"), By: "n1", V: 1},
+		"b.c":      {HLC: ts("n1"), By: "alice", V: 2},
+		"q\"uote":  {HLC: ts("n<1>"), By: "a&b", V: 3},
+		"ü.\u2028": {HLC: ts("ü"), By: "tab\there", V: -4},
+		"<tag>":    {HLC: ts("x"), By: "x", V: 5},
+		"":         {HLC: ts("y"), By: "y\\", V: 6},
+	}
+	ref := map[string]StampRecord{}
+	for p, s := range m {
+		ref[p] = StampRecord(s)
+	}
+	want, err := json.Marshal(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.MarshalJSON() // as written, before encoding/json checks it
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("encoded %s, %v\nwant %s", got, err, want)
+	}
+	var back StampsRecord
+	if err := json.Unmarshal(got, &back); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(m, back); diff != "" {
+		t.Fatalf("round trip (-want +got):\n%s", diff)
+	}
+	if b, _ := json.Marshal(StampsRecord{}); string(b) != "{}" {
+		t.Fatalf("empty: %s", b)
+	}
+}
+
 // benchRecord is a document of 200 writes by 8 clients to 50 fields.
 func benchRecord() *Document {
 	d := &Document{State: merge.NewDoc(), Updated: clock.Timestamp{Wall: 1_764_000_000_000, Node: "n1"}}
