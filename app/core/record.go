@@ -135,6 +135,14 @@ func EncodeDocument(d *Document) ([]byte, error) { return json.Marshal(RecordOf(
 func DecodeDocument(b []byte) (*Document, error) {
 	var r Record
 	if err := json.Unmarshal(b, &r); err != nil {
+		// A newer format may not fit this one's fields at all: its
+		// version, when it can be read, says why.
+		var v struct {
+			Format int `json:"fmt"`
+		}
+		if json.Unmarshal(b, &v) == nil && v.Format > RecordFormat {
+			return (&Record{Format: v.Format}).Document()
+		}
 		return nil, err
 	}
 	return r.Document()

@@ -129,6 +129,7 @@ func TestRecordNewerFormat(t *testing.T) {
 	for _, body := range []string{
 		`{"fmt":2,"v":3,"state":{"data":{"a":1}},"hlc":"5.0.n"}`,
 		`{"fmt":99,"v":3,"doc":{"a":1}}`,
+		`{"fmt":2,"v":"3","state":["a"],"hlc":5}`,
 		`{"fmt":-1,"v":3,"state":{"data":{}}}`,
 	} {
 		d, err := DecodeDocument([]byte(body))
