@@ -472,10 +472,6 @@ func (l *loader) enum(n *yaml.Node, what string) ([]any, error) {
 	return out, nil
 }
 
-// machineEntry is the transition entry of the file a transition of a state
-// machine comes from: its nodes by key ("transitions" for the entry itself).
-type machineEntry struct{ nodes map[string]*yaml.Node }
-
 func (l *loader) machine(p string, n *yaml.Node, where string) (*collections.StateMachine, error) {
 	m := &collections.StateMachine{Field: p}
 	what := fmt.Sprintf("%s: state machine %s", where, p)
@@ -501,8 +497,10 @@ func (l *loader) machine(p string, n *yaml.Node, where string) (*collections.Sta
 	}
 	// The machine's invariants are its own (StateMachine.Validate), checked
 	// after each transition entry so the first mistake in the file is the
-	// one reported; the entries' nodes place the errors.
-	var entries []machineEntry
+	// one reported. entries[i] holds the nodes, by key, of the file's
+	// transition entry that transition i comes from ("transitions": the
+	// entry itself), to place the errors.
+	var entries []map[string]*yaml.Node
 	check := func() error {
 		var se *collections.SchemaError
 		if !errors.As(m.Validate(), &se) {
@@ -517,7 +515,10 @@ func (l *loader) machine(p string, n *yaml.Node, where string) (*collections.Sta
 				at = resolve(states).Content[se.Index]
 			}
 		case "from", "to", "transitions", "roles":
-			at = entries[se.Index].nodes[se.Key]
+			at = entries[se.Index][se.Key]
+		}
+		if at == nil {
+			at = n
 		}
 		return l.errf(at, "%s: %s", what, se.Msg)
 	}
@@ -554,7 +555,7 @@ func (l *loader) machine(p string, n *yaml.Node, where string) (*collections.Sta
 		for _, f := range from {
 			for _, s := range to {
 				m.Transitions = append(m.Transitions, collections.Transition{From: f, To: s, Roles: roles})
-				entries = append(entries, machineEntry{nodes: nodes})
+				entries = append(entries, nodes)
 			}
 		}
 		if err := check(); err != nil {
