@@ -201,22 +201,94 @@ func (m StampsRecord) MarshalJSON() ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// UnmarshalJSON reads an object of stamps.
+// UnmarshalJSON reads an object of stamps straight into merge's map. b is
+// valid JSON (encoding/json checks a value before it hands it over), so the
+// object is walked by its delimiters; each stamp is read by StampRecord.
 func (m *StampsRecord) UnmarshalJSON(b []byte) error {
-	var in map[string]StampRecord
-	if err := json.Unmarshal(b, &in); err != nil {
-		return err
-	}
-	if in == nil {
+	b = trimSpace(b)
+	if string(b) == "null" {
 		*m = nil
 		return nil
 	}
-	out := make(StampsRecord, len(in))
-	for p, s := range in {
+	if len(b) < 2 || b[0] != '{' {
+		return fmt.Errorf("stamps: want an object, got %.20s", b)
+	}
+	out := StampsRecord{}
+	for rest := trimSpace(b[1 : len(b)-1]); len(rest) > 0; {
+		n := jsonValueEnd(rest)
+		var p string
+		if key := rest[:n]; n >= 2 && key[0] == '"' && plainJSON(string(key[1:n-1])) {
+			p = string(key[1 : n-1])
+		} else if err := json.Unmarshal(key, &p); err != nil {
+			return fmt.Errorf("stamps: key %s: %w", key, err)
+		}
+		rest = trimSpace(rest[n:])
+		if len(rest) == 0 || rest[0] != ':' {
+			return fmt.Errorf("stamps: want ':' after key %q", p)
+		}
+		rest = trimSpace(rest[1:])
+		n = jsonValueEnd(rest)
+		var s StampRecord
+		if err := s.UnmarshalJSON(rest[:n]); err != nil {
+			return err
+		}
 		out[p] = merge.Stamp(s)
+		rest = trimSpace(rest[n:])
+		if len(rest) > 0 {
+			if rest[0] != ',' {
+				return fmt.Errorf("stamps: want ',' after the stamp of %q", p)
+			}
+			rest = trimSpace(rest[1:])
+		}
 	}
 	*m = out
 	return nil
+}
+
+// trimSpace drops JSON whitespace around b.
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\n' || b[0] == '\r') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t' || b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// jsonValueEnd returns the length of the JSON value (string, array, object
+// or scalar) that valid JSON text b starts with.
+func jsonValueEnd(b []byte) int {
+	depth, inStr := 0, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inStr:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inStr = false
+				if depth == 0 {
+					return i + 1
+				}
+			}
+		case c == '"':
+			inStr = true
+		case c == '[' || c == '{':
+			depth++
+		case c == ']' || c == '}':
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+			if depth < 0 {
+				return i
+			}
+		case depth == 0 && (c == ',' || c == ':' || c == ' ' || c == '\t' || c == '\n' || c == '\r'):
+			return i
+		}
+	}
+	return len(b)
 }
 
 // MarshalJSON writes the compact form.

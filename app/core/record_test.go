@@ -235,6 +235,35 @@ func TestStampsRecordJSON(t *testing.T) {
 	if b, _ := json.Marshal(StampsRecord{}); string(b) != "{}" {
 		t.Fatalf("empty: %s", b)
 	}
+	// Read as encoding/json reads a map of them, whitespace, escapes and
+	// the bare-string form included.
+	for _, in := range []string{
+		string(got), `{}`, `null`, ` { "a" : [ "5.0.n" , 2 ] , "b\u002ec":"6.1.m",` + "\n\t" + `"[x]":["7.0.n",-3,"b,\"]:"] } `,
+		`{"a":["5.0.n",1],"a":["6.0.n",2]}`,
+	} {
+		var want map[string]StampRecord
+		if err := json.Unmarshal([]byte(in), &want); err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		var got StampsRecord
+		if err := json.Unmarshal([]byte(in), &got); err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if (want == nil) != (got == nil) || len(want) != len(got) {
+			t.Fatalf("%s: got %v, want %v", in, got, want)
+		}
+		for p, s := range want {
+			if got[p] != merge.Stamp(s) {
+				t.Fatalf("%s: %q = %+v, want %+v", in, p, got[p], s)
+			}
+		}
+	}
+	for _, bad := range []string{`[]`, `{"a":[1]}`, `{"a":{"b":1}}`, `{"a":7}`, `"x"`} {
+		var got StampsRecord
+		if err := json.Unmarshal([]byte(bad), &got); err == nil {
+			t.Errorf("%s decoded as %v", bad, got)
+		}
+	}
 }
 
 // benchRecord is a document of 200 writes by 8 clients to 50 fields.
@@ -272,4 +301,35 @@ func BenchmarkRecordDecode(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// The stamps reader agrees with encoding/json's reading of a map of stamps
+// on every valid input.
+func FuzzStampsRecord(f *testing.F) {
+	for _, s := range []string{`{}`, `null`, `{"a":["5.0.n",2]}`, ` {"a\"b" : "5.0.n" ,"c":["6.1.m",-1,"x\\y"]}`, `{"a":[1]}`, `[]`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		if !json.Valid([]byte(in)) {
+			return
+		}
+		var want map[string]StampRecord
+		werr := json.Unmarshal([]byte(in), &want)
+		var got StampsRecord
+		gerr := json.Unmarshal([]byte(in), &got)
+		if (werr == nil) != (gerr == nil) {
+			t.Fatalf("%s: encoding/json %v, StampsRecord %v", in, werr, gerr)
+		}
+		if werr != nil {
+			return
+		}
+		if (want == nil) != (got == nil) || len(want) != len(got) {
+			t.Fatalf("%s: got %v, want %v", in, got, want)
+		}
+		for p, s := range want {
+			if got[p] != merge.Stamp(s) {
+				t.Fatalf("%s: %q = %+v, want %+v", in, p, got[p], s)
+			}
+		}
+	})
 }
