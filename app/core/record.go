@@ -259,32 +259,40 @@ func trimSpace(b []byte) []byte {
 // jsonValueEnd returns the length of the JSON value (string, array, object
 // or scalar) that valid JSON text b starts with.
 func jsonValueEnd(b []byte) int {
-	depth, inStr := 0, false
+	depth := 0
 	for i := 0; i < len(b); i++ {
-		c := b[i]
-		switch {
-		case inStr:
-			if c == '\\' {
-				i++
-			} else if c == '"' {
-				inStr = false
-				if depth == 0 {
-					return i + 1
-				}
-			}
-		case c == '"':
-			inStr = true
-		case c == '[' || c == '{':
-			depth++
-		case c == ']' || c == '}':
-			depth--
+		switch b[i] {
+		case '"':
+			i = stringEnd(b, i)
 			if depth == 0 {
+				return min(i+1, len(b))
+			}
+		case '[', '{':
+			depth++
+		case ']', '}':
+			if depth == 0 {
+				return i // the end of an enclosing value
+			}
+			if depth--; depth == 0 {
 				return i + 1
 			}
-			if depth < 0 {
+		case ',', ':', ' ', '\t', '\n', '\r':
+			if depth == 0 {
 				return i
 			}
-		case depth == 0 && (c == ',' || c == ':' || c == ' ' || c == '\t' || c == '\n' || c == '\r'):
+		}
+	}
+	return len(b)
+}
+
+// stringEnd returns the index of the quote that closes the JSON string
+// opening at b[i] (len(b) when there is none).
+func stringEnd(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
 			return i
 		}
 	}
