@@ -133,9 +133,11 @@ type Document struct {
 	// LogStart is the lowest version still in the op log; a client behind it
 	// needs a snapshot.
 	LogStart int64
-	// Tail holds the changes of the latest commit. They are written with the
-	// document itself, in the same guarded write, and copied to the op-log
-	// keys by the next commit; readers take them from here until then.
+	// Tail holds the changes of the latest commits, in version order (the
+	// engine keeps a few, see engine.tailHasRoom). They are written with
+	// the document itself, in the same guarded write, and copied to the
+	// op-log keys by a later commit; readers take them from here until
+	// then.
 	Tail []Change
 }
 
@@ -169,16 +171,17 @@ func (s Stored) Version() int64 {
 //
 // The changes of this commit travel inside the document (Doc.Tail), so the
 // document and its op-log entries are written atomically by the single
-// ETag-guarded write on any state store. Archive holds the previous commit's
-// tail — changes that are already committed — for the op-log keys; writing
-// them is correct whether or not this commit wins its race, which matters on
-// stores whose transactions do not roll back (Redis).
+// ETag-guarded write on any state store. Archive holds the tail the
+// document had — changes that are already committed — for the op-log keys
+// when this commit does not keep it; writing them is correct whether or not
+// this commit wins its race, which matters on stores whose transactions do
+// not roll back (Redis).
 type Commit struct {
 	Key      Key
 	ETag     string // the ETag read; empty for a create
 	Doc      *Document
-	Changes  []Change // this commit's changes (== Doc.Tail): Doc.Version-len+1 .. Doc.Version
-	Archive  []Change // the previous commit's tail, for the op-log keys
+	Changes  []Change // this commit's changes (the end of Doc.Tail): Doc.Version-len+1 .. Doc.Version
+	Archive  []Change // the stored tail, for the op-log keys, when this commit starts a new one
 	TrimFrom int64    // delete op-log entries TrimFrom..TrimTo (inclusive); always below the window
 	TrimTo   int64
 	// IndexAdd / IndexRemove keep the collection listing in step: a create

@@ -155,3 +155,41 @@ func TestUnavailable(t *testing.T) {
 		t.Fatalf("commit without sidecar: %v (%s)", err, core.CodeOf(err))
 	}
 }
+
+// TestTailOfSeveralCommits reads changes that several commits kept in the
+// document's tail, before and after a commit archives them to the log.
+func TestTailOfSeveralCommits(t *testing.T) {
+	eachStore(t, func(t *testing.T, ctx context.Context, c dapr.Client, s *daprstore.Store) {
+		k := core.Key{Collection: "tail", ID: uuid.NewString()[:8]}
+		var tail []core.Change
+		etag := ""
+		for v := int64(1); v <= 5; v++ {
+			d := docAt(k, v)
+			cm := core.Commit{Key: k, ETag: etag, Doc: d, Changes: []core.Change{change(k, v)}, IndexAdd: v == 1}
+			if v == 5 { // the fifth commit archives the four before it
+				cm.Archive, tail = tail, nil
+			}
+			tail = append(tail, change(k, v))
+			d.Tail = tail
+			if err := s.Commit(ctx, cm); err != nil {
+				t.Fatalf("commit v%d: %v", v, err)
+			}
+			st, err := s.Load(ctx, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			etag = st.ETag
+			for from := int64(1); from <= v; from++ {
+				cs, err := s.Changes(ctx, k, from, v)
+				if err != nil || int64(len(cs)) != v-from+1 {
+					t.Fatalf("after v%d: changes %d..%d: %v %v", v, from, v, cs, err)
+				}
+				for i, ch := range cs {
+					if ch.Version != from+int64(i) {
+						t.Fatalf("after v%d: changes %d..%d: entry %d is v%d", v, from, v, i, ch.Version)
+					}
+				}
+			}
+		}
+	})
+}

@@ -549,24 +549,56 @@ func (e *Engine) apply(k core.Key, stored core.Stored, batch []request, sizeEach
 	if len(changes) == 0 {
 		return outs, c
 	}
-	if stored.Doc != nil {
-		c.Archive = stored.Doc.Tail
-	}
 	core.BoundIdem(doc)
-	doc.Tail = changes
 	c.IndexAdd = !existed && doc.Exists()
 	c.IndexRemove = existed && !doc.Exists()
-	// Keep the last LogWindow versions. Trimming is computed from the version
-	// read, not the one written, so it only ever deletes entries that are
-	// outside the window whether or not this commit wins.
 	if doc.LogStart == 0 {
 		doc.LogStart = 1
 	}
+	var tail []core.Change
+	if stored.Doc != nil {
+		tail = stored.Doc.Tail
+	}
+	if e.tailHasRoom(tail, changes) {
+		// The tail keeps the recent changes, so this commit is the
+		// document write alone: no op-log keys to write or delete.
+		doc.Tail = append(slices.Clip(tail), changes...)
+		return outs, c
+	}
+	c.Archive = tail
+	doc.Tail = changes
+	// Keep the last LogWindow versions. Trimming is computed from the version
+	// read, not the one written, so it only ever deletes entries that are
+	// outside the window whether or not this commit wins. It goes with the
+	// archive, so the log keys are written and deleted by the same commits.
 	if start := stored.Version() - int64(e.opt.LogWindow) + 1; start > doc.LogStart {
 		c.TrimFrom, c.TrimTo = doc.LogStart, start-1
 		doc.LogStart = start
 	}
 	return outs, c
+}
+
+// Tail bounds: how many changes, and how many estimated encoded bytes
+// (changesSize), the document's tail may hold before a commit archives it
+// to the op-log keys.
+const (
+	tailChanges = 8
+	tailBytes   = 2048
+)
+
+// tailHasRoom reports whether the changes of a commit can join the
+// document's tail instead of archiving it. The tail is written with the
+// document on every commit, so it is kept small: a commit that archives
+// writes its op-log keys and trims the log in the same store call as the
+// document, and keeping the recent changes in the tail lets most commits
+// skip those writes (on Redis, a second call to the store). A tail never
+// holds more than a quarter of the log window.
+func (e *Engine) tailHasRoom(tail, changes []core.Change) bool {
+	if len(tail) == 0 {
+		return false // nothing to archive: the commit writes no log keys anyway
+	}
+	n := len(tail) + len(changes)
+	return n <= min(tailChanges, e.opt.LogWindow/4) && changesSize(tail)+changesSize(changes) <= tailBytes
 }
 
 func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op core.Op, changes *[]core.Change, sizeEach bool) Result {
