@@ -70,10 +70,10 @@ func TestTraceOneChange(t *testing.T) {
 	if commit.Attrs["autoglm.batch.size"] != "1" || commit.Attrs["autoglm.doc"] != doc {
 		t.Errorf("commit attributes %v", commit.Attrs)
 	}
-	// On Redis the document is written alone (SaveState, ETag-guarded) and
-	// its op-log entry and index in a transaction (app/daprstore).
+	// On Redis the document is written alone (SaveState, ETag-guarded);
+	// this second version keeps the first in the document's tail, so no
+	// op-log keys are written (app/daprstore, engine.tailHasRoom).
 	tree.childOf(t, tree.one(t, writer.NodeID, "dapr.proto.runtime.v1.Dapr/SaveState"), commit)
-	tree.childOf(t, tree.one(t, writer.NodeID, "dapr.proto.runtime.v1.Dapr/ExecuteStateTransaction"), commit)
 	publish := tree.one(t, writer.NodeID, "dapr.proto.runtime.v1.Dapr/PublishEvent")
 	tree.childOf(t, publish, commit)
 	receipt := tree.one(t, reader.NodeID, "receive "+c.Topic)
@@ -122,7 +122,7 @@ func (t *spanTree) find(node, name string) []otlpsink.Span {
 // reader); the names with a {topic} or {coll} are filled in by complete.
 func (t *spanTree) wanted(writer, reader *cluster.Node) map[string][]string {
 	return map[string][]string{
-		writer.NodeID: {"PATCH /v1/docs/{coll}/{id}", "dapr.proto.runtime.v1.Dapr/ExecuteStateTransaction",
+		writer.NodeID: {"PATCH /v1/docs/{coll}/{id}", "dapr.proto.runtime.v1.Dapr/SaveState",
 			"dapr.proto.runtime.v1.Dapr/PublishEvent"},
 		reader.NodeID: {"deliver"},
 	}
