@@ -67,7 +67,7 @@ type Client struct {
 	opt  Options
 
 	mu       sync.Mutex
-	conn     *websocket.Conn
+	conn     *Conn
 	clientID string
 	cur      int // index in urls of the endpoint in use
 	nextOp   uint64
@@ -79,12 +79,6 @@ type Client struct {
 	// queries are the live queries (query.go).
 	queries map[string]*Query
 	nextQID int
-	// The compact forms of protocol version 2: documents by the handle
-	// their sub gave them, authors by the number the connection was told,
-	// and the node of the replica (the welcome's) for stamps without one.
-	byH     map[uint64]*Doc
-	authors map[uint64]string
-	node    string
 	// proto is the protocol version spoken (0: protocol.Version); 1 after
 	// a server older than the compact forms refused version 2.
 	proto int
@@ -221,56 +215,28 @@ func (c *Client) URL() string {
 }
 
 func (c *Client) connect(ctx context.Context, i int) error {
-	url := c.urls[i]
 	protos := []string{protocol.SubprotocolBinary, protocol.SubprotocolJSON}
 	if c.opt.JSON {
 		protos = []string{protocol.SubprotocolJSON}
 	}
-	conn, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{
-		Subprotocols: protos, HTTPClient: c.opt.HTTPClient, HTTPHeader: c.opt.Header,
+	c.mu.Lock()
+	hello := protocol.Message{Client: c.clientID, Token: c.opt.Token, Roles: c.opt.Roles, Proto: c.proto}
+	c.mu.Unlock()
+	conn, err := DialConn(ctx, c.urls[i], ConnOptions{
+		Subprotocols: protos, HTTPClient: c.opt.HTTPClient, Header: c.opt.Header, Hello: hello,
 	})
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", url, err)
-	}
-	conn.SetReadLimit(64 << 20)
-	c.mu.Lock()
-	proto := c.proto
-	if proto == 0 {
-		proto = protocol.Version
-	}
-	hello := protocol.Message{T: protocol.THello, Client: c.clientID, Token: c.opt.Token, Roles: c.opt.Roles, Proto: proto}
-	c.mu.Unlock()
-	if err := write(ctx, conn, hello); err != nil {
-		conn.CloseNow()
 		return err
 	}
-	first, err := read(ctx, conn)
-	if err != nil {
-		conn.CloseNow()
-		if websocket.CloseStatus(err) == protocol.CloseUnsupported && proto > protocol.MinVersion {
-			// A server older than the compact forms: speak version 1.
-			c.mu.Lock()
-			c.proto = protocol.MinVersion
-			c.mu.Unlock()
-			return c.connect(ctx, i)
-		}
-		return err
-	}
-	welcome, early := first[0], first[1:]
-	if welcome.T != protocol.TWelcome {
-		conn.CloseNow()
-		return fmt.Errorf("expected welcome, got %q (%s %s)", welcome.T, welcome.Code, welcome.Msg)
-	}
 	c.mu.Lock()
-	c.conn, c.clientID, c.cur = conn, welcome.Client, i
-	c.node, c.authors = welcome.Node, map[uint64]string{}
+	c.conn, c.clientID, c.cur, c.proto = conn, conn.Welcome().Client, i, conn.Proto()
 	c.connDone = make(chan struct{})
 	done := c.connDone
 	// Resume: resubscribe from the versions held, then resend unanswered ops
 	// in op-id order.
-	var resend []protocol.Message
+	var subs, resend []protocol.Message
 	for name, d := range c.docs {
-		resend = append(resend, protocol.Message{T: protocol.TSub, Doc: name, Since: d.Version(), H: d.h})
+		subs = append(subs, protocol.Message{T: protocol.TSub, Doc: name, Since: d.Version(), H: d.h})
 	}
 	for _, q := range c.queries {
 		resend = append(resend, q.sub())
@@ -281,13 +247,19 @@ func (c *Client) connect(ctx context.Context, i int) error {
 	}
 	c.mu.Unlock()
 	sortByOp(ops)
-	for _, m := range append(resend, ops...) {
-		if err := write(ctx, conn, m); err != nil {
+	for _, m := range subs {
+		if _, err := conn.Sub(ctx, m); err != nil {
 			conn.CloseNow()
 			return err
 		}
 	}
-	go c.readLoop(conn, done, early)
+	for _, m := range append(resend, ops...) {
+		if err := conn.Send(ctx, m); err != nil {
+			conn.CloseNow()
+			return err
+		}
+	}
+	go c.readLoop(conn, done)
 	return nil
 }
 
@@ -299,36 +271,24 @@ func sortByOp(ms []protocol.Message) {
 	}
 }
 
-// readLoop handles the messages that came with the welcome (early), then
-// every message until the connection ends.
-func (c *Client) readLoop(conn *websocket.Conn, done chan struct{}, early []protocol.Message) {
+// readLoop handles every message (those that came with the welcome first)
+// until the connection ends.
+func (c *Client) readLoop(conn *Conn, done chan struct{}) {
 	ctx := context.Background()
 	var err error
-	for _, m := range early {
-		if err = c.receive(ctx, conn, m, 0); err != nil {
-			break
-		}
-	}
 	for err == nil {
-		var b []byte
-		_, b, err = conn.Read(ctx)
-		if err != nil {
-			break
-		}
 		var ms []protocol.Message
-		if ms, err = decode(conn, b); err != nil {
+		var size int
+		if ms, size, err = conn.Read(ctx); err != nil {
 			break
 		}
-		for i, m := range ms {
-			// One WebSocket message may hold several binary messages: the
-			// size counts once.
-			size := len(b)
-			if i > 0 {
-				size = 0
-			}
+		for _, m := range ms {
 			if err = c.receive(ctx, conn, m, size); err != nil {
 				break
 			}
+			// One WebSocket message may hold several binary messages: the
+			// size counts once.
+			size = 0
 		}
 	}
 	conn.CloseNow()
@@ -387,21 +347,20 @@ func (c *Client) fail(err error) {
 	}
 }
 
-func (c *Client) receive(ctx context.Context, conn *websocket.Conn, m protocol.Message, size int) error {
-	c.restore(&m)
+func (c *Client) receive(ctx context.Context, conn *Conn, m protocol.Message, size int) error {
 	if c.opt.OnMessage != nil {
 		c.opt.OnMessage(m, size)
 	}
 	return c.handle(ctx, conn, m)
 }
 
-func (c *Client) handle(ctx context.Context, conn *websocket.Conn, m protocol.Message) error {
+func (c *Client) handle(ctx context.Context, conn *Conn, m protocol.Message) error {
 	if m.QID != "" {
 		return c.queryMessage(ctx, m)
 	}
 	switch m.T {
 	case protocol.TPing:
-		return write(ctx, conn, protocol.Message{T: protocol.TPong, TS: m.TS})
+		return conn.Send(ctx, protocol.Message{T: protocol.TPong, TS: m.TS})
 	case protocol.TSnap, protocol.TDelta:
 		d := c.doc(m.Doc)
 		if d == nil {
@@ -462,36 +421,6 @@ func (c *Client) answer(a Ack) {
 	}
 }
 
-// restore puts back what the compact forms (protocol version 2) leave out
-// of a delta or an ack: the document behind a handle, the author behind a
-// number, and the node of a stamp (the author's, on an ack this client's,
-// or the replica's).
-func (c *Client) restore(m *protocol.Message) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if d := c.byH[m.H]; m.H != 0 && d != nil {
-		m.Doc = d.Name
-	}
-	if m.A != 0 {
-		if m.By != "" {
-			c.authors[m.A] = m.By
-		} else {
-			m.By = c.authors[m.A]
-		}
-	}
-	if !m.HLC.IsZero() && m.HLC.Node == "" {
-		switch {
-		case m.Here:
-			m.HLC.Node = c.node
-		case m.T == protocol.TAck:
-			m.HLC.Node = c.clientID
-		default:
-			m.HLC.Node = m.By
-		}
-	}
-	m.H, m.A, m.Here, m.Compact = 0, 0, false, false
-}
-
 func (c *Client) doc(name string) *Doc {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -509,17 +438,13 @@ func (c *Client) Subscribe(ctx context.Context, doc string, since int64) (*Doc, 
 	if !ok {
 		d = &Doc{Name: doc, version: since, synced: make(chan struct{}), notify: make(chan struct{}, 1), h: uint64(len(c.docs) + 1)}
 		c.docs[doc] = d
-		if c.byH == nil {
-			c.byH = map[uint64]*Doc{}
-		}
-		c.byH[d.h] = d
 	}
 	conn := c.conn
 	c.mu.Unlock()
 	if conn == nil {
 		return d, errors.New("not connected")
 	}
-	if err := write(ctx, conn, protocol.Message{T: protocol.TSub, Doc: doc, Since: since, H: d.h}); err != nil {
+	if _, err := conn.Sub(ctx, protocol.Message{T: protocol.TSub, Doc: doc, Since: since, H: d.h}); err != nil {
 		return d, err
 	}
 	select {
@@ -544,7 +469,7 @@ func (c *Client) Send(doc string, base int64, ops ...merge.FieldOp) <-chan Ack {
 	if conn != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = write(ctx, conn, m) // on failure the reconnect resends it
+		_ = conn.Send(ctx, m) // on failure the reconnect resends it
 	}
 	return done
 }
@@ -569,7 +494,7 @@ func (c *Client) Close() error {
 	conn, done := c.conn, c.connDone
 	c.mu.Unlock()
 	if conn != nil {
-		_ = conn.Close(websocket.StatusNormalClosure, "bye")
+		_ = conn.Close("bye")
 		<-done
 	}
 	return nil
@@ -618,46 +543,6 @@ func Unset(path string) merge.FieldOp { return merge.FieldOp{Op: merge.KindUnset
 // Inc adds n to a counter.
 func Inc(path string, n float64) merge.FieldOp {
 	return merge.FieldOp{Op: merge.KindInc, Path: path, Value: mustJSON(n)}
-}
-
-// WSURL turns an http(s) base URL into the sync endpoint's ws(s) URL.
-func WSURL(base string) string { return protocol.SyncURL(base) }
-
-// write sends m in the encoding the server chose for the connection.
-func write(ctx context.Context, conn *websocket.Conn, m protocol.Message) error {
-	if conn.Subprotocol() == protocol.SubprotocolBinary {
-		b, err := protocol.EncodeFrames(m)
-		if err != nil {
-			return err
-		}
-		return conn.Write(ctx, websocket.MessageBinary, b)
-	}
-	b, err := protocol.Encode(m)
-	if err != nil {
-		return err
-	}
-	return conn.Write(ctx, websocket.MessageText, b)
-}
-
-// read returns the messages of the next WebSocket message (at least one).
-func read(ctx context.Context, conn *websocket.Conn) ([]protocol.Message, error) {
-	_, b, err := conn.Read(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return decode(conn, b)
-}
-
-func decode(conn *websocket.Conn, b []byte) ([]protocol.Message, error) {
-	if conn.Subprotocol() == protocol.SubprotocolBinary {
-		ms, err := protocol.DecodeFrames(b, len(b)+1)
-		if err == nil && len(ms) == 0 {
-			err = errors.New("empty binary message")
-		}
-		return ms, err
-	}
-	m, err := protocol.Decode(b)
-	return []protocol.Message{m}, err
 }
 
 func mustJSON(v any) []byte {

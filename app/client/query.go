@@ -81,7 +81,7 @@ func (c *Client) Query(ctx context.Context, collection string, spec QuerySpec) (
 	if conn == nil {
 		return lq, errors.New("not connected")
 	}
-	if err := write(ctx, conn, lq.sub()); err != nil {
+	if err := conn.Send(ctx, lq.sub()); err != nil {
 		return lq, err
 	}
 	select {
@@ -136,7 +136,7 @@ func (lq *Query) Close(ctx context.Context) error {
 	if conn == nil {
 		return nil
 	}
-	return write(ctx, conn, protocol.Message{T: protocol.TUnsub, QID: lq.QID})
+	return conn.Send(ctx, protocol.Message{T: protocol.TUnsub, QID: lq.QID})
 }
 
 // queryMessage applies a message of a live query; a delta that does not
@@ -193,7 +193,7 @@ func (c *Client) queryMessage(ctx context.Context, m protocol.Message) error {
 	default:
 	}
 	if resume && conn != nil {
-		return write(ctx, conn, lq.sub())
+		return conn.Send(ctx, lq.sub())
 	}
 	return nil
 }
