@@ -2,10 +2,14 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
+
+	"github.com/open-autoglm/autoglm/app/client"
+	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
 // Counter adds up the bytes read and written on every connection dialled
@@ -67,4 +71,26 @@ func (c *Counter) HTTPClient(maxConnsPerHost int) *http.Client {
 		IdleConnTimeout:     time.Minute,
 		DisableCompression:  true,
 	}}
+}
+
+func closeConn(c *client.Conn) { _ = c.Close("bench done") }
+
+// dial connects one sync connection in the encoding asked for (binary or
+// JSON, not whichever the server prefers) as client id.
+func dial(ctx context.Context, base string, hc *http.Client, bin bool, id string) (*client.Conn, error) {
+	proto := protocol.SubprotocolJSON
+	if bin {
+		proto = protocol.SubprotocolBinary
+	}
+	c, err := client.DialConn(ctx, protocol.SyncURL(base), client.ConnOptions{
+		Subprotocols: []string{proto}, HTTPClient: hc, Hello: protocol.Message{Client: id},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if c.Subprotocol() != proto {
+		_ = c.CloseNow()
+		return nil, fmt.Errorf("server did not accept subprotocol %s", proto)
+	}
+	return c, nil
 }

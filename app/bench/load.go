@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
@@ -210,7 +211,7 @@ func RunLatency(ctx context.Context, t Target, cfg LatencyConfig) (*LatencyResul
 			stream: Stream{Delta: cfg.Mode == ModeDelta}}
 	}
 	var readers sync.WaitGroup
-	var conns []*wsConn
+	var conns []*client.Conn
 	var pollStop atomic.Bool
 	var pollWG sync.WaitGroup
 	if cfg.Mode == ModePoll {
@@ -224,9 +225,9 @@ func RunLatency(ctx context.Context, t Target, cfg LatencyConfig) (*LatencyResul
 		}
 	} else {
 		hc := subCount.HTTPClient(cfg.Subscribers)
-		conns = make([]*wsConn, len(subs))
+		conns = make([]*client.Conn, len(subs))
 		err := parallel(ctx, len(subs), 32, func(i int) error {
-			c, err := dialWS(ctx, t.URL, hc, cfg.Binary, "sub-"+runID+"-"+strconv.Itoa(i))
+			c, err := dial(ctx, t.URL, hc, cfg.Binary, "sub-"+runID+"-"+strconv.Itoa(i))
 			if err != nil {
 				return fmt.Errorf("subscriber %d: %w", i, err)
 			}
@@ -234,7 +235,8 @@ func RunLatency(ctx context.Context, t Target, cfg LatencyConfig) (*LatencyResul
 			s := subs[i]
 			readers.Add(1)
 			go func() { defer readers.Done(); readSubscriber(ctx, c, s) }()
-			return c.sub(ctx, t.DocName(s.doc), cfg.Mode == ModeFull)
+			_, err = c.Sub(ctx, protocol.Message{T: protocol.TSub, Doc: t.DocName(s.doc), Full: cfg.Mode == ModeFull})
+			return err
 		})
 		defer func() {
 			closeAll(conns)
@@ -265,7 +267,7 @@ func RunLatency(ctx context.Context, t Target, cfg LatencyConfig) (*LatencyResul
 	whc := wCount.HTTPClient(cfg.Writers)
 	writers := make([]*writer, cfg.Writers)
 	for i := range writers {
-		c, err := dialWS(ctx, t.URL, whc, cfg.Binary && cfg.Mode != ModePoll, "writer-"+runID+"-"+strconv.Itoa(i))
+		c, err := dial(ctx, t.URL, whc, cfg.Binary && cfg.Mode != ModePoll, "writer-"+runID+"-"+strconv.Itoa(i))
 		if err != nil {
 			return nil, fmt.Errorf("writer %d: %w", i, err)
 		}
@@ -276,7 +278,7 @@ func RunLatency(ctx context.Context, t Target, cfg LatencyConfig) (*LatencyResul
 		writers[i] = w
 		readers.Add(1)
 		go func() { defer readers.Done(); w.readAcks(ctx) }()
-		defer c.close()
+		defer closeConn(c)
 	}
 
 	sampler := startSampler(t.Procs)
@@ -330,7 +332,7 @@ func RunLatency(ctx context.Context, t Target, cfg LatencyConfig) (*LatencyResul
 	pollWG.Wait()
 	closeAll(conns)
 	for _, w := range writers {
-		w.c.close()
+		closeConn(w.c)
 	}
 	cancel()
 	readers.Wait()
@@ -379,9 +381,9 @@ func RunLatency(ctx context.Context, t Target, cfg LatencyConfig) (*LatencyResul
 	return res, nil
 }
 
-func readSubscriber(ctx context.Context, c *wsConn, s *subscriber) {
+func readSubscriber(ctx context.Context, c *client.Conn, s *subscriber) {
 	synced := false
-	_ = c.serve(ctx, func(now time.Time, m wire) {
+	_ = c.ServeHeads(ctx, func(now time.Time, m client.Head) {
 		switch m.T {
 		case protocol.TSnap, protocol.TDelta:
 			s.mu.Lock()
@@ -479,7 +481,7 @@ type sentOp struct {
 // writer sends single-field ops on its documents at a fixed rate and
 // records when each was sent and acknowledged.
 type writer struct {
-	c    *wsConn
+	c    *client.Conn
 	docs []int
 	log  *sendLog
 
@@ -515,14 +517,14 @@ func (w *writer) run(ctx context.Context, t Target, first time.Time, every time.
 			Op: merge.KindSet, Path: field(rand.IntN(t.Fields)),
 			Value: json.RawMessage(strconv.FormatInt(now.UnixMicro(), 10)),
 		}}}
-		if err := w.c.send(ctx, m); err != nil {
+		if err := w.c.Send(ctx, m); err != nil {
 			return
 		}
 	}
 }
 
 func (w *writer) readAcks(ctx context.Context) {
-	_ = w.c.serve(ctx, func(at time.Time, m wire) {
+	_ = w.c.ServeHeads(ctx, func(at time.Time, m client.Head) {
 		if m.T != protocol.TAck && m.T != protocol.TReject {
 			return
 		}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
+	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
 // The peer comparison runs one workload against Open-AutoGLM and against the
@@ -190,7 +191,7 @@ func seedPeerDoc(ctx context.Context, url, doc string) error {
 		body[fmt.Sprintf("f%02d", i)] = v + strings.Repeat("x", 100-len(v))
 	}
 	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url+"/v1/docs/"+doc, bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, protocol.DocURL(url, doc), bytes.NewReader(b))
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
@@ -130,14 +131,14 @@ func RunThroughput(ctx context.Context, t Target, cfg ThroughputConfig) (*Throug
 		stop               atomic.Bool
 		codes              = map[string]int64{}
 	)
-	conns := make([]*wsConn, cfg.Conns)
+	conns := make([]*client.Conn, cfg.Conns)
 	for i := range conns {
-		c, err := dialWS(ctx, t.URL, hc, cfg.Binary, "tp-"+runID+"-"+strconv.Itoa(i))
+		c, err := dial(ctx, t.URL, hc, cfg.Binary, "tp-"+runID+"-"+strconv.Itoa(i))
 		if err != nil {
 			return nil, fmt.Errorf("throughput conn %d: %w", i, err)
 		}
 		conns[i] = c
-		defer c.close()
+		defer closeConn(c)
 	}
 	sampler := startSampler(t.Procs)
 	began := time.Now()
@@ -148,7 +149,7 @@ func RunThroughput(ctx context.Context, t Target, cfg ThroughputConfig) (*Throug
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			_ = c.serve(ctx, func(now time.Time, m wire) {
+			_ = c.ServeHeads(ctx, func(now time.Time, m client.Head) {
 				if m.T != protocol.TAck && m.T != protocol.TReject {
 					return
 				}
@@ -161,7 +162,7 @@ func RunThroughput(ctx context.Context, t Target, cfg ThroughputConfig) (*Throug
 					} else {
 						rejected.Add(1)
 						mu.Lock()
-						codes[m.Code]++
+						codes[string(m.Code)]++
 						mu.Unlock()
 					}
 					lastAck.Store(now.UnixNano())
@@ -185,7 +186,7 @@ func RunThroughput(ctx context.Context, t Target, cfg ThroughputConfig) (*Throug
 				m := protocol.Message{T: protocol.TOp, Doc: t.DocName(d), Op: op, Ops: []merge.FieldOp{{
 					Op: merge.KindSet, Path: field(rand.IntN(t.Fields)), Value: []byte(strconv.FormatUint(op, 10)),
 				}}}
-				if err := c.send(ctx, m); err != nil {
+				if err := c.Send(ctx, m); err != nil {
 					return
 				}
 			}
@@ -206,7 +207,7 @@ func RunThroughput(ctx context.Context, t Target, cfg ThroughputConfig) (*Throug
 	senders.Wait()
 	res.Usage = sampler.stop()
 	for _, c := range conns {
-		c.close()
+		closeConn(c)
 	}
 	cancel()
 	readers.Wait()
@@ -254,22 +255,22 @@ func RunIdle(ctx context.Context, t Target, n int, binary bool, settle time.Dura
 	}
 	res.AppRSSBefore = rss("app")
 	hc := (&Counter{}).HTTPClient(n)
-	conns := make([]*wsConn, n)
+	conns := make([]*client.Conn, n)
 	var readers sync.WaitGroup
 	runID := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
 	err := parallel(ctx, n, 64, func(i int) error {
-		c, err := dialWS(ctx, t.URL, hc, binary, "idle-"+runID+"-"+strconv.Itoa(i))
+		c, err := dial(ctx, t.URL, hc, binary, "idle-"+runID+"-"+strconv.Itoa(i))
 		if err != nil {
 			return fmt.Errorf("idle conn %d: %w", i, err)
 		}
 		conns[i] = c
-		if err := c.sub(ctx, t.Collection+"/idle"+strconv.Itoa(i%100), false); err != nil {
+		if _, err := c.Sub(ctx, protocol.Message{T: protocol.TSub, Doc: t.Collection + "/idle" + strconv.Itoa(i%100)}); err != nil {
 			return err
 		}
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			_ = c.serve(ctx, func(time.Time, wire) {})
+			_ = c.ServeHeads(ctx, func(time.Time, client.Head) {})
 		}()
 		return nil
 	})
@@ -297,10 +298,10 @@ func RunIdle(ctx context.Context, t Target, n int, binary bool, settle time.Dura
 }
 
 // closeAll closes connections in parallel (each close is a handshake).
-func closeAll(conns []*wsConn) {
+func closeAll(conns []*client.Conn) {
 	_ = parallel(context.Background(), len(conns), 256, func(i int) error {
 		if conns[i] != nil {
-			conns[i].close()
+			closeConn(conns[i])
 		}
 		return nil
 	})
