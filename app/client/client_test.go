@@ -11,6 +11,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
 // TestDefaultsBinaryAndReconnect: with default options the client speaks
@@ -25,7 +26,7 @@ func TestDefaultsBinaryAndReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if got := c.Subprotocol(); got != "autoglm.bin.v1" {
+	if got := c.Subprotocol(); got != protocol.SubprotocolBinary {
 		t.Fatalf("subprotocol %q, want the binary one", got)
 	}
 	doc := "forms/go-" + uuid.NewString()[:8]
@@ -71,7 +72,7 @@ func TestDefaultsBinaryAndReconnect(t *testing.T) {
 	if got := d.Data(); got["a"] != 1.0 || got["n"] != 2.0 {
 		t.Fatalf("copy after reconnect: %v", got)
 	}
-	if got := c.Subprotocol(); got != "autoglm.bin.v1" {
+	if got := c.Subprotocol(); got != protocol.SubprotocolBinary {
 		t.Fatalf("subprotocol after reconnect %q", got)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -107,7 +106,7 @@ func TestFallsBackToProto1(t *testing.T) {
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), client.Options{JSON: true, NoReconnect: true})
+	c, err := client.Dial(ctx, protocol.SyncURL(srv.URL), client.Options{JSON: true, NoReconnect: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -602,7 +602,7 @@ func (w *wsWriter) connect() error {
 }
 
 func (w *wsWriter) hello(ctx context.Context, url string) (*websocket.Conn, error) {
-	conn, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"autoglm.json.v1"}})
+	conn, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{protocol.SubprotocolJSON}})
 	if err != nil {
 		return nil, err
 	}

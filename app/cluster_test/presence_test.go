@@ -55,7 +55,7 @@ func TestPresenceAcrossReplicas(t *testing.T) {
 	}
 
 	// B's client speaks the protocol directly: hello, sub, presence.
-	conn, _, err := websocket.Dial(ctx, b.WSURL(), &websocket.DialOptions{Subprotocols: []string{"autoglm.json.v1"}})
+	conn, _, err := websocket.Dial(ctx, b.WSURL(), &websocket.DialOptions{Subprotocols: []string{protocol.SubprotocolJSON}})
 	if err != nil {
 		t.Fatal(err)
 	}

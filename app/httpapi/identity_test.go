@@ -117,7 +117,7 @@ func openWSAs(binary bool) func(t *testing.T, base, token, client string) (syncC
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/sync", &websocket.DialOptions{Subprotocols: []string{sub}})
+		c, _, err := websocket.Dial(ctx, protocol.SyncURL(base), &websocket.DialOptions{Subprotocols: []string{sub}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -330,7 +330,7 @@ func TestGoClientAdoptsItsBoundID(t *testing.T) {
 	base := startAuthed(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/sync",
+	c, err := client.Dial(ctx, protocol.SyncURL(base),
 		client.Options{ClientID: "go-1", Token: idToken(t, "alice", "reader")})
 	if err != nil {
 		t.Fatal(err)

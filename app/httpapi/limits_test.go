@@ -169,7 +169,7 @@ func dialWS(t *testing.T, u string, hdr http.Header) (*websocket.Conn, *http.Res
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, res, err := websocket.Dial(ctx, u, &websocket.DialOptions{Subprotocols: []string{"autoglm.json.v1"}, HTTPHeader: hdr})
+	c, res, err := websocket.Dial(ctx, u, &websocket.DialOptions{Subprotocols: []string{protocol.SubprotocolJSON}, HTTPHeader: hdr})
 	if err == nil {
 		t.Cleanup(func() { c.CloseNow() })
 	}
@@ -224,8 +224,9 @@ func TestHelloDeadline(t *testing.T) {
 		}
 		defer conn.Close()
 		start := time.Now()
-		fmt.Fprintf(conn, "GET /v1/sync HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: autoglm.json.v1\r\n\r\n", u.Host)
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n\r\n",
+			protocol.PathSync, u.Host, protocol.SubprotocolJSON)
 		_ = conn.SetReadDeadline(start.Add(5 * time.Second))
 		br := bufio.NewReader(conn)
 		res, err := http.ReadResponse(br, nil)

@@ -58,7 +58,7 @@ func dialJSON(t *testing.T, base string) (context.Context, *websocket.Conn, func
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/sync", &websocket.DialOptions{Subprotocols: []string{protocol.SubprotocolJSON}})
+	c, _, err := websocket.Dial(ctx, protocol.SyncURL(base), &websocket.DialOptions{Subprotocols: []string{protocol.SubprotocolJSON}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -332,7 +332,7 @@ func TestGoClientQuery(t *testing.T) {
 	put(t, base, admin, "t-lww/x", `{"team":"blue","rank":0}`)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/sync",
+	c, err := client.Dial(ctx, protocol.SyncURL(base),
 		client.Options{ClientID: "go-q", Token: idTokenWith(t, "alice", map[string]string{"team": "red"})})
 	if err != nil {
 		t.Fatal(err)

@@ -58,7 +58,7 @@ func TestSaga(t *testing.T) {
 	t.Run("Reserved", func(t *testing.T) {
 		var mu sync.Mutex
 		var seen []string
-		c := clienttest.Dial(t, ctx, client.WSURL(e.URL()), client.Options{ClientID: "watcher-" + e.id, Roles: []string{"clerk"},
+		c := clienttest.Dial(t, ctx, protocol.SyncURL(e.URL()), client.Options{ClientID: "watcher-" + e.id, Roles: []string{"clerk"},
 			OnMessage: func(m protocol.Message, _ int) {
 				if m.T == "delta" || m.T == "snap" || m.T == "synced" {
 					mu.Lock()

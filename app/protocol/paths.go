@@ -12,8 +12,10 @@ const (
 
 // URL paths of the sync endpoints and the document API.
 const (
-	PathSync = "/v1/sync" // the WebSocket endpoint
-	PathDocs = "/v1/docs" // REST: PathDocs + "/{coll}/{id}"
+	PathSync   = "/v1/sync"   // the WebSocket endpoint
+	PathDocs   = "/v1/docs"   // REST: PathDocs + "/{coll}/{id}"
+	PathEvents = "/v1/events" // Server-Sent Events; POST PathEvents + "/{session}" sends
+	PathPoll   = "/v1/poll"   // long-polling: POST opens, PathPoll + "/{session}" waits and sends
 )
 
 // SyncURL turns a base URL into the WebSocket sync endpoint's URL: http(s)

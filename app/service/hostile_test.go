@@ -161,12 +161,12 @@ func TestHostileInputs(t *testing.T) {
 			n++
 			t.Run(name, func(t *testing.T) {
 				ctx := t.Context()
-				c, _, err := websocket.Dial(ctx, r.WSURL(), &websocket.DialOptions{Subprotocols: []string{"autoglm.bin.v1"}})
+				c, _, err := websocket.Dial(ctx, r.WSURL(), &websocket.DialOptions{Subprotocols: []string{protocol.SubprotocolBinary}})
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer c.CloseNow()
-				if c.Subprotocol() != "autoglm.bin.v1" {
+				if c.Subprotocol() != protocol.SubprotocolBinary {
 					t.Fatalf("binary subprotocol not negotiated: %q", c.Subprotocol())
 				}
 				w := &rawWS{t: t, conn: c}

@@ -43,7 +43,7 @@ func dialRaw(t testing.TB, url string) *rawWS {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"autoglm.json.v1"}})
+	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{protocol.SubprotocolJSON}})
 	if err != nil {
 		t.Fatal(err)
 	}

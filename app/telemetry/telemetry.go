@@ -28,6 +28,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+
+	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
 // Scope is the instrumentation scope of the service's own spans.
@@ -183,7 +185,7 @@ func (t *Telemetry) HTTP(next http.Handler) http.Handler {
 func traced(r *http.Request) bool {
 	switch {
 	case r.Header.Get("Upgrade") != "", // the WebSocket sync endpoint
-		r.Method == http.MethodGet && r.URL.Path == "/v1/events", // the SSE stream
+		r.Method == http.MethodGet && r.URL.Path == protocol.PathEvents, // the SSE stream
 		strings.HasPrefix(r.URL.Path, "/dapr/"),
 		r.URL.Path == "/metrics", r.URL.Path == "/healthz", r.URL.Path == "/readyz":
 		return false

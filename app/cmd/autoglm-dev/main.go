@@ -28,6 +28,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
 	"github.com/open-autoglm/autoglm/app/internal/cmdmain"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
+	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
 func main() { cmdmain.Run("autoglm-dev", run) }
@@ -135,8 +136,9 @@ func run(ctx context.Context, args []string) error {
 		}, tokens); err != nil {
 			return err
 		}
-		fmt.Printf("replica %d ready: app http://127.0.0.1:%d  (demo page http://127.0.0.1:%d/, WebSocket ws://127.0.0.1:%d/v1/sync, app id %s, daprd http://127.0.0.1:%d grpc %d metrics %d, log %s, API tokens %s)\n",
-			i, appPort, appPort, appPort, *appID, httpPort, gPort, mPort, filepath.Join(rdir, "daprd.log"), tokens)
+		app := "http://127.0.0.1:" + strconv.Itoa(appPort)
+		fmt.Printf("replica %d ready: app %s  (demo page %s/, WebSocket %s, app id %s, daprd http://127.0.0.1:%d grpc %d metrics %d, log %s, API tokens %s)\n",
+			i, app, app, protocol.SyncURL(app), *appID, httpPort, gPort, mPort, filepath.Join(rdir, "daprd.log"), tokens)
 	}
 	fmt.Printf("profile %s, data in %s. Press Ctrl-C to stop.\n", *profile, data)
 	// Stop everything when any process dies on its own.

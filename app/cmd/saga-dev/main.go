@@ -20,6 +20,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/internal/cmdmain"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
+	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
 func main() { cmdmain.Run("saga-dev", run) }
@@ -108,8 +109,8 @@ The saga is running. Try it:
        -d '{"customer":"ann","items":[{"sku":"apple","qty":2}],"total":4,"currency":"EUR","status":"pending"}'
   curl -s localhost:%[1]d/v1/docs/orders/o1      # a second later: "status":"reserved"
   curl -s localhost:%[2]d/v1/stock/apple          # {"qty":1}
-Watch an order live on ws://127.0.0.1:%[1]d/v1/sync (docs/protocol.md). Press Ctrl-C to stop.
-`, *port, *invPort)
+Watch an order live on %[3]s (docs/protocol.md). Press Ctrl-C to stop.
+`, *port, *invPort, protocol.SyncURL("http://127.0.0.1:"+strconv.Itoa(*port)))
 
 	return dev.Supervise(ctx)
 }

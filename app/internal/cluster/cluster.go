@@ -256,7 +256,7 @@ func (c *Cluster) DumpLogs() {
 func (n *Node) URL() string { return "http://127.0.0.1:" + strconv.Itoa(n.AppPort) }
 
 // WSURL is the sync endpoint.
-func (n *Node) WSURL() string { return protocol.SyncURL("http://127.0.0.1:" + strconv.Itoa(n.AppPort)) }
+func (n *Node) WSURL() string { return protocol.SyncURL(n.URL()) }
 
 func (n *Node) env() []string {
 	env := append(n.sidecarOptions().AppEnv(),

@@ -25,6 +25,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/internal/testutil"
+	"github.com/open-autoglm/autoglm/app/protocol"
 	"github.com/open-autoglm/autoglm/app/service"
 )
 
@@ -94,7 +95,7 @@ func (r *Replica) Profile() string { return r.opt.Profile }
 func (r *Replica) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", r.AppPort) }
 
 // WSURL is the sync endpoint.
-func (r *Replica) WSURL() string { return fmt.Sprintf("ws://127.0.0.1:%d/v1/sync", r.AppPort) }
+func (r *Replica) WSURL() string { return protocol.SyncURL(r.URL()) }
 
 // DaprURL is daprd's HTTP API.
 func (r *Replica) DaprURL() string { return r.Sidecar.HTTPURL() }

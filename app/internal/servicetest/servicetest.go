@@ -22,6 +22,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/inmem"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/internal/testutil"
+	"github.com/open-autoglm/autoglm/app/protocol"
 	"github.com/open-autoglm/autoglm/app/service"
 )
 
@@ -59,7 +60,7 @@ type Replica struct {
 func (r *Replica) URL() string { return "http://" + r.addr }
 
 // WSURL is the sync endpoint.
-func (r *Replica) WSURL() string { return "ws://" + r.addr + "/v1/sync" }
+func (r *Replica) WSURL() string { return protocol.SyncURL(r.URL()) }
 
 // Start serves a replica on a free loopback port; it stops when the test
 // ends, and its log is written to the test's output if the test failed.
