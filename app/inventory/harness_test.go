@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/daprdeps"
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
@@ -184,7 +185,7 @@ func (e *env) startService() {
 	cfg.Collections = filepath.Join(root, "config", "collections.yaml")
 	log := logrus.New()
 	log.SetOutput(e.log)
-	svc, err := service.NewDapr(cfg, log)
+	svc, err := daprdeps.NewService(cfg, log)
 	must(t, err)
 	var ln net.Listener
 	for range 50 {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/daprdeps"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
 	"github.com/open-autoglm/autoglm/app/service"
@@ -78,8 +79,8 @@ func TestAuthNeedsAppToken(t *testing.T) {
 	}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	if _, err := service.NewDapr(cfg, log); err == nil || !strings.Contains(err.Error(), "APP_API_TOKEN") {
-		t.Fatalf("service.NewDapr: %v; want the APP_API_TOKEN error", err)
+	if _, err := daprdeps.NewService(cfg, log); err == nil || !strings.Contains(err.Error(), "APP_API_TOKEN") {
+		t.Fatalf("daprdeps.NewService: %v; want the APP_API_TOKEN error", err)
 	}
 	env["APP_API_TOKEN"] = "from-daprd"
 	if _, err := config.FromEnv(lookup); err != nil {

@@ -2,34 +2,21 @@ package service
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"strconv"
-	"time"
 
-	dapr "github.com/dapr/go-sdk/client"
 	"github.com/sirupsen/logrus"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/core"
-	"github.com/open-autoglm/autoglm/app/daprbus"
-	"github.com/open-autoglm/autoglm/app/daprkv"
-	"github.com/open-autoglm/autoglm/app/daprquery"
-	"github.com/open-autoglm/autoglm/app/daprstore"
 	"github.com/open-autoglm/autoglm/app/daprsub"
+	"github.com/open-autoglm/autoglm/app/httpapi"
 	"github.com/open-autoglm/autoglm/app/inmem"
-	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 	"github.com/open-autoglm/autoglm/app/kv"
-	"github.com/open-autoglm/autoglm/app/sidecar"
 	"github.com/open-autoglm/autoglm/app/telemetry"
 )
 
-// Deps are the adapters one replica runs on. DaprDeps builds them on the
-// replica's sidecar (production); MemoryDeps keeps documents and broadcasts
-// in process, so the whole HTTP API runs without daprd.
+// Deps are the adapters one replica runs on. daprdeps.Deps builds them on
+// the replica's sidecar (production); MemoryDeps keeps documents and
+// broadcasts in process, so the whole HTTP API runs without daprd.
 type Deps struct {
 	// Store holds documents and their op log.
 	Store Store
@@ -83,75 +70,11 @@ type Features struct {
 	UseOutbox func(events func(collection string) bool) (viaOutbox func(ctx context.Context, collection string) bool)
 	// Queries, when set, serves REST queries through the state store's
 	// query API where the store has one.
-	Queries *daprquery.Engine
+	Queries httpapi.StoreQuerier
 }
 
-// DaprDeps connects to the replica's sidecar (cfg.DaprGRPCPort and
-// DaprHTTPPort). The connection is lazy: the app must already listen when
-// daprd starts (daprd waits for the app port), and calls fail as
-// unavailable until the sidecar answers.
-func DaprDeps(cfg config.Config, log logrus.FieldLogger) (Deps, error) {
-	tel, err := newTelemetry(cfg, log)
-	if err != nil {
-		return Deps{}, err
-	}
-	// Reconnects back off at most 1s (gRPC's default grows to 2 minutes),
-	// so a replica whose sidecar restarted serves within a second of
-	// reporting ready again.
-	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: 5 * time.Second,
-			Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
-	}
-	opts = append(opts, daprconn.WithToken(cfg.DaprAPIToken)...)
-	// Tracing (off unless OTEL_EXPORTER_OTLP_ENDPOINT is set): the state
-	// and publish calls become spans in the trace of the op they serve.
-	opts = append(opts, tel.DialOptions()...)
-	conn, err := grpc.NewClient(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.DaprGRPCPort)), opts...)
-	if err != nil {
-		return Deps{}, fmt.Errorf("dapr client: %w", err)
-	}
-	client := dapr.NewClientWithConnection(conn)
-	// On state.postgresql the transport stores documents as JSON, which
-	// the store's query API reads (package daprquery), when
-	// AUTOGLM_QUERY_API is on; off, it only keeps the query markers right.
-	transport := daprquery.NewTransport(client, fmt.Sprintf("http://127.0.0.1:%d", cfg.DaprHTTPPort), cfg.DaprAPIToken, cfg.AppID)
-	transport.JSON = cfg.QueryAPI
-	store := daprstore.New(transport, cfg.StateStore)
-	var queries *daprquery.Engine
-	if cfg.QueryAPI {
-		queries = daprquery.New(daprquery.Options{Client: client, Store: cfg.StateStore, Transport: transport, Lister: store,
-			Eligible: func(ctx context.Context, coll string) bool { return !store.OutboxActive(ctx, coll) },
-			Log:      log.WithField("component", "daprquery")})
-	}
-	return Deps{
-		Store: store,
-		Bus:   daprbus.New(client, cfg.BroadcastPubsub, cfg.BroadcastTopic, cfg.NodeID),
-		Probe: &sidecar.Probe{
-			URL:      fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz/outbound", cfg.DaprHTTPPort),
-			Token:    cfg.DaprAPIToken,
-			Interval: cfg.ProbeInterval,
-			OnChange: func(ready bool) {
-				log.WithField("ready", ready).Info("sidecar readiness changed")
-			},
-		},
-		Features: &Features{
-			State:   daprkv.New(client, cfg.StateStore, cfg.LockStore),
-			Queries: queries,
-			UseOutbox: func(events func(string) bool) func(context.Context, string) bool {
-				store.UseOutbox(daprstore.Outbox{Store: cfg.OutboxStore, HTTP: fmt.Sprintf("http://127.0.0.1:%d", cfg.DaprHTTPPort),
-					Token: cfg.DaprAPIToken, Events: events})
-				return store.OutboxActive
-			},
-		},
-		Telemetry: tel,
-		Close:     client.Close,
-	}, nil
-}
-
-// newTelemetry sets tracing up from the environment.
-func newTelemetry(cfg config.Config, log logrus.FieldLogger) (*telemetry.Telemetry, error) {
+// NewTelemetry sets tracing up from the environment.
+func NewTelemetry(cfg config.Config, log logrus.FieldLogger) (*telemetry.Telemetry, error) {
 	tel, err := telemetry.New(context.Background(), telemetry.Options{Service: "autoglm", Version: cfg.Version,
 		Instance: cfg.NodeID, OnError: func(err error) { log.WithError(err).Warn("trace export") }})
 	if err != nil {

@@ -15,8 +15,8 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/client"
 	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/daprdeps"
 	"github.com/open-autoglm/autoglm/app/internal/servicetest"
-	"github.com/open-autoglm/autoglm/app/service"
 )
 
 // hlcAt renders an HLC stamp offset from now, as a client clock would
@@ -260,7 +260,7 @@ func TestBadCollectionsConfigStopsStart(t *testing.T) {
 	cfg.Collections = path
 	log := logrus.New()
 	log.SetOutput(os.Stderr)
-	_, err := service.NewDapr(cfg, log)
+	_, err := daprdeps.NewService(cfg, log)
 	if err == nil {
 		t.Fatal("service started with a bad collections file")
 	}

@@ -1,9 +1,8 @@
 // Package service wires the adapters and the domain into one running
 // replica: store, bus and readiness probe (Deps), engine, hub, HTTP API and,
 // on the state port (Deps.Features), the task queue, webhooks, events and
-// compaction. The
-// command and the tests start it through here, on the Dapr adapters
-// (DaprDeps) or in process (MemoryDeps).
+// compaction. It imports no Dapr package: the command and the tests start
+// it on the Dapr adapters (package daprdeps) or in process (MemoryDeps).
 package service
 
 import (
@@ -72,24 +71,6 @@ type Service struct {
 	serveErr      chan error
 }
 
-// NewDapr builds a replica on its Dapr sidecar (DaprDeps). It does not
-// listen yet.
-func NewDapr(cfg config.Config, log logrus.FieldLogger) (*Service, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	deps, err := DaprDeps(cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	svc, err := New(cfg, log, deps)
-	if err != nil {
-		deps.Close()
-		return nil, err
-	}
-	return svc, nil
-}
-
 // New builds a replica from cfg on deps. It does not listen yet. Shutdown
 // closes deps.
 func New(cfg config.Config, log logrus.FieldLogger, deps Deps) (*Service, error) {
@@ -130,7 +111,7 @@ func New(cfg config.Config, log logrus.FieldLogger, deps Deps) (*Service, error)
 	tel := deps.Telemetry
 	if tel == nil {
 		var err error
-		if tel, err = newTelemetry(cfg, log); err != nil {
+		if tel, err = NewTelemetry(cfg, log); err != nil {
 			return nil, err
 		}
 	}

@@ -9,8 +9,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/daprdeps"
 	"github.com/open-autoglm/autoglm/app/internal/cmdmain"
-	"github.com/open-autoglm/autoglm/app/service"
 )
 
 // version is set at build time: -ldflags "-X main.version=...".
@@ -27,7 +27,7 @@ func run(ctx context.Context, _ []string) error {
 	log := newLogger(cfg)
 	log.WithFields(cfg.Fields()).Info("starting")
 
-	svc, err := service.NewDapr(cfg, log)
+	svc, err := daprdeps.NewService(cfg, log)
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/open-autoglm/autoglm/app/config"
+	"github.com/open-autoglm/autoglm/app/daprdeps"
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/internal/testutil"
@@ -263,7 +264,7 @@ func Serve(t testing.TB, cfg config.Config, out io.Writer, ln net.Listener) *ser
 	log := logrus.New()
 	log.SetOutput(out)
 	log.SetLevel(logrus.InfoLevel)
-	svc, err := service.NewDapr(cfg, log)
+	svc, err := daprdeps.NewService(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
