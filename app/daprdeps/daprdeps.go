@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -24,10 +25,15 @@ import (
 	"github.com/open-autoglm/autoglm/app/daprkv"
 	"github.com/open-autoglm/autoglm/app/daprquery"
 	"github.com/open-autoglm/autoglm/app/daprstore"
+	"github.com/open-autoglm/autoglm/app/daprsub"
+	"github.com/open-autoglm/autoglm/app/httpapi"
 	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 	"github.com/open-autoglm/autoglm/app/service"
 	"github.com/open-autoglm/autoglm/app/sidecar"
 )
+
+// BroadcastRoute is where daprd delivers the change broadcast.
+const BroadcastRoute = "/dapr/events/changes"
 
 // NewService builds a replica on its Dapr sidecar (Deps). It does not
 // listen yet.
@@ -80,7 +86,7 @@ func Deps(cfg config.Config, log logrus.FieldLogger) (service.Deps, error) {
 	transport := daprquery.NewTransport(client, fmt.Sprintf("http://127.0.0.1:%d", cfg.DaprHTTPPort), cfg.DaprAPIToken, cfg.AppID)
 	transport.JSON = cfg.QueryAPI
 	store := daprstore.New(transport, cfg.StateStore)
-	var queries *daprquery.Engine
+	var queries httpapi.StoreQuerier // nil (not a nil *Engine) when the option is off
 	if cfg.QueryAPI {
 		queries = daprquery.New(daprquery.Options{Client: client, Store: cfg.StateStore, Transport: transport, Lister: store,
 			Eligible: func(ctx context.Context, coll string) bool { return !store.OutboxActive(ctx, coll) },
@@ -89,6 +95,16 @@ func Deps(cfg config.Config, log logrus.FieldLogger) (service.Deps, error) {
 	return service.Deps{
 		Store: store,
 		Bus:   daprbus.New(client, cfg.BroadcastPubsub, cfg.BroadcastTopic, cfg.NodeID),
+		Routes: func(in service.Inbound, subs []daprsub.Subscription) http.Handler {
+			return &daprsub.Router{
+				Subs: append([]daprsub.Subscription{{
+					PubsubName: cfg.BroadcastPubsub, Topic: cfg.BroadcastTopic, Route: BroadcastRoute,
+					Handler: &daprbus.Handler{Node: cfg.NodeID, Deliver: in.Changes, DeliverPresence: in.Presence,
+						Tracer: in.Tracer, OnError: in.OnError, MaxBytes: 16 << 20},
+				}}, subs...),
+				Token: cfg.AppAPIToken,
+			}
+		},
 		Probe: &sidecar.Probe{
 			URL:      fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz/outbound", cfg.DaprHTTPPort),
 			Token:    cfg.DaprAPIToken,

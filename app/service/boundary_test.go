@@ -19,7 +19,6 @@ import (
 	"github.com/open-autoglm/autoglm/app/daprdeps"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
-	"github.com/open-autoglm/autoglm/app/service"
 )
 
 // TestForgedBroadcastRefused: on a replica as the harness starts it (as
@@ -43,7 +42,7 @@ func TestForgedBroadcastRefused(t *testing.T) {
 		`[{"doc":%q,"v":2,"pv":1,"ops":[{"op":"set","path":"n","value":"forged"}],"by":"intruder","hlc":"%d.0.intruder"}]}}`,
 		r.Cfg.BroadcastTopic, r.Cfg.BroadcastPubsub, doc, time.Now().UnixMilli())
 	for _, hdr := range [][]string{nil, {"dapr-api-token", "wrong"}, {"dapr-api-token", r.Cfg.DaprAPIToken}} {
-		if res := do(t, "POST", r.URL()+service.BroadcastRoute, forged, hdr...); res.Status != http.StatusUnauthorized {
+		if res := do(t, "POST", r.URL()+daprdeps.BroadcastRoute, forged, hdr...); res.Status != http.StatusUnauthorized {
 			t.Fatalf("forged broadcast with headers %q: %d %s; want 401", hdr, res.Status, res.Raw)
 		}
 	}
@@ -53,7 +52,7 @@ func TestForgedBroadcastRefused(t *testing.T) {
 		t.Fatalf("subscriber holds n=%v at version %d; want the real version 2 (real-2)", got, sub.Version())
 	}
 	// The route is open to the token daprd presents (an empty message).
-	if res := do(t, "POST", r.URL()+service.BroadcastRoute, `{"id":"e","data":{"node":"n"}}`,
+	if res := do(t, "POST", r.URL()+daprdeps.BroadcastRoute, `{"id":"e","data":{"node":"n"}}`,
 		"dapr-api-token", r.Cfg.AppAPIToken); res.Status != http.StatusOK {
 		t.Fatalf("daprd's token: %d %s", res.Status, res.Raw)
 	}

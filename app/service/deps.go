@@ -2,8 +2,10 @@ package service
 
 import (
 	"context"
+	"net/http"
 
 	"github.com/sirupsen/logrus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/core"
@@ -27,6 +29,10 @@ type Deps struct {
 	// changes and presence, and calls what it returns at shutdown. Over
 	// Dapr, daprd delivers broadcasts to the HTTP routes instead.
 	Receive func(changes func([]core.Change), presence func([]core.Presence)) (stop func())
+	// Routes, when set, serves what daprd delivers to the app's /dapr/
+	// routes: the change broadcast, handed to in, and subs, the task
+	// queue's subscriptions. The service mounts it unless Receive is set.
+	Routes func(in Inbound, subs []daprsub.Subscription) http.Handler
 	// Probe reports whether the adapters can serve; readiness follows it.
 	Probe Probe
 	// Features runs the features kept on the state port: the task queue,
@@ -38,6 +44,18 @@ type Deps struct {
 	Telemetry *telemetry.Telemetry
 	// Close releases the adapters; Shutdown calls it last.
 	Close func()
+}
+
+// Inbound is where a replica takes what the other replicas broadcast.
+type Inbound struct {
+	// Changes delivers received changes; ctx carries the receipt's span.
+	Changes func(ctx context.Context, changes []core.Change)
+	// Presence delivers presence broadcast by other replicas.
+	Presence func([]core.Presence)
+	// Tracer records each receipt as a span (a child of the commit's).
+	Tracer trace.Tracer
+	// OnError sees broadcasts that could not be read.
+	OnError func(error)
 }
 
 // Store is what the service reads and writes documents through.

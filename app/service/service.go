@@ -24,7 +24,6 @@ import (
 	"github.com/open-autoglm/autoglm/app/compaction"
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/core"
-	"github.com/open-autoglm/autoglm/app/daprbus"
 	"github.com/open-autoglm/autoglm/app/daprsub"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/events"
@@ -37,9 +36,6 @@ import (
 	"github.com/open-autoglm/autoglm/app/telemetry"
 	"github.com/open-autoglm/autoglm/app/webhooks"
 )
-
-// BroadcastRoute is where daprd delivers the change broadcast.
-const BroadcastRoute = "/dapr/events/changes"
 
 // Service is one replica.
 type Service struct {
@@ -274,31 +270,23 @@ func (s *Service) features(cols *collections.Config, observers []engine.Observer
 }
 
 // router serves the routes daprd delivers subscriptions to: the change
-// broadcast and the task queue's; nil when the replica receives in process
-// (deps.Receive).
+// broadcast and the task queue's (deps.Routes); nil when the replica
+// receives in process (deps.Receive).
 func (s *Service) router() http.Handler {
-	if s.deps.Receive != nil {
+	if s.deps.Receive != nil || s.deps.Routes == nil {
 		return nil
 	}
 	subs := s.subs
 	if f := s.deps.Features; f != nil && f.Subscribe != nil {
 		subs = nil
 	}
-	cfg, log, h, tracer := s.cfg, s.log, s.hub, s.telemetry.Tracer()
-	return &daprsub.Router{
-		Subs: append([]daprsub.Subscription{{
-			PubsubName: cfg.BroadcastPubsub, Topic: cfg.BroadcastTopic, Route: BroadcastRoute,
-			Handler: &daprbus.Handler{
-				Node:            cfg.NodeID,
-				Deliver:         h.Deliver,
-				Tracer:          tracer,
-				DeliverPresence: h.RemotePresence,
-				MaxBytes:        16 << 20,
-				OnError:         func(err error) { log.WithError(err).Warn("broadcast dropped") },
-			},
-		}}, subs...),
-		Token: cfg.AppAPIToken,
-	}
+	log, h := s.log, s.hub
+	return s.deps.Routes(Inbound{
+		Changes:  h.Deliver,
+		Presence: h.RemotePresence,
+		Tracer:   s.telemetry.Tracer(),
+		OnError:  func(err error) { log.WithError(err).Warn("broadcast dropped") },
+	}, subs)
 }
 
 // Start listens on the configured host and port (or ln, when given) and
