@@ -7,7 +7,6 @@ package inmem
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -16,12 +15,13 @@ import (
 	"github.com/open-autoglm/autoglm/app/core"
 )
 
-// Store is a core.Store in memory. Documents are stored encoded, so callers
-// never share memory with it, and every write changes the ETag.
+// Store is a core.Store in memory. It keeps its own deep copies of what is
+// committed and hands out fresh ones (copy.go), so callers never share
+// memory with it, and every write changes the ETag.
 type Store struct {
 	mu    sync.Mutex
 	docs  map[core.Key]stored
-	log   map[core.Key]map[int64][]byte
+	log   map[core.Key]map[int64]core.Change
 	index map[string][]string
 	etag  int64
 
@@ -33,7 +33,7 @@ type Store struct {
 }
 
 type stored struct {
-	body []byte
+	doc  *core.Document // never handed out: Load returns copies
 	etag string
 }
 
@@ -41,7 +41,7 @@ var _ core.Store = (*Store)(nil)
 
 // NewStore returns an empty store.
 func NewStore() *Store {
-	return &Store{docs: map[core.Key]stored{}, log: map[core.Key]map[int64][]byte{}, index: map[string][]string{}}
+	return &Store{docs: map[core.Key]stored{}, log: map[core.Key]map[int64]core.Change{}, index: map[string][]string{}}
 }
 
 // HoldNextCommit makes the next Commit wait, before its ETag check, until
@@ -71,10 +71,7 @@ func (s *Store) Load(_ context.Context, k core.Key) (core.Stored, error) {
 	if !ok {
 		return core.Stored{}, nil
 	}
-	d, err := core.DecodeDocument(st.body)
-	if err != nil {
-		return core.Stored{}, err
-	}
+	d := copyDocument(st.doc)
 	d.Key = k
 	return core.Stored{Doc: d, ETag: st.etag}, nil
 }
@@ -100,22 +97,26 @@ func (s *Store) Commit(_ context.Context, c core.Commit) error {
 	if stale(c.ETag, exists, cur.etag) {
 		return fmt.Errorf("commit %s: %w", c.Key, core.ErrVersionConflict)
 	}
-	body, err := core.EncodeDocument(c.Doc)
-	if err != nil {
-		return err
+	var cp copier
+	doc := cp.document(c.Doc)
+	var archive []core.Change
+	for _, ch := range c.Archive {
+		if ch.Version >= doc.LogStart {
+			archive = append(archive, cp.change(ch))
+		}
+	}
+	if cp.err != nil {
+		return fmt.Errorf("commit %s: %w", c.Key, cp.err)
 	}
 	s.etag++
-	s.docs[c.Key] = stored{body: body, etag: strconv.FormatInt(s.etag, 10)}
+	s.docs[c.Key] = stored{doc: doc, etag: strconv.FormatInt(s.etag, 10)}
 	lg := s.log[c.Key]
 	if lg == nil {
-		lg = map[int64][]byte{}
+		lg = map[int64]core.Change{}
 		s.log[c.Key] = lg
 	}
-	for _, ch := range c.Archive {
-		if ch.Version >= c.Doc.LogStart {
-			b, _ := json.Marshal(ch)
-			lg[ch.Version] = b
-		}
+	for _, ch := range archive {
+		lg[ch.Version] = ch
 	}
 	for v := c.TrimFrom; c.TrimFrom > 0 && v <= c.TrimTo; v++ {
 		delete(lg, v)
@@ -141,25 +142,17 @@ func (s *Store) Changes(_ context.Context, k core.Key, from, to int64) ([]core.C
 	var out []core.Change
 	v := max(from, 1)
 	for ; v <= to; v++ {
-		b, ok := s.log[k][v]
+		ch, ok := s.log[k][v]
 		if !ok {
 			break
 		}
-		var ch core.Change
-		if err := json.Unmarshal(b, &ch); err != nil {
-			return nil, err
-		}
-		out = append(out, ch)
+		out = append(out, copyChange(ch))
 	}
 	if v <= to {
 		if st, ok := s.docs[k]; ok {
-			d, err := core.DecodeDocument(st.body)
-			if err != nil {
-				return nil, err
-			}
-			for _, ch := range d.Tail {
+			for _, ch := range st.doc.Tail {
 				if ch.Version == v && v <= to {
-					out = append(out, ch)
+					out = append(out, copyChange(ch))
 					v++
 				}
 			}
