@@ -238,6 +238,7 @@ const maxOpID = "18446744073709551615"
 // it) at the highest op id must not turn the victim's ops into duplicates,
 // on any transport.
 func TestClientIDsAreBoundToTheToken(t *testing.T) {
+	t.Parallel()
 	base := startAuthed(t)
 	alice, mallory := idToken(t, "alice", "reader"), idToken(t, "mallory", "reader")
 
@@ -302,6 +303,7 @@ func TestClientIDsAreBoundToTheToken(t *testing.T) {
 // TestPresenceNamesTheTokenSubject: presence set by a client claiming
 // someone else's id reaches watchers under the claimant's own subject.
 func TestPresenceNamesTheTokenSubject(t *testing.T) {
+	t.Parallel()
 	base := startAuthed(t)
 	alice, mallory := idToken(t, "alice", "reader"), idToken(t, "mallory", "reader")
 	for _, tr := range syncTransports {
@@ -327,6 +329,7 @@ func TestPresenceNamesTheTokenSubject(t *testing.T) {
 // returns, so it recognises its own changes (acks, and deltas of its ops
 // after a reconnect) under the bound id, and resumes with it.
 func TestGoClientAdoptsItsBoundID(t *testing.T) {
+	t.Parallel()
 	base := startAuthed(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -361,6 +364,7 @@ func TestGoClientAdoptsItsBoundID(t *testing.T) {
 // nothing; every request to an SSE or long-poll session needs the
 // credentials of the identity that opened it.
 func TestFallbackSessionsAnswerOnlyTheirOwner(t *testing.T) {
+	t.Parallel()
 	base := startAuthed(t)
 	alice, mallory := idToken(t, "alice", "reader"), idToken(t, "mallory", "reader")
 	s := openSSEAs(t, base, helloJSON(t, alice, "sse-owner"), alice)
@@ -414,6 +418,7 @@ func TestFallbackSessionsAnswerOnlyTheirOwner(t *testing.T) {
 // with access_revoked and none of its changes are delivered; the others
 // go on.
 func TestRefreshEndsSubscriptionsNoLongerAllowed(t *testing.T) {
+	t.Parallel()
 	base := startAuthed(t)
 	reader, writer := idToken(t, "alice", "reader"), idToken(t, "bob", "writer")
 	for _, tr := range syncTransports {
@@ -455,6 +460,7 @@ func TestRefreshEndsSubscriptionsNoLongerAllowed(t *testing.T) {
 // the vault collection gets conflicts without the stored values, and acks
 // without effective ops; a reader still gets them.
 func TestRefusalsCarryNothingTheCallerMayNotRead(t *testing.T) {
+	t.Parallel()
 	base := startAuthed(t)
 	reader, writer := idToken(t, "alice", "reader"), idToken(t, "bob", "writer")
 	// stored creates a vault document at version 2.

@@ -9,6 +9,7 @@ import (
 // last entry (the one the nearest trusted proxy wrote); by default the peer
 // address counts, whatever headers a client sends.
 func TestClientAddr(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, header string
 		values       []string

@@ -100,22 +100,31 @@ func slowBody(t *testing.T, base, method, path string) (status int, code string,
 }
 
 func TestSlowBodyIsCutOff(t *testing.T) {
+	t.Parallel()
 	r := startLimited(t, nil)
 	doc := "/v1/docs/forms/slow-" + uuid.NewString()[:8]
-	sse := openSSE(t, r.URL(), helloFor("slow-sse"))
-	poll := openPoll(t, r.URL(), helloFor("slow-poll"))
-	cases := []struct{ name, method, path string }{
-		{"RESTPut", "PUT", doc},
-		{"RESTPatch", "PATCH", doc},
-		{"SSEPost", "POST", "/v1/events/" + sse.session},
-		{"LongPollOpen", "POST", "/v1/poll"},
-		{"LongPollPost", "POST", "/v1/poll/" + poll.session},
+	// The sessions are opened by the case that posts to them: a session
+	// nobody answers ends after 2.5 heartbeats, however long the case
+	// waited for its turn.
+	cases := []struct {
+		name, method string
+		path         func(t *testing.T) string
+	}{
+		{"RESTPut", "PUT", func(*testing.T) string { return doc }},
+		{"RESTPatch", "PATCH", func(*testing.T) string { return doc }},
+		{"SSEPost", "POST", func(t *testing.T) string {
+			return "/v1/events/" + openSSE(t, r.URL(), helloFor("slow-sse")).session
+		}},
+		{"LongPollOpen", "POST", func(*testing.T) string { return "/v1/poll" }},
+		{"LongPollPost", "POST", func(t *testing.T) string {
+			return "/v1/poll/" + openPoll(t, r.URL(), helloFor("slow-poll")).session
+		}},
 	}
 	t.Run("Routes", func(t *testing.T) {
 		for _, c := range cases {
 			t.Run(c.name, func(t *testing.T) {
 				t.Parallel()
-				status, code, after, closed := slowBody(t, r.URL(), c.method, c.path)
+				status, code, after, closed := slowBody(t, r.URL(), c.method, c.path(t))
 				if status != http.StatusRequestTimeout || code != "request_timeout" {
 					t.Fatalf("got %d %q, want 408 request_timeout", status, code)
 				}
@@ -192,6 +201,7 @@ func closeCode(err error) websocket.StatusCode {
 }
 
 func TestHelloDeadline(t *testing.T) {
+	t.Parallel()
 	r := startLimited(t, nil)
 	within := func(t *testing.T, start time.Time) {
 		t.Helper()
@@ -200,6 +210,7 @@ func TestHelloDeadline(t *testing.T) {
 		}
 	}
 	t.Run("Silent", func(t *testing.T) {
+		t.Parallel() // each on its own connection
 		start := time.Now()
 		c, _, err := dialWS(t, r.WSURL(), nil)
 		if err != nil {
@@ -216,6 +227,7 @@ func TestHelloDeadline(t *testing.T) {
 		within(t, start)
 	})
 	t.Run("FrameNeverFinished", func(t *testing.T) {
+		t.Parallel() // each on its own connection
 		// The upgrade, then the start of a 256-byte frame that never ends.
 		u, _ := url.Parse(r.URL())
 		conn, err := net.Dial("tcp", u.Host)
@@ -264,6 +276,7 @@ func TestHelloDeadline(t *testing.T) {
 		}
 	})
 	t.Run("HelloInTimeOutlivesBothDeadlines", func(t *testing.T) {
+		t.Parallel() // each on its own connection
 		doc := "forms/hello-" + uuid.NewString()[:8]
 		c, _, err := dialWS(t, r.WSURL(), nil)
 		if err != nil {
@@ -292,6 +305,7 @@ func TestHelloDeadline(t *testing.T) {
 		}
 	})
 	t.Run("EventStreamOutlivesTheBodyDeadline", func(t *testing.T) {
+		t.Parallel() // each on its own connection
 		doc := "forms/sse-" + uuid.NewString()[:8]
 		s := openSSE(t, r.URL(), helloFor("sse-long"))
 		start := time.Now()
@@ -408,6 +422,7 @@ func eventually(t *testing.T, r *servicetest.Replica, open opener, addr string) 
 // any mix of them, other addresses are unaffected, and an ended session
 // gives its slot back.
 func TestConnectionCapPerAddress(t *testing.T) {
+	t.Parallel()
 	// Sessions nobody answers end after 2.5 heartbeats: long enough for each
 	// case, short enough for a dropped long-poll client to give its slot back.
 	r := startLimited(t, func(c *config.Config) {
@@ -425,6 +440,7 @@ func TestConnectionCapPerAddress(t *testing.T) {
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel() // each from its own addresses
 			addr := fmt.Sprintf("198.51.100.%d", i+1)
 			first, err := openers[c.order[0]](t, r, addr)
 			if err != nil {
@@ -444,6 +460,7 @@ func TestConnectionCapPerAddress(t *testing.T) {
 		})
 	}
 	t.Run("WithoutTheHeaderThePeerAddressCounts", func(t *testing.T) {
+		t.Parallel() // the only case without the header
 		for range 2 {
 			if _, err := openers["ws"](t, r, ""); err != nil {
 				t.Fatal(err)

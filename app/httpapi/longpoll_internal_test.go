@@ -46,6 +46,7 @@ func pings(t *testing.T, res pollResponse) []int64 {
 }
 
 func TestPollBuffer(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	t.Run("RepeatedPollAfterLostResponse", func(t *testing.T) {
 		pb := newPollBuffer(time.Second)

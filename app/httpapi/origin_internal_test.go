@@ -17,6 +17,7 @@ import (
 // (forbidden, details.origin) on every entry point, WebSocket included, and
 // the server logs the refusal with the origin.
 func TestOriginPolicy(t *testing.T) {
+	t.Parallel()
 	log, hook := logtest.NewNullLogger()
 	s := &Server{Log: log, Version: "test", AllowedOrigins: []string{"https://app.example"}}
 	h := s.Handler()

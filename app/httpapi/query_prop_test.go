@@ -129,6 +129,7 @@ func (qc *queryClient) list(q query.Query) []query.Item {
 // order and data) equals running the query on the server's documents as
 // the reader may see them.
 func TestLiveQueryWireProperty(t *testing.T) {
+	t.Parallel()
 	// make test-unit runs three seeds; make test runs all twelve.
 	testutil.Seeded(t, 12, 3, 99, func(t *testing.T, r *rand.Rand) {
 		base := startAuthedWith(t, readCollections())

@@ -60,6 +60,7 @@ func put(t *testing.T, base, token, doc, body string) int64 {
 }
 
 func TestRESTQuery(t *testing.T) {
+	t.Parallel()
 	base := startAuthedWith(t, readCollections())
 	admin := idToken(t, "root", "admin")
 	red := idTokenWith(t, "alice", map[string]string{"team": "red"})
@@ -159,6 +160,7 @@ func wantKeys(t *testing.T, step string, got map[string]protocol.Message, keys .
 // leave by match, by delete and by access, the limit window moving, field
 // rules, unsub, and resuming with have.
 func TestLiveQuery(t *testing.T) {
+	t.Parallel()
 	for _, tr := range syncTransports {
 		t.Run(tr.name, func(t *testing.T) {
 			base := startAuthedWith(t, readCollections())
@@ -298,6 +300,7 @@ func m2v(t *testing.T, base, token, doc string) int64 {
 // A refreshed token is matched again: documents the new claims hide leave
 // the result, those they show enter it, then synced.
 func TestLiveQueryTokenRefresh(t *testing.T) {
+	t.Parallel()
 	for _, tr := range syncTransports {
 		t.Run(tr.name, func(t *testing.T) {
 			base := startAuthedWith(t, readCollections())
@@ -325,6 +328,7 @@ func TestLiveQueryTokenRefresh(t *testing.T) {
 
 // The Go client keeps a live query's ordered result (binary frames).
 func TestGoClientQuery(t *testing.T) {
+	t.Parallel()
 	base := startAuthedWith(t, readCollections())
 	admin := idToken(t, "root", "admin")
 	put(t, base, admin, "t-lww/a", `{"team":"red","rank":2}`)

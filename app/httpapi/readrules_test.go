@@ -167,6 +167,7 @@ func listed(t *testing.T, base, coll, token string) map[string]map[string]any {
 }
 
 func TestReadRules(t *testing.T) {
+	t.Parallel()
 	base := startAuthedWith(t, readCollections())
 	red, blue := map[string]string{"team": "red"}, map[string]string{"team": "blue"}
 	ann := idTokenWith(t, "ann", red, "user")
@@ -284,6 +285,7 @@ func TestReadRules(t *testing.T) {
 // lost role sends not_readable, a regained one a snapshot, and a changed
 // field view a snapshot of the new view.
 func TestReadRulesTokenRefresh(t *testing.T) {
+	t.Parallel()
 	base := startAuthedWith(t, readCollections())
 	for _, policy := range policies {
 		for _, tr := range syncTransports {
@@ -315,6 +317,7 @@ func TestReadRulesTokenRefresh(t *testing.T) {
 // alone hears not_readable when the role goes, and the document's creation
 // by a team member's write then reaches it as a snapshot.
 func TestReadRulesRefreshBeforeCreation(t *testing.T) {
+	t.Parallel()
 	base := startAuthedWith(t, readCollections())
 	doc := "p-lww/" + uuid.NewString()[:8]
 	c, _ := syncTransports[0].open(t, base, idToken(t, "root", "admin"), "r")
@@ -332,6 +335,7 @@ func TestReadRulesRefreshBeforeCreation(t *testing.T) {
 // A writer that may not read a field gets no value of it back: not in a
 // conflict's details, not in its ack's effective ops, not in REST refusals.
 func TestReadRulesWrites(t *testing.T) {
+	t.Parallel()
 	base := startAuthedWith(t, readCollections())
 	admin := idToken(t, "root", "admin")
 	bob := idTokenWith(t, "bob", map[string]string{"team": "red"}, "user")

@@ -225,6 +225,7 @@ func startTransport(t *testing.T, transport string) (r *servicetest.Replica, doc
 }
 
 func TestSSE(t *testing.T) {
+	t.Parallel()
 	r, doc, hello := startTransport(t, "sse")
 
 	t.Run("SubscribeOpAckDelta", func(t *testing.T) {
@@ -420,6 +421,7 @@ func (p *poller) post(t *testing.T, ms ...string) {
 }
 
 func TestLongPoll(t *testing.T) {
+	t.Parallel()
 	r, doc, hello := startTransport(t, "lp")
 
 	t.Run("SubscribeOpAckDelta", func(t *testing.T) {
@@ -483,6 +485,7 @@ func TestLongPoll(t *testing.T) {
 }
 
 func TestWebSocketBinary(t *testing.T) {
+	t.Parallel()
 	r := servicetest.Start(t, servicetest.Options{})
 	doc := "forms/bin-" + uuid.NewString()[:8]
 	dial := func(t *testing.T, protos ...string) *websocket.Conn {

@@ -15,6 +15,7 @@ import (
 )
 
 func TestWebAssets(t *testing.T) {
+	t.Parallel()
 	h := (&Server{Log: logrus.New(), Version: "test"}).Handler()
 	get := func(path string, hdr ...string) *http.Response {
 		req := httptest.NewRequest("GET", path, nil)

@@ -45,11 +45,13 @@ func guardedConn(t *testing.T, ctx context.Context, timeout time.Duration) <-cha
 }
 
 func TestWriteGuardEndsAWriteThatOutlastsTheTimeout(t *testing.T) {
+	t.Parallel()
 	done := guardedConn(t, context.Background(), 200*time.Millisecond)
 	writeEnded(t, done, "a write to a peer that never reads was not ended by the write timeout")
 }
 
 func TestWriteGuardEndsAWriteUnderWayWhenTheSessionEnds(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := guardedConn(t, ctx, time.Hour)
 	// Whether the writes have filled the socket buffers by now or not, the

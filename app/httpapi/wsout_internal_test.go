@@ -83,6 +83,7 @@ func readFrames(t *testing.T, r io.Reader, n int, pause func(i int)) [][]byte {
 // one ordered stream: a reader slower than the writer still gets every
 // frame once, in order, intact.
 func TestWSOutKeepsOrderAndExactlyOnceUnderASlowReader(t *testing.T) {
+	t.Parallel()
 	server, client := tcpPair(t)
 	out := guardedOut(t, server, 30*time.Second)
 	const frames = 40000
@@ -147,6 +148,7 @@ func TestWSOutKeepsOrderAndExactlyOnceUnderASlowReader(t *testing.T) {
 // timeout, whichever path filled the socket: queue refuses once its buffer
 // is full, and the flush of that buffer fails.
 func TestWSOutClosesAReaderThatStops(t *testing.T) {
+	t.Parallel()
 	server, _ := tcpPair(t)
 	out := guardedOut(t, server, 200*time.Millisecond)
 	p := make([]byte, 1000)
