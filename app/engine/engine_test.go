@@ -389,6 +389,28 @@ func (b *stalledBus) Publish(ctx context.Context, cs []core.Change) error {
 
 func (b *stalledBus) PublishPresence(context.Context, []core.Presence) error { return nil }
 
+// releaseAndDrain lets the stalled broker go and waits, through Close,
+// until every queued broadcast has left.
+func (b *stalledBus) releaseAndDrain(t *testing.T, f *fixture) {
+	t.Helper()
+	close(b.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.eng.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eachDocument runs write for documents forms/d0 .. forms/d<n-1>, all at
+// once, and returns when every one has returned.
+func eachDocument(n int, write func(ctx context.Context, k core.Key)) {
+	var wg sync.WaitGroup
+	for d := range n {
+		wg.Go(func() { write(context.Background(), core.Key{Collection: "forms", ID: fmt.Sprintf("d%d", d)}) })
+	}
+	wg.Wait()
+}
+
 // A stalled broker does not hold up writes, and once it recovers the
 // broadcasts of one document still leave in version order.
 func TestStalledBrokerDoesNotBlockWrites(t *testing.T) {
@@ -403,12 +425,7 @@ func TestStalledBrokerDoesNotBlockWrites(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("20 writes took %v behind a stalled broker", d)
 	}
-	close(bus.release)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := f.eng.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
+	bus.releaseAndDrain(t, f)
 	bus.mu.Lock()
 	defer bus.mu.Unlock()
 	want := make([]int64, 20)
@@ -427,27 +444,16 @@ func TestBroadcastsOfManyDocumentsShareMessages(t *testing.T) {
 	bus := &stalledBus{release: make(chan struct{})}
 	f := newFixture(t, func(o *engine.Options) { o.Bus = bus })
 	const docs, writes = 10, 5
-	var wg sync.WaitGroup
-	for d := range docs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			k := core.Key{Collection: "forms", ID: fmt.Sprintf("d%d", d)}
-			for i := 1; i <= writes; i++ {
-				r, err := f.eng.Do(context.Background(), k, core.Op{Ops: []merge.FieldOp{inc("n", 1)}})
-				if err != nil || r.Version != int64(i) {
-					t.Errorf("%s write %d: %+v %v", k, i, r, err)
-				}
+	// Every write is durable while the first broadcast stalls.
+	eachDocument(docs, func(ctx context.Context, k core.Key) {
+		for i := 1; i <= writes; i++ {
+			r, err := f.eng.Do(ctx, k, core.Op{Ops: []merge.FieldOp{inc("n", 1)}})
+			if err != nil || r.Version != int64(i) {
+				t.Errorf("%s write %d: %+v %v", k, i, r, err)
 			}
-		}()
-	}
-	wg.Wait() // every write is durable while the first broadcast stalls
-	close(bus.release)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := f.eng.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
+		}
+	})
+	bus.releaseAndDrain(t, f)
 	bus.mu.Lock()
 	defer bus.mu.Unlock()
 	if len(bus.calls) >= docs*writes/2 {
@@ -479,26 +485,14 @@ func TestBroadcastMessagesKeepOneTrace(t *testing.T) {
 	tp := sdktrace.NewTracerProvider()
 	f := newFixture(t, func(o *engine.Options) { o.Bus = bus; o.Tracer = tp.Tracer("test") })
 	const docs = 6
-	var wg sync.WaitGroup
-	for d := range docs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, span := tp.Tracer("test").Start(context.Background(), "op")
-			defer span.End()
-			k := core.Key{Collection: "forms", ID: fmt.Sprintf("d%d", d)}
-			if _, err := f.eng.Do(ctx, k, core.Op{Ops: []merge.FieldOp{inc("n", 1)}}); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	close(bus.release)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := f.eng.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
+	eachDocument(docs, func(ctx context.Context, k core.Key) {
+		ctx, span := tp.Tracer("test").Start(ctx, "op")
+		defer span.End()
+		if _, err := f.eng.Do(ctx, k, core.Op{Ops: []merge.FieldOp{inc("n", 1)}}); err != nil {
+			t.Error(err)
+		}
+	})
+	bus.releaseAndDrain(t, f)
 	bus.mu.Lock()
 	defer bus.mu.Unlock()
 	if len(bus.calls) != docs {
