@@ -22,13 +22,24 @@ const Every = 10 * time.Millisecond
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
+	if !Within(timeout, cond) {
+		t.Fatalf("%s: not within %v", what, timeout)
+	}
+	return time.Since(start)
+}
+
+// Within waits until cond holds, checking it every Every, and reports
+// whether it did within timeout: Eventually for a caller that explains a
+// failure itself (with what it last saw) or that may not end the test.
+func Within(timeout time.Duration, cond func() bool) bool {
+	start := time.Now()
 	for !cond() {
 		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v", what, timeout)
+			return false
 		}
 		time.Sleep(Every)
 	}
-	return time.Since(start)
+	return true
 }
 
 // Buffer collects output written from several goroutines. With Max set,

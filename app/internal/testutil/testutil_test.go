@@ -47,6 +47,20 @@ func TestEventually(t *testing.T) {
 	}
 }
 
+func TestWithin(t *testing.T) {
+	var n atomic.Int32
+	if !Within(time.Second, func() bool { return n.Add(1) >= 3 }) || n.Load() != 3 {
+		t.Fatalf("a condition that holds on the third check: %d checks", n.Load())
+	}
+	start := time.Now()
+	if Within(50*time.Millisecond, func() bool { return false }) {
+		t.Fatal("a condition that never holds held")
+	}
+	if d := time.Since(start); d < 50*time.Millisecond || d > 2*time.Second {
+		t.Fatalf("gave up after %v, want about 50ms", d)
+	}
+}
+
 func TestBufferMax(t *testing.T) {
 	b := &Buffer{Max: 4}
 	fmt.Fprint(b, "12345")
