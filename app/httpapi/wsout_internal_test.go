@@ -106,6 +106,7 @@ func TestWSOutKeepsOrderAndExactlyOnceUnderASlowReader(t *testing.T) {
 	}()
 	var queued, sent int
 	produced := make(chan struct{})
+	refused := make(chan struct{}, 1) // the buffer was full
 	go func() {
 		defer close(produced)
 		for i := range frames {
@@ -118,6 +119,10 @@ func TestWSOutKeepsOrderAndExactlyOnceUnderASlowReader(t *testing.T) {
 			// Refused (the buffer is full): the session sends it itself,
 			// after everything queued before.
 			sent++
+			select {
+			case refused <- struct{}{}:
+			default:
+			}
 			if err := out.send(opBinary, p); err != nil {
 				t.Errorf("send %d: %v", i, err)
 				return
@@ -126,7 +131,12 @@ func TestWSOutKeepsOrderAndExactlyOnceUnderASlowReader(t *testing.T) {
 	}()
 	got := readFrames(t, client, frames, func(i int) {
 		if i%5000 == 0 {
-			time.Sleep(300 * time.Millisecond) // let the socket fill
+			// The reader stalls until the socket and the buffer are full
+			// (or nothing is left to write).
+			select {
+			case <-refused:
+			case <-produced:
+			}
 		}
 	})
 	<-produced
