@@ -64,7 +64,7 @@ func TestDefaultsBinaryAndReconnect(t *testing.T) {
 		if !errors.As(err, &ce) || ce.Code != core.CodeUnavailable {
 			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // the backoff of a client that retries an unavailable store
 	}
 	if err := d.WaitVersion(ctx, 2); err != nil {
 		t.Fatal(err)

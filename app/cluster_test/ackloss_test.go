@@ -21,6 +21,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/internal/cluster"
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
@@ -135,7 +136,7 @@ func TestAckedOpsUnderFaults(t *testing.T) {
 	crash := func(kill func(), down time.Duration, start func() error) func() {
 		return func() {
 			kill()
-			time.Sleep(down)
+			time.Sleep(down) // the outage under test lasts down
 			if err := start(); err != nil {
 				t.Error(err)
 			}
@@ -151,7 +152,7 @@ func TestAckedOpsUnderFaults(t *testing.T) {
 				for _, w := range wsw {
 					w.drop()
 				}
-				time.Sleep(300 * time.Millisecond)
+				time.Sleep(300 * time.Millisecond) // spreads the drops over the load
 			}
 		}},
 		{"kill -9 of replica 1's daprd, down 3s", crash(c.Nodes[1].KillSidecar, 3*time.Second, c.Nodes[1].StartSidecar)},
@@ -162,14 +163,14 @@ func TestAckedOpsUnderFaults(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			time.Sleep(7 * time.Second)
+			time.Sleep(7 * time.Second) // the pause under test
 			if err := resume(); err != nil {
 				t.Error(err)
 			}
 		}},
 		{"Redis frozen 7s (store timeout 5s)", func() {
 			redis.Pause()
-			time.Sleep(7 * time.Second)
+			time.Sleep(7 * time.Second) // the freeze under test, past the store timeout
 			redis.Resume()
 		}},
 		{"300 more clients on the hot document, 20 answers lost and retried", func() {
@@ -386,22 +387,21 @@ func (l *ledger) acked(phase int) int {
 // waitAcked waits until n ops issued in phase are acknowledged, and fails
 // on a writer failure.
 func (l *ledger) waitAcked(phase, n int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
+	var got int
+	var fails []string
+	testutil.Within(timeout, func() bool {
 		l.mu.Lock()
-		got, fails := l.ackedN[phase], slices.Clone(l.fails)
+		got, fails = l.ackedN[phase], slices.Clone(l.fails)
 		l.mu.Unlock()
-		if len(fails) > 0 {
-			return fmt.Errorf("%d writer failures: %v", len(fails), fails[:min(len(fails), 10)])
-		}
-		if got >= n {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d ops acknowledged within %v", got, n, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return len(fails) > 0 || got >= n
+	})
+	switch {
+	case len(fails) > 0:
+		return fmt.Errorf("%d writer failures: %v", len(fails), fails[:min(len(fails), 10)])
+	case got < n:
+		return fmt.Errorf("%d of %d ops acknowledged within %v", got, n, timeout)
 	}
+	return nil
 }
 
 type report struct {
@@ -551,7 +551,7 @@ func (w *wsWriter) run(stop <-chan struct{}) {
 		w.mu.Unlock()
 		if conn == nil {
 			if err := w.connect(); err != nil {
-				time.Sleep(backoff)
+				time.Sleep(backoff) // the client's reconnect backoff
 				backoff = min(2*backoff, 500*time.Millisecond)
 			} else {
 				backoff = 50 * time.Millisecond
@@ -793,7 +793,7 @@ func (w *restWriter) send(rec *opRec, body string, replica int, answerLost bool)
 			return
 		}
 		w.led.resent(rec, err == nil)
-		time.Sleep(time.Duration(10+min(attempt, 20)*10) * time.Millisecond)
+		time.Sleep(time.Duration(10+min(attempt, 20)*10) * time.Millisecond) // the writer's backoff before it resends
 	}
 }
 

@@ -74,7 +74,7 @@ func TestLostBroadcasts(t *testing.T) {
 			wg.Add(1)
 			go w.run(append(docs[i%3:], docs[:i%3]...), stop, &wg)
 		}
-		time.Sleep(2 * time.Second)
+		time.Sleep(2 * time.Second) // the writers run for 2 s
 		close(stop)
 		wg.Wait()
 		time.Sleep(100 * time.Millisecond) // the last publishes reach the stream
@@ -99,18 +99,18 @@ func TestLostBroadcasts(t *testing.T) {
 		l := startLoad(t, c, 30, 3)
 		gaps0 := metricSum(t, c.Nodes, "autoglm_gaps_repaired_total")
 		failed0 := metricSum(t, c.Nodes, "autoglm_broadcast_publish_failures_total?")
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // the load runs a while before the pause
 		before := l.acked()
 		resume, err := pause(pid, 15*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resume()
-		time.Sleep(3 * time.Second)
+		time.Sleep(3 * time.Second) // the pause under test
 		during := l.acked() - before
 		resume()
 		at := time.Now()
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // the load goes on after the resume
 		l.end()
 		ops, took := verify(t, c.Nodes[0].URL(), l.docs, l.writers, 30*time.Second)
 		gaps := metricSum(t, c.Nodes, "autoglm_gaps_repaired_total") - gaps0

@@ -68,7 +68,7 @@ func TestReplicaFailures(t *testing.T) {
 
 	t.Run("KillApp", func(t *testing.T) {
 		l := startLoad(t, c, 30, 3)
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(1500 * time.Millisecond) // the load runs a while before the kill
 		before := l.acked()
 		victim := c.Nodes[0]
 		killed := time.Now()
@@ -88,7 +88,7 @@ func TestReplicaFailures(t *testing.T) {
 			return true
 		})
 		resumed := l.acked()
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(1500 * time.Millisecond) // and on after the clients moved
 		l.end()
 		ops, took := verify(t, c.Nodes[1].URL(), l.docs, l.writers, 30*time.Second)
 		t.Logf("kill -9 of replica 0 under load: %d acked before, %d at reconnect, %d in all; its 10 clients reconnected to other replicas %v after the kill; all 30 converged %v after the writers stopped; ops refused and resent: %v",
@@ -123,7 +123,7 @@ func TestReplicaFailures(t *testing.T) {
 			t.Fatalf("write without daprd: %d %s", r.Status, r.Raw)
 		}
 		// A sidecar restart takes seconds (image pull, component init).
-		time.Sleep(3 * time.Second)
+		time.Sleep(3 * time.Second) // the outage under test
 		downFor := time.Since(stopped)
 		restarted := time.Now()
 		if err := n.StartSidecar(); err != nil {

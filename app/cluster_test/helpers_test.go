@@ -140,7 +140,7 @@ func (w *writer) write(doc string, seq int) {
 			if a.Err != nil && (a.Err.Code == core.CodeConflict || a.Err.Code == core.CodeUnavailable) {
 				w.refused[a.Err.Code]++
 				w.mu.Unlock()
-				time.Sleep(min(time.Duration(attempt+1)*20*time.Millisecond, 500*time.Millisecond))
+				time.Sleep(min(time.Duration(attempt+1)*20*time.Millisecond, 500*time.Millisecond)) // the writer's backoff before it resends
 				continue
 			}
 			defer w.mu.Unlock()

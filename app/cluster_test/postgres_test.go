@@ -88,20 +88,20 @@ func TestPostgresRestart(t *testing.T) {
 						t.Errorf("%s op %d: refused for 60s (%s)", id, op, code)
 						return
 					}
-					time.Sleep(100 * time.Millisecond)
+					time.Sleep(100 * time.Millisecond) // the writer's backoff while the store is down
 				}
 			}
 		}()
 	}
 
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // the writers run a while before the restart
 	start := time.Now()
 	out, err := exec.Command("pg_ctlcluster", "--skip-systemctl-redirect", pgVersion(t), "main", "restart").CombinedOutput()
 	if err != nil {
 		t.Fatalf("restart PostgreSQL: %v\n%s", err, out)
 	}
 	restarted := time.Since(start)
-	time.Sleep(3 * time.Second)
+	time.Sleep(3 * time.Second) // and on after it: recovery is measured under load
 	close(restStop)
 	restWG.Wait()
 	l.end()

@@ -89,7 +89,7 @@ func TestPresenceAcrossReplicas(t *testing.T) {
 	})
 	// Heartbeats keep refreshing it: still there after more than the
 	// expiry.
-	time.Sleep(3500 * time.Millisecond)
+	time.Sleep(3500 * time.Millisecond) // time passes on purpose: longer than the presence expiry
 	mu.Lock()
 	if s := others["editor-b"]; s == nil || !s.gone.IsZero() {
 		t.Fatal("presence of a live client expired")

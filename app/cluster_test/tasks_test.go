@@ -106,8 +106,7 @@ func TestTasksRunOnce(t *testing.T) {
 				}
 				sidecars = append(sidecars, sc)
 			}
-			// Give both subscriptions a moment to register with the broker.
-			time.Sleep(500 * time.Millisecond)
+			time.Sleep(500 * time.Millisecond) // for both subscriptions to reach the broker: nothing outside it shows that
 			const n = 60
 			for i := range n {
 				r := mustDo(t, "POST", fmt.Sprintf("%s/v1.0/publish/%s/%s", sidecars[i%2].HTTPURL(), config.DefaultTasksPubsub, taskTopics[i/2%2]), fmt.Sprintf(`{"i":%d}`, i),

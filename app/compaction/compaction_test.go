@@ -321,7 +321,7 @@ func TestLease(t *testing.T) {
 		t.Fatal("both hold the lease")
 	}
 	// Renewals keep the lease for longer than the lease time.
-	time.Sleep(2 * lease)
+	time.Sleep(2 * lease) // time passes on purpose: unrenewed, the lease would have run out
 	if !a.Holding() || l.Holder("compaction:test") != a.Owner() {
 		t.Fatalf("lease not renewed: holder %q", l.Holder("compaction:test"))
 	}

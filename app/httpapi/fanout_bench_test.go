@@ -18,6 +18,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/internal/servicetest"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
@@ -199,8 +200,7 @@ func benchWSFanOut(b *testing.B, subscribers, rate int) {
 		}
 		before := deltas.Load()
 		write(1_000_000 + i)
-		time.Sleep(100 * time.Millisecond)
-		if deltas.Load()-before == int64(subscribers) {
+		if testutil.Within(100*time.Millisecond, func() bool { return deltas.Load()-before == int64(subscribers) }) {
 			break
 		}
 	}
@@ -210,7 +210,7 @@ func benchWSFanOut(b *testing.B, subscribers, rate int) {
 	next := time.Now()
 	for i := range b.N {
 		next = next.Add(time.Second / time.Duration(rate))
-		time.Sleep(time.Until(next))
+		time.Sleep(time.Until(next)) // paces the writes at rate
 		write(i)
 	}
 	want := base + int64(b.N*subscribers)
@@ -218,7 +218,7 @@ func benchWSFanOut(b *testing.B, subscribers, rate int) {
 		if time.Now().After(next.Add(30 * time.Second)) {
 			b.Fatalf("%d of %d deliveries", deltas.Load()-base, want-base)
 		}
-		time.Sleep(100 * time.Microsecond)
+		time.Sleep(100 * time.Microsecond) // polls finely: the wait is inside the timed loop
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(benchCPU()-start)/float64(b.N*subscribers), "cpu-ns/delivery")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/client"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
@@ -114,13 +115,13 @@ func TestRESTQuery(t *testing.T) {
 	}
 	// A write reaches the queries right after its acknowledgement.
 	put(t, base, admin, "t-lww/r9", `{"team":"red","status":"open","rank":-1}`)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+	var got []string
+	if !testutil.Within(5*time.Second, func() bool {
 		p, _ = restQuery(t, base, "t-lww", red, `{"where":[["status","==","open"]],"order_by":[["rank","asc"]],"limit":1}`)
-		if got := pageIDs(p); slices.Equal(got, []string{"r9"}) {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("after a write: %v", got)
-		}
+		got = pageIDs(p)
+		return slices.Equal(got, []string{"r9"})
+	}) {
+		t.Fatalf("after a write: %v", got)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/open-autoglm/autoglm/app/internal/servicetest"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
@@ -307,7 +308,7 @@ func TestSSE(t *testing.T) {
 			_ = json.NewDecoder(res.Body).Decode(&b)
 			polled <- b.Close
 		}()
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // for the poll to reach the server and wait: nothing outside it shows that
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		start := time.Now()
@@ -464,12 +465,13 @@ func TestLongPoll(t *testing.T) {
 		// A repeated poll gets the close again (its response may have been
 		// lost); soon after, the session is gone.
 		u := fmt.Sprintf("%s/v1/poll/%s?after=%d", p.base, p.session, p.seq)
-		for res := call(t, "GET", u, "", nil); res.status != 404; res = call(t, "GET", u, "", nil) {
-			if res.status != 200 || !strings.Contains(string(res.body), `"close":{"code":4001`) || time.Now().After(deadline) {
+		testutil.Eventually(t, time.Until(deadline), "the closed session gone", func() bool {
+			res := call(t, "GET", u, "", nil)
+			if res.status != 404 && (res.status != 200 || !strings.Contains(string(res.body), `"close":{"code":4001`)) {
 				t.Fatalf("after the close: %d %s", res.status, res.body)
 			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return res.status == 404
+		})
 	})
 	t.Run("Errors", func(t *testing.T) {
 		wantErr(t, call(t, "GET", r.URL()+"/v1/poll", "", nil), 405, "method_not_allowed")

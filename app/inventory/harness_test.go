@@ -188,12 +188,7 @@ func (e *env) startService() {
 	svc, err := daprdeps.NewService(cfg, log)
 	must(t, err)
 	var ln net.Listener
-	for range 50 {
-		if ln, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(e.SvcPort)); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testutil.Within(5*time.Second, func() bool { ln, err = net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(e.SvcPort)); return err == nil })
 	must(t, err)
 	must(t, svc.Start(ln))
 	e.Svc = svc

@@ -217,14 +217,14 @@ func TestOutboxSurvivesCrash(t *testing.T) {
 	}
 	e.stopService(true)
 	killed := time.Now()
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // time passes on purpose: an event published before the crash would be here
 	if n := len(e.Sink.of("orders/crash")); n != 0 {
 		t.Fatalf("the event was published before the sidecar died (%d); the test measured nothing", n)
 	}
 	e.startService()
 	testutil.Eventually(t, 60*time.Second, "the event after the restart", func() bool { return len(e.Sink.of("orders/crash")) > 0 })
 	arrived := time.Since(killed)
-	time.Sleep(3 * time.Second)
+	time.Sleep(3 * time.Second) // time passes on purpose: a duplicate would be here by now
 	evs := e.Sink.of("orders/crash")
 	if len(evs) != 1 || evs[0]["docversion"] != "1" || evs[0]["type"] != events.TypeCreated {
 		t.Fatalf("events after the crash: %v", evs)
@@ -262,7 +262,7 @@ func TestTaskPathEvents(t *testing.T) {
 		}
 		return false
 	})
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // time passes on purpose: a duplicate would be here by now
 	versions := map[int64]int{}
 	for _, ev := range e.Sink.of("orders/r1") {
 		if id := ev["id"].(string); !strings.HasPrefix(id, "orders/r1@") || ev["source"] != e.AutoglmID {

@@ -14,6 +14,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/internal/stacktest"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 	"github.com/open-autoglm/autoglm/app/session"
@@ -121,12 +122,7 @@ func benchFanOut(b *testing.B, rules, inline bool) {
 		s.Receive(ctx, protocol.Message{T: protocol.THello, Client: id.Subject, Token: "t"})
 		s.Receive(ctx, protocol.Message{T: protocol.TSub, Doc: k.String()})
 	}
-	for {
-		if _, subs := h.Watched(); subs == watchers {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(b, time.Minute, "every session subscribed", func() bool { _, subs := h.Watched(); return subs == watchers })
 	// Changes of a visible field and of hidden ones, as they come.
 	change := func(v int64) core.Change {
 		ops := []merge.FieldOp{{Op: merge.KindSet, Path: "name", Value: json.RawMessage(fmt.Sprintf(`"name %d"`, v))}}
@@ -142,7 +138,7 @@ func benchFanOut(b *testing.B, rules, inline bool) {
 			if time.Now().After(deadline) {
 				b.Fatalf("%d of %d deliveries", deltas.Load(), n)
 			}
-			time.Sleep(50 * time.Microsecond)
+			time.Sleep(50 * time.Microsecond) // paces the publisher, finely: the wait is inside the timed loop
 		}
 	}
 	start := cpuTime()

@@ -14,6 +14,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/hub"
 	"github.com/open-autoglm/autoglm/app/inmem"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 	"github.com/open-autoglm/autoglm/app/session"
@@ -97,7 +98,7 @@ func TestInlineDeliveryKeepsOrderExactlyOnceAndAcks(t *testing.T) {
 		sessions[i].Receive(ctx, protocol.Message{T: protocol.THello, Client: fmt.Sprintf("c%d", i)})
 		sessions[i].Receive(ctx, protocol.Message{T: protocol.TSub, Doc: doc})
 	}
-	waitFor(t, func() bool { _, subs := h.Watched(); return subs == watchers })
+	testutil.Eventually(t, 20*time.Second, "every session subscribed", func() bool { _, subs := h.Watched(); return subs == watchers })
 	// Session 0 writes; the others only watch.
 	for i := 1; i <= ops; i++ {
 		v, _ := json.Marshal(i)
@@ -115,7 +116,7 @@ func TestInlineDeliveryKeepsOrderExactlyOnceAndAcks(t *testing.T) {
 		}
 		return n
 	}
-	waitFor(t, func() bool {
+	testutil.Eventually(t, 20*time.Second, "every ack and every delta delivered", func() bool {
 		if count(sends[0], protocol.TAck) < ops {
 			return false
 		}
@@ -158,17 +159,6 @@ func TestInlineDeliveryKeepsOrderExactlyOnceAndAcks(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // On a proto 2 connection an author's number is defined (sent with its
 // name) by the first delta that reaches the client: when the transport
 // refuses the fan-out's delta, the one that goes through the queue
@@ -185,7 +175,7 @@ func TestInlineRefusalKeepsTheAuthorDefinition(t *testing.T) {
 	go s.Run(ctx)
 	s.Receive(ctx, protocol.Message{T: protocol.THello, Client: "me", Proto: 2})
 	s.Receive(ctx, protocol.Message{T: protocol.TSub, Doc: doc, H: 3})
-	waitFor(t, func() bool { _, subs := h.Watched(); return subs == 1 })
+	testutil.Eventually(t, 20*time.Second, "the session subscribed", func() bool { _, subs := h.Watched(); return subs == 1 })
 	for op := uint64(1); op <= 2; op++ {
 		if _, err := eng.Do(ctx, key, core.Op{ClientID: "w", OpID: op,
 			Ops: []merge.FieldOp{{Op: merge.KindSet, Path: "title", Value: json.RawMessage(`"x"`)}}}); err != nil {
@@ -193,7 +183,7 @@ func TestInlineRefusalKeepsTheAuthorDefinition(t *testing.T) {
 		}
 	}
 	var deltas []protocol.Message
-	waitFor(t, func() bool {
+	testutil.Eventually(t, 20*time.Second, "both deltas delivered", func() bool {
 		deltas = deltas[:0]
 		for _, m := range q.messages() {
 			if m.T == protocol.TDelta {

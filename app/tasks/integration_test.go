@@ -276,7 +276,7 @@ func TestPriorityUnderFlood(t *testing.T) {
 	)
 	a := startApp(t, "redis", tasks.Options{Workers: 4}, func(q *tasks.Queue) {
 		q.Register("low", func(ctx context.Context, tk tasks.Task) error {
-			time.Sleep(lowWork)
+			time.Sleep(lowWork) // the work of a low task
 			lowDone.Add(1)
 			return nil
 		})
@@ -320,7 +320,7 @@ func TestPriorityUnderFlood(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("high task not run within 30s (low done %d)", lowDone.Load())
 		}
-		time.Sleep(25 * time.Millisecond)
+		time.Sleep(25 * time.Millisecond) // spreads the high tasks over the backlog
 	}
 	backlogAtEnd := lowTasks - lowDone.Load()
 	slices.Sort(waits)

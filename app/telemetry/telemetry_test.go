@@ -14,6 +14,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/hub"
 	"github.com/open-autoglm/autoglm/app/internal/stacktest"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 	"github.com/open-autoglm/autoglm/app/session"
@@ -130,8 +131,7 @@ func TestOpSpanFromReceiptToAck(t *testing.T) {
 	}
 
 	var op, commit, deliver sdktrace.ReadOnlySpan
-	deadline := time.Now().Add(5 * time.Second)
-	for deliver == nil && time.Now().Before(deadline) {
+	testutil.Within(5*time.Second, func() bool {
 		for _, s := range rec.Ended() {
 			switch s.Name() {
 			case "op":
@@ -142,8 +142,8 @@ func TestOpSpanFromReceiptToAck(t *testing.T) {
 				deliver = s
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return deliver != nil
+	})
 	if op == nil || commit == nil || deliver == nil {
 		t.Fatalf("spans op %v, commit %v, deliver %v", op != nil, commit != nil, deliver != nil)
 	}

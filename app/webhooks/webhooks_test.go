@@ -100,12 +100,7 @@ func (rc *receiver) setDown(down bool) {
 	}
 	var ln net.Listener
 	var err error
-	for range 50 {
-		if ln, err = net.Listen("tcp", rc.addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Within(time.Second, func() bool { ln, err = net.Listen("tcp", rc.addr); return err == nil })
 	if err != nil {
 		rc.t.Errorf("receiver cannot listen again: %v", err)
 		return
@@ -274,7 +269,7 @@ func TestWebhookDeliveries(t *testing.T) {
 		for _, d := range docs {
 			patch(t, r, d, i)
 		}
-		time.Sleep(150 * time.Millisecond)
+		time.Sleep(150 * time.Millisecond) // spreads the writes over the outage, as traffic would
 	}
 	breaker := func() webhooks.EndpointStats {
 		_, body := call(t, "GET", r.URL()+"/v1/webhooks", "")

@@ -17,6 +17,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/inmem"
 	"github.com/open-autoglm/autoglm/app/internal/stacktest"
+	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/query"
 	"github.com/open-autoglm/autoglm/app/query/live"
@@ -244,22 +245,19 @@ func TestLiveQueryProperty(t *testing.T) {
 				for i, s := range subs {
 					// Commits reach the index after their writers' acks:
 					// poll, within a deadline, for the result to settle.
-					deadline := time.Now().Add(5 * time.Second)
-					for {
+					var gotIDs, wantIDs []string
+					var gotData, wantData map[string]any
+					if !testutil.Within(5*time.Second, func() bool {
 						rg.live.Flush()
-						gotIDs, gotData := s.c.result(s.q)
-						wantIDs, wantData := rg.truth(t, s.q, admit)
+						gotIDs, gotData = s.c.result(s.q)
+						wantIDs, wantData = rg.truth(t, s.q, admit)
 						if s.c.err != nil {
 							t.Fatalf("step %d query %d: %v", step, i, s.c.err)
 						}
-						if slices.Equal(gotIDs, wantIDs) && reflect.DeepEqual(gotData, wantData) {
-							break
-						}
-						if time.Now().After(deadline) {
-							b, _ := json.Marshal(s.q)
-							t.Fatalf("step %d query %d %s:\n got %v %v\nwant %v %v", step, i, b, gotIDs, gotData, wantIDs, wantData)
-						}
-						time.Sleep(time.Millisecond)
+						return slices.Equal(gotIDs, wantIDs) && reflect.DeepEqual(gotData, wantData)
+					}) {
+						b, _ := json.Marshal(s.q)
+						t.Fatalf("step %d query %d %s:\n got %v %v\nwant %v %v", step, i, b, gotIDs, gotData, wantIDs, wantData)
 					}
 				}
 			}
