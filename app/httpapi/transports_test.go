@@ -22,6 +22,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
 
+	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/internal/servicetest"
 	"github.com/open-autoglm/autoglm/app/internal/testutil"
 	"github.com/open-autoglm/autoglm/app/merge"
@@ -451,8 +452,9 @@ func TestLongPoll(t *testing.T) {
 		}
 	})
 	t.Run("SilentClientTimesOut", func(t *testing.T) {
-		// No pongs: the session ends after 2.5 heartbeats (2 s in tests) and
-		// the next poll reports the close.
+		// No pongs: the session ends after 2.5 heartbeats (1 s on this
+		// replica of its own) and the next poll reports the close.
+		r := servicetest.Start(t, servicetest.Options{Config: func(c *config.Config) { c.Heartbeat = 400 * time.Millisecond }})
 		p := openPoll(t, r.URL(), hello)
 		deadline := time.Now().Add(15 * time.Second)
 		for p.closed == nil && time.Now().Before(deadline) {
