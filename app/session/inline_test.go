@@ -176,22 +176,24 @@ func TestInlineRefusalKeepsTheAuthorDefinition(t *testing.T) {
 	s.Receive(ctx, protocol.Message{T: protocol.THello, Client: "me", Proto: 2})
 	s.Receive(ctx, protocol.Message{T: protocol.TSub, Doc: doc, H: 3})
 	testutil.Eventually(t, 20*time.Second, "the session subscribed", func() bool { _, subs := h.Watched(); return subs == 1 })
+	var deltas []protocol.Message
 	for op := uint64(1); op <= 2; op++ {
 		if _, err := eng.Do(ctx, key, core.Op{ClientID: "w", OpID: op,
 			Ops: []merge.FieldOp{{Op: merge.KindSet, Path: "title", Value: json.RawMessage(`"x"`)}}}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	var deltas []protocol.Message
-	testutil.Eventually(t, 20*time.Second, "both deltas delivered", func() bool {
-		deltas = deltas[:0]
-		for _, m := range q.messages() {
-			if m.T == protocol.TDelta {
-				deltas = append(deltas, m)
+		// Each delta is delivered before the next commit: one that came
+		// while the queue still held the first would rightly queue too.
+		testutil.Eventually(t, 20*time.Second, fmt.Sprintf("delta %d delivered", op), func() bool {
+			deltas = deltas[:0]
+			for _, m := range q.messages() {
+				if m.T == protocol.TDelta {
+					deltas = append(deltas, m)
+				}
 			}
-		}
-		return len(deltas) == 2
-	})
+			return len(deltas) == int(op)
+		})
+	}
 	if deltas[0].A == 0 || deltas[0].By != "w" {
 		t.Fatalf("the first delta the client got does not define its author: %+v", deltas[0])
 	}
