@@ -27,7 +27,7 @@ func (f *fakeTx) ExecuteStateTransaction(ctx context.Context, store string, meta
 	if f.hold != nil {
 		f.hold()
 	}
-	time.Sleep(5 * time.Millisecond)
+	time.Sleep(5 * time.Millisecond) // a transaction's round trip: commits queue behind it
 	var keys []string
 	for _, o := range ops {
 		keys = append(keys, o.Item.Key)
@@ -109,7 +109,7 @@ type fakeReads struct {
 }
 
 func (f *fakeReads) GetState(ctx context.Context, store, key string, meta map[string]string) (*dapr.StateItem, error) {
-	time.Sleep(5 * time.Millisecond)
+	time.Sleep(5 * time.Millisecond) // a read's round trip: reads queue behind it
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.trips = append(f.trips, []string{key})
@@ -120,7 +120,7 @@ func (f *fakeReads) GetState(ctx context.Context, store, key string, meta map[st
 }
 
 func (f *fakeReads) GetBulkState(ctx context.Context, store string, keys []string, meta map[string]string, par int32) ([]*dapr.BulkStateItem, error) {
-	time.Sleep(5 * time.Millisecond)
+	time.Sleep(5 * time.Millisecond) // a bulk read's round trip: reads queue behind it
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.trips = append(f.trips, keys)
@@ -162,7 +162,7 @@ func TestLoadGroupReadsTogether(t *testing.T) {
 				}
 			}()
 			if i == 0 {
-				time.Sleep(time.Millisecond) // the first read runs alone
+				time.Sleep(time.Millisecond) // the first read runs alone: nothing outside the batcher shows it started
 			}
 		}
 		wg.Wait()
