@@ -142,7 +142,7 @@ func TestOpSpanFromReceiptToAck(t *testing.T) {
 				deliver = s
 			}
 		}
-		return deliver != nil
+		return op != nil && commit != nil && deliver != nil
 	})
 	if op == nil || commit == nil || deliver == nil {
 		t.Fatalf("spans op %v, commit %v, deliver %v", op != nil, commit != nil, deliver != nil)
