@@ -99,14 +99,6 @@ func TestInlineDeliveryKeepsOrderExactlyOnceAndAcks(t *testing.T) {
 		sessions[i].Receive(ctx, protocol.Message{T: protocol.TSub, Doc: doc})
 	}
 	testutil.Eventually(t, 20*time.Second, "every session subscribed", func() bool { _, subs := h.Watched(); return subs == watchers })
-	// Session 0 writes; the others only watch.
-	for i := 1; i <= ops; i++ {
-		v, _ := json.Marshal(i)
-		if !sessions[0].Receive(ctx, protocol.Message{T: protocol.TOp, Doc: doc, Op: uint64(i),
-			Ops: []merge.FieldOp{{Op: merge.KindSet, Path: fmt.Sprintf("f%d", i%7), Value: v}}}) {
-			t.Fatal("session 0 ended")
-		}
-	}
 	count := func(q *queueSender, typ string) int {
 		n := 0
 		for _, m := range q.messages() {
@@ -115,6 +107,28 @@ func TestInlineDeliveryKeepsOrderExactlyOnceAndAcks(t *testing.T) {
 			}
 		}
 		return n
+	}
+	// Session 0 writes; the others only watch. The first ops are paced, each
+	// delivered before the next is sent, so the watchers are idle when most
+	// of them come and the fan-out delivers those itself; the rest come as
+	// fast as the engine commits them, so both paths interleave.
+	const paced = 9
+	for i := 1; i <= ops; i++ {
+		v, _ := json.Marshal(i)
+		if !sessions[0].Receive(ctx, protocol.Message{T: protocol.TOp, Doc: doc, Op: uint64(i),
+			Ops: []merge.FieldOp{{Op: merge.KindSet, Path: fmt.Sprintf("f%d", i%7), Value: v}}}) {
+			t.Fatal("session 0 ended")
+		}
+		if i <= paced && i%5 != 0 { // a multiple of five arrives with the next
+			testutil.Eventually(t, 20*time.Second, fmt.Sprintf("version %d delivered", i), func() bool {
+				for _, q := range sends[1:] {
+					if count(q, protocol.TDelta) < i {
+						return false
+					}
+				}
+				return true
+			})
+		}
 	}
 	testutil.Eventually(t, 20*time.Second, "every ack and every delta delivered", func() bool {
 		if count(sends[0], protocol.TAck) < ops {
