@@ -102,14 +102,24 @@ func TestGroupCommit(t *testing.T) {
 
 // fakeReads serves reads from a map; each round trip takes a moment, so
 // reads queue. A bulk read fails as a whole when it asks for "down".
+// fakeReads is a store whose every round trip hands the test a channel
+// (gate) and waits until the test closes it, so the test decides what
+// queues behind a read in flight.
 type fakeReads struct {
 	mu    sync.Mutex
 	data  map[string]string
 	trips [][]string
+	gate  chan chan struct{}
+}
+
+func (f *fakeReads) roundTrip() {
+	c := make(chan struct{})
+	f.gate <- c
+	<-c
 }
 
 func (f *fakeReads) GetState(ctx context.Context, store, key string, meta map[string]string) (*dapr.StateItem, error) {
-	time.Sleep(5 * time.Millisecond) // a read's round trip: reads queue behind it
+	f.roundTrip()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.trips = append(f.trips, []string{key})
@@ -120,7 +130,7 @@ func (f *fakeReads) GetState(ctx context.Context, store, key string, meta map[st
 }
 
 func (f *fakeReads) GetBulkState(ctx context.Context, store string, keys []string, meta map[string]string, par int32) ([]*dapr.BulkStateItem, error) {
-	time.Sleep(5 * time.Millisecond) // a bulk read's round trip: reads queue behind it
+	f.roundTrip()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.trips = append(f.trips, keys)
@@ -140,16 +150,19 @@ func (f *fakeReads) GetBulkState(ctx context.Context, store string, keys []strin
 // and ETag, a key read twice gets the same answer, a missing key reads as
 // empty, and a failed bulk read fails every read in it.
 func TestLoadGroupReadsTogether(t *testing.T) {
-	f := &fakeReads{data: map[string]string{"a": "1", "b": "2", "c": "3"}}
+	f := &fakeReads{data: map[string]string{"a": "1", "b": "2", "c": "3"}, gate: make(chan chan struct{})}
 	g := newLoadGroup(f, "s")
 	ctx := context.Background()
 	type answer struct {
 		value, etag string
 		err         error
 	}
+	// read starts the first key's read, queues the others behind its
+	// round trip, then lets the round trips finish.
 	read := func(keys ...string) []answer {
 		out := make([]answer, len(keys))
 		var wg sync.WaitGroup
+		var first chan struct{}
 		for i, k := range keys {
 			wg.Add(1)
 			go func() {
@@ -162,9 +175,12 @@ func TestLoadGroupReadsTogether(t *testing.T) {
 				}
 			}()
 			if i == 0 {
-				time.Sleep(time.Millisecond) // the first read runs alone: nothing outside the batcher shows it started
+				first = <-f.gate // the first read is in its round trip
 			}
 		}
+		testutil.Eventually(t, 10*time.Second, "the other reads queued", func() bool { return g.batches.Waiting() == len(keys)-1 })
+		close(first)
+		close(<-f.gate) // the queued reads' one round trip
 		wg.Wait()
 		return out
 	}
