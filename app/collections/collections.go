@@ -383,12 +383,12 @@ func (f *Field) check(data map[string]any) error {
 		}
 	}
 	if len(f.Enum) > 0 && !slices.ContainsFunc(f.Enum, func(e any) bool { return jsonEqual(e, v) }) {
-		return fail("%s is not one of %s", jsonText(v), jsonText(f.Enum))
+		return fail("%s is not one of %s", ValueText(v), ValueText(f.Enum))
 	}
 	if f.Type == TypeSet {
 		seen := map[string]bool{}
 		for _, e := range v.([]any) {
-			k := jsonText(e)
+			k := ValueText(e)
 			if seen[k] {
 				return fail("set holds %s twice", k)
 			}
@@ -413,7 +413,7 @@ func (m *StateMachine) check(before, after map[string]any, roles []string) error
 	}
 	to, isStr := av.(string)
 	if !isStr || !slices.Contains(m.States, to) {
-		return fail(ErrInvalidTransition, to, "%s is not a state (want one of %v)", jsonText(av), m.States)
+		return fail(ErrInvalidTransition, to, "%s is not a state (want one of %v)", ValueText(av), m.States)
 	}
 	if !bok {
 		if to != m.Initial {

@@ -72,7 +72,7 @@ func (f *Field) Validate() error {
 	if f.Type != TypeAny {
 		for i, e := range f.Enum {
 			if !hasType(e, f.Type) {
-				return fail("enum", i, "enum value %s is not of type %s", jsonText(e), f.Type)
+				return fail("enum", i, "enum value %s is not of type %s", ValueText(e), f.Type)
 			}
 		}
 	}
@@ -234,7 +234,8 @@ func NewConfig(file string, allowUnknown bool, defaults Collection, cols []*Coll
 	return c, nil
 }
 
-func jsonText(v any) string {
+// ValueText is a value as error messages show it: its JSON.
+func ValueText(v any) string {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Sprint(v)
@@ -242,4 +243,4 @@ func jsonText(v any) string {
 	return string(b)
 }
 
-func jsonEqual(a, b any) bool { return jsonText(a) == jsonText(b) }
+func jsonEqual(a, b any) bool { return ValueText(a) == ValueText(b) }

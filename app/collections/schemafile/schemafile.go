@@ -10,7 +10,6 @@
 package schemafile
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -464,8 +463,8 @@ func (l *loader) enum(n *yaml.Node, what string) ([]any, error) {
 		default:
 			return nil, l.errf(e, "%s: enum value %q has unsupported type %s", what, e.Value, e.Tag)
 		}
-		if slices.ContainsFunc(out, func(o any) bool { return jsonText(o) == jsonText(v) }) {
-			return nil, l.errf(e, "%s: enum value %s listed twice", what, jsonText(v))
+		if slices.ContainsFunc(out, func(o any) bool { return collections.ValueText(o) == collections.ValueText(v) }) {
+			return nil, l.errf(e, "%s: enum value %s listed twice", what, collections.ValueText(v))
 		}
 		out = append(out, v)
 	}
@@ -563,15 +562,6 @@ func (l *loader) machine(p string, n *yaml.Node, where string) (*collections.Sta
 		}
 	}
 	return m, nil
-}
-
-// jsonText is a value as the error messages show it: its JSON.
-func jsonText(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
-	}
-	return string(b)
 }
 
 // webhooks reads a collection's webhook list: [{id, url, secret_env}].
