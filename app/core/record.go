@@ -201,102 +201,23 @@ func (m StampsRecord) MarshalJSON() ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// UnmarshalJSON reads an object of stamps straight into merge's map. b is
-// valid JSON (encoding/json checks a value before it hands it over), so the
-// object is walked by its delimiters; each stamp is read by StampRecord.
+// UnmarshalJSON reads an object of stamps; each stamp is read by
+// StampRecord.
 func (m *StampsRecord) UnmarshalJSON(b []byte) error {
-	b = trimSpace(b)
-	if string(b) == "null" {
+	var stamps map[string]StampRecord
+	if err := json.Unmarshal(b, &stamps); err != nil {
+		return fmt.Errorf("stamps: %w", err)
+	}
+	if stamps == nil {
 		*m = nil
 		return nil
 	}
-	if len(b) < 2 || b[0] != '{' {
-		return fmt.Errorf("stamps: want an object, got %.20s", b)
-	}
-	out := StampsRecord{}
-	for rest := trimSpace(b[1 : len(b)-1]); len(rest) > 0; {
-		n := jsonValueEnd(rest)
-		var p string
-		if key := rest[:n]; n >= 2 && key[0] == '"' && plainJSON(string(key[1:n-1])) {
-			p = string(key[1 : n-1])
-		} else if err := json.Unmarshal(key, &p); err != nil {
-			return fmt.Errorf("stamps: key %s: %w", key, err)
-		}
-		rest = trimSpace(rest[n:])
-		if len(rest) == 0 || rest[0] != ':' {
-			return fmt.Errorf("stamps: want ':' after key %q", p)
-		}
-		rest = trimSpace(rest[1:])
-		n = jsonValueEnd(rest)
-		var s StampRecord
-		if err := s.UnmarshalJSON(rest[:n]); err != nil {
-			return err
-		}
+	out := make(StampsRecord, len(stamps))
+	for p, s := range stamps {
 		out[p] = merge.Stamp(s)
-		rest = trimSpace(rest[n:])
-		if len(rest) > 0 {
-			if rest[0] != ',' {
-				return fmt.Errorf("stamps: want ',' after the stamp of %q", p)
-			}
-			rest = trimSpace(rest[1:])
-		}
 	}
 	*m = out
 	return nil
-}
-
-// trimSpace drops JSON whitespace around b.
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\n' || b[0] == '\r') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t' || b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
-// jsonValueEnd returns the length of the JSON value (string, array, object
-// or scalar) that valid JSON text b starts with.
-func jsonValueEnd(b []byte) int {
-	depth := 0
-	for i := 0; i < len(b); i++ {
-		switch b[i] {
-		case '"':
-			i = stringEnd(b, i)
-			if depth == 0 {
-				return min(i+1, len(b))
-			}
-		case '[', '{':
-			depth++
-		case ']', '}':
-			if depth == 0 {
-				return i // the end of an enclosing value
-			}
-			if depth--; depth == 0 {
-				return i + 1
-			}
-		case ',', ':', ' ', '\t', '\n', '\r':
-			if depth == 0 {
-				return i
-			}
-		}
-	}
-	return len(b)
-}
-
-// stringEnd returns the index of the quote that closes the JSON string
-// opening at b[i] (len(b) when there is none).
-func stringEnd(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i
-		}
-	}
-	return len(b)
 }
 
 // MarshalJSON writes the compact form.
