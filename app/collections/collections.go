@@ -317,7 +317,7 @@ func (c *Collection) Snapshot(data map[string]any) map[string]any {
 			}
 			m = child
 		}
-		m[segs[len(segs)-1]] = cloneJSON(v)
+		m[segs[len(segs)-1]] = merge.CloneValue(v)
 	}
 	for p := range c.StateMachines {
 		keep(p)
@@ -328,24 +328,6 @@ func (c *Collection) Snapshot(data map[string]any) map[string]any {
 		}
 	}
 	return out
-}
-
-func cloneJSON(v any) any {
-	switch t := v.(type) {
-	case map[string]any:
-		out := make(map[string]any, len(t))
-		for k, e := range t {
-			out[k] = cloneJSON(e)
-		}
-		return out
-	case []any:
-		out := make([]any, len(t))
-		for i, e := range t {
-			out[i] = cloneJSON(e)
-		}
-		return out
-	}
-	return v
 }
 
 func (f *Field) check(data map[string]any) error {

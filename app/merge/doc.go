@@ -177,7 +177,7 @@ func theirs(data map[string]any, ops []FieldOp) map[string]any {
 	out := make(map[string]any, len(ops))
 	for _, op := range ops {
 		if v, ok := getPath(data, splitPath(op.Path)); ok {
-			out[op.Path] = cloneValue(v)
+			out[op.Path] = CloneValue(v)
 		}
 	}
 	return out

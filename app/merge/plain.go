@@ -291,19 +291,21 @@ func isUnder(k, path string) bool {
 func cloneMap(m map[string]any) map[string]any {
 	out := make(map[string]any, len(m))
 	for k, v := range m {
-		out[k] = cloneValue(v)
+		out[k] = CloneValue(v)
 	}
 	return out
 }
 
-func cloneValue(v any) any {
+// CloneValue returns a deep copy of a decoded JSON value: its objects and
+// arrays are new, so changing the copy leaves v as it was.
+func CloneValue(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
 		return cloneMap(t)
 	case []any:
 		out := make([]any, len(t))
 		for i, e := range t {
-			out[i] = cloneValue(e)
+			out[i] = CloneValue(e)
 		}
 		return out
 	}

@@ -210,7 +210,7 @@ func (a *applier) overlay(p string, v any, del bool, kept []string) any {
 		if !isMap {
 			m = map[string]any{}
 		}
-		writePath(m, rel, cloneValue(cur), !ok, true, nil)
+		writePath(m, rel, CloneValue(cur), !ok, true, nil)
 		base = m
 	}
 	return base
@@ -337,7 +337,7 @@ func (a *applier) manualWrite(op FieldOp, v any, del bool) {
 			a.plainWrite(op, v, del)
 			return
 		}
-		cands = []cand{{val: cloneValue(cur), del: !ok, by: rival.By, v: rival.V, hlc: rival.HLC}}
+		cands = []cand{{val: CloneValue(cur), del: !ok, by: rival.By, v: rival.V, hlc: rival.HLC}}
 	}
 	mine := cand{val: v, del: del, by: a.in.Client, v: a.self.V, hlc: a.in.HLC}
 	replaced := false
@@ -356,7 +356,7 @@ func (a *applier) manualWrite(op FieldOp, v any, del bool) {
 		}
 	}
 	if cur, ok := getPath(a.d.Data, splitPath(p)); !sameValue(cur, ok, w.val, w.del) {
-		val := cloneValue(w.val)
+		val := CloneValue(w.val)
 		a.write(p, val, w.del)
 		a.emit(p, nil, val, w.del)
 	}

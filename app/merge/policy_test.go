@@ -418,6 +418,21 @@ func TestDocClone(t *testing.T) {
 	}
 }
 
+func TestCloneValue(t *testing.T) {
+	v := map[string]any{"a": []any{map[string]any{"b": 1.0}, "s"}, "m": map[string]any{"n": true}}
+	c := CloneValue(v).(map[string]any)
+	if diff := cmp.Diff(v, c); diff != "" {
+		t.Fatalf("CloneValue (-want +got):\n%s", diff)
+	}
+	c["a"].([]any)[0].(map[string]any)["b"] = 2.0
+	c["a"].([]any)[1] = "t"
+	c["m"].(map[string]any)["n"] = false
+	want := map[string]any{"a": []any{map[string]any{"b": 1.0}, "s"}, "m": map[string]any{"n": true}}
+	if diff := cmp.Diff(want, v); diff != "" {
+		t.Fatalf("changing the copy changed the value (-want +got):\n%s", diff)
+	}
+}
+
 func TestApplyUndo(t *testing.T) {
 	for _, p := range Policies() {
 		s := newState()
