@@ -18,7 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/open-autoglm/autoglm/app/auth"
-	"github.com/open-autoglm/autoglm/app/collections/schemafile"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile/schemafiletest"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/internal/testutil"
 )
@@ -88,11 +88,7 @@ func TestHS256(t *testing.T) {
 // enforced is the enforced policy of the collections file text.
 func enforced(t testing.TB, text string) auth.Policy {
 	t.Helper()
-	cfg, err := schemafile.Parse("test.yaml", []byte(text))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return auth.Policy{Collections: cfg, Enforce: true}
+	return auth.Policy{Collections: schemafiletest.MustParse(t, text), Enforce: true}
 }
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }

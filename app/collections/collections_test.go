@@ -8,30 +8,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/open-autoglm/autoglm/app/collections"
-	"github.com/open-autoglm/autoglm/app/collections/schemafile"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile/schemafiletest"
 )
 
 const shipped = "../../config/collections.yaml"
-
-// MustLoad loads a config file or fails the test.
-func MustLoad(tb testing.TB, path string) *collections.Config {
-	tb.Helper()
-	c, err := schemafile.Load(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return c
-}
-
-// MustParse parses config text or fails the test.
-func MustParse(tb testing.TB, text string) *collections.Config {
-	tb.Helper()
-	c, err := schemafile.Parse("test.yaml", []byte(text))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return c
-}
 
 func data(kv ...any) map[string]any {
 	m := map[string]any{}
@@ -42,7 +22,7 @@ func data(kv ...any) map[string]any {
 }
 
 func TestApprovalsWorkflow(t *testing.T) {
-	a, _ := MustLoad(t, shipped).Collection("approvals")
+	a, _ := schemafiletest.MustLoad(t, shipped).Collection("approvals")
 	doc := func(status string) map[string]any { return data("title", "Laptop", "status", status) }
 	editor, approver := []string{"editor"}, []string{"approver"}
 	tests := []struct {
@@ -98,7 +78,7 @@ func TestApprovalsWorkflow(t *testing.T) {
 }
 
 func TestFieldRules(t *testing.T) {
-	c := MustParse(t, `
+	c := schemafiletest.MustParse(t, `
 collections:
   things:
     fields:
@@ -180,7 +160,7 @@ func TestCollectionNameSyntax(t *testing.T) {
 }
 
 func TestSnapshot(t *testing.T) {
-	c := MustParse(t, `
+	c := schemafiletest.MustParse(t, `
 collections:
   a:
     fields:

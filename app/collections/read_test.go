@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/open-autoglm/autoglm/app/collections"
-	"github.com/open-autoglm/autoglm/app/collections/schemafile"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile/schemafiletest"
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
@@ -31,10 +31,7 @@ collections:
 `
 
 func TestViewOf(t *testing.T) {
-	cfg, err := schemafile.Parse("read.yaml", []byte(readRules))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := schemafiletest.MustParse(t, readRules)
 	ann := collections.Reader{Subject: "ann", Roles: []string{"user"}, Claims: map[string]string{"team": "red"}}
 	bob := collections.Reader{Subject: "bob", Roles: []string{"user"}, Claims: map[string]string{"team": "blue"}}
 	admin := collections.Reader{Subject: "root", Roles: []string{"admin"}}
@@ -73,10 +70,7 @@ func TestViewOf(t *testing.T) {
 }
 
 func TestViewFilters(t *testing.T) {
-	cfg, err := schemafile.Parse("read.yaml", []byte(readRules))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := schemafiletest.MustParse(t, readRules)
 	col, _ := cfg.Collection("projects")
 	v := col.ViewOf(collections.Reader{Subject: "ann", Claims: map[string]string{"team": "red"}}, map[string]any{"team": "red"})
 	data := map[string]any{"team": "red", "budget": 9.0, "notes": "n", "name": "p",
@@ -133,10 +127,7 @@ func TestViewFilters(t *testing.T) {
 // email likewise; a project by its team and admins, its budget by leads
 // and admins.
 func TestShippedReadRules(t *testing.T) {
-	cfg, err := schemafile.Load("../../config/collections.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := schemafiletest.MustLoad(t, shipped)
 	profiles, _ := cfg.Collection("profiles")
 	projects, _ := cfg.Collection("projects")
 	profile := map[string]any{"user_id": "ann", "email": "ann@example.com"}

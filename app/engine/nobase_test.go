@@ -3,7 +3,7 @@ package engine_test
 import (
 	"testing"
 
-	"github.com/open-autoglm/autoglm/app/collections/schemafile"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile/schemafiletest"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/merge"
@@ -13,16 +13,13 @@ import (
 // "Writes without a base"): it is based on the document as it is, except
 // that strict and a manual resolve need a base.
 func TestWritesWithoutBase(t *testing.T) {
-	cfg, err := schemafile.Parse("test.yaml", []byte(`
+	cfg := schemafiletest.MustParse(t, `
 collections:
   l: {policy: lww}
   c: {policy: crdt}
   s: {policy: strict}
   m: {policy: manual}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	f := newFixture(t, func(o *engine.Options) { o.Collections = cfg })
 	do := func(coll string, op core.Op) engine.Result {
 		t.Helper()

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/open-autoglm/autoglm/app/collections"
-	"github.com/open-autoglm/autoglm/app/collections/schemafile"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile/schemafiletest"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/merge"
@@ -21,17 +21,14 @@ func textOp(kind merge.Kind, v string) merge.FieldOp {
 // typing, keeps its rules (max_length counts visible characters), and the
 // size limit counts the stored metadata.
 func TestTextField(t *testing.T) {
-	conf, err := schemafile.Parse("test.yaml", []byte(`
+	conf := schemafiletest.MustParse(t, `
 collections:
   forms:
     policy: lww
     limits: {max_doc_bytes: 400}
     fields:
       notes: {type: text, max_length: 30}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	f := newFixture(t, func(o *engine.Options) { o.Collections = conf })
 	if r := f.do(t, core.Op{ClientID: "a", OpID: 1, Ops: []merge.FieldOp{set("notes", "ab")}}); r.Err != nil {
 		t.Fatal(r.Err)

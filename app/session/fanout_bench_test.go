@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/auth"
-	"github.com/open-autoglm/autoglm/app/collections/schemafile"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile/schemafiletest"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/internal/stacktest"
@@ -84,10 +84,7 @@ func benchFanOut(b *testing.B, rules, inline bool) {
 	if !rules {
 		file = "collections:\n  peers: {}\n"
 	}
-	cfg, err := schemafile.Parse("bench.yaml", []byte(file))
-	if err != nil {
-		b.Fatal(err)
-	}
+	cfg := schemafiletest.MustParse(b, file)
 	policy := auth.Policy{Collections: cfg, Enforce: true}
 	st := stacktest.New(stacktest.Options{Engine: engine.Options{Collections: cfg, LogWindow: 100}, Lossy: true})
 	h, eng := st.Hub, st.Eng

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/app/auth"
-	"github.com/open-autoglm/autoglm/app/collections/schemafile"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile/schemafiletest"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/engine"
 	"github.com/open-autoglm/autoglm/app/internal/stacktest"
@@ -61,15 +61,12 @@ func nextShared(t *testing.T, outs []*sharedSender) []*protocol.Shared {
 // Watchers of a document with the same view get one delta message, encoded
 // once; each view gets its own, without what it may not read.
 func TestWatchersShareOneDeltaPerView(t *testing.T) {
-	cfg, err := schemafile.Parse("views.yaml", []byte(`
+	cfg := schemafiletest.MustParse(t, `
 collections:
   docs:
     fields:
       secret: {readable_by: [admin]}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	policy := auth.Policy{Collections: cfg, Enforce: true}
 	st := stacktest.New(stacktest.Options{Engine: engine.Options{Collections: cfg, LogWindow: 10}})
 	eng := st.Eng

@@ -1,4 +1,4 @@
-package schemafile
+package schemafile_test
 
 import (
 	"errors"
@@ -11,33 +11,15 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/open-autoglm/autoglm/app/collections"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile/schemafiletest"
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
 const shipped = "../../../config/collections.yaml"
 
-// MustLoad loads a config file or fails the test.
-func MustLoad(tb testing.TB, path string) *collections.Config {
-	tb.Helper()
-	c, err := Load(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return c
-}
-
-// MustParse parses config text or fails the test.
-func MustParse(tb testing.TB, text string) *collections.Config {
-	tb.Helper()
-	c, err := Parse("test.yaml", []byte(text))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return c
-}
-
 func TestLoadShipped(t *testing.T) {
-	c := MustLoad(t, shipped)
+	c := schemafiletest.MustLoad(t, shipped)
 	if diff := cmp.Diff([]string{"approvals", "forms", "notes", "orders", "profiles", "projects"}, c.Names()); diff != "" {
 		t.Fatalf("collections (-want +got):\n%s", diff)
 	}
@@ -74,7 +56,7 @@ func TestLoadShipped(t *testing.T) {
 }
 
 func TestUnknownCollection(t *testing.T) {
-	c := MustParse(t, `
+	c := schemafiletest.MustParse(t, `
 defaults:
   policy: crdt
   limits: {max_ops: 10}
@@ -101,11 +83,11 @@ collections:
 	if d := collections.Default(); !d.AllowUnknown || d.Policy("x") != merge.LWW {
 		t.Fatalf("collections.Default = %+v", d)
 	}
-	empty := MustParse(t, "# nothing\n")
+	empty := schemafiletest.MustParse(t, "# nothing\n")
 	if !empty.AllowUnknown || len(empty.Names()) != 0 {
 		t.Fatalf("empty file = %+v", empty)
 	}
-	closed := MustParse(t, "allow_unknown: false\n")
+	closed := schemafiletest.MustParse(t, "allow_unknown: false\n")
 	if closed.AllowUnknown {
 		t.Fatal("allow_unknown: false ignored")
 	}
@@ -158,13 +140,13 @@ func TestBadConfigs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse("bad.yaml", []byte(tt.text))
+			_, err := schemafile.Parse("bad.yaml", []byte(tt.text))
 			if err == nil {
 				t.Fatal("accepted")
 			}
-			var le *LoadError
+			var le *schemafile.LoadError
 			if !errors.As(err, &le) || !errors.Is(err, collections.ErrInvalidConfig) {
-				t.Fatalf("error %T %v is not a *LoadError", err, err)
+				t.Fatalf("error %T %v is not a *schemafile.LoadError", err, err)
 			}
 			if le.File != "bad.yaml" || le.Line != tt.line || !strings.Contains(le.Msg, tt.msg) {
 				t.Fatalf("error %q (line %d), want line %d with %q", err, le.Line, tt.line, tt.msg)
@@ -177,21 +159,21 @@ func TestBadConfigs(t *testing.T) {
 }
 
 func TestLoadErrors(t *testing.T) {
-	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !errors.Is(err, os.ErrNotExist) {
+	if _, err := schemafile.Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Load of a missing file: %v", err)
 	}
 	path := filepath.Join(t.TempDir(), "c.yaml")
 	if err := os.WriteFile(path, []byte("collections:\n  a:\n    policy: nope\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Load(path)
+	_, err := schemafile.Load(path)
 	if err == nil || !strings.HasPrefix(err.Error(), path+":3:") {
 		t.Fatalf("Load = %v, want an error at %s:3", err, path)
 	}
 }
 
 func TestAliases(t *testing.T) {
-	c := MustParse(t, `
+	c := schemafiletest.MustParse(t, `
 collections:
   a:
     write_roles: &editors [editor, admin]
@@ -205,7 +187,7 @@ collections:
 }
 
 func TestEventsAndWebhooks(t *testing.T) {
-	c := MustParse(t, "collections:\n  a:\n    events: true\n    webhooks:\n      - {id: audit, url: 'https://example.test/hook', secret_env: AUDIT_SECRET}\n  b: {}\n")
+	c := schemafiletest.MustParse(t, "collections:\n  a:\n    events: true\n    webhooks:\n      - {id: audit, url: 'https://example.test/hook', secret_env: AUDIT_SECRET}\n  b: {}\n")
 	a := c.Integrations["a"]
 	if !a.Events || !c.Integrations.Events("a") || len(a.Webhooks) != 1 || a.Webhooks[0] != (collections.Webhook{ID: "audit", URL: "https://example.test/hook", SecretEnv: "AUDIT_SECRET"}) {
 		t.Fatalf("a: events %v webhooks %+v", a.Events, a.Webhooks)
@@ -227,7 +209,7 @@ func TestReadRulesLoadErrors(t *testing.T) {
 		{"NestedReadableBy", "collections:\n  c:\n    fields:\n      a.b: {readable_by: [x]}\n", "top-level fields only"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse("bad.yaml", []byte(tc.yaml))
+			_, err := schemafile.Parse("bad.yaml", []byte(tc.yaml))
 			if !errors.Is(err, collections.ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want one containing %q", err, tc.want)
 			}
