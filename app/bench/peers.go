@@ -55,9 +55,14 @@ type PeerOptions struct {
 	// on a busy machine an even priority keeps the comparison fair).
 	Nice int
 	Log  io.Writer
-	// Service, when set, gives the options of each replica of ours (for
-	// profiling); DataDir and Topic are set per run.
+	// Service, when set, gives the options of each replica of ours;
+	// DataDir and Topic are set per run.
 	Service func(profile string) ServiceOptions
+	// ProfileDir, when set, gets CPU profiles of the app and its daprd over
+	// the writing time of the first round of each server of ours
+	// (<server>-<subs>x<rate>-{app,daprd}.pprof). Profiling costs a little
+	// CPU: that round's figures include it.
+	ProfileDir string
 }
 
 // PeerRun is one server on one workload in one round.
@@ -96,7 +101,7 @@ func RunPeers(ctx context.Context, o PeerOptions) ([]PeerRun, error) {
 	for r := range o.Rounds {
 		for _, w := range o.Workloads {
 			for _, s := range o.Servers {
-				run, err := runPeer(ctx, o, s, w)
+				run, err := runPeer(ctx, o, s, w, r == 0)
 				if err != nil {
 					return runs, fmt.Errorf("%s, %d subscribers at %g/s: %w", s, w.Subs, w.Rate, err)
 				}
@@ -114,9 +119,11 @@ type peerServer struct {
 	url, kind, doc string
 	procs          map[string]int
 	stop           func()
+	// pprof: the profilers of the app and its daprd, when profiled.
+	pprof map[string]string
 }
 
-func startPeer(ctx context.Context, o PeerOptions, server string) (*peerServer, error) {
+func startPeer(ctx context.Context, o PeerOptions, server string, profiled bool) (*peerServer, error) {
 	port, err := daprrun.FreePort()
 	if err != nil {
 		return nil, err
@@ -132,6 +139,15 @@ func startPeer(ctx context.Context, o PeerOptions, server string) (*peerServer, 
 			so = o.Service(profile)
 			so.DataDir, so.Topic = data, "peers-"+strconv.FormatInt(time.Now().UnixNano()%1e12, 36)
 		}
+		var pprof map[string]string
+		if profiled {
+			app, daprd, err := Profilers(&so)
+			if err != nil {
+				os.RemoveAll(data)
+				return nil, err
+			}
+			pprof = map[string]string{"app": app, "daprd": daprd}
+		}
 		// daprd picks some of its ports itself; on a busy machine one may be
 		// taken by the time it binds, so try again as the main bench does.
 		var svc *Service
@@ -145,7 +161,7 @@ func startPeer(ctx context.Context, o PeerOptions, server string) (*peerServer, 
 			return nil, err
 		}
 		ps := &peerServer{url: svc.URL, kind: kind, doc: "peers/doc", procs: svc.Procs(),
-			stop: func() { svc.Stop(); os.RemoveAll(data) }}
+			stop: func() { svc.Stop(); os.RemoveAll(data) }, pprof: pprof}
 		if err := seedPeerDoc(ctx, ps.url, ps.doc); err != nil {
 			ps.stop()
 			return nil, err
@@ -278,9 +294,9 @@ func readLine(r *bufio.Reader, timeout time.Duration) (string, error) {
 	}
 }
 
-func runPeer(ctx context.Context, o PeerOptions, server string, w PeerWorkload) (PeerRun, error) {
+func runPeer(ctx context.Context, o PeerOptions, server string, w PeerWorkload, first bool) (PeerRun, error) {
 	run := PeerRun{Server: server, Workload: w}
-	ps, err := startPeer(ctx, o, server)
+	ps, err := startPeer(ctx, o, server, first && o.ProfileDir != "")
 	if err != nil {
 		return run, err
 	}
@@ -333,6 +349,10 @@ func runPeer(ctx context.Context, o PeerOptions, server string, w PeerWorkload) 
 		_ = d.say("go")
 	}
 	_ = wr.say("go")
+	for name, addr := range ps.pprof {
+		path := filepath.Join(o.ProfileDir, fmt.Sprintf("%s-%dx%g-%s.pprof", strings.ReplaceAll(server, "/", "-"), w.Subs, w.Rate, name))
+		defer CPUProfile(addr, o.Duration, path)()
+	}
 	var wres struct {
 		Sent int       `json:"sent"`
 		Acks []float64 `json:"acks"`

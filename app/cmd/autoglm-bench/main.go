@@ -25,7 +25,6 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/bench"
 	"github.com/open-autoglm/autoglm/app/internal/cmdmain"
-	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
@@ -92,7 +91,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.nice, "nice", 0, "scheduling priority (nice value, e.g. -10; negative needs root) for the app, daprd and the load generator, to shield the measurement from other work on a shared machine; 0: unchanged")
 	fs.IntVar(&o.repeat, "repeat", 5, "rounds of the latency and throughput runs, interleaved; tables quote the median round")
 	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "unrecorded delta run before measuring (0: none)")
-	fs.BoolVar(&o.pprof, "pprof", false, "run the app with AUTOGLM_PPROF (and daprd with its profiler) and save CPU profiles of the first delta and throughput runs and a heap profile with the idle connections")
+	fs.BoolVar(&o.pprof, "pprof", false, "run the app with AUTOGLM_PPROF (and daprd with its profiler) and save CPU profiles of the first delta and throughput runs, a heap profile with the idle connections, and CPU profiles of the first peer-comparison round of each server of ours (bench/out/peers)")
 	fs.BoolVar(&o.enforce, "enforce", false, "exit non-zero when a performance target is missed")
 	fs.BoolVar(&o.verbose, "v", false, "show the service's log")
 	render := fs.String("render", "", "re-render result.md and cdf.png from the result.json in this directory, then exit")
@@ -209,16 +208,10 @@ func runProfile(ctx context.Context, o options, profile string) (*bench.Result, 
 		so := bench.ServiceOptions{Profile: profile, AppBin: o.appBin, DataDir: data, Redis: o.redis,
 			Topic: "bench-" + t.Collection, Log: logw, SQLiteSync: o.sqliteSync}
 		if o.pprof {
-			port, err := daprrun.FreePort()
-			if err != nil {
+			var err error
+			if pprofAddr, daprdPprof, err = bench.Profilers(&so); err != nil {
 				return nil, err
 			}
-			pprofAddr = "127.0.0.1:" + strconv.Itoa(port)
-			so.Pprof = pprofAddr
-			if so.DaprdPprof, err = daprrun.FreePort(); err != nil {
-				return nil, err
-			}
-			daprdPprof = "127.0.0.1:" + strconv.Itoa(so.DaprdPprof)
 		}
 		fmt.Printf("[%s] starting app + daprd\n", profile)
 		// Ports are picked free a moment before the processes bind them, so
@@ -303,8 +296,8 @@ func runProfile(ctx context.Context, o options, profile string) (*bench.Result, 
 				map[bool]string{true: " (binary)"}[ph.bin], o.subs, o.writers, o.rate, o.duration)
 			var prof func()
 			if pprofAddr != "" && round == 1 && ph.mode == bench.ModeDelta && !ph.bin {
-				p1 := cpuProfile(pprofAddr, o.duration, filepath.Join(outDir, "cpu-delta.pprof"))
-				p2 := cpuProfile(daprdPprof, o.duration, filepath.Join(outDir, "daprd-cpu-delta.pprof"))
+				p1 := bench.CPUProfile(pprofAddr, o.duration, filepath.Join(outDir, "cpu-delta.pprof"))
+				p2 := bench.CPUProfile(daprdPprof, o.duration, filepath.Join(outDir, "daprd-cpu-delta.pprof"))
 				prof = func() { p1(); p2() }
 			}
 			l, err := bench.RunLatency(ctx, t, bench.LatencyConfig{Mode: ph.mode, Binary: ph.bin, Subscribers: o.subs,
@@ -330,7 +323,7 @@ func runProfile(ctx context.Context, o options, profile string) (*bench.Result, 
 				fmt.Printf("[%s] round %d, throughput %s: %d documents, %d connections × %d in flight, %s\n", profile, round, c.Name, c.Docs, c.Conns, c.Window, c.Duration)
 				var prof func()
 				if pprofAddr != "" && round == 1 {
-					prof = cpuProfile(pprofAddr, c.Duration, filepath.Join(outDir, "cpu-"+c.Name+".pprof"))
+					prof = bench.CPUProfile(pprofAddr, c.Duration, filepath.Join(outDir, "cpu-"+c.Name+".pprof"))
 				}
 				r, err := bench.RunThroughput(ctx, t, c)
 				if prof != nil {
@@ -351,7 +344,7 @@ func runProfile(ctx context.Context, o options, profile string) (*bench.Result, 
 		if r != nil {
 			res.Idle = r
 			if pprofAddr != "" && err == nil {
-				fetch("http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(outDir, "heap-idle.pprof"))
+				bench.FetchProfile("http://"+pprofAddr+"/debug/pprof/heap", filepath.Join(outDir, "heap-idle.pprof"))
 			}
 			fmt.Printf("    %d open, app RSS %.0f MiB (%.1f KiB per connection)\n", r.Opened, r.AppRSS, r.PerConnKiB)
 		}
@@ -437,33 +430,6 @@ func offersBinary(ctx context.Context, url string) bool {
 	}
 	defer res.Body.Close()
 	return res.StatusCode == http.StatusSwitchingProtocols && res.Header.Get("Sec-WebSocket-Protocol") == protocol.SubprotocolBinary
-}
-
-// cpuProfile starts a CPU profile of the app for d and returns a function
-// that waits for it to be saved.
-func cpuProfile(addr string, d time.Duration, path string) func() {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fetch(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, max(int(d.Seconds()), 1)), path)
-	}()
-	return func() { <-done }
-}
-
-func fetch(url, path string) {
-	c := &http.Client{Timeout: 5 * time.Minute}
-	res, err := c.Get(url)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "pprof: %v\n", err)
-		return
-	}
-	defer res.Body.Close()
-	f, err := os.Create(path)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	_, _ = io.Copy(f, res.Body)
 }
 
 func machine() string {

@@ -67,6 +67,9 @@ func runPeers(ctx context.Context, o options) ([]string, error) {
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return nil, err
 	}
+	if o.pprof {
+		po.ProfileDir = outDir
+	}
 	logf, err := os.Create(filepath.Join(outDir, "service.log"))
 	if err != nil {
 		return nil, err
