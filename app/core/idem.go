@@ -305,13 +305,23 @@ func BoundIdem(d *Document) {
 // MarshalJSON encodes the gone list as one base64url string of, per entry,
 // the 8-byte hash (little endian) and the uvarint floor: 9 to 18 bytes an
 // entry before base64.
-func (g GoneClients) MarshalJSON() ([]byte, error) {
+func (g GoneClients) MarshalJSON() ([]byte, error) { return g.appendJSON(nil), nil }
+
+func (g GoneClients) appendJSON(out []byte) []byte {
 	b := make([]byte, 0, len(g)*12)
 	for _, e := range g {
 		b = binary.LittleEndian.AppendUint64(b, e.Hash)
 		b = binary.AppendUvarint(b, e.Floor)
 	}
-	return json.Marshal(base64.RawURLEncoding.EncodeToString(b))
+	return appendBase64String(out, b)
+}
+
+// appendBase64String appends b as a JSON string of base64url, which needs
+// no escaping.
+func appendBase64String(out, b []byte) []byte {
+	out = append(out, '"')
+	out = base64.RawURLEncoding.AppendEncode(out, b)
+	return append(out, '"')
 }
 
 // UnmarshalJSON decodes MarshalJSON's encoding.
@@ -346,7 +356,9 @@ func (g *GoneClients) UnmarshalJSON(data []byte) error {
 // A remembered op costs about 11 bytes before base64.
 
 // MarshalJSON encodes the record compactly.
-func (c ClientOps) MarshalJSON() ([]byte, error) {
+func (c ClientOps) MarshalJSON() ([]byte, error) { return c.appendJSON(nil), nil }
+
+func (c ClientOps) appendJSON(out []byte) []byte {
 	b := make([]byte, 0, 2*binary.MaxVarintLen64+len(c.Recent)*12)
 	b = binary.AppendUvarint(b, c.Floor)
 	b = binary.AppendUvarint(b, uint64(max(c.Last, 0)))
@@ -357,7 +369,7 @@ func (c ClientOps) MarshalJSON() ([]byte, error) {
 		b = binary.LittleEndian.AppendUint64(b, r.Digest)
 		prevID, prevV = r.OpID, r.Version
 	}
-	return json.Marshal(base64.RawURLEncoding.EncodeToString(b))
+	return appendBase64String(out, b)
 }
 
 var errIdemFormat = errors.New("idempotency record: malformed")

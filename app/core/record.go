@@ -3,12 +3,12 @@ package core
 import (
 	"encoding/json"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 
 	"github.com/open-autoglm/autoglm/app/clock"
 	"github.com/open-autoglm/autoglm/app/internal/errcode"
+	"github.com/open-autoglm/autoglm/app/internal/jsonvalue"
 	"github.com/open-autoglm/autoglm/app/merge"
 )
 
@@ -127,7 +127,7 @@ func (r *Record) Document() (*Document, error) {
 }
 
 // EncodeDocument returns the stored form of d: the JSON of its Record.
-func EncodeDocument(d *Document) ([]byte, error) { return json.Marshal(RecordOf(d)) }
+func EncodeDocument(d *Document) ([]byte, error) { return RecordOf(d).appendJSON(nil) }
 
 // DecodeDocument reads a stored document written in any format up to
 // RecordFormat (errors wrapping ErrRecordFormat for a newer one). The
@@ -151,11 +151,108 @@ func DecodeDocument(b []byte) (*Document, error) {
 // StateSize is the size of s as stored: what a collection's max_doc_bytes
 // counts.
 func StateSize(s *merge.Doc) int {
-	b, err := json.Marshal(RecordOf(&Document{State: s}).State)
+	b, err := RecordOf(&Document{State: s}).State.appendJSON(nil)
 	if err != nil {
 		return 0
 	}
 	return len(b)
+}
+
+// appendJSON appends r's JSON exactly as encoding/json writes a Record
+// (TestRecordJSONIsEncodingJSON): the state, which is most of a record and
+// is written on every commit, without reflection.
+func (r *Record) appendJSON(b []byte) ([]byte, error) {
+	if r == nil {
+		return append(b, "null"...), nil
+	}
+	b = append(b, `{"fmt":`...)
+	b = strconv.AppendInt(b, int64(r.Format), 10)
+	b = append(b, `,"v":`...)
+	b = strconv.AppendInt(b, r.Version, 10)
+	if r.Deleted {
+		b = append(b, `,"del":true`...)
+	}
+	b = append(b, `,"state":`...)
+	b, err := r.State.appendJSON(b)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Idem) > 0 {
+		b = append(b, `,"idem":`...)
+		b, _ = jsonvalue.AppendObject(b, r.Idem, func(b []byte, c *ClientOps) ([]byte, error) {
+			if c == nil {
+				return append(b, "null"...), nil
+			}
+			return c.appendJSON(b), nil
+		})
+	}
+	if len(r.Gone) > 0 {
+		b = append(b, `,"idem_gone":`...)
+		b = r.Gone.appendJSON(b)
+	}
+	if r.Horizon != 0 {
+		b = append(b, `,"idem_horizon":`...)
+		b = strconv.AppendInt(b, r.Horizon, 10)
+	}
+	b = append(b, `,"hlc":`...)
+	b = jsonvalue.AppendString(b, r.Updated.String())
+	if r.LogStart != 0 {
+		b = append(b, `,"log_start":`...)
+		b = strconv.AppendInt(b, r.LogStart, 10)
+	}
+	if len(r.Tail) > 0 {
+		if b, err = appendField(b, "tail", r.Tail); err != nil {
+			return nil, err
+		}
+	}
+	if len(r.Clients) > 0 {
+		if b, err = appendField(b, "clients", r.Clients); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, '}'), nil
+}
+
+// appendField appends ,"name": and v as encoding/json writes it.
+func appendField(b []byte, name string, v any) ([]byte, error) {
+	j, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, ',', '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	return append(b, j...), nil
+}
+
+// appendJSON appends s's JSON as encoding/json writes a StateRecord.
+func (s *StateRecord) appendJSON(b []byte) ([]byte, error) {
+	if s == nil {
+		return append(b, "null"...), nil
+	}
+	b = slices.Grow(b, 64*(len(s.Data)+len(s.Stamps)))
+	b = append(b, `{"data":`...)
+	b, err := jsonvalue.AppendObject(b, s.Data, jsonvalue.Append)
+	if err != nil {
+		return nil, err
+	}
+	if len(s.Stamps) > 0 {
+		b = append(b, `,"stamps":`...)
+		if b, err = s.Stamps.appendJSON(b); err != nil {
+			return nil, err
+		}
+	}
+	if len(s.Elems) > 0 {
+		if b, err = appendField(b, "elems", s.Elems); err != nil {
+			return nil, err
+		}
+	}
+	if len(s.TextDel) > 0 {
+		if b, err = appendField(b, "textdel", s.TextDel); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, '}'), nil
 }
 
 // MarshalJSON writes the stored form (EncodeDocument).
@@ -174,31 +271,10 @@ func (d *Document) UnmarshalJSON(b []byte) error {
 // MarshalJSON writes the object in key order, as encoding/json writes a
 // map, each stamp in its compact form, without a map of StampRecord in
 // between.
-func (m StampsRecord) MarshalJSON() ([]byte, error) {
-	b := make([]byte, 0, 2+len(m)*48)
-	b = append(b, '{')
-	for i, p := range slices.Sorted(maps.Keys(m)) {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		if plainJSON(p) {
-			b = append(b, '"')
-			b = append(b, p...)
-			b = append(b, '"')
-		} else {
-			k, err := json.Marshal(p)
-			if err != nil {
-				return nil, err
-			}
-			b = append(b, k...)
-		}
-		b = append(b, ':')
-		var err error
-		if b, err = StampRecord(m[p]).appendJSON(b); err != nil {
-			return nil, err
-		}
-	}
-	return append(b, '}'), nil
+func (m StampsRecord) MarshalJSON() ([]byte, error) { return m.appendJSON(nil) }
+
+func (m StampsRecord) appendJSON(b []byte) ([]byte, error) {
+	return jsonvalue.AppendObject(b, m, func(b []byte, s merge.Stamp) ([]byte, error) { return StampRecord(s).appendJSON(b) })
 }
 
 // UnmarshalJSON reads an object of stamps; each stamp is read by
@@ -223,30 +299,18 @@ func (m *StampsRecord) UnmarshalJSON(b []byte) error {
 // MarshalJSON writes the compact form.
 func (s StampRecord) MarshalJSON() ([]byte, error) { return s.appendJSON(nil) }
 
-// appendJSON appends the compact form to b.
+// appendJSON appends the compact form to b: ["hlc", version], with the
+// author third when it is not the HLC's node.
 func (s StampRecord) appendJSON(b []byte) ([]byte, error) {
-	// Every stored document carries a stamp per field, so this runs for
-	// each of them on every write: plain strings (the usual case) are
-	// written directly rather than through reflection.
-	if hlc := s.HLC.String(); plainJSON(hlc) && plainJSON(s.By) {
-		b = slices.Grow(b, len(hlc)+len(s.By)+32)
-		b = append(b, '[', '"')
-		b = append(b, hlc...)
-		b = append(b, '"', ',')
-		b = strconv.AppendInt(b, s.V, 10)
-		if s.By != s.HLC.Node {
-			b = append(b, ',', '"')
-			b = append(b, s.By...)
-			b = append(b, '"')
-		}
-		return append(b, ']'), nil
-	}
-	arr := []any{s.HLC.String(), s.V}
+	b = append(b, '[')
+	b = jsonvalue.AppendString(b, s.HLC.String())
+	b = append(b, ',')
+	b = strconv.AppendInt(b, s.V, 10)
 	if s.By != s.HLC.Node {
-		arr = append(arr, s.By)
+		b = append(b, ',')
+		b = jsonvalue.AppendString(b, s.By)
 	}
-	out, err := json.Marshal(arr)
-	return append(b, out...), err
+	return append(b, ']'), nil
 }
 
 // UnmarshalJSON reads the array form, or a bare HLC string (a stamp written
@@ -288,18 +352,6 @@ func (s *StampRecord) UnmarshalJSON(b []byte) error {
 	}
 	*s = out
 	return nil
-}
-
-// plainJSON reports whether encoding/json writes s between quotes as it
-// is: printable ASCII without quote, backslash and the characters it
-// escapes for HTML (<, > and &).
-func plainJSON(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			return false
-		}
-	}
-	return true
 }
 
 // parseStamp reads the array form ["hlc",v] or ["hlc",v,"by"] written by

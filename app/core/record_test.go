@@ -101,6 +101,9 @@ func TestRecordGolden(t *testing.T) {
 			if viaJSON, _ := json.Marshal(d); !bytes.Equal(viaJSON, enc) {
 				t.Fatalf("json.Marshal differs from EncodeDocument:\n%s\n%s", viaJSON, enc)
 			}
+			if reflected, _ := json.Marshal(RecordOf(d)); !bytes.Equal(reflected, enc) {
+				t.Fatalf("encoding/json writes the record\n%s\nEncodeDocument\n%s", reflected, enc)
+			}
 			// The earlier encoding is the new one without the version.
 			var old map[string]json.RawMessage
 			if err := json.Unmarshal(rewritten, &old); err != nil {
@@ -264,6 +267,74 @@ func TestStampsRecordJSON(t *testing.T) {
 			t.Errorf("%s decoded as %v", bad, got)
 		}
 	}
+}
+
+// sameAsReflected fails t unless EncodeDocument writes d's record as
+// encoding/json writes the Record struct, and StateSize is the size of its
+// state as encoding/json writes it.
+func sameAsReflected(t testing.TB, d *Document) {
+	t.Helper()
+	r := RecordOf(d)
+	want, werr := json.Marshal(r)
+	got, gerr := EncodeDocument(d)
+	if (werr != nil) != (gerr != nil) || !bytes.Equal(got, want) {
+		t.Fatalf("EncodeDocument\n got %s (%v)\nwant %s (%v)", got, gerr, want, werr)
+	}
+	if r == nil {
+		return
+	}
+	state, err := json.Marshal(r.State)
+	if err == nil && StateSize(d.State) != len(state) {
+		t.Fatalf("StateSize = %d, encoding/json writes %d bytes", StateSize(d.State), len(state))
+	}
+}
+
+// The record is written as encoding/json writes the Record struct, every
+// field set or left empty, values of every JSON kind and escape.
+func TestRecordJSONIsEncodingJSON(t *testing.T) {
+	sameAsReflected(t, nil)
+	sameAsReflected(t, &Document{})
+	sameAsReflected(t, &Document{State: &merge.Doc{}})
+	sameAsReflected(t, benchRecord())
+	ts := clock.Timestamp{Wall: 1_764_000_000_000, Logical: 3, Node: "n<1>"}
+	full := &Document{
+		Version: 9, Deleted: true, Horizon: 7, LogStart: 3, Updated: ts,
+		State: &merge.Doc{
+			Data: map[string]any{"s": "a\"b<&>\u2028\xff", "n": 1e21, "f": -0.000001, "z": 0.0, "b": false, "nil": nil,
+				"arr": []any{1.5, "x", []any{}, map[string]any{"k": true}}, "obj": map[string]any{"ü": "v", "": 2.0}},
+			Stamps:  map[string]merge.Stamp{"s": {HLC: ts, By: "alice\t", V: 2}, "n": {HLC: ts, By: ts.Node, V: 1}},
+			Elems:   map[string]map[string]map[string]int64{"arr": {`"x"`: {"c": 1}}},
+			TextDel: map[string]int64{"t": 4},
+		},
+		Idem: map[string]*ClientOps{"c1": {Floor: 2, Recent: []OpRecord{{OpID: 3, Version: 9, Digest: 77}}, Last: 5}},
+		Gone: GoneClients{{Hash: ClientHash("gone"), Floor: 4}},
+		Tail: []Change{{Doc: "c/d", Version: 9, Prev: 8, Ops: []merge.FieldOp{{Op: merge.KindSet, Path: "s", Value: json.RawMessage(`"v"`)}}, Author: "alice", OpID: 3, HLC: ts}},
+	}
+	sameAsReflected(t, full)
+	r := RecordOf(full)
+	r.Clients = map[string]legacyMark{"old": {OpID: 4, Version: 2}}
+	want, _ := json.Marshal(r)
+	if got, err := r.appendJSON(nil); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("with legacy marks\n got %s (%v)\nwant %s", got, err, want)
+	}
+}
+
+// Any data a document can hold is stored as encoding/json writes it.
+func FuzzRecordJSON(f *testing.F) {
+	for _, s := range []string{`{"a":1}`, `{"a":{"b":[1,"<x>",null,true]},"c":"\u2028"}`, `{"e":1e-7,"f":1e21}`} {
+		f.Add(s, "n1", "by")
+	}
+	f.Fuzz(func(t *testing.T, data, node, by string) {
+		var m map[string]any
+		if json.Unmarshal([]byte(data), &m) != nil {
+			return
+		}
+		stamps := map[string]merge.Stamp{}
+		for k := range m {
+			stamps[k] = merge.Stamp{HLC: clock.Timestamp{Wall: 1, Node: node}, By: by, V: 1}
+		}
+		sameAsReflected(t, &Document{Version: 1, State: &merge.Doc{Data: m, Stamps: stamps}, Updated: clock.Timestamp{Wall: 2, Node: node}})
+	})
 }
 
 // benchRecord is a document of 200 writes by 8 clients to 50 fields.
