@@ -537,11 +537,16 @@ func matches(q query.Query, admit Admit, d *Doc) bool {
 	return d != nil && !d.Deleted && q.Admits(d.item()) && (admit == nil || admit(d.Data))
 }
 
-// why names the reason d (now) is not a result of s.
+// why names the reason d (now) is not a result of s. The read rules are
+// asked before the query: whether a document the reader may no longer read
+// (or whose queried fields it may no longer read) still matches is not the
+// reader's to know.
 func (s *Sub) why(d *Doc) string {
 	switch {
 	case d.Deleted:
 		return WhyDeleted
+	case s.admit != nil && !s.admit(d.Data):
+		return WhyHidden
 	case !s.q.Admits(d.item()):
 		return WhyNoMatch
 	}

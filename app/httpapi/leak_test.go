@@ -1,0 +1,73 @@
+package httpapi_test
+
+// Red-team cases on the outbound paths that readrules_test.go and
+// query_test.go do not reach: what a refusal, a live query's removal, a
+// conditional GET, presence or a list page could tell a caller about data
+// its read rules hide. The HTTP API runs in-process over the in-memory
+// store, with JWT authentication on.
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/open-autoglm/autoglm/app/protocol"
+)
+
+// leakCollections: "t-lww" and "p-lww" as in readCollections, and "sized",
+// readable by its team with budget readable by admins, whose documents
+// may hold at most 400 bytes.
+func leakCollections() string {
+	return readCollections() + `  sized:
+    limits: {max_doc_bytes: 400}
+    read_rules: {claims: {team: team}, roles: [admin]}
+    fields:
+      budget: {readable_by: [admin]}
+`
+}
+
+// A document leaving a live query's result because the reader may no
+// longer read it (or the field the query reads) is removed as
+// not_readable, whatever else the same change did: "no_match" would tell
+// the reader that a value it may not read no longer matches.
+func TestLiveQueryRemovalTellsNothingHidden(t *testing.T) {
+	t.Parallel()
+	base := startAuthedWith(t, leakCollections())
+	admin := idToken(t, "root", "admin")
+	for _, tr := range syncTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			id := uuid.NewString()[:8]
+			// The row becomes unreadable in the change that also moves the
+			// field the query matches on.
+			put(t, base, admin, "t-lww/"+id, `{"team":"red","status":"open"}`)
+			bob := idTokenWith(t, "bob", map[string]string{"team": "red"}, "user")
+			c, _ := tr.open(t, base, bob, "lq")
+			c.send(t, protocol.Message{T: protocol.TSub, Coll: "t-lww", QID: "q",
+				Query: json.RawMessage(`{"where":[["status","==","open"]]}`)})
+			got := queryMsgs(t, c, "q", 2)
+			wantKeys(t, "initial", got, "snap t-lww/"+id, "synced ")
+			put(t, base, admin, "t-lww/"+id, `{"team":"blue","status":"closed"}`)
+			got = queryMsgs(t, c, "q", 1)
+			if m, ok := got["removed t-lww/"+id]; !ok || m.Why != "not_readable" {
+				t.Fatalf("a document that became unreadable: %+v, want removed not_readable", got)
+			}
+
+			// The field the query reads becomes hidden (the reader gives the
+			// document up) in the change that also sets it.
+			ann := idTokenWith(t, "ann", map[string]string{"team": "red"}, "user")
+			put(t, base, ann, "p-lww/"+id, `{"owner":"ann","team":"red","secret":"s1"}`)
+			a, _ := tr.open(t, base, ann, "lq2")
+			a.send(t, protocol.Message{T: protocol.TSub, Coll: "p-lww", QID: "s",
+				Query: json.RawMessage(`{"where":[["secret","==","s1"]]}`)})
+			got = queryMsgs(t, a, "s", 2)
+			wantKeys(t, "owner's query", got, "snap p-lww/"+id, "synced ")
+			wantStatus(t, rest(t, "PATCH", base+"/v1/docs/p-lww/"+id, ann,
+				`{"ops":[{"op":"unset","path":"owner"},{"op":"set","path":"secret","value":"s2"}]}`), 200)
+			got = queryMsgs(t, a, "s", 1)
+			if m, ok := got["removed p-lww/"+id]; !ok || m.Why != "not_readable" {
+				t.Fatalf("a document whose queried field became hidden: %+v, want removed not_readable", got)
+			}
+		})
+	}
+}
