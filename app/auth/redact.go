@@ -38,8 +38,9 @@ func (p Policy) Redact(id Identity, coll string, err error) error {
 // caller who may not read the document at all gets what Redact gives a
 // caller without read access. A caller with a partial view gets the
 // refusal without what it may not read: a conflict's theirs, yours and
-// open conflicts lose the hidden fields, and a rule's refusal on a hidden
-// field keeps only the field's path.
+// open conflicts lose the hidden fields, a rule's refusal on a hidden
+// field keeps only the field's path, and a size refusal gets the fixed
+// message (the document's size counts the fields it may not read).
 func (p Policy) RedactIn(id Identity, coll string, v collections.View, err error) error {
 	if err == nil {
 		return nil
@@ -70,6 +71,8 @@ func (p Policy) RedactIn(id Identity, coll string, v collections.View, err error
 	case errors.As(err, &ke) && v.Hides(ke.Field):
 		code := core.CodeOf(err)
 		return &core.Error{Code: code, Message: ke.Field + ": " + hiddenMessages[code], Details: map[string]any{"field": ke.Field}}
+	case core.CodeOf(err) == core.CodeTooLarge:
+		return hide(err)
 	}
 	return err
 }

@@ -8,6 +8,7 @@ package httpapi_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -67,6 +68,41 @@ func TestLiveQueryRemovalTellsNothingHidden(t *testing.T) {
 			got = queryMsgs(t, a, "s", 1)
 			if m, ok := got["removed p-lww/"+id]; !ok || m.Why != "not_readable" {
 				t.Fatalf("a document whose queried field became hidden: %+v, want removed not_readable", got)
+			}
+		})
+	}
+}
+
+// A size refusal does not tell a writer that may read only part of the
+// document how large the rest of it is.
+func TestTooLargeHidesTheSizeOfHiddenFields(t *testing.T) {
+	t.Parallel()
+	base := startAuthedWith(t, leakCollections())
+	admin := idToken(t, "root", "admin")
+	bob := idTokenWith(t, "bob", map[string]string{"team": "red"}, "user")
+	for _, tr := range syncTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			doc := "sized/" + uuid.NewString()[:8]
+			url := base + "/v1/docs/" + doc
+			wantStatus(t, rest(t, "PUT", url, admin, `{"team":"red","budget":"`+strings.Repeat("b", 137)+`"}`), 201)
+			big := strings.Repeat("x", 300)
+			r := rest(t, "PATCH", url, bob, `{"ops":[{"op":"set","path":"name","value":"`+big+`"}]}`)
+			wantErr(t, r, 413, "too_large")
+			noHidden(t, "a REST size refusal", r.body, "bytes (")
+			c, _ := tr.open(t, base, bob, "sz")
+			subscribe(t, c, doc, 0, 1)
+			c.send(t, protocol.Message{T: protocol.TOp, Doc: doc, Op: 1, Ops: setOp(doc, 1, 0, "name", big).Ops})
+			m := want(t, c, protocol.TReject, 0)
+			b, _ := json.Marshal(m)
+			if m.Code != "too_large" {
+				t.Fatalf("got %s, want a too_large reject", b)
+			}
+			noHidden(t, "a size reject", b, "bytes (")
+			// An admin, who may read all of it, is told the size.
+			r = rest(t, "PATCH", url, admin, `{"ops":[{"op":"set","path":"name","value":"`+big+`"}]}`)
+			wantErr(t, r, 413, "too_large")
+			if !strings.Contains(string(r.body), "bytes (limit 400)") {
+				t.Fatalf("an admin's size refusal: %s", r.body)
 			}
 		})
 	}
