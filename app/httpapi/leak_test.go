@@ -7,12 +7,21 @@ package httpapi_test
 // store, with JWT authentication on.
 
 import (
+	"context"
 	"encoding/json"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/sirupsen/logrus"
 
+	"github.com/open-autoglm/autoglm/app/auth"
+	"github.com/open-autoglm/autoglm/app/collections/schemafile"
+	"github.com/open-autoglm/autoglm/app/core"
+	"github.com/open-autoglm/autoglm/app/httpapi"
+	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
 
@@ -105,5 +114,96 @@ func TestTooLargeHidesTheSizeOfHiddenFields(t *testing.T) {
 				t.Fatalf("an admin's size refusal: %s", r.body)
 			}
 		})
+	}
+}
+
+// idCursorLister is a store listing whose cursor names the last id of its
+// page, as daprstore's ("<shard>.<id>") does.
+type idCursorLister struct {
+	ids  []string // sorted
+	docs map[string]map[string]any
+}
+
+func (l idCursorLister) List(_ context.Context, coll, cursor string, limit int) (core.Page, error) {
+	i := 0
+	if cursor != "" {
+		after := strings.TrimPrefix(cursor, "0.")
+		i, _ = slices.BinarySearch(l.ids, after)
+		if i < len(l.ids) && l.ids[i] == after {
+			i++
+		}
+	}
+	var p core.Page
+	for ; i < len(l.ids); i++ {
+		if len(p.IDs) == limit {
+			p.Next = "0." + p.IDs[len(p.IDs)-1]
+			break
+		}
+		p.IDs = append(p.IDs, l.ids[i])
+	}
+	return p, nil
+}
+
+func (l idCursorLister) Documents(_ context.Context, coll string, ids []string) ([]*core.Document, error) {
+	var out []*core.Document
+	for _, id := range ids {
+		out = append(out, &core.Document{Key: core.Key{Collection: coll, ID: id}, Version: 1, State: &merge.Doc{Data: l.docs[id]}})
+	}
+	return out, nil
+}
+
+// A list page's cursor names no document the caller may not read, on a
+// store whose cursors name ids: paging through a collection with any
+// page size shows the readable documents once each, in order, and nothing
+// of the others, not even their ids.
+func TestListCursorNamesNoHiddenDocument(t *testing.T) {
+	t.Parallel()
+	cols, err := schemafile.Parse("collections.yaml", []byte(leakCollections()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwt, err := auth.NewJWT(context.Background(), auth.Options{Secret: []byte(idSecret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := idCursorLister{docs: map[string]map[string]any{}}
+	var readable []string
+	for i, team := range []string{"red", "blue", "blue", "red", "blue", "blue", "red", "blue"} {
+		id := string(rune('a'+i)) + "-" + team + "-only"
+		l.ids = append(l.ids, id)
+		l.docs[id] = map[string]any{"team": team}
+		if team == "red" {
+			readable = append(readable, id)
+		}
+	}
+	srv := &httpapi.Server{Log: logrus.New(), Lister: l,
+		Access: httpapi.Access{Verifier: jwt, Policy: auth.Policy{Collections: cols, Enforce: true}}}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	bob := idTokenWith(t, "bob", map[string]string{"team": "red"}, "user")
+	for _, limit := range []string{"1", "2", "3", "500"} {
+		var got []string
+		cursor := ""
+		for range 20 {
+			r := rest(t, "GET", ts.URL+"/v1/docs/t-lww?limit="+limit+"&cursor="+cursor, bob, "")
+			wantStatus(t, r, 200)
+			noHidden(t, "a list page with limit "+limit, r.body, "blue")
+			var page struct {
+				Items []struct{ ID string }
+				Next  string
+			}
+			if err := json.Unmarshal(r.body, &page); err != nil {
+				t.Fatal(err)
+			}
+			for _, it := range page.Items {
+				got = append(got, it.ID)
+			}
+			if cursor = page.Next; cursor == "" {
+				break
+			}
+		}
+		if !slices.Equal(got, readable) {
+			t.Fatalf("limit %s: listed %v, want %v", limit, got, readable)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -324,28 +325,61 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	page, err := s.Lister.List(r.Context(), coll, r.URL.Query().Get("cursor"), limit)
+	items, next, err := s.listPage(r.Context(), coll, r.URL.Query().Get("cursor"), limit, id)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	docs, err := s.Lister.Documents(r.Context(), coll, page.IDs)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	// A page lists the documents the caller may read, each as its read
-	// rules show it; a page may therefore hold fewer than limit items.
-	resp := listResponse{Collection: coll, Items: make([]listItem, 0, len(docs)), Next: page.Next}
-	for _, d := range docs {
-		if !d.Exists() {
+	writeJSON(w, http.StatusOK, listResponse{Collection: coll, Items: items, Next: next})
+}
+
+// listPage reads the page of coll from cursor on as id may see it: the
+// documents it may read, each as its read rules show it (so a page may hold
+// fewer than limit items), and the cursor of the next page.
+//
+// A store's cursor may name the last id of the page it ends (daprstore's
+// does), so under read rules the cursor handed out always comes from a page
+// that ends with a listed document: a page ending with documents the caller
+// may not read is read again up to its last listed one, and a page listing
+// none is passed over.
+func (s *Server) listPage(ctx context.Context, coll, cursor string, limit int, id auth.Identity) ([]listItem, string, error) {
+	rules := s.Access.Policy.Rules(coll)
+	for {
+		page, err := s.Lister.List(ctx, coll, cursor, limit)
+		if err != nil {
+			return nil, "", err
+		}
+		docs, err := s.Lister.Documents(ctx, coll, page.IDs)
+		if err != nil {
+			return nil, "", err
+		}
+		items := make([]listItem, 0, len(docs))
+		for _, d := range docs {
+			if !d.Exists() {
+				continue
+			}
+			if view := s.Access.Policy.View(id, coll, d.Data()); !view.Denied {
+				items = append(items, listItem{ID: d.Key.ID, Version: d.Version, Data: view.Data(d.Data())})
+			}
+		}
+		if !rules || page.Next == "" || len(items) > 0 && items[len(items)-1].ID == page.IDs[len(page.IDs)-1] {
+			return items, page.Next, nil
+		}
+		if len(items) == 0 {
+			cursor = page.Next // stays on the server
 			continue
 		}
-		if view := s.Access.Policy.View(id, coll, d.Data()); !view.Denied {
-			resp.Items = append(resp.Items, listItem{ID: d.Key.ID, Version: d.Version, Data: view.Data(d.Data())})
+		last := items[len(items)-1].ID
+		n := slices.Index(page.IDs, last) + 1
+		cut, err := s.Lister.List(ctx, coll, cursor, n)
+		if err != nil {
+			return nil, "", err
 		}
+		if len(cut.IDs) == n && cut.IDs[n-1] == last {
+			return items, cut.Next, nil
+		}
+		// The collection changed between the two reads: read the page again.
 	}
-	writeJSON(w, http.StatusOK, resp)
 }
 
 // collectionReader checks the collection named in the path and that the
