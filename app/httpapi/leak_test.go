@@ -21,6 +21,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/collections/schemafile"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/httpapi"
+	"github.com/open-autoglm/autoglm/app/internal/servicetest"
 	"github.com/open-autoglm/autoglm/app/merge"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
@@ -117,6 +118,51 @@ func TestTooLargeHidesTheSizeOfHiddenFields(t *testing.T) {
 	}
 }
 
+// A conditional GET answers a caller who may not read the document
+// not_readable, never 304: a 304 would confirm the version it guessed.
+func TestConditionalGetOfAnUnreadableDocument(t *testing.T) {
+	t.Parallel()
+	base := startAuthedWith(t, leakCollections())
+	admin := idToken(t, "root", "admin")
+	cat := idTokenWith(t, "cat", map[string]string{"team": "blue"}, "user")
+	url := base + "/v1/docs/t-lww/" + uuid.NewString()[:8]
+	wantStatus(t, rest(t, "PUT", url, admin, `{"team":"red"}`), 201)
+	for _, method := range []string{"GET", "HEAD"} {
+		r := call(t, method, url, "", nil, "Authorization", "Bearer "+cat, "If-None-Match", `"1"`)
+		if r.status != 403 || r.header.Get("ETag") != "" {
+			t.Fatalf("%s with the right ETag by another team: %d ETag %q, want 403 without an ETag", method, r.status, r.header.Get("ETag"))
+		}
+	}
+}
+
+// A watcher that may not read a document hears nobody's presence there.
+func TestPresenceOnAnUnreadableDocument(t *testing.T) {
+	t.Parallel()
+	base := startAuthedWith(t, leakCollections())
+	admin := idToken(t, "root", "admin")
+	for _, tr := range syncTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			doc := "t-lww/" + uuid.NewString()[:8]
+			wantStatus(t, rest(t, "PUT", base+"/v1/docs/"+doc, admin, `{"team":"red"}`), 201)
+			bob, _ := tr.open(t, base, idTokenWith(t, "bob", map[string]string{"team": "red"}, "user"), "pb")
+			subscribe(t, bob, doc, 0, 1)
+			bob.send(t, protocol.Message{T: protocol.TPresence, Doc: doc, Data: map[string]any{"cursor": "bob-was-here"}})
+			cat, _ := tr.open(t, base, idTokenWith(t, "cat", map[string]string{"team": "blue"}, "user"), "pc")
+			got := subscribe(t, cat, doc, 0, 1)
+			if len(got) != 1 {
+				t.Fatalf("cat subscribing: %+v", got)
+			}
+			wantNotReadable(t, got[0], 1)
+			bob.send(t, protocol.Message{T: protocol.TPresence, Doc: doc, Data: map[string]any{"cursor": "bob-again"}})
+			// The ping's pong comes after anything relayed before it.
+			cat.send(t, protocol.Message{T: protocol.TPing, TS: 9})
+			if m := cat.next(t); m.T != protocol.TPong {
+				t.Fatalf("cat heard %+v on a document it may not read", m)
+			}
+		})
+	}
+}
+
 // idCursorLister is a store listing whose cursor names the last id of its
 // page, as daprstore's ("<shard>.<id>") does.
 type idCursorLister struct {
@@ -205,5 +251,78 @@ func TestListCursorNamesNoHiddenDocument(t *testing.T) {
 		if !slices.Equal(got, readable) {
 			t.Fatalf("limit %s: listed %v, want %v", limit, got, readable)
 		}
+	}
+}
+
+// The open conflicts of a manual document on a field the reader may not
+// read reach it on no path: not in GET, changes, list, query, a snapshot
+// or the delta that recorded them.
+func TestManualConflictsOnHiddenFields(t *testing.T) {
+	t.Parallel()
+	base := startAuthedWith(t, leakCollections())
+	admin := idToken(t, "root", "admin")
+	bob := idTokenWith(t, "bob", map[string]string{"team": "red"}, "user")
+	id := uuid.NewString()[:8]
+	doc := "t-manual/" + id
+	url := base + "/v1/docs/" + doc
+	wantStatus(t, rest(t, "PUT", url, admin, `{"team":"red","budget":111111,"name":"n"}`), 201)
+	c, _ := syncTransports[0].open(t, base, bob, "mc")
+	subscribe(t, c, doc, 0, 1)
+	for i, client := range []string{"one", "two"} {
+		r := call(t, "PATCH", url, "application/json",
+			[]byte(`{"base":1,"ops":[{"op":"set","path":"budget","value":`+[]string{"222222", "333333"}[i]+`}]}`),
+			"Authorization", "Bearer "+admin, "X-Client-ID", client)
+		wantStatus(t, r, 200)
+	}
+	g := rest(t, "GET", url, admin, "")
+	if !strings.Contains(string(g.body), `"_conflicts"`) {
+		t.Fatalf("no conflict was recorded: %s", g.body)
+	}
+	hidden := []string{"budget", "111111", "222222", "333333"}
+	wantOps(t, c.next(t), 2, `[]`)
+	d := c.next(t)
+	b, _ := json.Marshal(d)
+	noHidden(t, "the delta recording the conflict", b, hidden...)
+	for what, r := range map[string]httpResult{
+		"GET":              rest(t, "GET", url, bob, ""),
+		"changes":          rest(t, "GET", url+"/changes?since=1", bob, ""),
+		"changes snapshot": rest(t, "GET", url+"/changes?since=0", bob, ""),
+		"list":             rest(t, "GET", base+"/v1/docs/t-manual", bob, ""),
+		"query":            rest(t, "POST", base+"/v1/docs/t-manual/query", bob, `{"where":[["name","==","n"]]}`),
+	} {
+		wantStatus(t, r, 200)
+		noHidden(t, what, r.body, hidden...)
+	}
+	c2, _ := syncTransports[0].open(t, base, bob, "mc2")
+	for _, m := range subscribe(t, c2, doc, 0, 3) {
+		b, _ := json.Marshal(m)
+		noHidden(t, "a snapshot", b, hidden...)
+	}
+}
+
+// With authentication on, the workflow's actor is the token: roles a
+// client names (X-Roles, or roles and an author in an op) move no state
+// machine.
+func TestWorkflowActorComesFromTheToken(t *testing.T) {
+	t.Parallel()
+	base := servicetest.Start(t, servicetest.Options{Secret: idSecret}).URL()
+	editor := idToken(t, "ed", "editor")
+	doc := "approvals/" + uuid.NewString()[:8]
+	url := base + "/v1/docs/" + doc
+	wantStatus(t, rest(t, "PUT", url, editor, `{"title":"t","status":"draft"}`), 201)
+	wantStatus(t, rest(t, "PATCH", url, editor, `{"ops":[{"op":"set","path":"status","value":"submitted"}]}`), 200)
+	r := call(t, "PATCH", url, "application/json", []byte(`{"ops":[{"op":"set","path":"status","value":"approved"}]}`),
+		"Authorization", "Bearer "+editor, "X-Roles", "approver")
+	wantErr(t, r, 403, "forbidden")
+	for _, tr := range syncTransports {
+		c, _ := tr.open(t, base, editor, "wf-"+tr.name)
+		c.send(t, protocol.Message{T: protocol.TOp, Doc: doc, Op: 1, Roles: []string{"approver"}, By: "boss",
+			Ops: setOp(doc, 1, 0, "status", "approved").Ops})
+		if m := c.next(t); m.T != protocol.TReject || m.Code != "forbidden" {
+			t.Fatalf("%s: an editor naming the approver role: %+v", tr.name, m)
+		}
+	}
+	if g := rest(t, "GET", url, editor, ""); !strings.Contains(string(g.body), `"submitted"`) {
+		t.Fatalf("the state moved: %s", g.body)
 	}
 }
