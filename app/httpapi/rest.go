@@ -319,8 +319,8 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 	limit := 50
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 500 {
-			s.fail(w, r, core.Errorf(core.CodeBadRequest, "limit must be 1..500"))
+		if err != nil || n < 1 || n > maxListPage {
+			s.fail(w, r, core.Errorf(core.CodeBadRequest, "limit must be 1..%d", maxListPage))
 			return
 		}
 		limit = n
@@ -333,6 +333,9 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, listResponse{Collection: coll, Items: items, Next: next})
 }
 
+// maxListPage is the largest page of a collection listing.
+const maxListPage = 500
+
 // listPage reads the page of coll from cursor on as id may see it: the
 // documents it may read, each as its read rules show it (so a page may hold
 // fewer than limit items), and the cursor of the next page.
@@ -341,11 +344,12 @@ func (s *Server) serveList(w http.ResponseWriter, r *http.Request) {
 // does), so under read rules the cursor handed out always comes from a page
 // that ends with a listed document: a page ending with documents the caller
 // may not read is read again up to its last listed one, and a page listing
-// none is passed over.
+// none is passed over (reading on in pages of maxListPage).
 func (s *Server) listPage(ctx context.Context, coll, cursor string, limit int, id auth.Identity) ([]listItem, string, error) {
 	rules := s.Access.Policy.Rules(coll)
+	size := limit
 	for {
-		page, err := s.Lister.List(ctx, coll, cursor, limit)
+		page, err := s.Lister.List(ctx, coll, cursor, size)
 		if err != nil {
 			return nil, "", err
 		}
@@ -353,8 +357,13 @@ func (s *Server) listPage(ctx context.Context, coll, cursor string, limit int, i
 		if err != nil {
 			return nil, "", err
 		}
-		items := make([]listItem, 0, len(docs))
+		items := make([]listItem, 0, min(len(docs), limit))
+		full := false // limit items, and documents left unlisted after them
 		for _, d := range docs {
+			if len(items) == limit {
+				full = true
+				break
+			}
 			if !d.Exists() {
 				continue
 			}
@@ -362,15 +371,21 @@ func (s *Server) listPage(ctx context.Context, coll, cursor string, limit int, i
 				items = append(items, listItem{ID: d.Key.ID, Version: d.Version, Data: view.Data(d.Data())})
 			}
 		}
-		if !rules || page.Next == "" || len(items) > 0 && items[len(items)-1].ID == page.IDs[len(page.IDs)-1] {
+		if !rules {
 			return items, page.Next, nil
 		}
 		if len(items) == 0 {
-			cursor = page.Next // stays on the server
+			if page.Next == "" {
+				return items, "", nil
+			}
+			cursor, size = page.Next, maxListPage // stays on the server
 			continue
 		}
 		last := items[len(items)-1].ID
 		n := slices.Index(page.IDs, last) + 1
+		if n == len(page.IDs) || page.Next == "" && !full {
+			return items, page.Next, nil
+		}
 		cut, err := s.Lister.List(ctx, coll, cursor, n)
 		if err != nil {
 			return nil, "", err
