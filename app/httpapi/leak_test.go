@@ -9,6 +9,7 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -214,8 +215,14 @@ func TestListCursorNamesNoHiddenDocument(t *testing.T) {
 	}
 	l := idCursorLister{docs: map[string]map[string]any{}}
 	var readable []string
-	for i, team := range []string{"red", "blue", "blue", "red", "blue", "blue", "red", "blue"} {
-		id := string(rune('a'+i)) + "-" + team + "-only"
+	// Readable documents between runs of hidden ones, one of them longer
+	// than the largest page.
+	for i := range 720 {
+		team := "blue"
+		if i%3 == 0 && (i < 10 || i > 700) {
+			team = "red"
+		}
+		id := fmt.Sprintf("%04d-%s", i, team)
 		l.ids = append(l.ids, id)
 		l.docs[id] = map[string]any{"team": team}
 		if team == "red" {
@@ -230,7 +237,7 @@ func TestListCursorNamesNoHiddenDocument(t *testing.T) {
 	for _, limit := range []string{"1", "2", "3", "500"} {
 		var got []string
 		cursor := ""
-		for range 20 {
+		for range 50 {
 			r := rest(t, "GET", ts.URL+"/v1/docs/t-lww?limit="+limit+"&cursor="+cursor, bob, "")
 			wantStatus(t, r, 200)
 			noHidden(t, "a list page with limit "+limit, r.body, "blue")
@@ -324,5 +331,39 @@ func TestWorkflowActorComesFromTheToken(t *testing.T) {
 	}
 	if g := rest(t, "GET", url, editor, ""); !strings.Contains(string(g.body), `"submitted"`) {
 		t.Fatalf("the state moved: %s", g.body)
+	}
+}
+
+// A live query whose condition or order key is a field the reader may not
+// read matches none of the documents that hide it, now or as the field
+// changes: neither the result nor its order tells the hidden values.
+func TestLiveQueryOnAHiddenField(t *testing.T) {
+	t.Parallel()
+	base := startAuthedWith(t, leakCollections())
+	admin := idToken(t, "root", "admin")
+	red := idTokenWith(t, "alice", map[string]string{"team": "red"}, "user")
+	id := uuid.NewString()[:8]
+	put(t, base, admin, "t-crdt/"+id+"-1", `{"team":"red","budget":10}`)
+	put(t, base, admin, "t-crdt/"+id+"-2", `{"team":"red","budget":20}`)
+	for _, tr := range syncTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			c, _ := tr.open(t, base, red, "hq")
+			for qid, q := range map[string]string{
+				"where": `{"where":[["budget",">",15]]}`,
+				"order": `{"order_by":[["budget","desc"]],"limit":1}`,
+				"ne":    `{"where":[["budget","!=",10]]}`,
+			} {
+				c.send(t, protocol.Message{T: protocol.TSub, Coll: "t-crdt", QID: qid, Query: json.RawMessage(q)})
+				if m := c.next(t); m.T != protocol.TSynced || m.QID != qid {
+					t.Fatalf("%s: %+v, want synced with no result", q, m)
+				}
+			}
+			patchSet(t, base, admin, "t-crdt/"+id+"-1", "budget", 30)
+			// The ping's pong follows anything the change sent.
+			c.send(t, protocol.Message{T: protocol.TPing, TS: 5})
+			if m := c.next(t); m.T != protocol.TPong {
+				t.Fatalf("after a hidden field changed: %+v", m)
+			}
+		})
 	}
 }
