@@ -27,7 +27,8 @@ type QueueSender interface {
 // offerInline delivers c on the caller's goroutine when it is the plain
 // case: the next version of a delta subscription, not this session's own
 // op (that one is its ack, in order with its result), not a change the
-// read rules look at (that may need the stored document). It reports
+// read rules look at (that may need the stored document), and not after
+// the session's token expired (Run then closes the session). It reports
 // whether c was handled; false leaves the session as it was, and c goes
 // through the queue. Called with s.mu held.
 func (s *Session) offerInline(c *core.Change) bool {
@@ -39,7 +40,7 @@ func (s *Session) offerInline(c *core.Change) bool {
 		return true
 	}
 	if st.full || c.Pull || c.Version != st.last+1 || (c.Author == s.client && c.OpID != 0) ||
-		s.opt.Policy.Touches(st.key.Collection, *c) {
+		s.opt.Policy.Touches(st.key.Collection, *c) || s.expired() {
 		return false
 	}
 	if !st.view.Denied && !s.queueDelta(views.delta(s.backend, *c, st.view)) {

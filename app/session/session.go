@@ -364,6 +364,11 @@ func (s *Session) Run(ctx context.Context) Close {
 		pending = s.inline.Pending()
 	}
 	for {
+		if s.expired() {
+			// Before anything else that is ready: select would pick among
+			// them at random, and send more after the expiry.
+			return Close{Code: protocol.CloseTokenExpired, Reason: "token expired"}
+		}
 		var err error
 		var expired <-chan time.Time
 		if s.expiry != nil {
@@ -575,6 +580,12 @@ func (s *Session) authenticate(ctx context.Context, token string) error {
 	s.identity = id
 	s.armExpiry()
 	return nil
+}
+
+// expired reports whether the session's token has expired. Owned by Run
+// (or called with mu held).
+func (s *Session) expired() bool {
+	return !s.identity.Expires.IsZero() && !s.opt.Now().Before(s.identity.Expires)
 }
 
 func (s *Session) armExpiry() {
