@@ -51,6 +51,12 @@ func (v View) All() bool { return !v.Denied && len(v.Hidden) == 0 }
 // DeniedView shows nothing.
 var DeniedView = View{Denied: true, key: "\x00denied"}
 
+// UnknownView is the view of a document whose rules could not be evaluated
+// (reading it failed): it shows nothing, as DeniedView does, and differs
+// from every view the rules give, so that whoever holds it evaluates them
+// again at the next chance.
+var UnknownView = View{Denied: true, key: "\x00unknown"}
+
 // HasReadRules reports whether reading the collection depends on more than
 // its read_roles: row rules or readable_by on some field.
 func (c *Collection) HasReadRules() bool { return c.Rows != nil || len(c.readable) > 0 }

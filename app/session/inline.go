@@ -1,6 +1,7 @@
 package session
 
 import (
+	"github.com/open-autoglm/autoglm/app/collections"
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/protocol"
 )
@@ -27,7 +28,8 @@ type QueueSender interface {
 // offerInline delivers c on the caller's goroutine when it is the plain
 // case: the next version of a delta subscription, not this session's own
 // op (that one is its ack, in order with its result), not a change the
-// read rules look at (that may need the stored document), and not after
+// read rules look at or on a document whose view is unknown (that may need
+// the stored document), and not after
 // the session's token expired (Run then closes the session). It reports
 // whether c was handled; false leaves the session as it was, and c goes
 // through the queue. Called with s.mu held.
@@ -40,7 +42,7 @@ func (s *Session) offerInline(c *core.Change) bool {
 		return true
 	}
 	if st.full || c.Pull || c.Version != st.last+1 || (c.Author == s.client && c.OpID != 0) ||
-		s.opt.Policy.Touches(st.key.Collection, *c) || s.expired() {
+		s.opt.Policy.Touches(st.key.Collection, *c) || st.view.Key() == collections.UnknownView.Key() || s.expired() {
 		return false
 	}
 	if !st.view.Denied && !s.queueDelta(views.delta(s.backend, *c, st.view)) {

@@ -119,7 +119,9 @@ type docState struct {
 	// full-push baseline/compat mode) instead of deltas.
 	full bool
 	// view is what the session may see of the document at version last
-	// under the collection's read rules (the zero View: everything).
+	// under the collection's read rules (the zero View: everything;
+	// collections.UnknownView: nothing until the rules are evaluated again,
+	// after a failed read).
 	view collections.View
 }
 
@@ -698,27 +700,27 @@ func (s *Session) sendPresence(ctx context.Context, p core.Presence) error {
 // catchUp brings st from version since to the stored version: deltas from
 // the op log when it still holds them all, otherwise a snapshot.
 func (s *Session) catchUp(ctx context.Context, st *docState, since int64) error {
+	rules := s.opt.Policy.Rules(st.key.Collection)
 	stored, err := s.backend.Load(ctx, st.key)
 	if err != nil {
-		return s.sendErr(ctx, st.key.String(), err)
+		return s.unknownView(ctx, st, rules, err)
 	}
 	cur := int64(0)
 	if stored.Doc != nil {
 		cur = stored.Doc.Version
 	}
-	rules := s.opt.Policy.Rules(st.key.Collection)
 	var view collections.View
 	if rules {
 		view = s.opt.Policy.DocView(s.identity, st.key.Collection, stored.Doc)
 	}
 	switch {
-	case cur == since && (!view.Denied || st.view.Denied):
+	case cur == since && (!view.Denied || st.view.Key() == collections.DeniedView.Key()):
 		st.last, st.view = cur, view
 		return nil
 	case !st.full && since > 0 && since < cur && stored.Doc.LogStart <= since+1 && !view.Denied:
 		changes, err := s.backend.Changes(ctx, st.key, since+1, cur)
 		if err != nil {
-			return s.sendErr(ctx, st.key.String(), err)
+			return s.unknownView(ctx, st, rules, err)
 		}
 		// Deltas are shown through the current view, which is the view of
 		// every version in between unless one of them changed a field the
@@ -738,6 +740,17 @@ func (s *Session) catchUp(ctx context.Context, st *docState, since int64) error 
 	return s.snapshot(ctx, st, stored.Doc, cur, view)
 }
 
+// unknownView reports err, a failed read of st's document, to the client.
+// Under read rules the session's view of the document is then unknown:
+// nothing of it is shown until a later change or refresh evaluates the
+// rules again.
+func (s *Session) unknownView(ctx context.Context, st *docState, rules bool, err error) error {
+	if rules {
+		st.view = collections.UnknownView
+	}
+	return s.sendErr(ctx, st.key.String(), err)
+}
+
 // snapshot sends document d (nil: none) at version cur as view shows it,
 // and makes view the session's view of it. A denied view sends not_readable
 // instead, once: the subscription stays, changes advance its version
@@ -747,7 +760,7 @@ func (s *Session) snapshot(ctx context.Context, st *docState, d *core.Document, 
 	st.last, st.view = cur, view
 	doc := st.key.String()
 	if view.Denied {
-		if prev.Denied {
+		if prev.Key() == collections.DeniedView.Key() {
 			return nil
 		}
 		m := withDoc(protocol.ErrorMessage(protocol.TError, core.Errorf(core.CodeNotReadable,
@@ -771,7 +784,7 @@ func (s *Session) reView(ctx context.Context, st *docState) error {
 	}
 	d, err := fullDocs.load(ctx, s.backend, st.key, st.key.String(), st.last)
 	if err != nil {
-		return s.sendErr(ctx, st.key.String(), err)
+		return s.unknownView(ctx, st, true, err)
 	}
 	v := st.last
 	if d != nil {
@@ -974,7 +987,7 @@ func (s *Session) deliver(ctx context.Context, st *docState, c core.Change) erro
 	if c.Version <= st.last {
 		return s.ackCovered(ctx, c) // covered by a snapshot sent meanwhile
 	}
-	if s.opt.Policy.Touches(st.key.Collection, c) {
+	if st.view.Key() == collections.UnknownView.Key() || s.opt.Policy.Touches(st.key.Collection, c) {
 		// The view after c is that of the stored document at c's version;
 		// when the store is already further on, a snapshot of it covers c.
 		d, err := fullDocs.load(ctx, s.backend, st.key, c.Doc, c.Version)
