@@ -367,3 +367,39 @@ func TestLiveQueryOnAHiddenField(t *testing.T) {
 		})
 	}
 }
+
+// A reader catching up across the change that made a document readable to
+// it gets the document as it is, never the history it could not read then:
+// a value written and overwritten while another team held the document
+// reaches it on no path.
+func TestCatchUpAcrossARuleChange(t *testing.T) {
+	t.Parallel()
+	base := startAuthedWith(t, leakCollections())
+	admin := idToken(t, "root", "admin")
+	cat := idTokenWith(t, "cat", map[string]string{"team": "blue"}, "user")
+	for _, tr := range syncTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			id := uuid.NewString()[:8]
+			doc := "t-lww/" + id
+			url := base + "/v1/docs/" + doc
+			wantStatus(t, rest(t, "PUT", url, admin, `{"team":"red","name":"n","k":"`+id+`"}`), 201)
+			patchSet(t, base, admin, doc, "name", "red-only-draft")
+			patchSet(t, base, admin, doc, "name", "n")
+			patchSet(t, base, admin, doc, "team", "blue")
+			r := rest(t, "GET", url+"/changes?since=1", cat, "")
+			wantStatus(t, r, 200)
+			noHidden(t, "changes since 1", r.body, "red-only-draft")
+			c, _ := tr.open(t, base, cat, "cu")
+			for _, m := range subscribe(t, c, doc, 1, 4) {
+				b, _ := json.Marshal(m)
+				noHidden(t, "catch-up from version 1", b, "red-only-draft")
+			}
+			c.send(t, protocol.Message{T: protocol.TSub, Coll: "t-lww", QID: "cu", Have: map[string]int64{id: 1},
+				Query: json.RawMessage(`{"where":[["k","==","` + id + `"]]}`)})
+			got := queryMsgs(t, c, "cu", 2)
+			wantKeys(t, "resumed live query", got, "snap "+doc, "synced ")
+			b, _ := json.Marshal(got)
+			noHidden(t, "a live query resumed from version 1", b, "red-only-draft")
+		})
+	}
+}
