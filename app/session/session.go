@@ -641,12 +641,16 @@ func (s *Session) refresh(ctx context.Context, token string) error {
 
 // setPresence records the client's presence on a watched document.
 func (s *Session) setPresence(ctx context.Context, m protocol.Message) error {
-	if _, ok := s.docs[m.Doc]; !ok {
+	st, ok := s.docs[m.Doc]
+	if !ok {
 		return s.sendErr(ctx, m.Doc, core.Errorf(core.CodeBadRequest, "presence needs a subscription to %s", truncate(m.Doc, 200)))
 	}
 	if m.Data == nil || m.Del {
 		s.clearPresence(m.Doc)
 		return nil
+	}
+	if st.view.Key() == collections.DeniedView.Key() {
+		return s.sendErr(ctx, m.Doc, core.Errorf(core.CodeNotReadable, "presence on %s needs read access to it", truncate(m.Doc, 200)))
 	}
 	if b, _ := json.Marshal(m.Data); len(b) > MaxPresenceBytes {
 		return s.sendErr(ctx, m.Doc, core.Errorf(core.CodeTooLarge, "presence data over %d bytes", MaxPresenceBytes))
@@ -763,6 +767,9 @@ func (s *Session) snapshot(ctx context.Context, st *docState, d *core.Document, 
 		if prev.Key() == collections.DeniedView.Key() {
 			return nil
 		}
+		// A reader that may no longer read the document is no longer
+		// present on it: its presence is withdrawn, not refreshed.
+		s.clearPresence(doc)
 		m := withDoc(protocol.ErrorMessage(protocol.TError, core.Errorf(core.CodeNotReadable,
 			"the read rules of %s hide this document from the caller from version %d on", st.key.Collection, cur)), doc)
 		m.V = cur
