@@ -12,6 +12,7 @@ import (
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/daprkv"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
+	"github.com/open-autoglm/autoglm/app/internal/kvtest"
 	"github.com/open-autoglm/autoglm/app/kv"
 )
 
@@ -81,11 +82,36 @@ func TestClassification(t *testing.T) {
 		defer dcancel()
 		for _, err := range []error{
 			func() error { _, err := s.Get(dctx, key); return err }(),
+			func() error { _, err := s.GetMany(dctx, []string{key}); return err }(),
 			s.Put(dctx, key, []byte(`{}`), first.ETag),
+			s.Transact(dctx, []kv.Write{{Key: key, Value: []byte(`{}`), ETag: first.ETag}}),
 		} {
 			if !errors.Is(err, core.ErrUnavailable) || errors.Is(err, core.ErrVersionConflict) {
 				t.Fatalf("sidecar down: %v, want unavailable", err)
 			}
+		}
+	})
+}
+
+// TestTransact holds the adapter to the port's transactions on each real
+// state store. Dapr's Redis store cannot roll a transaction back, so there
+// Transact must refuse and write nothing rather than write part of it.
+func TestTransact(t *testing.T) {
+	daprtest.EachProfile(t, func(t *testing.T, r *daprtest.Replica) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		s := daprkv.New(r.DaprClient(t), config.DefaultStateStore, config.DefaultLockStore)
+		prefix := "_kvtx:" + uuid.NewString()[:8]
+		if r.Profile() != "redis" {
+			kvtest.Transact(t, ctx, s, prefix)
+			return
+		}
+		err := s.Transact(ctx, []kv.Write{{Key: prefix + ":a", Value: []byte(`{"n":1}`)}})
+		if !errors.Is(err, errors.ErrUnsupported) {
+			t.Fatalf("transaction on Redis: %v, want it refused", err)
+		}
+		if it, err := s.Get(ctx, prefix+":a"); err != nil || it.Exists() {
+			t.Fatalf("a refused transaction wrote: %+v %v", it, err)
 		}
 	})
 }

@@ -121,6 +121,43 @@ func (s *State) Put(_ context.Context, key string, value []byte, etag string) er
 	return nil
 }
 
+// GetMany implements kv.Transactor.
+func (s *State) GetMany(_ context.Context, keys []string) ([]kv.Item, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.Fail != nil {
+		return nil, s.Fail
+	}
+	out := make([]kv.Item, len(keys))
+	for i, key := range keys {
+		if r, ok := s.current(key); ok {
+			out[i] = kv.Item{Value: slices.Clone(r.value), ETag: r.etag}
+		}
+	}
+	return out, nil
+}
+
+// Transact implements kv.Transactor: every guard is checked against the
+// records as they are before any write is applied, under one hold of the
+// lock.
+func (s *State) Transact(_ context.Context, writes []kv.Write) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.Fail != nil {
+		return s.Fail
+	}
+	for _, w := range writes {
+		cur, exists := s.current(w.Key)
+		if stale(w.ETag, exists, cur.etag) {
+			return fmt.Errorf("transact %s: %w", w.Key, core.ErrVersionConflict)
+		}
+	}
+	for _, w := range writes {
+		s.write(w.Key, w.Value, 0)
+	}
+	return nil
+}
+
 // Set implements kv.Records.
 func (s *State) Set(_ context.Context, key string, value []byte, ttl time.Duration) error {
 	s.mu.Lock()

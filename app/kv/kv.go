@@ -39,6 +39,28 @@ type Records interface {
 	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
 }
 
+// Write is one write of a transaction, guarded by the ETag its record was
+// read with: it applies only if the record still has that ETag, or, with
+// an empty ETag, only if the record does not exist.
+type Write struct {
+	Key   string
+	Value []byte
+	ETag  string
+}
+
+// Transactor reads several records at once and writes several records all
+// or nothing.
+type Transactor interface {
+	// GetMany reads the records at keys, in their order; a missing record
+	// is a zero Item.
+	GetMany(ctx context.Context, keys []string) ([]Item, error)
+	// Transact applies writes (each naming a key at most once) as one:
+	// every write, or, when any of them fails, none. A lost race on any key (a record that no longer has
+	// the ETag it was read with, or a create of a record that exists)
+	// fails with core.ErrVersionConflict and writes nothing.
+	Transact(ctx context.Context, writes []Write) error
+}
+
 // Message is one message for a topic.
 type Message struct {
 	Pubsub      string // the pub/sub component
@@ -75,6 +97,7 @@ type Components interface {
 // State is the whole port, as adapters provide it.
 type State interface {
 	Records
+	Transactor
 	Publisher
 	Locker
 	Components
