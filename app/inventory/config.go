@@ -17,7 +17,9 @@
 //     watching the order sees it live.
 //  5. An order a clerk cancels releases its stock.
 //
-// The command app/cmd/inventory runs it. Configuration (environment):
+// Its stock records, decisions and outcome events go through the kv port
+// (State); the command app/cmd/inventory runs it on the sidecar's state
+// store and pub/sub with package daprkv. Configuration (environment):
 // INVENTORY_PORT (8090), DAPR_HTTP_PORT
 // (3500), DAPR_GRPC_PORT (50001), DAPR_API_TOKEN, APP_API_TOKEN,
 // INVENTORY_STORE (inventory), INVENTORY_PUBSUB (events),
@@ -85,17 +87,14 @@ func ConfigFromEnv(lookup func(string) (string, bool)) (Config, error) {
 	return c, err
 }
 
-// Run serves the inventory service on cfg.Port until ctx ends.
-func Run(ctx context.Context, cfg Config, log logrus.FieldLogger) error {
+// Run serves the inventory service on state (New) on cfg.Port until ctx
+// ends.
+func Run(ctx context.Context, cfg Config, state State, log logrus.FieldLogger) error {
 	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.Port))
 	if err != nil {
 		return err
 	}
-	svc, err := New(cfg, log)
-	if err != nil {
-		return err
-	}
-	defer svc.Close()
+	svc := New(cfg, state, log)
 	srv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

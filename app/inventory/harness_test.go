@@ -20,6 +20,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/daprdeps"
+	"github.com/open-autoglm/autoglm/app/daprkv"
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
@@ -222,15 +223,16 @@ func (e *env) startInventory() {
 	log := logrus.New()
 	log.SetOutput(e.log)
 	daprToken, appToken := daprrun.NewToken(), daprrun.NewToken()
-	inv, err := New(Config{Port: e.InvPort, DaprHTTPPort: httpPort, DaprGRPCPort: grpcPort, Store: "inventory",
-		DaprAPIToken: daprToken, AppAPIToken: appToken,
-		Pubsub: "events", OrdersTopic: e.Topic, Topic: "inventory-events-" + e.id, OrdersApp: e.AutoglmID}, log)
+	state, err := daprkv.Dial(grpcPort, daprToken, "inventory", "")
 	must(t, err)
+	t.Cleanup(func() { _ = state.Close() })
+	inv := New(Config{Port: e.InvPort, DaprHTTPPort: httpPort, DaprGRPCPort: grpcPort, Store: "inventory",
+		DaprAPIToken: daprToken, AppAPIToken: appToken,
+		Pubsub: "events", OrdersTopic: e.Topic, Topic: "inventory-events-" + e.id, OrdersApp: e.AutoglmID}, state, log)
 	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(e.InvPort))
 	must(t, err)
 	e.invSrv = &http.Server{Handler: inv.Handler()}
 	go func() { _ = e.invSrv.Serve(ln) }()
-	t.Cleanup(inv.Close)
 	e.InvSidecar = e.sidecar(e.InvID, e.InvPort, httpPort, grpcPort, daprToken, appToken)
 	e.waitSubscribed(e.InvID)
 }

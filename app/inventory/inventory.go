@@ -10,18 +10,14 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
-	dapr "github.com/dapr/go-sdk/client"
 	"github.com/sirupsen/logrus"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/events"
-	"github.com/open-autoglm/autoglm/app/internal/daprconn"
+	"github.com/open-autoglm/autoglm/app/kv"
 )
 
 // Event types the inventory publishes on its topic.
@@ -31,27 +27,28 @@ const (
 	TypeStockReleased          = "com.autoglm.inventory.stock-released"
 )
 
+// State is what the inventory keeps and publishes through the kv port:
+// stock records and decisions, written together all or nothing, and its
+// outcome events. On Dapr it is package daprkv on the store cfg.Store.
+type State interface {
+	kv.Records
+	kv.Transactor
+	kv.Publisher
+}
+
 // Service is the inventory app.
 type Service struct {
-	cfg    Config
-	log    logrus.FieldLogger
-	client dapr.Client
-	http   *http.Client
+	cfg   Config
+	log   logrus.FieldLogger
+	state State
+	http  *http.Client
 }
 
-// New connects to the sidecar (lazily: it may start after the app).
-func New(cfg Config, log logrus.FieldLogger) (*Service, error) {
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, daprconn.WithToken(cfg.DaprAPIToken)...)
-	conn, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(cfg.DaprGRPCPort), opts...)
-	if err != nil {
-		return nil, err
-	}
-	client := dapr.NewClientWithConnection(conn)
-	return &Service{cfg: cfg, log: log, client: client, http: &http.Client{Timeout: 15 * time.Second}}, nil
+// New returns the service on state. It reads and updates orders through
+// the sidecar's HTTP API (cfg.DaprHTTPPort).
+func New(cfg Config, state State, log logrus.FieldLogger) *Service {
+	return &Service{cfg: cfg, log: log, state: state, http: &http.Client{Timeout: 15 * time.Second}}
 }
-
-// Close releases the sidecar connection.
-func (s *Service) Close() { s.client.Close() }
 
 // Handler serves the subscriptions, the stock API and health.
 func (s *Service) Handler() http.Handler {
@@ -262,21 +259,16 @@ func (s *Service) reserve(ctx context.Context, id string, log logrus.FieldLogger
 		for i, sku := range skus {
 			keys[i] = stockKey(sku)
 		}
-		items, err := s.client.GetBulkState(ctx, s.cfg.Store, keys, nil, 4)
+		items, err := s.state.GetMany(ctx, keys)
 		if err != nil {
 			return err
 		}
-		byKey := map[string]*dapr.BulkStateItem{}
-		for _, it := range items {
-			byKey[it.Key] = it
-		}
-		var ops []*dapr.StateOperation
+		var writes []kv.Write
 		var short []string
-		for _, sku := range skus {
-			it := byKey[stockKey(sku)]
+		for i, sku := range skus {
 			var st stock
-			if it != nil && len(it.Value) > 0 {
-				if err := json.Unmarshal(it.Value, &st); err != nil {
+			if items[i].Exists() {
+				if err := json.Unmarshal(items[i].Value, &st); err != nil {
 					return err
 				}
 			}
@@ -285,19 +277,14 @@ func (s *Service) reserve(ctx context.Context, id string, log logrus.FieldLogger
 				continue
 			}
 			b, _ := json.Marshal(stock{Qty: st.Qty - need[sku]})
-			item := &dapr.SetStateItem{Key: stockKey(sku), Value: b,
-				Options: &dapr.StateOptions{Concurrency: dapr.StateConcurrencyFirstWrite, Consistency: dapr.StateConsistencyStrong}}
-			if it != nil && it.Etag != "" {
-				item.Etag = &dapr.ETag{Value: it.Etag}
-			}
-			ops = append(ops, &dapr.StateOperation{Type: dapr.StateOperationTypeUpsert, Item: item})
+			writes = append(writes, kv.Write{Key: stockKey(sku), Value: b, ETag: items[i].ETag})
 		}
 		dec := decision{Status: "reserved", Reservation: "rsv-" + id, Items: o.Data.Items}
 		if len(short) > 0 {
 			dec = decision{Status: "rejected", Reason: "insufficient stock: " + strings.Join(short, "; ")}
-			ops = nil
+			writes = nil
 		}
-		err = s.decide(ctx, id, ops, dec, log)
+		err = s.decide(ctx, id, writes, dec, log)
 		if err == nil || !errors.Is(err, errStockChanged) {
 			return err
 		}
@@ -311,15 +298,13 @@ func (s *Service) reserve(ctx context.Context, id string, log logrus.FieldLogger
 var errStockChanged = errors.New("stock changed concurrently")
 
 // decide writes the stock changes and the decision in one transaction (the
-// decision first-write, so an order is decided once), then publishes the
+// decision a create, so an order is decided once), then publishes the
 // outcome.
-func (s *Service) decide(ctx context.Context, id string, ops []*dapr.StateOperation, dec decision, log logrus.FieldLogger) error {
+func (s *Service) decide(ctx context.Context, id string, writes []kv.Write, dec decision, log logrus.FieldLogger) error {
 	b, _ := json.Marshal(dec)
-	ops = append(ops, &dapr.StateOperation{Type: dapr.StateOperationTypeUpsert, Item: &dapr.SetStateItem{
-		Key: decisionKey(id), Value: b,
-		Options: &dapr.StateOptions{Concurrency: dapr.StateConcurrencyFirstWrite, Consistency: dapr.StateConsistencyStrong}}})
-	if err := s.client.ExecuteStateTransaction(ctx, s.cfg.Store, nil, ops); err != nil {
-		if !strings.Contains(strings.ToLower(err.Error()), "etag") {
+	writes = append(writes, kv.Write{Key: decisionKey(id), Value: b})
+	if err := s.state.Transact(ctx, writes); err != nil {
+		if !errors.Is(err, core.ErrVersionConflict) {
 			return err
 		}
 		// A stock record or the decision changed. If the decision exists,
@@ -335,8 +320,8 @@ func (s *Service) decide(ctx context.Context, id string, ops []*dapr.StateOperat
 
 func (s *Service) decision(ctx context.Context, id string) (decision, bool, error) {
 	var dec decision
-	item, err := s.client.GetState(ctx, s.cfg.Store, decisionKey(id), nil)
-	if err != nil || item == nil || len(item.Value) == 0 {
+	item, err := s.state.Get(ctx, decisionKey(id))
+	if err != nil || !item.Exists() {
 		return dec, false, err
 	}
 	return dec, true, json.Unmarshal(item.Value, &dec)
@@ -360,12 +345,12 @@ func (s *Service) publishOutcome(ctx context.Context, id string, dec decision) e
 	}
 	data := outcome{Order: id, Reservation: dec.Reservation, Reason: dec.Reason, Items: dec.Items}
 	b, _ := json.Marshal(data)
-	return s.client.PublishEvent(ctx, s.cfg.Pubsub, s.cfg.Topic, b,
-		dapr.PublishEventWithContentType("application/json"),
-		dapr.PublishEventWithMetadata(map[string]string{
+	return s.state.Publish(ctx, kv.Message{Pubsub: s.cfg.Pubsub, Topic: s.cfg.Topic, Body: b,
+		ContentType: "application/json",
+		Metadata: map[string]string{
 			"cloudevent.type": typ,
 			"cloudevent.id":   typ + ":" + id,
-		}))
+		}})
 }
 
 // serveInventoryEvent applies the inventory's own outcomes to the order,
@@ -435,12 +420,12 @@ func (s *Service) updateOrder(ctx context.Context, id string, ops []map[string]a
 // release puts a cancelled order's reserved stock back, once.
 func (s *Service) release(ctx context.Context, id string, log logrus.FieldLogger) error {
 	for attempt := 0; attempt < 50; attempt++ {
-		item, err := s.client.GetState(ctx, s.cfg.Store, decisionKey(id), nil)
+		item, err := s.state.Get(ctx, decisionKey(id))
 		if err != nil {
 			return err
 		}
 		var dec decision
-		if item == nil || len(item.Value) == 0 {
+		if !item.Exists() {
 			return nil
 		}
 		if err := json.Unmarshal(item.Value, &dec); err != nil {
@@ -449,39 +434,32 @@ func (s *Service) release(ctx context.Context, id string, log logrus.FieldLogger
 		if dec.Status != "reserved" {
 			return nil
 		}
-		var ops []*dapr.StateOperation
+		var writes []kv.Write
 		need := map[string]int64{}
 		for _, it := range dec.Items {
 			need[it.SKU] += it.Qty
 		}
 		for sku, n := range need {
-			st, err := s.client.GetState(ctx, s.cfg.Store, stockKey(sku), nil)
+			st, err := s.state.Get(ctx, stockKey(sku))
 			if err != nil {
 				return err
 			}
 			var cur stock
-			if st != nil && len(st.Value) > 0 {
+			if st.Exists() {
 				_ = json.Unmarshal(st.Value, &cur)
 			}
 			b, _ := json.Marshal(stock{Qty: cur.Qty + n})
-			it := &dapr.SetStateItem{Key: stockKey(sku), Value: b,
-				Options: &dapr.StateOptions{Concurrency: dapr.StateConcurrencyFirstWrite, Consistency: dapr.StateConsistencyStrong}}
-			if st != nil && st.Etag != "" {
-				it.Etag = &dapr.ETag{Value: st.Etag}
-			}
-			ops = append(ops, &dapr.StateOperation{Type: dapr.StateOperationTypeUpsert, Item: it})
+			writes = append(writes, kv.Write{Key: stockKey(sku), Value: b, ETag: st.ETag})
 		}
 		dec.Status = "released"
 		b, _ := json.Marshal(dec)
-		ops = append(ops, &dapr.StateOperation{Type: dapr.StateOperationTypeUpsert, Item: &dapr.SetStateItem{
-			Key: decisionKey(id), Value: b, Etag: &dapr.ETag{Value: item.Etag},
-			Options: &dapr.StateOptions{Concurrency: dapr.StateConcurrencyFirstWrite, Consistency: dapr.StateConsistencyStrong}}})
-		err = s.client.ExecuteStateTransaction(ctx, s.cfg.Store, nil, ops)
+		writes = append(writes, kv.Write{Key: decisionKey(id), Value: b, ETag: item.ETag})
+		err = s.state.Transact(ctx, writes)
 		if err == nil {
 			log.Info("stock released")
 			return s.publishOutcome(ctx, id, dec)
 		}
-		if !strings.Contains(strings.ToLower(err.Error()), "etag") {
+		if !errors.Is(err, core.ErrVersionConflict) {
 			return err
 		}
 		time.Sleep(time.Duration(attempt+1) * time.Millisecond)
@@ -502,7 +480,7 @@ func (s *Service) serveSetStock(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b, _ := json.Marshal(in)
-	if err := s.client.SaveState(r.Context(), s.cfg.Store, stockKey(sku), b, nil); err != nil {
+	if err := s.state.Set(r.Context(), stockKey(sku), b, 0); err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
@@ -512,13 +490,13 @@ func (s *Service) serveSetStock(w http.ResponseWriter, r *http.Request) {
 // serveGetStock answers GET /v1/stock/{sku}.
 func (s *Service) serveGetStock(w http.ResponseWriter, r *http.Request) {
 	sku := r.PathValue("sku")
-	item, err := s.client.GetState(r.Context(), s.cfg.Store, stockKey(sku), nil)
+	item, err := s.state.Get(r.Context(), stockKey(sku))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
 	var st stock
-	if item != nil && len(item.Value) > 0 {
+	if item.Exists() {
 		_ = json.Unmarshal(item.Value, &st)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"sku": sku, "qty": st.Qty})

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/open-autoglm/autoglm/app/daprkv"
 	"github.com/open-autoglm/autoglm/app/internal/cmdmain"
 	"github.com/open-autoglm/autoglm/app/inventory"
 )
@@ -23,5 +24,12 @@ func run(ctx context.Context, _ []string) error {
 	if err != nil {
 		return cmdmain.WithCode(2, err)
 	}
-	return inventory.Run(ctx, cfg, log)
+	// The stock, the decisions and the outcome events go through the kv
+	// port on the sidecar (lazily connected: it may start after the app).
+	state, err := daprkv.Dial(cfg.DaprGRPCPort, cfg.DaprAPIToken, cfg.Store, "")
+	if err != nil {
+		return err
+	}
+	defer state.Close()
+	return inventory.Run(ctx, cfg, state, log)
 }
