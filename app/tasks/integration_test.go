@@ -9,22 +9,17 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	dapr "github.com/dapr/go-sdk/client"
 	"github.com/google/uuid"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/open-autoglm/autoglm/app/daprkv"
 	"github.com/open-autoglm/autoglm/app/daprsub"
 	"github.com/open-autoglm/autoglm/app/inmem"
 	"github.com/open-autoglm/autoglm/app/internal/cluster/backend"
-	"github.com/open-autoglm/autoglm/app/internal/daprconn"
 	"github.com/open-autoglm/autoglm/app/internal/daprrun"
 	"github.com/open-autoglm/autoglm/app/internal/daprtest"
 	"github.com/open-autoglm/autoglm/app/internal/testutil"
@@ -60,14 +55,11 @@ func startApp(t *testing.T, profile string, opt tasks.Options, setup func(q *tas
 	// The app and its daprd require each other's token, as in every
 	// deployment.
 	daprToken, appToken := daprrun.NewToken(), daprrun.NewToken()
-	conn, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(grpcPort),
-		append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, daprconn.WithToken(daprToken)...)...)
+	state, err := daprkv.Dial(grpcPort, daprToken, "statestore", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := dapr.NewClientWithConnection(conn)
-	t.Cleanup(client.Close)
-	state := daprkv.New(client, "statestore", "")
+	t.Cleanup(func() { _ = state.Close() })
 	opt.Publisher = state
 	opt.Pubsub = "tasks"
 	opt.Done = state
