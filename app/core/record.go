@@ -200,29 +200,34 @@ func (r *Record) appendJSON(b []byte) ([]byte, error) {
 		b = append(b, `,"log_start":`...)
 		b = strconv.AppendInt(b, r.LogStart, 10)
 	}
-	if len(r.Tail) > 0 {
-		if b, err = appendField(b, "tail", r.Tail); err != nil {
-			return nil, err
-		}
-	}
-	if len(r.Clients) > 0 {
-		if b, err = appendField(b, "clients", r.Clients); err != nil {
-			return nil, err
-		}
-	}
-	return append(b, '}'), nil
+	return appendRest(b, field{"tail", len(r.Tail) > 0, r.Tail}, field{"clients", len(r.Clients) > 0, r.Clients})
 }
 
-// appendField appends ,"name": and v as encoding/json writes it.
-func appendField(b []byte, name string, v any) ([]byte, error) {
-	j, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
+// field is a record field left to encoding/json (small, or rarely set);
+// set is false where omitempty leaves it out.
+type field struct {
+	name string
+	set  bool
+	v    any
+}
+
+// appendRest appends ,"name": and the value of each field that is set, as
+// encoding/json writes them, and closes the object.
+func appendRest(b []byte, fields ...field) ([]byte, error) {
+	for _, f := range fields {
+		if !f.set {
+			continue
+		}
+		j, err := json.Marshal(f.v)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, ',', '"')
+		b = append(b, f.name...)
+		b = append(b, '"', ':')
+		b = append(b, j...)
 	}
-	b = append(b, ',', '"')
-	b = append(b, name...)
-	b = append(b, '"', ':')
-	return append(b, j...), nil
+	return append(b, '}'), nil
 }
 
 // appendJSON appends s's JSON as encoding/json writes a StateRecord.
@@ -242,17 +247,7 @@ func (s *StateRecord) appendJSON(b []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if len(s.Elems) > 0 {
-		if b, err = appendField(b, "elems", s.Elems); err != nil {
-			return nil, err
-		}
-	}
-	if len(s.TextDel) > 0 {
-		if b, err = appendField(b, "textdel", s.TextDel); err != nil {
-			return nil, err
-		}
-	}
-	return append(b, '}'), nil
+	return appendRest(b, field{"elems", len(s.Elems) > 0, s.Elems}, field{"textdel", len(s.TextDel) > 0, s.TextDel})
 }
 
 // MarshalJSON writes the stored form (EncodeDocument).
