@@ -16,15 +16,22 @@ import (
 	"github.com/open-autoglm/autoglm/app/kv"
 )
 
+// eachStore runs f against the adapter on each profile's state store,
+// within 30 s.
+func eachStore(t *testing.T, f func(t *testing.T, ctx context.Context, r *daprtest.Replica, s *daprkv.State)) {
+	daprtest.EachProfile(t, func(t *testing.T, r *daprtest.Replica) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		f(t, ctx, r, daprkv.New(r.DaprClient(t), config.DefaultStateStore, config.DefaultLockStore))
+	})
+}
+
 // TestClassification pins, on each real state store, that the adapter
 // reports a lost race as core.ErrVersionConflict and an unreachable sidecar
 // as core.ErrUnavailable, never one as the other: kv.Update retries only
 // the first.
 func TestClassification(t *testing.T) {
-	daprtest.EachProfile(t, func(t *testing.T, r *daprtest.Replica) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		s := daprkv.New(r.DaprClient(t), config.DefaultStateStore, config.DefaultLockStore)
+	eachStore(t, func(t *testing.T, ctx context.Context, r *daprtest.Replica, s *daprkv.State) {
 		key := "_kvtest:" + uuid.NewString()[:8]
 
 		if it, err := s.Get(ctx, key); err != nil || it.Exists() || it.ETag != "" {
@@ -97,10 +104,7 @@ func TestClassification(t *testing.T) {
 // state store. Dapr's Redis store cannot roll a transaction back, so there
 // Transact must refuse and write nothing rather than write part of it.
 func TestTransact(t *testing.T) {
-	daprtest.EachProfile(t, func(t *testing.T, r *daprtest.Replica) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		s := daprkv.New(r.DaprClient(t), config.DefaultStateStore, config.DefaultLockStore)
+	eachStore(t, func(t *testing.T, ctx context.Context, r *daprtest.Replica, s *daprkv.State) {
 		prefix := "_kvtx:" + uuid.NewString()[:8]
 		if r.Profile() != "redis" {
 			kvtest.Transact(t, ctx, s, prefix)
