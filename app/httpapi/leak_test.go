@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -397,6 +398,13 @@ func TestCatchUpAcrossARuleChange(t *testing.T) {
 			c.send(t, protocol.Message{T: protocol.TSub, Coll: "t-lww", QID: "cu", Have: map[string]int64{id: 1},
 				Query: json.RawMessage(`{"where":[["k","==","` + id + `"]]}`)})
 			got := queryMsgs(t, c, "cu", 2)
+			if _, ok := got[protocol.TRemoved+" "+doc]; ok {
+				// The query index took the sub before the last writes (they
+				// reach it just after their acks): the document left the
+				// result as the index saw it, and enters it once the index
+				// has them.
+				maps.Copy(got, queryMsgs(t, c, "cu", 1))
+			}
 			wantKeys(t, "resumed live query", got, "snap "+doc, "synced ")
 			b, _ := json.Marshal(got)
 			noHidden(t, "a live query resumed from version 1", b, "red-only-draft")
