@@ -1256,6 +1256,16 @@ export class Doc extends Emitter {
     return texts.get(path)
   }
 
+  /**
+   * The read rules now hide the document (`not_readable`): the server sends
+   * nothing of it, the others' presence included, and has withdrawn ours
+   * until a snapshot shows it again.
+   */
+  _hide () {
+    this._hidden = true
+    if (this.peers.size) { this.peers.clear(); this._emit('presence', this.peers) }
+  }
+
   /** Sets this client's presence on the document (null clears it). */
   presence (data) {
     this._presence = data
@@ -1787,14 +1797,22 @@ export class Sync extends Emitter {
       case 'pong':
         this.rtt = Math.max(0, this._now() - m.ts)
         return this._emit('latency', this.rtt)
-      case 'error': return this._emit('error', m)
+      case 'error':
+        if (d && m.code === 'not_readable') d._hide()
+        return this._emit('error', m)
       case 'reject': return d && this._reject(d, m)
     }
     if (!d) return
     switch (m.t) {
-      case 'snap':
+      case 'snap': {
         Object.assign(d, { version: m.v, data: m.data || {}, deleted: !!m.del })
-        return d._rebase({ snapshot: true })
+        // Readable again: the presence the server withdrew is set again.
+        const shown = d._hidden && d._presence
+        d._hidden = false
+        d._rebase({ snapshot: true })
+        if (shown) this._send({ t: 'presence', doc: d.name, data: d._presence })
+        return
+      }
       case 'synced':
         d.synced = true
         d._ready(d)

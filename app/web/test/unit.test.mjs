@@ -496,6 +496,25 @@ test('presence: peers come and go; a lost connection clears them', async () => {
   assert.equal(d.peers.size, 0)
 })
 
+test('presence: a document the read rules hide drops the peers; readable again, ours is set again', async () => {
+  const h = await online()
+  const d = h.sync.doc('forms/f1')
+  const conn = h.last()
+  conn.h.msg({ t: 'snap', doc: 'forms/f1', v: 1, data: { a: 1 } })
+  d.presence({ field: 'a' })
+  conn.h.msg({ t: 'presence', doc: 'forms/f1', client: 'ann', data: { field: 'b' } })
+  const seen = []
+  d.on('presence', p => seen.push(p.size))
+  conn.h.msg({ t: 'error', doc: 'forms/f1', code: 'not_readable', v: 2, msg: 'hidden' })
+  assert.equal(d.peers.size, 0)
+  assert.deepEqual(seen, [0])
+  const sent = conn.sent.length
+  conn.h.msg({ t: 'snap', doc: 'forms/f1', v: 3, data: { a: 2 } })
+  assert.deepEqual(conn.sent.slice(sent), [{ t: 'presence', doc: 'forms/f1', data: { field: 'a' } }])
+  conn.h.msg({ t: 'snap', doc: 'forms/f1', v: 4, data: { a: 3 } })
+  assert.equal(conn.sent.length, sent + 1, 'presence is set again once, when the document becomes readable')
+})
+
 test('applyOps follows the server: nested set, unset, inc, sets in canonical order', () => {
   const d = {}
   applyOps(d, [
