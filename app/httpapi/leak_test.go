@@ -31,6 +31,13 @@ import (
 // leakCollections: "t-lww" and "p-lww" as in readCollections, and "sized",
 // readable by its team with budget readable by admins, whose documents
 // may hold at most 400 bytes.
+// startLeak starts a replica with the collections of these tests and
+// returns its URL and an admin's token.
+func startLeak(t *testing.T) (base, admin string) {
+	t.Helper()
+	return startAuthedWith(t, leakCollections()), idToken(t, "root", "admin")
+}
+
 func leakCollections() string {
 	return readCollections() + `  sized:
     limits: {max_doc_bytes: 400}
@@ -46,8 +53,7 @@ func leakCollections() string {
 // the reader that a value it may not read no longer matches.
 func TestLiveQueryRemovalTellsNothingHidden(t *testing.T) {
 	t.Parallel()
-	base := startAuthedWith(t, leakCollections())
-	admin := idToken(t, "root", "admin")
+	base, admin := startLeak(t)
 	for _, tr := range syncTransports {
 		t.Run(tr.name, func(t *testing.T) {
 			id := uuid.NewString()[:8]
@@ -89,8 +95,7 @@ func TestLiveQueryRemovalTellsNothingHidden(t *testing.T) {
 // document how large the rest of it is.
 func TestTooLargeHidesTheSizeOfHiddenFields(t *testing.T) {
 	t.Parallel()
-	base := startAuthedWith(t, leakCollections())
-	admin := idToken(t, "root", "admin")
+	base, admin := startLeak(t)
 	bob := idTokenWith(t, "bob", map[string]string{"team": "red"}, "user")
 	for _, tr := range syncTransports {
 		t.Run(tr.name, func(t *testing.T) {
@@ -124,8 +129,7 @@ func TestTooLargeHidesTheSizeOfHiddenFields(t *testing.T) {
 // not_readable, never 304: a 304 would confirm the version it guessed.
 func TestConditionalGetOfAnUnreadableDocument(t *testing.T) {
 	t.Parallel()
-	base := startAuthedWith(t, leakCollections())
-	admin := idToken(t, "root", "admin")
+	base, admin := startLeak(t)
 	cat := idTokenWith(t, "cat", map[string]string{"team": "blue"}, "user")
 	url := base + "/v1/docs/t-lww/" + uuid.NewString()[:8]
 	wantStatus(t, rest(t, "PUT", url, admin, `{"team":"red"}`), 201)
@@ -140,8 +144,7 @@ func TestConditionalGetOfAnUnreadableDocument(t *testing.T) {
 // A watcher that may not read a document hears nobody's presence there.
 func TestPresenceOnAnUnreadableDocument(t *testing.T) {
 	t.Parallel()
-	base := startAuthedWith(t, leakCollections())
-	admin := idToken(t, "root", "admin")
+	base, admin := startLeak(t)
 	for _, tr := range syncTransports {
 		t.Run(tr.name, func(t *testing.T) {
 			doc := "t-lww/" + uuid.NewString()[:8]
@@ -267,8 +270,7 @@ func TestListCursorNamesNoHiddenDocument(t *testing.T) {
 // or the delta that recorded them.
 func TestManualConflictsOnHiddenFields(t *testing.T) {
 	t.Parallel()
-	base := startAuthedWith(t, leakCollections())
-	admin := idToken(t, "root", "admin")
+	base, admin := startLeak(t)
 	bob := idTokenWith(t, "bob", map[string]string{"team": "red"}, "user")
 	id := uuid.NewString()[:8]
 	doc := "t-manual/" + id
@@ -340,8 +342,7 @@ func TestWorkflowActorComesFromTheToken(t *testing.T) {
 // changes: neither the result nor its order tells the hidden values.
 func TestLiveQueryOnAHiddenField(t *testing.T) {
 	t.Parallel()
-	base := startAuthedWith(t, leakCollections())
-	admin := idToken(t, "root", "admin")
+	base, admin := startLeak(t)
 	red := idTokenWith(t, "alice", map[string]string{"team": "red"}, "user")
 	id := uuid.NewString()[:8]
 	put(t, base, admin, "t-crdt/"+id+"-1", `{"team":"red","budget":10}`)
@@ -375,8 +376,7 @@ func TestLiveQueryOnAHiddenField(t *testing.T) {
 // reaches it on no path.
 func TestCatchUpAcrossARuleChange(t *testing.T) {
 	t.Parallel()
-	base := startAuthedWith(t, leakCollections())
-	admin := idToken(t, "root", "admin")
+	base, admin := startLeak(t)
 	cat := idTokenWith(t, "cat", map[string]string{"team": "blue"}, "user")
 	for _, tr := range syncTransports {
 		t.Run(tr.name, func(t *testing.T) {
