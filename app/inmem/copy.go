@@ -97,17 +97,7 @@ func (c *copier) state(s *merge.Doc) *merge.Doc {
 		out.Stamps = maps.Clone(s.Stamps)
 	}
 	if len(s.Elems) > 0 {
-		out.Elems = make(map[string]map[string]map[string]int64, len(s.Elems))
-		for p, es := range s.Elems {
-			var ce map[string]map[string]int64
-			if es != nil {
-				ce = make(map[string]map[string]int64, len(es))
-				for k, by := range es {
-					ce[k] = maps.Clone(by)
-				}
-			}
-			out.Elems[p] = ce
-		}
+		out.Elems = merge.CloneElems(s.Elems)
 	}
 	if len(s.TextDel) > 0 {
 		out.TextDel = maps.Clone(s.TextDel)

@@ -94,18 +94,27 @@ func NewDoc() *Doc { return &Doc{Data: map[string]any{}} }
 
 // Clone returns a deep copy.
 func (d *Doc) Clone() *Doc {
-	c := &Doc{Data: cloneMap(d.Data), Stamps: maps.Clone(d.Stamps), TextDel: maps.Clone(d.TextDel)}
-	if d.Elems != nil {
-		c.Elems = make(map[string]map[string]map[string]int64, len(d.Elems))
-		for p, es := range d.Elems {
-			ce := make(map[string]map[string]int64, len(es))
+	return &Doc{Data: cloneMap(d.Data), Stamps: maps.Clone(d.Stamps), Elems: CloneElems(d.Elems), TextDel: maps.Clone(d.TextDel)}
+}
+
+// CloneElems deep-copies a document's set elements (Doc.Elems); a nil map
+// stays nil at every level.
+func CloneElems(e map[string]map[string]map[string]int64) map[string]map[string]map[string]int64 {
+	if e == nil {
+		return nil
+	}
+	out := make(map[string]map[string]map[string]int64, len(e))
+	for p, es := range e {
+		var ce map[string]map[string]int64
+		if es != nil {
+			ce = make(map[string]map[string]int64, len(es))
 			for k, by := range es {
 				ce[k] = maps.Clone(by)
 			}
-			c.Elems[p] = ce
 		}
+		out[p] = ce
 	}
-	return c
+	return out
 }
 
 // Input is one client operation as the policies see it.
