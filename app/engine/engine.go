@@ -690,10 +690,11 @@ func (e *Engine) applyOne(col *collections.Collection, doc *core.Document, op co
 				return Result{Err: err}
 			}
 		}
-		if limit := e.maxDoc(col); sizeEach && core.StateSize(state) > limit {
-			size := core.StateSize(state)
-			undo()
-			return reject(core.CodeTooLarge, nil, "document would be %d bytes (limit %d)", size, limit)
+		if sizeEach {
+			if size, limit := core.StateSize(state), e.maxDoc(col); size > limit {
+				undo()
+				return reject(core.CodeTooLarge, nil, "document would be %d bytes (limit %d)", size, limit)
+			}
 		}
 		doc.Deleted = false
 		ch.Ops = eff
