@@ -9,16 +9,13 @@ package daprdeps
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
-	"strconv"
 	"time"
 
 	dapr "github.com/dapr/go-sdk/client"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/daprbus"
@@ -66,16 +63,14 @@ func Deps(cfg config.Config, log logrus.FieldLogger) (service.Deps, error) {
 	// so a replica whose sidecar restarted serves within a second of
 	// reporting ready again.
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: 5 * time.Second,
 			Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 	}
-	opts = append(opts, daprconn.WithToken(cfg.DaprAPIToken)...)
 	// Tracing (off unless OTEL_EXPORTER_OTLP_ENDPOINT is set): the state
 	// and publish calls become spans in the trace of the op they serve.
 	opts = append(opts, tel.DialOptions()...)
-	conn, err := grpc.NewClient(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.DaprGRPCPort)), opts...)
+	conn, err := daprconn.Dial(cfg.DaprGRPCPort, cfg.DaprAPIToken, opts...)
 	if err != nil {
 		return service.Deps{}, fmt.Errorf("dapr client: %w", err)
 	}

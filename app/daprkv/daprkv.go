@@ -10,15 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	dapr "github.com/dapr/go-sdk/client"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/open-autoglm/autoglm/app/core"
 	"github.com/open-autoglm/autoglm/app/daprstore"
@@ -63,8 +60,7 @@ func New(client Client, store, lockStore string) *State {
 // empty). The connection is lazy: the sidecar may start after the app, and
 // calls fail as unavailable until it answers. Close releases it.
 func Dial(grpcPort int, token, store, lockStore string) (*State, error) {
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, daprconn.WithToken(token)...)
-	conn, err := grpc.NewClient(net.JoinHostPort("127.0.0.1", strconv.Itoa(grpcPort)), opts...)
+	conn, err := daprconn.Dial(grpcPort, token)
 	if err != nil {
 		return nil, fmt.Errorf("dapr client: %w", err)
 	}

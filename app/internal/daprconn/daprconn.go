@@ -6,10 +6,21 @@ package daprconn
 
 import (
 	"context"
+	"net"
+	"strconv"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 )
+
+// Dial connects, lazily, to the gRPC API of the sidecar on
+// 127.0.0.1:grpcPort, in plain text (loopback), sending token as
+// dapr-api-token (WithToken), with opts added.
+func Dial(grpcPort int, token string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
+	return grpc.NewClient(net.JoinHostPort("127.0.0.1", strconv.Itoa(grpcPort)), append(opts, WithToken(token)...)...)
+}
 
 // WithToken returns dial options that send token as dapr-api-token on
 // every call and stream; none for an empty token.
