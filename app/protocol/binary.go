@@ -245,22 +245,13 @@ const frameHeader = 2
 // that is set, after frameHeader bytes of room.
 func encodePayload(m *Message) ([]byte, error) {
 	e := enc{b: make([]byte, frameHeader, 128)}
-	var flags byte
-	for i := range fields {
-		switch f := &fields[i]; f.wire {
-		case wireExt:
-		case wireFlag:
-			if *f.ref(m).(*bool) {
-				flags |= f.bit
-			}
-			if i+1 == len(fields) || fields[i+1].tag != f.tag { // the tag's last flag
-				if flags != 0 {
-					e.b = append(e.b, f.tag, flags)
-				}
-				flags = 0
-			}
+	for _, rows := range &byTag {
+		switch {
+		case rows == nil:
+		case rows[0].wire == wireFlag:
+			e.flags(rows, m)
 		default:
-			if err := e.field(f, m); err != nil {
+			if err := e.field(rows[0], m); err != nil {
 				return nil, err
 			}
 		}
@@ -324,6 +315,19 @@ func (e *enc) field(f *field, m *Message) error {
 		}
 	}
 	return nil
+}
+
+// flags writes the byte of the flags sharing one tag, unless none is set.
+func (e *enc) flags(rows []*field, m *Message) {
+	var b byte
+	for _, f := range rows {
+		if *f.ref(m).(*bool) {
+			b |= f.bit
+		}
+	}
+	if b != 0 {
+		e.b = append(e.b, rows[0].tag, b)
+	}
 }
 
 // strRef is the string behind a wireStr field.
