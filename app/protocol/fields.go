@@ -91,13 +91,6 @@ const (
 	wireExt                 // no tag: a key of the ext object (any JSON-encodable field with omitempty)
 )
 
-// wireNames name the layouts in the JavaScript copy of the table.
-var wireNames = [...]string{
-	wireType: "type", wireStr: "str", wireZigzag: "zigzag", wireInt32: "int32", wireUvarint: "uvarint", wirePrev: "prev",
-	wireHLC: "hlc", wireHLCHere: "hlc_here", wireOps: "ops", wireFlag: "flag", wireObject: "object",
-	wireAnyJSON: "json", wireStrs: "strs", wireExt: "ext",
-}
-
 // byTag holds the rows of each tag (several only for flags); the rows
 // without a tag are extRows.
 var byTag, extRows = func() (t [tagExt][]*field, ext []*field) {

@@ -35,6 +35,13 @@ var wireTypes = map[wire][]reflect.Type{
 	wireStrs:    {reflect.TypeFor[[]string]()},
 }
 
+// wireNames name the layouts in the JavaScript copy of the table.
+var wireNames = [...]string{
+	wireType: "type", wireStr: "str", wireZigzag: "zigzag", wireInt32: "int32", wireUvarint: "uvarint", wirePrev: "prev",
+	wireHLC: "hlc", wireHLCHere: "hlc_here", wireOps: "ops", wireFlag: "flag", wireObject: "object",
+	wireAnyJSON: "json", wireStrs: "strs", wireExt: "ext",
+}
+
 // TestFieldTable: every field of Message the JSON encoding carries has a
 // row (a field without one would be lost by the binary encoding), each row
 // names the Message field of its JSON name with a Go type its layout
