@@ -677,7 +677,7 @@ const expand = m => {
 /** Parses a message of the JSON encoding as the client reads it. */
 export const decodeJSON = s => expand(JSON.parse(s))
 
-// encodePayload walks the field table, writing each field that is set.
+// encodePayload walks the field table by tag, writing each field that is set.
 function encodePayload (m) {
   const b = []
   const uv = n => {
@@ -688,8 +688,8 @@ function encodePayload (m) {
   const zz = n => uv(n < 0 ? -2 * n - 1 : 2 * n)
   const bytes = u8 => { uv(u8.length); for (const x of u8) b.push(x) }
   const text = s => bytes(utf8.encode(s))
-  let flags = 0
-  FIELDS.forEach(([tag, name, wire, bit], i) => {
+  BY_TAG.forEach(rows => {
+    const [tag, name, wire] = rows[0]
     const v = m[name]
     switch (wire) {
       case 'type':
@@ -702,10 +702,11 @@ function encodePayload (m) {
         if (pv !== defaultPV(m.t, m.v || 0)) { b.push(tag); zz(pv) }
         return
       }
-      case 'flag':
-        if (v) flags |= bit
-        if (flags && FIELDS[i + 1]?.[0] !== tag) b.push(tag, flags)
+      case 'flag': { // the tag's rows share one byte
+        const flags = rows.reduce((f, [, k, , bit]) => m[k] ? f | bit : f, 0)
+        if (flags) b.push(tag, flags)
         return
+      }
       case 'hlc_here': return // the server's stamps only
     }
     if (wire === 'object' || wire === 'json' ? v == null : !v) return
