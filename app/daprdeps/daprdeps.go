@@ -75,10 +75,11 @@ func Deps(cfg config.Config, log logrus.FieldLogger) (service.Deps, error) {
 		return service.Deps{}, fmt.Errorf("dapr client: %w", err)
 	}
 	client := dapr.NewClientWithConnection(conn)
+	daprHTTP := fmt.Sprintf("http://127.0.0.1:%d", cfg.DaprHTTPPort) // daprd's HTTP API
 	// On state.postgresql the transport stores documents as JSON, which
 	// the store's query API reads (package daprquery), when
 	// AUTOGLM_QUERY_API is on; off, it only keeps the query markers right.
-	transport := daprquery.NewTransport(client, fmt.Sprintf("http://127.0.0.1:%d", cfg.DaprHTTPPort), cfg.DaprAPIToken, cfg.AppID)
+	transport := daprquery.NewTransport(client, daprHTTP, cfg.DaprAPIToken, cfg.AppID)
 	transport.JSON = cfg.QueryAPI
 	store := daprstore.New(transport, cfg.StateStore)
 	var queries httpapi.StoreQuerier // nil (not a nil *Engine) when the option is off
@@ -101,7 +102,7 @@ func Deps(cfg config.Config, log logrus.FieldLogger) (service.Deps, error) {
 			}
 		},
 		Probe: &sidecar.Probe{
-			URL:      fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz/outbound", cfg.DaprHTTPPort),
+			URL:      daprHTTP + "/v1.0/healthz/outbound",
 			Token:    cfg.DaprAPIToken,
 			Interval: cfg.ProbeInterval,
 			OnChange: func(ready bool) {
@@ -112,7 +113,7 @@ func Deps(cfg config.Config, log logrus.FieldLogger) (service.Deps, error) {
 			State:   daprkv.New(client, cfg.StateStore, cfg.LockStore),
 			Queries: queries,
 			UseOutbox: func(events func(string) bool) func(context.Context, string) bool {
-				store.UseOutbox(daprstore.Outbox{Store: cfg.OutboxStore, HTTP: fmt.Sprintf("http://127.0.0.1:%d", cfg.DaprHTTPPort),
+				store.UseOutbox(daprstore.Outbox{Store: cfg.OutboxStore, HTTP: daprHTTP,
 					Token: cfg.DaprAPIToken, Events: events})
 				return store.OutboxActive
 			},
