@@ -29,10 +29,10 @@ type QueueSender interface {
 // case: the next version of a delta subscription, not this session's own
 // op (that one is its ack, in order with its result), not a change the
 // read rules look at or on a document whose view is unknown (that may need
-// the stored document), and not after
-// the session's token expired (Run then closes the session). It reports
-// whether c was handled; false leaves the session as it was, and c goes
-// through the queue. Called with s.mu held.
+// the stored document), and not after the session's token expired (Run
+// then closes the session). It reports whether c was handled; false leaves
+// the session as it was, and c goes through the queue. Called with s.mu
+// held.
 func (s *Session) offerInline(c *core.Change) bool {
 	st, ok := s.docs[c.Doc]
 	if !ok || c.Version <= st.last {
