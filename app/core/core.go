@@ -188,6 +188,9 @@ type Commit struct {
 	// (or re-create after a tombstone) adds the id, a delete removes it.
 	IndexAdd    bool
 	IndexRemove bool
+	// Body is Doc's stored form (EncodeDocument) when the writer has
+	// encoded it already; a store encodes Doc itself when it is nil.
+	Body []byte
 }
 
 // Page is one page of a collection listing.

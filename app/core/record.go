@@ -129,6 +129,13 @@ func (r *Record) Document() (*Document, error) {
 // EncodeDocument returns the stored form of d: the JSON of its Record.
 func EncodeDocument(d *Document) ([]byte, error) { return RecordOf(d).appendJSON(nil) }
 
+// EncodeDocumentSized is EncodeDocument that also returns StateSize(d.State),
+// measured in the same pass: a writer that checks a document's size and
+// then stores it encodes it once.
+func EncodeDocumentSized(d *Document) ([]byte, int, error) {
+	return RecordOf(d).appendSized(nil)
+}
+
 // DecodeDocument reads a stored document written in any format up to
 // RecordFormat (errors wrapping ErrRecordFormat for a newer one). The
 // document's Key is left for the caller, who knows where it was stored.
@@ -162,8 +169,15 @@ func StateSize(s *merge.Doc) int {
 // (TestRecordJSONIsEncodingJSON): the state, which is most of a record and
 // is written on every commit, without reflection.
 func (r *Record) appendJSON(b []byte) ([]byte, error) {
+	b, _, err := r.appendSized(b)
+	return b, err
+}
+
+// appendSized is appendJSON that also returns the length of the state's
+// JSON within the record (StateSize).
+func (r *Record) appendSized(b []byte) ([]byte, int, error) {
 	if r == nil {
-		return append(b, "null"...), nil
+		return append(b, "null"...), len("null"), nil
 	}
 	b = append(b, `{"fmt":`...)
 	b = strconv.AppendInt(b, int64(r.Format), 10)
@@ -173,10 +187,12 @@ func (r *Record) appendJSON(b []byte) ([]byte, error) {
 		b = append(b, `,"del":true`...)
 	}
 	b = append(b, `,"state":`...)
+	start := len(b)
 	b, err := r.State.appendJSON(b)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
+	state := len(b) - start
 	if len(r.Idem) > 0 {
 		b = append(b, `,"idem":`...)
 		b, _ = jsonvalue.AppendObject(b, r.Idem, func(b []byte, c *ClientOps) ([]byte, error) {
@@ -200,7 +216,8 @@ func (r *Record) appendJSON(b []byte) ([]byte, error) {
 		b = append(b, `,"log_start":`...)
 		b = strconv.AppendInt(b, r.LogStart, 10)
 	}
-	return appendRest(b, field{"tail", len(r.Tail) > 0, r.Tail}, field{"clients", len(r.Clients) > 0, r.Clients})
+	b, err = appendRest(b, field{"tail", len(r.Tail) > 0, r.Tail}, field{"clients", len(r.Clients) > 0, r.Clients})
+	return b, state, err
 }
 
 // field is a record field left to encoding/json (small, or rarely set);

@@ -280,12 +280,19 @@ func sameAsReflected(t testing.TB, d *Document) {
 	if (werr != nil) != (gerr != nil) || !bytes.Equal(got, want) {
 		t.Fatalf("EncodeDocument\n got %s (%v)\nwant %s (%v)", got, gerr, want, werr)
 	}
+	sized, size, serr := EncodeDocumentSized(d)
+	if (serr != nil) != (gerr != nil) || !bytes.Equal(sized, got) {
+		t.Fatalf("EncodeDocumentSized\n got %s (%v)\nwant %s (%v)", sized, serr, got, gerr)
+	}
 	if r == nil {
 		return
 	}
 	state, err := json.Marshal(r.State)
 	if err == nil && StateSize(d.State) != len(state) {
 		t.Fatalf("StateSize = %d, encoding/json writes %d bytes", StateSize(d.State), len(state))
+	}
+	if err == nil && size != len(state) {
+		t.Fatalf("EncodeDocumentSized: state size %d, encoding/json writes %d bytes", size, len(state))
 	}
 }
 

@@ -230,9 +230,11 @@ func (s *Store) Commit(ctx context.Context, c core.Commit) error {
 	if err != nil {
 		return err
 	}
-	body, err := core.EncodeDocument(c.Doc)
-	if err != nil {
-		return fmt.Errorf("commit %s: encode: %w", c.Key, err)
+	body := c.Body
+	if body == nil {
+		if body, err = core.EncodeDocument(c.Doc); err != nil {
+			return fmt.Errorf("commit %s: encode: %w", c.Key, err)
+		}
 	}
 	docItem := &dapr.SetStateItem{Key: docKey(c.Key), Value: body, Options: strong()}
 	// First-write concurrency: a create fails when the key exists, and on

@@ -319,13 +319,23 @@ func (e *Engine) process(w *writer, batch []request) {
 			break
 		}
 		outs, commit = e.apply(k, stored, batch, false)
-		if len(commit.Changes) > 0 && core.StateSize(commit.Doc.State) > e.maxDoc(e.collection(k)) {
-			// Some op pushed the document over its limit: apply the batch
-			// again checking the size after every op, to refuse just those.
-			if stored, err = e.opt.Store.Load(ctx, k); err != nil {
-				break
+		if len(commit.Changes) > 0 {
+			// The stored form, encoded once: its state's size is checked
+			// here, and the store writes the same bytes.
+			body, size, encErr := core.EncodeDocumentSized(commit.Doc)
+			if encErr == nil && size <= e.maxDoc(e.collection(k)) {
+				commit.Body = body
+			} else if encErr == nil {
+				// Some op pushed the document over its limit: apply the
+				// batch again checking the size after every op, to refuse
+				// just those.
+				if stored, err = e.opt.Store.Load(ctx, k); err != nil {
+					break
+				}
+				outs, commit = e.apply(k, stored, batch, true)
 			}
-			outs, commit = e.apply(k, stored, batch, true)
+			// An encoding error is the store's to report (it encodes Doc
+			// itself when Body is nil).
 		}
 		changes = commit.Changes
 		if len(changes) == 0 {

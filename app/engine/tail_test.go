@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
 	"slices"
 	"strings"
@@ -92,5 +93,41 @@ func TestTailSparesMostCommitsTheLogKeys(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A commit carries the document's stored form, encoded once with its size
+// check; it must be exactly what the store would encode from Doc, also on
+// commits that follow a refused oversized op.
+func TestCommitBodyIsTheDocumentsStoredForm(t *testing.T) {
+	var rec *commitRecorder
+	f := newFixture(t, func(o *engine.Options) {
+		o.MaxDoc = 1200
+		rec = &commitRecorder{Store: o.Store}
+		o.Store = rec
+	})
+	for i := 1; i <= 20; i++ {
+		v := strings.Repeat("v", i*10)
+		if i%5 == 0 {
+			v = strings.Repeat("x", 1300) // over the limit: refused
+		}
+		f.do(t, core.Op{ClientID: "c", OpID: uint64(i), Ops: []merge.FieldOp{set("f"+string(rune('a'+i%3)), v)}})
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.commits) < 10 {
+		t.Fatalf("%d commits, want at least 10", len(rec.commits))
+	}
+	for _, c := range rec.commits {
+		want, err := core.EncodeDocument(c.Doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Body == nil {
+			t.Fatalf("v%d: commit without its encoded document", c.Doc.Version)
+		}
+		if !bytes.Equal(c.Body, want) {
+			t.Fatalf("v%d: Body\n%s\nis not the stored form\n%s", c.Doc.Version, c.Body, want)
+		}
 	}
 }
