@@ -22,9 +22,10 @@ const maxGroup = 64
 // pays its own fsync. Here commits queue while one transaction runs; the
 // next transaction carries all that queued (different documents: the
 // engine serialises writes to one document), so one fsync serves many
-// writes. If the merged transaction fails, nothing of it was written, and
-// each commit runs alone to get its own outcome (an ETag conflict stays
-// the conflict of the document that had it).
+// writes. A commit that finds none running goes at once, on the caller's
+// goroutine (batch.Do). If the merged transaction fails, nothing of it was
+// written, and each commit runs alone to get its own outcome (an ETag
+// conflict stays the conflict of the document that had it).
 type txGroup struct {
 	batches *batch.Batcher[*txReq]
 }
@@ -44,7 +45,7 @@ type txClient interface {
 
 func (g *txGroup) exec(ctx context.Context, ops []*dapr.StateOperation) error {
 	r := &txReq{ops: ops, done: make(chan error, 1)}
-	g.batches.Add(r)
+	g.batches.Do(r)
 	select {
 	case err := <-r.done:
 		return err
@@ -80,10 +81,11 @@ func runTx(c txClient, store string, group []*txReq) {
 }
 
 // loadGroup batches document reads on SQLite the way txGroup batches
-// commits: a read that finds none running goes at once, reads that arrive
-// meanwhile wait and go together as one bulk get (one query on SQLite), so
-// a replica writing many documents makes one round trip to the sidecar for
-// all their reads instead of one each.
+// commits: a read that finds none running goes at once, on the caller's
+// goroutine (batch.Do); reads that arrive meanwhile wait and go together as
+// one bulk get (one query on SQLite), so a replica writing many documents
+// makes one round trip to the sidecar for all their reads instead of one
+// each.
 type loadGroup struct {
 	batches *batch.Batcher[*loadReq]
 }
@@ -106,7 +108,7 @@ type loadClient interface {
 
 func (g *loadGroup) get(ctx context.Context, key string) (*dapr.StateItem, error) {
 	r := &loadReq{key: key, done: make(chan struct{})}
-	g.batches.Add(r)
+	g.batches.Do(r)
 	select {
 	case <-r.done:
 		return r.item, r.err

@@ -52,6 +52,33 @@ func (b *Batcher[T]) Add(item T) bool {
 	return true
 }
 
+// Do is Add for a caller that waits for its item's outcome anyway. When no
+// batch runs and none waits, the item's batch runs on the caller's
+// goroutine, sparing a hand-off to another and back; items added meanwhile
+// wait, and go on in the next batch on a goroutine of their own once it
+// returns. Otherwise it is Add.
+func (b *Batcher[T]) Do(item T) bool {
+	b.mu.Lock()
+	if b.running {
+		b.mu.Unlock()
+		return b.Add(item)
+	}
+	b.running = true
+	b.done.Add(1)
+	b.mu.Unlock()
+	b.run([]T{item})
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.waiting) > 0 {
+		go b.drain() // carries on with this run's count in done
+		return true
+	}
+	b.running = false
+	b.waiting = nil
+	b.done.Done()
+	return true
+}
+
 func (b *Batcher[T]) drain() {
 	defer b.done.Done()
 	for {

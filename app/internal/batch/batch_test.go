@@ -1,8 +1,11 @@
 package batch
 
 import (
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -131,4 +134,55 @@ func TestCutIsBounded(t *testing.T) {
 			t.Fatalf("items ran as %v, want in order", got)
 		}
 	}
+}
+
+// Do on an idle batcher runs the item's batch on the caller's goroutine and
+// returns after it; items added meanwhile go on in the next batch, and a
+// Do while a batch runs queues like Add.
+func TestDoRunsOnTheCallerWhenIdle(t *testing.T) {
+	g := newGated()
+	var onCaller atomic.Bool
+	run := func(batch []int) {
+		if batch[0] == 0 {
+			// The caller's frame is on this goroutine's stack only when
+			// Do ran the batch itself.
+			buf := make([]byte, 64<<10)
+			onCaller.Store(strings.Contains(string(buf[:runtime.Stack(buf, false)]), "doCaller"))
+		}
+		g.run(batch)
+	}
+	b := New(run, UpTo[int](3), 0)
+	returned := make(chan struct{})
+	go doCaller(b, 0, returned)
+	waitFor(t, g.entered)
+	b.Add(1)
+	if !b.Do(2) {
+		t.Fatal("Do refused an item while a batch ran")
+	}
+	select {
+	case <-returned:
+		t.Fatal("Do returned before its batch ran")
+	default:
+	}
+	g.release <- struct{}{}
+	<-returned
+	if !onCaller.Load() {
+		t.Fatal("the idle Do's batch did not run on its caller's goroutine")
+	}
+	waitFor(t, g.entered)
+	g.release <- struct{}{}
+	b.Wait()
+	want := [][]int{{0}, {1, 2}}
+	if !slices.EqualFunc(g.batches, want, slices.Equal) {
+		t.Fatalf("batches %v, want %v", g.batches, want)
+	}
+	if g.most != 1 {
+		t.Fatalf("%d batches ran at once, want 1", g.most)
+	}
+}
+
+//go:noinline
+func doCaller(b *Batcher[int], item int, returned chan<- struct{}) {
+	b.Do(item)
+	close(returned)
 }
