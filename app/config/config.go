@@ -102,6 +102,10 @@ type Config struct {
 	ConnRate     float64 `env:"AUTOGLM_CONN_RATE"`     // messages per second per sync connection (burst 2×)
 	IdentityRate float64 `env:"AUTOGLM_IDENTITY_RATE"` // REST requests per second per identity (burst 2×)
 	Pprof        string  `env:"AUTOGLM_PPROF"`         // address of the Go profiler (127.0.0.1:6060); empty = off
+	// Procs is the Go scheduler's Ps: 0 (default) sizes them to the load,
+	// one while the process needs less than a core (app/internal/procs);
+	// n fixes them at n. A GOMAXPROCS in the environment wins over both.
+	Procs int `env:"AUTOGLM_PROCS" min:"0"`
 }
 
 // Default returns the configuration with every default applied.
@@ -301,6 +305,6 @@ func (c Config) Fields() map[string]any {
 		"client_addr_header": c.ClientAddrHeader, "max_conns_per_identity": c.MaxConnsPerIdentity,
 		"auth": c.Auth, "jwt_secret": mask(c.JWTSecret), "jwks_url": c.JWKSURL, "jwt_issuer": c.JWTIssuer,
 		"jwt_audience": c.JWTAudience, "conn_rate": c.ConnRate, "identity_rate": c.IdentityRate,
-		"pprof": c.Pprof,
+		"pprof": c.Pprof, "procs": c.Procs,
 	}
 }

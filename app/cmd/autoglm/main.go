@@ -5,12 +5,14 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/open-autoglm/autoglm/app/config"
 	"github.com/open-autoglm/autoglm/app/daprdeps"
 	"github.com/open-autoglm/autoglm/app/internal/cmdmain"
+	"github.com/open-autoglm/autoglm/app/internal/procs"
 )
 
 // version is set at build time: -ldflags "-X main.version=...".
@@ -27,6 +29,8 @@ func run(ctx context.Context, _ []string) error {
 	log := newLogger(cfg)
 	log.WithFields(cfg.Fields()).Info("starting")
 
+	go sizeScheduler(ctx, cfg, log)
+
 	svc, err := daprdeps.NewService(cfg, log)
 	if err != nil {
 		return err
@@ -42,6 +46,21 @@ func run(ctx context.Context, _ []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
 	return svc.Shutdown(sctx)
+}
+
+// sizeScheduler applies AUTOGLM_PROCS: the scheduler's Ps follow the load
+// (procs.Run) unless the setting or a GOMAXPROCS in the environment fixes
+// them.
+func sizeScheduler(ctx context.Context, cfg config.Config, log *logrus.Logger) {
+	switch {
+	case os.Getenv("GOMAXPROCS") != "":
+	case cfg.Procs > 0:
+		runtime.GOMAXPROCS(cfg.Procs)
+	case procs.Supported():
+		procs.Run(ctx, procs.Options{OnChange: func(from, to int, load float64) {
+			log.WithFields(logrus.Fields{"from": from, "to": to, "load_cores": load}).Debug("scheduler resized")
+		}})
+	}
 }
 
 func newLogger(cfg config.Config) *logrus.Logger {
