@@ -59,6 +59,7 @@ var daprAnnotations = map[string]bool{
 	annotations.KeyEnableAPILogging:        true,
 	annotations.KeyHTTPMaxRequestSize:      true,
 	annotations.KeyMaxBodySize:             true,
+	annotations.KeyEnv:                     true,
 }
 
 // Istio annotations that keep Dapr's ports out of Envoy.
@@ -265,6 +266,11 @@ func TestDaprAnnotations(t *testing.T) {
 				} else if req.Cmp(lim) > 0 {
 					t.Errorf("%s %s above %s %s", pair[0], req.String(), pair[1], lim.String())
 				}
+			}
+			// daprd below a core runs best on one P (docs/benchmarks.md,
+			// "One P"); its image's Go runtime does not follow the CPU limit.
+			if !slices.Contains(strings.Split(a[annotations.KeyEnv], ","), "GOMAXPROCS=1") {
+				t.Errorf("%s = %q: want GOMAXPROCS=1 for daprd", annotations.KeyEnv, a[annotations.KeyEnv])
 			}
 			if a[annotations.KeyEnableAppHealthCheck] == "true" && a[annotations.KeyAppHealthCheckPath] != "/healthz" {
 				t.Errorf("%s = %q: want /healthz (liveness); /readyz depends on daprd itself", annotations.KeyAppHealthCheckPath, a[annotations.KeyAppHealthCheckPath])

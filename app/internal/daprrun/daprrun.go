@@ -226,6 +226,13 @@ func Render(src, dst string, vars map[string]string) error {
 	return nil
 }
 
+// SidecarProcs is the scheduler setting daprd runs with unless the
+// environment sets GOMAXPROCS, as in the deployments (dapr.io/env in
+// manifests/, compose.yaml): a sidecar that needs less than a core spends
+// much of its CPU waking, spinning and parking a second thread for each
+// call (docs/benchmarks.md, "One P").
+const SidecarProcs = "GOMAXPROCS=1"
+
 // Options describe one sidecar.
 type Options struct {
 	Daprd        string // binary; empty: Daprd()
@@ -251,6 +258,19 @@ type Options struct {
 	AppAPIToken string // APP_API_TOKEN the sidecar presents on its calls to the app
 	Output      io.Writer
 	Args        []string // extra daprd flags (e.g. --enable-profiling)
+}
+
+// env is daprd's environment on top of base (this process's): SidecarProcs
+// unless base or Env set GOMAXPROCS (a later entry wins), Env, the tokens.
+func (o Options) env(base []string) []string {
+	env := append(append([]string{SidecarProcs}, base...), o.Env...)
+	if o.APIToken != "" {
+		env = append(env, "DAPR_API_TOKEN="+o.APIToken)
+	}
+	if o.AppAPIToken != "" {
+		env = append(env, "APP_API_TOKEN="+o.AppAPIToken)
+	}
+	return env
 }
 
 // Sidecar is a running daprd.
@@ -330,13 +350,7 @@ func Start(opt Options) (*Sidecar, error) {
 	if cmd.Dir == "" {
 		cmd.Dir = opt.ResourcesDir
 	}
-	cmd.Env = append(os.Environ(), opt.Env...)
-	if opt.APIToken != "" {
-		cmd.Env = append(cmd.Env, "DAPR_API_TOKEN="+opt.APIToken)
-	}
-	if opt.AppAPIToken != "" {
-		cmd.Env = append(cmd.Env, "APP_API_TOKEN="+opt.AppAPIToken)
-	}
+	cmd.Env = opt.env(os.Environ())
 	t := &tail{}
 	var w io.Writer = t
 	if opt.Output != nil {

@@ -189,3 +189,32 @@ func TestPortRaceLost(t *testing.T) {
 		}
 	}
 }
+
+// daprd runs on one P unless the environment, or the sidecar's own Env,
+// sets GOMAXPROCS; exec keeps the last value of a repeated variable.
+func TestSidecarEnvHasOneProcUnlessSet(t *testing.T) {
+	last := func(env []string, name string) string {
+		v := ""
+		for _, e := range env {
+			if k, val, _ := strings.Cut(e, "="); k == name {
+				v = val
+			}
+		}
+		return v
+	}
+	o := Options{APIToken: "t"}
+	if got := last(o.env([]string{"PATH=/bin"}), "GOMAXPROCS"); got != "1" {
+		t.Fatalf("GOMAXPROCS=%q, want 1", got)
+	}
+	if got := last(o.env([]string{"GOMAXPROCS=4"}), "GOMAXPROCS"); got != "4" {
+		t.Fatalf("with GOMAXPROCS=4 in the environment: %q, want 4", got)
+	}
+	o.Env = []string{"GOMAXPROCS=2"}
+	env := o.env([]string{"GOMAXPROCS=4"})
+	if got := last(env, "GOMAXPROCS"); got != "2" {
+		t.Fatalf("with GOMAXPROCS=2 in Env: %q, want 2", got)
+	}
+	if got := last(env, "DAPR_API_TOKEN"); got != "t" {
+		t.Fatalf("DAPR_API_TOKEN=%q, want t", got)
+	}
+}
