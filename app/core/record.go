@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -216,7 +217,13 @@ func (r *Record) appendSized(b []byte) ([]byte, int, error) {
 		b = append(b, `,"log_start":`...)
 		b = strconv.AppendInt(b, r.LogStart, 10)
 	}
-	b, err = appendRest(b, field{"tail", len(r.Tail) > 0, r.Tail}, field{"clients", len(r.Clients) > 0, r.Clients})
+	if len(r.Tail) > 0 {
+		b = append(b, `,"tail":`...)
+		if b, err = appendChanges(b, r.Tail); err != nil {
+			return nil, 0, err
+		}
+	}
+	b, err = appendRest(b, field{"clients", len(r.Clients) > 0, r.Clients})
 	return b, state, err
 }
 
@@ -418,4 +425,84 @@ func parseStamp(b []byte) (StampRecord, bool) {
 		return out, true
 	}
 	return StampRecord{}, false
+}
+
+// appendChanges appends cs's JSON exactly as encoding/json writes a
+// []Change (TestChangeJSONIsEncodingJSON): the document's tail, written
+// on every commit.
+func appendChanges(b []byte, cs []Change) ([]byte, error) {
+	if cs == nil {
+		return append(b, "null"...), nil
+	}
+	b = append(b, '[')
+	for i := range cs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var err error
+		if b, err = cs[i].appendJSON(b); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, ']'), nil
+}
+
+// appendJSON appends c's JSON exactly as encoding/json writes a Change.
+func (c *Change) appendJSON(b []byte) ([]byte, error) {
+	b = append(b, `{"doc":`...)
+	b = jsonvalue.AppendString(b, c.Doc)
+	b = append(b, `,"v":`...)
+	b = strconv.AppendInt(b, c.Version, 10)
+	b = append(b, `,"pv":`...)
+	b = strconv.AppendInt(b, c.Prev, 10)
+	if len(c.Ops) > 0 {
+		b = append(b, `,"ops":[`...)
+		for i, o := range c.Ops {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"op":`...)
+			b = jsonvalue.AppendString(b, string(o.Op))
+			b = append(b, `,"path":`...)
+			b = jsonvalue.AppendString(b, o.Path)
+			if len(o.Value) > 0 {
+				b = append(b, `,"value":`...)
+				// encoding/json writes a RawMessage compacted, with <, >
+				// and & (and U+2028, U+2029) escaped, and refuses one
+				// that is not JSON.
+				var buf bytes.Buffer
+				if err := json.Compact(&buf, o.Value); err != nil {
+					return nil, fmt.Errorf("json: error calling MarshalJSON for type json.RawMessage: %w", err)
+				}
+				if bytes.ContainsAny(buf.Bytes(), "<>&\u2028\u2029") {
+					var esc bytes.Buffer
+					json.HTMLEscape(&esc, buf.Bytes())
+					buf = esc
+				}
+				b = append(b, buf.Bytes()...)
+			}
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	if c.Author != "" {
+		b = append(b, `,"by":`...)
+		b = jsonvalue.AppendString(b, c.Author)
+	}
+	if c.OpID != 0 {
+		b = append(b, `,"op":`...)
+		b = strconv.AppendUint(b, c.OpID, 10)
+	}
+	b = append(b, `,"hlc":`...)
+	b = jsonvalue.AppendString(b, c.HLC.String())
+	if c.Deleted {
+		b = append(b, `,"del":true`...)
+	}
+	if c.Created {
+		b = append(b, `,"new":true`...)
+	}
+	if c.Pull {
+		b = append(b, `,"pull":true`...)
+	}
+	return append(b, '}'), nil
 }

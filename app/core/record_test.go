@@ -413,3 +413,45 @@ func FuzzStampsRecord(f *testing.F) {
 		}
 	})
 }
+
+// sameChangesAsReflected fails t unless appendChanges writes cs as
+// encoding/json writes the []Change, or both refuse it.
+func sameChangesAsReflected(t testing.TB, cs []Change) {
+	t.Helper()
+	want, werr := json.Marshal(cs)
+	got, gerr := appendChanges(nil, cs)
+	if (werr != nil) != (gerr != nil) || (werr == nil && !bytes.Equal(got, want)) {
+		t.Fatalf("appendChanges\n got %s (%v)\nwant %s (%v)", got, gerr, want, werr)
+	}
+}
+
+// A tail is written as encoding/json writes it: every field set or left
+// out, op values compacted and HTML-escaped, an invalid value refused.
+func TestChangeJSONIsEncodingJSON(t *testing.T) {
+	ts := clock.Timestamp{Wall: 1_764_000_000_000, Logical: 2, Node: "n<&>1"}
+	raw := func(s string) json.RawMessage { return json.RawMessage(s) }
+	sameChangesAsReflected(t, nil)
+	sameChangesAsReflected(t, []Change{})
+	sameChangesAsReflected(t, []Change{{}})
+	sameChangesAsReflected(t, []Change{
+		{Doc: "c/d", Version: 9, Prev: 8, HLC: ts},
+		{Doc: "c/\"d\"", Version: -1, Ops: []merge.FieldOp{}, Author: "a\u2028b", OpID: 1<<64 - 1, HLC: ts, Deleted: true, Created: true, Pull: true},
+		{Doc: "x", Ops: []merge.FieldOp{
+			{Op: merge.KindSet, Path: "a.b", Value: raw(` { "k" : [1, 2 ,"<tag> & \u2028"] } `)},
+			{Op: merge.KindUnset, Path: "<p>"},
+			{Op: merge.KindSet, Path: "e", Value: raw(`""`)},
+			{Op: merge.KindSet, Path: "n", Value: raw("null")},
+		}},
+	})
+	sameChangesAsReflected(t, []Change{{Ops: []merge.FieldOp{{Op: merge.KindSet, Path: "bad", Value: raw(`{"a":`)}}}})
+}
+
+func FuzzChangeJSON(f *testing.F) {
+	f.Add("c/d", "a.b", `{"x":[1,"<y>"]}`, "by", uint64(3))
+	f.Add("", "", " 1 ", "", uint64(0))
+	f.Fuzz(func(t *testing.T, doc, path, value, by string, op uint64) {
+		sameChangesAsReflected(t, []Change{{Doc: doc, Version: int64(op), Prev: int64(op) - 1,
+			Ops: []merge.FieldOp{{Op: merge.KindSet, Path: path, Value: json.RawMessage(value)}}, Author: by, OpID: op,
+			HLC: clock.Timestamp{Wall: int64(op), Node: by}}})
+	})
+}
