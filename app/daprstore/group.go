@@ -35,6 +35,7 @@ func newTxGroup(c txClient, store string) *txGroup {
 }
 
 type txReq struct {
+	ctx  context.Context
 	ops  []*dapr.StateOperation
 	done chan error
 }
@@ -44,7 +45,7 @@ type txClient interface {
 }
 
 func (g *txGroup) exec(ctx context.Context, ops []*dapr.StateOperation) error {
-	r := &txReq{ops: ops, done: make(chan error, 1)}
+	r := &txReq{ctx: ctx, ops: ops, done: make(chan error, 1)}
 	g.batches.Do(r)
 	select {
 	case err := <-r.done:
@@ -56,10 +57,22 @@ func (g *txGroup) exec(ctx context.Context, ops []*dapr.StateOperation) error {
 	}
 }
 
+// groupContext bounds one group's call to the sidecar. A group of one is
+// its caller's call (batch.Do may run it on the caller's goroutine), so it
+// ends with the caller's context, as a call made without the group would;
+// a merged group serves callers that each stop waiting at their own
+// deadline, and runs on.
+func groupContext(first context.Context, n int) (context.Context, context.CancelFunc) {
+	if n > 1 {
+		first = context.Background()
+	}
+	return context.WithTimeout(first, 30*time.Second)
+}
+
 // runTx commits one group: alone, or merged into one transaction and, if
 // that fails, each on its own.
 func runTx(c txClient, store string, group []*txReq) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := groupContext(group[0].ctx, len(group))
 	defer cancel()
 	if len(group) == 1 {
 		group[0].done <- c.ExecuteStateTransaction(ctx, store, nil, group[0].ops)
@@ -95,6 +108,7 @@ func newLoadGroup(c loadClient, store string) *loadGroup {
 }
 
 type loadReq struct {
+	ctx  context.Context
 	key  string
 	item *dapr.StateItem
 	err  error
@@ -107,7 +121,7 @@ type loadClient interface {
 }
 
 func (g *loadGroup) get(ctx context.Context, key string) (*dapr.StateItem, error) {
-	r := &loadReq{key: key, done: make(chan struct{})}
+	r := &loadReq{ctx: ctx, key: key, done: make(chan struct{})}
 	g.batches.Do(r)
 	select {
 	case <-r.done:
@@ -119,7 +133,7 @@ func (g *loadGroup) get(ctx context.Context, key string) (*dapr.StateItem, error
 
 // runLoad reads one group's keys: one get, or one bulk get for all.
 func runLoad(c loadClient, store string, group []*loadReq) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := groupContext(group[0].ctx, len(group))
 	defer cancel()
 	if len(group) == 1 {
 		group[0].item, group[0].err = c.GetState(ctx, store, group[0].key, nil)

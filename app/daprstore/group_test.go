@@ -206,3 +206,45 @@ func TestLoadGroupReadsTogether(t *testing.T) {
 		t.Error("the group did not go idle")
 	}
 }
+
+// stuckSidecar answers no call until the call's context ends.
+type stuckSidecar struct{}
+
+func (stuckSidecar) GetState(ctx context.Context, store, key string, meta map[string]string) (*dapr.StateItem, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (stuckSidecar) GetBulkState(ctx context.Context, store string, keys []string, meta map[string]string, par int32) ([]*dapr.BulkStateItem, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (stuckSidecar) ExecuteStateTransaction(ctx context.Context, store string, meta map[string]string, ops []*dapr.StateOperation) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A read or commit that goes alone is the caller's own call: it ends at
+// the caller's deadline when the sidecar does not answer, as it would
+// without the group, not at the group's 30 s bound.
+func TestALoneCallEndsWithItsCaller(t *testing.T) {
+	loads, txs := newLoadGroup(stuckSidecar{}, "s"), newTxGroup(stuckSidecar{}, "s")
+	for name, call := range map[string]func(context.Context) error{
+		"read":   func(ctx context.Context) error { _, err := loads.get(ctx, "k"); return err },
+		"commit": func(ctx context.Context) error { return txs.exec(ctx, op("k")) },
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		done := make(chan error, 1)
+		go func() { done <- call(ctx) }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("%s: %v, want the caller's deadline", name, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s still waits 5 s after its caller's 50 ms deadline", name)
+		}
+		cancel()
+	}
+}
