@@ -1,7 +1,6 @@
 package core
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -461,27 +460,10 @@ func (c *Change) appendJSON(b []byte) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = append(b, `{"op":`...)
-			b = jsonvalue.AppendString(b, string(o.Op))
-			b = append(b, `,"path":`...)
-			b = jsonvalue.AppendString(b, o.Path)
-			if len(o.Value) > 0 {
-				b = append(b, `,"value":`...)
-				// encoding/json writes a RawMessage compacted, with <, >
-				// and & (and U+2028, U+2029) escaped, and refuses one
-				// that is not JSON.
-				var buf bytes.Buffer
-				if err := json.Compact(&buf, o.Value); err != nil {
-					return nil, fmt.Errorf("json: error calling MarshalJSON for type json.RawMessage: %w", err)
-				}
-				if bytes.ContainsAny(buf.Bytes(), "<>&\u2028\u2029") {
-					var esc bytes.Buffer
-					json.HTMLEscape(&esc, buf.Bytes())
-					buf = esc
-				}
-				b = append(b, buf.Bytes()...)
+			var err error
+			if b, err = appendFieldOp(b, o); err != nil {
+				return nil, err
 			}
-			b = append(b, '}')
 		}
 		b = append(b, ']')
 	}
@@ -503,6 +485,23 @@ func (c *Change) appendJSON(b []byte) ([]byte, error) {
 	}
 	if c.Pull {
 		b = append(b, `,"pull":true`...)
+	}
+	return append(b, '}'), nil
+}
+
+// appendFieldOp appends o's JSON exactly as encoding/json writes a
+// merge.FieldOp.
+func appendFieldOp(b []byte, o merge.FieldOp) ([]byte, error) {
+	b = append(b, `{"op":`...)
+	b = jsonvalue.AppendString(b, string(o.Op))
+	b = append(b, `,"path":`...)
+	b = jsonvalue.AppendString(b, o.Path)
+	if len(o.Value) > 0 {
+		b = append(b, `,"value":`...)
+		var err error
+		if b, err = jsonvalue.AppendRaw(b, o.Value); err != nil {
+			return nil, err
+		}
 	}
 	return append(b, '}'), nil
 }

@@ -7,6 +7,7 @@
 package jsonvalue
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -26,6 +27,8 @@ func Append(b []byte, v any) ([]byte, error) {
 		return strconv.AppendBool(b, v), nil
 	case float64:
 		return appendFloat(b, v)
+	case json.RawMessage:
+		return AppendRaw(b, v)
 	case map[string]any:
 		return AppendObject(b, v, Append)
 	case []any:
@@ -161,4 +164,25 @@ func AppendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// AppendRaw appends raw as encoding/json writes a json.RawMessage:
+// compacted, with <, >, & and U+2028, U+2029 escaped; raw that is not JSON
+// is refused, empty raw too. Nil raw is null.
+func AppendRaw(b []byte, raw json.RawMessage) ([]byte, error) {
+	if raw == nil {
+		return append(b, "null"...), nil
+	}
+	buf := bytes.NewBuffer(b)
+	start := len(b)
+	if err := json.Compact(buf, raw); err != nil {
+		return nil, fmt.Errorf("json: raw value: %w", err)
+	}
+	b = buf.Bytes()
+	if !bytes.ContainsAny(b[start:], "<>&\u2028\u2029") {
+		return b, nil
+	}
+	var esc bytes.Buffer
+	json.HTMLEscape(&esc, b[start:])
+	return append(b[:start], esc.Bytes()...), nil
 }

@@ -25,6 +25,7 @@ func TestAppendWritesWhatEncodingJSONWrites(t *testing.T) {
 		[]any{}, []any(nil), []any{1.0, "a", nil, []any{map[string]any{}}},
 		map[string]any{}, map[string]any(nil), map[string]any{"b": 1.0, "a": "x", "<k>": true, "ü": nil, "": []any{2.0}},
 		map[string]any{"n": json.Number("12.50"), "i": 3, "raw": json.RawMessage(`{"z": 1}`)},
+		json.RawMessage(nil), json.RawMessage(` [1, "<a & b>", "\u2028", " x "] `), json.RawMessage(`{"a":`),
 	} {
 		same(t, v)
 	}
@@ -43,6 +44,7 @@ func FuzzAppend(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		same(t, s)
+		same(t, json.RawMessage(s))
 		var v any
 		if json.Unmarshal([]byte(s), &v) == nil {
 			same(t, v)
