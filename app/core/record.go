@@ -131,7 +131,7 @@ func EncodeDocument(d *Document) ([]byte, error) { return RecordOf(d).appendJSON
 
 // EncodeDocumentSized is EncodeDocument that also returns StateSize(d.State),
 // measured in the same pass: a writer that checks a document's size and
-// then stores it encodes it once.
+// then stores it encodes it once. On an error the bytes are nil.
 func EncodeDocumentSized(d *Document) ([]byte, int, error) {
 	return RecordOf(d).appendSized(nil)
 }

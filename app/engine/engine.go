@@ -321,11 +321,11 @@ func (e *Engine) process(w *writer, batch []request) {
 		outs, commit = e.apply(k, stored, batch, false)
 		if len(commit.Changes) > 0 {
 			// The stored form, encoded once: its state's size is checked
-			// here, and the store writes the same bytes.
-			body, size, encErr := core.EncodeDocumentSized(commit.Doc)
-			if encErr == nil && size <= e.maxDoc(e.collection(k)) {
-				commit.Body = body
-			} else if encErr == nil {
+			// here, and the store writes the same bytes. An encoding error
+			// leaves Body nil, for the store to report.
+			var size int
+			commit.Body, size, _ = core.EncodeDocumentSized(commit.Doc)
+			if size > e.maxDoc(e.collection(k)) {
 				// Some op pushed the document over its limit: apply the
 				// batch again checking the size after every op, to refuse
 				// just those.
@@ -334,8 +334,6 @@ func (e *Engine) process(w *writer, batch []request) {
 				}
 				outs, commit = e.apply(k, stored, batch, true)
 			}
-			// An encoding error is the store's to report (it encodes Doc
-			// itself when Body is nil).
 		}
 		changes = commit.Changes
 		if len(changes) == 0 {

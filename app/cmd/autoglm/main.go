@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime"
 
 	"github.com/sirupsen/logrus"
 
@@ -29,7 +28,9 @@ func run(ctx context.Context, _ []string) error {
 	log := newLogger(cfg)
 	log.WithFields(cfg.Fields()).Info("starting")
 
-	go sizeScheduler(ctx, cfg, log)
+	go procs.Size(ctx, cfg.Procs, func(from, to int, load float64) {
+		log.WithFields(logrus.Fields{"from": from, "to": to, "load_cores": load}).Debug("scheduler resized")
+	})
 
 	svc, err := daprdeps.NewService(cfg, log)
 	if err != nil {
@@ -46,21 +47,6 @@ func run(ctx context.Context, _ []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
 	return svc.Shutdown(sctx)
-}
-
-// sizeScheduler applies AUTOGLM_PROCS: the scheduler's Ps follow the load
-// (procs.Run) unless the setting or a GOMAXPROCS in the environment fixes
-// them.
-func sizeScheduler(ctx context.Context, cfg config.Config, log *logrus.Logger) {
-	switch {
-	case os.Getenv("GOMAXPROCS") != "":
-	case cfg.Procs > 0:
-		runtime.GOMAXPROCS(cfg.Procs)
-	case procs.Supported():
-		procs.Run(ctx, procs.Options{OnChange: func(from, to int, load float64) {
-			log.WithFields(logrus.Fields{"from": from, "to": to, "load_cores": load}).Debug("scheduler resized")
-		}})
-	}
 }
 
 func newLogger(cfg config.Config) *logrus.Logger {

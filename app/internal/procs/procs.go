@@ -18,6 +18,7 @@ package procs
 
 import (
 	"context"
+	"os"
 	"runtime"
 	"time"
 )
@@ -69,9 +70,19 @@ func (o *Options) defaults() {
 	}
 }
 
-// Supported reports whether this platform tells a process's CPU time,
-// which Run needs.
-func Supported() bool { return processCPU() > 0 }
+// Size applies the process's setting until ctx ends: a GOMAXPROCS in the
+// environment is left as it is, fixed > 0 fixes the Ps at fixed, and
+// otherwise Run sizes them to the load (where the platform tells the
+// process's CPU time), telling onChange (may be nil) of each change.
+func Size(ctx context.Context, fixed int, onChange func(from, to int, load float64)) {
+	switch {
+	case os.Getenv("GOMAXPROCS") != "":
+	case fixed > 0:
+		runtime.GOMAXPROCS(fixed)
+	case processCPU() > 0:
+		Run(ctx, Options{OnChange: onChange})
+	}
+}
 
 // Run starts with one P and resizes until ctx ends; it then restores Max.
 func Run(ctx context.Context, o Options) {

@@ -2,7 +2,10 @@ package procs
 
 import (
 	"context"
+	"os"
+	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -104,13 +107,29 @@ func TestRunWithOneProcDoesNothing(t *testing.T) {
 
 // The process's CPU time is known here and grows with work.
 func TestProcessCPUGrows(t *testing.T) {
-	if !Supported() {
+	before := processCPU()
+	if before <= 0 {
 		t.Fatal("no process CPU time on this platform")
 	}
-	before := processCPU()
 	for end := time.Now().Add(30 * time.Millisecond); time.Now().Before(end); {
 	}
 	if after := processCPU(); after <= before {
 		t.Fatalf("CPU time %v after busy work, %v before", after, before)
+	}
+}
+
+// A GOMAXPROCS in the environment wins; otherwise a fixed count is set.
+func TestSizeFollowsTheSetting(t *testing.T) {
+	start := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(start)
+	t.Setenv("GOMAXPROCS", strconv.Itoa(start))
+	Size(context.Background(), start+2, nil)
+	if got := runtime.GOMAXPROCS(0); got != start {
+		t.Fatalf("GOMAXPROCS %d with it set in the environment, want %d", got, start)
+	}
+	os.Unsetenv("GOMAXPROCS")
+	Size(context.Background(), start+2, nil)
+	if got := runtime.GOMAXPROCS(0); got != start+2 {
+		t.Fatalf("GOMAXPROCS %d, want the fixed %d", got, start+2)
 	}
 }
