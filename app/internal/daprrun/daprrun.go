@@ -226,12 +226,12 @@ func Render(src, dst string, vars map[string]string) error {
 	return nil
 }
 
-// SidecarProcs is the scheduler setting daprd runs with unless the
+// sidecarProcs is the scheduler setting daprd runs with unless the
 // environment sets GOMAXPROCS, as in the deployments (dapr.io/env in
 // manifests/, compose.yaml): a sidecar that needs less than a core spends
 // much of its CPU waking, spinning and parking a second thread for each
 // call (docs/benchmarks.md, "One P").
-const SidecarProcs = "GOMAXPROCS=1"
+const sidecarProcs = "GOMAXPROCS=1"
 
 // Options describe one sidecar.
 type Options struct {
@@ -260,10 +260,10 @@ type Options struct {
 	Args        []string // extra daprd flags (e.g. --enable-profiling)
 }
 
-// env is daprd's environment on top of base (this process's): SidecarProcs
+// env is daprd's environment on top of base (this process's): sidecarProcs
 // unless base or Env set GOMAXPROCS (a later entry wins), Env, the tokens.
 func (o Options) env(base []string) []string {
-	env := append(append([]string{SidecarProcs}, base...), o.Env...)
+	env := append(append([]string{sidecarProcs}, base...), o.Env...)
 	if o.APIToken != "" {
 		env = append(env, "DAPR_API_TOKEN="+o.APIToken)
 	}
