@@ -3,7 +3,8 @@
 // JSON, byte for byte as encoding/json.Marshal writes them, without
 // reflection. The stored document is written on every commit and is mostly
 // such values; encoding/json spends most of that time reflecting on them
-// and sorting reflected keys. Any other type is handed to encoding/json.
+// and sorting reflected keys. json.RawMessage is written as encoding/json
+// writes it too (AppendRaw); any other type is handed to encoding/json.
 package jsonvalue
 
 import (
